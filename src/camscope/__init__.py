@@ -1,0 +1,29 @@
+"""camscope: class activation maps that compare, for PyTorch.
+
+Example:
+    >>> import camscope, torch
+    >>> from torchvision.models import resnet18
+    >>> explanation = camscope.explain(resnet18(num_classes=10), torch.randn(1, 3, 64, 64))
+    >>> explanation.maps.shape
+    torch.Size([1, 64, 64])
+"""
+
+from camscope.core import Explainer, Explanation, explain
+from camscope.errors import CamscopeError
+from camscope.methods import available_methods, register_method
+from camscope.targets import ClassDifference, ClassTarget, ScoreTarget, Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "explain",
+    "Explainer",
+    "Explanation",
+    "CamscopeError",
+    "available_methods",
+    "register_method",
+    "Target",
+    "ClassTarget",
+    "ClassDifference",
+    "ScoreTarget",
+]

@@ -1,0 +1,434 @@
+"""Capture engine: layers, hooks, activation layouts and model state.
+
+Activations come from forward hooks that exist only during one call. Gradients
+are taken with ``torch.autograd.grad`` of the target score with respect to the
+captured activations only: the forward pass runs without autograd up to the
+first captured layer, whose output becomes a leaf that requires grad, so no
+graph is recorded below the layer, no backward runs below it and no parameter
+gradient is ever computed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camscope.errors import CamscopeError
+
+__all__ = [
+    "LayerSpec",
+    "resolve_layers",
+    "default_layer",
+    "candidate_layers",
+    "output_tensor",
+    "model_state",
+    "validate_inputs",
+    "to_channels_first",
+    "LayerCapture",
+]
+
+LayerSpec = str | nn.Module | Sequence[str | nn.Module]
+
+# At most this many prefix tokens (class, distillation, register tokens) are looked for.
+_MAX_PREFIX_TOKENS = 32
+
+
+def output_tensor(outputs: Any) -> Tensor:
+    """The score tensor of a model's outputs.
+
+    Handles plain tensors, tuples and lists (first element), dicts (``logits``
+    or ``out``, else the only value) and objects with a ``.logits`` attribute
+    (Hugging Face).
+    """
+    if isinstance(outputs, Tensor):
+        return outputs
+    if hasattr(outputs, "logits") and isinstance(outputs.logits, Tensor):
+        return outputs.logits
+    if isinstance(outputs, dict):
+        for key in ("logits", "out"):
+            if key in outputs:
+                return output_tensor(outputs[key])
+        if len(outputs) == 1:
+            return output_tensor(next(iter(outputs.values())))
+        raise CamscopeError(
+            f"the model returns a dict with keys {sorted(outputs)}; camscope looks for 'logits' or 'out': "
+            "wrap the model so that it returns the score tensor"
+        )
+    if isinstance(outputs, (tuple, list)) and outputs:
+        return output_tensor(outputs[0])
+    raise CamscopeError(f"cannot find a score tensor in model outputs of type {type(outputs).__name__}")
+
+
+def _layer_list(layer: LayerSpec) -> list[str | nn.Module]:
+    if isinstance(layer, (str, nn.Module)):
+        return [layer]
+    layers = list(layer)
+    if not layers:
+        raise CamscopeError("an empty list of layers was given: name at least one layer")
+    return layers
+
+
+def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Module]]:
+    """Resolve dotted names or module objects to ``(name, module)`` pairs.
+
+    Raises:
+        CamscopeError: for an unknown name (with the closest names) or a module
+            that is not part of the model.
+    """
+    named = dict(model.named_modules())
+    by_id = {id(module): name for name, module in named.items()}
+    resolved = []
+    for item in _layer_list(layer):
+        if isinstance(item, nn.Module):
+            if id(item) not in by_id:
+                raise CamscopeError(
+                    f"the layer module {type(item).__name__} is not a submodule of the model: "
+                    "pass a module of this model, or its dotted name"
+                )
+            resolved.append((by_id[id(item)] or "<model>", item))
+            continue
+        if item not in named or item == "":
+            close = difflib.get_close_matches(item, [n for n in named if n], n=5, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise CamscopeError(
+                f"unknown layer {item!r}{hint} (`camscope layers MODEL` lists the layers)"
+            )
+        resolved.append((item, named[item]))
+    return resolved
+
+
+@dataclass
+class _Trace:
+    order: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+
+
+def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Run one sample and list ``(name, output shape)`` in the order modules finish."""
+    trace = _Trace()
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
+            tensor = out if isinstance(out, Tensor) else (out[0] if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor) else None)
+            if tensor is not None:
+                trace.order.append((name, tuple(tensor.shape)))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad(), model_state(model):
+            model(inputs[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return trace.order
+
+
+_DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def candidate_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Layers whose output has a spatial grid or tokens, with their output shapes.
+
+    Each name appears once, with the shape of its last call, in execution order.
+    """
+    seen: dict[str, tuple[int, ...]] = {}
+    for name, shape in _trace_shapes(model, inputs):
+        if len(shape) >= 3:
+            seen.pop(name, None)
+            seen[name] = shape
+    return list(seen.items())
+
+
+def default_layer(model: nn.Module, inputs: Tensor) -> str:
+    """A sensible layer to explain.
+
+    CNNs: the last module whose output still has a spatial grid (the last
+    convolutional stage; the outermost module when several end on the same
+    tensor). Token models (ViT, DeiT, DINO): the first normalisation of the
+    last transformer block, because with class-token pooling the patch tokens
+    at a block's output get no gradient. The choice is cached per model and
+    input shape.
+    """
+    cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
+    key = tuple(inputs.shape[1:])
+    if key in cache:
+        return cache[key]
+    order = _trace_shapes(model, inputs)
+    last_grid = max((i for i, (_, shape) in enumerate(order) if len(shape) in (4, 5) and math.prod(shape[2:]) > 1), default=-1)
+    last_tokens = max((i for i, (_, shape) in enumerate(order) if len(shape) == 3), default=-1)
+    if last_grid < 0 and last_tokens < 0:
+        raise CamscopeError(
+            "no layer of this model outputs a spatial grid or tokens: pass layer=NAME "
+            "(`camscope layers MODEL` lists candidates)"
+        )
+    if last_grid > last_tokens:
+        choice = order[last_grid][0]
+    else:
+        choice = _token_default(model, [name for name, shape in order[: last_tokens + 1] if len(shape) == 3])
+    cache[key] = choice
+    return choice
+
+
+def _token_default(model: nn.Module, token_layers: list[str]) -> str:
+    """The first LayerNorm inside the last block of a token model."""
+    named = dict(model.named_modules())
+    last = token_layers[-1]
+    # Walk the token layers backwards to the last block: a child of a ModuleList/Sequential.
+    for name in reversed(token_layers):
+        parent, _, index = name.rpartition(".")
+        if index.isdigit() and isinstance(named.get(parent), (nn.ModuleList, nn.Sequential)):
+            for sub_name, sub in named[name].named_modules():
+                if isinstance(sub, nn.LayerNorm):
+                    return f"{name}.{sub_name}" if sub_name else name
+            return name
+    return last
+
+
+def _has_parameters(model: nn.Module) -> bool:
+    return next(model.parameters(), None) is not None
+
+
+def _expected_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return module.in_channels
+        if isinstance(module, nn.Linear):
+            return None
+    return None
+
+
+def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
+    """Check the model and the input batch before any forward pass.
+
+    Raises:
+        CamscopeError: for a model without parameters, a non-tensor, a wrong
+            rank, NaN or infinite values, or a channel count that the model's
+            first convolution does not take.
+    """
+    if not isinstance(model, nn.Module):
+        raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not _has_parameters(model):
+        raise CamscopeError(
+            "the model has no parameters: camscope explains trained networks; "
+            "check that you passed the model and not a wrapper or a function"
+        )
+    if not isinstance(inputs, Tensor):
+        raise CamscopeError(f"inputs must be a torch.Tensor batch [B, C, H, W], got {type(inputs).__name__}")
+    if inputs.ndim not in (4, 5):
+        fix = " (a single image: use x.unsqueeze(0))" if inputs.ndim == 3 else ""
+        raise CamscopeError(
+            f"inputs must be a batch [B, C, H, W] (or [B, C, D, H, W] for volumes), got shape {list(inputs.shape)}{fix}"
+        )
+    if not inputs.is_floating_point():
+        raise CamscopeError(f"inputs must be floating point (normalised images), got dtype {inputs.dtype}")
+    if not bool(torch.isfinite(inputs).all()):
+        raise CamscopeError("inputs contain NaN or infinite values: check the preprocessing and the image files")
+    channels = _expected_channels(model)
+    if channels is not None and inputs.shape[1] != channels:
+        raise CamscopeError(
+            f"the model's first convolution takes {channels} channels but the inputs have {inputs.shape[1]} "
+            f"(shape {list(inputs.shape)}): convert the images (e.g. grayscale to RGB) or check the channel axis"
+        )
+    return inputs
+
+
+@contextmanager
+def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
+    """Put the model in eval mode for the duration; restore every module's mode and every requires_grad flag."""
+    training = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        if eval_mode:
+            model.eval()
+        yield
+    finally:
+        for module, mode in training:
+            module.training = mode
+        for param, flag in flags:
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
+
+
+def _num_prefix_tokens(model: nn.Module) -> int | None:
+    for attribute in ("num_prefix_tokens",):
+        value = getattr(model, attribute, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _token_grid(tokens: int, height: int, width: int, prefix: int | None) -> tuple[int, int, int] | None:
+    """``(prefix, gh, gw)`` such that ``tokens - prefix = gh * gw`` matches the input's aspect ratio."""
+    prefixes = [prefix] if prefix is not None else range(min(tokens, _MAX_PREFIX_TOKENS + 1))
+    for p in prefixes:
+        count = tokens - p
+        if count <= 0:
+            continue
+        for gh in range(1, count + 1):
+            if count % gh:
+                continue
+            gw = count // gh
+            # Same stride on both axes (up to the floor of a partial patch).
+            stride_h, stride_w = height / gh, width / gw
+            if abs(stride_h - stride_w) <= max(1.0, 0.1 * stride_h) and stride_h >= 1 and height // round(stride_h) == gh:
+                return p, gh, gw
+    return None
+
+
+def to_channels_first(
+    activations: Tensor,
+    input_shape: Sequence[int],
+    layer_name: str,
+    model: nn.Module | None = None,
+    layout: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+) -> Tensor:
+    """Bring a layer's output to ``[B, K, *spatial]``.
+
+    Args:
+        activations: the layer output: ``[B, K, h, w]`` (CNN), ``[B, K, d, h, w]``
+            (3-D CNN), ``[B, N, K]`` tokens (ViT; prefix tokens are dropped), or
+            ``[B, h, w, K]`` channels-last (Swin).
+        input_shape: the input batch shape, used to infer the token grid.
+        layer_name: for error messages.
+        model: to read ``num_prefix_tokens`` (timm) when present.
+        layout: ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
+        grid: the token grid ``(h, w)`` when it cannot be inferred.
+        prefix_tokens: how many leading tokens to drop (class, registers).
+    """
+    height, width = int(input_shape[-2]), int(input_shape[-1])
+    if layout == "auto":
+        if activations.ndim == 3:
+            layout = "tokens"
+        elif activations.ndim == 4 and _looks_channels_last(activations.shape, height, width):
+            layout = "nhwc"
+        else:
+            layout = "nchw"
+    if layout == "nchw":
+        if activations.ndim not in (4, 5):
+            raise CamscopeError(
+                f"layer {layer_name!r} outputs shape {list(activations.shape)}, not a [B, K, h, w] grid: "
+                "choose a convolutional layer, or pass layout='tokens' / 'nhwc'"
+            )
+        return activations
+    if layout == "nhwc":
+        if activations.ndim != 4:
+            raise CamscopeError(f"layout='nhwc' needs a 4-D output, layer {layer_name!r} gives {list(activations.shape)}")
+        return activations.permute(0, 3, 1, 2)
+    if layout != "tokens":
+        raise CamscopeError(f"unknown layout {layout!r}: use 'auto', 'nchw', 'nhwc' or 'tokens'")
+    if activations.ndim != 3:
+        raise CamscopeError(f"layout='tokens' needs [B, N, K] outputs, layer {layer_name!r} gives {list(activations.shape)}")
+    batch, tokens, channels = activations.shape
+    prefix = prefix_tokens if prefix_tokens is not None else (_num_prefix_tokens(model) if model is not None else None)
+    if grid is not None:
+        gh, gw = grid
+        prefix = tokens - gh * gw if prefix is None else prefix
+        found = (prefix, gh, gw) if prefix >= 0 and tokens - prefix == gh * gw else None
+    else:
+        found = _token_grid(tokens, height, width, prefix)
+    if found is None:
+        raise CamscopeError(
+            f"layer {layer_name!r} outputs {tokens} tokens, which do not form a patch grid for an input of "
+            f"{height}x{width} (after dropping {prefix if prefix is not None else 'up to 32'} prefix tokens): "
+            "pass grid=(h, w) and prefix_tokens=N, or choose a layer with spatial tokens"
+        )
+    prefix, gh, gw = found
+    return activations[:, prefix:].transpose(1, 2).reshape(batch, channels, gh, gw)
+
+
+def _looks_channels_last(shape: Sequence[int], height: int, width: int) -> bool:
+    """``[B, h, w, K]``: dims 1-2 form a downsampled grid of the input and dims 2-3 do not."""
+
+    def is_grid(h: int, w: int) -> bool:
+        return h > 0 and w > 0 and height % h == 0 and width % w == 0 and height // h == width // w
+
+    return is_grid(shape[1], shape[2]) and not is_grid(shape[2], shape[3])
+
+
+class LayerCapture:
+    """Forward hooks that record the outputs of some layers during one pass.
+
+    With ``need_grad``, autograd is switched on at the first captured layer and
+    each captured output becomes a tensor that requires grad; the layer passes
+    a clone downstream so that in-place operations after the layer (ReLU with
+    ``inplace=True``) cannot change the captured values.
+
+    Use as a context manager; hooks are removed on exit, exceptions included.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool) -> None:
+        self.layers = layers
+        self.need_grad = need_grad
+        self.activations: dict[str, Tensor] = {}
+        self.calls: dict[str, int] = {}
+        self.enabled = True
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> LayerCapture:
+        for name, module in self.layers:
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def reset(self) -> None:
+        self.activations.clear()
+        self.calls.clear()
+
+    def _hook(self, name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not self.enabled:
+                return None
+            self.calls[name] = self.calls.get(name, 0) + 1
+            tensor, rebuild = _split_output(output, name)
+            if not self.need_grad:
+                self.activations[name] = tensor.detach()
+                return None
+            if not tensor.requires_grad:
+                torch.set_grad_enabled(True)
+                tensor = tensor.detach().requires_grad_(True)
+            self.activations[name] = tensor
+            return rebuild(tensor.clone())
+
+        return hook
+
+    def check_calls(self) -> None:
+        """Every layer ran exactly once."""
+        for name, _ in self.layers:
+            count = self.calls.get(name, 0)
+            if count == 0:
+                raise CamscopeError(
+                    f"layer {name!r} did not run in the forward pass: choose a layer that the model uses"
+                )
+            if count > 1:
+                raise CamscopeError(
+                    f"layer {name!r} ran {count} times in one forward pass (a shared module): "
+                    "choose a layer that runs once, such as its parent block"
+                )
+
+
+def _split_output(output: Any, name: str) -> tuple[Tensor, Any]:
+    """The activation tensor of a layer's output, and a function that puts a replacement back."""
+    if isinstance(output, Tensor):
+        return output, lambda tensor: tensor
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        # Hugging Face layers return (hidden_states, *extras).
+        return output[0], lambda tensor: (tensor, *output[1:])
+    raise CamscopeError(
+        f"layer {name!r} returns {type(output).__name__}, not a tensor: choose a layer whose output is a tensor"
+    )
