@@ -278,9 +278,9 @@ def _token_grid(tokens: int, height: int, width: int, prefix: int | None) -> tup
             if count % gh:
                 continue
             gw = count // gh
-            # Same stride on both axes (up to the floor of a partial patch).
-            stride_h, stride_w = height / gh, width / gw
-            if abs(stride_h - stride_w) <= max(1.0, 0.1 * stride_h) and stride_h >= 1 and height // round(stride_h) == gh:
+            # One integer stride on both axes; a partial patch at the border is dropped (floor).
+            stride = height // gh
+            if stride >= 1 and width // gw == stride and height - gh * stride < stride and width - gw * stride < stride:
                 return p, gh, gw
     return None
 

@@ -244,7 +244,11 @@ class GradCAMpp(CamMethod):
     ``w_k = sum_ij alpha_k^ij ReLU(dy/dA_k^ij)`` with
     ``alpha = g^2 / (2 g^2 + sum_ab A_k^ab g^3)`` (the paper's closed form for
     an exponential score, as in the reference code and pytorch-grad-cam);
-    ``alpha = 0`` where the gradient is zero.
+    ``alpha = 0`` where the gradient is zero. Unlike pytorch-grad-cam 1.5.7, no
+    ``eps = 1e-6`` is added to the denominator (it biases layers with small
+    gradients); unlike torchcam 0.5.0, the sum over positions multiplies the
+    activations only (torchcam sums ``A * g^3``, and its in-place division on a
+    masked copy leaves ``alpha = g^2``).
     """
 
     name = "gradcampp"
