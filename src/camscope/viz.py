@@ -1,0 +1,97 @@
+"""Overlays and figures (matplotlib, Agg backend; no window is ever opened)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from camscope.io import atomic_write_bytes  # noqa: E402
+
+__all__ = ["overlay", "save_image", "save_figure", "explanation_figure"]
+
+
+def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().float().cpu().numpy()
+    return np.asarray(array, dtype=np.float32)
+
+
+def overlay(
+    image: np.ndarray | torch.Tensor,
+    cam: np.ndarray | torch.Tensor,
+    alpha: float = 0.5,
+    cmap: str | None = None,
+    signed: bool = False,
+) -> np.ndarray:
+    """Blend a map over an RGB image.
+
+    Args:
+        image: ``[H, W, 3]`` RGB in [0, 1].
+        cam: ``[H, W]``: in [0, 1], or in [-1, 1] when ``signed`` (S-CAMs).
+        alpha: weight of the map's colours.
+        cmap: colormap; default ``jet`` for [0, 1] maps and the diverging
+            ``RdBu_r`` (zero is white) for signed maps.
+        signed: the map keeps negative evidence in [-1, 1].
+
+    Returns:
+        ``[H, W, 3]`` RGB in [0, 1].
+    """
+    image, cam = _to_numpy(image), _to_numpy(cam)
+    if image.shape[:2] != cam.shape:
+        raise ValueError(f"image {image.shape[:2]} and map {cam.shape} differ in size")
+    colours = plt.get_cmap(cmap or ("RdBu_r" if signed else "jet"))
+    values = (np.clip(cam, -1, 1) + 1) / 2 if signed else np.clip(cam, 0, 1)
+    heat = colours(values)[..., :3]
+    return np.clip((1 - alpha) * image + alpha * heat, 0, 1)
+
+
+def save_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Save an ``[H, W, 3]`` float RGB image as PNG, atomically."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_figure(path: str | os.PathLike[str], figure: Figure, dpi: int = 100) -> Path:
+    """Save a figure as PNG, atomically, and close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def explanation_figure(
+    image: np.ndarray,
+    maps: dict[str, np.ndarray | torch.Tensor],
+    predictions: Sequence[tuple[str, float]] = (),
+    title: str = "",
+    signed: bool = False,
+) -> Figure:
+    """The image, its top predictions, and one overlay per map, side by side."""
+    columns = 1 + len(maps)
+    figure, axes = plt.subplots(1, columns, figsize=(2.6 * columns, 3.2), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(image)
+    axes[0].set_title(title or "input", fontsize=9)
+    if predictions:
+        text = "\n".join(f"{p * 100:5.1f}%  {name[:22]}" for name, p in predictions)
+        axes[0].text(0.02, -0.04, text, transform=axes[0].transAxes, va="top", ha="left", fontsize=7, family="monospace")
+    for axis, (name, cam) in zip(axes[1:], maps.items()):
+        axis.imshow(overlay(image, cam, signed=signed))
+        axis.set_title(name, fontsize=9)
+    for axis in axes:
+        axis.axis("off")
+    figure.tight_layout()
+    return figure
