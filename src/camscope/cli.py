@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import torch
 import typer
 
@@ -41,14 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     except CamscopeError as error:
         print(f"camscope: error: {error}", file=sys.stderr)
         return 2
-    except click.exceptions.NoArgsIsHelpError as help_:
-        print(help_.ctx.get_help() if help_.ctx else str(help_))
-        return 0
-    except click.ClickException as error:
+    except typer.Exit as exit_:
+        return exit_.exit_code
+    except Exception as error:
+        # Usage errors of click (or of the click that typer vendors): one line, status 2.
+        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":  # the help is already printed
+            return 0
         print(f"camscope: error: {error.format_message()}", file=sys.stderr)
         return 2
-    except (typer.Exit, click.exceptions.Exit) as exit_:
-        return exit_.exit_code
     except typer.Abort:
         print("camscope: aborted", file=sys.stderr)
         return 1
