@@ -15,7 +15,6 @@ import math
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -105,23 +104,19 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
     return resolved
 
 
-@dataclass
-class _Trace:
-    order: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
-
-
 def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """Run one sample and list ``(name, output shape)`` in the order modules finish."""
-    trace = _Trace()
+    order: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
-            tensor = out if isinstance(out, Tensor) else (out[0] if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor) else None)
-            if tensor is not None:
-                trace.order.append((name, tuple(tensor.shape)))
+            if isinstance(out, (tuple, list)) and out:
+                out = out[0]
+            if isinstance(out, Tensor):
+                order.append((name, tuple(out.shape)))
 
         handles.append(module.register_forward_hook(hook))
     try:
@@ -130,7 +125,7 @@ def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
     finally:
         for handle in handles:
             handle.remove()
-    return trace.order
+    return order
 
 
 _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
@@ -260,11 +255,9 @@ def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
 
 
 def _num_prefix_tokens(model: nn.Module) -> int | None:
-    for attribute in ("num_prefix_tokens",):
-        value = getattr(model, attribute, None)
-        if isinstance(value, int):
-            return value
-    return None
+    """timm's count of class, distillation and register tokens, where the model has it."""
+    value = getattr(model, "num_prefix_tokens", None)
+    return value if isinstance(value, int) else None
 
 
 def _token_grid(tokens: int, height: int, width: int, prefix: int | None) -> tuple[int, int, int] | None:
