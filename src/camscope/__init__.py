@@ -8,6 +8,7 @@ Example:
     torch.Size([1, 64, 64])
 """
 
+from camscope.analysis import Analysis, analyze
 from camscope.core import Explainer, Explanation, explain
 from camscope.errors import CamscopeError
 from camscope.methods import available_methods, register_method
@@ -19,6 +20,8 @@ __all__ = [
     "explain",
     "Explainer",
     "Explanation",
+    "analyze",
+    "Analysis",
     "CamscopeError",
     "available_methods",
     "register_method",

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands to `app` when imported.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_analyze",)
 
 
 def _register() -> None:
@@ -135,6 +135,8 @@ def explain(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     save: Annotated[bool, typer.Option(help="Also save the raw maps as safetensors.")] = False,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
+    scale: Annotated[Path | None, typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale.")] = None,
+    principal: Annotated[float | None, typer.Option("--principal", help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).")] = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write overlays (a grid for several methods)."""
     import camscope
@@ -149,6 +151,9 @@ def explain(
     config = data_config(model if model else network)
     loaded = [load_image(path, size=size, config=config) for path in images]
     batch = torch.cat([tensor for tensor, _ in loaded])
+    from camscope.cli_analyze import ScaleOptions
+
+    ifa = ScaleOptions(scale, principal)
     target_spec = None
     if target is not None:
         with torch.no_grad():
@@ -156,7 +161,7 @@ def explain(
     results: dict[str, camscope.Explanation] = {}
     for name in method_names:
         explainer = camscope.Explainer(network, layer=layer or None, method=name)
-        results[name] = explainer(batch, target=target_spec)
+        results[name] = explainer(batch, target=target_spec, **ifa.call_options(network, batch, target_spec))
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
     predictions = top_predictions(first.logits, names)
@@ -166,13 +171,14 @@ def explain(
         written = []
         if len(results) == 1:
             (name, explanation), = results.items()
-            written.append(save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index])))
+            written.append(save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=ifa.signed)))
         else:
             figure = explanation_figure(
                 rgb,
                 {name: e.maps[index] for name, e in results.items()},
                 [(p["name"], p["probability"]) for p in predictions[index]],
                 title=stem,
+                signed=ifa.signed,
             )
             written.append(save_figure(out / f"{stem}.png", figure))
         if save:

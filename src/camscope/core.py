@@ -38,7 +38,8 @@ class Explanation:
             layer's raw map upsampled to the input and divided by its per-image
             maximum absolute value.
         maps: ``raw`` upsampled to the input size, ReLU, min-max scaled per
-            image to [0, 1], ``[B, H, W]``; a constant map gives zeros.
+            image to [0, 1], ``[B, H, W]``; a constant map gives zeros. With
+            ``scale=`` (S-CAMs): ``scale(upsampled raw)``, signed, in (-1, 1).
         weights: ``[B, K]`` channel weights where the method has them, else None.
         contributions: ``[B, K]`` per-channel contributions ``sum_ij w_k^ij A_k^ij``
             (their sum over k is the sum of ``raw``), None for projection methods.
@@ -148,7 +149,9 @@ class Explainer:
         # Hooks live only inside a call; nothing is left to remove.
         return None
 
-    def __call__(self, inputs: Tensor, target: Any = None, *, features: Tensor | None = None) -> Explanation:
+    def __call__(
+        self, inputs: Tensor, target: Any = None, *, features: Tensor | None = None, scale: Any = None
+    ) -> Explanation:
         """Explain a batch.
 
         Args:
@@ -157,15 +160,19 @@ class Explainer:
                 :class:`~camscope.targets.Target`.
             features: a channel mask ``[K]`` or ``[B, K]`` (bool or float) that
                 multiplies the weighted features before the sum (FS-CAMs).
+            scale: a common intensity scale (S-CAMs): an ``Analysis`` from
+                ``camscope.analyze`` (its default scale) or ``Analysis.scale(...)``;
+                ``maps`` are then ``tanh(a * upsampled raw + b)``, signed, in (-1, 1).
         """
         inputs = validate_inputs(self.model, inputs)
         layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
         layers = resolve_layers(self.model, layer)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
             per_layer = self._explain(inputs, layers, as_target(target), features)
-        if len(per_layer) == 1:
-            return per_layer[0]
-        return self._fused(per_layer, inputs)
+        explanation = per_layer[0] if len(per_layer) == 1 else self._fused(per_layer, inputs)
+        if scale is not None:
+            explanation.maps = _scaled_maps(scale, explanation, inputs.shape[2:])
+        return explanation
 
     def _explain(
         self, inputs: Tensor, layers: list[tuple[str, nn.Module]], target: Target, features: Tensor | None
@@ -399,6 +406,25 @@ def _feature_mask(features: Tensor, activations: Tensor) -> Tensor:
     return mask.reshape(batch, channels, *([1] * (activations.ndim - 2)))
 
 
+def _scaled_maps(scale: Any, explanation: Explanation, size: Sequence[int]) -> Tensor:
+    """S-CAM maps: ``scale(upsampled raw)`` (an object with ``as_scale()``, or a callable)."""
+    transform = scale.as_scale() if hasattr(scale, "as_scale") else scale
+    if not callable(transform):
+        raise CamscopeError(
+            f"scale= must be an Analysis (camscope.analyze) or one of its scales, got {type(scale).__name__}"
+        )
+    if explanation.layers:
+        raise CamscopeError("scale= needs a single layer: the scale was fitted on one layer's raw values")
+    for attribute in ("method", "layer"):
+        fitted, used = getattr(transform, attribute, None), getattr(explanation, attribute)
+        if fitted is not None and fitted != used:
+            raise CamscopeError(
+                f"the scale was fitted for {attribute} {fitted!r} but this explanation uses {used!r}: "
+                f"analyze with the same {attribute}, or explain with {attribute}={fitted!r}"
+            )
+    return transform(upsample(explanation.raw, size)).detach()
+
+
 def _aggregate(raws: Tensor, mode: str) -> Tensor:
     """Combine the maps of ``R`` score components ``[R, B, ...]``."""
     if raws.shape[0] == 1:
@@ -420,6 +446,7 @@ def explain(
     target: Any = None,
     *,
     features: Tensor | None = None,
+    scale: Any = None,
     **options: Any,
 ) -> Explanation:
     """Explain a batch with one method at one or more layers.
@@ -431,6 +458,7 @@ def explain(
         layer: dotted name(s) or module(s); None picks a default.
         target: None (predicted class), an int, one int per sample, or a Target.
         features: channel mask for FS-CAMs (see :meth:`Explainer.__call__`).
+        scale: common intensity scale for S-CAMs (see :meth:`Explainer.__call__`).
         **options: Explainer options (``fuse``, ``eval_mode``, ``layout``,
             ``grid``, ``prefix_tokens``) and the method's options.
 
@@ -445,4 +473,4 @@ def explain(
         >>> explanation.raw.shape, explanation.maps.shape, explanation.weights.shape
         (torch.Size([2, 2, 2]), torch.Size([2, 64, 64]), torch.Size([2, 512]))
     """
-    return Explainer(model, layer=layer, method=method, **options)(inputs, target=target, features=features)
+    return Explainer(model, layer=layer, method=method, **options)(inputs, target=target, features=features, scale=scale)

@@ -5,4 +5,13 @@ Each metric is a function ``camscope.metrics.NAME(model, inputs, maps, target=No
 batches in torch and returning per-sample values.
 """
 
-__all__: list[str] = []
+from camscope.metrics.consistency import Consistency, Correlation, consistency, correlate
+from camscope.metrics.feature_masking import feature_masking_accuracy
+
+__all__: list[str] = [
+    "consistency",
+    "correlate",
+    "Consistency",
+    "Correlation",
+    "feature_masking_accuracy",
+]

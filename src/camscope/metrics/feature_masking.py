@@ -1,0 +1,140 @@
+"""Accuracy with only some features (IFA, Li et al., Sec. III-C).
+
+The forward paths of the unselected channels are blocked inside the network: a
+forward hook on the layer multiplies its output by a channel mask, and the
+model's accuracy is measured with only the kept features. Unlike masking the
+input, this leaves the input distribution intact.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from camscope.metrics import feature_masking_accuracy
+    >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    >>> data = [(torch.randn(8, 3, 16, 16), torch.randint(0, 2, (8,)))]
+    >>> keep = torch.tensor([True, True, False, False])
+    >>> results = feature_masking_accuracy(model, data, "0", {"all": None, "kept": keep, "rest": ~keep})
+    >>> sorted(results)
+    ['all', 'kept', 'rest']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camscope.capture import _split_output, model_state, output_tensor, resolve_layers, validate_inputs
+from camscope.datasets import iter_batches, progress
+from camscope.errors import CamscopeError
+
+__all__ = ["feature_masking_accuracy"]
+
+
+def _channel_axis(output: Tensor, channels: int, layout: str) -> int:
+    if layout == "nchw":
+        return 1
+    if layout in ("nhwc", "tokens"):
+        return output.ndim - 1
+    if layout != "auto":
+        raise CamscopeError(f"unknown layout {layout!r}: use 'auto', 'nchw', 'nhwc' or 'tokens'")
+    if output.ndim in (4, 5) and output.shape[1] == channels:
+        return 1
+    if output.shape[-1] == channels:
+        return output.ndim - 1
+    raise CamscopeError(
+        f"the mask has {channels} channels but the layer outputs shape {list(output.shape)}: "
+        "give a mask with one entry per channel of this layer"
+    )
+
+
+class _ChannelMask:
+    """A forward hook that multiplies a layer's output by a channel mask (None: leave it)."""
+
+    def __init__(self, layout: str) -> None:
+        self.mask: Tensor | None = None
+        self.layout = layout
+
+    def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if self.mask is None:
+            return None
+        tensor, rebuild = _split_output(output, "masked layer")
+        axis = _channel_axis(tensor, self.mask.numel(), self.layout)
+        shape = [1] * tensor.ndim
+        shape[axis] = -1
+        return rebuild(tensor * self.mask.to(device=tensor.device, dtype=tensor.dtype).reshape(shape))
+
+
+def _as_mask(keep: Any, name: str) -> Tensor | None:
+    if keep is None:
+        return None
+    mask = torch.as_tensor(keep)
+    if mask.ndim == 2:
+        # Per-class masks (Analysis.principal_features()): the model must decide without knowing
+        # the class, so the union of the classes' features is kept.
+        mask = mask.bool().any(dim=0) if mask.dtype == torch.bool else mask.amax(dim=0)
+    if mask.ndim != 1:
+        raise CamscopeError(f"feature mask {name!r} must have shape [K] (or [C, K]), got {list(mask.shape)}")
+    return mask.float()
+
+
+def feature_masking_accuracy(
+    model: nn.Module,
+    data: Any,
+    layer: Any,
+    keep: Any = None,
+    *,
+    batch_size: int = 32,
+    size: int = 224,
+    device: torch.device | str | None = None,
+    layout: str = "auto",
+    show_progress: bool | None = None,
+) -> float | dict[str, float]:
+    """Top-1 accuracy with only the kept channels of a layer.
+
+    Args:
+        model: the classifier.
+        data: labelled batches ``(inputs, labels)`` (a DataLoader, an iterable, or
+            an image folder in ImageFolder layout); unlabelled samples (-1) are skipped.
+        layer: the layer whose output channels are masked.
+        keep: a channel mask ``[K]`` (bool or float; zeroed channels are blocked),
+            per-class masks ``[C, K]`` (their union is kept: at inference the class
+            is unknown), None (all features), or a dict ``name -> mask`` to measure
+            several masks in one pass over the data (e.g. ``{"all": None,
+            "principal": m, "non-principal": ~m}``).
+        batch_size, size, device, layout, show_progress: the dataset pass;
+            ``layout`` says where the channel axis is (``"auto"``: axis 1 of a grid,
+            else the last axis).
+
+    Returns:
+        The accuracy, or a dict of accuracies for a dict of masks.
+    """
+    named = dict(keep) if isinstance(keep, Mapping) else {"accuracy": keep}
+    masks = {name: _as_mask(value, name) for name, value in named.items()}
+    resolved = resolve_layers(model, layer)
+    if len(resolved) != 1:
+        raise CamscopeError("feature masking works on one layer: pass a single layer name")
+    module = resolved[0][1]
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    hook = _ChannelMask(layout)
+    correct = {name: 0 for name in masks}
+    total = 0
+    handle = module.register_forward_hook(hook)
+    try:
+        with model_state(model, True), torch.no_grad():
+            for inputs, labels in progress(iter_batches(data, batch_size, size=size), "feature masking", enabled=show_progress):
+                inputs = validate_inputs(model, inputs.to(device))
+                labels = labels.to(device)
+                labelled = labels >= 0
+                total += int(labelled.sum())
+                for name, mask in masks.items():
+                    hook.mask = None if mask is None else mask.to(device)
+                    predictions = output_tensor(model(inputs)).argmax(dim=1)
+                    correct[name] += int(((predictions == labels) & labelled).sum())
+    finally:
+        handle.remove()
+    if total == 0:
+        raise CamscopeError("feature_masking_accuracy needs labelled data: no sample had a label")
+    accuracies = {name: count / total for name, count in correct.items()}
+    return accuracies if isinstance(keep, Mapping) else accuracies["accuracy"]
