@@ -12,6 +12,7 @@ from camscope.analysis import Analysis, analyze
 from camscope.core import Explainer, Explanation, explain
 from camscope.errors import CamscopeError
 from camscope.methods import available_methods, register_method
+from camscope import perturbation, projection  # noqa: F401,E402  (registers the perturbation and projection CAMs)
 from camscope.targets import ClassDifference, ClassTarget, ScoreTarget, Target
 
 __version__ = "0.1.0"
