@@ -11,6 +11,7 @@ Example:
 from camscope.analysis import Analysis, analyze
 from camscope.core import Explainer, Explanation, explain
 from camscope.errors import CamscopeError
+from camscope.finer import Finer, class_similarity
 from camscope.methods import available_methods, register_method
 from camscope import perturbation, projection  # noqa: F401,E402  (registers the perturbation and projection CAMs)
 from camscope.targets import ClassDifference, ClassTarget, ScoreTarget, Target
@@ -30,4 +31,6 @@ __all__ = [
     "ClassTarget",
     "ClassDifference",
     "ScoreTarget",
+    "Finer",
+    "class_similarity",
 ]

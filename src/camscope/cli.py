@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands to `app` when imported.
-_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_analyze",)
+_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_analyze")
 
 
 def _register() -> None:
@@ -137,13 +137,22 @@ def explain(
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     scale: Annotated[Path | None, typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale.")] = None,
     principal: Annotated[float | None, typer.Option("--principal", help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).")] = None,
+    versus: Annotated[list[str] | None, typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several.")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")] = None,
+    references: Annotated[int | None, typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3).")] = None,
 ) -> None:
-    """Explain images: print the top-5 predictions and write overlays (a grid for several methods)."""
+    """Explain images: print the top-5 predictions and write overlays (a grid for several methods).
+
+    With a finer-* method (Finer-CAM) the figure shows the base map, the Finer map and the reference classes.
+    """
     import camscope
     from camscope.models import data_config, load_image
     from camscope.viz import explanation_figure, overlay, save_figure, save_image
 
     method_names = method or ["gradcam"]
+    from camscope.cli_finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
+
+    check_finer_cli_options(method_names, versus, gamma, references)
     for image in images:
         if not image.is_file():
             raise CamscopeError(f"no such image file: {image}")
@@ -160,7 +169,8 @@ def explain(
             target_spec = resolve_class(target, network(batch[:1]).shape[1])
     results: dict[str, camscope.Explanation] = {}
     for name in method_names:
-        explainer = camscope.Explainer(network, layer=layer or None, method=name)
+        finer_options = finer_cli_options(name, versus, gamma, references, network, batch)
+        explainer = camscope.Explainer(network, layer=layer or None, method=name, **finer_options)
         results[name] = explainer(batch, target=target_spec, **ifa.call_options(network, batch, target_spec))
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
@@ -171,7 +181,11 @@ def explain(
         written = []
         if len(results) == 1:
             (name, explanation), = results.items()
-            written.append(save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=ifa.signed)))
+            if finer_references(explanation, index, names):
+                figure = finer_figure(network, batch, explanation, index, rgb, names, title=stem)
+                written.append(save_figure(out / f"{stem}_{name}.png", figure))
+            else:
+                written.append(save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=ifa.signed)))
         else:
             figure = explanation_figure(
                 rgb,
@@ -197,6 +211,7 @@ def explain(
                 "layer": first.layer,
                 "methods": list(results),
                 "files": [str(p) for p in written],
+                **{f"{name}.references": refs for name, e in results.items() if (refs := finer_references(e, index, names))},
             }
         )
     if json_output:

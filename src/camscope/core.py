@@ -168,7 +168,7 @@ class Explainer:
         layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
         layers = resolve_layers(self.model, layer)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
-            per_layer = self._explain(inputs, layers, as_target(target), features)
+            per_layer = self._explain(inputs, layers, self.method.prepare_target(as_target(target), self.model), features)
         explanation = per_layer[0] if len(per_layer) == 1 else self._fused(per_layer, inputs)
         if scale is not None:
             explanation.maps = _scaled_maps(scale, explanation, inputs.shape[2:])
@@ -182,7 +182,7 @@ class Explainer:
         with LayerCapture(layers, need_grad=need_grad) as capture:
             logits, resolved, scores = self._pass(inputs, capture, target, need_grad)
             native = {name: capture.activations[name] for name, _ in layers}
-            gradients = self._gradients(scores, native, method) if need_grad else {}
+            gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
             explanations = []
             for name, _ in layers:
                 activations = self._channels_first(native[name], inputs, name)
@@ -246,20 +246,24 @@ class Explainer:
                 "Check the image size and channels the model expects"
             ) from error
 
-    def _gradients(self, scores: Tensor, native: dict[str, Tensor], method: CamMethod) -> dict[str, Tensor]:
+    def _gradients(
+        self, scores: Tensor, native: dict[str, Tensor], method: CamMethod, aggregate: str = "mean-before-relu"
+    ) -> dict[str, Tensor]:
         """``d score / d A`` per layer with a leading component axis: ``[R, B, ...]``.
 
-        ``R = 1`` unless the target has component scores ``[B, R]`` and the
-        method's weights are not linear in the gradient.
+        ``R = 1`` unless the target has component scores ``[B, R]`` and either the
+        method's weights are not linear in the gradient or the components' maps are
+        not averaged before the ReLU (a max, or a mean after the ReLU, needs each map).
         """
         names = list(native)
         tensors = [native[name] for name in names]
-        if scores.ndim == 1 or method.linear_in_gradient:
+        shortcut = method.linear_in_gradient and aggregate == "mean-before-relu"
+        if scores.ndim == 1 or shortcut:
             total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
             grads = [None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)]
         else:
             grads = _component_gradients(scores, tensors)
-        components = 1 if scores.ndim == 1 or method.linear_in_gradient else scores.shape[1]
+        components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
         return {
             name: torch.zeros_like(tensor).expand(components, *tensor.shape) if grad is None else grad
             for name, grad, tensor in zip(names, grads, tensors)

@@ -118,6 +118,14 @@ class CamMethod:
     def option_names(cls) -> tuple[str, ...]:
         return ()
 
+    def prepare_target(self, target: Target, model: nn.Module) -> Target:
+        """The target this method explains, given the user's (before any forward pass).
+
+        The identity; methods that change what is explained (the ``finer-*``
+        shortcuts compare the class with similar classes) wrap it here.
+        """
+        return target
+
     def __call__(self, ctx: CamContext) -> CamResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
