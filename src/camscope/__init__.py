@@ -10,6 +10,7 @@ Example:
 
 from camscope.analysis import Analysis, analyze
 from camscope.core import Explainer, Explanation, explain
+from camscope.diffcam import ReferenceBank
 from camscope.errors import CamscopeError
 from camscope.finer import Finer, class_similarity
 from camscope.methods import available_methods, register_method
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "explain",
+    "ReferenceBank",
     "Explainer",
     "Explanation",
     "analyze",

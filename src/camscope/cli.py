@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands to `app` when imported.
-_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_analyze")
+_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_bank", "camscope.cli_analyze")
 
 
 def _register() -> None:
@@ -140,6 +140,9 @@ def explain(
     versus: Annotated[list[str] | None, typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several.")] = None,
     gamma: Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")] = None,
     references: Annotated[int | None, typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3).")] = None,
+    bank: Annotated[Path | None, typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build).")] = None,
+    reference: Annotated[str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")] = None,
+    regularization: Annotated[str | None, typer.Option(help="DiffCAM: 'oas' (default) or a number r >= 0.")] = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write overlays (a grid for several methods).
 
@@ -160,18 +163,22 @@ def explain(
     config = data_config(model if model else network)
     loaded = [load_image(path, size=size, config=config) for path in images]
     batch = torch.cat([tensor for tensor, _ in loaded])
+    from camscope.cli_bank import DiffCAMOptions
+
+    diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, config, size, model)
     from camscope.cli_analyze import ScaleOptions
 
     ifa = ScaleOptions(scale, principal)
     target_spec = None
-    if target is not None:
+    if target is not None and not diffcam.owns_target:
         with torch.no_grad():
             target_spec = resolve_class(target, network(batch[:1]).shape[1])
     results: dict[str, camscope.Explanation] = {}
     for name in method_names:
         finer_options = finer_cli_options(name, versus, gamma, references, network, batch)
-        explainer = camscope.Explainer(network, layer=layer or None, method=name, **finer_options)
-        results[name] = explainer(batch, target=target_spec, **ifa.call_options(network, batch, target_spec))
+        explainer = camscope.Explainer(network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name))
+        name_target = diffcam.target_for(name, target_spec)
+        results[name] = explainer(batch, target=name_target, **ifa.call_options(network, batch, name_target))
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
     predictions = top_predictions(first.logits, names)

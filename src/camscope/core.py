@@ -199,6 +199,9 @@ class Explainer:
                     gradients_at=lambda x, name=name, capture=capture, resolved=resolved: self._gradients_at(
                         x, name, capture, resolved
                     ),
+                    activations_at=lambda x, native=False, name=name, capture=capture: self._activations_at(
+                        x, name, capture, native
+                    ),
                 )
                 grads = gradients.get(name)
                 results = self._run_method(context, grads, inputs, name)
@@ -331,6 +334,19 @@ class Explainer:
                 return output_tensor(self._model_forward(inputs))
         finally:
             capture.enabled = True
+
+    def _activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
+        """Activations at one layer for other inputs (detached; channels first unless ``native``)."""
+        capture.reset()
+        grad_mode = torch.is_grad_enabled()
+        try:
+            with torch.no_grad():
+                self._model_forward(inputs)
+        finally:
+            torch.set_grad_enabled(grad_mode)
+        capture.check_calls()
+        activations = capture.activations[name].detach()
+        return activations if native else self._channels_first(activations, inputs, name)
 
     def _gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
         """Activations and gradients at one layer for other inputs, the same resolved target."""

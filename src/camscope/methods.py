@@ -59,6 +59,11 @@ class CamContext:
         gradients_at: recomputes ``(activations, gradients)`` at this layer for
             other inputs and the same target (used by smoothed methods).
         options: method options given to ``explain``.
+        activations_at: the activations at this layer for other inputs, one
+            forward pass without autograd: ``activations_at(x)`` gives
+            ``[N, K, *spatial]`` like ``activations``, ``activations_at(x, native=True)``
+            the layer's output as the model produced it (e.g. ``[N, T, K]``
+            tokens with the class token; used by DiffCAM for reference inputs).
     """
 
     model: nn.Module
@@ -72,6 +77,7 @@ class CamContext:
     forward: Callable[[Tensor], Tensor]
     gradients_at: Callable[[Tensor], tuple[Tensor, Tensor]]
     options: dict[str, Any] = field(default_factory=dict)
+    activations_at: Callable[..., Tensor] | None = None
 
     @property
     def spatial_dims(self) -> tuple[int, ...]:
