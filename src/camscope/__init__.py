@@ -16,6 +16,7 @@ from camscope.finer import Finer, class_similarity
 from camscope.methods import available_methods, register_method
 from camscope import perturbation, projection  # noqa: F401,E402  (registers the perturbation and projection CAMs)
 from camscope.targets import ClassDifference, ClassTarget, ScoreTarget, Target
+from camscope.evaluate import evaluate
 
 __version__ = "0.1.0"
 
@@ -35,4 +36,5 @@ __all__ = [
     "ScoreTarget",
     "Finer",
     "class_similarity",
+    "evaluate",
 ]

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands to `app` when imported.
-_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_bank", "camscope.cli_analyze")
+_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_bank", "camscope.cli_analyze", "camscope.cli_evaluate")
 
 
 def _register() -> None:
@@ -135,14 +135,14 @@ def explain(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     save: Annotated[bool, typer.Option(help="Also save the raw maps as safetensors.")] = False,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
-    scale: Annotated[Path | None, typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale.")] = None,
-    principal: Annotated[float | None, typer.Option("--principal", help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).")] = None,
     versus: Annotated[list[str] | None, typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several.")] = None,
     gamma: Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")] = None,
     references: Annotated[int | None, typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3).")] = None,
     bank: Annotated[Path | None, typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build).")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")] = None,
     regularization: Annotated[str | None, typer.Option(help="DiffCAM: 'oas' (default) or a number r >= 0.")] = None,
+    scale: Annotated[Path | None, typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale.")] = None,
+    principal: Annotated[float | None, typer.Option("--principal", help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).")] = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write overlays (a grid for several methods).
 

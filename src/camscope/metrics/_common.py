@@ -1,0 +1,421 @@
+"""Shared pieces of the metrics: the result type, map and target handling, batched perturbed passes.
+
+Conventions (every metric in :mod:`camscope.metrics` follows them):
+
+* **Inputs.** ``maps`` is a ``[B, H, W]`` tensor (``[B, 1, H, W]`` is accepted), or an
+  :class:`~camscope.core.Explanation` (its ``maps`` are used, and its resolved target
+  when ``target`` is None). Maps at another resolution than the inputs are resized
+  bilinearly (``align_corners=False``), as :func:`camscope.core.upsample` does.
+* **Targets.** ``target`` accepts what :func:`camscope.explain` accepts (None: the
+  predicted class; an int; one int per sample; a :class:`~camscope.targets.Target`). It
+  is resolved once on the clean logits, and that resolved target scores every
+  perturbed copy.
+* **Scores.** ``score="probability"`` (the default of the papers) is the softmax
+  probability of the target's class; ``score="logit"`` (alias ``"target"``) is the
+  target's own score (``y_c``, or ``y_c - gamma * y_d`` for a
+  :class:`~camscope.targets.ClassDifference`); a callable ``score(outputs, target) -> [B]``
+  is used as given.
+* **Results.** Every metric returns a :class:`MetricResult`: per-sample values
+  ``[B]`` under named keys, per-sample curves ``[B, T]`` with their abscissae ``[T]``,
+  the protocol's parameters, and :meth:`MetricResult.summary` for dataset means.
+  Results of several batches are joined with :meth:`MetricResult.cat`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from camscope.capture import model_state, output_tensor, validate_inputs
+from camscope.core import Explanation, normalize_maps
+from camscope.errors import CamscopeError
+from camscope.targets import Target, as_target
+
+__all__ = [
+    "MetricResult",
+    "Scorer",
+    "prepare_maps",
+    "clean_pass",
+    "make_scorer",
+    "score_perturbed",
+    "substrate",
+    "rise_blur",
+    "rise_kernel",
+    "rank_pixels",
+    "FrozenTarget",
+]
+
+
+@dataclass
+class MetricResult:
+    """Per-sample values (and curves) of one metric on a batch or a dataset.
+
+    Attributes:
+        name: the metric's name (``"deletion"``, ``"road"``, ...).
+        values: per-sample values ``[B]`` by key; ``headline`` names the main one.
+            NaN marks a sample for which the value is undefined (for instance an
+            empty ground-truth mask); :meth:`summary` skips NaNs.
+        curves: per-sample curves ``[B, T]`` by key.
+        steps: the abscissa ``[T]`` of each curve (same keys as ``curves``).
+        headline: the key of the main value.
+        higher_is_better: direction of each value, for tables.
+        params: the protocol's parameters as used.
+        auc_of_mean: summary keys computed as the trapezoid area under the
+            NaN-mean of a curve (``{"auc_of_mean_curve": "curve"}`` for deletion).
+
+    Example:
+        >>> import torch
+        >>> from camscope.metrics import MetricResult
+        >>> r = MetricResult("demo", {"v": torch.tensor([1.0, float("nan"), 3.0])}, headline="v")
+        >>> r.summary()
+        {'v': 2.0, 'n': 3}
+    """
+
+    name: str
+    values: dict[str, Tensor]
+    curves: dict[str, Tensor] = field(default_factory=dict)
+    steps: dict[str, Tensor] = field(default_factory=dict)
+    headline: str = ""
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    auc_of_mean: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.headline:
+            self.headline = next(iter(self.values), "")
+
+    @property
+    def value(self) -> Tensor:
+        """The headline per-sample values ``[B]``."""
+        return self.values[self.headline]
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key in self.values:
+            return self.values[key]
+        if key in self.curves:
+            return self.curves[key]
+        raise KeyError(f"{self.name} has no value or curve {key!r}; values: {list(self.values)}, curves: {list(self.curves)}")
+
+    def __len__(self) -> int:
+        return int(self.value.shape[0]) if self.values else 0
+
+    def mean_curves(self) -> dict[str, Tensor]:
+        """The NaN-mean over samples of each curve, ``[T]``."""
+        return {key: _nanmean(curve.float(), dim=0) for key, curve in self.curves.items()}
+
+    def summary(self) -> dict[str, float]:
+        """Dataset means: the NaN-mean of every value, the sample count, and the areas under mean curves."""
+        out: dict[str, float] = {key: float(_nanmean(value.double(), dim=0)) for key, value in self.values.items()}
+        out["n"] = len(self)
+        for key, curve in self.auc_of_mean.items():
+            mean = _nanmean(self.curves[curve].double(), dim=0)
+            out[key] = float(torch.trapezoid(mean, self.steps[curve].double().to(mean.device)))
+        return out
+
+    def cpu(self) -> MetricResult:
+        """A copy with every tensor on the CPU."""
+        return replace(
+            self,
+            values={k: v.detach().cpu() for k, v in self.values.items()},
+            curves={k: v.detach().cpu() for k, v in self.curves.items()},
+            steps={k: v.detach().cpu() for k, v in self.steps.items()},
+        )
+
+    @classmethod
+    def cat(cls, results: Sequence[MetricResult]) -> MetricResult:
+        """Join the results of several batches of the same metric and protocol."""
+        if not results:
+            raise CamscopeError("MetricResult.cat needs at least one result")
+        first = results[0]
+        for other in results[1:]:
+            if other.name != first.name or set(other.values) != set(first.values) or set(other.curves) != set(first.curves):
+                raise CamscopeError(f"cannot join results of {first.name!r} and {other.name!r}: their keys differ")
+        return replace(
+            first,
+            values={k: torch.cat([r.values[k].detach().cpu() for r in results]) for k in first.values},
+            curves={k: torch.cat([r.curves[k].detach().cpu() for r in results]) for k in first.curves},
+            steps={k: v.detach().cpu() for k, v in first.steps.items()},
+        )
+
+
+def _nanmean(tensor: Tensor, dim: int) -> Tensor:
+    if tensor.numel() == 0:
+        return torch.full(tensor.shape[1:], float("nan"), dtype=tensor.dtype)
+    return tensor.nanmean(dim=dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# Maps and targets
+# ----------------------------------------------------------------------------------------------
+
+
+def prepare_maps(maps: Tensor | Explanation, size: Sequence[int] | None = None, *, normalize: bool = False) -> Tensor:
+    """Validate saliency maps and bring them to ``[B, H, W]`` float at ``size``.
+
+    Args:
+        maps: ``[B, H, W]`` or ``[B, 1, H, W]`` tensor, or an Explanation.
+        size: the inputs' spatial size; maps of another size are resized bilinearly.
+        normalize: apply ReLU and per-image min-max scaling to [0, 1]
+            (:func:`camscope.core.normalize_maps`).
+    """
+    if isinstance(maps, Explanation):
+        maps = maps.maps
+    if not isinstance(maps, Tensor):
+        raise CamscopeError(f"maps must be a tensor [B, H, W] or an Explanation, got {type(maps).__name__}")
+    if maps.ndim == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if maps.ndim != 3:
+        raise CamscopeError(f"maps must have shape [B, H, W] (or [B, 1, H, W]), got {list(maps.shape)}")
+    maps = maps.detach()
+    if not maps.is_floating_point():
+        maps = maps.float()
+    if not bool(torch.isfinite(maps).all()):
+        raise CamscopeError("maps contain NaN or infinite values")
+    if size is not None and tuple(maps.shape[1:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return normalize_maps(maps) if normalize else maps
+
+
+class FrozenTarget(Target):
+    """A resolved target that stays resolved: ``resolve`` returns it unchanged.
+
+    ``explain`` resolves its target on the logits of the model it explains; wrap a
+    target resolved on another model (the sanity check's randomised copies) so that
+    the same classes are explained.
+    """
+
+    def __init__(self, resolved: Target) -> None:
+        self.inner = resolved
+        self.aggregate = resolved.aggregate
+
+    def resolve(self, outputs: Tensor) -> FrozenTarget:
+        return self
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        return self.inner(outputs)
+
+    def classes(self) -> Tensor | None:
+        return self.inner.classes()
+
+    def __repr__(self) -> str:
+        return f"FrozenTarget({self.inner!r})"
+
+
+def _forward(model: nn.Module, inputs: Tensor) -> Tensor:
+    try:
+        return output_tensor(model(inputs))
+    except CamscopeError:
+        raise
+    except (RuntimeError, ValueError, AssertionError) as error:
+        raise CamscopeError(f"the model failed on inputs of shape {list(inputs.shape)}: {error}") from error
+
+
+def clean_pass(model: nn.Module, inputs: Tensor, target: Any, maps: Any = None) -> tuple[Tensor, Target]:
+    """The model's outputs on the clean inputs and the target resolved on them.
+
+    When ``target`` is None and ``maps`` is an Explanation, its resolved target is used.
+    """
+    inputs = validate_inputs(model, inputs)
+    with model_state(model, True), torch.no_grad():
+        logits = _forward(model, inputs).detach()
+    if target is None and isinstance(maps, Explanation):
+        resolved: Target = FrozenTarget(maps.targets)
+    else:
+        resolved = as_target(target).resolve(logits)
+    return logits, resolved
+
+
+Scorer = Callable[[Tensor], Tensor]
+
+
+def make_scorer(target: Target, score: str | Callable[[Tensor, Target], Tensor] = "probability") -> Scorer:
+    """A function mapping a batch of outputs ``[B, K]`` (rows aligned with the samples) to ``[B]`` scores."""
+    if callable(score) and not isinstance(score, str):
+
+        def custom(outputs: Tensor) -> Tensor:
+            return score(outputs, target).reshape(-1)
+
+        return custom
+    if score == "probability":
+        classes = target.classes()
+        if classes is None:
+            raise CamscopeError(
+                f"score='probability' needs a class target, but the target is {target!r}: "
+                "pass score='logit' to use the target's own score, or a callable score(outputs, target)"
+            )
+
+        def probability(outputs: Tensor) -> Tensor:
+            if outputs.ndim != 2:
+                raise CamscopeError(f"score='probability' needs outputs [batch, classes], got {list(outputs.shape)}")
+            probs = torch.softmax(outputs.float(), dim=1)
+            return probs.gather(1, classes.to(outputs.device)[:, None])[:, 0]
+
+        return probability
+    if score in ("logit", "target"):
+
+        def own(outputs: Tensor) -> Tensor:
+            values = target(outputs)
+            return (values.mean(dim=1) if values.ndim == 2 else values).float()
+
+        return own
+    raise CamscopeError(f"unknown score {score!r}: use 'probability', 'logit' or a callable score(outputs, target)")
+
+
+def score_perturbed(
+    model: nn.Module,
+    scorer: Scorer,
+    clean_outputs: Tensor,
+    make_inputs: Callable[[Tensor, slice], Tensor],
+    steps: int,
+    batch_size: int = 64,
+) -> Tensor:
+    """Scores of ``steps`` perturbed copies of a batch, ``[steps, B, ...]``, in chunks of at most ``batch_size`` rows.
+
+    ``make_inputs(t, rows)`` returns the perturbed inputs for the steps ``t`` (a long
+    tensor) and the samples ``rows`` (a slice), ordered step-major:
+    ``[len(t) * n_rows, C, H, W]``. Whole batches are scored together so that targets
+    with per-sample state (classes, references) see their own rows; a step split
+    across chunks is completed with the clean outputs before scoring.
+    """
+    if batch_size < 1:
+        raise CamscopeError(f"batch_size must be a positive integer, got {batch_size}")
+    batch = clean_outputs.shape[0]
+    device = clean_outputs.device
+    scores: Tensor | None = None
+    with model_state(model, True), torch.no_grad():
+        for t, rows in _chunks(steps, batch, batch_size, device):
+            inputs = make_inputs(t, rows)
+            outputs = _forward(model, inputs).detach()
+            n_rows = rows.stop - rows.start
+            outputs = outputs.reshape(len(t), n_rows, *outputs.shape[1:])
+            for i, step in enumerate(t.tolist()):
+                if n_rows == batch:
+                    value = scorer(outputs[i]).float()
+                else:
+                    full = clean_outputs.clone()
+                    full[rows] = outputs[i]
+                    value = scorer(full)[rows].float()
+                if scores is None:
+                    scores = torch.empty(steps, batch, *value.shape[1:], device=device, dtype=torch.float32)
+                scores[step, rows] = value
+    if scores is None:
+        raise CamscopeError("no perturbed copies to score")
+    return scores
+
+
+def _chunks(steps: int, batch: int, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, slice]]:
+    if batch <= batch_size:
+        per = max(1, batch_size // batch)
+        for start in range(0, steps, per):
+            yield torch.arange(start, min(steps, start + per), device=device), slice(0, batch)
+    else:
+        for step in range(steps):
+            for start in range(0, batch, batch_size):
+                yield torch.tensor([step], device=device), slice(start, min(batch, start + batch_size))
+
+
+def rank_pixels(maps: Tensor, descending: bool = True) -> Tensor:
+    """Rank of every pixel by its map value, ``[B, H*W]`` (0 = first removed).
+
+    Ties keep raster order (a stable sort), as torchcam's DeletionInsertionMetric does.
+    """
+    flat = maps.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=descending, stable=True)
+    return torch.argsort(order, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Substrates: what removed pixels are replaced with
+# ----------------------------------------------------------------------------------------------
+
+
+def rise_kernel(kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+    """The blur kernel of RISE's reference code, ``[k, k]``.
+
+    RISE builds it as ``scipy.ndimage.gaussian_filter`` of a ``k x k`` delta image
+    (mode ``reflect``, truncate 4): a Gaussian wider than the window folded back
+    into it, so it sums to 1 but is flatter than a truncated Gaussian. Computed here
+    in closed form without scipy.
+    """
+    if kernel_size < 1 or sigma <= 0:
+        raise CamscopeError(f"blur needs kernel_size >= 1 and sigma > 0, got {kernel_size} and {sigma}")
+    radius = int(4.0 * float(sigma) + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = weights / weights.sum()
+    centre = kernel_size // 2
+    profile = torch.zeros(kernel_size, dtype=torch.float64)
+    period = 2 * kernel_size
+    for i in range(kernel_size):
+        for k, w in zip(range(-radius, radius + 1), weights.tolist()):
+            j = (i + k) % period
+            if j >= kernel_size:
+                j = period - 1 - j
+            if j == centre:
+                profile[i] += w
+    return torch.outer(profile, profile).float()
+
+
+def rise_blur(inputs: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
+    """RISE's blurred substrate: each channel convolved with :func:`rise_kernel`, zero padding."""
+    channels = inputs.shape[1]
+    kernel = rise_kernel(kernel_size, sigma).to(device=inputs.device, dtype=inputs.dtype)
+    weight = kernel.expand(channels, 1, kernel_size, kernel_size)
+    return F.conv2d(inputs, weight, padding=kernel_size // 2, groups=channels)
+
+
+SubstrateSpec = str | Tensor | Callable[[Tensor], Tensor]
+
+
+def substrate(inputs: Tensor, spec: SubstrateSpec, *, blur_kernel: int = 11, blur_sigma: float = 5.0) -> Tensor:
+    """What removed pixels are replaced with, ``[B, C, H, W]``.
+
+    Args:
+        inputs: the clean batch.
+        spec: ``"zero"`` (zeros of the normalised input, i.e. the dataset mean colour
+            for mean/std-normalised images), ``"blur"`` (RISE's blur, kernel 11, sigma 5),
+            ``"mean"`` (each image's per-channel mean, ROAD's "fixed" imputation), a tensor
+            broadcastable to the inputs, or a callable ``inputs -> tensor``.
+    """
+    if isinstance(spec, Tensor):
+        base = spec.to(device=inputs.device, dtype=inputs.dtype)
+    elif callable(spec) and not isinstance(spec, str):
+        base = spec(inputs)
+        if not isinstance(base, Tensor):
+            raise CamscopeError("a substrate callable must return a tensor")
+    elif spec == "zero":
+        return torch.zeros_like(inputs)
+    elif spec == "blur":
+        return rise_blur(inputs, blur_kernel, blur_sigma)
+    elif spec == "mean":
+        return inputs.mean(dim=tuple(range(2, inputs.ndim)), keepdim=True).expand_as(inputs)
+    else:
+        raise CamscopeError(f"unknown substrate {spec!r}: use 'zero', 'blur', 'mean', a tensor or a callable")
+    try:
+        return torch.broadcast_to(base.to(inputs), inputs.shape)
+    except RuntimeError as error:
+        raise CamscopeError(
+            f"the substrate of shape {list(base.shape)} does not broadcast to the inputs {list(inputs.shape)}"
+        ) from error
+
+
+def pixel_count(total: int, fraction: float) -> int:
+    """``floor(total * fraction)``, robust to floating-point error (``0.29 * 100`` is 29, not 28)."""
+    return int(math.floor(total * float(fraction) + 1e-9))
+
+
+def check_fractions(fractions: Sequence[float], what: str, allow_one: bool = False) -> list[float]:
+    values = [float(f) for f in fractions]
+    if not values:
+        raise CamscopeError(f"{what} must not be empty")
+    upper = "1]" if allow_one else "1)"
+    for value in values:
+        if not (0.0 <= value <= 1.0) or (value == 1.0 and not allow_one):
+            raise CamscopeError(f"{what} must lie in [0, {upper}, got {value} (give fractions: 0.05 for 5%)")
+    return values

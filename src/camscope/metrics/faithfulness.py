@@ -1,0 +1,429 @@
+"""Faithfulness by perturbation: deletion and insertion (RISE), average drop and increase in
+confidence (Grad-CAM++), and Finer-CAM's relative confidence drop.
+
+All metrics run the model on perturbed copies of the batch in chunks of ``batch_size``
+rows, on the inputs' device, with the model in eval mode and autograd off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camscope.core import Explanation
+from camscope.errors import CamscopeError
+from camscope.metrics._common import (
+    MetricResult,
+    SubstrateSpec,
+    check_fractions,
+    clean_pass,
+    make_scorer,
+    pixel_count,
+    prepare_maps,
+    rank_pixels,
+    score_perturbed,
+    substrate,
+)
+from camscope.targets import Target
+
+__all__ = ["deletion", "insertion", "average_drop", "increase_in_confidence", "relative_drop"]
+
+ScoreSpec = str | Callable[[Tensor, Target], Tensor]
+
+
+def _causal(
+    kind: str,
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any,
+    step: int | None,
+    substrate_spec: SubstrateSpec,
+    score: ScoreSpec,
+    batch_size: int,
+    blur_kernel: int,
+    blur_sigma: float,
+) -> MetricResult:
+    logits, resolved = clean_pass(model, inputs, target, maps)
+    maps = prepare_maps(maps, inputs.shape[2:]).to(inputs.device)
+    scorer = make_scorer(resolved, score)
+    pixels = maps[0].numel()
+    if step is None:
+        step = inputs.shape[-1]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise CamscopeError(f"step must be a positive number of pixels, got {step!r}")
+    counts = torch.tensor([*range(0, pixels, step), pixels], device=inputs.device)
+    fractions = counts.double() / pixels
+    ranks = rank_pixels(maps)  # 0 = most salient
+    base = substrate(inputs, substrate_spec, blur_kernel=blur_kernel, blur_sigma=blur_sigma)
+    flat_inputs, flat_base = inputs.flatten(2), base.flatten(2)
+    deleting = kind == "deletion"
+    # Deletion starts from the clean image, insertion ends with it: that point needs no pass.
+    perturbed = counts[1:] if deleting else counts[:-1]
+
+    def make_inputs(t: Tensor, rows: slice) -> Tensor:
+        first = ranks[rows][None, :, None, :] < perturbed[t][:, None, None, None]  # [t, n, 1, N]
+        chosen = (flat_base[rows], flat_inputs[rows]) if deleting else (flat_inputs[rows], flat_base[rows])
+        return torch.where(first, *chosen).reshape(-1, *inputs.shape[1:])
+
+    scores = score_perturbed(model, scorer, logits, make_inputs, len(perturbed), batch_size).T  # [B, T-1]
+    clean = scorer(logits).float()[:, None]
+    curve = torch.cat([clean, scores], dim=1) if deleting else torch.cat([scores, clean], dim=1)
+    auc = torch.trapezoid(curve.double(), fractions.to(curve.device), dim=1).float()
+    substrate_name = substrate_spec if isinstance(substrate_spec, str) else "custom"
+    return MetricResult(
+        name=kind,
+        values={"auc": auc},
+        curves={"curve": curve},
+        steps={"curve": fractions.float().cpu()},
+        headline="auc",
+        higher_is_better={"auc": not deleting},
+        params={
+            "step": step,
+            "substrate": substrate_name,
+            "score": score if isinstance(score, str) else "custom",
+            "blur_kernel": blur_kernel,
+            "blur_sigma": blur_sigma,
+        },
+        auc_of_mean={"auc_of_mean_curve": "curve"},
+    )
+
+
+def deletion(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    step: int | None = None,
+    substrate: SubstrateSpec = "zero",
+    score: ScoreSpec = "probability",
+    batch_size: int = 64,
+    blur_kernel: int = 11,
+    blur_sigma: float = 5.0,
+) -> MetricResult:
+    r"""Deletion (Petsiuk et al., RISE, BMVC 2018): remove the most salient pixels first.
+
+    Pixels are ranked by the map (ties in raster order); after each ``step`` pixels
+    the removed ones are replaced by the substrate and the target's probability is
+    recorded. The score is the area under this curve against the fraction removed,
+    by the trapezoid rule (lower is better):
+
+    .. math::
+        \mathrm{AUC} = \sum_t \tfrac{1}{2}(s_t + s_{t+1})(f_{t+1} - f_t),\quad f_t = \tfrac{\min(t \cdot step,\ HW)}{HW}
+
+    Protocol (RISE's defaults): substrate zero (for normalised inputs, the dataset
+    mean colour), ``step`` = the image width (224 pixels per step at 224 px, i.e.
+    224 steps), softmax probability of the target class. The last step may be
+    shorter; abscissae are the actual fractions, as in torchcam 0.5.0's
+    ``DeletionInsertionMetric`` (RISE's code assumes equal steps; both agree when
+    ``step`` divides ``H*W``).
+
+    Args:
+        model: the classifier.
+        inputs: ``[B, C, H, W]`` on the model's device.
+        maps: ``[B, H, W]`` maps (or an Explanation); resized to the inputs.
+        target: what is scored (see :mod:`camscope.metrics`).
+        step: pixels removed per step; None: the image width.
+        substrate: ``"zero"``, ``"blur"`` (RISE's Gaussian blur, ``blur_kernel`` 11,
+            ``blur_sigma`` 5), ``"mean"``, a tensor or ``callable(inputs)``.
+        score: ``"probability"``, ``"logit"`` or ``callable(outputs, target)``.
+        batch_size: perturbed images per forward pass.
+        blur_kernel: size of RISE's blur kernel.
+        blur_sigma: its standard deviation.
+
+    Returns:
+        :class:`MetricResult` with ``auc`` per sample, the curve ``curve`` ``[B, T]``
+        over ``steps["curve"]`` (fractions removed), and in :meth:`~MetricResult.summary`
+        also ``auc_of_mean_curve`` (RISE's dataset number; equal to the mean AUC
+        because all images share the abscissae).
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> e = camscope.explain(model, x, "gradcam", layer="layer3")
+        >>> r = camscope.metrics.deletion(model, x, e, step=64)
+        >>> r["auc"].shape, r.curves["curve"].shape
+        (torch.Size([2]), torch.Size([2, 17]))
+    """
+    return _causal("deletion", model, inputs, maps, target, step, substrate, score, batch_size, blur_kernel, blur_sigma)
+
+
+def insertion(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    step: int | None = None,
+    substrate: SubstrateSpec = "blur",
+    score: ScoreSpec = "probability",
+    batch_size: int = 64,
+    blur_kernel: int = 11,
+    blur_sigma: float = 5.0,
+) -> MetricResult:
+    """Insertion (RISE): start from the substrate and insert the most salient pixels first.
+
+    The mirror of :func:`deletion` (higher is better); RISE starts from a blurred
+    copy of the image (kernel 11, sigma 5, RISE's kernel construction and zero padding),
+    which is the default substrate here. Arguments and result as in :func:`deletion`.
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> r = camscope.metrics.insertion(model, x, torch.rand(1, 32, 32), step=128)
+        >>> r.curves["curve"].shape
+        torch.Size([1, 9])
+    """
+    return _causal("insertion", model, inputs, maps, target, step, substrate, score, batch_size, blur_kernel, blur_sigma)
+
+
+def _explanation_map_pass(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any,
+    score: ScoreSpec,
+    substrate_spec: SubstrateSpec,
+    batch_size: int,
+) -> tuple[Tensor, Tensor]:
+    logits, resolved = clean_pass(model, inputs, target, maps)
+    maps = prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device)
+    scorer = make_scorer(resolved, score)
+    weight = maps[:, None]
+    if isinstance(substrate_spec, str) and substrate_spec == "zero":
+        masked = weight * inputs
+    else:
+        masked = weight * inputs + (1 - weight) * substrate(inputs, substrate_spec)
+    scores = score_perturbed(model, scorer, logits, lambda t, rows: masked[rows], 1, batch_size)[0]
+    return scorer(logits).float(), scores
+
+
+def _drop_result(name: str, clean: Tensor, masked: Tensor, score: ScoreSpec, substrate_spec: SubstrateSpec) -> MetricResult:
+    drop = (clean - masked).clamp(min=0) / clean.clamp(min=torch.finfo(torch.float32).tiny)
+    increase = (masked > clean).float()
+    return MetricResult(
+        name=name,
+        values={"drop": drop, "increase": increase, "score": clean, "masked_score": masked},
+        headline="drop" if name == "average_drop" else "increase",
+        higher_is_better={"drop": False, "increase": True, "score": True, "masked_score": True},
+        params={"score": score if isinstance(score, str) else "custom", "substrate": substrate_spec if isinstance(substrate_spec, str) else "custom"},
+    )
+
+
+def average_drop(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    score: ScoreSpec = "probability",
+    substrate: SubstrateSpec = "zero",
+    batch_size: int = 64,
+) -> MetricResult:
+    r"""Average drop (Chattopadhyay et al., Grad-CAM++, WACV 2018).
+
+    The model sees the *explanation map* ``E = L * x`` (the map, ReLU'd and min-max
+    scaled to [0, 1] per image, times the input) and the relative drop of the target's
+    confidence is recorded (lower is better):
+
+    .. math::
+        \mathrm{drop}_i = \frac{\max(0,\ Y_i^c - O_i^c)}{Y_i^c}
+
+    The paper reports ``100 * mean(drop)`` in percent; values here are fractions.
+    Peers: torchcam 0.5.0's ``ClassificationMetric`` computes the same (with
+    ``Y + 1e-7`` in the denominator); grad-cam 1.5.7's ``DropInConfidence`` returns
+    the absolute drop ``max(0, Y - O)``, *not* divided by ``Y``.
+
+    Args:
+        model: the classifier.
+        inputs: ``[B, C, H, W]`` (normalised, as the model takes them).
+        maps: ``[B, H, W]`` maps or an Explanation.
+        target: what is scored (see :mod:`camscope.metrics`).
+        score: ``"probability"`` (softmax, the paper's confidence), ``"logit"`` or a callable.
+        substrate: what the map fades to: ``"zero"`` (the paper: ``E = L * x``), or
+            ``"blur"``/``"mean"``/a tensor ``b`` for ``E = L x + (1 - L) b``.
+        batch_size: images per forward pass.
+
+    Returns:
+        :class:`MetricResult` with ``drop`` (headline), ``increase`` (see
+        :func:`increase_in_confidence`), ``score`` (``Y``) and ``masked_score`` (``O``).
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> r = camscope.metrics.average_drop(model, x, torch.rand(2, 32, 32))
+        >>> bool(((r["drop"] >= 0) & (r["drop"] <= 1)).all())
+        True
+    """
+    clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size)
+    return _drop_result("average_drop", clean, masked, score, substrate)
+
+
+def increase_in_confidence(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    score: ScoreSpec = "probability",
+    substrate: SubstrateSpec = "zero",
+    batch_size: int = 64,
+) -> MetricResult:
+    r"""Increase in confidence (Grad-CAM++): 1 where the explanation map alone scores higher.
+
+    .. math::
+        \mathrm{increase}_i = \mathbb{1}[Y_i^c < O_i^c]
+
+    with ``O`` the score on ``E = L * x`` as in :func:`average_drop` (same arguments and
+    result; the headline is ``increase``, higher is better; the paper reports the
+    percentage of images). grad-cam 1.5.7's ``IncreaseInConfidence`` and torchcam's
+    ``ClassificationMetric`` agree with this definition.
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> r = camscope.metrics.increase_in_confidence(model, torch.randn(2, 3, 32, 32), torch.rand(2, 32, 32))
+        >>> sorted(set(r["increase"].tolist())) <= [0.0, 1.0]
+        True
+    """
+    clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size)
+    return _drop_result("increase_in_confidence", clean, masked, score, substrate)
+
+
+def relative_drop(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    fractions: Sequence[float] = (0.05, 0.1),
+    versus: Any = None,
+    fill: SubstrateSpec | str = "zero",
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> MetricResult:
+    r"""Relative confidence drop RD@p of Finer-CAM (Zhang et al. 2025, Eq. 10).
+
+    Mask the ``floor(p * H * W)`` most activated pixels and compare the drop of the
+    target class's probability with the drop of the most similar class's:
+
+    .. math::
+        \mathrm{RD} = (p^c - p^c_\star) - (p^d - p^d_\star)
+
+    where ``p`` are softmax probabilities before and ``p_star`` after masking. Higher is
+    better: the masked pixels were evidence for ``c`` rather than for ``d``. The paper
+    reports RD@0.05 and RD@0.1 (the defaults).
+
+    Choices the paper leaves open, and the alternatives offered:
+        * ``d``: by default the class with the highest clean logit other than ``c``
+          (the 2nd predicted class when ``c`` is the predicted one, as in the paper);
+          ``versus`` gives one class for all samples or one per sample.
+        * How masked pixels are filled (``fill``): ``"zero"`` (default: zeros of the
+          normalised input, i.e. the dataset mean colour, as deletion's substrate),
+          ``"blur"`` (RISE's blur), ``"mean"`` (each image's channel means), ``"road"``
+          (ROAD's noisy linear imputation, ``noise``, seeded by ``seed``), a tensor, or
+          ``callable(inputs)``.
+        * Ties in the map are broken in raster order.
+
+    Args:
+        model: the classifier (its outputs are class logits).
+        inputs: ``[B, C, H, W]``.
+        maps: ``[B, H, W]`` maps or an Explanation.
+        target: the explained class ``c`` (see :mod:`camscope.metrics`); a
+            :class:`~camscope.targets.ClassDifference` explains its first class.
+        fractions: the masked fractions ``p``.
+        versus: the reference class ``d`` (None: the most similar class).
+        fill: how masked pixels are filled.
+        noise: noise of the ``"road"`` fill.
+        seed: seed of the ``"road"`` fill.
+        batch_size: images per forward pass.
+
+    Returns:
+        :class:`MetricResult` with ``rd@p`` for each ``p`` (headline: the first),
+        ``drop_target@p`` (``p^c - p^c_star``) and ``drop_versus@p``; the curve ``rd``
+        ``[B, P]`` over ``fractions``.
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> r = camscope.metrics.relative_drop(model, torch.randn(2, 3, 32, 32), torch.rand(2, 32, 32))
+        >>> sorted(r.values)
+        ['drop_target@0.05', 'drop_target@0.1', 'drop_versus@0.05', 'drop_versus@0.1', 'rd@0.05', 'rd@0.1']
+    """
+    values = check_fractions(fractions, "fractions")
+    logits, resolved = clean_pass(model, inputs, target, maps)
+    classes = resolved.classes()
+    if classes is None:
+        raise CamscopeError(f"relative_drop needs a class target (the explained class c), got {resolved!r}")
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise CamscopeError(f"relative_drop needs class logits [batch, classes >= 2], got {list(logits.shape)}")
+    classes = classes.to(logits.device)
+    if versus is None:
+        others = logits.detach().clone().float()
+        others.scatter_(1, classes[:, None], float("-inf"))
+        reference = others.argmax(dim=1)
+    else:
+        from camscope.targets import ClassTarget
+
+        reference = ClassTarget(versus).resolve(logits).classes().to(logits.device)  # type: ignore[union-attr]
+        if bool((reference == classes).any()):
+            raise CamscopeError("versus must differ from the explained class for every sample")
+    maps = prepare_maps(maps, inputs.shape[2:]).to(inputs.device)
+    pixels = maps[0].numel()
+    ranks = rank_pixels(maps)
+    counts = torch.tensor([pixel_count(pixels, p) for p in values], device=inputs.device)
+    pair = torch.stack([classes, reference], dim=1)  # [B, 2]
+
+    def scorer(outputs: Tensor) -> Tensor:
+        return torch.softmax(outputs.float(), dim=1).gather(1, pair.to(outputs.device))
+
+    road_fill = isinstance(fill, str) and fill == "road"
+    base = None if road_fill else substrate(inputs, fill)
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def make_inputs(t: Tensor, rows: slice) -> Tensor:
+        shape = (len(t), *inputs[rows].shape)
+        removed = (ranks[rows][None] < counts[t][:, None, None]).reshape(-1, *inputs.shape[2:])
+        images = inputs[rows].expand(shape).reshape(-1, *inputs.shape[1:])
+        if base is None:
+            from camscope.metrics.road import noisy_linear_impute
+
+            return noisy_linear_impute(images, ~removed, noise, generator=generator)  # type: ignore[return-value]
+        return torch.where(removed[:, None], base[rows].expand(shape).reshape(-1, *inputs.shape[1:]), images)
+
+    masked = score_perturbed(model, scorer, logits, make_inputs, len(values), batch_size)  # [P, B, 2]
+    clean = scorer(logits)  # [B, 2]
+    drops = clean[None] - masked  # [P, B, 2]
+    rd = drops[..., 0] - drops[..., 1]  # [P, B]
+    out: dict[str, Tensor] = {}
+    higher: dict[str, bool] = {}
+    for i, p in enumerate(values):
+        out[f"rd@{p:g}"] = rd[i]
+        higher[f"rd@{p:g}"] = True
+    for i, p in enumerate(values):
+        out[f"drop_target@{p:g}"] = drops[i, :, 0]
+        out[f"drop_versus@{p:g}"] = drops[i, :, 1]
+        higher[f"drop_target@{p:g}"] = True
+        higher[f"drop_versus@{p:g}"] = False
+    return MetricResult(
+        name="relative_drop",
+        values=out,
+        curves={"rd": rd.T.contiguous()},
+        steps={"rd": torch.tensor(values)},
+        headline=f"rd@{values[0]:g}",
+        higher_is_better=higher,
+        params={"fractions": values, "fill": fill if isinstance(fill, str) else "custom", "versus": "most-similar" if versus is None else "given"},
+    )

@@ -1,0 +1,170 @@
+"""ROAD: the batched imputation against a scipy sparse direct solve and grad-cam 1.5.7; the metric against ROADCombined."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import lil_matrix
+from scipy.sparse.linalg import spsolve
+from torch import nn
+
+from camscope.errors import CamscopeError
+from camscope.metrics import noisy_linear_impute, road
+
+
+def _direct_solve(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The ROAD system written pixel by pixel, solved by scipy's sparse LU."""
+    channels, h, w = image.shape
+    weights = {(dy, dx): (1 / 6 if dy == 0 or dx == 0 else 1 / 12) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)}
+    unknown = [(i, j) for i in range(h) for j in range(w) if not keep[i, j]]
+    index = {p: n for n, p in enumerate(unknown)}
+    matrix = lil_matrix((len(unknown), len(unknown)))
+    rhs = np.zeros((len(unknown), channels))
+    for n, (i, j) in enumerate(unknown):
+        total = 0.0
+        for (dy, dx), weight in weights.items():
+            y, x = i + dy, j + dx
+            if not (0 <= y < h and 0 <= x < w):
+                continue
+            total += weight
+            if keep[y, x]:
+                rhs[n] += weight * image[:, y, x]
+            else:
+                matrix[n, index[(y, x)]] = -weight
+        matrix[n, n] = total
+    solution = spsolve(matrix.tocsc(), rhs).reshape(len(unknown), channels)
+    out = image.copy()
+    for n, (i, j) in enumerate(unknown):
+        out[:, i, j] = solution[n]
+    return out
+
+
+def _blob_keep(batch: int, size: int, fraction: float, seed: int) -> torch.Tensor:
+    """Masks like ROAD's: the top ``fraction`` of a smooth map removed."""
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(batch, 1, 4, 4, generator=torch.Generator().manual_seed(seed)), size=(size, size), mode="bilinear"
+    )[:, 0]
+    ranks = smooth.flatten(1).argsort(dim=1, descending=True).argsort(dim=1)
+    return (ranks >= int(size * size * fraction)).reshape(batch, size, size)
+
+
+@pytest.mark.parametrize("size", [6, 16, 23, 32])
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_imputation_matches_a_sparse_direct_solve(size: int, fraction: float) -> None:
+    images = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(size))
+    keep = _blob_keep(2, size, fraction, seed=size)
+    scattered = torch.rand(1, size, size, generator=torch.Generator().manual_seed(1)) > fraction
+    scattered[0, 0, 0] = True
+    keep = torch.cat([keep, scattered])
+    ours = noisy_linear_impute(images, keep, noise=0.0)
+    for b in range(3):
+        reference = _direct_solve(images[b].double().numpy(), keep[b].numpy())
+        np.testing.assert_allclose(ours[b].numpy(), reference, atol=1e-4)
+
+
+def test_imputation_matches_grad_cam_imputer() -> None:
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    images = torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    keep = _blob_keep(4, 24, 0.7, seed=3)
+    ours = noisy_linear_impute(images, keep, noise=0.0, chunk=3)
+    for b in range(4):
+        reference = NoisyLinearImputer(noise=0.0)(images[b], keep[b].float())
+        torch.testing.assert_close(ours[b], reference, atol=1e-4, rtol=0)
+
+
+def test_imputation_noise_only_on_removed_pixels() -> None:
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    keep = _blob_keep(2, 32, 0.5, seed=1)
+    clean = noisy_linear_impute(images, keep, noise=0.0)
+    noisy = noisy_linear_impute(images, keep, noise=0.01, generator=torch.Generator().manual_seed(5))
+    difference = (noisy - clean).permute(1, 0, 2, 3)[:, ~keep]
+    assert difference.std().item() == pytest.approx(0.01, rel=0.05)
+    assert torch.equal(noisy.permute(1, 0, 2, 3)[:, keep], images.permute(1, 0, 2, 3)[:, keep])
+    again = noisy_linear_impute(images, keep, noise=0.01, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(noisy, again)
+
+
+def test_imputation_info_and_float64() -> None:
+    images = torch.randn(2, 3, 40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    keep = _blob_keep(2, 40, 0.8, seed=2)
+    out, info = noisy_linear_impute(images, keep, noise=0.0, atol=1e-9, return_info=True)
+    assert out.dtype == torch.float64
+    assert 1 <= info["iterations"] <= 30
+    assert info["relative_residual"].max().item() < 1e-6
+    reference = _direct_solve(images[0].numpy(), keep[0].numpy())
+    np.testing.assert_allclose(out[0].numpy(), reference, atol=1e-8)
+
+
+def test_imputation_errors() -> None:
+    images = torch.randn(1, 3, 8, 8)
+    with pytest.raises(CamscopeError, match="at least one kept pixel"):
+        noisy_linear_impute(images, torch.zeros(1, 8, 8, dtype=torch.bool))
+    with pytest.raises(CamscopeError, match="keep must have shape"):
+        noisy_linear_impute(images, torch.ones(8, 8, dtype=torch.bool))
+    assert torch.equal(noisy_linear_impute(images, torch.ones(1, 8, 8, dtype=torch.bool)), images)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 warns inside grad-cam's np.percentile on tensors
+def test_road_matches_grad_cam_road_combined(tiny_cnn: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_grad_cam.metrics import road as peer
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    monkeypatch.setattr(peer.NoisyLinearImputer.__init__, "__defaults__", (0.0, peer.neighbors_weights))
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    maps = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(5))  # distinct values: no ties
+    with torch.no_grad():
+        classes = tiny_cnn(images).argmax(1).tolist()
+    percentiles = [10, 30, 50, 70, 90]
+    # grad-cam keeps the pixels below np.percentile(map, q): the count removed is N minus that.
+    removed = [int((maps[0].numpy() >= np.percentile(maps[0].numpy(), q)).sum()) for q in percentiles]
+    assert all(int((m.numpy() >= np.percentile(m.numpy(), q)).sum()) == r for m in maps for q, r in zip(percentiles, removed))
+    fractions = [r / 256 for r in removed]
+    ours = road(tiny_cnn, images, maps, target=classes, percentages=fractions, noise=0.0, tie_break=0.0)
+    metric = peer.ROADCombined(percentiles=percentiles)
+    reference = metric(images, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], tiny_cnn)
+    np.testing.assert_allclose(ours["combined"].numpy(), reference, atol=1e-5)
+    morf = peer.ROADMostRelevantFirstAverage(percentiles)(images, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], tiny_cnn)
+    np.testing.assert_allclose((ours["morf"] - ours["score"]).numpy(), morf, atol=1e-5)
+
+
+def test_road_curves_and_imputations(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
+    maps = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = road(tiny_cnn, images, maps, percentages=(0.25, 0.5, 0.75))
+    assert result.curves["morf"].shape == (3, 3) and result.curves["lerf"].shape == (3, 3)
+    torch.testing.assert_close(result["combined"], ((result.curves["lerf"] - result.curves["morf"]) / 2).mean(1))
+    assert result.higher_is_better == {"combined": True, "morf": False, "lerf": True, "score": True}
+    again = road(tiny_cnn, images, maps, percentages=(0.25, 0.5, 0.75))
+    torch.testing.assert_close(result["combined"], again["combined"])  # seeded
+    for imputation in ("mean", "zero"):
+        other = road(tiny_cnn, images, maps, percentages=(0.5,), imputation=imputation)
+        assert torch.isfinite(other["combined"]).all()
+    zero = road(tiny_cnn, images, maps, percentages=(0.5,), imputation="zero", tie_break=0)
+    custom = road(tiny_cnn, images, maps, percentages=(0.5,), imputation=lambda x, keep: x * keep[:, None], tie_break=0)
+    torch.testing.assert_close(zero["combined"], custom["combined"])
+    small = road(tiny_cnn, images, maps, percentages=(0.25, 0.5, 0.75), batch_size=2, noise=0.0)
+    large = road(tiny_cnn, images, maps, percentages=(0.25, 0.5, 0.75), batch_size=64, noise=0.0)
+    torch.testing.assert_close(small["combined"], large["combined"], atol=1e-5, rtol=0)
+    with pytest.raises(CamscopeError, match="percentages"):
+        road(tiny_cnn, images, maps, percentages=(1.0,))
+
+
+def test_road_rewards_the_true_evidence() -> None:
+    """A model that counts the bright pixels of one square: a map on that square beats its opposite."""
+
+    class SquareModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor(4.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            evidence = x[:, :, 4:12, 4:12].mean(dim=(1, 2, 3))
+            return torch.stack([self.scale * evidence, torch.zeros_like(evidence)], dim=1)
+
+    x = torch.zeros(1, 3, 16, 16)
+    x[:, :, 4:12, 4:12] = 1.0
+    good = torch.zeros(1, 16, 16)
+    good[:, 4:12, 4:12] = 1.0
+    kwargs = dict(target=0, percentages=(0.1, 0.2))
+    assert road(SquareModel(), x, good, **kwargs)["combined"].item() > road(SquareModel(), x, 1 - good, **kwargs)["combined"].item()
