@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands to `app` when imported.
-_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_bank", "camscope.cli_analyze", "camscope.cli_evaluate")
+_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli_finer", "camscope.cli_bank", "camscope.cli_analyze", "camscope.cli_evaluate", "camscope.cli_reproduce")
 
 
 def _register() -> None:
