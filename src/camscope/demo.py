@@ -18,7 +18,10 @@ DEMO_METHODS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam
 
 
 def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS) -> list[Path]:
-    """Explain every bundled photo; write one figure per photo and an overview image.
+    """Explain every bundled photo; write one figure per photo, an overview image, and the photos.
+
+    The photos go to ``out/photos/NAME.png`` as they ship (full resolution), so that
+    the README's examples have real files to work on.
 
     Returns:
         The written files, the overview last.
@@ -35,7 +38,7 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS) -> list[P
         explanations[method] = camscope.explain(model, batch, method=method, **options)
     probabilities = explanations[methods[0]].logits.softmax(dim=1)
     top = probabilities.topk(5, dim=1)
-    written = []
+    written = [save_image(out / "photos" / f"{name}.png", array) for name, array in photos.items()]
     for index, (name, (_, rgb)) in enumerate(loaded.items()):
         predictions = [(names[int(i)], float(p)) for p, i in zip(top.values[index], top.indices[index])]
         figure = explanation_figure(rgb, {m: e.maps[index] for m, e in explanations.items()}, predictions, title=name)

@@ -56,11 +56,13 @@ def overlay(
 
 
 def save_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
-    """Save an ``[H, W, 3]`` float RGB image as PNG, atomically."""
+    """Save an ``[H, W, 3]`` RGB image (float in [0, 1] or ``uint8``) as PNG, atomically."""
     from PIL import Image
 
+    if rgb.dtype != np.uint8:
+        rgb = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(rgb).save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -46,6 +46,9 @@ import torch
 from camscope.errors import CamscopeError
 
 __all__ = [
+    "FAILS",
+    "HOLDS",
+    "PARTLY",
     "SECTIONS",
     "Claim",
     "Context",
