@@ -367,7 +367,7 @@ def run(context: Context) -> Section:
         index = ok[0] if ok else len(FRACTIONS) - 1
         keeps += bool(ok)
         share = round(100 * FRACTIONS[index])
-        numbers[f"{name}_smallest_share_keeping_accuracy"] = FRACTIONS[index] if ok else math.nan
+        numbers[f"{name}_smallest_share_keeping_accuracy"] = FRACTIONS[index] if ok else 1.0  # none of the tested shares: all features
         evidence_keep.append(
             f"{name}: all {entry['all']:.3f}; top {share}% per class {entry['class_top'][index]:.3f} "
             f"(random {entry['class_random'][index]:.3f})" + ("" if ok else " — no share ≤ 25% within 10 points")
