@@ -75,3 +75,25 @@ def test_sanity_errors(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
         sanity_check(tiny_cnn, images, layers=["nope"])
     with pytest.raises(CamscopeError, match="group"):
         cascade_layers(tiny_cnn, images, group="stage")
+
+
+def test_finer_methods_compare_the_original_classes_on_every_copy(tiny_cnn: nn.Module, monkeypatch) -> None:
+    import camscope.metrics.sanity as sanity
+
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    explain = sanity.explain
+    expected = explain(tiny_cnn, x, "finer-gradcam", layer="features.2", references=2)
+    probe = torch.randn(3, expected.logits.shape[1], generator=torch.Generator().manual_seed(10))
+    scored = []
+
+    def spy(model, inputs, method, **kwargs):
+        explanation = explain(model, inputs, method, **kwargs)
+        scored.append(explanation.targets(probe))  # [B, 2]: y_c - gamma y_d for each reference d
+        return explanation
+
+    monkeypatch.setattr(sanity, "explain", spy)
+    result = sanity_check(tiny_cnn, x, method="finer-gradcam", layer="features.2", options={"references": 2})
+    assert result.curves["spearman"].shape == (3, 3)
+    assert len(scored) == 4  # the original maps and one per randomised layer
+    for scores in scored:  # every copy compares the class with the references chosen on the original model
+        torch.testing.assert_close(scores, expected.targets(probe))

@@ -67,7 +67,7 @@ from camscope.methods import (
     get_method,
     register_method,
 )
-from camscope.targets import ClassTarget, Target
+from camscope.targets import ClassTarget, FrozenTarget, Target
 
 __all__ = [
     "AGGREGATIONS",
@@ -435,6 +435,8 @@ class _FinerShortcut:
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
         options = self._finer_options()
+        if isinstance(target, FrozenTarget) and isinstance(target.inner, Finer):
+            return target  # a comparison resolved on another model (the sanity check's randomised copies)
         if isinstance(target, Finer):
             if options:
                 raise CamscopeError(

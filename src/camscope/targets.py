@@ -26,7 +26,7 @@ from torch import Tensor
 
 from camscope.errors import CamscopeError
 
-__all__ = ["Target", "ClassTarget", "ClassDifference", "ScoreTarget", "as_target"]
+__all__ = ["Target", "ClassTarget", "ClassDifference", "ScoreTarget", "FrozenTarget", "as_target"]
 
 ClassSpec = int | Sequence[int] | Tensor
 
@@ -189,6 +189,31 @@ class ScoreTarget(Target):
 
     def __repr__(self) -> str:
         return f"ScoreTarget({self.name!r})"
+
+
+class FrozenTarget(Target):
+    """A resolved target that stays resolved: ``resolve`` returns it unchanged.
+
+    ``explain`` resolves its target on the logits of the model it explains; wrap a
+    target resolved on another model (the sanity check's randomised copies) so that
+    the same classes are explained.
+    """
+
+    def __init__(self, resolved: Target) -> None:
+        self.inner = resolved
+        self.aggregate = resolved.aggregate
+
+    def resolve(self, outputs: Tensor) -> FrozenTarget:
+        return self
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        return self.inner(outputs)
+
+    def classes(self) -> Tensor | None:
+        return self.inner.classes()
+
+    def __repr__(self) -> str:
+        return f"FrozenTarget({self.inner!r})"
 
 
 def as_target(target: Any) -> Target:

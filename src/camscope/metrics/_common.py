@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from camscope.capture import model_state, output_tensor, validate_inputs
 from camscope.core import Explanation, normalize_maps
 from camscope.errors import CamscopeError
-from camscope.targets import Target, as_target
+from camscope.targets import FrozenTarget, Target, as_target
 
 __all__ = [
     "MetricResult",
@@ -180,31 +180,6 @@ def prepare_maps(maps: Tensor | Explanation, size: Sequence[int] | None = None, 
     if size is not None and tuple(maps.shape[1:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     return normalize_maps(maps) if normalize else maps
-
-
-class FrozenTarget(Target):
-    """A resolved target that stays resolved: ``resolve`` returns it unchanged.
-
-    ``explain`` resolves its target on the logits of the model it explains; wrap a
-    target resolved on another model (the sanity check's randomised copies) so that
-    the same classes are explained.
-    """
-
-    def __init__(self, resolved: Target) -> None:
-        self.inner = resolved
-        self.aggregate = resolved.aggregate
-
-    def resolve(self, outputs: Tensor) -> FrozenTarget:
-        return self
-
-    def __call__(self, outputs: Tensor) -> Tensor:
-        return self.inner(outputs)
-
-    def classes(self) -> Tensor | None:
-        return self.inner.classes()
-
-    def __repr__(self) -> str:
-        return f"FrozenTarget({self.inner!r})"
 
 
 def _forward(model: nn.Module, inputs: Tensor) -> Tensor:

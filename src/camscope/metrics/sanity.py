@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from camscope.capture import model_state
 from camscope.core import Explanation, explain
 from camscope.errors import CamscopeError
-from camscope.methods import CamMethod
+from camscope.methods import CamMethod, get_method
 from camscope.metrics._common import FrozenTarget, MetricResult, clean_pass, prepare_maps
+from camscope.targets import as_target
 
 __all__ = ["sanity_check", "spearman", "ssim", "cascade_layers"]
 
@@ -175,6 +176,11 @@ def sanity_check(
         >>> r.params["layers"][:2], r.curves["spearman"].shape
         (['fc', 'layer4'], torch.Size([2, 7]))
     """
+    if isinstance(method, (str, CamMethod)) and not (target is None and isinstance(maps, Explanation)):
+        # Methods that change what is explained (finer-*: the class against similar classes)
+        # are resolved on the original model too, so every copy compares the same classes.
+        instance = method if isinstance(method, CamMethod) else get_method(method, **dict(options or {}))
+        target = instance.prepare_target(as_target(target), model)
     _, resolved = clean_pass(model, inputs, target, maps)
     frozen = resolved if isinstance(resolved, FrozenTarget) else FrozenTarget(resolved)
     options = dict(options or {})
