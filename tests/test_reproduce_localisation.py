@@ -37,12 +37,13 @@ def test_paired_difference_and_standard_error() -> None:
     assert se == pytest.approx(float(diffs.std()) / math.sqrt(3))
 
 
-def test_finer_methods_go_through_the_sanity_check_with_the_original_classes() -> None:
+def test_noisy_methods_go_through_the_sanity_check_with_fresh_noise_and_the_original_classes() -> None:
     torch.manual_seed(0)
     model = SmallCNN(3, 5, [[4], [8]]).eval()
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    method = localisation._sanity_method("finer-gradcam", model, {}, images, torch.tensor([0, 1]))
+    method = localisation._sanity_method("smoothgradcampp", model, {}, images, torch.tensor([0, 1]))
     assert callable(method)
     result = sanity_check(model, images, target=torch.tensor([1, 3]), method=method, layer="features")
     assert result.curves["spearman"].shape == (2, len(result.params["layers"]))
-    assert localisation._sanity_method("gradcam", model, {}, images, torch.tensor([0, 1])) == "gradcam"
+    for name in ("gradcam", "finer-gradcam"):
+        assert localisation._sanity_method(name, model, {}, images, torch.tensor([0, 1])) == name

@@ -36,9 +36,8 @@ images of the **test** split, whose object masks and boxes are known exactly:
   negative before the ReLU) has no ranking left and counts as Spearman 0. A
   method *passes* when its mean Spearman after the whole cascade is below 0.5
   (camscope's convention; the paper judges its curves by eye). ``finer-*``
-  methods are checked through a callable with the original classes (the
-  library's ``sanity_check(method="finer-...")`` refuses a frozen target; the
-  reference classes are re-chosen by the randomised model), DiffCAM with its bank
+  methods compare the class with the references chosen on the original model
+  at every step (``sanity_check`` freezes the whole comparison), DiffCAM with its bank
   rebuilt for every randomised model (a stale bank would compare the new
   activations with the old model's statistics).
 
@@ -179,11 +178,10 @@ def _sanity_method(
     name: str, model: torch.nn.Module, options: dict[str, Any], bank_images: Tensor, bank_labels: Tensor
 ) -> str | Callable[..., Tensor]:
     layer = model.cam_layer
-    if name.startswith("finer-") or name in _NOISY:
+    if name in _NOISY:
 
         def method(network: torch.nn.Module, inputs: Tensor, target: Any) -> Tensor:
-            classes = target.classes() if name.startswith("finer-") else target
-            return camscope.explain(network, inputs, method=name, layer=layer, target=classes, **_fresh(options)).maps
+            return camscope.explain(network, inputs, method=name, layer=layer, target=target, **_fresh(options)).maps
 
         method.__name__ = name
         return method
