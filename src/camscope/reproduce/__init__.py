@@ -262,7 +262,7 @@ def reproduce(
         section.seconds = time.perf_counter() - begin
         log(f"reproduce: {name} done in {section.seconds:.0f} s")
         done.append(section)
-    text = _header(quick, done, time.perf_counter() - start) + "\n".join(s.markdown() for s in done)
+    text = _header(quick, done, time.perf_counter() - start) + "\n" + "\n".join(s.markdown() for s in done)
     from camscope.io import atomic_write_bytes
 
     path = atomic_write_bytes(context.out / "REPRODUCTION.md", text.encode())
