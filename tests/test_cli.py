@@ -66,6 +66,6 @@ def test_methods_and_layers(capsys):
 def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert files == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "overview.png", "photos", "rocket.png"])
+    assert files == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "overview.png", "rocket.png"])
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"])
     assert str(tmp_path.resolve()) in capsys.readouterr().out

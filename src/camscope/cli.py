@@ -240,6 +240,6 @@ def demo(
     from camscope.demo import run_demo
 
     written = run_demo(out)
-    print(f"camscope demo: wrote {len(written)} figures to {out.resolve()}")
+    print(f"camscope demo: wrote {len(written)} files (figures, overview, photos/) to {out.resolve()}")
     for path in written:
         print(f"  {path}")
