@@ -86,6 +86,15 @@ def _seeded(cls: type[nn.Module], **kwargs) -> nn.Module:
     return cls(**kwargs).eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small element-wise ops (rendering, small models): one thread is much faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_cnn() -> nn.Module:
     return _seeded(TinyCNN)

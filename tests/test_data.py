@@ -13,13 +13,7 @@ from camscope.data.digits import split_indices
 from camscope.errors import CamscopeError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Rendering is many small element-wise ops: one thread is much faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
