@@ -354,9 +354,11 @@ class LayerCapture:
     """Forward hooks that record the outputs of some layers during one pass.
 
     With ``need_grad``, autograd is switched on at the first captured layer and
-    each captured output becomes a tensor that requires grad; the layer passes
-    a clone downstream so that in-place operations after the layer (ReLU with
-    ``inplace=True``) cannot change the captured values.
+    each captured output becomes a tensor that requires grad. In both modes the
+    layer passes a clone downstream, so that in-place operations after the
+    layer (``ReLU(inplace=True)``, ``relu_()``, ``out += identity``) cannot
+    change the captured values: every method sees the layer's output as the
+    layer produced it.
 
     Use as a context manager; hooks are removed on exit, exceptions included.
     """
@@ -391,7 +393,7 @@ class LayerCapture:
             tensor, rebuild = _split_output(output, name)
             if not self.need_grad:
                 self.activations[name] = tensor.detach()
-                return None
+                return rebuild(tensor.clone())
             if not tensor.requires_grad:
                 torch.set_grad_enabled(True)
                 tensor = tensor.detach().requires_grad_(True)

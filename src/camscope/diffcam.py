@@ -222,7 +222,7 @@ class _LayerEmbedder:
         self._handle: Any = None
 
     def __enter__(self) -> _LayerEmbedder:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             tensor = output if isinstance(output, Tensor) else output[0] if isinstance(output, (tuple, list)) else None
             if not isinstance(tensor, Tensor):
                 raise CamscopeError(f"layer {self.layer!r} returns {type(output).__name__}, not a tensor")
@@ -230,6 +230,8 @@ class _LayerEmbedder:
                 self._output = tensor.detach()
             if self.stop_early:
                 raise _StopForward
+            # A clone downstream: in-place ops after the layer must not rewrite the embedding.
+            return output.clone() if isinstance(output, Tensor) else (tensor.clone(), *output[1:])
 
         self._handle = self.module.register_forward_hook(hook)
         return self
