@@ -61,7 +61,7 @@ def _compare(base: Callable[[], object], other: Callable[[], object], repeats: i
 
 def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
     import camscope
-    from camscope.diffcam import DiffCAM, ReferenceBank, model_fingerprint
+    from camscope.methods.diffcam import DiffCAM, ReferenceBank, model_fingerprint
     from torchvision.models import resnet50
 
     torch.manual_seed(0)
@@ -98,7 +98,7 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
 
 
 def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
-    from camscope.diffcam import ReferenceBank
+    from camscope.methods.diffcam import ReferenceBank
     from torchvision.models import resnet50
 
     torch.manual_seed(0)
@@ -125,7 +125,7 @@ def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[
 
 
 def bench_knn(repeats: int, device: torch.device) -> list[tuple[str, str]]:
-    from camscope.diffcam import ReferenceBank
+    from camscope.methods.diffcam import ReferenceBank
 
     generator = torch.Generator().manual_seed(0)
     classes, features = 1000, 2048

@@ -28,7 +28,7 @@ from torch import Tensor
 from camscope.data.digits import load_digits_data
 from camscope.data.synthetic import SyntheticSpecies
 from camscope.io import save_tensors
-from camscope.zoo import MODEL_KIND, SmallCNN, evaluate
+from camscope.models.zoo import MODEL_KIND, SmallCNN, evaluate
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "camscope" / "assets" / "models"
 

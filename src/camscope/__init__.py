@@ -8,15 +8,16 @@ Example:
     torch.Size([1, 64, 64])
 """
 
-from camscope.analysis import Analysis, analyze
-from camscope.core import Explainer, Explanation, explain
-from camscope.diffcam import ReferenceBank
+from camscope.analyses.ifa import Analysis, analyze
+from camscope.engine.explainer import Explainer, Explanation, explain
+from camscope.methods.diffcam import ReferenceBank
 from camscope.errors import CamscopeError
-from camscope.finer import Finer, class_similarity
-from camscope.methods import available_methods, register_method
-from camscope import perturbation, projection  # noqa: F401,E402  (registers the perturbation and projection CAMs)
-from camscope.targets import ClassDifference, ClassTarget, ScoreTarget, Target
-from camscope.evaluate import evaluate
+from camscope.methods.finer import Finer, class_similarity
+from camscope.engine.method import available_methods, register_method
+from camscope.methods import perturbation
+from camscope.methods import projection  # noqa: F401,E402  (registers the perturbation and projection CAMs)
+from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
+from camscope.evaluation.runner import evaluate
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@
 * :mod:`camscope.data.digits`: :func:`load_digits_data`, scikit-learn's 8x8 digits
   upsampled bilinearly, with a fixed seeded train/test split.
 
-The small models trained on both ship in :mod:`camscope.zoo`.
+The small models trained on both ship in :mod:`camscope.models.zoo`.
 """
 
 from camscope.data.digits import DigitsData, load_digits_data

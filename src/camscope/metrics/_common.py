@@ -3,17 +3,17 @@
 Conventions (every metric in :mod:`camscope.metrics` follows them):
 
 * **Inputs.** ``maps`` is a ``[B, H, W]`` tensor (``[B, 1, H, W]`` is accepted), or an
-  :class:`~camscope.core.Explanation` (its ``maps`` are used, and its resolved target
+  :class:`~camscope.engine.explainer.Explanation` (its ``maps`` are used, and its resolved target
   when ``target`` is None). Maps at another resolution than the inputs are resized
-  bilinearly (``align_corners=False``), as :func:`camscope.core.upsample` does.
+  bilinearly (``align_corners=False``), as :func:`camscope.engine.explainer.upsample` does.
 * **Targets.** ``target`` accepts what :func:`camscope.explain` accepts (None: the
-  predicted class; an int; one int per sample; a :class:`~camscope.targets.Target`). It
+  predicted class; an int; one int per sample; a :class:`~camscope.targets.base.Target`). It
   is resolved once on the clean logits, and that resolved target scores every
   perturbed copy.
 * **Scores.** ``score="probability"`` (the default of the papers) is the softmax
   probability of the target's class; ``score="logit"`` (alias ``"target"``) is the
   target's own score (``y_c``, or ``y_c - gamma * y_d`` for a
-  :class:`~camscope.targets.ClassDifference`); a callable ``score(outputs, target) -> [B]``
+  :class:`~camscope.targets.base.ClassDifference`); a callable ``score(outputs, target) -> [B]``
   is used as given.
 * **Results.** Every metric returns a :class:`MetricResult`: per-sample values
   ``[B]`` under named keys, per-sample curves ``[B, T]`` with their abscissae ``[T]``,
@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.capture import model_state, output_tensor, validate_inputs
-from camscope.core import Explanation, normalize_maps
+from camscope.engine.capture import model_state, output_tensor, validate_inputs
+from camscope.engine.explainer import Explanation, normalize_maps
 from camscope.errors import CamscopeError
-from camscope.targets import FrozenTarget, Target, as_target
+from camscope.targets.base import FrozenTarget, Target, as_target
 
 __all__ = [
     "MetricResult",
@@ -162,7 +162,7 @@ def prepare_maps(maps: Tensor | Explanation, size: Sequence[int] | None = None, 
         maps: ``[B, H, W]`` or ``[B, 1, H, W]`` tensor, or an Explanation.
         size: the inputs' spatial size; maps of another size are resized bilinearly.
         normalize: apply ReLU and per-image min-max scaling to [0, 1]
-            (:func:`camscope.core.normalize_maps`).
+            (:func:`camscope.engine.explainer.normalize_maps`).
     """
     if isinstance(maps, Explanation):
         maps = maps.maps

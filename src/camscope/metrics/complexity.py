@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from camscope.core import Explanation
+from camscope.engine.explainer import Explanation
 from camscope.metrics._common import MetricResult, prepare_maps
 
 __all__ = ["sparseness", "entropy"]

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.capture import model_state, output_tensor
-from camscope.core import Explainer, _scaled_maps
-from camscope.datasets import iter_batches, progress
+from camscope.engine.capture import model_state, output_tensor
+from camscope.engine.explainer import Explainer, _scaled_maps
+from camscope.passes.batches import iter_batches, progress
 from camscope.errors import CamscopeError
 
 __all__ = ["Correlation", "Consistency", "consistency", "correlate", "mardia_test", "rankdata"]
@@ -272,7 +272,7 @@ def consistency(
     Args:
         model: the classifier.
         data: a DataLoader, an iterable of ``(inputs, labels)`` or of inputs, a
-            tensor, or an image folder (see :func:`camscope.datasets.iter_batches`).
+            tensor, or an image folder (see :func:`camscope.passes.batches.iter_batches`).
         method, layer: as for :func:`camscope.explain`.
         target: None (each image's predicted class), ``"true"`` (its label), or a
             class index (one class for all images, as the paper's plots do: a cat

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.core import Explanation
+from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics._common import (
     MetricResult,
@@ -27,7 +27,7 @@ from camscope.metrics._common import (
     score_perturbed,
     substrate,
 )
-from camscope.targets import Target
+from camscope.targets.base import Target
 
 __all__ = ["deletion", "insertion", "average_drop", "increase_in_confidence", "relative_drop"]
 
@@ -342,7 +342,7 @@ def relative_drop(
         inputs: ``[B, C, H, W]``.
         maps: ``[B, H, W]`` maps or an Explanation.
         target: the explained class ``c`` (see :mod:`camscope.metrics`); a
-            :class:`~camscope.targets.ClassDifference` explains its first class.
+            :class:`~camscope.targets.base.ClassDifference` explains its first class.
         fractions: the masked fractions ``p``.
         versus: the reference class ``d`` (None: the most similar class).
         fill: how masked pixels are filled.
@@ -376,7 +376,7 @@ def relative_drop(
         others.scatter_(1, classes[:, None], float("-inf"))
         reference = others.argmax(dim=1)
     else:
-        from camscope.targets import ClassTarget
+        from camscope.targets.base import ClassTarget
 
         reference = ClassTarget(versus).resolve(logits).classes().to(logits.device)  # type: ignore[union-attr]
         if bool((reference == classes).any()):

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.capture import _split_output, model_state, output_tensor, resolve_layers, validate_inputs
-from camscope.datasets import iter_batches, progress
+from camscope.engine.capture import _split_output, model_state, output_tensor, resolve_layers, validate_inputs
+from camscope.passes.batches import iter_batches, progress
 from camscope.errors import CamscopeError
 
 __all__ = ["feature_masking_accuracy"]

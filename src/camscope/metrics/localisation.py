@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camscope.core import Explanation
+from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics._common import MetricResult, prepare_maps
 

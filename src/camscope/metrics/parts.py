@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from camscope.core import Explanation
+from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics._common import MetricResult, prepare_maps
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.core import Explanation
+from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics._common import (
     MetricResult,

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.capture import model_state
-from camscope.core import Explanation, explain
+from camscope.engine.capture import model_state
+from camscope.engine.explainer import Explanation, explain
 from camscope.errors import CamscopeError
-from camscope.methods import CamMethod, get_method
+from camscope.engine.method import CamMethod, get_method
 from camscope.metrics._common import FrozenTarget, MetricResult, clean_pass, prepare_maps
-from camscope.targets import as_target
+from camscope.targets.base import as_target
 
 __all__ = ["sanity_check", "spearman", "ssim", "cascade_layers"]
 

@@ -3,7 +3,7 @@
 The report runs on camscope's own ground truth (:mod:`camscope.data.synthetic`,
 whose images come with a mask per part and the parts that differ between any two
 classes, and scikit-learn's digits, :mod:`camscope.data.digits`) with the two
-small models shipped in :mod:`camscope.zoo`. Each section puts its tables beside
+small models shipped in :mod:`camscope.models.zoo`. Each section puts its tables beside
 the paper's claim and gives a verdict; :func:`reproduce` writes
 ``REPRODUCTION.md`` and its figures (``figures/``) from scratch.
 
@@ -153,10 +153,10 @@ class Context:
         return self._models[name]
 
     def data(self, name: str, split: str = "test", limit: int | None = None) -> Any:
-        """:func:`camscope.zoo.dataset` of ``name``, cached per (name, split, limit)."""
+        """:func:`camscope.models.zoo.dataset` of ``name``, cached per (name, split, limit)."""
         key = (name, split, limit)
         if key not in self._data:
-            from camscope import zoo
+            from camscope.models import zoo
 
             self._data[key] = zoo.dataset(name, split=split, limit=limit)
         return self._data[key]
@@ -167,7 +167,7 @@ class Context:
 
     @cached_property
     def _models(self) -> dict[str, torch.nn.Module]:
-        from camscope import zoo
+        from camscope.models import zoo
 
         return {name: zoo.load_small_model(name) for name in zoo.SMALL_MODELS}
 
@@ -191,7 +191,8 @@ class Report:
 
 
 def _header(quick: bool, sections: Sequence[Section], seconds: float) -> str:
-    from camscope import __version__, zoo
+    from camscope import __version__
+    from camscope.models import zoo
 
     mode = "`camscope reproduce --quick` (a pipeline check on few images: numbers are noisy)" if quick else "`camscope reproduce`"
     models = ", ".join(f"`{name}` ({100 * zoo.model_info(name)['test_accuracy']:.1f}% test accuracy)" for name in zoo.SMALL_MODELS)
@@ -209,7 +210,7 @@ def _header(quick: bool, sections: Sequence[Section], seconds: float) -> str:
             "papers' claims are re-measured where the right answer is known: on `camscope.data.synthetic`, fine-grained "
             "\"species\" whose images come with a mask per part and, for any two classes, the mask of the parts that differ "
             "(many pairs differ in exactly one part), and on scikit-learn's handwritten digits. The models are the two small "
-            f"CNNs shipped in `camscope.zoo`: {models}. Small models on synthetic data are not the papers' settings: a claim "
+            f"CNNs shipped in `camscope.models.zoo`: {models}. Small models on synthetic data are not the papers' settings: a claim "
             "that holds here is evidence, not proof, and one that fails here is reported as it is.",
             "",
             f"Verdicts: {tally}.",

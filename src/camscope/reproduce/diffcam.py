@@ -6,7 +6,7 @@ What is measured (papers/diffcam.txt, Sec. 4.1 and 4.2.3):
 The paper scores "why ``a``, not ``b``" maps on CUB-200-2011 against the parts
 whose attributes differ between the two classes (GALORE's protocol), for a
 *similar* and a *random* counterfactual class. Here the species model of
-:mod:`camscope.zoo` and its generator give the exact answer: for a test image of
+:mod:`camscope.models.zoo` and its generator give the exact answer: for a test image of
 class ``c`` (kept when the model classifies it correctly) and a counterfactual
 class ``d``, the ground truth is the visible parts in which ``c`` and ``d``
 differ (:meth:`~camscope.data.synthetic.SyntheticSpecies.differs`), as masks
@@ -20,7 +20,7 @@ differs in exactly one part) or a class drawn uniformly among the other 15
 * Finer-CAM: Grad-CAM of ``y_c - gamma y_d`` with the paper's ``gamma = 0.6``
   and the one reference class ``d`` (``camscope.Finer(references=[[d]])``);
 * DiffCAM "why ``c``, not ``d``": ``reference = bank.group("class", d)``, the
-  class-``d`` statistics of a :class:`~camscope.diffcam.ReferenceBank` built
+  class-``d`` statistics of a :class:`~camscope.methods.diffcam.ReferenceBank` built
   over the TRAIN split (all 8,192 images; 512 in quick mode), with camscope's
   default OAS-shrunk covariance (the paper only says "a small Tikhonov term";
   with ~512 training images per class and K = 64 channels the OAS coefficient is
@@ -96,7 +96,7 @@ import torch
 from torch import Tensor, nn
 
 import camscope
-from camscope.diffcam import ReferenceBank
+from camscope.methods.diffcam import ReferenceBank
 from camscope.metrics import part_scores
 from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, Verdict, markdown_table
 
@@ -324,7 +324,7 @@ def _score_setting(
 
 
 def _species(context: Context) -> dict[str, Any]:
-    from camscope import zoo
+    from camscope.models import zoo
 
     model = context.model("species")
     info = zoo.model_info("species")["data"]
@@ -465,7 +465,7 @@ def _grey_rgb(image: Tensor) -> Any:
 def _f1_figure(path: Any, settings: dict[str, SettingResult]) -> None:
     import matplotlib.pyplot as plt
 
-    from camscope.viz import save_figure
+    from camscope.viz.figures import save_figure
 
     figure, axes = plt.subplots(1, len(settings), figsize=(5.0 * len(settings), 3.6), squeeze=False)
     styles = {"gradcam": "C0-", "finer": "C1-", "diffcam": "C3-", "diffcam_small_lambda": "C3:", "diffcam_others": "C7--"}
@@ -486,7 +486,7 @@ def _species_figure(path: Any, species_data: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     from camscope.data.synthetic import PARTS
-    from camscope.viz import overlay, save_figure
+    from camscope.viz.figures import overlay, save_figure
 
     setting: SettingResult = species_data["settings"]["similar"]
     batch = species_data["batch"]
@@ -527,7 +527,7 @@ def _digits_figure(path: Any, model: nn.Module, digits: dict[str, Any]) -> list[
     """Figure 3's analogue; returns the (digit, counterfactual digits) shown."""
     import matplotlib.pyplot as plt
 
-    from camscope.viz import overlay, save_figure
+    from camscope.viz.figures import overlay, save_figure
 
     bank: ReferenceBank = digits["bank"]
     images, labels, predicted = digits["images"], digits["labels"], digits["predicted"]
@@ -569,7 +569,7 @@ def _intra_figure(path: Any, digits: dict[str, Any], count: int = 8) -> list[int
     """Figure 4's analogue: the most atypical test digits and their intra-class DiffCAM maps."""
     import matplotlib.pyplot as plt
 
-    from camscope.viz import overlay, save_figure
+    from camscope.viz.figures import overlay, save_figure
 
     order = digits["atypicality"].argsort(descending=True)[:count].tolist()
     figure, axes = plt.subplots(2, len(order), figsize=(1.45 * len(order), 3.3), squeeze=False)

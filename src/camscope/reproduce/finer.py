@@ -5,7 +5,7 @@ Finer-CAM (Zhang et al. 2025) explains ``y_c - gamma * y_d`` instead of ``y_c``,
 RD@p (Eq. 10) when the top ``p`` of the map's pixels are masked, leaves the
 deletion AUC about where it was, and concentrates the map on the discriminative
 details. This section re-measures those claims with the ``species`` model of
-:mod:`camscope.zoo` on :mod:`camscope.data.synthetic`, where the parts in which
+:mod:`camscope.models.zoo` on :mod:`camscope.data.synthetic`, where the parts in which
 two classes differ are known pixel by pixel.
 
 Protocol:
@@ -347,7 +347,7 @@ def _example_figure(path: Any, data: _Data, maps: dict[str, Tensor], class_names
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from camscope.viz import overlay, save_figure
+    from camscope.viz.figures import overlay, save_figure
 
     rows = _examples(data)
     columns = ["image"] + [name for base in BASES for name in (base, f"finer-{base}")]
@@ -391,7 +391,7 @@ def _gamma_figure(
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from camscope.viz import save_figure
+    from camscope.viz.figures import save_figure
 
     positions = list(range(len(gammas)))
     labels = [f"{g:g}" for g in gammas]

@@ -82,11 +82,11 @@ _CHUNK = 128
 _NOISY = {"sscam": 101, "smoothgradcampp": 102}
 _TOLERANCE = 4.0
 _FAMILY = {
-    "camscope.methods": "gradient",
-    "camscope.perturbation": "perturbation",
-    "camscope.projection": "projection",
-    "camscope.finer": "finer",
-    "camscope.diffcam": "reference",
+    "camscope.engine.method": "gradient",
+    "camscope.methods.perturbation": "perturbation",
+    "camscope.methods.projection": "projection",
+    "camscope.methods.finer": "finer",
+    "camscope.methods.diffcam": "reference",
 }
 
 

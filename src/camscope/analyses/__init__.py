@@ -1,0 +1,1 @@
+"""Dataset-level analyses: integrated feature analysis (IFA)."""

@@ -1,0 +1,380 @@
+"""``camscope analyze``: integrated feature analysis of an image folder (analysis file, plots, Markdown report),
+and the ``--scale`` / ``--principal`` options of ``camscope explain`` (S- and FS-CAMs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from torch import Tensor, nn
+
+from camscope.cli.app import ModelOption, WeightsOption, app, load_cli_model
+from camscope.errors import CamscopeError
+
+__all__ = ["analyze_command", "run_analysis", "folder_dataset", "ScaleOptions"]
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+def _num_classes(network: nn.Module, size: int) -> int:
+    from camscope.engine.capture import model_state, output_tensor
+
+    with torch.no_grad(), model_state(network):
+        device = next(network.parameters()).device
+        logits = output_tensor(network(torch.zeros(1, 3, size, size, device=device)))
+    if logits.ndim != 2:
+        raise CamscopeError(f"camscope analyze needs a classifier with outputs [batch, classes], got {list(logits.shape)}")
+    return logits.shape[1]
+
+
+def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None) -> tuple[Any, list[str]]:
+    """An image folder whose class sub-folders are named by the model's classes (index or ImageNet name).
+
+    Returns the dataset (labels are the model's class indices; a flat folder is
+    unlabelled) and the model's class names.
+    """
+    from camscope.passes.batches import ImageFolderData
+    from camscope.models.loading import class_index, data_config, imagenet_classes, load_image
+
+    config = config or data_config(network)
+    dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    num_classes = _num_classes(network, size)
+    names = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
+    if dataset.class_names:
+        mapping = []
+        for folder in dataset.class_names:
+            try:
+                mapping.append(class_index(folder, num_classes))
+            except CamscopeError as error:
+                raise CamscopeError(
+                    f"class folder {folder!r} of {root} is not a class of the model ({error}): name the class "
+                    "folders by class index or ImageNet class name, or put the images in one flat folder (unlabelled)"
+                ) from None
+        dataset.samples = [(path, mapping[label]) for path, label in dataset.samples]
+    return dataset, names
+
+
+# --------------------------------------------------------------------------------------
+# The analysis, its plots and its report
+# --------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def run_analysis(
+    network: nn.Module,
+    data: Any,
+    out: Path,
+    *,
+    method: str = "gradcam",
+    layer: str | None = None,
+    explain: str = "predicted",
+    percentiles: tuple[float, float] = (10.0, 90.0),
+    all_classes: bool = False,
+    profiles: bool = True,
+    fraction: float = 0.05,
+    compare_data: Any = None,
+    check_consistency: bool = True,
+    class_names: list[str] | None = None,
+    batch_size: int = 32,
+    size: int = 224,
+    device: str | None = None,
+    title: str = "",
+    show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Analyze ``data`` and write ``analysis.safetensors``, the plots and ``report.md`` into ``out``.
+
+    Returns a JSON-friendly summary with the written files.
+    """
+    import camscope
+    from camscope.metrics.consistency import consistency
+    from camscope.viz.analysis import consistency_scatter, distribution_plot, importance_heatmap, importance_lines
+    from camscope.viz.figures import save_figure
+
+    if not 0 < fraction <= 1:
+        raise CamscopeError(f"--fraction must be in (0, 1], got {fraction}")
+    if device is not None:
+        network = network.to(device)
+    options = dict(batch_size=batch_size, size=size, show_progress=show_progress)
+    analysis = camscope.analyze(
+        network, data, method=method, layer=layer, explain=explain, percentiles=percentiles,
+        all_classes=all_classes, profiles=profiles, **options,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
+    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
+    present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
+    figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
+    if analysis.has_importance:
+        files["importance"] = save_figure(out / "importance.png", importance_heatmap(analysis, class_names=figure_names))
+    files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
+    other = None
+    if compare_data is not None:
+        other = camscope.analyze(
+            network, compare_data, method=method, layer=analysis.layer, explain=explain, percentiles=percentiles,
+            all_classes=all_classes, **options,
+        )
+        files["compare_analysis"] = other.save(out / "compare.safetensors")
+    busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
+    if present:
+        files["lines"] = save_figure(
+            out / "lines.png", importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
+        )
+    results = []
+    if check_consistency:
+        results = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
+        files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
+    report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
+    files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
+    summary = analysis.summary()
+    summary["files"] = {key: str(path) for key, path in files.items()}
+    if results:
+        summary["consistency"] = {r.name: {"method": r.logit.method, "r": r.coefficient} for r in results}
+    if other is not None and present:
+        summary["compare"] = analysis.compare(other).summary
+    return summary
+
+
+def _report(analysis, other, results, names, present, fraction, busiest, title, files) -> str:
+    lines = [f"# Integrated feature analysis{f': {title}' if title else ''}", ""]
+    accuracy = analysis.accuracy
+    lines += [
+        f"- method **{analysis.method}** at layer **{analysis.layer}** ({analysis.num_features} features, "
+        f"{analysis.num_classes} classes), explained class: {analysis.explain}",
+        f"- {analysis.n_samples} images, {int(analysis.labelled)} labelled"
+        + (f", top-1 accuracy {accuracy:.3f}" if accuracy is not None else "")
+        + (f"; {int(analysis.stand_ins)} unlabelled images counted under their predicted class" if int(analysis.stand_ins) else ""),
+        "",
+        "## Distribution of the class activations",
+        "",
+        "Signed class-activation values `M_c = sum_k w_k A_k` of the explained class over all pixels of all "
+        "images (layer resolution, before ReLU and scaling).",
+        "",
+        "| mean | std | min | P10 | P50 | P90 | max |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    p10, p50, p90 = analysis.percentile([10, 50, 90]).tolist()
+    lines.append(
+        f"| {_fmt(analysis.mean)} | {_fmt(analysis.std)} | {_fmt(analysis.min)} | {_fmt(p10)} | {_fmt(p50)} | "
+        f"{_fmt(p90)} | {_fmt(analysis.max)} |"
+    )
+    lines += ["", "![distribution](distribution.png)", ""]
+    try:
+        scale = analysis.scale()
+        lines.append(
+            f"Common intensity scale (S-CAMs): `tanh({scale.a:.6g} x + {scale.b:.6g})` maps "
+            f"P{analysis.percentiles[0]:g} = {scale.low:.4g} to 0.1 and P{analysis.percentiles[1]:g} = {scale.high:.4g} to 0.9."
+        )
+        extremes = analysis.scale("image-extremes")
+        lines.append(
+            f"The authors' variant (`scale('image-extremes')`): median of the per-image minima {extremes.low:.4g} "
+            f"-> 0.05, P90 of the per-image maxima {extremes.high:.4g} -> 0.95."
+        )
+    except CamscopeError as error:
+        lines.append(f"No common scale: {error}.")
+    if not present:
+        lines += ["", f"Method {analysis.method} has no channel weights: no importance matrix.", ""]
+    else:
+        lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
+        keep = analysis.principal_features(fraction)
+        lines += [
+            f"Principal features: the top {fraction:.0%} ({int(keep[0].sum())} of {analysis.num_features}) of each "
+            "class's column (`explain --scale analysis.safetensors --principal F` draws FS-S-CAMs).",
+            "",
+            "| class | samples | principal features (most important first) |",
+            "|---|---:|---|",
+        ]
+        matrix = analysis.importance
+        shown = sorted(present, key=lambda c: -int(analysis.class_counts[c]))[:20]
+        for c in shown:
+            order = torch.sort(-matrix[:, c], stable=True).indices[: int(keep[c].sum())].tolist()
+            listed = ", ".join(map(str, order[:12])) + (" ..." if len(order) > 12 else "")
+            lines.append(f"| {c} {names[c]} | {int(analysis.class_counts[c])} | {listed} |")
+        if len(present) > len(shown):
+            lines.append(f"| ... {len(present) - len(shown)} more classes | | |")
+        redundancy = analysis.redundancy()
+        lines += [
+            "",
+            f"Redundancy: {redundancy.share:.1%} of the features are rarely activated for any class "
+            f"(largest |IM| below {redundancy.threshold:.0%} of the strongest feature's).",
+            "",
+        ]
+        confounders = analysis.confounders()
+        if confounders:
+            lines += [
+                "Confounder candidates (a few features hold most of a class's positive importance; check them with an "
+                "FS-CAM of just those features):",
+                "",
+                "| class | features | share | effective number of features |",
+                "|---|---|---:|---:|",
+            ]
+            for item in confounders[:15]:
+                lines.append(
+                    f"| {item.cls} {names[item.cls]} | {', '.join(map(str, item.features))} | {item.share:.2f} | "
+                    f"{item.effective_features:.1f} |"
+                )
+            lines.append("")
+        else:
+            lines += ["No class is dominated by very few features (no confounder candidate).", ""]
+        if analysis.profiles is not None:
+            lines += [
+                "Outliers: samples whose feature profile departs most from their class's column (cosine distance).",
+                "",
+                "| sample | label | prediction | distance |",
+                "|---:|---|---|---:|",
+            ]
+            for item in analysis.outliers(10):
+                label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
+                lines.append(f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |")
+            lines.append("")
+        lines += [f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):", "", "![column](lines.png)", ""]
+    if results:
+        lines += [
+            "## Consistency with the model",
+            "",
+            "Correlation over the images between the sum of each CAM and the explained class's logit "
+            "(Pearson if Mardia's test accepts bivariate normality at 5%, else Spearman).",
+            "",
+            "| CAM | coefficient | r | p | bivariate normal | with probabilities |",
+            "|---|---|---:|---:|---|---:|",
+        ]
+        for result in results:
+            lines.append(
+                f"| {result.name} | {result.logit.method} | {result.coefficient:.3f} | {result.logit.p_value:.2g} | "
+                f"{'yes' if result.logit.normal else 'no'} | {result.probability.coefficient:.3f} |"
+            )
+        lines += ["", "![consistency](consistency.png)", ""]
+    if other is not None and present:
+        comparison = analysis.compare(other)
+        lines += [
+            "## Overfitting: analysed vs compared data",
+            "",
+            f"Relative difference of the importance matrices: **{comparison.summary:.3f}** over "
+            f"{len(comparison.classes)} common classes (0: identical). Features more active on the analysed data: "
+            f"{', '.join(map(str, comparison.top_features[:10]))}.",
+            "",
+        ]
+    lines += [
+        "## Files",
+        "",
+        "- `analysis.safetensors`: the analysis (`camscope.analyses.ifa.Analysis.load`)",
+        "- " + ", ".join(f"`{path.name}`" for key, path in files.items() if path.suffix == ".png"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _percentiles(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise CamscopeError(f"--percentiles must be two numbers 'LOW,HIGH' such as 10,90, got {text!r}") from None
+    return low, high
+
+
+@app.command("analyze")
+def analyze_command(
+    data: Annotated[Path, typer.Option("--data", help="Image folder: root/CLASS/* (CLASS = class index or ImageNet name) or a flat folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("camscope-analysis"),
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = "default",
+    method: Annotated[str, typer.Option(help="CAM method with channel weights.")] = "gradcam",
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
+    explain: Annotated[str, typer.Option(help="Class whose values are collected: predicted or true.")] = "predicted",
+    percentiles: Annotated[str, typer.Option(help="Percentiles mapped to 0.1 and 0.9: LOW,HIGH.")] = "10,90",
+    all_classes: Annotated[bool, typer.Option("--all-classes", help="Also the Eq. 3 matrix (every class for every image).")] = False,
+    fraction: Annotated[float, typer.Option(help="Share of principal features listed in the report.")] = 0.05,
+    compare: Annotated[Path | None, typer.Option("--compare", help="A second folder (e.g. the test set) for the overfitting comparison.")] = None,
+    check_consistency: Annotated[bool, typer.Option("--consistency/--no-consistency", help="Second pass: CAM sum vs logit.")] = True,
+    profiles: Annotated[bool, typer.Option("--profiles/--no-profiles", help="Keep per-image feature profiles (outliers).")] = True,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    size: Annotated[int, typer.Option(help="Input size.")] = 224,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cpu).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report."""
+    from camscope.models.loading import data_config
+
+    if not data.is_dir():
+        raise CamscopeError(f"no such folder: {data}")
+    network = load_cli_model(model, weights)
+    if device is not None:
+        network = network.to(device)
+    try:
+        config = data_config(model)
+    except CamscopeError:
+        config = data_config(network)
+    dataset, names = folder_dataset(data, network, size, config)
+    compared = folder_dataset(compare, network, size, config)[0] if compare is not None else None
+    summary = run_analysis(
+        network, dataset, out, method=method, layer=layer, explain=explain, percentiles=_percentiles(percentiles),
+        all_classes=all_classes, profiles=profiles, fraction=fraction, compare_data=compared,
+        check_consistency=check_consistency, class_names=names, batch_size=batch_size, size=size, device=device,
+        title=f"{model} on {data}",
+    )
+    if json_output:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    print(f"camscope analyze: {summary['samples']} images, {summary['method']} at {summary['layer']}")
+    for key, path in summary["files"].items():
+        print(f"  wrote {path}")
+
+
+# --------------------------------------------------------------------------------------
+# camscope explain --scale ANALYSIS [--principal F]
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScaleOptions:
+    """``--scale`` (an analysis file: S-CAMs) and ``--principal`` (FS-CAMs) of ``camscope explain``."""
+
+    scale: Path | None = None
+    principal: float | None = None
+
+    def __post_init__(self) -> None:
+        self.analysis = None
+        if self.principal is not None and self.scale is None:
+            raise CamscopeError("--principal selects features from an analysis: give it with --scale ANALYSIS")
+        if self.principal is not None and not 0 < self.principal <= 1:
+            raise CamscopeError(f"--principal must be a fraction in (0, 1], such as 0.05, got {self.principal}")
+        if self.scale is not None:
+            from camscope.analyses.ifa import Analysis
+
+            self.analysis = Analysis.load(self.scale)
+
+    @property
+    def signed(self) -> bool:
+        """The maps are S-CAMs in (-1, 1): draw them with a diverging colormap."""
+        return self.analysis is not None
+
+    def call_options(self, network: nn.Module, batch: Tensor, target: Any) -> dict[str, Any]:
+        """``scale=`` and ``features=`` for one explainer call."""
+        if self.analysis is None:
+            return {}
+        options: dict[str, Any] = {"scale": self.analysis}
+        if self.principal is not None:
+            if target is None:
+                from camscope.engine.capture import model_state, output_tensor
+
+                with torch.no_grad(), model_state(network):
+                    target = output_tensor(network(batch)).argmax(dim=1)
+            classes = torch.as_tensor(target).reshape(-1).expand(batch.shape[0]).cpu()
+            options["features"] = self.analysis.principal_features(self.principal, cls=classes).to(batch.device)
+        return options

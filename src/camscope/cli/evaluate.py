@@ -1,0 +1,97 @@
+"""``camscope evaluate``: metrics of several methods over an image folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from camscope.cli.app import ModelOption, WeightsOption, app
+from camscope.errors import CamscopeError
+
+__all__ = ["evaluate_command", "parse_options"]
+
+
+def _value(text: str) -> Any:
+    """A JSON value, else comma-separated numbers, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        parts = [part.strip() for part in text.split(",")]
+        try:
+            return [json.loads(part) for part in parts]
+        except json.JSONDecodeError:
+            return parts
+    return text
+
+
+def parse_options(items: list[str] | None, names: list[str], what: str) -> dict[str, dict[str, Any]]:
+    """``NAME.KEY=VALUE`` items into ``{NAME: {KEY: VALUE}}`` (values parsed as JSON or number lists)."""
+    options: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        head, sep, value = item.partition("=")
+        name, dot, key = head.partition(".")
+        if not sep or not dot or not name or not key:
+            raise CamscopeError(f"--{what}-option takes NAME.KEY=VALUE (e.g. road.percentages=0.25,0.5,0.75), got {item!r}")
+        options.setdefault(name.strip(), {})[key.strip().replace("-", "_")] = _value(value.strip())
+    return options
+
+
+def _split(values: list[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@app.command("evaluate")
+def evaluate_command(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts).")],
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = "default",
+    methods: Annotated[list[str], typer.Option("--methods", help="Comma-separated methods (repeatable).")] = ["gradcam"],  # noqa: B006
+    metrics: Annotated[list[str], typer.Option("--metrics", help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency.")] = ["deletion", "insertion"],  # noqa: B006
+    out: Annotated[Path, typer.Option(help="Output folder for summary.csv, per_sample.csv, results.json and curve plots.")] = Path("camscope-out/evaluate"),
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
+    target: Annotated[str, typer.Option(help="'predicted', 'label' (folder name or sidecar label), or a class index/name.")] = "predicted",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 16,
+    size: Annotated[int, typer.Option(help="Input size.")] = 224,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    device: Annotated[str | None, typer.Option(help="Device, e.g. cpu or cuda.")] = None,
+    metric_option: Annotated[list[str] | None, typer.Option("--metric-option", help="Protocol option METRIC.KEY=VALUE, e.g. road.percentages=0.25,0.5,0.75 (repeatable).")] = None,
+    method_option: Annotated[list[str] | None, typer.Option("--method-option", help="Method option METHOD.KEY=VALUE, e.g. finer-gradcam.gamma=0.6 (repeatable).")] = None,
+    plots: Annotated[bool, typer.Option(help="Write plots of the mean curves.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+) -> None:
+    """Evaluate methods with faithfulness, localisation and other metrics over an image folder."""
+    from camscope.evaluation.runner import evaluate
+
+    if not data.is_dir():
+        raise CamscopeError(f"--data must be an image folder, got {data}")
+    method_names = _split(methods)
+    metric_names = _split(metrics)
+    report = evaluate(
+        model,
+        data,
+        methods=method_names,
+        metrics=metric_names,
+        layer=layer or None,
+        target=None if target == "predicted" else (int(target) if target.isdigit() else target),
+        weights=None if weights.lower() == "none" else weights,
+        batch_size=batch_size,
+        size=size,
+        device=device,
+        method_options=parse_options(method_option, method_names, "method"),
+        metric_options=parse_options(metric_option, metric_names, "metric"),
+        limit=limit,
+        out=out,
+        plots=plots,
+    )
+    if json_output:
+        print(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
+    else:
+        from rich.console import Console
+
+        Console().print(report.table())
+        print(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (" and curve plots" if plots else ""))

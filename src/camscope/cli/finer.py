@@ -1,0 +1,290 @@
+"""Command-line parts of Finer-CAM: ``camscope similarity``, ``camscope prompts`` and the Finer figure of ``explain``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+from torch import Tensor, nn
+
+from camscope.cli.app import WeightsOption, app, load_cli_model
+from camscope.errors import CamscopeError
+from camscope.methods.finer import Finer
+
+__all__ = ["similarity", "prompts", "check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references"]
+
+
+# ---------------------------------------------------------------------- explain --method finer-*
+
+
+def finer_cli_options(
+    method: str,
+    versus: Sequence[str] | None,
+    gamma: float | None,
+    references: int | None,
+    network: nn.Module,
+    batch: Tensor,
+) -> dict[str, Any]:
+    """The Finer options of ``camscope explain`` for one method (empty for a method that is not ``finer-*``).
+
+    ``--versus`` classes (indices or ImageNet names) become explicit references;
+    ``--references T`` the number of automatic ones.
+    """
+    if not method.lower().replace("_", "-").startswith("finer-"):
+        return {}
+    options: dict[str, Any] = {}
+    if gamma is not None:
+        options["gamma"] = gamma
+    if versus:
+        if references is not None:
+            raise CamscopeError("give either --versus CLASS (explicit references) or --references T (how many), not both")
+        from camscope.cli.app import resolve_class
+
+        with torch.no_grad():
+            num_classes = network(batch[:1]).shape[1]
+        options["references"] = [resolve_class(spec, num_classes) for spec in versus]
+    elif references is not None:
+        options["references"] = references
+    return options
+
+
+def check_finer_cli_options(methods: Sequence[str], versus: Sequence[str] | None, gamma: float | None, references: int | None) -> None:
+    """``--versus``/``--gamma``/``--references`` need a ``finer-*`` method."""
+    if (versus or gamma is not None or references is not None) and not any(m.lower().replace("_", "-").startswith("finer-") for m in methods):
+        raise CamscopeError(
+            "--versus, --gamma and --references set Finer-CAM's comparison: use them with a finer-* method, "
+            "e.g. --method finer-gradcam"
+        )
+
+
+def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list[dict[str, Any]]:
+    """The reference classes of one sample: index, name, probability and weight in the aggregate."""
+    target = explanation.targets
+    if not isinstance(target, Finer) or target.references() is None:
+        return []
+    probabilities = explanation.logits[index].softmax(dim=0)
+    weights = target.reference_weights()[index]
+    return [
+        {"class": int(c), "name": names[int(c)], "probability": float(probabilities[int(c)]), "weight": float(w)}
+        for c, w in zip(target.references()[index], weights)
+    ]
+
+
+def finer_figure(
+    network: nn.Module,
+    batch: Tensor,
+    explanation: Any,
+    index: int,
+    rgb: np.ndarray,
+    names: Sequence[str],
+    title: str = "",
+) -> Any:
+    """The base map, the Finer map and the reference classes (name, probability) of one image of a ``finer-*`` explanation."""
+    import matplotlib.pyplot as plt
+
+    import camscope
+    from camscope.viz.figures import overlay
+
+    target = explanation.targets
+    method = str(explanation.method)
+    base_name = method.split("-", 1)[1] if method.startswith("finer-") else method
+    explained = int(target.classes()[index])
+    base = camscope.Explainer(network, layer=explanation.layer, method=base_name)(
+        batch[index : index + 1], target=[explained]
+    )
+    probabilities = explanation.logits[index].softmax(dim=0)
+    references = finer_references(explanation, index, names)
+    figure, axes = plt.subplots(1, 3, figsize=(8.4, 3.6), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(rgb)
+    axes[0].set_title(title or "input", fontsize=9)
+    top = probabilities.topk(min(5, probabilities.numel()))
+    axes[0].text(
+        0.02, -0.04,
+        "\n".join(f"{float(p) * 100:5.1f}%  {names[int(i)][:22]}" for p, i in zip(top.values, top.indices)),
+        transform=axes[0].transAxes, va="top", ha="left", fontsize=7, family="monospace",
+    )
+    explained_label = f"{names[explained][:24]} ({float(probabilities[explained]) * 100:.1f}%)"
+    axes[1].imshow(overlay(rgb, base.maps[0]))
+    axes[1].set_title(f"{base_name}: {explained_label}", fontsize=8)
+    axes[2].imshow(overlay(rgb, explanation.maps[index]))
+    axes[2].set_title(f"{method} (gamma {target.gamma:g}, {target.aggregate})", fontsize=8)
+    axes[2].text(
+        0.02, -0.04,
+        "versus\n" + "\n".join(f"{r['probability'] * 100:5.1f}%  {r['name'][:22]}" for r in references),
+        transform=axes[2].transAxes, va="top", ha="left", fontsize=7, family="monospace",
+    )
+    for axis in axes:
+        axis.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+# ---------------------------------------------------------------------- camscope similarity
+
+
+@app.command()
+def similarity(
+    model: Annotated[str, typer.Argument(help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")] = "efficientnet_lite0",
+    weights: WeightsOption = "default",
+    classes: Annotated[list[str] | None, typer.Option("--class", "-c", help="Class (index or name) to list the most similar classes of; repeat.")] = None,
+    top: Annotated[int, typer.Option(help="How many similar classes (or pairs) to list.")] = 5,
+    output: Annotated[Path, typer.Option(help="PNG of the sorted-similarity curve (the Finer-CAM paper's Fig. 1).")] = Path("camscope-out/similarity.png"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
+    from camscope.methods.finer import class_similarity
+
+    if top < 1:
+        raise CamscopeError(f"--top must be at least 1, got {top}")
+    network = load_cli_model(model, weights)
+    result = class_similarity(network)
+    count = result.matrix.shape[0]
+    indices = [_class_of(result, spec, count) for spec in classes or []]
+    mean, std = result.curve()
+    report: dict[str, Any] = {
+        "model": model,
+        "classes": count,
+        "most_similar_mean": float(mean[0]),
+        "most_similar_std": float(std[0]),
+        "neighbours": {
+            result.name(i): [{"class": j, "name": name, "cosine": value} for j, name, value in result.most_similar(i, top)]
+            for i in indices
+        },
+        "pairs": [
+            {"classes": [p, q], "names": [result.name(p), result.name(q)], "cosine": value}
+            for p, q, value in ([] if indices else result.most_similar_pairs(top))
+        ],
+    }
+    report["curve"] = str(result.plot(output, label=model))
+    if json_output:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{model}: {count} classes; cosine to the most similar class: {report['most_similar_mean']:.3f} +- {report['most_similar_std']:.3f}")
+    for name, rows in report["neighbours"].items():
+        print(f"{name}:")
+        for row in rows:
+            print(f"  {row['cosine']:+.3f}  {row['class']:4d}  {row['name']}")
+    if report["pairs"]:
+        print("most similar pairs:")
+        for row in report["pairs"]:
+            print(f"  {row['cosine']:+.3f}  {row['names'][0]}  /  {row['names'][1]}")
+    print(f"wrote {report['curve']}")
+
+
+def _class_of(result: Any, spec: str, count: int) -> int:
+    if count == 1000 and not spec.strip().isdigit():
+        from camscope.cli.app import resolve_class
+
+        return resolve_class(spec, count)
+    return result.index(spec)
+
+
+# ---------------------------------------------------------------------- camscope prompts
+
+
+@app.command()
+def prompts(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt to localise; repeat for several.")],
+    versus: Annotated[list[str] | None, typer.Option("--versus", "-v", help="Prompt to compare with (Finer-CAM); repeat for several. Default: the other --prompt texts.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")] = "openai/clip-vit-base-patch16",
+    method: Annotated[str, typer.Option(help="Base CAM method.")] = "gradcam",
+    gamma: Annotated[float, typer.Option(help="Comparison strength of the Finer map.")] = 0.6,
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer of the image tower (default: last block's first norm / last stage).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
+    import camscope
+    from camscope.models.clip import load_clip
+    from camscope.engine.method import get_method
+    from camscope.models.loading import load_image
+    from camscope.viz.figures import save_figure
+
+    texts = [p for p in prompt if p.strip()]
+    if not texts:
+        raise CamscopeError("give at least one non-empty --prompt")
+    others = [v for v in (versus or []) if v.strip()]
+    if method.lower().startswith("finer-"):
+        raise CamscopeError(f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method!r}")
+    get_method(method)  # fail early on an unknown name
+    for image in images:
+        if not image.is_file():
+            raise CamscopeError(f"no such image file: {image}")
+    loaded = load_clip(model)
+    classifier = loaded.classifier(texts + others)
+    size = int(loaded.config.input_size)
+    pictures = [load_image(path, size=size, config=loaded.config) for path in images]
+    batch = torch.cat([tensor for tensor, _ in pictures])
+    explainer = camscope.Explainer(classifier, layer=layer, method=method)
+    rows = []
+    for i, text in enumerate(texts):
+        base = explainer(batch, target=i)
+        references = list(range(len(texts), len(texts) + len(others))) if others else [j for j in range(len(texts)) if j != i]
+        finer = explainer(batch, target=Finer(explained=i, references=references, gamma=gamma)) if references else None
+        rows.append((text, base, finer, references))
+    probabilities = rows[0][1].logits.softmax(dim=1)
+    labels = classifier.prompts
+    report = []
+    for index, (path, (_, rgb)) in enumerate(zip(images, pictures)):
+        figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method, gamma, title=path.stem)
+        written = save_figure(out / f"{path.stem}_prompts.png", figure)
+        report.append(
+            {
+                "image": str(path),
+                "prompts": [
+                    {"prompt": label, "logit": float(rows[0][1].logits[index, j]), "probability": float(probabilities[index, j])}
+                    for j, label in enumerate(labels)
+                ],
+                "compared": {text: [labels[j] for j in refs] for text, _, _, refs in rows},
+                "layer": rows[0][1].layer,
+                "files": [str(written)],
+            }
+        )
+    if json_output:
+        print(json.dumps(report, indent=2))
+        return
+    for entry in report:
+        print(entry["image"])
+        for row in entry["prompts"]:
+            print(f"  {row['probability'] * 100:6.2f}%  {row['prompt']}")
+        for file in entry["files"]:
+            print(f"  wrote {file}")
+
+
+def _prompts_figure(
+    rgb: np.ndarray,
+    rows: list[tuple[str, Any, Any, list[int]]],
+    index: int,
+    labels: Sequence[str],
+    probabilities: Tensor,
+    method: str,
+    gamma: float,
+    title: str,
+) -> Any:
+    import matplotlib.pyplot as plt
+
+    from camscope.viz.figures import overlay
+
+    figure, axes = plt.subplots(len(rows), 3, figsize=(8.4, 3.0 * len(rows)), squeeze=False)
+    for row, (text, base, finer, references) in zip(axes, rows):
+        row[0].imshow(rgb)
+        row[0].set_title(title, fontsize=9)
+        row[1].imshow(overlay(rgb, base.maps[index]))
+        position = labels.index(text)
+        row[1].set_title(f"{method}: '{text[:28]}' ({float(probabilities[position]) * 100:.1f}%)", fontsize=8)
+        if finer is not None:
+            row[2].imshow(overlay(rgb, finer.maps[index]))
+            versus = ", ".join(f"'{labels[j][:18]}'" for j in references)
+            row[2].set_title(f"'{text[:20]}' vs {versus} (gamma {gamma:g})", fontsize=8)
+        for axis in row:
+            axis.axis("off")
+    figure.tight_layout()
+    return figure
+

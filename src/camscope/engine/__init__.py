@@ -1,0 +1,1 @@
+"""The capture engine: layers and hooks, the method protocol and registry, and ``explain``."""

@@ -1,0 +1,496 @@
+"""``explain`` and ``Explainer``: one forward, a backward down to the layer, a map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from camscope.engine.capture import (
+    LayerCapture,
+    LayerSpec,
+    default_layer,
+    model_state,
+    output_tensor,
+    resolve_layers,
+    to_channels_first,
+    validate_inputs,
+)
+from camscope.errors import CamscopeError
+from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.targets.base import Target, as_target
+
+__all__ = ["Explanation", "Explainer", "explain", "upsample", "normalize_maps"]
+
+
+@dataclass
+class Explanation:
+    """The result of explaining a batch.
+
+    Attributes:
+        raw: the signed class-activation map ``sum_k w_k A_k`` at layer
+            resolution, before ReLU and any scaling, ``[B, h, w]`` (``[B, d, h, w]``
+            for volumes). For several layers: the mean over layers of each
+            layer's raw map upsampled to the input and divided by its per-image
+            maximum absolute value.
+        maps: ``raw`` upsampled to the input size, ReLU, min-max scaled per
+            image to [0, 1], ``[B, H, W]``; a constant map gives zeros. With
+            ``scale=`` (S-CAMs): ``scale(upsampled raw)``, signed, in (-1, 1).
+        weights: ``[B, K]`` channel weights where the method has them, else None.
+        contributions: ``[B, K]`` per-channel contributions ``sum_ij w_k^ij A_k^ij``
+            (their sum over k is the sum of ``raw``), None for projection methods.
+        logits: the model's outputs on the inputs, detached.
+        targets: the resolved target (``targets.classes()`` gives class indices).
+        scores: the target's score per sample on the inputs.
+        method: the method's name.
+        layer: the layer's name (a list for several layers).
+        activations: the layer's activations ``[B, K, *spatial]``, detached.
+        layers: per-layer explanations when several layers were asked.
+    """
+
+    raw: Tensor
+    maps: Tensor
+    weights: Tensor | None
+    contributions: Tensor | None
+    logits: Tensor
+    targets: Target
+    scores: Tensor
+    method: str
+    layer: str | list[str]
+    activations: Tensor | None = None
+    layers: dict[str, Explanation] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> Tensor | None:
+        """The explained class per sample, where the target has one."""
+        return self.targets.classes()
+
+
+def upsample(raw: Tensor, size: Sequence[int]) -> Tensor:
+    """Resize ``[B, h, w]`` (bilinear) or ``[B, d, h, w]`` (trilinear) maps to ``size``."""
+    mode = "bilinear" if raw.ndim == 3 else "trilinear"
+    if tuple(raw.shape[1:]) == tuple(size):
+        return raw
+    return F.interpolate(raw.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False).squeeze(1)
+
+
+def normalize_maps(maps: Tensor) -> Tensor:
+    """ReLU, then min-max per image to [0, 1]; a constant map becomes zeros."""
+    maps = maps.clamp(min=0)
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values
+    span = flat.max(dim=1).values - low
+    shape = (-1,) + (1,) * (maps.ndim - 1)
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span.reshape(shape) > 0, (maps - low.reshape(shape)) / safe.reshape(shape), torch.zeros_like(maps))
+
+
+class Explainer:
+    """A reusable explainer: a model, layer(s) and a method.
+
+    Args:
+        model: any ``torch.nn.Module`` returning scores (a tensor, a tuple, a
+            dict with ``logits``/``out``, or an object with ``.logits``).
+        layer: a dotted name, a module, or a list of them; None picks a default
+            (see :func:`camscope.engine.capture.default_layer`).
+        method: a registered method name (``camscope.available_methods()``) or instance.
+        fuse: how several layers are fused: ``"mean"`` or ``"max"`` of the
+            normalised maps.
+        eval_mode: put the model in eval mode during the call (restored after).
+        layout: activation layout, ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
+        grid: the token grid ``(h, w)`` when it cannot be inferred.
+        prefix_tokens: how many leading tokens (class, registers) to drop.
+        **options: options of the method.
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10)
+        >>> with camscope.Explainer(model, layer="layer4", method="gradcam") as explainer:
+        ...     explanation = explainer(torch.randn(2, 3, 64, 64), target=[3, 5])
+        >>> explanation.maps.shape, explanation.classes.tolist()
+        (torch.Size([2, 64, 64]), [3, 5])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec | None = None,
+        method: str | CamMethod = "gradcam",
+        *,
+        fuse: str = "mean",
+        eval_mode: bool = True,
+        layout: str = "auto",
+        grid: tuple[int, int] | None = None,
+        prefix_tokens: int | None = None,
+        **options: Any,
+    ) -> None:
+        if fuse not in ("mean", "max"):
+            raise CamscopeError(f"fuse must be 'mean' or 'max', got {fuse!r}")
+        if not isinstance(model, nn.Module):
+            raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.method = get_method(method, **options)
+        self.layer = layer
+        self.fuse = fuse
+        self.eval_mode = eval_mode
+        self.layout = dict(layout=layout, grid=grid, prefix_tokens=prefix_tokens)
+        if layer is not None:
+            resolve_layers(model, layer)  # fail early on a wrong name
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Hooks live only inside a call; nothing is left to remove.
+        return None
+
+    def __call__(
+        self, inputs: Tensor, target: Any = None, *, features: Tensor | None = None, scale: Any = None
+    ) -> Explanation:
+        """Explain a batch.
+
+        Args:
+            inputs: ``[B, C, H, W]`` (or ``[B, C, D, H, W]``) on the model's device.
+            target: None (predicted class), an int, one int per sample, or a
+                :class:`~camscope.targets.base.Target`.
+            features: a channel mask ``[K]`` or ``[B, K]`` (bool or float) that
+                multiplies the weighted features before the sum (FS-CAMs).
+            scale: a common intensity scale (S-CAMs): an ``Analysis`` from
+                ``camscope.analyze`` (its default scale) or ``Analysis.scale(...)``;
+                ``maps`` are then ``tanh(a * upsampled raw + b)``, signed, in (-1, 1).
+        """
+        inputs = validate_inputs(self.model, inputs)
+        layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
+        layers = resolve_layers(self.model, layer)
+        with model_state(self.model, self.eval_mode), torch.inference_mode(False):
+            per_layer = self._explain(inputs, layers, self.method.prepare_target(as_target(target), self.model), features)
+        explanation = per_layer[0] if len(per_layer) == 1 else self._fused(per_layer, inputs)
+        if scale is not None:
+            explanation.maps = _scaled_maps(scale, explanation, inputs.shape[2:])
+        return explanation
+
+    def _explain(
+        self, inputs: Tensor, layers: list[tuple[str, nn.Module]], target: Target, features: Tensor | None
+    ) -> list[Explanation]:
+        method = self.method
+        need_grad = method.uses_gradients
+        with LayerCapture(layers, need_grad=need_grad) as capture:
+            logits, resolved, scores = self._pass(inputs, capture, target, need_grad)
+            native = {name: capture.activations[name] for name, _ in layers}
+            gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
+            explanations = []
+            for name, _ in layers:
+                activations = self._channels_first(native[name], inputs, name)
+                context = CamContext(
+                    model=self.model,
+                    inputs=inputs,
+                    layer=name,
+                    activations=activations.detach(),
+                    gradients=None,
+                    outputs=logits.detach(),
+                    target=resolved,
+                    scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
+                    forward=lambda x, capture=capture: self._plain_forward(x, capture),
+                    gradients_at=lambda x, name=name, capture=capture, resolved=resolved: self._gradients_at(
+                        x, name, capture, resolved
+                    ),
+                    activations_at=lambda x, native=False, name=name, capture=capture: self._activations_at(
+                        x, name, capture, native
+                    ),
+                )
+                grads = gradients.get(name)
+                results = self._run_method(context, grads, inputs, name)
+                explanations.append(self._assemble(results, context, resolved, inputs, name, features))
+        return explanations
+
+    def _pass(
+        self, inputs: Tensor, capture: LayerCapture, target: Target, need_grad: bool
+    ) -> tuple[Tensor, Target, Tensor]:
+        """One forward pass: autograd off until the first captured layer when gradients are needed."""
+        grad_mode = torch.is_grad_enabled()
+        try:
+            with torch.no_grad():
+                outputs = self._model_forward(inputs)
+        finally:
+            torch.set_grad_enabled(grad_mode)
+        capture.check_calls()
+        logits = output_tensor(outputs)
+        resolved = target.resolve(logits.detach())
+        with torch.set_grad_enabled(need_grad):
+            scores = resolved(logits)
+        if need_grad and not scores.requires_grad:
+            # The model switched autograd off after the layer (an internal no_grad): run with autograd on.
+            capture.reset()
+            with torch.enable_grad():
+                outputs = self._model_forward(inputs)
+                scores = resolved(output_tensor(outputs))
+            capture.check_calls()
+            if not scores.requires_grad:
+                raise CamscopeError(
+                    "the target score does not depend on the layer's activations through autograd "
+                    "(the model may detach or run under no_grad): choose another layer or a gradient-free method"
+                )
+            logits = output_tensor(outputs)
+        return logits, resolved, scores
+
+    def _model_forward(self, inputs: Tensor) -> Any:
+        try:
+            return self.model(inputs)
+        except CamscopeError:
+            raise
+        except (RuntimeError, ValueError, AssertionError) as error:
+            raise CamscopeError(
+                f"the model failed on inputs of shape {list(inputs.shape)}: {error}. "
+                "Check the image size and channels the model expects"
+            ) from error
+
+    def _gradients(
+        self, scores: Tensor, native: dict[str, Tensor], method: CamMethod, aggregate: str = "mean-before-relu"
+    ) -> dict[str, Tensor]:
+        """``d score / d A`` per layer with a leading component axis: ``[R, B, ...]``.
+
+        ``R = 1`` unless the target has component scores ``[B, R]`` and either the
+        method's weights are not linear in the gradient or the components' maps are
+        not averaged before the ReLU (a max, or a mean after the ReLU, needs each map).
+        """
+        names = list(native)
+        tensors = [native[name] for name in names]
+        shortcut = method.linear_in_gradient and aggregate == "mean-before-relu"
+        if scores.ndim == 1 or shortcut:
+            total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
+            grads = [None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)]
+        else:
+            grads = _component_gradients(scores, tensors)
+        components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
+        return {
+            name: torch.zeros_like(tensor).expand(components, *tensor.shape) if grad is None else grad
+            for name, grad, tensor in zip(names, grads, tensors)
+        }
+
+    def _channels_first(self, tensor: Tensor, inputs: Tensor, name: str) -> Tensor:
+        return to_channels_first(tensor, inputs.shape, name, self.model, **self.layout)
+
+    def _run_method(self, context: CamContext, grads: Tensor | None, inputs: Tensor, name: str) -> list[CamResult]:
+        """The method's result, once per score component of the gradients."""
+        if grads is None:
+            return [self.method(context)]
+        results = []
+        for component in grads:
+            context.gradients = self._channels_first(component, inputs, name)
+            results.append(self.method(context))
+        return results
+
+    def _assemble(
+        self,
+        results: list[CamResult],
+        context: CamContext,
+        target: Target,
+        inputs: Tensor,
+        name: str,
+        features: Tensor | None,
+    ) -> Explanation:
+        activations = context.activations
+        raws, weights_list, contributions_list = [], [], []
+        for result in results:
+            if result.raw is not None:
+                if features is not None:
+                    raise CamscopeError(f"method {self.method.name!r} has no channel weights, so features= cannot apply")
+                raws.append(result.raw)
+                continue
+            weighted = result.weights * activations
+            if features is not None:
+                weighted = weighted * _feature_mask(features, activations)
+            contributions_list.append(weighted.sum(dim=context.spatial_dims))
+            raws.append(weighted.sum(dim=1))
+            if all(size == 1 for size in result.weights.shape[2:]):
+                weights_list.append(result.weights.flatten(1))
+        raw = _aggregate(torch.stack(raws), target.aggregate)
+        weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
+        contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
+        maps = normalize_maps(upsample(raw, inputs.shape[2:]))
+        return Explanation(
+            raw=raw.detach(),
+            maps=maps.detach(),
+            weights=None if weights is None else weights.detach(),
+            contributions=None if contributions is None else contributions.detach(),
+            logits=context.outputs,
+            targets=target,
+            scores=context.scores,
+            method=self.method.name,
+            layer=name,
+            activations=activations,
+        )
+
+    def _plain_forward(self, inputs: Tensor, capture: LayerCapture) -> Tensor:
+        """The model's scores on other inputs, hooks silent, no autograd."""
+        capture.enabled = False
+        try:
+            with torch.no_grad():
+                return output_tensor(self._model_forward(inputs))
+        finally:
+            capture.enabled = True
+
+    def _activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
+        """Activations at one layer for other inputs (detached; channels first unless ``native``)."""
+        capture.reset()
+        grad_mode = torch.is_grad_enabled()
+        try:
+            with torch.no_grad():
+                self._model_forward(inputs)
+        finally:
+            torch.set_grad_enabled(grad_mode)
+        capture.check_calls()
+        activations = capture.activations[name].detach()
+        return activations if native else self._channels_first(activations, inputs, name)
+
+    def _gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
+        """Activations and gradients at one layer for other inputs, the same resolved target."""
+        capture.reset()
+        grad_mode = torch.is_grad_enabled()
+        try:
+            with torch.no_grad():
+                outputs = self._model_forward(inputs)
+        finally:
+            torch.set_grad_enabled(grad_mode)
+        with torch.enable_grad():
+            scores = target(output_tensor(outputs))
+            if scores.ndim == 2:
+                scores = scores.mean(dim=1)
+            activations = capture.activations[name]
+            (grads,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+        grads = torch.zeros_like(activations) if grads is None else grads
+        return (
+            self._channels_first(activations.detach(), inputs, name),
+            self._channels_first(grads, inputs, name),
+        )
+
+    def _fused(self, per_layer: list[Explanation], inputs: Tensor) -> Explanation:
+        size = inputs.shape[2:]
+        stacked = torch.stack([explanation.maps for explanation in per_layer])
+        maps = stacked.mean(dim=0) if self.fuse == "mean" else stacked.max(dim=0).values
+        raws = []
+        for explanation in per_layer:
+            up = upsample(explanation.raw, size)
+            scale = up.flatten(1).abs().max(dim=1).values.clamp(min=torch.finfo(up.dtype).tiny)
+            raws.append(up / scale.reshape(-1, *([1] * (up.ndim - 1))))
+        first = per_layer[0]
+        return Explanation(
+            raw=torch.stack(raws).mean(dim=0),
+            maps=normalize_maps(maps),
+            weights=None,
+            contributions=None,
+            logits=first.logits,
+            targets=first.targets,
+            scores=first.scores,
+            method=first.method,
+            layer=[explanation.layer for explanation in per_layer],
+            activations=None,
+            layers={explanation.layer: explanation for explanation in per_layer},
+        )
+
+
+def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor | None]:
+    """Gradients of each of the ``R`` score components, ``[R, B, ...]``, in one batched backward."""
+    batch, components = scores.shape
+    eye = torch.eye(components, dtype=scores.dtype, device=scores.device)
+    grad_outputs = eye[:, None, :].expand(components, batch, components)
+    try:
+        grads = torch.autograd.grad(scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True)
+    except RuntimeError:
+        # Some operators have no batched backward: one backward per component.
+        per_component = [
+            torch.autograd.grad(scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True)
+            for r in range(components)
+        ]
+        grads = tuple(
+            None if per_component[0][i] is None else torch.stack([g[i] for g in per_component])
+            for i in range(len(tensors))
+        )
+    return list(grads)
+
+
+def _feature_mask(features: Tensor, activations: Tensor) -> Tensor:
+    batch, channels = activations.shape[:2]
+    mask = torch.as_tensor(features, device=activations.device).to(activations.dtype)
+    if mask.ndim == 1:
+        mask = mask.expand(batch, -1)
+    if mask.shape != (batch, channels):
+        raise CamscopeError(
+            f"features must be a channel mask of shape [{channels}] or [{batch}, {channels}], got {list(mask.shape)}"
+        )
+    return mask.reshape(batch, channels, *([1] * (activations.ndim - 2)))
+
+
+def _scaled_maps(scale: Any, explanation: Explanation, size: Sequence[int]) -> Tensor:
+    """S-CAM maps: ``scale(upsampled raw)`` (an object with ``as_scale()``, or a callable)."""
+    transform = scale.as_scale() if hasattr(scale, "as_scale") else scale
+    if not callable(transform):
+        raise CamscopeError(
+            f"scale= must be an Analysis (camscope.analyze) or one of its scales, got {type(scale).__name__}"
+        )
+    if explanation.layers:
+        raise CamscopeError("scale= needs a single layer: the scale was fitted on one layer's raw values")
+    for attribute in ("method", "layer"):
+        fitted, used = getattr(transform, attribute, None), getattr(explanation, attribute)
+        if fitted is not None and fitted != used:
+            raise CamscopeError(
+                f"the scale was fitted for {attribute} {fitted!r} but this explanation uses {used!r}: "
+                f"analyze with the same {attribute}, or explain with {attribute}={fitted!r}"
+            )
+    return transform(upsample(explanation.raw, size)).detach()
+
+
+def _aggregate(raws: Tensor, mode: str) -> Tensor:
+    """Combine the maps of ``R`` score components ``[R, B, ...]``."""
+    if raws.shape[0] == 1:
+        return raws[0]
+    if mode == "mean-before-relu":
+        return raws.mean(dim=0)
+    if mode == "max-before-relu":
+        return raws.max(dim=0).values
+    if mode == "mean-after-relu":
+        return raws.clamp(min=0).mean(dim=0)
+    raise CamscopeError(f"unknown aggregation {mode!r}: use mean-before-relu, max-before-relu or mean-after-relu")
+
+
+def explain(
+    model: nn.Module,
+    inputs: Tensor,
+    method: str | CamMethod = "gradcam",
+    layer: LayerSpec | None = None,
+    target: Any = None,
+    *,
+    features: Tensor | None = None,
+    scale: Any = None,
+    **options: Any,
+) -> Explanation:
+    """Explain a batch with one method at one or more layers.
+
+    Args:
+        model: the network.
+        inputs: ``[B, C, H, W]`` (or ``[B, C, D, H, W]``) on the model's device.
+        method: a method name (see ``camscope.available_methods()``) or instance.
+        layer: dotted name(s) or module(s); None picks a default.
+        target: None (predicted class), an int, one int per sample, or a Target.
+        features: channel mask for FS-CAMs (see :meth:`Explainer.__call__`).
+        scale: common intensity scale for S-CAMs (see :meth:`Explainer.__call__`).
+        **options: Explainer options (``fuse``, ``eval_mode``, ``layout``,
+            ``grid``, ``prefix_tokens``) and the method's options.
+
+    Returns:
+        An :class:`Explanation`.
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10)
+        >>> explanation = camscope.explain(model, torch.randn(2, 3, 64, 64), method="gradcam", target=3)
+        >>> explanation.raw.shape, explanation.maps.shape, explanation.weights.shape
+        (torch.Size([2, 2, 2]), torch.Size([2, 64, 64]), torch.Size([2, 512]))
+    """
+    return Explainer(model, layer=layer, method=method, **options)(inputs, target=target, features=features, scale=scale)

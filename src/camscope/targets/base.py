@@ -1,0 +1,237 @@
+"""Targets: what an explanation explains.
+
+A target maps the model's outputs to one score per sample (shape ``[B]``), or to
+``R`` component scores per sample (shape ``[B, R]``) whose channel weights are
+aggregated by the method (Finer-CAM's references). Methods never look at class
+indices themselves, so a comparison such as ``y_c - gamma * y_d`` arrives as a
+target and works with every method.
+
+Example:
+    >>> import torch
+    >>> from camscope.targets.base import ClassTarget, ClassDifference
+    >>> logits = torch.tensor([[1.0, 3.0, 2.0]])
+    >>> ClassTarget(1)(logits)
+    tensor([3.])
+    >>> ClassDifference(1, 2, gamma=0.5)(logits)
+    tensor([2.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from camscope.errors import CamscopeError
+
+__all__ = ["Target", "ClassTarget", "ClassDifference", "ScoreTarget", "FrozenTarget", "as_target"]
+
+ClassSpec = int | Sequence[int] | Tensor
+
+
+class Target:
+    """Base class of targets.
+
+    Subclasses implement :meth:`__call__`; :meth:`resolve` binds choices that
+    depend on the batch (the predicted class, the reference classes) once the
+    clean forward pass is known, so the same resolved target scores every
+    later pass (masked inputs, noisy copies) consistently.
+    """
+
+    #: How the weights of ``[B, R]`` component scores are combined.
+    aggregate: str = "mean-before-relu"
+
+    def resolve(self, outputs: Tensor) -> Target:
+        """Return a target with every batch-dependent choice fixed."""
+        return self
+
+    def __call__(self, outputs: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def classes(self) -> Tensor | None:
+        """The explained class per sample, where the target has one."""
+        return None
+
+
+def _class_tensor(classes: ClassSpec, batch: int, num_classes: int | None, what: str) -> Tensor:
+    """Validate class indices and broadcast them to one per sample."""
+    if isinstance(classes, bool):
+        raise CamscopeError(f"{what} must be a class index, got a bool")
+    if isinstance(classes, Tensor) and classes.ndim == 0:
+        classes = int(classes)
+    if isinstance(classes, int):
+        tensor = torch.full((batch,), classes, dtype=torch.long)
+    else:
+        tensor = torch.as_tensor(classes)
+        if tensor.is_floating_point() or tensor.dtype == torch.bool:
+            raise CamscopeError(f"{what} must hold integer class indices, got dtype {tensor.dtype}")
+        tensor = tensor.long().reshape(-1)
+        if tensor.numel() != batch:
+            raise CamscopeError(
+                f"{what} has {tensor.numel()} entries for a batch of {batch}: "
+                "give one class per sample, or a single int for all samples"
+            )
+    if num_classes is not None:
+        bad = (tensor < 0) | (tensor >= num_classes)
+        if bool(bad.any()):
+            value = int(tensor[bad][0])
+            raise CamscopeError(
+                f"{what} {value} is out of range for a model with {num_classes} outputs "
+                f"(valid: 0..{num_classes - 1})"
+            )
+    return tensor
+
+
+def _class_scores(outputs: Tensor) -> Tensor:
+    if outputs.ndim != 2:
+        raise CamscopeError(
+            f"a class target needs outputs of shape [batch, classes], got {list(outputs.shape)}; "
+            "for segmentation or embeddings pass target=ScoreTarget(fn) with fn(outputs) -> [batch]"
+        )
+    return outputs
+
+
+class ClassTarget(Target):
+    """The score ``y_c`` of one class per sample.
+
+    Args:
+        classes: one index for every sample, or one per sample; ``None`` means
+            the predicted (top-1) class.
+    """
+
+    def __init__(self, classes: ClassSpec | None = None) -> None:
+        self._spec = classes
+        self._classes: Tensor | None = None
+
+    def resolve(self, outputs: Tensor) -> ClassTarget:
+        scores = _class_scores(outputs)
+        if self._spec is None:
+            classes = scores.detach().argmax(dim=1)
+        else:
+            classes = _class_tensor(self._spec, scores.shape[0], scores.shape[1], "target class")
+        resolved = ClassTarget(self._spec)
+        resolved._classes = classes.to(scores.device)
+        return resolved
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        if self._classes is None:
+            return self.resolve(outputs)(outputs)
+        scores = _class_scores(outputs)
+        return scores.gather(1, self._classes[:, None].to(scores.device))[:, 0]
+
+    def classes(self) -> Tensor | None:
+        return self._classes
+
+    def __repr__(self) -> str:
+        shown = self._classes.tolist() if self._classes is not None else self._spec
+        return f"ClassTarget({shown})"
+
+
+class ClassDifference(Target):
+    """The difference ``y_c - gamma * y_d`` of two class scores per sample.
+
+    This is the single-reference form of Finer-CAM's target: the map shows what
+    raises class ``c`` more than class ``d``. ``gamma = 0`` gives ``y_c``.
+
+    Args:
+        explained: class ``c`` (one int, or one per sample; ``None``: predicted).
+        versus: class ``d`` (one int, or one per sample).
+        gamma: weight of the compared class.
+    """
+
+    def __init__(self, explained: ClassSpec | None, versus: ClassSpec, gamma: float = 1.0) -> None:
+        self.explained = ClassTarget(explained)
+        self.versus = ClassTarget(versus)
+        self.gamma = float(gamma)
+
+    def resolve(self, outputs: Tensor) -> ClassDifference:
+        resolved = ClassDifference(None, 0, self.gamma)
+        resolved.explained = self.explained.resolve(outputs)
+        resolved.versus = self.versus.resolve(outputs)
+        return resolved
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        return self.explained(outputs) - self.gamma * self.versus(outputs)
+
+    def classes(self) -> Tensor | None:
+        return self.explained.classes()
+
+    def __repr__(self) -> str:
+        return f"ClassDifference({self.explained!r} - {self.gamma} * {self.versus!r})"
+
+
+class ScoreTarget(Target):
+    """Any differentiable score ``fn(outputs) -> [B]``.
+
+    Use it for segmentation (sum of a class's logits inside a mask), regression,
+    or embeddings (similarity to a reference vector).
+
+    Args:
+        fn: maps the model's output tensor to one score per sample.
+        name: a label for plots and reports.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "score") -> None:
+        self.fn = fn
+        self.name = name
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        scores = self.fn(outputs)
+        if not isinstance(scores, Tensor) or scores.ndim not in (1, 2) or scores.shape[0] != outputs.shape[0]:
+            shape = list(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+            raise CamscopeError(
+                f"ScoreTarget {self.name!r} must return one score per sample, shape [{outputs.shape[0]}], "
+                f"got {shape}"
+            )
+        return scores
+
+    def __repr__(self) -> str:
+        return f"ScoreTarget({self.name!r})"
+
+
+class FrozenTarget(Target):
+    """A resolved target that stays resolved: ``resolve`` returns it unchanged.
+
+    ``explain`` resolves its target on the logits of the model it explains; wrap a
+    target resolved on another model (the sanity check's randomised copies) so that
+    the same classes are explained.
+    """
+
+    def __init__(self, resolved: Target) -> None:
+        self.inner = resolved
+        self.aggregate = resolved.aggregate
+
+    def resolve(self, outputs: Tensor) -> FrozenTarget:
+        return self
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        return self.inner(outputs)
+
+    def classes(self) -> Tensor | None:
+        return self.inner.classes()
+
+    def __repr__(self) -> str:
+        return f"FrozenTarget({self.inner!r})"
+
+
+def as_target(target: Any) -> Target:
+    """Turn what users pass as ``target=`` into a :class:`Target`.
+
+    ``None`` is the predicted class; an int, a sequence or a tensor of ints is
+    one class for all samples or one per sample; a callable is a
+    :class:`ScoreTarget`; a :class:`Target` is kept.
+    """
+    if isinstance(target, Target):
+        return target
+    if target is None or isinstance(target, (int, Sequence, Tensor)) and not isinstance(target, str):
+        return ClassTarget(target)
+    if isinstance(target, str):
+        raise CamscopeError(
+            f"target {target!r} is a string: pass a class index, or resolve a name with "
+            "camscope.models.loading.class_index(name)"
+        )
+    if callable(target):
+        return ScoreTarget(target, getattr(target, "__name__", "score"))
+    raise CamscopeError(f"cannot use {type(target).__name__} as a target: pass an int, a list of ints, or a Target")

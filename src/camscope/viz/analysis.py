@@ -1,0 +1,171 @@
+"""Plots of an integrated feature analysis (matplotlib, Agg backend).
+
+* :func:`importance_heatmap`: the importance matrix, features x classes (the paper's Fig. 11 I);
+* :func:`importance_lines`: one column of the matrix over the features, train vs
+  test, relative to the mean over classes (Fig. 11 II: overfitting);
+* :func:`consistency_scatter`: CAM sum against logit with the correlation (Fig. 9);
+* :func:`distribution_plot`: the pooled class-activation values with the
+  percentiles and the common intensity scale.
+
+Every function returns a :class:`matplotlib.figure.Figure`; save it with
+:func:`camscope.viz.figures.save_figure` (atomic, closes the figure).
+
+Example:
+    >>> import camscope, torch
+    >>> from torchvision.models import resnet18
+    >>> from camscope.viz.analysis import importance_heatmap
+    >>> model = resnet18(num_classes=3).eval()
+    >>> analysis = camscope.analyze(model, [(torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2] * 2))], layer="layer4")
+    >>> importance_heatmap(analysis).axes[0].get_xlabel()
+    'class'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from camscope.viz import figures as viz  # noqa: F401  (selects the Agg backend)
+from camscope.analyses.ifa import Analysis
+from camscope.errors import CamscopeError
+from camscope.metrics.consistency import Consistency
+
+__all__ = ["importance_heatmap", "importance_lines", "consistency_scatter", "distribution_plot"]
+
+
+def _figure(width: float, height: float) -> tuple[Figure, object]:
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(width, height))
+    return figure, axis
+
+
+def importance_heatmap(
+    analysis: Analysis,
+    *,
+    source: str = "true",
+    relative_to_mean: bool = False,
+    sort_features: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """The importance matrix as a heatmap: features (rows) x classes (columns), zero white.
+
+    Args:
+        analysis: the analysis.
+        source: ``"true"`` (Eq. 4) or ``"all"`` (Eq. 3).
+        relative_to_mean: show ``IM - mean over classes``.
+        sort_features: order the rows by each feature's largest absolute value
+            (the "lazy" features end up at the bottom).
+        class_names: labels for the columns (shown when there are at most 30).
+    """
+    matrix = analysis.relative_importance(source) if relative_to_mean else analysis._matrix(source)
+    matrix = matrix.double()
+    present = analysis._present(source)
+    if sort_features:
+        order = torch.sort(-matrix[:, present].abs().amax(dim=1) if bool(present.any()) else matrix[:, 0], stable=True).indices
+        matrix = matrix[order]
+    values = matrix.numpy()
+    limit = float(np.abs(values).max()) or 1.0
+    figure, axis = _figure(7, 5)
+    image = axis.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axis.set_xlabel("class")
+    axis.set_ylabel("feature" + (" (sorted by importance)" if sort_features else ""))
+    kind = "Eq. 3, all classes" if source in ("all", "eq3") else "Eq. 4, true classes"
+    axis.set_title(f"importance matrix ({kind}){' - mean over classes' if relative_to_mean else ''}", fontsize=10)
+    if class_names is not None and len(class_names) <= 30:
+        axis.set_xticks(range(len(class_names)))
+        axis.set_xticklabels([str(name)[:12] for name in class_names], rotation=60, ha="right", fontsize=7)
+    figure.colorbar(image, ax=axis, label="mean contribution sum_ij w_k A_k")
+    figure.tight_layout()
+    return figure
+
+
+def importance_lines(
+    first: Analysis,
+    second: Analysis | None = None,
+    cls: int = 0,
+    *,
+    relative_to_mean: bool = True,
+    labels: tuple[str, str] = ("train", "test"),
+    source: str = "true",
+) -> Figure:
+    """One class's column of the importance matrix over the features, train (blue) vs test (orange).
+
+    As in the paper's Fig. 11 II, the mean over classes is subtracted by default;
+    features much more active on the training set than on the test set suggest overfitting.
+    """
+    if not 0 <= cls < first.num_classes:
+        raise CamscopeError(f"class {cls} is out of range for {first.num_classes} classes")
+    figure, axis = _figure(8, 3.2)
+    for analysis, label, colour in zip((first, second), labels, ("tab:blue", "tab:orange")):
+        if analysis is None:
+            continue
+        matrix = analysis.relative_importance(source) if relative_to_mean else analysis._matrix(source)
+        axis.plot(matrix[:, cls].numpy(), label=label, color=colour, linewidth=1)
+    axis.axhline(0, color="0.6", linewidth=0.5)
+    axis.set_xlabel("feature")
+    axis.set_ylabel("importance" + (" - mean over classes" if relative_to_mean else ""))
+    axis.set_title(f"importance of each feature for class {cls}", fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def consistency_scatter(results: Consistency | Sequence[Consistency], against: str = "logit") -> Figure:
+    """Per-image CAM sum (vertical) against the logit or probability (horizontal), one panel per variant."""
+    import matplotlib.pyplot as plt
+
+    if against not in ("logit", "probability"):
+        raise CamscopeError(f"against must be 'logit' or 'probability', got {against!r}")
+    results = [results] if isinstance(results, Consistency) else list(results)
+    figure, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), squeeze=False)
+    for axis, result in zip(axes[0], results):
+        x = result.logits if against == "logit" else result.probabilities
+        correlation = result.logit if against == "logit" else result.probability
+        axis.scatter(x.numpy(), result.cam_sums.numpy(), s=6, alpha=0.6)
+        axis.set_xlabel(against)
+        axis.set_ylabel("sum of the CAM")
+        axis.set_title(f"{result.name}\n{correlation.method} r = {correlation.coefficient:.3f}", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def distribution_plot(analysis: Analysis, bars: int = 80) -> Figure:
+    """The pooled raw values (from the quantile sketch), the percentiles and the tanh scale."""
+    sketch = analysis.values.to("cpu")
+    if int(sketch.count) == 0:
+        raise CamscopeError("the analysis holds no values")
+    counts = sketch.counts.double()
+    used = torch.nonzero(counts).flatten()
+    first, last = int(used[0]), int(used[-1]) + 1
+    counts = counts[first:last]
+    width = sketch.width
+    edges = (int(sketch.offset) + first + torch.arange(last - first + 1, dtype=torch.float64)) * width
+    group = max(1, int(np.ceil(len(counts) / bars)))
+    padded = torch.nn.functional.pad(counts, (0, (-len(counts)) % group))
+    grouped = padded.reshape(-1, group).sum(dim=1)
+    left = edges[:-1:group][: len(grouped)]
+    figure, axis = _figure(7, 3.4)
+    axis.bar(left.numpy(), grouped.numpy(), width=group * width, align="edge", color="0.7")
+    axis.set_xlabel(f"class activation M_c ({analysis.method}, {analysis.layer})")
+    axis.set_ylabel("pixels")
+    low, high = analysis.percentiles
+    values = analysis.percentile([low, high]).tolist()
+    for value, q in zip(values, (low, high)):
+        axis.axvline(value, color="tab:red", linewidth=1)
+        axis.text(value, axis.get_ylim()[1] * 0.95, f"P{q:g}", color="tab:red", fontsize=8, ha="center")
+    try:
+        scale = analysis.scale()
+        grid = torch.linspace(float(edges[0]), float(edges[-1]), 200, dtype=torch.float64)
+        twin = axis.twinx()
+        twin.plot(grid.numpy(), scale(grid).numpy(), color="tab:blue", linewidth=1)
+        twin.set_ylim(-1, 1)
+        twin.set_ylabel("S-CAM value tanh(a x + b)", color="tab:blue")
+    except CamscopeError:
+        pass
+    axis.set_title(f"distribution over {analysis.n_samples} images ({analysis.n_values} values)", fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,71 @@
+"""The command line: outputs, files, and one clear line for user mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from camscope.cli.app import main
+from camscope.models.loading import sample_images
+from camscope.viz.figures import save_image
+
+
+@pytest.fixture(scope="module")
+def chelsea_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "chelsea.png"
+    save_image(path, sample_images()["chelsea"] / 255.0)
+    return path
+
+
+def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_file, tmp_path, capsys):
+    code = main(["explain", str(chelsea_file), "--method", "gradcam", "--method", "layercam", "--out", str(tmp_path), "--json", "--save"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [p["name"] for p in report[0]["predictions"][:3]]
+    assert {"tabby", "tiger cat", "Egyptian cat"} & set(names)
+    assert report[0]["explained_class"] == report[0]["predictions"][0]["class"]
+    assert (tmp_path / "chelsea.png").is_file()
+    maps = load_file(str(tmp_path / "chelsea.safetensors"))
+    assert maps["gradcam.raw"].shape == (7, 7) and maps["layercam.maps"].shape == (224, 224)
+
+
+def test_explain_with_a_class_name(chelsea_file, tmp_path, capsys):
+    assert main(["explain", str(chelsea_file), "--target", "tabby", "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["explained_class"] == 281
+    assert (tmp_path / "chelsea_gradcam.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["explain", "missing.png"], "no such image file"),
+        (["explain", "{img}", "--layer", "blocks.99"], "unknown layer 'blocks.99'"),
+        (["explain", "{img}", "--method", "nope"], "unknown method 'nope'"),
+        (["explain", "{img}", "--target", "1000"], "out of range"),
+        (["explain", "{img}", "--model", "resnet"], "Unknown model"),
+        (["explain", "{img}", "--bogus"], "No such option"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_status_2(argv, message, chelsea_file, capsys):
+    argv = [a.replace("{img}", str(chelsea_file)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_methods_and_layers(capsys):
+    assert main(["methods"]) == 0
+    listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert {"cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "smoothgradcampp"} <= listed
+    assert main(["layers", "torchvision:resnet18", "--size", "64"]) == 0
+    assert "layer4                                   [1, 512, 2, 2]  (default)" in capsys.readouterr().out
+
+
+def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    files = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert files == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "overview.png", "rocket.png"])
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"])
+    assert str(tmp_path.resolve()) in capsys.readouterr().out

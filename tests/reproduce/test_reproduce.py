@@ -1,0 +1,71 @@
+"""``camscope reproduce --quick``: the whole report pipeline, run once, checked for what it must contain."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from camscope.cli.app import main
+from camscope.errors import CamscopeError
+from camscope.reproduce import FAILS, HOLDS, PARTLY, SECTIONS, Claim, Report, markdown_table, reproduce
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    return reproduce(tmp_path_factory.mktemp("report"), quick=True, log=lambda _: None)
+
+
+def test_report_has_every_section_with_claims_figures_and_finite_numbers(quick_report: Report) -> None:
+    text = quick_report.path.read_text()
+    assert text.startswith("# Reproduction report")
+    assert "camscope reproduce --quick" in text
+    assert quick_report.names == list(SECTIONS)
+    for section in quick_report.sections:
+        assert f"## {section.title}" in text
+        assert section.claims, f"{section.title} states no claim"
+        assert section.numbers, f"{section.title} reports no numbers"
+        assert all(math.isfinite(value) for value in section.numbers.values()), section.numbers
+        for claim in section.claims:
+            assert claim.verdict in (HOLDS, PARTLY, FAILS)
+            assert f"**{claim.verdict}**" in text
+
+
+def test_every_linked_figure_exists(quick_report: Report) -> None:
+    text = quick_report.path.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links, "the report links no figure"
+    for link in links:
+        assert (quick_report.path.parent / link).is_file(), link
+    for section in quick_report.sections:
+        for figure in section.figures:
+            assert figure in links, f"{figure} is written but not shown"
+
+
+def test_tally_counts_the_verdicts(quick_report: Report) -> None:
+    claims = [claim for section in quick_report.sections for claim in section.claims]
+    line = next(line for line in quick_report.path.read_text().splitlines() if line.startswith("Verdicts: "))
+    assert line == "Verdicts: " + ", ".join(f"{sum(c.verdict == v for c in claims)} {v}" for v in (HOLDS, PARTLY, FAILS)) + "."
+
+
+def test_markdown_table_and_claim_checks() -> None:
+    assert markdown_table(["a", "b|c"], [(1, 0.25), ("x|y", float("nan"))], digits=2).splitlines() == [
+        "| a | b|c |",
+        "|---|---|",
+        "| 1 | 0.25 |",
+        "| x\\|y | – |",
+    ]
+    with pytest.raises(ValueError, match="one cell per header"):
+        markdown_table(["a"], [(1, 2)])
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Claim("a claim", "maybe", "")
+
+
+def test_unknown_section_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CamscopeError, match="choose from finer, diffcam"):
+        reproduce(tmp_path, sections=["gradcam"])
+    assert main(["reproduce", "--quick", "--out", str(tmp_path), "--section", "nope"]) == 2
+    assert "unknown report section" in capsys.readouterr().err
+    assert not (tmp_path / "REPRODUCTION.md").exists()
