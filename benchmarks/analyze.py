@@ -59,15 +59,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, layer = _model(args.model)
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(args.batch_size, 3, args.size, args.size, generator=g) for _ in range(args.images // args.batch_size)]
+    inputs = [
+        torch.randn(args.batch_size, 3, args.size, args.size, generator=g)
+        for _ in range(args.images // args.batch_size)
+    ]
     with torch.no_grad():
         predicted = [model(x).argmax(1) for x in inputs]
     random_labels = [torch.randint(0, 1000, (args.batch_size,), generator=g) for _ in inputs]
     variants = {
         "plain Grad-CAM pass (explain per batch)": lambda: _plain(model, list(zip(inputs, predicted)), layer),
         "analyze, labels = predictions": lambda: camscope.analyze(model, list(zip(inputs, predicted)), layer=layer),
-        "analyze, random labels (2 gradient rows)": lambda: camscope.analyze(model, list(zip(inputs, random_labels)), layer=layer),
-        "analyze, explain='true'": lambda: camscope.analyze(model, list(zip(inputs, random_labels)), layer=layer, explain="true"),
+        "analyze, random labels (2 gradient rows)": lambda: camscope.analyze(
+            model, list(zip(inputs, random_labels)), layer=layer
+        ),
+        "analyze, explain='true'": lambda: camscope.analyze(
+            model, list(zip(inputs, random_labels)), layer=layer, explain="true"
+        ),
     }
     if args.all_classes:
         variants["analyze + Eq. 3 (all 1000 classes)"] = lambda: camscope.analyze(

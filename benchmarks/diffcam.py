@@ -42,7 +42,9 @@ def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> float
     return statistics.median(samples)
 
 
-def _compare(base: Callable[[], object], other: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float, float]:
+def _compare(
+    base: Callable[[], object], other: Callable[[], object], repeats: int, device: torch.device
+) -> tuple[float, float, float]:
     """Medians of ``base`` and ``other`` timed alternately (so that a changing machine load hits both),
     and the median of the per-round ratios ``other / base``."""
     base()
@@ -60,9 +62,10 @@ def _compare(base: Callable[[], object], other: Callable[[], object], repeats: i
 
 
 def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
+    from torchvision.models import resnet50
+
     import camscope
     from camscope.methods.diffcam import DiffCAM, ReferenceBank, model_fingerprint
-    from torchvision.models import resnet50
 
     torch.manual_seed(0)
     model = resnet50().eval().to(device)
@@ -87,19 +90,25 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
     gradcam = camscope.Explainer(model, layer="layer4", method="gradcam")
     _, gradcam_s, gradcam_ratio = _compare(forward, lambda: gradcam(x), max(repeats // 2, 2), device)
     per_class = camscope.Explainer(model, layer="layer4", method=DiffCAM(bank=bank, reference="others"))
-    _, others_s, others_ratio = _compare(forward, lambda: per_class(x, target=[0, 1, 2, 3, 4, 5, 6, 7]), max(repeats // 2, 2), device)
+    _, others_s, others_ratio = _compare(
+        forward, lambda: per_class(x, target=[0, 1, 2, 3, 4, 5, 6, 7]), max(repeats // 2, 2), device
+    )
     return [
         ("ResNet-50 forward, batch 8 at 224 (no_grad)", f"{forward_s * 1e3:8.1f} ms"),
         ("DiffCAM explain, batch 8, cached group", f"{diffcam_s * 1e3:8.1f} ms  ({ratio:.3f}x forward)"),
-        ("DiffCAM 'others', 8 classes, groups cached after the warm-up", f"{others_s * 1e3:8.1f} ms  ({others_ratio:.3f}x forward)"),
+        (
+            "DiffCAM 'others', 8 classes, groups cached after the warm-up",
+            f"{others_s * 1e3:8.1f} ms  ({others_ratio:.3f}x forward)",
+        ),
         ("Grad-CAM explain, batch 8 (for comparison)", f"{gradcam_s * 1e3:8.1f} ms  ({gradcam_ratio:.3f}x forward)"),
         ("new group: pooled scatter + OAS + Cholesky, K=2048 (once per group)", f"{factor_s * 1e3:8.1f} ms"),
     ]
 
 
 def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
-    from camscope.methods.diffcam import ReferenceBank
     from torchvision.models import resnet50
+
+    from camscope.methods.diffcam import ReferenceBank
 
     torch.manual_seed(0)
     model = resnet50().eval().to(device)
@@ -120,7 +129,10 @@ def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[
     forward_s, build_s, ratio = _compare(forward, build, repeats, device)
     return [
         (f"forward passes, {batches} batches of 8", f"{forward_s * 1e3:8.1f} ms"),
-        ("bank build, same data (4 classes, per-class 2048x2048 scatters)", f"{build_s * 1e3:8.1f} ms  ({ratio:.3f}x forward)"),
+        (
+            "bank build, same data (4 classes, per-class 2048x2048 scatters)",
+            f"{build_s * 1e3:8.1f} ms  ({ratio:.3f}x forward)",
+        ),
     ]
 
 
@@ -144,7 +156,12 @@ def bench_knn(repeats: int, device: torch.device) -> list[tuple[str, str]]:
             bank.nearest_classes(z, 100, exclude=exclude)  # builds the cached index
             seconds = _time(lambda: bank.nearest_classes(z, 100, exclude=exclude), repeats * 5, device)
             where = f", {threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
-            rows.append((f"kNN: 100 of 1000 class means (2048-d), batch {batch}{where}", f"{seconds / batch * 1e6:8.1f} us per image"))
+            rows.append(
+                (
+                    f"kNN: 100 of 1000 class means (2048-d), batch {batch}{where}",
+                    f"{seconds / batch * 1e6:8.1f} us per image",
+                )
+            )
     torch.set_num_threads(default_threads)
     return rows
 
@@ -170,7 +187,12 @@ def regularization_study(features: int = 256, trials: int = 10) -> list[tuple[st
                 covariance = (samples - mu).T @ (samples - mu) / n
                 trace, trace2 = np.trace(covariance), np.sum(covariance**2)
                 rho = min(1.0, (trace2 + trace**2) / ((n + 1) * (trace2 - trace**2 / features)))
-                for name, lam in [("1e-3", 1e-3), ("1e-2", 1e-2), ("1e-1", 1e-1), ("oas", rho / (1 - rho) if rho < 1 else np.inf)]:
+                for name, lam in [
+                    ("1e-3", 1e-3),
+                    ("1e-2", 1e-2),
+                    ("1e-1", 1e-1),
+                    ("oas", rho / (1 - rho) if rho < 1 else np.inf),
+                ]:
                     if np.isinf(lam):
                         w = z - mu
                     else:

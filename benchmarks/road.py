@@ -104,7 +104,9 @@ def main() -> None:
 
     def peer_road() -> None:
         metric = ROADCombined(percentiles=[round(100 * p) for p in PERCENTAGES])
-        scores["grad-cam"] = float(np.mean(metric(x, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], model)))
+        scores["grad-cam"] = float(
+            np.mean(metric(x, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], model))
+        )
 
     groups: dict[str, dict[str, Callable[[], object]]] = {
         "imputation": {

@@ -109,7 +109,9 @@ def main() -> None:
             return cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
 
     def torchcam() -> object:
-        with TorchCamScoreCAM(model, target_layer="layer4", batch_size=chunk, input_shape=(3, args.size, args.size)) as cam:
+        with TorchCamScoreCAM(
+            model, target_layer="layer4", batch_size=chunk, input_shape=(3, args.size, args.size)
+        ) as cam:
             with torch.no_grad():
                 model(x)
             return cam(class_idx=classes)

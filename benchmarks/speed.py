@@ -75,8 +75,10 @@ def main() -> None:
         for name, fn in runs.items():
             times[name].append(_timed(fn))
     floor = statistics.median(times["forward pass (no_grad)"])
-    print(f"ResNet-50, batch {args.batch}, {args.size} px, CPU, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} interleaved runs, torch {torch.__version__}\n")
+    print(
+        f"ResNet-50, batch {args.batch}, {args.size} px, CPU, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} interleaved runs, torch {torch.__version__}\n"
+    )
     print("| contender | median (s) | ratio to forward |")
     print("|---|---:|---:|")
     for name, values in times.items():

@@ -79,8 +79,8 @@ def _augment(images: Tensor, generator: torch.Generator, shift: int, flip: bool)
 
 def _crop(padded: Tensor, dy: Tensor, dx: Tensor, h: int, w: int) -> Tensor:
     n, c = padded.shape[:2]
-    rows = (dy[:, None] + torch.arange(h)[None])  # [n, h]
-    cols = (dx[:, None] + torch.arange(w)[None])  # [n, w]
+    rows = dy[:, None] + torch.arange(h)[None]  # [n, h]
+    cols = dx[:, None] + torch.arange(w)[None]  # [n, w]
     out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, padded.shape[3]))
     return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
 
@@ -102,7 +102,9 @@ def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, class_names = build_data(name, recipe)
     data_seconds = time.perf_counter() - started
-    log(f"[{name}] data: {len(train_y)} train, {len(test_y)} test images {tuple(train_x.shape[1:])} in {data_seconds:.1f} s")
+    log(
+        f"[{name}] data: {len(train_y)} train, {len(test_y)} test images {tuple(train_x.shape[1:])} in {data_seconds:.1f} s"
+    )
 
     model = SmallCNN(**recipe["architecture"]).to(memory_format=torch.channels_last)
     epochs, batch_size = recipe["epochs"], recipe["batch_size"]
@@ -119,7 +121,9 @@ def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN
         total, correct, loss_sum = 0, 0, 0.0
         for step in range(steps_per_epoch):
             index = order[step * batch_size : (step + 1) * batch_size]
-            x = _augment(train_x[index], generator, recipe["shift"], recipe["flip"]).contiguous(memory_format=torch.channels_last)
+            x = _augment(train_x[index], generator, recipe["shift"], recipe["flip"]).contiguous(
+                memory_format=torch.channels_last
+            )
             y = train_y[index]
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -142,7 +146,11 @@ def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN
         "name": name,
         "architecture": recipe["architecture"],
         "cam_layer": SmallCNN.cam_layer,
-        "input": {"channels": recipe["architecture"]["in_channels"], "size": int(train_x.shape[-1]), "range": [0.0, 1.0]},
+        "input": {
+            "channels": recipe["architecture"]["in_channels"],
+            "size": int(train_x.shape[-1]),
+            "range": [0.0, 1.0],
+        },
         "data": recipe["data"],
         "class_names": class_names,
         "test_accuracy": test_accuracy,
@@ -166,17 +174,26 @@ def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN
             "script": "scripts/train_small_models.py",
         },
     }
-    log(f"[{name}] test accuracy {test_accuracy:.4f}, {metadata['parameters']} parameters, {train_seconds:.0f} s training")
+    log(
+        f"[{name}] test accuracy {test_accuracy:.4f}, {metadata['parameters']} parameters, {train_seconds:.0f} s training"
+    )
     return model, metadata
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model (repeatable)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared machine one thread is faster than two)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine one thread is faster than two)",
+    )
     parser.add_argument("--out", type=Path, default=ASSETS, help=f"output folder (default {ASSETS})")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (experiments)")
-    parser.add_argument("--train-size", type=int, default=None, help="override the species training set size (experiments)")
+    parser.add_argument(
+        "--train-size", type=int, default=None, help="override the species training set size (experiments)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)

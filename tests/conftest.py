@@ -43,7 +43,9 @@ class Tiny3DCNN(nn.Module):
 
     def __init__(self, classes: int = 3) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv3d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv3d(6, 8, 3, stride=2, padding=1), nn.ReLU()
+        )
         self.fc = nn.Linear(8, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,32 +10,34 @@ Example:
 
 from camscope.analyses.ifa import Analysis, analyze
 from camscope.engine.explainer import Explainer, Explanation, explain
-from camscope.methods.diffcam import ReferenceBank
-from camscope.errors import CamscopeError
-from camscope.methods.finer import Finer, class_similarity
 from camscope.engine.method import available_methods, register_method
-from camscope.methods import perturbation
-from camscope.methods import projection  # noqa: F401,E402  (registers the perturbation and projection CAMs)
-from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
+from camscope.errors import CamscopeError
 from camscope.evaluation.runner import evaluate
+from camscope.methods import (
+    perturbation,
+    projection,  # noqa: F401  (registers the perturbation and projection CAMs)
+)
+from camscope.methods.diffcam import ReferenceBank
+from camscope.methods.finer import Finer, class_similarity
+from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "explain",
-    "ReferenceBank",
-    "Explainer",
-    "Explanation",
-    "analyze",
     "Analysis",
     "CamscopeError",
-    "available_methods",
-    "register_method",
-    "Target",
-    "ClassTarget",
     "ClassDifference",
-    "ScoreTarget",
+    "ClassTarget",
+    "Explainer",
+    "Explanation",
     "Finer",
+    "ReferenceBank",
+    "ScoreTarget",
+    "Target",
+    "analyze",
+    "available_methods",
     "class_similarity",
     "evaluate",
+    "explain",
+    "register_method",
 ]

@@ -11,14 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load as _load_safetensors
 from safetensors.torch import save as _save_safetensors
 from torch import Tensor
 
 from camscope.errors import CamscopeError
 
-__all__ = ["FORMAT_VERSION", "atomic_write_bytes", "save_tensors", "load_tensors"]
+__all__ = ["FORMAT_VERSION", "atomic_write_bytes", "load_tensors", "save_tensors"]
 
 #: Version of every file format camscope writes.
 FORMAT_VERSION = 1
@@ -61,7 +60,7 @@ def load_tensors(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Ten
 
         with safe_open(str(path), framework="pt") as file:
             raw_header = (file.metadata() or {}).get("camscope")
-    except Exception as error:  # noqa: BLE001 - any parse failure is a bad file
+    except Exception as error:
         raise CamscopeError(f"{path} is not a camscope safetensors file: {error}") from error
     if raw_header is None:
         raise CamscopeError(f"{path} has no camscope metadata: it was not written by camscope")

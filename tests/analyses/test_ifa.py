@@ -119,7 +119,9 @@ def test_tanh_scale_is_exact_at_the_references_and_monotonic():
     assert bool((mapped[4000:6001].diff() > 0).all())  # strictly increasing where tanh is not saturated
     torch.testing.assert_close(scale.inverse(scale(grid[4000:6001])), grid[4000:6001])
     other = TanhScale.fit(1.0, 5.0, 0.05, 0.95)
-    torch.testing.assert_close(other(torch.tensor([1.0, 5.0], dtype=torch.float64)), torch.tensor([0.05, 0.95], dtype=torch.float64))
+    torch.testing.assert_close(
+        other(torch.tensor([1.0, 5.0], dtype=torch.float64)), torch.tensor([0.05, 0.95], dtype=torch.float64)
+    )
     with pytest.raises(CamscopeError, match="distinct"):
         TanhScale.fit(1.0, 1.0)
     with pytest.raises(CamscopeError, match="targets"):
@@ -133,7 +135,9 @@ def test_analysis_scales_use_the_percentiles_and_the_image_extremes(tiny_cnn):
     p10, p90 = np.percentile(raws.double().numpy(), [10, 90])
     scale = analysis.scale()
     assert (scale.low, scale.high) == pytest.approx((p10, p90), abs=1e-3 * float(raws.max() - raws.min()))
-    torch.testing.assert_close(scale(torch.tensor([scale.low, scale.high], dtype=torch.float64)), torch.tensor([0.1, 0.9], dtype=torch.float64))
+    torch.testing.assert_close(
+        scale(torch.tensor([scale.low, scale.high], dtype=torch.float64)), torch.tensor([0.1, 0.9], dtype=torch.float64)
+    )
     extremes = analysis.scale("image-extremes")
     maxima, minima = raws.flatten(1).amax(1).double().numpy(), raws.flatten(1).amin(1).double().numpy()
     span = float(raws.max() - raws.min())
@@ -164,7 +168,10 @@ def test_explain_with_scale_gives_signed_s_cams(strided_cnn, images):
     torch.testing.assert_close(both.raw, fs.raw)
     torch.testing.assert_close(both.maps, scale(camscope.engine.explainer.upsample(fs.raw, images.shape[2:])))
     # The plain explanation is unchanged by the new keyword.
-    torch.testing.assert_close(camscope.explain(strided_cnn, images, layer="stage").maps, camscope.explain(strided_cnn, images, layer="stage", scale=None).maps)
+    torch.testing.assert_close(
+        camscope.explain(strided_cnn, images, layer="stage").maps,
+        camscope.explain(strided_cnn, images, layer="stage", scale=None).maps,
+    )
     with pytest.raises(CamscopeError, match="method"):
         camscope.explain(strided_cnn, images, method="gradcampp", layer="stage", scale=analysis)
     with pytest.raises(CamscopeError, match="layer"):
@@ -200,7 +207,9 @@ def _brute_force_eq3(model, data, method, layer, **options):
     classes = model(data[0][0][:1]).shape[1]
     for c in range(classes):
         column = sum(
-            camscope.explain(model, x[i : i + 1], method=method, layer=layer, target=c, **options).contributions[0].double()
+            camscope.explain(model, x[i : i + 1], method=method, layer=layer, target=c, **options)
+            .contributions[0]
+            .double()
             for x, _ in data
             for i in range(x.shape[0])
         )
@@ -230,7 +239,9 @@ def test_the_distribution_is_that_of_the_explained_class(tiny_cnn):
         span = values.max() - values.min()
         np.testing.assert_allclose(analysis.percentile(q).numpy(), np.percentile(values, q), atol=1e-3 * span)
         assert analysis.n_values == values.size
-        assert analysis.min == pytest.approx(values.min(), rel=1e-6) and analysis.max == pytest.approx(values.max(), rel=1e-6)
+        assert analysis.min == pytest.approx(values.min(), rel=1e-6) and analysis.max == pytest.approx(
+            values.max(), rel=1e-6
+        )
         assert analysis.mean == pytest.approx(values.mean(), rel=1e-4, abs=1e-9)
         assert analysis.std == pytest.approx(values.std(), rel=1e-4)
         assert isinstance(analysis.percentile(50), float)
@@ -261,7 +272,9 @@ def test_eq3_falls_back_to_one_explanation_per_class_for_methods_with_extra_pass
 def test_thousand_classes_stay_affordable():
     # Eq. 3 with 1000 classes: chunks of classes in batched backwards, not 1000 passes.
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1000)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1000)
+    ).eval()
     data = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 999, 5, 5]))]
     calls = []
     model[4].register_forward_hook(lambda *args: calls.append(1))
@@ -270,7 +283,10 @@ def test_thousand_classes_stay_affordable():
     assert analysis.importance_all.shape == (8, 1000)
     # Grad-CAM contributions of a GAP + linear head: W[c, k] * mean_ij ReLU'(A) A... check two columns by brute force.
     for c in (3, 999):
-        expected = sum(camscope.explain(model, data[0][0][i : i + 1], layer="0", target=c).contributions[0] for i in range(4)) / 4
+        expected = (
+            sum(camscope.explain(model, data[0][0][i : i + 1], layer="0", target=c).contributions[0] for i in range(4))
+            / 4
+        )
         torch.testing.assert_close(analysis.importance_all[:, c], expected, rtol=1e-4, atol=1e-7)
 
 
@@ -358,7 +374,12 @@ def test_save_and_load_round_trip(tiny_cnn, tmp_path):
     path = analysis.save(tmp_path / "run.analysis")
     loaded = Analysis.load(path)
     _assert_same_analysis(loaded, analysis)
-    assert (loaded.method, loaded.layer, loaded.explain, loaded.percentiles) == ("gradcam", "features.2", "predicted", (10.0, 90.0))
+    assert (loaded.method, loaded.layer, loaded.explain, loaded.percentiles) == (
+        "gradcam",
+        "features.2",
+        "predicted",
+        (10.0, 90.0),
+    )
     torch.testing.assert_close(loaded.profiles, analysis.profiles)
     torch.testing.assert_close(loaded.importance_all, analysis.importance_all)
     assert loaded.scale() == analysis.scale()
@@ -661,15 +682,32 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
     data = _image_folder(tmp_path / "data", ["0", "1", "2"])
     out = tmp_path / "out"
     model = ["--model", "timm:resnet10t", "--weights", "none", "--size", "64"]
-    code = main(["analyze", "--data", str(data), "--out", str(out), "--batch-size", "4", "--compare", str(data), *model])
+    code = main(
+        ["analyze", "--data", str(data), "--out", str(out), "--batch-size", "4", "--compare", str(data), *model]
+    )
     assert code == 0, capsys.readouterr().err
-    for name in ("analysis.safetensors", "compare.safetensors", "importance.png", "distribution.png", "lines.png", "consistency.png", "report.md"):
+    for name in (
+        "analysis.safetensors",
+        "compare.safetensors",
+        "importance.png",
+        "distribution.png",
+        "lines.png",
+        "consistency.png",
+        "report.md",
+    ):
         assert (out / name).is_file(), name
     analysis = Analysis.load(out / "analysis.safetensors")
     assert analysis.n_samples == 9 and analysis.class_counts[:3].tolist() == [3, 3, 3] and analysis.num_classes == 1000
     assert analysis.profiles.shape == (9, analysis.num_features)
     report = (out / "report.md").read_text()
-    for heading in ("## Distribution", "## Importance matrix", "## Consistency", "## Overfitting", "S-gradcam", "tanh("):
+    for heading in (
+        "## Distribution",
+        "## Importance matrix",
+        "## Consistency",
+        "## Overfitting",
+        "S-gradcam",
+        "tanh(",
+    ):
         assert heading in report
     assert "0.000" in report  # the same folder twice: no difference between the matrices
     # S- and FS-S-CAMs from the command line.
@@ -677,7 +715,9 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
     scale = ["--scale", str(out / "analysis.safetensors")]
     assert main(["explain", str(image), *scale, "--principal", "0.05", *model]) == 2  # predicted class: no column
     assert "no samples" in capsys.readouterr().err
-    code = main(["explain", str(image), *scale, "--principal", "0.05", "--target", "1", "--out", str(tmp_path / "maps"), *model])
+    code = main(
+        ["explain", str(image), *scale, "--principal", "0.05", "--target", "1", "--out", str(tmp_path / "maps"), *model]
+    )
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "maps" / "0_gradcam.png").is_file()
     capsys.readouterr()
@@ -689,7 +729,21 @@ def test_cli_analyze_rejects_folders_that_are_not_classes(tmp_path, capsys):
     from camscope.cli.app import main
 
     data = _image_folder(tmp_path / "data", ["0", "surely-no-such-class-xyz"], per_class=1)
-    code = main(["analyze", "--data", str(data), "--out", str(tmp_path / "out"), "--model", "timm:resnet10t", "--weights", "none", "--size", "64"])
+    code = main(
+        [
+            "analyze",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            "timm:resnet10t",
+            "--weights",
+            "none",
+            "--size",
+            "64",
+        ]
+    )
     assert code == 2
     assert "not a class of the model" in capsys.readouterr().err
     assert main(["analyze", "--data", str(tmp_path / "missing"), "--model", "timm:resnet10t", "--weights", "none"]) == 2
@@ -706,7 +760,9 @@ def test_run_analysis_with_a_model_object_and_an_unlabelled_folder(tmp_path, tin
         Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(flat / f"{i}.png")
     dataset, names = folder_dataset(flat, tiny_cnn, 16)
     assert names == [f"class {i}" for i in range(5)]
-    summary = run_analysis(tiny_cnn, dataset, tmp_path / "out", layer="features.2", size=16, batch_size=3, all_classes=True)
+    summary = run_analysis(
+        tiny_cnn, dataset, tmp_path / "out", layer="features.2", size=16, batch_size=3, all_classes=True
+    )
     assert summary["samples"] == 4 and summary["accuracy"] is None
     assert "unlabelled images counted under their predicted class" in (tmp_path / "out" / "report.md").read_text()
 
@@ -720,7 +776,9 @@ def test_perturbation_projection_and_comparison_methods(strided_cnn):
     analysis = camscope.analyze(strided_cnn, data, method="scorecam", layer="stage", all_classes=True)
     expected, _ = _brute_force_eq4(strided_cnn, data, "scorecam", "stage")
     torch.testing.assert_close(analysis.importance, expected, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(analysis.importance_all, _brute_force_eq3(strided_cnn, data, "scorecam", "stage"), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        analysis.importance_all, _brute_force_eq3(strided_cnn, data, "scorecam", "stage"), rtol=1e-4, atol=1e-6
+    )
     # Eigen-CAM projects the activations: a distribution, no importance matrix.
     projection = camscope.analyze(strided_cnn, data, method="eigencam", layer="stage")
     raws = torch.cat([camscope.explain(strided_cnn, x, method="eigencam", layer="stage").raw for x, _ in data])

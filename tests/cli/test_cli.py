@@ -20,7 +20,20 @@ def chelsea_file(tmp_path_factory):
 
 
 def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_file, tmp_path, capsys):
-    code = main(["explain", str(chelsea_file), "--method", "gradcam", "--method", "layercam", "--out", str(tmp_path), "--json", "--save"])
+    code = main(
+        [
+            "explain",
+            str(chelsea_file),
+            "--method",
+            "gradcam",
+            "--method",
+            "layercam",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--save",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     names = [p["name"] for p in report[0]["predictions"][:3]]
@@ -66,6 +79,18 @@ def test_methods_and_layers(capsys):
 def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert files == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "overview.png", "rocket.png"])
-    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"])
+    assert files == sorted(
+        [
+            "astronaut.png",
+            "chelsea.png",
+            "coffee.png",
+            "grace_hopper.png",
+            "motorcycle.png",
+            "overview.png",
+            "rocket.png",
+        ]
+    )
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(
+        ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"]
+    )
     assert str(tmp_path.resolve()) in capsys.readouterr().out

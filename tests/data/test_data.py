@@ -12,7 +12,6 @@ from camscope.data import PARTS, SyntheticSpecies, load_digits_data
 from camscope.data.digits import split_indices
 from camscope.errors import CamscopeError
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -120,8 +119,13 @@ def test_shapes_ranges_and_boxes(batch) -> None:
         inside[y0:y1, x0:x1] = True
         assert not bool((objects[i] & ~inside).any())
         # Tight: the object touches every side of its box.
-        assert objects[i, y0].any() and objects[i, y1 - 1].any() and objects[i, :, x0].any() and objects[i, :, x1 - 1].any()
-        assert 0 < x0 and x1 < 64 and 0 < y0 and y1 < 64  # the object lies inside the image
+        assert (
+            objects[i, y0].any()
+            and objects[i, y1 - 1].any()
+            and objects[i, :, x0].any()
+            and objects[i, :, x1 - 1].any()
+        )
+        assert x0 > 0 and x1 < 64 and y0 > 0 and y1 < 64  # the object lies inside the image
 
 
 def test_difference_masks_non_empty_and_inside_box(species: SyntheticSpecies, batch) -> None:
@@ -174,7 +178,9 @@ def test_any_pair_differs_only_in_its_differing_parts(species: SyntheticSpecies)
 def test_object_pixels_do_not_depend_on_the_background(species: SyntheticSpecies, batch) -> None:
     other = species.sample_poses(len(batch), generator=99)
     keep = {"center", "scale", "angle", "facing", "part_gain", "gain", "noise"}
-    mixed = dataclasses.replace(batch.pose, **{f.name: getattr(other, f.name) for f in dataclasses.fields(other) if f.name not in keep})
+    mixed = dataclasses.replace(
+        batch.pose, **{f.name: getattr(other, f.name) for f in dataclasses.fields(other) if f.name not in keep}
+    )
     again = species.render(batch.labels, mixed)
     assert torch.equal(again.part_masks, batch.part_masks)
     changed = (again.images != batch.images).any(dim=1)
@@ -197,7 +203,9 @@ def test_parts_have_their_class_colours(species: SyntheticSpecies) -> None:
                 continue  # the eye is drawn inside the head
             if style[part]["pattern"] != "plain":
                 continue
-            expected = palette[list(PALETTE).index(style[part]["colour"])] * batch.pose.part_gain[i, p] * batch.pose.gain[i]
+            expected = (
+                palette[list(PALETTE).index(style[part]["colour"])] * batch.pose.part_gain[i, p] * batch.pose.gain[i]
+            )
             pixels = batch.images[i][:, mask]
             assert torch.allclose(pixels, expected.clamp(0, 1)[:, None].expand_as(pixels), atol=1e-5), (i, part)
 

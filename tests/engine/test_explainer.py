@@ -228,6 +228,8 @@ def test_unknown_method_and_option(tiny_cnn, images):
 def test_shared_module_called_twice_is_refused(images):
     relu = nn.ReLU()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), relu, nn.Conv2d(4, 4, 3), relu, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), relu, nn.Conv2d(4, 4, 3), relu, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     with pytest.raises(CamscopeError, match="ran 2 times"):
         camscope.explain(model, images, layer="1")

@@ -32,7 +32,11 @@ def _folder(root: Path) -> Path:
             Image.fromarray(pixels).save(folder / f"img{i}.png")
             h, w = shape
             if i == 0:
-                spec = {"boxes": [[w // 2, 0, w, h]], "parts": {"head": [w // 2 + 4, h // 2], "tail": [w // 2 - 4, h // 2], "wing": None}, "differing": ["head"]}
+                spec = {
+                    "boxes": [[w // 2, 0, w, h]],
+                    "parts": {"head": [w // 2 + 4, h // 2], "tail": [w // 2 - 4, h // 2], "wing": None},
+                    "differing": ["head"],
+                }
             elif i == 1:
                 mask = np.zeros(shape, dtype=np.uint8)
                 mask[: h // 2, : w // 2] = 255
@@ -89,12 +93,24 @@ def test_evaluate_folder_with_sidecars(tmp_path: Path, tiny_cnn: nn.Module) -> N
     direct = deletion(tiny_cnn, _inputs(root, 16), explanation, step=32)
     torch.testing.assert_close(report.results["gradcam"]["deletion"]["auc"], direct["auc"])
     regions = torch.stack([load_sidecar(p, 16)["region"] for p in [root / "0/img0.png", root / "0/img1.png"]])
-    torch.testing.assert_close(report.results["gradcam"]["iou"]["iou"][:2], iou(explanation.maps[:2], masks=regions)["iou"])
+    torch.testing.assert_close(
+        report.results["gradcam"]["iou"]["iou"][:2], iou(explanation.maps[:2], masks=regions)["iou"]
+    )
     out = tmp_path / "out"
-    assert {p.name for p in out.iterdir()} >= {"summary.csv", "per_sample.csv", "results.json", "curves_deletion.png", "curves_iou.png"}
+    assert {p.name for p in out.iterdir()} >= {
+        "summary.csv",
+        "per_sample.csv",
+        "results.json",
+        "curves_deletion.png",
+        "curves_iou.png",
+    }
     rows = list(csv.DictReader((out / "summary.csv").open()))
-    deletion_row = next(r for r in rows if r["method"] == "layercam" and r["metric"] == "deletion" and r["value"] == "auc")
-    assert float(deletion_row["mean"]) == pytest.approx(float(report.results["layercam"]["deletion"]["auc"].mean()), abs=1e-6)
+    deletion_row = next(
+        r for r in rows if r["method"] == "layercam" and r["metric"] == "deletion" and r["value"] == "auc"
+    )
+    assert float(deletion_row["mean"]) == pytest.approx(
+        float(report.results["layercam"]["deletion"]["auc"].mean()), abs=1e-6
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["format_version"] == 1 and saved["methods"] == ["gradcam", "layercam"]
     assert saved["protocols"]["deletion"]["step"] == 32
@@ -111,20 +127,30 @@ def _inputs(root: Path, size: int) -> torch.Tensor:
 def test_evaluate_tensor_data_with_annotations(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
     annotations = [{"boxes": [[0, 0, 8, 8]]}, None, {"mask": torch.ones(16, 16, dtype=torch.bool)}]
     report = camscope.evaluate(
-        tiny_cnn, images, methods=["gradcam"], metrics=["pointing_game", "sparseness", "entropy", "consistency", "road"],
-        annotations=annotations, batch_size=2, metric_options={"road": {"percentages": (0.5,)}},
+        tiny_cnn,
+        images,
+        methods=["gradcam"],
+        metrics=["pointing_game", "sparseness", "entropy", "consistency", "road"],
+        annotations=annotations,
+        batch_size=2,
+        metric_options={"road": {"percentages": (0.5,)}},
     )
     hits = report.results["gradcam"]["pointing_game"]["hit"]
     assert math.isnan(hits[1].item()) and hits[2].item() == 1.0
     assert report.dataset["gradcam"]["consistency"]["n"] == 3
     explanation = camscope.explain(tiny_cnn, images, "gradcam")
-    torch.testing.assert_close(report.results["gradcam"]["pointing_game"]["hit"][:1], pointing_game(explanation.maps[:1], boxes=[[[0, 0, 8, 8]]])["hit"])
+    torch.testing.assert_close(
+        report.results["gradcam"]["pointing_game"]["hit"][:1],
+        pointing_game(explanation.maps[:1], boxes=[[[0, 0, 8, 8]]])["hit"],
+    )
     table = report.table()
     assert table.row_count == 7  # pointing hit, gini, entropy, consistency, road combined/morf/lerf
 
 
 def test_evaluate_sanity_and_limit(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
-    report = camscope.evaluate(tiny_cnn, images, methods=["gradcam"], metrics=["sanity"], limit=2, method_options={"gradcam": {}})
+    report = camscope.evaluate(
+        tiny_cnn, images, methods=["gradcam"], metrics=["sanity"], limit=2, method_options={"gradcam": {}}
+    )
     assert len(report.samples) == 2
     assert report.results["gradcam"]["sanity_check"].curves["spearman"].shape == (2, 3)
 
@@ -143,11 +169,31 @@ def test_evaluate_errors(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
 def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _folder(tmp_path / "data")
     out = tmp_path / "out"
-    code = main([
-        "evaluate", "--data", str(root), "--weights", "none", "--size", "32", "--limit", "4",
-        "--methods", "gradcam,gradcampp", "--metrics", "deletion,rd", "--metrics", "iou",
-        "--metric-option", "deletion.step=256", "--metric-option", "rd.fractions=0.1,0.2", "--out", str(out),
-    ])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(root),
+            "--weights",
+            "none",
+            "--size",
+            "32",
+            "--limit",
+            "4",
+            "--methods",
+            "gradcam,gradcampp",
+            "--metrics",
+            "deletion,rd",
+            "--metrics",
+            "iou",
+            "--metric-option",
+            "deletion.step=256",
+            "--metric-option",
+            "rd.fractions=0.1,0.2",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "relative_drop rd@0.2" in printed and "gradcampp" in printed
@@ -155,7 +201,21 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert saved["metrics"] == ["deletion", "relative_drop", "iou"] and len(saved["samples"]) == 4
     assert saved["protocols"]["relative_drop"]["fractions"] == [0.1, 0.2]
     assert (out / "curves_relative_drop.png").is_file()
-    code = main(["evaluate", "--data", str(root), "--weights", "none", "--size", "32", "--metrics", "faithfulness", "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(root),
+            "--weights",
+            "none",
+            "--size",
+            "32",
+            "--metrics",
+            "faithfulness",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2
     assert "unknown metric" in capsys.readouterr().err
     code = main(["evaluate", "--data", str(root), "--weights", "none", "--metric-option", "road=3", "--out", str(out)])

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import camscope
+from camscope.errors import CamscopeError
 from camscope.methods.diffcam import (
     ReferenceBank,
     ReferenceGroup,
@@ -18,7 +19,6 @@ from camscope.methods.diffcam import (
     embed,
     oas_shrinkage,
 )
-from camscope.errors import CamscopeError
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -30,7 +30,9 @@ class FeatureNet(nn.Module):
 
     def __init__(self, channels: int = 6, classes: int | None = 3) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2, padding=1))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        )
         self.head = nn.Linear(channels, classes) if classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,6 +129,7 @@ def test_direction_recovers_the_discriminative_axis() -> None:
     # the plain difference z - mu splits evenly between the two axes
     d = z - references.mean(axis=0)
     assert abs(d[0]) / np.linalg.norm(d) < 0.75
+
     # Fisher criterion: w* beats the plain difference and random directions
     def fisher(v: np.ndarray) -> float:
         return float((v @ d) ** 2 / (v @ _np_scatter(references) @ v))
@@ -189,8 +192,12 @@ def _students(scores: torch.Tensor) -> torch.Tensor:
 def test_figure_1_diffcam_blames_reading_while_gradcam_blames_writing() -> None:
     generator = _generator(0)
     model = LanguageTest().eval()
-    passing = torch.stack([75 + 5 * torch.randn(300, generator=generator), 80 + 10 * torch.randn(300, generator=generator)], 1)
-    failing = torch.stack([55 + 8 * torch.randn(300, generator=generator), 45 + 10 * torch.randn(300, generator=generator)], 1)
+    passing = torch.stack(
+        [75 + 5 * torch.randn(300, generator=generator), 80 + 10 * torch.randn(300, generator=generator)], 1
+    )
+    failing = torch.stack(
+        [55 + 8 * torch.randn(300, generator=generator), 45 + 10 * torch.randn(300, generator=generator)], 1
+    )
     scores = torch.cat([passing, failing])
     labels = model(_students(scores)).argmax(dim=1)  # the model's own Pass/Fail groups
     bank = ReferenceBank.build(model, [(_students(scores), labels)], layer="features", class_names=["fail", "pass"])
@@ -198,7 +205,9 @@ def test_figure_1_diffcam_blames_reading_while_gradcam_blames_writing() -> None:
     student = _students(torch.tensor([[40.0, float(bank.group("class", "pass").mean[1])]]))
     assert int(model(student).argmax()) == FAIL
     gradcam = camscope.explain(model, student, method="gradcam", layer="features", target=FAIL)
-    diffcam = camscope.explain(model, student, method="diffcam", layer="features", target=FAIL, bank=bank, reference="others")
+    diffcam = camscope.explain(
+        model, student, method="diffcam", layer="features", target=FAIL, bank=bank, reference="others"
+    )
     g_read, g_write = gradcam.weights[0].abs().tolist()
     d_read, d_write = diffcam.weights[0].tolist()
     assert g_write > 1.5 * g_read  # Grad-CAM: the boundary's normal, writing
@@ -206,7 +215,9 @@ def test_figure_1_diffcam_blames_reading_while_gradcam_blames_writing() -> None:
     assert d_read < 0  # ... because it is low
     assert diffcam.classes.tolist() == [FAIL]
     # "why fail, not pass" is the same group here (two classes)
-    counter = camscope.explain(model, student, method="diffcam", layer="features", reference=bank.group("class", "pass"))
+    counter = camscope.explain(
+        model, student, method="diffcam", layer="features", reference=bank.group("class", "pass")
+    )
     torch.testing.assert_close(counter.weights, diffcam.weights)
     # predicted class without target= comes from the 2-class head, which scores the bank's classes 0..1
     predicted = camscope.explain(model, student, method="diffcam", layer="features", bank=bank)
@@ -235,7 +246,9 @@ def test_explain_equals_the_closed_form_on_the_layer() -> None:
     assert explanation.method == "diffcam" and explanation.classes is None
     torch.testing.assert_close(explanation.contributions.sum(dim=1), explanation.raw.sum(dim=(1, 2)))
     # the same references given as embeddings, or as a group, give the same map
-    by_embeddings = camscope.explain(model, x, method="diffcam", layer="features", reference=torch.from_numpy(ref), regularization=0)
+    by_embeddings = camscope.explain(
+        model, x, method="diffcam", layer="features", reference=torch.from_numpy(ref), regularization=0
+    )
     torch.testing.assert_close(by_embeddings.raw, explanation.raw)
     group = ReferenceGroup.from_embeddings(embed(model, references, "features"))
     by_group = camscope.explain(model, x, method="diffcam", layer="features", reference=group, regularization=0)
@@ -301,7 +314,8 @@ def test_class_statistics_and_pooled_groups_equal_the_samples(scatter: str) -> N
         group = bank.group("others", 2)
         members = ln != 2
         between = sum(
-            (ln == c).sum() * np.outer(zn[ln == c].mean(0) - zn[members].mean(0), zn[ln == c].mean(0) - zn[members].mean(0))
+            (ln == c).sum()
+            * np.outer(zn[ln == c].mean(0) - zn[members].mean(0), zn[ln == c].mean(0) - zn[members].mean(0))
             for c in np.unique(ln[members])
         )
         np.testing.assert_allclose(group.scatter.numpy(), within * members.sum() / len(zn) + between, rtol=1e-10)
@@ -340,7 +354,9 @@ def test_auto_mode_switches_to_a_shared_scatter_when_over_budget() -> None:
 def test_save_load_round_trip_and_checks(tmp_path) -> None:
     model = _net()
     x, labels = _labelled_data(model)
-    bank = ReferenceBank.build(model, [(x[:30], labels[:30]), (x[30:], labels[30:])], layer="features", class_names=["a", "b", "c"])
+    bank = ReferenceBank.build(
+        model, [(x[:30], labels[:30]), (x[30:], labels[30:])], layer="features", class_names=["a", "b", "c"]
+    )
     path = bank.save(tmp_path / "bank.safetensors")
     loaded = ReferenceBank.load(path, model=model, layer="features")
     assert loaded.labels == bank.labels and loaded.class_names == ["a", "b", "c"]
@@ -405,13 +421,19 @@ def test_others_intra_and_class_groups_per_example() -> None:
     e = camscope.explain(model, xq, method="diffcam", layer="features", bank=bank, reference="class:0,2")
     torch.testing.assert_close(e.weights, bank.group("class", [0, 2]).weights(z), rtol=1e-7, atol=1e-9)
     # a (bank, spec) pair, and a bank alone (its default group: others), are the same as bank= reference=
-    paired = camscope.explain(model, xq, method="diffcam", layer="features", reference=(bank, "intra"), target=[0, 1, 2])
-    named = camscope.explain(model, xq, method="diffcam", layer="features", bank=bank, reference="intra", target=[0, 1, 2])
+    paired = camscope.explain(
+        model, xq, method="diffcam", layer="features", reference=(bank, "intra"), target=[0, 1, 2]
+    )
+    named = camscope.explain(
+        model, xq, method="diffcam", layer="features", bank=bank, reference="intra", target=[0, 1, 2]
+    )
     torch.testing.assert_close(paired.raw, named.raw)
     with pytest.warns(UserWarning, match=r"bank was built from inputs of size \[12, 12\]"):
         camscope.explain(model, xq[:, :, :8, :8], method="diffcam", layer="features", reference=bank, target=[0, 1, 2])
     alone = camscope.explain(model, xq, method="diffcam", layer="features", reference=bank, target=[0, 1, 2])
-    others = camscope.explain(model, xq, method="diffcam", layer="features", bank=bank, reference="others", target=[0, 1, 2])
+    others = camscope.explain(
+        model, xq, method="diffcam", layer="features", bank=bank, reference="others", target=[0, 1, 2]
+    )
     torch.testing.assert_close(alone.raw, others.raw)
 
 
@@ -427,7 +449,9 @@ def test_knn_is_exact_and_excludes_the_explained_class() -> None:
     got = bank.nearest_classes(queries, 6, exclude=own)
     means = bank.means.numpy()
     for i, q in enumerate(queries.numpy()):
-        distances = [(float(np.sum((q - means[r]) ** 2)), label) for r, label in enumerate(bank.labels) if label != int(own[i])]
+        distances = [
+            (float(np.sum((q - means[r]) ** 2)), label) for r, label in enumerate(bank.labels) if label != int(own[i])
+        ]
         assert got[i].tolist() == [label for _, label in sorted(distances)[:6]]
     assert bank.nearest_classes(queries, 100).shape == (7, classes)  # k capped at the classes available
     # the method's knn groups are the pooled groups of those neighbours
@@ -473,7 +497,14 @@ def test_tiny_timm_vit_with_patch_mean_and_class_token() -> None:
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, embed_dim=24, num_heads=2, num_classes=3
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=24,
+        num_heads=2,
+        num_classes=3,
     ).eval()
     x, labels = torch.randn(18, 3, 32, 32, generator=_generator(0)), torch.arange(18) % 3
     xq = torch.randn(2, 3, 32, 32, generator=_generator(1))
@@ -585,8 +616,13 @@ def test_methods_listing_and_options() -> None:
     assert {"reference", "bank", "regularization", "k"} <= set(method.option_names())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        camscope.explain(_net(), torch.randn(1, 3, 12, 12, dtype=torch.float64), method="diffcam", layer="features",
-                         reference=torch.randn(4, 6, dtype=torch.float64))
+        camscope.explain(
+            _net(),
+            torch.randn(1, 3, 12, 12, dtype=torch.float64),
+            method="diffcam",
+            layer="features",
+            reference=torch.randn(4, 6, dtype=torch.float64),
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -620,7 +656,19 @@ def test_cli_bank_build_info_explain_and_counterfactual(photo_folder, tmp_path, 
     assert json.loads(capsys.readouterr().out)["layer"] == info["layer"]
 
     image = photo_folder / "animals" / "chelsea.png"
-    argv = ["explain", str(image), "--size", "64", "--method", "diffcam", "--bank", str(bank), "--out", str(tmp_path), "--json"]
+    argv = [
+        "explain",
+        str(image),
+        "--size",
+        "64",
+        "--method",
+        "diffcam",
+        "--bank",
+        str(bank),
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
     assert main(argv + ["--reference", "class:things", "--target", "animals"]) == 0
     report = json.loads(capsys.readouterr().out)[0]
     assert report["explained_class"] == 0 and report["layer"] == info["layer"]
@@ -629,11 +677,30 @@ def test_cli_bank_build_info_explain_and_counterfactual(photo_folder, tmp_path, 
     capsys.readouterr()
 
     out = tmp_path / "pairs"
-    assert main(["bank", "counterfactual", str(image), "--bank", str(bank), "--explained", "animals", "--versus", "things",
-                 "--out", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "bank",
+                "counterfactual",
+                str(image),
+                "--bank",
+                str(bank),
+                "--explained",
+                "animals",
+                "--versus",
+                "things",
+                "--out",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     pair = json.loads(capsys.readouterr().out)
     assert pair["explained"]["name"] == "animals" and pair["versus"]["name"] == "things"
-    assert (out / "chelsea_why_animals_not_things.png").is_file() and (out / "chelsea_why_things_not_animals.png").is_file()
+    assert (out / "chelsea_why_animals_not_things.png").is_file() and (
+        out / "chelsea_why_things_not_animals.png"
+    ).is_file()
 
     merged = tmp_path / "merged.bank"
     assert main(["bank", "merge", str(bank), str(bank), "--out", str(merged), "--json"]) == 0
@@ -641,7 +708,10 @@ def test_cli_bank_build_info_explain_and_counterfactual(photo_folder, tmp_path, 
 
     for extra, message in [
         (["--reference", "class:zebra"], "has no class 'zebra'"),
-        (["--model", "timm:resnet18", "--weights", "none"], "built with model 'efficientnet_lite0', not 'timm:resnet18'"),
+        (
+            ["--model", "timm:resnet18", "--weights", "none"],
+            "built with model 'efficientnet_lite0', not 'timm:resnet18'",
+        ),
     ]:
         assert main(argv + extra) == 2
         err = capsys.readouterr().err.strip()

@@ -7,7 +7,6 @@ FinerCAM where the settings coincide.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,9 @@ from torch import Tensor, nn
 
 import camscope
 from camscope import Finer
+from camscope.engine.method import GradCAM, available_methods, get_method, register_method
 from camscope.errors import CamscopeError
 from camscope.methods.finer import class_similarity, classifier_weights
-from camscope.engine.method import GradCAM, available_methods, get_method, register_method
 
 LAYER = "features"
 GRADIENT_METHODS = ("gradcam", "layercam", "gradcampp", "xgradcam", "hirescam")
@@ -60,7 +59,9 @@ def _reference_gradients(
 def _gradcampp_weights(grad: Tensor, activations: Tensor) -> Tensor:
     grad2, grad3 = grad.pow(2), grad.pow(3)
     denominator = 2 * grad2 + activations.sum(dim=(2, 3), keepdim=True) * grad3
-    alpha = torch.where(grad2 != 0, grad2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0)
+    alpha = torch.where(
+        grad2 != 0, grad2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator)), 0.0
+    )
     return (alpha * grad.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
 
 
@@ -73,7 +74,9 @@ def _weights(method: str, grad: Tensor, activations: Tensor) -> Tensor:
         return _gradcampp_weights(grad, activations)
     if method == "xgradcam":
         total = activations.sum(dim=(2, 3), keepdim=True)
-        return (activations / torch.where(total != 0, total, torch.ones_like(total)) * grad).sum(dim=(2, 3), keepdim=True)
+        return (activations / torch.where(total != 0, total, torch.ones_like(total)) * grad).sum(
+            dim=(2, 3), keepdim=True
+        )
     if method == "hirescam":
         return grad
     raise AssertionError(method)
@@ -114,8 +117,7 @@ def test_finer_gradcam_matches_per_reference_weights_averaged_by_hand(batch) -> 
     # Eq. 7: alpha^{c,d} = alpha^c - gamma alpha^d
     _, (g_c,) = _reference_gradients(model, x, classes, classes[:, None], gamma=0.0)
     per_d = [
-        _reference_gradients(model, x, references[:, t], references[:, t : t + 1], gamma=0.0)[1][0]
-        for t in range(3)
+        _reference_gradients(model, x, references[:, t], references[:, t : t + 1], gamma=0.0)[1][0] for t in range(3)
     ]
     eq7 = torch.stack([g_c.mean(dim=(2, 3)) - 0.6 * g.mean(dim=(2, 3)) for g in per_d]).mean(dim=0)
     torch.testing.assert_close(weights, eq7, rtol=1e-5, atol=1e-7)
@@ -248,7 +250,10 @@ def test_torchcam_finercam_where_settings_coincide(batch) -> None:
         scores = model(x)
         (theirs,) = extractor(explained, scores, normalized=False)
     ours = camscope.explain(
-        model, x, method="gradcam", layer=LAYER,
+        model,
+        x,
+        method="gradcam",
+        layer=LAYER,
         target=Finer(references=3, gamma=0.6, select="closest-logit", explained=explained),
     )
     torch.testing.assert_close(ours.raw.clamp(min=0), theirs, rtol=1e-4, atol=1e-6)
@@ -322,7 +327,9 @@ def test_weight_similarity_from_the_model(batch) -> None:
     for c in classes.tolist():
         order = [int(j) for j in similarity[c].argsort(descending=True) if int(j) != c]
         expected.append(order[:2])
-    explanation = camscope.explain(model, x, method="finer-gradcam", layer=LAYER, select="weight-similarity", references=2)
+    explanation = camscope.explain(
+        model, x, method="finer-gradcam", layer=LAYER, select="weight-similarity", references=2
+    )
     assert explanation.targets.references().tolist() == expected
 
 
@@ -411,7 +418,11 @@ def test_finer_scorecam_delegates_to_scorecam(batch) -> None:
     references = finer.targets.references()
     per_reference = [
         camscope.explain(
-            model, x, method="scorecam", layer=LAYER, normalization="difference",
+            model,
+            x,
+            method="scorecam",
+            layer=LAYER,
+            normalization="difference",
             target=camscope.ClassDifference(finer.classes, references[:, t], gamma=0.6),
         ).raw
         for t in range(references.shape[1])
@@ -480,7 +491,18 @@ def test_similarity_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     output = tmp_path / "similarity.png"
     code = main(
-        ["similarity", "torchvision:resnet18", "--weights", "none", "--class", "tabby", "--top", "3", "--output", str(output)]
+        [
+            "similarity",
+            "torchvision:resnet18",
+            "--weights",
+            "none",
+            "--class",
+            "tabby",
+            "--top",
+            "3",
+            "--output",
+            str(output),
+        ]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -100,8 +100,14 @@ def test_hirescam_sums_to_the_logit_change(tiny_cnn, images):
 def test_smooth_gradcampp_against_a_brute_force_loop(tiny_cnn, images):
     samples, std = 3, 0.2
     explanation = camscope.explain(
-        tiny_cnn, images, method="smoothgradcampp", layer="features.3", target=1,
-        samples=samples, std=std, generator=torch.Generator().manual_seed(5),
+        tiny_cnn,
+        images,
+        method="smoothgradcampp",
+        layer="features.3",
+        target=1,
+        samples=samples,
+        std=std,
+        generator=torch.Generator().manual_seed(5),
     )
     generator = torch.Generator().manual_seed(5)
     noises = [torch.randn(images.shape, generator=generator) for _ in range(samples)]
@@ -110,7 +116,7 @@ def test_smooth_gradcampp_against_a_brute_force_loop(tiny_cnn, images):
         activations = tiny_cnn.features(images[i : i + 1]).detach()
         g1 = g2 = g3 = 0
         for noise in noises:
-            x = (images[i : i + 1] + std * noise[i : i + 1])
+            x = images[i : i + 1] + std * noise[i : i + 1]
             feats = tiny_cnn.features(x)
             score = tiny_cnn.fc(feats.mean(dim=(2, 3)))[0, 1]
             (g,) = torch.autograd.grad(score, feats)
@@ -126,7 +132,9 @@ def test_maps_are_upsampled_relu_minmax(strided_cnn):
     x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(3))
     explanation = camscope.explain(strided_cnn, x, layer="stage")
     assert explanation.raw.shape == (2, 5, 5)
-    up = torch.nn.functional.interpolate(explanation.raw[:, None], size=(20, 20), mode="bilinear", align_corners=False)[:, 0]
+    up = torch.nn.functional.interpolate(explanation.raw[:, None], size=(20, 20), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     torch.testing.assert_close(explanation.maps, normalize_maps(up))
     assert explanation.maps.min() >= 0 and explanation.maps.max() <= 1
 

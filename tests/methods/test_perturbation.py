@@ -16,7 +16,7 @@ from torchcam import methods as torchcam_methods
 
 import camscope
 from camscope.errors import CamscopeError
-from camscope.methods.perturbation import AblationCAM, ScoreCAM, _first_equal, _Progress
+from camscope.methods.perturbation import ScoreCAM, _first_equal, _Progress
 
 CLASSES = [0, 3, 4]
 
@@ -69,7 +69,9 @@ def test_scorecam_matches_pytorch_grad_cam(tiny_cnn, images):
 
 
 def test_scorecam_matches_torchcam(tiny_cnn, images):
-    with torchcam_methods.ScoreCAM(tiny_cnn, target_layer="features.3", batch_size=5, input_shape=(3, 16, 16)) as extractor:
+    with torchcam_methods.ScoreCAM(
+        tiny_cnn, target_layer="features.3", batch_size=5, input_shape=(3, 16, 16)
+    ) as extractor:
         tiny_cnn(images)
         (weights,) = extractor._get_weights(CLASSES)
         (raw,) = extractor(class_idx=CLASSES, normalized=False)
@@ -141,8 +143,14 @@ def test_scorecam_difference_with_a_baseline_brute_force(strided_cnn):
     baseline = torch.full((3, 20, 20), 0.25)
     classes = [1, 3]
     ours = camscope.explain(
-        strided_cnn, x, method="scorecam", layer="stage", target=classes,
-        normalization="difference", baseline=baseline, batch_size=6,
+        strided_cnn,
+        x,
+        method="scorecam",
+        layer="stage",
+        target=classes,
+        normalization="difference",
+        baseline=baseline,
+        batch_size=6,
     )
     activations = strided_cnn.stage(strided_cnn.stem(x)).detach()
     base = baseline.expand_as(x)
@@ -181,7 +189,9 @@ def test_probability_normalization_is_the_reference_code(strided_cnn):
 
 def test_iscam_paper_scales_brute_force(strided_cnn):
     x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(7))
-    ours = camscope.explain(strided_cnn, x, method="iscam", layer="stage", target=2, samples=3, normalization="difference")
+    ours = camscope.explain(
+        strided_cnn, x, method="iscam", layer="stage", target=2, samples=3, normalization="difference"
+    )
     activations = strided_cnn.stage(strided_cnn.stem(x)).detach()
     zero = torch.zeros_like(x)
     with torch.no_grad():
@@ -194,8 +204,17 @@ def test_iscam_paper_scales_brute_force(strided_cnn):
 def test_sscam_noise_on_the_input_brute_force(strided_cnn):
     x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(8))
     ours = camscope.explain(
-        strided_cnn, x, method="sscam", layer="stage", target=1, samples=2, std=0.3, noise_on="input",
-        normalization="difference", batch_size=12, generator=torch.Generator().manual_seed(3),
+        strided_cnn,
+        x,
+        method="sscam",
+        layer="stage",
+        target=1,
+        samples=2,
+        std=0.3,
+        noise_on="input",
+        normalization="difference",
+        batch_size=12,
+        generator=torch.Generator().manual_seed(3),
     )
     activations = strided_cnn.stage(strided_cnn.stem(x)).detach()
     generator = torch.Generator().manual_seed(3)
@@ -308,10 +327,18 @@ def test_peak_memory_is_bounded_by_the_chunk():
 
 
 def test_approximate_mode_keeps_the_top_variance_channels(tiny_cnn, images):
-    exact = camscope.explain(tiny_cnn, images, method="scorecam", layer="features.3", target=CLASSES, normalization="difference")
+    exact = camscope.explain(
+        tiny_cnn, images, method="scorecam", layer="features.3", target=CLASSES, normalization="difference"
+    )
     with _BatchSizes(tiny_cnn) as recorder:
         approx = camscope.explain(
-            tiny_cnn, images, method="scorecam", layer="features.3", target=CLASSES, normalization="difference", channels=5
+            tiny_cnn,
+            images,
+            method="scorecam",
+            layer="features.3",
+            target=CLASSES,
+            normalization="difference",
+            channels=5,
         )
     variance = exact.activations.flatten(2).var(-1, unbiased=False)
     kept = torch.zeros_like(variance, dtype=torch.bool).scatter_(1, variance.topk(5, dim=1).indices, True)
@@ -435,8 +462,14 @@ def _tail_scores(model, activations, classes):
 @pytest.mark.parametrize("recompute", ["auto", "never", "always"])
 def test_ablationcam_brute_force(tiny_cnn, images, recompute):
     ours = camscope.explain(
-        tiny_cnn, images, method="ablationcam", layer="features.3", target=CLASSES,
-        recompute=recompute, normalization="drop", batch_size=5,
+        tiny_cnn,
+        images,
+        method="ablationcam",
+        layer="features.3",
+        target=CLASSES,
+        recompute=recompute,
+        normalization="drop",
+        batch_size=5,
     )
     activations = tiny_cnn.features(images).detach()
     clean = tiny_cnn(images).detach()[torch.arange(3), CLASSES]
@@ -482,7 +515,9 @@ def test_ablation_falls_back_to_full_passes_inside_a_residual_block(images):
     torch.manual_seed(0)
     model = _Residual().eval()
     with _BatchSizes(model.stem) as stem:
-        ours = camscope.explain(model, images, method="ablationcam", layer="body.1", target=[0, 3, 2], normalization="drop")
+        ours = camscope.explain(
+            model, images, method="ablationcam", layer="body.1", target=[0, 3, 2], normalization="drop"
+        )
     assert max(stem.sizes) > len(images)  # full passes: the copies go through the stem
     h = model.stem(images)
     activations = model.body[:2](h)
@@ -496,8 +531,12 @@ def test_ablation_falls_back_to_full_passes_inside_a_residual_block(images):
             expected[:, k] = clean - out[torch.arange(3), [0, 3, 2]]
     _rel_close(ours.weights, expected)
     # One image: the residual broadcasts over the copies, and substitution is exact.
-    single = camscope.explain(model, images[:1], method="ablationcam", layer="body.1", target=0, normalization="drop", recompute="never")
-    full = camscope.explain(model, images[:1], method="ablationcam", layer="body.1", target=0, normalization="drop", recompute="always")
+    single = camscope.explain(
+        model, images[:1], method="ablationcam", layer="body.1", target=0, normalization="drop", recompute="never"
+    )
+    full = camscope.explain(
+        model, images[:1], method="ablationcam", layer="body.1", target=0, normalization="drop", recompute="always"
+    )
     _rel_close(single.weights, full.weights)
 
 
@@ -520,13 +559,17 @@ def test_ablation_check_catches_a_model_that_mixes_copies(images):
     torch.manual_seed(0)
     model = _BatchCaptured().eval()
     auto = camscope.explain(model, images, method="ablationcam", layer="conv", target=[0, 1, 2], normalization="drop")
-    full = camscope.explain(model, images, method="ablationcam", layer="conv", target=[0, 1, 2], normalization="drop", recompute="always")
+    full = camscope.explain(
+        model, images, method="ablationcam", layer="conv", target=[0, 1, 2], normalization="drop", recompute="always"
+    )
     _rel_close(auto.weights, full.weights)
 
 
 def test_ablation_on_tokens(tiny_vit, images):
     # Token layout [B, N, K]: the channel is the last axis.
-    explanation = camscope.explain(tiny_vit, images[:1], method="ablationcam", layer="blocks.1.norm1", target=2, normalization="drop")
+    explanation = camscope.explain(
+        tiny_vit, images[:1], method="ablationcam", layer="blocks.1.norm1", target=2, normalization="drop"
+    )
     tokens = {}
     handle = tiny_vit.blocks[1].norm1.register_forward_hook(lambda m, i, o: tokens.setdefault("out", o.detach()))
     clean = tiny_vit(images[:1])[0, 2].detach()
@@ -534,6 +577,7 @@ def test_ablation_on_tokens(tiny_vit, images):
     expected = torch.zeros(16)
     with torch.no_grad():
         for k in range(16):
+
             def ablate(_m, _i, out, k=k):
                 out = out.clone()
                 out[..., k] = 0

@@ -23,7 +23,9 @@ class LinearModel(nn.Module):
 
     def __init__(self, classes: int = 4, size: int = 8) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(classes, 3, size, size, generator=torch.Generator().manual_seed(3)) * 0.3)
+        self.weight = nn.Parameter(
+            torch.randn(classes, 3, size, size, generator=torch.Generator().manual_seed(3)) * 0.3
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bkij,ckij->bc", x, self.weight)
@@ -50,7 +52,9 @@ class FakeExtractor:
 def _maps(batch: int, size: int, seed: int = 5) -> torch.Tensor:
     maps = torch.rand(batch, size, size, generator=torch.Generator().manual_seed(seed))
     flat = maps.flatten(1)
-    flat = (flat - flat.min(1, keepdim=True).values) / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)
+    flat = (flat - flat.min(1, keepdim=True).values) / (
+        flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values
+    )
     return flat.reshape(maps.shape)
 
 
@@ -125,7 +129,9 @@ def test_deletion_summary_has_auc_of_mean_curve(tiny_cnn: nn.Module, images: tor
     result = deletion(tiny_cnn, images, _maps(3, 16))
     summary = result.summary()
     mean_curve = result.curves["curve"].double().mean(0)
-    assert summary["auc_of_mean_curve"] == pytest.approx(float(torch.trapezoid(mean_curve, result.steps["curve"].double())), abs=1e-6)
+    assert summary["auc_of_mean_curve"] == pytest.approx(
+        float(torch.trapezoid(mean_curve, result.steps["curve"].double())), abs=1e-6
+    )
     assert summary["auc_of_mean_curve"] == pytest.approx(summary["auc"], abs=1e-6)  # shared abscissae
     assert len(result.steps["curve"]) == 17  # default step: the width (16 px per step)
 
@@ -226,8 +232,15 @@ def test_metric_errors(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
 
 
 def test_metric_result_cat_and_summary() -> None:
-    a = MetricResult("m", {"v": torch.tensor([1.0, 2.0])}, curves={"c": torch.ones(2, 3)}, steps={"c": torch.tensor([0.0, 0.5, 1.0])})
-    b = MetricResult("m", {"v": torch.tensor([float("nan"), 6.0])}, curves={"c": torch.zeros(2, 3)}, steps={"c": torch.tensor([0.0, 0.5, 1.0])})
+    a = MetricResult(
+        "m", {"v": torch.tensor([1.0, 2.0])}, curves={"c": torch.ones(2, 3)}, steps={"c": torch.tensor([0.0, 0.5, 1.0])}
+    )
+    b = MetricResult(
+        "m",
+        {"v": torch.tensor([float("nan"), 6.0])},
+        curves={"c": torch.zeros(2, 3)},
+        steps={"c": torch.tensor([0.0, 0.5, 1.0])},
+    )
     joined = MetricResult.cat([a, b])
     assert len(joined) == 4
     assert joined.summary() == {"v": 3.0, "n": 4}

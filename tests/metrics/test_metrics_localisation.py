@@ -16,7 +16,10 @@ def _maps(batch: int = 4, size: int = 20, seed: int = 0) -> torch.Tensor:
     maps = torch.rand(batch, size, size, generator=torch.Generator().manual_seed(seed))
     maps[0, :5, :5] = 0.3  # ties
     flat = maps.flatten(1)
-    return ((flat - flat.min(1, keepdim=True).values) / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)).reshape(maps.shape)
+    return (
+        (flat - flat.min(1, keepdim=True).values)
+        / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)
+    ).reshape(maps.shape)
 
 
 def _masks(batch: int = 4, size: int = 20, seed: int = 1) -> torch.Tensor:
@@ -68,7 +71,14 @@ def test_pointing_game_matches_a_loop() -> None:
     for b, (i, j) in enumerate(peaks):
         maps[b, i, j] = 1.0
     maps[5, 30, 30] = 1.0  # a tie: the first in raster order, (0, 0), is the peak
-    boxes = [[[15, 0, 40, 40]], [[20, 0, 40, 40]], [[19, 19, 22, 22]], [[10, 28, 20, 40]], [[0, 0, 40, 40]], [[25, 25, 40, 40]]]
+    boxes = [
+        [[15, 0, 40, 40]],
+        [[20, 0, 40, 40]],
+        [[19, 19, 22, 22]],
+        [[10, 28, 20, 40]],
+        [[0, 0, 40, 40]],
+        [[25, 25, 40, 40]],
+    ]
     result = pointing_game(maps, boxes=boxes, tolerance=15)
     masks = boxes_to_masks(boxes, (40, 40))
     for b, (i, j) in enumerate(peaks):

@@ -15,7 +15,10 @@ def _setup(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     maps = torch.rand(5, 12, 12, generator=g)
     flat = maps.flatten(1)
-    maps = ((flat - flat.min(1, keepdim=True).values) / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)).reshape(maps.shape)
+    maps = (
+        (flat - flat.min(1, keepdim=True).values)
+        / (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values)
+    ).reshape(maps.shape)
     parts = torch.rand(5, 6, 2, generator=g) * 12
     parts[0, 2] = float("nan")  # not visible
     parts[1, 4] = torch.tensor([30.0, 2.0])  # outside the image: not visible
@@ -39,7 +42,14 @@ def test_part_scores_match_set_arithmetic() -> None:
     maps, parts, differing = _setup()
     counter_maps, counter_parts, _ = _setup(seed=1)
     thresholds = (0.2, 0.5, 0.8)
-    result = part_scores(maps, parts=parts, differing=differing, thresholds=thresholds, counter_maps=counter_maps, counter_parts=counter_parts)
+    result = part_scores(
+        maps,
+        parts=parts,
+        differing=differing,
+        thresholds=thresholds,
+        counter_maps=counter_maps,
+        counter_parts=counter_parts,
+    )
     for b in range(5):
         for k, t in enumerate(thresholds):
             s, visible = _sets(maps, parts, b, t)

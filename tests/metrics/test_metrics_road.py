@@ -16,7 +16,12 @@ from camscope.metrics import noisy_linear_impute, road
 def _direct_solve(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The ROAD system written pixel by pixel, solved by scipy's sparse LU."""
     channels, h, w = image.shape
-    weights = {(dy, dx): (1 / 6 if dy == 0 or dx == 0 else 1 / 12) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)}
+    weights = {
+        (dy, dx): (1 / 6 if dy == 0 or dx == 0 else 1 / 12)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if (dy, dx) != (0, 0)
+    }
     unknown = [(i, j) for i in range(h) for j in range(w) if not keep[i, j]]
     index = {p: n for n, p in enumerate(unknown)}
     matrix = lil_matrix((len(unknown), len(unknown)))
@@ -119,13 +124,17 @@ def test_road_matches_grad_cam_road_combined(tiny_cnn: nn.Module, monkeypatch: p
     percentiles = [10, 30, 50, 70, 90]
     # grad-cam keeps the pixels below np.percentile(map, q): the count removed is N minus that.
     removed = [int((maps[0].numpy() >= np.percentile(maps[0].numpy(), q)).sum()) for q in percentiles]
-    assert all(int((m.numpy() >= np.percentile(m.numpy(), q)).sum()) == r for m in maps for q, r in zip(percentiles, removed))
+    assert all(
+        int((m.numpy() >= np.percentile(m.numpy(), q)).sum()) == r for m in maps for q, r in zip(percentiles, removed)
+    )
     fractions = [r / 256 for r in removed]
     ours = road(tiny_cnn, images, maps, target=classes, percentages=fractions, noise=0.0, tie_break=0.0)
     metric = peer.ROADCombined(percentiles=percentiles)
     reference = metric(images, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], tiny_cnn)
     np.testing.assert_allclose(ours["combined"].numpy(), reference, atol=1e-5)
-    morf = peer.ROADMostRelevantFirstAverage(percentiles)(images, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], tiny_cnn)
+    morf = peer.ROADMostRelevantFirstAverage(percentiles)(
+        images, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], tiny_cnn
+    )
     np.testing.assert_allclose((ours["morf"] - ours["score"]).numpy(), morf, atol=1e-5)
 
 
@@ -167,4 +176,7 @@ def test_road_rewards_the_true_evidence() -> None:
     good = torch.zeros(1, 16, 16)
     good[:, 4:12, 4:12] = 1.0
     kwargs = dict(target=0, percentages=(0.1, 0.2))
-    assert road(SquareModel(), x, good, **kwargs)["combined"].item() > road(SquareModel(), x, 1 - good, **kwargs)["combined"].item()
+    assert (
+        road(SquareModel(), x, good, **kwargs)["combined"].item()
+        > road(SquareModel(), x, 1 - good, **kwargs)["combined"].item()
+    )

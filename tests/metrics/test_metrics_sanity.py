@@ -20,7 +20,9 @@ def test_spearman_matches_scipy_with_ties() -> None:
     b[1, :4] = 0.5
     ours = spearman(a, b)
     for i in range(3):
-        assert ours[i].item() == pytest.approx(spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic, abs=1e-6)
+        assert ours[i].item() == pytest.approx(
+            spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic, abs=1e-6
+        )
     assert torch.isnan(spearman(torch.ones(1, 3, 3), b[:1, :3, :3])).all()
 
 

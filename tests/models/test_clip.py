@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 import camscope
 from camscope import Finer
-from camscope.models.clip import CLIPClassifier, clip_backend, load_clip
 from camscope.errors import CamscopeError
+from camscope.models.clip import CLIPClassifier, clip_backend, load_clip
 
 transformers = pytest.importorskip("transformers")
 
@@ -45,10 +45,24 @@ def _hf_clip() -> nn.Module:
     torch.manual_seed(0)
     config = transformers.CLIPConfig(
         text_config=dict(
-            vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            max_position_embeddings=16, bos_token_id=2, eos_token_id=3, pad_token_id=0,
+            vocab_size=len(VOCAB),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
         ),
-        vision_config=dict(image_size=16, patch_size=4, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2),
+        vision_config=dict(
+            image_size=16,
+            patch_size=4,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
         projection_dim=8,
     )
     return transformers.CLIPModel(config).eval()
@@ -112,7 +126,9 @@ def test_transformers_logits_are_the_models_scaled_cosine(hf_clip: nn.Module, pi
     assert classifier.backend == "transformers" and classifier.prompts == PROMPTS
     encoded = tokenizer(PROMPTS, padding=True, return_tensors="pt")
     with torch.no_grad():
-        expected = hf_clip(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], pixel_values=pixels)
+        expected = hf_clip(
+            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], pixel_values=pixels
+        )
         ours = classifier(pixels)
     torch.testing.assert_close(ours, expected.logits_per_image, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ours[:, 0], ours[:, 1])  # distinct prompts give distinct logits
@@ -155,7 +171,9 @@ def test_text_features_and_prompt_similarity(hf_clip: nn.Module, pixels: Tensor)
     assert similarity.names == ["x", "y", "z"]
     torch.testing.assert_close(similarity.matrix, F.normalize(features, dim=-1) @ F.normalize(features, dim=-1).T)
     # weight similarity picks references among the prompts
-    explanation = camscope.explain(classifier, pixels, method="finer-gradcam", target=0, select="weight-similarity", references=1)
+    explanation = camscope.explain(
+        classifier, pixels, method="finer-gradcam", target=0, select="weight-similarity", references=1
+    )
     assert explanation.targets.references()[:, 0].tolist() == [int(similarity.matrix[0, 1:].argmax()) + 1] * 2
 
 
@@ -194,8 +212,19 @@ def test_load_clip_from_a_folder_and_the_prompts_cli(saved_clip: Path, tmp_path:
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "out"
     code = main(
-        ["prompts", str(image), "--model", str(saved_clip), "--prompt", "red epaulets", "--versus", "bird",
-         "--out", str(out), "--json"]
+        [
+            "prompts",
+            str(image),
+            "--model",
+            str(saved_clip),
+            "--prompt",
+            "red epaulets",
+            "--versus",
+            "bird",
+            "--out",
+            str(out),
+            "--json",
+        ]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -204,7 +233,9 @@ def test_load_clip_from_a_folder_and_the_prompts_cli(saved_clip: Path, tmp_path:
     assert abs(sum(p["probability"] for p in entry["prompts"]) - 1) < 1e-5
     assert entry["compared"] == {"red epaulets": ["bird"]}
     assert Path(entry["files"][0]).read_bytes()[:4] == b"\x89PNG"
-    assert main(["prompts", str(image), "--model", str(saved_clip), "--prompt", "bird", "--method", "finer-gradcam"]) == 2
+    assert (
+        main(["prompts", str(image), "--model", str(saved_clip), "--prompt", "bird", "--method", "finer-gradcam"]) == 2
+    )
     assert "base method" in capsys.readouterr().err
 
 
@@ -232,7 +263,13 @@ def test_open_clip_vit_and_resnet_maps_match_hand_written_autograd() -> None:
     ).eval()
     tokens = SimpleTokenizer(context_length=8)(PROMPTS)
     cases = [
-        (vit, torch.randn(2, 3, 16, 16), "model.visual.transformer.resblocks.1.ln_1", vit.visual.transformer.resblocks[1].ln_1, True),
+        (
+            vit,
+            torch.randn(2, 3, 16, 16),
+            "model.visual.transformer.resblocks.1.ln_1",
+            vit.visual.transformer.resblocks[1].ln_1,
+            True,
+        ),
         (resnet, torch.randn(2, 3, 64, 64), "model.visual.layer4", resnet.visual.layer4, False),
     ]
     for model, x, layer_name, layer, is_tokens in cases:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from camscope.models import loading as models
 from camscope.errors import CamscopeError
+from camscope.models import loading as models
 from camscope.models.loading import (
     class_index,
     convert_efficientnet_lite0_state_dict,
@@ -201,7 +201,7 @@ def test_preprocess_matches_timm_eval_transform(model: torch.nn.Module, chelsea:
     assert torch.equal(x, expected)
     assert torch.equal(preprocess(Image.fromarray(chelsea)), expected)
     assert rgb.shape == (224, 224, 3) and rgb.dtype == np.float32
-    assert 0.0 <= rgb.min() and rgb.max() <= 1.0
+    assert rgb.min() >= 0.0 and rgb.max() <= 1.0
     np.testing.assert_allclose(rgb, (x[0].permute(1, 2, 0).numpy() * 0.5 + 0.5), atol=1e-6)
 
 

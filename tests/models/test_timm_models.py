@@ -14,7 +14,9 @@ from camscope.engine.capture import default_layer
 def dinov2_like():
     torch.manual_seed(0)
     # DINOv2 layout: class token + 4 register tokens + 14 px patches.
-    return timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, img_size=56, num_classes=7, depth=2).eval()
+    return timm.create_model(
+        "vit_small_patch14_reg4_dinov2", pretrained=False, img_size=56, num_classes=7, depth=2
+    ).eval()
 
 
 def test_vit_with_register_tokens(dinov2_like):
@@ -38,7 +40,12 @@ def test_vit_with_register_tokens(dinov2_like):
 def test_swin_channels_last_stage():
     torch.manual_seed(0)
     model = timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, depths=(1, 1, 1, 1), embed_dim=24, num_heads=(1, 1, 1, 1)
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        num_classes=5,
+        depths=(1, 1, 1, 1),
+        embed_dim=24,
+        num_heads=(1, 1, 1, 1),
     ).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     explanation = camscope.explain(model, x, layer="layers.3")

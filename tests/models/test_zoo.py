@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import camscope
-from camscope.models import zoo
 from camscope.errors import CamscopeError
+from camscope.models import zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +81,9 @@ def test_train_split_differs_from_test_split() -> None:
     assert digits_train.images.shape == (10, 1, 32, 32)
 
 
-@pytest.mark.parametrize("name,shape,grid", [("digits", (2, 1, 32, 32), (16, 16)), ("species", (2, 3, 64, 64), (16, 16))])
+@pytest.mark.parametrize(
+    "name,shape,grid", [("digits", (2, 1, 32, 32), (16, 16)), ("species", (2, 3, 64, 64), (16, 16))]
+)
 def test_cam_layer(name: str, shape: tuple[int, ...], grid: tuple[int, int]) -> None:
     model = zoo.load_small_model(name)
     x = zoo.dataset(name, split="test", limit=2).images
@@ -116,7 +118,13 @@ def test_training_script_smoke(tmp_path: Path) -> None:
     recipe = {
         **module.RECIPES["species"],
         "architecture": {"in_channels": 3, "num_classes": 4, "stages": [[8], [8]], "stem_stride": 2},
-        "data": {"generator": {"num_classes": 4, "size": 32, "seed": 0}, "train_seed": 1, "train_size": 32, "test_seed": 2, "test_size": 16},
+        "data": {
+            "generator": {"num_classes": 4, "size": 32, "seed": 0},
+            "train_seed": 1,
+            "train_size": 32,
+            "test_seed": 2,
+            "test_size": 16,
+        },
         "epochs": 1,
         "batch_size": 16,
     }

@@ -47,7 +47,10 @@ def test_every_linked_figure_exists(quick_report: Report) -> None:
 def test_tally_counts_the_verdicts(quick_report: Report) -> None:
     claims = [claim for section in quick_report.sections for claim in section.claims]
     line = next(line for line in quick_report.path.read_text().splitlines() if line.startswith("Verdicts: "))
-    assert line == "Verdicts: " + ", ".join(f"{sum(c.verdict == v for c in claims)} {v}" for v in (HOLDS, PARTLY, FAILS)) + "."
+    assert (
+        line
+        == "Verdicts: " + ", ".join(f"{sum(c.verdict == v for c in claims)} {v}" for v in (HOLDS, PARTLY, FAILS)) + "."
+    )
 
 
 def test_markdown_table_and_claim_checks() -> None:

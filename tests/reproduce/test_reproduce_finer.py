@@ -23,7 +23,9 @@ def test_paired_difference_matches_numpy_and_scipy() -> None:
     half = stats.norm.ppf(0.975) * difference.std(ddof=1) / math.sqrt(difference.size)
     assert comparison.n == 49
     assert comparison.mean == pytest.approx(difference.mean(), abs=1e-12)
-    assert (comparison.low, comparison.high) == pytest.approx((difference.mean() - half, difference.mean() + half), abs=1e-12)
+    assert (comparison.low, comparison.high) == pytest.approx(
+        (difference.mean() - half, difference.mean() + half), abs=1e-12
+    )
     shifted = paired_difference(new + 1, old)
     assert shifted.better and not shifted.worse and shifted.outcome == "better"
     assert paired_difference(old, new + 1).worse

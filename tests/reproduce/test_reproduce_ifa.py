@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from camscope.metrics import consistency, feature_masking_accuracy
-from camscope.reproduce import ifa
 from camscope.models.zoo import SmallCNN
+from camscope.reproduce import ifa
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from camscope.metrics import sanity_check
-from camscope.reproduce import localisation
 from camscope.models.zoo import SmallCNN
+from camscope.reproduce import localisation
 
 
 def test_a_perfect_map_scores_one_and_references_are_sane(tmp_path) -> None:
@@ -25,7 +25,10 @@ def test_a_perfect_map_scores_one_and_references_are_sane(tmp_path) -> None:
     references = localisation._baselines(Context(out=tmp_path), (2, 16, 16))
     centre = references["(reference) centred Gaussian"]
     assert centre.shape == (2, 16, 16) and float(centre[0, 7:9, 7:9].min()) == float(centre.max())
-    assert torch.equal(references["(reference) uniform random"], localisation._baselines(Context(out=tmp_path), (2, 16, 16))["(reference) uniform random"])
+    assert torch.equal(
+        references["(reference) uniform random"],
+        localisation._baselines(Context(out=tmp_path), (2, 16, 16))["(reference) uniform random"],
+    )
 
 
 def test_paired_difference_and_standard_error() -> None:

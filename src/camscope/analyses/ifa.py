@@ -51,21 +51,21 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import LayerCapture, default_layer, model_state, resolve_layers, validate_inputs
 from camscope.engine.explainer import Explainer
-from camscope.passes.batches import iter_batches, progress
+from camscope.engine.method import CAM, CamContext, CamMethod, CamResult, GradCAM, HiResCAM
 from camscope.errors import CamscopeError
 from camscope.io import load_tensors, save_tensors
-from camscope.engine.method import CAM, CamContext, CamMethod, CamResult, GradCAM, HiResCAM
+from camscope.passes.batches import iter_batches, progress
 from camscope.targets.base import ClassTarget
 
 __all__ = [
-    "analyze",
     "Analysis",
-    "TanhScale",
-    "QuantileSketch",
     "Comparison",
-    "Redundancy",
-    "Outlier",
     "Confounder",
+    "Outlier",
+    "QuantileSketch",
+    "Redundancy",
+    "TanhScale",
+    "analyze",
 ]
 
 _KIND = "analysis"
@@ -161,7 +161,9 @@ class QuantileSketch:
         """These counts on the coarser grid ``(exponent, offset)``; exact because the grids nest."""
         shift = (exponent - self.exponent).clamp(0, 62)
         cells = self.offset + torch.arange(self.bins, device=self.counts.device)
-        target = torch.div(cells, torch.bitwise_left_shift(torch.ones_like(shift), shift), rounding_mode="floor") - offset
+        target = (
+            torch.div(cells, torch.bitwise_left_shift(torch.ones_like(shift), shift), rounding_mode="floor") - offset
+        )
         # Empty cells beyond the range may fall outside; only non-empty cells are guaranteed inside.
         return torch.zeros_like(self.counts).scatter_add_(0, target.clamp(0, self.bins - 1), self.counts)
 
@@ -192,7 +194,9 @@ class QuantileSketch:
         merged.count = a.count + b.count
         if int(merged.count) == 0:
             return merged
-        exponent = torch.maximum(merged._required_exponent(merged.low, merged.high), torch.maximum(a.exponent, b.exponent))
+        exponent = torch.maximum(
+            merged._required_exponent(merged.low, merged.high), torch.maximum(a.exponent, b.exponent)
+        )
         offset = _floor_scaled(merged.low, exponent)
         merged.counts = a._rebinned(exponent, offset) + b._rebinned(exponent, offset)
         merged.exponent, merged.offset = exponent, offset
@@ -329,15 +333,11 @@ class TanhScale:
     layer: str | None = None
 
     @classmethod
-    def fit(
-        cls, low: float, high: float, low_target: float = 0.1, high_target: float = 0.9, **info: Any
-    ) -> TanhScale:
+    def fit(cls, low: float, high: float, low_target: float = 0.1, high_target: float = 0.9, **info: Any) -> TanhScale:
         """The scale that maps ``low`` to ``low_target`` and ``high`` to ``high_target``."""
         low, high = float(low), float(high)
         if not (-1 < low_target < high_target < 1):
-            raise CamscopeError(
-                f"scale targets must satisfy -1 < low < high < 1, got {low_target} and {high_target}"
-            )
+            raise CamscopeError(f"scale targets must satisfy -1 < low < high < 1, got {low_target} and {high_target}")
         if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
             raise CamscopeError(
                 f"the scale needs two distinct reference values, got {low!r} and {high!r}: the class "
@@ -497,7 +497,9 @@ class Analysis:
         self.im_sum = torch.zeros(self.num_features, self.num_classes, dtype=torch.float64, device=device)
         self.class_counts = torch.zeros(self.num_classes, dtype=torch.int64, device=device)
         self.im_all_sum = (
-            torch.zeros(self.num_features, self.num_classes, dtype=torch.float64, device=device) if all_classes else None
+            torch.zeros(self.num_features, self.num_classes, dtype=torch.float64, device=device)
+            if all_classes
+            else None
         )
         self.n_samples = 0
         self.labelled = torch.tensor(0, dtype=torch.int64, device=device)
@@ -736,7 +738,9 @@ class Analysis:
         difference = a - b
         feature_difference = difference[:, common].mean(dim=1)
         column_norm = a.norm(dim=0)
-        class_difference = difference.norm(dim=0) / torch.where(column_norm > 0, column_norm, torch.ones_like(column_norm))
+        class_difference = difference.norm(dim=0) / torch.where(
+            column_norm > 0, column_norm, torch.ones_like(column_norm)
+        )
         class_difference = torch.where(common, class_difference, torch.full_like(class_difference, math.nan))
         ac, bc = a - a.mean(0), b - b.mean(0)
         denominator = ac.norm(dim=0) * bc.norm(dim=0)
@@ -888,7 +892,9 @@ class Analysis:
         if self.im_all_sum is not None:
             tensors["im_all_sum"] = self.im_all_sum.cpu()
         if self._profiles is not None:
-            for name, tensor in zip(("profiles", "profile_labels", "profile_predictions", "profile_ids"), self._profiles):
+            for name, tensor in zip(
+                ("profiles", "profile_labels", "profile_predictions", "profile_ids"), self._profiles
+            ):
                 tensors[name] = tensor
         metadata = dict(
             method=self.method,
@@ -941,7 +947,7 @@ class Analysis:
     def summary(self) -> dict[str, Any]:
         """The main numbers, JSON-friendly."""
         low, high = self.percentiles
-        p_low, p_high = (self.percentile([low, high]).tolist() if self.n_values else (math.nan, math.nan))
+        p_low, p_high = self.percentile([low, high]).tolist() if self.n_values else (math.nan, math.nan)
         return dict(
             method=self.method,
             layer=self.layer,
@@ -995,12 +1001,7 @@ def _class_gradients(logits: Tensor, activations: Tensor, rows: Tensor, retain_g
         )
     except RuntimeError:
         # Some operators have no batched backward: one backward per row.
-        grads = torch.stack(
-            [
-                _class_gradients(logits, activations, row[None], retain_graph=True)[0]
-                for row in rows
-            ]
-        )
+        grads = torch.stack([_class_gradients(logits, activations, row[None], retain_graph=True)[0] for row in rows])
     if grads is None:
         return torch.zeros(rows.shape[0], *activations.shape, dtype=activations.dtype, device=activations.device)
     return grads
@@ -1166,7 +1167,9 @@ class _Pass:
             grads = None
             if self.method.uses_gradients:
                 grads = _class_gradients(logits, native, rows, retain_graph=True)
-                grads = self.explainer._channels_first(grads.reshape(count * batch, *grads.shape[2:]), inputs, self.name)
+                grads = self.explainer._channels_first(
+                    grads.reshape(count * batch, *grads.shape[2:]), inputs, self.name
+                )
             if closed_form and grads is not None:
                 grads = grads.reshape(count, batch, *grads.shape[1:])
                 if type(self.method) is GradCAM:
@@ -1179,7 +1182,9 @@ class _Pass:
                 context.gradients = grads
                 _, contributions = self._apply(context)
                 if contributions is None:
-                    raise CamscopeError(f"method {self.method.name!r} has no channel weights: it has no importance matrix")
+                    raise CamscopeError(
+                        f"method {self.method.name!r} has no channel weights: it has no importance matrix"
+                    )
             total[:, start : start + count] = contributions.reshape(count, batch, -1).sum(dim=1).T.to(torch.float64)
         return total
 
@@ -1294,9 +1299,20 @@ def analyze(
         raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     device = torch.device(device) if device is not None else _model_device(model)
     explainer = Explainer(
-        model, layer=layer, method=method, eval_mode=eval_mode, layout=layout, grid=grid, prefix_tokens=prefix_tokens, **options
+        model,
+        layer=layer,
+        method=method,
+        eval_mode=eval_mode,
+        layout=layout,
+        grid=grid,
+        prefix_tokens=prefix_tokens,
+        **options,
     )
-    prepared = explainer.method.prepare_target(ClassTarget(None), model) if hasattr(explainer.method, "prepare_target") else None
+    prepared = (
+        explainer.method.prepare_target(ClassTarget(None), model)
+        if hasattr(explainer.method, "prepare_target")
+        else None
+    )
     if prepared is not None and not isinstance(prepared, ClassTarget):
         raise CamscopeError(
             f"method {explainer.method.name!r} explains a comparison of classes, not one class: "
@@ -1334,4 +1350,3 @@ def analyze(
     if analysis is None:
         raise CamscopeError("the dataset gave no batches: check the folder or loader")
     return analysis._finish()
-

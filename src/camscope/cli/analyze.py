@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from camscope.cli.app import ModelOption, WeightsOption, app, load_cli_model
 from camscope.errors import CamscopeError
 
-__all__ = ["analyze_command", "run_analysis", "folder_dataset", "ScaleOptions"]
+__all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
 
 
 # --------------------------------------------------------------------------------------
@@ -31,7 +31,9 @@ def _num_classes(network: nn.Module, size: int) -> int:
         device = next(network.parameters()).device
         logits = output_tensor(network(torch.zeros(1, 3, size, size, device=device)))
     if logits.ndim != 2:
-        raise CamscopeError(f"camscope analyze needs a classifier with outputs [batch, classes], got {list(logits.shape)}")
+        raise CamscopeError(
+            f"camscope analyze needs a classifier with outputs [batch, classes], got {list(logits.shape)}"
+        )
     return logits.shape[1]
 
 
@@ -41,8 +43,8 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     Returns the dataset (labels are the model's class indices; a flat folder is
     unlabelled) and the model's class names.
     """
-    from camscope.passes.batches import ImageFolderData
     from camscope.models.loading import class_index, data_config, imagenet_classes, load_image
+    from camscope.passes.batches import ImageFolderData
 
     config = config or data_config(network)
     dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
@@ -113,8 +115,15 @@ def run_analysis(
         network = network.to(device)
     options = dict(batch_size=batch_size, size=size, show_progress=show_progress)
     analysis = camscope.analyze(
-        network, data, method=method, layer=layer, explain=explain, percentiles=percentiles,
-        all_classes=all_classes, profiles=profiles, **options,
+        network,
+        data,
+        method=method,
+        layer=layer,
+        explain=explain,
+        percentiles=percentiles,
+        all_classes=all_classes,
+        profiles=profiles,
+        **options,
     )
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
@@ -122,13 +131,21 @@ def run_analysis(
     present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
     figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
     if analysis.has_importance:
-        files["importance"] = save_figure(out / "importance.png", importance_heatmap(analysis, class_names=figure_names))
+        files["importance"] = save_figure(
+            out / "importance.png", importance_heatmap(analysis, class_names=figure_names)
+        )
     files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
     other = None
     if compare_data is not None:
         other = camscope.analyze(
-            network, compare_data, method=method, layer=analysis.layer, explain=explain, percentiles=percentiles,
-            all_classes=all_classes, **options,
+            network,
+            compare_data,
+            method=method,
+            layer=analysis.layer,
+            explain=explain,
+            percentiles=percentiles,
+            all_classes=all_classes,
+            **options,
         )
         files["compare_analysis"] = other.save(out / "compare.safetensors")
     busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
@@ -159,7 +176,11 @@ def _report(analysis, other, results, names, present, fraction, busiest, title, 
         f"{analysis.num_classes} classes), explained class: {analysis.explain}",
         f"- {analysis.n_samples} images, {int(analysis.labelled)} labelled"
         + (f", top-1 accuracy {accuracy:.3f}" if accuracy is not None else "")
-        + (f"; {int(analysis.stand_ins)} unlabelled images counted under their predicted class" if int(analysis.stand_ins) else ""),
+        + (
+            f"; {int(analysis.stand_ins)} unlabelled images counted under their predicted class"
+            if int(analysis.stand_ins)
+            else ""
+        ),
         "",
         "## Distribution of the class activations",
         "",
@@ -241,9 +262,16 @@ def _report(analysis, other, results, names, present, fraction, busiest, title, 
             ]
             for item in analysis.outliers(10):
                 label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
-                lines.append(f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |")
+                lines.append(
+                    f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |"
+                )
             lines.append("")
-        lines += [f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):", "", "![column](lines.png)", ""]
+        lines += [
+            f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):",
+            "",
+            "![column](lines.png)",
+            "",
+        ]
     if results:
         lines += [
             "## Consistency with the model",
@@ -290,7 +318,12 @@ def _percentiles(text: str) -> tuple[float, float]:
 
 @app.command("analyze")
 def analyze_command(
-    data: Annotated[Path, typer.Option("--data", help="Image folder: root/CLASS/* (CLASS = class index or ImageNet name) or a flat folder.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="Image folder: root/CLASS/* (CLASS = class index or ImageNet name) or a flat folder."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("camscope-analysis"),
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
@@ -298,11 +331,20 @@ def analyze_command(
     layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
     explain: Annotated[str, typer.Option(help="Class whose values are collected: predicted or true.")] = "predicted",
     percentiles: Annotated[str, typer.Option(help="Percentiles mapped to 0.1 and 0.9: LOW,HIGH.")] = "10,90",
-    all_classes: Annotated[bool, typer.Option("--all-classes", help="Also the Eq. 3 matrix (every class for every image).")] = False,
+    all_classes: Annotated[
+        bool, typer.Option("--all-classes", help="Also the Eq. 3 matrix (every class for every image).")
+    ] = False,
     fraction: Annotated[float, typer.Option(help="Share of principal features listed in the report.")] = 0.05,
-    compare: Annotated[Path | None, typer.Option("--compare", help="A second folder (e.g. the test set) for the overfitting comparison.")] = None,
-    check_consistency: Annotated[bool, typer.Option("--consistency/--no-consistency", help="Second pass: CAM sum vs logit.")] = True,
-    profiles: Annotated[bool, typer.Option("--profiles/--no-profiles", help="Keep per-image feature profiles (outliers).")] = True,
+    compare: Annotated[
+        Path | None,
+        typer.Option("--compare", help="A second folder (e.g. the test set) for the overfitting comparison."),
+    ] = None,
+    check_consistency: Annotated[
+        bool, typer.Option("--consistency/--no-consistency", help="Second pass: CAM sum vs logit.")
+    ] = True,
+    profiles: Annotated[
+        bool, typer.Option("--profiles/--no-profiles", help="Keep per-image feature profiles (outliers).")
+    ] = True,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cpu).")] = None,
@@ -323,9 +365,22 @@ def analyze_command(
     dataset, names = folder_dataset(data, network, size, config)
     compared = folder_dataset(compare, network, size, config)[0] if compare is not None else None
     summary = run_analysis(
-        network, dataset, out, method=method, layer=layer, explain=explain, percentiles=_percentiles(percentiles),
-        all_classes=all_classes, profiles=profiles, fraction=fraction, compare_data=compared,
-        check_consistency=check_consistency, class_names=names, batch_size=batch_size, size=size, device=device,
+        network,
+        dataset,
+        out,
+        method=method,
+        layer=layer,
+        explain=explain,
+        percentiles=_percentiles(percentiles),
+        all_classes=all_classes,
+        profiles=profiles,
+        fraction=fraction,
+        compare_data=compared,
+        check_consistency=check_consistency,
+        class_names=names,
+        batch_size=batch_size,
+        size=size,
+        device=device,
         title=f"{model} on {data}",
     )
     if json_output:

@@ -24,7 +24,13 @@ app = typer.Typer(
 )
 
 # Modules that add subcommands to `app` when imported.
-_COMMAND_MODULES: tuple[str, ...] = ("camscope.cli.finer", "camscope.cli.bank", "camscope.cli.analyze", "camscope.cli.evaluate", "camscope.cli.reproduce")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "camscope.cli.finer",
+    "camscope.cli.bank",
+    "camscope.cli.analyze",
+    "camscope.cli.evaluate",
+    "camscope.cli.reproduce",
+)
 
 
 def _register() -> None:
@@ -58,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- shared helpers of the commands --------------------------------------------------------
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")]
-WeightsOption = Annotated[str, typer.Option("--weights", help="'default' (pretrained; needs network except for the default model) or 'none'.")]
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")
+]
+WeightsOption = Annotated[
+    str, typer.Option("--weights", help="'default' (pretrained; needs network except for the default model) or 'none'.")
+]
 
 
 def load_cli_model(model: str, weights: str) -> torch.nn.Module:
@@ -108,7 +118,9 @@ def methods() -> None:
 
 @app.command()
 def layers(
-    model: Annotated[str, typer.Argument(help="efficientnet_lite0, torchvision:NAME or timm:NAME.")] = "efficientnet_lite0",
+    model: Annotated[
+        str, typer.Argument(help="efficientnet_lite0, torchvision:NAME or timm:NAME.")
+    ] = "efficientnet_lite0",
     weights: WeightsOption = "none",
     size: Annotated[int, typer.Option(help="Input size used to trace the output shapes.")] = 224,
 ) -> None:
@@ -128,21 +140,43 @@ def explain(
     images: Annotated[list[Path], typer.Argument(help="Image files.", exists=False)],
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    layer: Annotated[list[str] | None, typer.Option("--layer", "-l", help="Layer name (repeat for several; default: the model's default).")] = None,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option("--layer", "-l", help="Layer name (repeat for several; default: the model's default)."),
+    ] = None,
     method: Annotated[list[str] | None, typer.Option("--method", help="Method (repeat for several).")] = None,
     target: Annotated[str | None, typer.Option(help="Class index or name to explain (default: predicted).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     save: Annotated[bool, typer.Option(help="Also save the raw maps as safetensors.")] = False,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
-    versus: Annotated[list[str] | None, typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several.")] = None,
+    versus: Annotated[
+        list[str] | None,
+        typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
+    ] = None,
     gamma: Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")] = None,
-    references: Annotated[int | None, typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3).")] = None,
-    bank: Annotated[Path | None, typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build).")] = None,
-    reference: Annotated[str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")] = None,
+    references: Annotated[
+        int | None,
+        typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3)."),
+    ] = None,
+    bank: Annotated[
+        Path | None, typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build).")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")
+    ] = None,
     regularization: Annotated[str | None, typer.Option(help="DiffCAM: 'oas' (default) or a number r >= 0.")] = None,
-    scale: Annotated[Path | None, typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale.")] = None,
-    principal: Annotated[float | None, typer.Option("--principal", help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).")] = None,
+    scale: Annotated[
+        Path | None,
+        typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale."),
+    ] = None,
+    principal: Annotated[
+        float | None,
+        typer.Option(
+            "--principal",
+            help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).",
+        ),
+    ] = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write overlays (a grid for several methods).
 
@@ -176,7 +210,9 @@ def explain(
     results: dict[str, camscope.Explanation] = {}
     for name in method_names:
         finer_options = finer_cli_options(name, versus, gamma, references, network, batch)
-        explainer = camscope.Explainer(network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name))
+        explainer = camscope.Explainer(
+            network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name)
+        )
         name_target = diffcam.target_for(name, target_spec)
         results[name] = explainer(batch, target=name_target, **ifa.call_options(network, batch, name_target))
     first = next(iter(results.values()))
@@ -187,12 +223,14 @@ def explain(
         stem = path.stem
         written = []
         if len(results) == 1:
-            (name, explanation), = results.items()
+            ((name, explanation),) = results.items()
             if finer_references(explanation, index, names):
                 figure = finer_figure(network, batch, explanation, index, rgb, names, title=stem)
                 written.append(save_figure(out / f"{stem}_{name}.png", figure))
             else:
-                written.append(save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=ifa.signed)))
+                written.append(
+                    save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=ifa.signed))
+                )
         else:
             figure = explanation_figure(
                 rgb,
@@ -218,7 +256,11 @@ def explain(
                 "layer": first.layer,
                 "methods": list(results),
                 "files": [str(p) for p in written],
-                **{f"{name}.references": refs for name, e in results.items() if (refs := finer_references(e, index, names))},
+                **{
+                    f"{name}.references": refs
+                    for name, e in results.items()
+                    if (refs := finer_references(e, index, names))
+                },
             }
         )
     if json_output:

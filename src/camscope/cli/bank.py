@@ -20,10 +20,10 @@ import typer
 from torch import Tensor, nn
 
 from camscope.cli.app import WeightsOption, app, load_cli_model
-from camscope.methods.diffcam import ReferenceBank, counterfactual
 from camscope.errors import CamscopeError
+from camscope.methods.diffcam import ReferenceBank, counterfactual
 
-__all__ = ["bank_app", "DiffCAMOptions"]
+__all__ = ["DiffCAMOptions", "bank_app"]
 
 bank_app = typer.Typer(
     help="Reference banks for DiffCAM: build one from an image folder, inspect, merge, counterfactual maps.",
@@ -34,7 +34,9 @@ app.add_typer(bank_app, name="bank")
 _DEFAULT_MODEL = "efficientnet_lite0"
 
 BankOption = Annotated[Path, typer.Option("--bank", help="A reference bank file (camscope bank build).")]
-RegularizationOption = Annotated[str, typer.Option(help="DiffCAM regularisation: 'oas' (default) or a number r >= 0 (lambda = r tr(S)/K).")]
+RegularizationOption = Annotated[
+    str, typer.Option(help="DiffCAM regularisation: 'oas' (default) or a number r >= 0 (lambda = r tr(S)/K).")
+]
 
 
 def _regularization(text: str) -> str | float:
@@ -48,8 +50,8 @@ def _regularization(text: str) -> str | float:
 
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
-    from camscope.passes.batches import ImageFolderData
     from camscope.models.loading import load_image
+    from camscope.passes.batches import ImageFolderData
 
     data = ImageFolderData(folder, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
@@ -65,12 +67,20 @@ def _model_for_bank(bank: ReferenceBank, model: str | None, weights: str) -> tup
 
 @bank_app.command("build")
 def build(
-    data: Annotated[Path, typer.Option("--data", help="Image folder: ImageFolder layout (root/CLASS/*.jpg) or flat (unlabelled).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Image folder: ImageFolder layout (root/CLASS/*.jpg) or flat (unlabelled).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Bank file to write (safetensors + JSON metadata).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")] = _DEFAULT_MODEL,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")
+    ] = _DEFAULT_MODEL,
     weights: WeightsOption = "default",
-    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default layer).")] = None,
-    embedding: Annotated[str, typer.Option(help="'mean' (spatial mean) or 'cls' (class token of a ViT layer).")] = "mean",
+    layer: Annotated[
+        str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default layer).")
+    ] = None,
+    embedding: Annotated[
+        str, typer.Option(help="'mean' (spatial mean) or 'cls' (class token of a ViT layer).")
+    ] = "mean",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     scatter: Annotated[str, typer.Option(help="'auto', 'class' (per-class scatters) or 'shared'.")] = "auto",
@@ -78,8 +88,8 @@ def build(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
-    from camscope.passes.batches import ImageFolderData
     from camscope.models.loading import data_config, load_image
+    from camscope.passes.batches import ImageFolderData
 
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
@@ -121,8 +131,10 @@ def _print_info(bank: ReferenceBank, path: Path, json_output: bool) -> None:
     if json_output:
         print(json.dumps(info, indent=2))
         return
-    print(f"{path}: {info['samples']} samples, {len(info['classes'])} classes, model {info['model']}, layer {bank.layer!r}, "
-          f"{bank.feature_size} features ({bank.embedding} embedding, {bank.scatter_mode} scatter)")
+    print(
+        f"{path}: {info['samples']} samples, {len(info['classes'])} classes, model {info['model']}, layer {bank.layer!r}, "
+        f"{bank.feature_size} features ({bank.embedding} embedding, {bank.scatter_mode} scatter)"
+    )
     for entry in info["classes"]:
         print(f"  {entry['label']:5d}  {entry['count']:7d}  {entry['name']}")
 
@@ -138,7 +150,10 @@ def info(
 
 @bank_app.command("merge")
 def merge(
-    banks: Annotated[list[Path], typer.Argument(help="Bank files of the same model and layer (e.g. built in parallel on parts of a dataset).")],
+    banks: Annotated[
+        list[Path],
+        typer.Argument(help="Bank files of the same model and layer (e.g. built in parallel on parts of a dataset)."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Merged bank file.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
@@ -159,9 +174,15 @@ def counterfactual_command(
     image: Annotated[Path, typer.Argument(help="Image of class c.")],
     bank: BankOption,
     versus: Annotated[str, typer.Option("--versus", help="Class d (bank label or name): 'why c, not d'.")],
-    explained: Annotated[str | None, typer.Option("--explained", help="Class c (default: the image's class as DiffCAM finds it).")] = None,
-    counter_image: Annotated[Path | None, typer.Option("--counter-image", help="An image of class d for the counterpart map.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Default: the model the bank was built with.")] = None,
+    explained: Annotated[
+        str | None, typer.Option("--explained", help="Class c (default: the image's class as DiffCAM finds it).")
+    ] = None,
+    counter_image: Annotated[
+        Path | None, typer.Option("--counter-image", help="An image of class d for the counterpart map.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default: the model the bank was built with.")
+    ] = None,
     weights: WeightsOption = "default",
     regularization: RegularizationOption = "oas",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
@@ -193,7 +214,9 @@ def counterfactual_command(
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
     why = save_image(out / f"{image.stem}_why_{_slug(c_name)}_not_{_slug(d_name)}.png", overlay(rgb, pair.why.maps[0]))
     base, base_rgb = (counter_image, counter[1]) if counter else (image, rgb)
-    other = save_image(out / f"{base.stem}_why_{_slug(d_name)}_not_{_slug(c_name)}.png", overlay(base_rgb, pair.counterpart.maps[0]))
+    other = save_image(
+        out / f"{base.stem}_why_{_slug(d_name)}_not_{_slug(c_name)}.png", overlay(base_rgb, pair.counterpart.maps[0])
+    )
     report = {
         "image": str(image),
         "explained": {"label": c, "name": c_name},
@@ -243,7 +266,9 @@ class DiffCAMOptions:
         self.bank = ReferenceBank.load(bank) if bank is not None else None
         built_with = (self.bank.model or {}).get("name") if self.bank is not None else None
         if built_with and model and built_with.strip().lower() != model.strip().lower():
-            raise CamscopeError(f"the bank {bank} was built with model {built_with!r}, not {model!r}: pass --model {built_with}")
+            raise CamscopeError(
+                f"the bank {bank} was built with model {built_with!r}, not {model!r}: pass --model {built_with}"
+            )
         self.options: dict[str, Any] = {}
         if self.bank is not None:
             self.options["bank"] = self.bank

@@ -36,7 +36,9 @@ def parse_options(items: list[str] | None, names: list[str], what: str) -> dict[
         head, sep, value = item.partition("=")
         name, dot, key = head.partition(".")
         if not sep or not dot or not name or not key:
-            raise CamscopeError(f"--{what}-option takes NAME.KEY=VALUE (e.g. road.percentages=0.25,0.5,0.75), got {item!r}")
+            raise CamscopeError(
+                f"--{what}-option takes NAME.KEY=VALUE (e.g. road.percentages=0.25,0.5,0.75), got {item!r}"
+            )
         options.setdefault(name.strip(), {})[key.strip().replace("-", "_")] = _value(value.strip())
     return options
 
@@ -47,20 +49,48 @@ def _split(values: list[str]) -> list[str]:
 
 @app.command("evaluate")
 def evaluate_command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", "-d", help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts)."
+        ),
+    ],
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    methods: Annotated[list[str], typer.Option("--methods", help="Comma-separated methods (repeatable).")] = ["gradcam"],  # noqa: B006
-    metrics: Annotated[list[str], typer.Option("--metrics", help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency.")] = ["deletion", "insertion"],  # noqa: B006
-    out: Annotated[Path, typer.Option(help="Output folder for summary.csv, per_sample.csv, results.json and curve plots.")] = Path("camscope-out/evaluate"),
+    methods: Annotated[list[str], typer.Option("--methods", help="Comma-separated methods (repeatable).")] = [
+        "gradcam"
+    ],
+    metrics: Annotated[
+        list[str],
+        typer.Option(
+            "--metrics",
+            help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency.",
+        ),
+    ] = ["deletion", "insertion"],  # noqa: B006
+    out: Annotated[
+        Path, typer.Option(help="Output folder for summary.csv, per_sample.csv, results.json and curve plots.")
+    ] = Path("camscope-out/evaluate"),
     layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
-    target: Annotated[str, typer.Option(help="'predicted', 'label' (folder name or sidecar label), or a class index/name.")] = "predicted",
+    target: Annotated[
+        str, typer.Option(help="'predicted', 'label' (folder name or sidecar label), or a class index/name.")
+    ] = "predicted",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 16,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
     device: Annotated[str | None, typer.Option(help="Device, e.g. cpu or cuda.")] = None,
-    metric_option: Annotated[list[str] | None, typer.Option("--metric-option", help="Protocol option METRIC.KEY=VALUE, e.g. road.percentages=0.25,0.5,0.75 (repeatable).")] = None,
-    method_option: Annotated[list[str] | None, typer.Option("--method-option", help="Method option METHOD.KEY=VALUE, e.g. finer-gradcam.gamma=0.6 (repeatable).")] = None,
+    metric_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric-option",
+            help="Protocol option METRIC.KEY=VALUE, e.g. road.percentages=0.25,0.5,0.75 (repeatable).",
+        ),
+    ] = None,
+    method_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method-option", help="Method option METHOD.KEY=VALUE, e.g. finer-gradcam.gamma=0.6 (repeatable)."
+        ),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write plots of the mean curves.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
 ) -> None:

@@ -16,7 +16,7 @@ from camscope.cli.app import WeightsOption, app, load_cli_model
 from camscope.errors import CamscopeError
 from camscope.methods.finer import Finer
 
-__all__ = ["similarity", "prompts", "check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references"]
+__all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
 
 # ---------------------------------------------------------------------- explain --method finer-*
@@ -42,7 +42,9 @@ def finer_cli_options(
         options["gamma"] = gamma
     if versus:
         if references is not None:
-            raise CamscopeError("give either --versus CLASS (explicit references) or --references T (how many), not both")
+            raise CamscopeError(
+                "give either --versus CLASS (explicit references) or --references T (how many), not both"
+            )
         from camscope.cli.app import resolve_class
 
         with torch.no_grad():
@@ -53,9 +55,13 @@ def finer_cli_options(
     return options
 
 
-def check_finer_cli_options(methods: Sequence[str], versus: Sequence[str] | None, gamma: float | None, references: int | None) -> None:
+def check_finer_cli_options(
+    methods: Sequence[str], versus: Sequence[str] | None, gamma: float | None, references: int | None
+) -> None:
     """``--versus``/``--gamma``/``--references`` need a ``finer-*`` method."""
-    if (versus or gamma is not None or references is not None) and not any(m.lower().replace("_", "-").startswith("finer-") for m in methods):
+    if (versus or gamma is not None or references is not None) and not any(
+        m.lower().replace("_", "-").startswith("finer-") for m in methods
+    ):
         raise CamscopeError(
             "--versus, --gamma and --references set Finer-CAM's comparison: use them with a finer-* method, "
             "e.g. --method finer-gradcam"
@@ -105,9 +111,14 @@ def finer_figure(
     axes[0].set_title(title or "input", fontsize=9)
     top = probabilities.topk(min(5, probabilities.numel()))
     axes[0].text(
-        0.02, -0.04,
+        0.02,
+        -0.04,
         "\n".join(f"{float(p) * 100:5.1f}%  {names[int(i)][:22]}" for p, i in zip(top.values, top.indices)),
-        transform=axes[0].transAxes, va="top", ha="left", fontsize=7, family="monospace",
+        transform=axes[0].transAxes,
+        va="top",
+        ha="left",
+        fontsize=7,
+        family="monospace",
     )
     explained_label = f"{names[explained][:24]} ({float(probabilities[explained]) * 100:.1f}%)"
     axes[1].imshow(overlay(rgb, base.maps[0]))
@@ -115,9 +126,14 @@ def finer_figure(
     axes[2].imshow(overlay(rgb, explanation.maps[index]))
     axes[2].set_title(f"{method} (gamma {target.gamma:g}, {target.aggregate})", fontsize=8)
     axes[2].text(
-        0.02, -0.04,
+        0.02,
+        -0.04,
         "versus\n" + "\n".join(f"{r['probability'] * 100:5.1f}%  {r['name'][:22]}" for r in references),
-        transform=axes[2].transAxes, va="top", ha="left", fontsize=7, family="monospace",
+        transform=axes[2].transAxes,
+        va="top",
+        ha="left",
+        fontsize=7,
+        family="monospace",
     )
     for axis in axes:
         axis.axis("off")
@@ -130,11 +146,18 @@ def finer_figure(
 
 @app.command()
 def similarity(
-    model: Annotated[str, typer.Argument(help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")] = "efficientnet_lite0",
+    model: Annotated[
+        str, typer.Argument(help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")
+    ] = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    classes: Annotated[list[str] | None, typer.Option("--class", "-c", help="Class (index or name) to list the most similar classes of; repeat.")] = None,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option("--class", "-c", help="Class (index or name) to list the most similar classes of; repeat."),
+    ] = None,
     top: Annotated[int, typer.Option(help="How many similar classes (or pairs) to list.")] = 5,
-    output: Annotated[Path, typer.Option(help="PNG of the sorted-similarity curve (the Finer-CAM paper's Fig. 1).")] = Path("camscope-out/similarity.png"),
+    output: Annotated[
+        Path, typer.Option(help="PNG of the sorted-similarity curve (the Finer-CAM paper's Fig. 1).")
+    ] = Path("camscope-out/similarity.png"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
@@ -153,7 +176,9 @@ def similarity(
         "most_similar_mean": float(mean[0]),
         "most_similar_std": float(std[0]),
         "neighbours": {
-            result.name(i): [{"class": j, "name": name, "cosine": value} for j, name, value in result.most_similar(i, top)]
+            result.name(i): [
+                {"class": j, "name": name, "cosine": value} for j, name, value in result.most_similar(i, top)
+            ]
             for i in indices
         },
         "pairs": [
@@ -165,7 +190,9 @@ def similarity(
     if json_output:
         print(json.dumps(report, indent=2))
         return
-    print(f"{model}: {count} classes; cosine to the most similar class: {report['most_similar_mean']:.3f} +- {report['most_similar_std']:.3f}")
+    print(
+        f"{model}: {count} classes; cosine to the most similar class: {report['most_similar_mean']:.3f} +- {report['most_similar_std']:.3f}"
+    )
     for name, rows in report["neighbours"].items():
         print(f"{name}:")
         for row in rows:
@@ -192,18 +219,30 @@ def _class_of(result: Any, spec: str, count: int) -> int:
 def prompts(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt to localise; repeat for several.")],
-    versus: Annotated[list[str] | None, typer.Option("--versus", "-v", help="Prompt to compare with (Finer-CAM); repeat for several. Default: the other --prompt texts.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")] = "openai/clip-vit-base-patch16",
+    versus: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--versus",
+            "-v",
+            help="Prompt to compare with (Finer-CAM); repeat for several. Default: the other --prompt texts.",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")
+    ] = "openai/clip-vit-base-patch16",
     method: Annotated[str, typer.Option(help="Base CAM method.")] = "gradcam",
     gamma: Annotated[float, typer.Option(help="Comparison strength of the Finer map.")] = 0.6,
-    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer of the image tower (default: last block's first norm / last stage).")] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option("--layer", "-l", help="Layer of the image tower (default: last block's first norm / last stage)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import camscope
-    from camscope.models.clip import load_clip
     from camscope.engine.method import get_method
+    from camscope.models.clip import load_clip
     from camscope.models.loading import load_image
     from camscope.viz.figures import save_figure
 
@@ -212,7 +251,9 @@ def prompts(
         raise CamscopeError("give at least one non-empty --prompt")
     others = [v for v in (versus or []) if v.strip()]
     if method.lower().startswith("finer-"):
-        raise CamscopeError(f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method!r}")
+        raise CamscopeError(
+            f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method!r}"
+        )
     get_method(method)  # fail early on an unknown name
     for image in images:
         if not image.is_file():
@@ -226,7 +267,9 @@ def prompts(
     rows = []
     for i, text in enumerate(texts):
         base = explainer(batch, target=i)
-        references = list(range(len(texts), len(texts) + len(others))) if others else [j for j in range(len(texts)) if j != i]
+        references = (
+            list(range(len(texts), len(texts) + len(others))) if others else [j for j in range(len(texts)) if j != i]
+        )
         finer = explainer(batch, target=Finer(explained=i, references=references, gamma=gamma)) if references else None
         rows.append((text, base, finer, references))
     probabilities = rows[0][1].logits.softmax(dim=1)
@@ -239,7 +282,11 @@ def prompts(
             {
                 "image": str(path),
                 "prompts": [
-                    {"prompt": label, "logit": float(rows[0][1].logits[index, j]), "probability": float(probabilities[index, j])}
+                    {
+                        "prompt": label,
+                        "logit": float(rows[0][1].logits[index, j]),
+                        "probability": float(probabilities[index, j]),
+                    }
                     for j, label in enumerate(labels)
                 ],
                 "compared": {text: [labels[j] for j in refs] for text, _, _, refs in rows},
@@ -287,4 +334,3 @@ def _prompts_figure(
             axis.axis("off")
     figure.tight_layout()
     return figure
-

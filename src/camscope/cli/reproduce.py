@@ -14,9 +14,14 @@ __all__ = ["reproduce_command"]
 
 @app.command("reproduce")
 def reproduce_command(
-    quick: Annotated[bool, typer.Option("--quick", help="Few images per section: a check of the pipeline (minutes), noisy numbers.")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Few images per section: a check of the pipeline (minutes), noisy numbers.")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Report folder: REPRODUCTION.md and figures/.")] = Path("docs"),
-    section: Annotated[list[str] | None, typer.Option("--section", help="Only this section (repeatable): finer, diffcam, ifa, localisation.")] = None,
+    section: Annotated[
+        list[str] | None,
+        typer.Option("--section", help="Only this section (repeatable): finer, diffcam, ifa, localisation."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
 ) -> None:
     """Re-measure the papers' claims on data with known answers and write the report (docs/REPRODUCTION.md)."""

@@ -12,4 +12,4 @@ The small models trained on both ship in :mod:`camscope.models.zoo`.
 from camscope.data.digits import DigitsData, load_digits_data
 from camscope.data.synthetic import PARTS, SpeciesBatch, SpeciesPose, SyntheticSpecies
 
-__all__ = ["PARTS", "SyntheticSpecies", "SpeciesBatch", "SpeciesPose", "DigitsData", "load_digits_data"]
+__all__ = ["PARTS", "DigitsData", "SpeciesBatch", "SpeciesPose", "SyntheticSpecies", "load_digits_data"]

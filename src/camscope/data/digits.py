@@ -30,7 +30,7 @@ from torch import Tensor
 
 from camscope.errors import CamscopeError
 
-__all__ = ["DigitsData", "load_digits_data", "SPLITS"]
+__all__ = ["SPLITS", "DigitsData", "load_digits_data"]
 
 SPLITS = ("train", "test", "all")
 
@@ -69,9 +69,7 @@ def _raw_digits() -> tuple[Tensor, Tensor]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:  # pragma: no cover - scikit-learn is a test dependency
-        raise CamscopeError(
-            "the digits data set comes with scikit-learn: pip install scikit-learn"
-        ) from error
+        raise CamscopeError("the digits data set comes with scikit-learn: pip install scikit-learn") from error
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32) / 16.0  # [1797, 8, 8]
     labels = torch.as_tensor(bunch.target, dtype=torch.long)

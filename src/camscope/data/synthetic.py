@@ -75,12 +75,12 @@ from torch import Tensor
 from camscope.errors import CamscopeError
 
 __all__ = [
-    "PARTS",
     "PALETTE",
+    "PARTS",
     "PATTERNS",
     "SHAPES",
-    "SpeciesPose",
     "SpeciesBatch",
+    "SpeciesPose",
     "SyntheticSpecies",
 ]
 
@@ -548,7 +548,9 @@ class SyntheticSpecies:
         if bool(((labels < 0) | (labels >= self.num_classes)).any()):
             raise CamscopeError(f"labels must be classes 0 to {self.num_classes - 1}")
         if pose.noise.shape[-1] != self.size:
-            raise CamscopeError(f"the poses were drawn for {pose.noise.shape[-1]} px images, this generator draws {self.size} px")
+            raise CamscopeError(
+                f"the poses were drawn for {pose.noise.shape[-1]} px images, this generator draws {self.size} px"
+            )
         images, masks = [], []
         for start in range(0, labels.shape[0], chunk):
             i, m = self._render(labels[start : start + chunk], pose[start : start + chunk])
@@ -557,7 +559,9 @@ class SyntheticSpecies:
         size = self.size
         image = torch.cat(images) if images else torch.zeros(0, 3, size, size)
         part_masks = torch.cat(masks) if masks else torch.zeros(0, len(PARTS), size, size, dtype=torch.bool)
-        return SpeciesBatch(images=image, labels=labels, boxes=_boxes(part_masks.any(dim=1)), part_masks=part_masks, pose=pose)
+        return SpeciesBatch(
+            images=image, labels=labels, boxes=_boxes(part_masks.any(dim=1)), part_masks=part_masks, pose=pose
+        )
 
     def _render(self, labels: Tensor, pose: SpeciesPose) -> tuple[Tensor, Tensor]:
         """Hard-edged compositing by a per-pixel layer index (0 background, then distractors, parts, eye)."""
@@ -614,7 +618,9 @@ class SyntheticSpecies:
         tail_length, tail_width, fork = (param(_TAIL, "tail", i) for i in range(3))
         end = _TAIL_APEX - tail_length
         tail = _triangle(u, v, (_TAIL_APEX, 0.0), (end, tail_width), (end, -tail_width))
-        notch = _triangle(u, v, (end - 0.01, 0.6 * tail_width), (end - 0.01, -0.6 * tail_width), (end + fork, 0.0 * fork))
+        notch = _triangle(
+            u, v, (end - 0.01, 0.6 * tail_width), (end - 0.01, -0.6 * tail_width), (end + fork, 0.0 * fork)
+        )
         cover["tail"] = tail & ~notch
         eye = (u - _EYE[0]) ** 2 + (v - _EYE[1]) ** 2 <= _EYE[2] ** 2
 
@@ -635,7 +641,8 @@ class SyntheticSpecies:
             [torch.zeros(n, 1, 3), palette[pose.distractor_colour], parts_plain, torch.full((n, 1, 3), 0.05)], dim=1
         )
         shaded = torch.cat(
-            [torch.zeros(n, 1, 3), pattern_palette[pose.distractor_colour], parts_dark, torch.full((n, 1, 3), 0.05)], dim=1
+            [torch.zeros(n, 1, 3), pattern_palette[pose.distractor_colour], parts_dark, torch.full((n, 1, 3), 0.05)],
+            dim=1,
         )
         table = torch.stack([plain, shaded], dim=2).reshape(n, -1, 3)  # index = 2 * layer + dark
         index = (2 * layer + dark.long()).reshape(n, -1, 1).expand(-1, -1, 3)
@@ -727,4 +734,3 @@ def _boxes(masks: Tensor) -> Tensor:
     x1 = width - cols.flip(1).int().argmax(dim=1)
     boxes = torch.stack([x0, y0, x1, y1], dim=1).long()
     return torch.where(rows.any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
-

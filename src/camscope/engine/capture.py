@@ -23,15 +23,15 @@ from torch import Tensor, nn
 from camscope.errors import CamscopeError
 
 __all__ = [
-    "LayerSpec",
-    "resolve_layers",
-    "default_layer",
-    "candidate_layers",
-    "output_tensor",
-    "model_state",
-    "validate_inputs",
-    "to_channels_first",
     "LayerCapture",
+    "LayerSpec",
+    "candidate_layers",
+    "default_layer",
+    "model_state",
+    "output_tensor",
+    "resolve_layers",
+    "to_channels_first",
+    "validate_inputs",
 ]
 
 LayerSpec = str | nn.Module | Sequence[str | nn.Module]
@@ -97,9 +97,7 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
         if item not in named or item == "":
             close = difflib.get_close_matches(item, [n for n in named if n], n=5, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise CamscopeError(
-                f"unknown layer {item!r}{hint} (`camscope layers MODEL` lists the layers)"
-            )
+            raise CamscopeError(f"unknown layer {item!r}{hint} (`camscope layers MODEL` lists the layers)")
         resolved.append((item, named[item]))
     return resolved
 
@@ -159,7 +157,9 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
     if key in cache:
         return cache[key]
     order = _trace_shapes(model, inputs)
-    last_grid = max((i for i, (_, shape) in enumerate(order) if len(shape) in (4, 5) and math.prod(shape[2:]) > 1), default=-1)
+    last_grid = max(
+        (i for i, (_, shape) in enumerate(order) if len(shape) in (4, 5) and math.prod(shape[2:]) > 1), default=-1
+    )
     last_tokens = max((i for i, (_, shape) in enumerate(order) if len(shape) == 3), default=-1)
     if last_grid < 0 and last_tokens < 0:
         raise CamscopeError(
@@ -317,12 +317,16 @@ def to_channels_first(
         return activations
     if layout == "nhwc":
         if activations.ndim != 4:
-            raise CamscopeError(f"layout='nhwc' needs a 4-D output, layer {layer_name!r} gives {list(activations.shape)}")
+            raise CamscopeError(
+                f"layout='nhwc' needs a 4-D output, layer {layer_name!r} gives {list(activations.shape)}"
+            )
         return activations.permute(0, 3, 1, 2)
     if layout != "tokens":
         raise CamscopeError(f"unknown layout {layout!r}: use 'auto', 'nchw', 'nhwc' or 'tokens'")
     if activations.ndim != 3:
-        raise CamscopeError(f"layout='tokens' needs [B, N, K] outputs, layer {layer_name!r} gives {list(activations.shape)}")
+        raise CamscopeError(
+            f"layout='tokens' needs [B, N, K] outputs, layer {layer_name!r} gives {list(activations.shape)}"
+        )
     batch, tokens, channels = activations.shape
     prefix = prefix_tokens if prefix_tokens is not None else (_num_prefix_tokens(model) if model is not None else None)
     if grid is not None:

@@ -20,11 +20,11 @@ from camscope.engine.capture import (
     to_channels_first,
     validate_inputs,
 )
-from camscope.errors import CamscopeError
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
-__all__ = ["Explanation", "Explainer", "explain", "upsample", "normalize_maps"]
+__all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
 
 
 @dataclass
@@ -86,7 +86,9 @@ def normalize_maps(maps: Tensor) -> Tensor:
     span = flat.max(dim=1).values - low
     shape = (-1,) + (1,) * (maps.ndim - 1)
     safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span.reshape(shape) > 0, (maps - low.reshape(shape)) / safe.reshape(shape), torch.zeros_like(maps))
+    return torch.where(
+        span.reshape(shape) > 0, (maps - low.reshape(shape)) / safe.reshape(shape), torch.zeros_like(maps)
+    )
 
 
 class Explainer:
@@ -168,7 +170,9 @@ class Explainer:
         layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
         layers = resolve_layers(self.model, layer)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
-            per_layer = self._explain(inputs, layers, self.method.prepare_target(as_target(target), self.model), features)
+            per_layer = self._explain(
+                inputs, layers, self.method.prepare_target(as_target(target), self.model), features
+            )
         explanation = per_layer[0] if len(per_layer) == 1 else self._fused(per_layer, inputs)
         if scale is not None:
             explanation.maps = _scaled_maps(scale, explanation, inputs.shape[2:])
@@ -263,7 +267,9 @@ class Explainer:
         shortcut = method.linear_in_gradient and aggregate == "mean-before-relu"
         if scores.ndim == 1 or shortcut:
             total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
-            grads = [None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)]
+            grads = [
+                None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)
+            ]
         else:
             grads = _component_gradients(scores, tensors)
         components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
@@ -299,7 +305,9 @@ class Explainer:
         for result in results:
             if result.raw is not None:
                 if features is not None:
-                    raise CamscopeError(f"method {self.method.name!r} has no channel weights, so features= cannot apply")
+                    raise CamscopeError(
+                        f"method {self.method.name!r} has no channel weights, so features= cannot apply"
+                    )
                 raws.append(result.raw)
                 continue
             weighted = result.weights * activations
@@ -400,7 +408,9 @@ def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor |
     eye = torch.eye(components, dtype=scores.dtype, device=scores.device)
     grad_outputs = eye[:, None, :].expand(components, batch, components)
     try:
-        grads = torch.autograd.grad(scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True)
+        grads = torch.autograd.grad(
+            scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True
+        )
     except RuntimeError:
         # Some operators have no batched backward: one backward per component.
         per_component = [
@@ -493,4 +503,6 @@ def explain(
         >>> explanation.raw.shape, explanation.maps.shape, explanation.weights.shape
         (torch.Size([2, 2, 2]), torch.Size([2, 64, 64]), torch.Size([2, 512]))
     """
-    return Explainer(model, layer=layer, method=method, **options)(inputs, target=target, features=features, scale=scale)
+    return Explainer(model, layer=layer, method=method, **options)(
+        inputs, target=target, features=features, scale=scale
+    )

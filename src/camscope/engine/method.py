@@ -23,19 +23,19 @@ from camscope.errors import CamscopeError
 from camscope.targets.base import Target
 
 __all__ = [
-    "CamContext",
-    "CamResult",
-    "CamMethod",
-    "register_method",
-    "get_method",
-    "available_methods",
     "CAM",
+    "CamContext",
+    "CamMethod",
+    "CamResult",
     "GradCAM",
     "GradCAMpp",
-    "XGradCAM",
-    "LayerCAM",
     "HiResCAM",
+    "LayerCAM",
     "SmoothGradCAMpp",
+    "XGradCAM",
+    "available_methods",
+    "get_method",
+    "register_method",
 ]
 
 _EPS = 1e-7

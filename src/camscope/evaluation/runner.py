@@ -59,7 +59,7 @@ from camscope.metrics import (
     sparseness,
 )
 
-__all__ = ["evaluate", "EvaluationReport", "METRICS", "load_sidecar"]
+__all__ = ["METRICS", "EvaluationReport", "evaluate", "load_sidecar"]
 
 # name -> (kind, function); kinds: "model", "regions", "maps", "parts", "sanity", "consistency"
 METRICS: dict[str, tuple[str, Callable[..., MetricResult] | None]] = {
@@ -165,7 +165,9 @@ def load_sidecar(image: str | os.PathLike[str], size: int = 224, crop_pct: float
         from camscope.metrics import boxes_to_masks
 
         boxes = torch.as_tensor(spec["boxes"], dtype=torch.float64).reshape(-1, 4)
-        mapped = boxes * torch.tensor([sx, sy, sx, sy], dtype=torch.float64) - torch.tensor([left, top, left, top], dtype=torch.float64)
+        mapped = boxes * torch.tensor([sx, sy, sx, sy], dtype=torch.float64) - torch.tensor(
+            [left, top, left, top], dtype=torch.float64
+        )
         region = boxes_to_masks([mapped], (size, size))[0]
     if spec.get("mask"):
         mask_path = sidecar.parent / spec["mask"]
@@ -207,7 +209,9 @@ def _truth_from_mapping(spec: Mapping[str, Any] | None, size: Sequence[int]) -> 
     if not spec:
         return _Truth()
     if "region" in spec:  # from load_sidecar: already in input pixels
-        return _Truth(spec.get("region"), dict(spec.get("parts") or {}), set(spec.get("differing") or ()), spec.get("label"))
+        return _Truth(
+            spec.get("region"), dict(spec.get("parts") or {}), set(spec.get("differing") or ()), spec.get("label")
+        )
     from camscope.metrics import boxes_to_masks
 
     region = None
@@ -274,17 +278,39 @@ class EvaluationReport:
                     for key, value in result.values.items():
                         valid = int(torch.isfinite(value.float()).sum())
                         rows.append(
-                            {"method": method, "metric": metric, "value": key, "mean": summary[key], "n": valid,
-                             "higher_is_better": result.higher_is_better.get(key)}
+                            {
+                                "method": method,
+                                "metric": metric,
+                                "value": key,
+                                "mean": summary[key],
+                                "n": valid,
+                                "higher_is_better": result.higher_is_better.get(key),
+                            }
                         )
                     for key, value in summary.items():
                         if key not in result.values and key != "n":
-                            rows.append({"method": method, "metric": metric, "value": key, "mean": value, "n": summary["n"],
-                                         "higher_is_better": result.higher_is_better.get(result.headline)})
+                            rows.append(
+                                {
+                                    "method": method,
+                                    "metric": metric,
+                                    "value": key,
+                                    "mean": value,
+                                    "n": summary["n"],
+                                    "higher_is_better": result.higher_is_better.get(result.headline),
+                                }
+                            )
                 for key, value in self.dataset.get(method, {}).get(metric, {}).items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        rows.append({"method": method, "metric": metric, "value": key, "mean": float(value),
-                                     "n": self.dataset[method][metric].get("n"), "higher_is_better": True})
+                        rows.append(
+                            {
+                                "method": method,
+                                "metric": metric,
+                                "value": key,
+                                "mean": float(value),
+                                "n": self.dataset[method][metric].get("n"),
+                                "higher_is_better": True,
+                            }
+                        )
         return rows
 
     def _columns(self) -> list[tuple[str, str, bool | None]]:
@@ -317,7 +343,9 @@ class EvaluationReport:
                 else:
                     result = self.results[method].get(metric)
                     value = None if result is None else result.summary()[key]
-                cells.append("-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}")
+                cells.append(
+                    "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+                )
             table.add_row(f"{metric} {key}{arrow}", *cells)
         return table
 
@@ -359,7 +387,9 @@ class EvaluationReport:
                 "metrics": self.metrics,
                 "params": self.params,
                 "protocols": {
-                    metric: next((self.results[m][metric].params for m in self.methods if metric in self.results[m]), {})
+                    metric: next(
+                        (self.results[m][metric].params for m in self.methods if metric in self.results[m]), {}
+                    )
                     for metric in self.metrics
                 },
                 "samples": self.samples,
@@ -377,7 +407,9 @@ class EvaluationReport:
         paths = {
             "summary": atomic_write_bytes(out / "summary.csv", _csv(self.summary_rows())),
             "per_sample": atomic_write_bytes(out / "per_sample.csv", _csv(self.per_sample_rows())),
-            "json": atomic_write_bytes(out / "results.json", json.dumps(self.to_json(), indent=1, allow_nan=False).encode()),
+            "json": atomic_write_bytes(
+                out / "results.json", json.dumps(self.to_json(), indent=1, allow_nan=False).encode()
+            ),
         }
         if plots:
             paths.update(self.plot_curves(out))
@@ -444,7 +476,13 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _batches(
-    data: Any, batch_size: int, size: int, device: torch.device, config: Any, annotations: Sequence[Any] | None, limit: int | None
+    data: Any,
+    batch_size: int,
+    size: int,
+    device: torch.device,
+    config: Any,
+    annotations: Sequence[Any] | None,
+    limit: int | None,
 ) -> tuple[Iterable[tuple[Tensor, Tensor, list[str], list[_Truth]]], int | None, list[str] | None]:
     """``(inputs, labels, names, truths)`` batches, the number of samples when known, and folder class names."""
     from camscope.passes.batches import ImageFolderData, iter_batches
@@ -479,7 +517,10 @@ def _batches(
             if limit is not None:
                 inputs, labels = inputs[: limit - seen], labels[: limit - seen]
             names = [str(seen + i) for i in range(inputs.shape[0])]
-            specs = [annotations[seen + i] if annotations is not None and seen + i < len(annotations) else None for i in range(inputs.shape[0])]
+            specs = [
+                annotations[seen + i] if annotations is not None and seen + i < len(annotations) else None
+                for i in range(inputs.shape[0])
+            ]
             truths = [_truth_from_mapping(spec, inputs.shape[2:]) for spec in specs]
             seen += inputs.shape[0]
             yield inputs, labels, names, truths
@@ -501,7 +542,9 @@ def _targets(target: Any, labels: Tensor, truths: list[_Truth], class_names: lis
             if truth.label is not None:
                 classes.append(class_index(truth.label, num_classes))
             elif label < 0:
-                raise CamscopeError("target='label' needs labelled data (an ImageFolder layout, labels, or sidecar 'label')")
+                raise CamscopeError(
+                    "target='label' needs labelled data (an ImageFolder layout, labels, or sidecar 'label')"
+                )
             elif class_names is not None:
                 classes.append(class_index(class_names[label], num_classes))
             else:
@@ -519,7 +562,9 @@ def _nan_where(result: MetricResult, missing: Tensor) -> MetricResult:
         for key, value in result.values.items():
             result.values[key] = torch.where(missing.to(value.device), torch.full_like(value, float("nan")), value)
         for key, curve in result.curves.items():
-            result.curves[key] = torch.where(missing.to(curve.device)[:, None], torch.full_like(curve, float("nan")), curve)
+            result.curves[key] = torch.where(
+                missing.to(curve.device)[:, None], torch.full_like(curve, float("nan")), curve
+            )
     return result
 
 
@@ -611,8 +656,8 @@ def evaluate(
         (['deletion', 'sparseness'], 4)
     """
     import camscope
-    from camscope.passes.batches import progress
     from camscope.models.loading import data_config, load_model
+    from camscope.passes.batches import progress
 
     if isinstance(model, str):
         model_name = model
@@ -659,7 +704,17 @@ def evaluate(
         for method in methods:
             explanation = explainers[method](inputs, target=batch_target)
             for metric in metric_names:
-                result = _measure(metric, network, inputs, explanation, truths, metric_options.get(metric, {}), method, layer, method_options.get(method, {}))
+                result = _measure(
+                    metric,
+                    network,
+                    inputs,
+                    explanation,
+                    truths,
+                    metric_options.get(metric, {}),
+                    method,
+                    layer,
+                    method_options.get(method, {}),
+                )
                 collected[method][metric].append(result.cpu())
     if not samples:
         raise CamscopeError("the dataset is empty")
@@ -685,7 +740,15 @@ def evaluate(
             "batch_size": batch_size,
             "size": size,
             "method_options": _clean(method_options),
-            "metric_options": _clean({k: {kk: (vv if isinstance(vv, (int, float, str, list, tuple, bool)) or vv is None else repr(vv)) for kk, vv in v.items()} for k, v in metric_options.items()}),
+            "metric_options": _clean(
+                {
+                    k: {
+                        kk: (vv if isinstance(vv, (int, float, str, list, tuple, bool)) or vv is None else repr(vv))
+                        for kk, vv in v.items()
+                    }
+                    for k, v in metric_options.items()
+                }
+            ),
         },
     )
     if out is not None:

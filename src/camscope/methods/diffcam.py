@@ -92,20 +92,20 @@ from camscope.engine.capture import (
     to_channels_first,
     validate_inputs,
 )
-from camscope.errors import CamscopeError
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.errors import CamscopeError
 from camscope.targets.base import ClassTarget, Target
 
 __all__ = [
+    "BANK_KIND",
+    "CounterfactualPair",
+    "DiffCAM",
     "ReferenceBank",
     "ReferenceGroup",
-    "DiffCAM",
-    "CounterfactualPair",
     "counterfactual",
     "embed",
     "model_fingerprint",
     "oas_shrinkage",
-    "BANK_KIND",
 ]
 
 #: The ``kind`` of bank files (see :mod:`camscope.io`).
@@ -182,7 +182,9 @@ def _fingerprint_differences(expected: dict[str, Any], actual: dict[str, Any]) -
         ]
     tolerance = 1e-6 * max(float(expected.get("weights_scale", 0.0)), float(actual.get("weights_scale", 0.0)), 1e-12)
     if abs(float(expected.get("weights", 0.0)) - float(actual.get("weights", 0.0))) > tolerance:
-        return [f"model: same architecture ({expected.get('class')}) but other weights than the bank's {expected.get('name')}"]
+        return [
+            f"model: same architecture ({expected.get('class')}) but other weights than the bank's {expected.get('name')}"
+        ]
     return []
 
 
@@ -249,7 +251,9 @@ class _LayerEmbedder:
         except _StopForward:
             pass
         if self._output is None:
-            raise CamscopeError(f"layer {self.layer!r} did not run in the forward pass: choose a layer that the model uses")
+            raise CamscopeError(
+                f"layer {self.layer!r} did not run in the forward pass: choose a layer that the model uses"
+            )
         return _embedding_of(self._output, inputs.shape, self.layer, self.model, self.embedding, self.layout)
 
 
@@ -298,7 +302,10 @@ def embed(
     inputs = validate_inputs(model, inputs)
     name, module = _layer_name(model, layer, inputs[:1])
     layout_options = dict(layout=layout, grid=grid, prefix_tokens=prefix_tokens)
-    with model_state(model), _LayerEmbedder(model, name, module, _check_embedding(embedding), layout_options, True) as run:
+    with (
+        model_state(model),
+        _LayerEmbedder(model, name, module, _check_embedding(embedding), layout_options, True) as run,
+    ):
         return torch.cat([run(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
 
 
@@ -380,7 +387,9 @@ class ReferenceGroup:
         mean = torch.as_tensor(mean).detach().to(torch.float64)
         scatter = torch.as_tensor(scatter).detach().to(device=mean.device, dtype=torch.float64)
         if mean.ndim != 1 or scatter.shape != (mean.shape[0], mean.shape[0]):
-            raise CamscopeError(f"a group needs a mean [K] and a scatter [K, K], got {list(mean.shape)} and {list(scatter.shape)}")
+            raise CamscopeError(
+                f"a group needs a mean [K] and a scatter [K, K], got {list(mean.shape)} and {list(scatter.shape)}"
+            )
         self.count = int(count)
         self.mean = mean
         self.scatter = scatter
@@ -390,7 +399,9 @@ class ReferenceGroup:
         self._factors: dict[tuple[str | float, str], tuple[Tensor, float]] = {}
 
     @classmethod
-    def from_embeddings(cls, embeddings: Tensor, name: str = "embeddings", source: dict[str, Any] | None = None) -> ReferenceGroup:
+    def from_embeddings(
+        cls, embeddings: Tensor, name: str = "embeddings", source: dict[str, Any] | None = None
+    ) -> ReferenceGroup:
         """The group of ``[N, K]`` reference embeddings (accumulated in float64)."""
         if not isinstance(embeddings, Tensor) or embeddings.ndim != 2:
             shape = list(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
@@ -722,7 +733,9 @@ class ReferenceBank:
             labels = torch.full((batch,), UNLABELLED, dtype=torch.long)
         labels = torch.as_tensor(labels).reshape(-1).to(self.device)
         if labels.is_floating_point() or labels.numel() != batch:
-            raise CamscopeError(f"labels must be {batch} integers (one per embedding), got {list(labels.shape)} {labels.dtype}")
+            raise CamscopeError(
+                f"labels must be {batch} integers (one per embedding), got {list(labels.shape)} {labels.dtype}"
+            )
         if batch == 0:
             return self
         z = embeddings.detach().to(self.device, torch.float64)
@@ -997,7 +1010,8 @@ class ReferenceBank:
         differences = self._differences(fingerprint, layer, feature_size, embedding)
         if differences:
             raise CamscopeError(
-                "the reference bank does not match: " + "; ".join(differences)
+                "the reference bank does not match: "
+                + "; ".join(differences)
                 + " (build the bank with this model and layer: camscope bank build, or ReferenceBank.build)"
             )
 
@@ -1196,7 +1210,12 @@ class ReferenceBank:
         return group
 
     def _metadata_light(self) -> dict[str, Any]:
-        return {"layer": self.layer, "embedding": self.embedding, "feature_size": self.feature_size, "model": self.model}
+        return {
+            "layer": self.layer,
+            "embedding": self.embedding,
+            "feature_size": self.feature_size,
+            "model": self.model,
+        }
 
     def nearest_classes(self, embeddings: Tensor, k: int, exclude: Tensor | Sequence[int] | None = None) -> Tensor:
         """Labels of the ``k`` labelled classes whose means are nearest to each embedding, ``[B, k]``.
@@ -1210,7 +1229,9 @@ class ReferenceBank:
         if k < 1:
             raise CamscopeError(f"knn needs k >= 1, got {k}")
         if embeddings.ndim != 2 or embeddings.shape[1] != self.feature_size:
-            raise CamscopeError(f"nearest_classes needs embeddings [B, {self.feature_size}], got {list(embeddings.shape)}")
+            raise CamscopeError(
+                f"nearest_classes needs embeddings [B, {self.feature_size}], got {list(embeddings.shape)}"
+            )
         device = embeddings.device
         key = f"knn:{device}"
         if key not in self._derived:
@@ -1323,7 +1344,12 @@ class _ExampleTarget(Target):
         if classes is not None and outputs.ndim == 2 and classes.numel() == outputs.shape[0]:
             if bool(((classes >= 0) & (classes < outputs.shape[1])).all()):
                 return outputs.gather(1, classes[:, None].to(outputs.device))[:, 0]
-        return torch.full((outputs.shape[0],), math.nan, dtype=outputs.dtype if outputs.is_floating_point() else torch.float32, device=outputs.device)
+        return torch.full(
+            (outputs.shape[0],),
+            math.nan,
+            dtype=outputs.dtype if outputs.is_floating_point() else torch.float32,
+            device=outputs.device,
+        )
 
     def classes(self) -> Tensor | None:
         return self._classes
@@ -1430,7 +1456,9 @@ class DiffCAM(CamMethod):
                     f"diffcam: a reference tensor must hold inputs [N, C, H, W] or embeddings [N, K], got {list(reference.shape)}"
                 )
             if reference.shape[0] == 0:
-                raise CamscopeError("diffcam: the reference tensor is empty: the reference group needs at least one example")
+                raise CamscopeError(
+                    "diffcam: the reference tensor is empty: the reference group needs at least one example"
+                )
             self.tensor = reference
         elif isinstance(reference, str):
             self.kind, self.argument = _parse_spec(reference)
@@ -1452,7 +1480,9 @@ class DiffCAM(CamMethod):
             raise CamscopeError(f"diffcam: reference {self.kind!r} needs a bank: pass bank=ReferenceBank (or its path)")
         self.bank = bank
         embedding = options.get("embedding")
-        source_embedding = bank.embedding if bank is not None else self.group.source.get("embedding") if self.group else None
+        source_embedding = (
+            bank.embedding if bank is not None else self.group.source.get("embedding") if self.group else None
+        )
         if embedding is not None and source_embedding is not None and embedding != source_embedding:
             raise CamscopeError(
                 f"diffcam: embedding={embedding!r} but the references use {source_embedding!r}: "
@@ -1507,7 +1537,9 @@ class DiffCAM(CamMethod):
             else:
                 source = {"layer": ctx.layer, "embedding": self.embedding}
                 embeddings = self._embed_inputs(ctx, tensor)
-                self._tensor_groups[key] = ReferenceGroup.from_embeddings(embeddings, name="reference inputs", source=source)
+                self._tensor_groups[key] = ReferenceGroup.from_embeddings(
+                    embeddings, name="reference inputs", source=source
+                )
         return self._tensor_groups[key]
 
     def _folder_group(self, ctx: CamContext) -> ReferenceGroup:
@@ -1517,7 +1549,9 @@ class DiffCAM(CamMethod):
 
             chunks = [
                 self._embed_inputs(ctx, inputs)
-                for inputs, _ in iter_batches(str(self.argument), self.batch_size, ctx.inputs.device, size=int(ctx.inputs.shape[-1]))
+                for inputs, _ in iter_batches(
+                    str(self.argument), self.batch_size, ctx.inputs.device, size=int(ctx.inputs.shape[-1])
+                )
             ]
             self._tensor_groups[key] = ReferenceGroup.from_embeddings(torch.cat(chunks), name=f"folder {self.argument}")
         return self._tensor_groups[key]
@@ -1650,7 +1684,7 @@ def counterfactual(
     regularization: float | str = "oas",
     **options: Any,
 ) -> CounterfactualPair:
-    """"Why c, not d" and its counterpart "why d, not c", in one call.
+    """ "Why c, not d" and its counterpart "why d, not c", in one call.
 
     Args:
         model: the network.
@@ -1756,4 +1790,3 @@ def _mean_counterpart(why: Any, bank: ReferenceBank, classes: Tensor, versus: in
         layer=why.layer,
         activations=activations,
     )
-

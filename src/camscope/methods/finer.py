@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.errors import CamscopeError
 from camscope.engine.method import (
     CamContext,
     CamMethod,
@@ -67,23 +66,24 @@ from camscope.engine.method import (
     get_method,
     register_method,
 )
+from camscope.errors import CamscopeError
 from camscope.targets.base import ClassTarget, FrozenTarget, Target
 
 __all__ = [
     "AGGREGATIONS",
+    "FINER_OPTIONS",
     "SELECTION_RULES",
     "WEIGHTINGS",
-    "FINER_OPTIONS",
+    "ClassSimilarity",
     "Finer",
     "FinerGradCAM",
     "FinerGradCAMpp",
-    "FinerLayerCAM",
-    "FinerXGradCAM",
     "FinerHiResCAM",
+    "FinerLayerCAM",
     "FinerScoreCAM",
-    "classifier_weights",
-    "ClassSimilarity",
+    "FinerXGradCAM",
     "class_similarity",
+    "classifier_weights",
 ]
 
 #: How the maps of the ``T`` comparisons combine (the paper's Table 3).
@@ -161,7 +161,9 @@ def classifier_weights(source: nn.Module | Tensor) -> Tensor:
             )
         weights = linears[-1].weight
     else:
-        raise CamscopeError(f"cannot read classifier weights from {type(source).__name__}: pass a model or a [C, K] tensor")
+        raise CamscopeError(
+            f"cannot read classifier weights from {type(source).__name__}: pass a model or a [C, K] tensor"
+        )
     if not isinstance(weights, Tensor) or weights.ndim != 2:
         shape = list(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
         raise CamscopeError(f"classifier weights must be a matrix [classes, features], got {shape}")
@@ -287,7 +289,9 @@ class Finer(Target):
         scores = _class_scores(outputs).detach()
         batch, num_classes = scores.shape
         if num_classes < 2:
-            raise CamscopeError(f"Finer-CAM compares classes, but the model has {num_classes} output: it needs at least 2")
+            raise CamscopeError(
+                f"Finer-CAM compares classes, but the model has {num_classes} output: it needs at least 2"
+            )
         classes = self.explained.resolve(scores).classes()
         assert classes is not None
         classes = classes.to(scores.device)
@@ -302,7 +306,9 @@ class Finer(Target):
             probabilities = scores.softmax(dim=1).gather(1, references)
             total = probabilities.sum(dim=1, keepdim=True)
             uniform = torch.full_like(probabilities, 1.0 / references.shape[1])
-            resolved._weights = torch.where(total > 0, probabilities / total.clamp(min=torch.finfo(total.dtype).tiny), uniform)
+            resolved._weights = torch.where(
+                total > 0, probabilities / total.clamp(min=torch.finfo(total.dtype).tiny), uniform
+            )
         return resolved
 
     def _check_explicit(self, references: Tensor, classes: Tensor, batch: int, num_classes: int) -> Tensor:
@@ -399,9 +405,7 @@ class Finer(Target):
 def _class_scores(outputs: Tensor) -> Tensor:
     if not isinstance(outputs, Tensor) or outputs.ndim != 2:
         shape = list(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
-        raise CamscopeError(
-            f"Finer-CAM compares class scores and needs outputs of shape [batch, classes], got {shape}"
-        )
+        raise CamscopeError(f"Finer-CAM compares class scores and needs outputs of shape [batch, classes], got {shape}")
     return outputs
 
 

@@ -47,10 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camscope.engine.capture import _split_output
-from camscope.errors import CamscopeError
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.errors import CamscopeError
 
-__all__ = ["ScoreCAM", "SSCAM", "ISCAM", "AblationCAM"]
+__all__ = ["ISCAM", "SSCAM", "AblationCAM", "ScoreCAM"]
 
 #: Code of a channel whose perturbed pass equals the baseline (Score-CAM: a constant
 #: channel, whose scaled mask is zero) or the clean pass (Ablation-CAM: a channel
@@ -315,7 +315,9 @@ class _ScoreFamily(CamMethod):
             evaluated = [scale for scale in scales if scale != 0]
             zero_scales = len(scales) - len(evaluated)
             has_constant = any(code == _SAME_AS_REFERENCE for row in host_codes for code in row)
-            need_baseline = opts["normalization"] == "difference" or zero_scales > 0 or (has_constant and not probability)
+            need_baseline = (
+                opts["normalization"] == "difference" or zero_scales > 0 or (has_constant and not probability)
+            )
 
             score = _score_function(ctx, probability)
             passes = len(schedule.chunks) * len(evaluated) + int(need_baseline)
@@ -330,7 +332,9 @@ class _ScoreFamily(CamMethod):
                 for scale in evaluated:
                     builder = _MaskedInputs(ctx, schedule, baseline, scale, std, noise_on, generator)
                     scores = _run(ctx, schedule, lambda chunk: ctx.forward(builder(chunk)), score, progress)
-                    total_scores.index_put_((schedule.image, schedule.channel), scores.to(total_scores.dtype), accumulate=True)
+                    total_scores.index_put_(
+                        (schedule.image, schedule.channel), scores.to(total_scores.dtype), accumulate=True
+                    )
             finally:
                 progress.close()
             if zero_scales:
@@ -706,7 +710,9 @@ class AblationCAM(CamMethod):
     def __call__(self, ctx: CamContext) -> CamResult:
         options = self.options
         batch_size = _positive_int(options.get("batch_size", 32), "batch_size", self.name)
-        normalization = _choice(options.get("normalization", "relative"), ("relative", "drop"), "normalization", self.name)
+        normalization = _choice(
+            options.get("normalization", "relative"), ("relative", "drop"), "normalization", self.name
+        )
         recompute = _choice(options.get("recompute", "auto"), ("auto", "never", "always"), "recompute", self.name)
         value = options.get("value", 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -733,7 +739,9 @@ class AblationCAM(CamMethod):
                 if selected is not None:
                     codes = torch.where(selected, codes, torch.full_like(codes, _LEFT_OUT))
                 substitute, agreement = self._check_substitution(ctx, hook, recompute, batch_size)
-                packed = codes.flatten() if agreement is None else torch.cat([agreement.reshape(1).long(), codes.flatten()])
+                packed = (
+                    codes.flatten() if agreement is None else torch.cat([agreement.reshape(1).long(), codes.flatten()])
+                )
                 host = packed.tolist()  # the one device-to-host synchronisation
                 if agreement is not None:
                     substitute, host = bool(host[0]), host[1:]
@@ -788,7 +796,7 @@ class AblationCAM(CamMethod):
             hook.rows = images
             try:
                 substituted = ctx.forward(x)
-            except Exception:  # noqa: BLE001 - any failure means: run the whole network
+            except Exception:
                 return False, None
         finally:
             hook.rows = hook.channels = None

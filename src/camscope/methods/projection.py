@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from camscope.errors import CamscopeError
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.errors import CamscopeError
 
 __all__ = ["EigenCAM", "EigenGradCAM", "first_component_projection"]
 

@@ -10,38 +10,38 @@ their shared conventions (maps, targets, scores) are described in
 ``camscope.metrics._common``. ``camscope.evaluate`` runs them over a dataset.
 """
 
-from camscope.metrics.consistency import Consistency, Correlation, consistency, correlate
-from camscope.metrics.feature_masking import feature_masking_accuracy
 from camscope.metrics._common import MetricResult
+from camscope.metrics.complexity import entropy, sparseness
+from camscope.metrics.consistency import Consistency, Correlation, consistency, correlate
 from camscope.metrics.faithfulness import average_drop, deletion, increase_in_confidence, insertion, relative_drop
-from camscope.metrics.road import noisy_linear_impute, road
+from camscope.metrics.feature_masking import feature_masking_accuracy
 from camscope.metrics.localisation import auprc, boxes_to_masks, energy_pointing_game, iou, pointing_game
 from camscope.metrics.parts import part_scores
+from camscope.metrics.road import noisy_linear_impute, road
 from camscope.metrics.sanity import cascade_layers, sanity_check
-from camscope.metrics.complexity import entropy, sparseness
 
 __all__: list[str] = [
-    "consistency",
-    "correlate",
     "Consistency",
     "Correlation",
-    "feature_masking_accuracy",
     "MetricResult",
-    "deletion",
-    "insertion",
+    "auprc",
     "average_drop",
+    "boxes_to_masks",
+    "cascade_layers",
+    "consistency",
+    "correlate",
+    "deletion",
+    "energy_pointing_game",
+    "entropy",
+    "feature_masking_accuracy",
     "increase_in_confidence",
+    "insertion",
+    "iou",
+    "noisy_linear_impute",
+    "part_scores",
+    "pointing_game",
     "relative_drop",
     "road",
-    "noisy_linear_impute",
-    "iou",
-    "auprc",
-    "pointing_game",
-    "energy_pointing_game",
-    "boxes_to_masks",
-    "part_scores",
     "sanity_check",
-    "cascade_layers",
     "sparseness",
-    "entropy",
 ]

@@ -38,17 +38,17 @@ from camscope.errors import CamscopeError
 from camscope.targets.base import FrozenTarget, Target, as_target
 
 __all__ = [
+    "FrozenTarget",
     "MetricResult",
     "Scorer",
-    "prepare_maps",
     "clean_pass",
     "make_scorer",
-    "score_perturbed",
-    "substrate",
+    "prepare_maps",
+    "rank_pixels",
     "rise_blur",
     "rise_kernel",
-    "rank_pixels",
-    "FrozenTarget",
+    "score_perturbed",
+    "substrate",
 ]
 
 
@@ -100,7 +100,9 @@ class MetricResult:
             return self.values[key]
         if key in self.curves:
             return self.curves[key]
-        raise KeyError(f"{self.name} has no value or curve {key!r}; values: {list(self.values)}, curves: {list(self.curves)}")
+        raise KeyError(
+            f"{self.name} has no value or curve {key!r}; values: {list(self.values)}, curves: {list(self.curves)}"
+        )
 
     def __len__(self) -> int:
         return int(self.value.shape[0]) if self.values else 0
@@ -134,7 +136,11 @@ class MetricResult:
             raise CamscopeError("MetricResult.cat needs at least one result")
         first = results[0]
         for other in results[1:]:
-            if other.name != first.name or set(other.values) != set(first.values) or set(other.curves) != set(first.curves):
+            if (
+                other.name != first.name
+                or set(other.values) != set(first.values)
+                or set(other.curves) != set(first.curves)
+            ):
                 raise CamscopeError(f"cannot join results of {first.name!r} and {other.name!r}: their keys differ")
         return replace(
             first,

@@ -8,7 +8,7 @@ from torch import Tensor
 from camscope.engine.explainer import Explanation
 from camscope.metrics._common import MetricResult, prepare_maps
 
-__all__ = ["sparseness", "entropy"]
+__all__ = ["entropy", "sparseness"]
 
 
 def sparseness(maps: Tensor | Explanation, *, eps: float = 0.0) -> MetricResult:
@@ -37,7 +37,13 @@ def sparseness(maps: Tensor | Explanation, *, eps: float = 0.0) -> MetricResult:
     total = ordered.sum(dim=1)
     gini = (ordered * weights).sum(dim=1) / (count * total.clamp(min=torch.finfo(torch.float64).tiny))
     gini = torch.where(total > 0, gini, torch.full_like(gini, float("nan")))
-    return MetricResult(name="sparseness", values={"gini": gini.float()}, headline="gini", higher_is_better={"gini": True}, params={"eps": eps})
+    return MetricResult(
+        name="sparseness",
+        values={"gini": gini.float()},
+        headline="gini",
+        higher_is_better={"gini": True},
+        params={"eps": eps},
+    )
 
 
 def entropy(maps: Tensor | Explanation) -> MetricResult:
@@ -60,4 +66,6 @@ def entropy(maps: Tensor | Explanation) -> MetricResult:
     p = values / total.clamp(min=torch.finfo(torch.float64).tiny)
     h = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)
     h = torch.where(total[:, 0] > 0, h, torch.full_like(h, float("nan")))
-    return MetricResult(name="entropy", values={"entropy": h.float()}, headline="entropy", higher_is_better={"entropy": False})
+    return MetricResult(
+        name="entropy", values={"entropy": h.float()}, headline="entropy", higher_is_better={"entropy": False}
+    )

@@ -33,10 +33,10 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import model_state, output_tensor
 from camscope.engine.explainer import Explainer, _scaled_maps
-from camscope.passes.batches import iter_batches, progress
 from camscope.errors import CamscopeError
+from camscope.passes.batches import iter_batches, progress
 
-__all__ = ["Correlation", "Consistency", "consistency", "correlate", "mardia_test", "rankdata"]
+__all__ = ["Consistency", "Correlation", "consistency", "correlate", "mardia_test", "rankdata"]
 
 
 # --------------------------------------------------------------------------------------

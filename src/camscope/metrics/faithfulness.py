@@ -29,7 +29,7 @@ from camscope.metrics._common import (
 )
 from camscope.targets.base import Target
 
-__all__ = ["deletion", "insertion", "average_drop", "increase_in_confidence", "relative_drop"]
+__all__ = ["average_drop", "deletion", "increase_in_confidence", "insertion", "relative_drop"]
 
 ScoreSpec = str | Callable[[Tensor, Target], Tensor]
 
@@ -182,7 +182,9 @@ def insertion(
         >>> r.curves["curve"].shape
         torch.Size([1, 9])
     """
-    return _causal("insertion", model, inputs, maps, target, step, substrate, score, batch_size, blur_kernel, blur_sigma)
+    return _causal(
+        "insertion", model, inputs, maps, target, step, substrate, score, batch_size, blur_kernel, blur_sigma
+    )
 
 
 def _explanation_map_pass(
@@ -206,7 +208,9 @@ def _explanation_map_pass(
     return scorer(logits).float(), scores
 
 
-def _drop_result(name: str, clean: Tensor, masked: Tensor, score: ScoreSpec, substrate_spec: SubstrateSpec) -> MetricResult:
+def _drop_result(
+    name: str, clean: Tensor, masked: Tensor, score: ScoreSpec, substrate_spec: SubstrateSpec
+) -> MetricResult:
     drop = (clean - masked).clamp(min=0) / clean.clamp(min=torch.finfo(torch.float32).tiny)
     increase = (masked > clean).float()
     return MetricResult(
@@ -214,7 +218,10 @@ def _drop_result(name: str, clean: Tensor, masked: Tensor, score: ScoreSpec, sub
         values={"drop": drop, "increase": increase, "score": clean, "masked_score": masked},
         headline="drop" if name == "average_drop" else "increase",
         higher_is_better={"drop": False, "increase": True, "score": True, "masked_score": True},
-        params={"score": score if isinstance(score, str) else "custom", "substrate": substrate_spec if isinstance(substrate_spec, str) else "custom"},
+        params={
+            "score": score if isinstance(score, str) else "custom",
+            "substrate": substrate_spec if isinstance(substrate_spec, str) else "custom",
+        },
     )
 
 
@@ -425,5 +432,9 @@ def relative_drop(
         steps={"rd": torch.tensor(values)},
         headline=f"rd@{values[0]:g}",
         higher_is_better=higher,
-        params={"fractions": values, "fill": fill if isinstance(fill, str) else "custom", "versus": "most-similar" if versus is None else "given"},
+        params={
+            "fractions": values,
+            "fill": fill if isinstance(fill, str) else "custom",
+            "versus": "most-similar" if versus is None else "given",
+        },
     )

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.capture import _split_output, model_state, output_tensor, resolve_layers, validate_inputs
-from camscope.passes.batches import iter_batches, progress
 from camscope.errors import CamscopeError
+from camscope.passes.batches import iter_batches, progress
 
 __all__ = ["feature_masking_accuracy"]
 
@@ -118,12 +118,14 @@ def feature_masking_accuracy(
     module = resolved[0][1]
     device = torch.device(device) if device is not None else next(model.parameters()).device
     hook = _ChannelMask(layout)
-    correct = {name: 0 for name in masks}
+    correct = dict.fromkeys(masks, 0)
     total = 0
     handle = module.register_forward_hook(hook)
     try:
         with model_state(model, True), torch.no_grad():
-            for inputs, labels in progress(iter_batches(data, batch_size, size=size), "feature masking", enabled=show_progress):
+            for inputs, labels in progress(
+                iter_batches(data, batch_size, size=size), "feature masking", enabled=show_progress
+            ):
                 inputs = validate_inputs(model, inputs.to(device))
                 labels = labels.to(device)
                 labelled = labels >= 0

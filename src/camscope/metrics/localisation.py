@@ -27,7 +27,7 @@ from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics._common import MetricResult, prepare_maps
 
-__all__ = ["boxes_to_masks", "iou", "auprc", "pointing_game", "energy_pointing_game"]
+__all__ = ["auprc", "boxes_to_masks", "energy_pointing_game", "iou", "pointing_game"]
 
 BoxSpec = Tensor | Sequence[Any]
 _DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -59,7 +59,9 @@ def boxes_to_masks(boxes: BoxSpec, size: Sequence[int], device: torch.device | s
             continue
         x1, y1, x2, y2 = image_boxes.unbind(dim=1)
         if bool(((x2 < x1) | (y2 < y1)).any()):
-            raise CamscopeError(f"boxes must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1, got {image_boxes.tolist()}")
+            raise CamscopeError(
+                f"boxes must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1, got {image_boxes.tolist()}"
+            )
         inside_x = (centres_x[None] >= x1[:, None]) & (centres_x[None] <= x2[:, None])
         inside_y = (centres_y[None] >= y1[:, None]) & (centres_y[None] <= y2[:, None])
         masks[b] = (inside_y[:, :, None] & inside_x[:, None, :]).any(dim=0)
@@ -221,7 +223,13 @@ def pointing_game(
     hit = (near & regions).flatten(1).any(dim=1).float()
     empty = ~regions.flatten(1).any(dim=1)
     hit = torch.where(empty, torch.full_like(hit, float("nan")), hit)
-    return MetricResult(name="pointing_game", values={"hit": hit}, headline="hit", higher_is_better={"hit": True}, params={"tolerance": tolerance})
+    return MetricResult(
+        name="pointing_game",
+        values={"hit": hit},
+        headline="hit",
+        higher_is_better={"hit": True},
+        params={"tolerance": tolerance},
+    )
 
 
 def energy_pointing_game(
@@ -247,5 +255,12 @@ def energy_pointing_game(
     total = prepared.flatten(1).double().sum(dim=1)
     inside = (prepared * regions).flatten(1).double().sum(dim=1)
     valid = (total > 0) & regions.flatten(1).any(dim=1)
-    proportion = torch.where(valid, inside / total.clamp(min=torch.finfo(torch.float64).tiny), torch.full_like(total, float("nan")))
-    return MetricResult(name="energy_pointing_game", values={"proportion": proportion.float()}, headline="proportion", higher_is_better={"proportion": True})
+    proportion = torch.where(
+        valid, inside / total.clamp(min=torch.finfo(torch.float64).tiny), torch.full_like(total, float("nan"))
+    )
+    return MetricResult(
+        name="energy_pointing_game",
+        values={"proportion": proportion.float()},
+        headline="proportion",
+        higher_is_better={"proportion": True},
+    )

@@ -33,7 +33,7 @@ def _selected(maps: Tensor, parts: Tensor, levels: Tensor, coverage: float) -> t
         x = torch.nan_to_num(coords[..., 0], nan=-1.0).floor().long()
         y = torch.nan_to_num(coords[..., 1], nan=-1.0).floor().long()
         visible &= (x >= 0) & (x < width) & (y >= 0) & (y < height)
-        flat = (y.clamp(0, height - 1) * width + x.clamp(0, width - 1))  # [B, P]
+        flat = y.clamp(0, height - 1) * width + x.clamp(0, width - 1)  # [B, P]
         value = maps.flatten(1).gather(1, flat)  # [B, P]
         chosen = value[:, None, :] >= levels[None, :, None]
     elif parts.ndim == 4:  # part masks [B, P, H, W]
@@ -124,7 +124,9 @@ def part_scores(
     if truth.ndim == 1:
         truth = truth.expand(prepared.shape[0], -1)
     if truth.shape != visible.shape:
-        raise CamscopeError(f"differing must have shape {list(visible.shape)} (one flag per part), got {list(truth.shape)}")
+        raise CamscopeError(
+            f"differing must have shape {list(visible.shape)} (one flag per part), got {list(truth.shape)}"
+        )
     truth = (truth & visible)[:, None, :]
     hits = (selected & truth).sum(dim=2).double()
     n_selected = selected.sum(dim=2).double()
@@ -138,7 +140,9 @@ def part_scores(
         raise CamscopeError("part IoU needs both counter_maps= and counter_parts=")
     if counter_maps is not None and counter_parts is not None:
         counter_parts = torch.as_tensor(counter_parts)
-        counter = prepare_maps(counter_maps, counter_parts.shape[2:] if counter_parts.ndim == 4 else None, normalize=True)
+        counter = prepare_maps(
+            counter_maps, counter_parts.shape[2:] if counter_parts.ndim == 4 else None, normalize=True
+        )
         counter_selected, counter_visible = _selected(counter, counter_parts, levels.to(counter.device), coverage)
         if counter_visible.shape != visible.shape:
             raise CamscopeError("counter_parts must annotate the same parts as parts")
@@ -154,8 +158,8 @@ def part_scores(
         name="part_scores",
         values={key: curve[:, at].float() for key, curve in curves.items()},
         curves={key: curve[:, keep].float() for key, curve in curves.items()},
-        steps={key: steps for key in curves},
+        steps=dict.fromkeys(curves, steps),
         headline="f1",
-        higher_is_better={key: True for key in curves},
+        higher_is_better=dict.fromkeys(curves, True),
         params={"thresholds": [float(t) for t in thresholds], "threshold": float(threshold), "coverage": coverage},
     )

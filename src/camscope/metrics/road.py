@@ -45,7 +45,7 @@ from camscope.metrics._common import (
     score_perturbed,
 )
 
-__all__ = ["road", "noisy_linear_impute", "NEIGHBOUR_WEIGHTS"]
+__all__ = ["NEIGHBOUR_WEIGHTS", "noisy_linear_impute", "road"]
 
 #: Weights of the 3x3 neighbourhood in noisy linear imputation (ROAD reference code).
 NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
@@ -346,7 +346,9 @@ def noisy_linear_impute(
         raise CamscopeError(f"keep must have shape {[inputs.shape[0], *inputs.shape[2:]]}, got {list(keep.shape)}")
     keep = keep.bool()
     if bool((~keep.flatten(1).any(dim=1)).any()):
-        raise CamscopeError("noisy linear imputation needs at least one kept pixel per image: lower the removal fraction")
+        raise CamscopeError(
+            "noisy linear imputation needs at least one kept pixel per image: lower the removal fraction"
+        )
     work = dtype or (torch.float64 if inputs.dtype == torch.float64 else torch.float32)
     if chunk is None:
         chunk = 8 if inputs.device.type == "cpu" else inputs.shape[0]
@@ -382,7 +384,14 @@ def noisy_linear_impute(
 # ----------------------------------------------------------------------------------------------
 
 
-def _impute(inputs: Tensor, keep: Tensor, imputation: str | Callable[[Tensor, Tensor], Tensor], noise: float, generator: torch.Generator, atol: float) -> Tensor:
+def _impute(
+    inputs: Tensor,
+    keep: Tensor,
+    imputation: str | Callable[[Tensor, Tensor], Tensor],
+    noise: float,
+    generator: torch.Generator,
+    atol: float,
+) -> Tensor:
     if callable(imputation) and not isinstance(imputation, str):
         return imputation(inputs, keep)
     if imputation == "linear":

@@ -19,12 +19,12 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import model_state
 from camscope.engine.explainer import Explanation, explain
-from camscope.errors import CamscopeError
 from camscope.engine.method import CamMethod, get_method
+from camscope.errors import CamscopeError
 from camscope.metrics._common import FrozenTarget, MetricResult, clean_pass, prepare_maps
 from camscope.targets.base import as_target
 
-__all__ = ["sanity_check", "spearman", "ssim", "cascade_layers"]
+__all__ = ["cascade_layers", "sanity_check", "spearman", "ssim"]
 
 
 def _average_ranks(values: Tensor) -> Tensor:
@@ -52,7 +52,9 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denominator > 0, rho, torch.full_like(rho, float("nan"))).float()
 
 
-def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03) -> Tensor:
+def ssim(
+    a: Tensor, b: Tensor, *, data_range: float = 1.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03
+) -> Tensor:
     """Mean structural similarity of each pair of maps ``[B, H, W]``.
 
     The defaults of ``skimage.metrics.structural_similarity`` (uniform 7x7 window,
@@ -107,7 +109,9 @@ def _randomise(module: nn.Module, generator: torch.Generator) -> None:
     with torch.no_grad():
         for parameter in module.parameters(recurse=True):
             mean = parameter.detach().double().mean()
-            std = parameter.detach().double().std() if parameter.numel() > 1 else parameter.detach().double().abs().mean()
+            std = (
+                parameter.detach().double().std() if parameter.numel() > 1 else parameter.detach().double().abs().mean()
+            )
             std = std if float(std) > 0 else torch.tensor(1.0, dtype=torch.float64)
             draw = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
             parameter.copy_((mean + std * draw).to(parameter))
@@ -192,13 +196,17 @@ def sanity_check(
         explanation = explain(network, inputs, method, layer=layer, target=frozen, **options)
         return explanation.maps.detach()
 
-    original = compute(model) if maps is None else prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device)
+    original = (
+        compute(model) if maps is None else prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device)
+    )
     names = list(layers) if layers is not None else cascade_layers(model, inputs, group)
     copy_ = copy.deepcopy(model)
     modules = dict(copy_.named_modules())
     missing = [name for name in names if name not in modules]
     if missing:
-        raise CamscopeError(f"no such layers to randomise: {missing}; see camscope.metrics.cascade_layers(model, inputs)")
+        raise CamscopeError(
+            f"no such layers to randomise: {missing}; see camscope.metrics.cascade_layers(model, inputs)"
+        )
     generator = torch.Generator().manual_seed(int(seed))
     rho, sim = [], []
     for name in names:
@@ -220,7 +228,9 @@ def sanity_check(
         higher_is_better={"spearman": False, "ssim": False, "passed": True},
         params={
             "layers": names,
-            "method": method if isinstance(method, str) else getattr(method, "name", getattr(method, "__name__", "custom")),
+            "method": method
+            if isinstance(method, str)
+            else getattr(method, "name", getattr(method, "__name__", "custom")),
             "seed": seed,
             "threshold": threshold,
             "verdict": "pass" if float(final.nanmean()) < threshold else "fail",

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
 
-__all__ = ["CLIPClassifier", "LoadedCLIP", "load_clip", "clip_backend", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD"]
+__all__ = ["OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIPClassifier", "LoadedCLIP", "clip_backend", "load_clip"]
 
 #: Image statistics of OpenAI's CLIP preprocessing.
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -164,7 +164,9 @@ class CLIPClassifier(nn.Module):
 
             context = int(getattr(self.model, "context_length", 77) or 77)
             return SimpleTokenizer(context_length=context)
-        name = getattr(self.model, "name_or_path", "") or getattr(getattr(self.model, "config", None), "_name_or_path", "")
+        name = getattr(self.model, "name_or_path", "") or getattr(
+            getattr(self.model, "config", None), "_name_or_path", ""
+        )
         if not name:
             raise CamscopeError(
                 "this transformers CLIP model has no name_or_path to load its tokenizer from: pass tokenizer= "
@@ -174,7 +176,7 @@ class CLIPClassifier(nn.Module):
             from transformers import AutoTokenizer
 
             return AutoTokenizer.from_pretrained(name)
-        except Exception as error:  # noqa: BLE001 - any loading failure has the same fix
+        except Exception as error:
             raise CamscopeError(f"could not load the tokenizer of {name!r} ({error}): pass tokenizer=") from error
 
     @torch.no_grad()
@@ -295,7 +297,7 @@ def _load_open_clip(spec: str) -> LoadedCLIP:
         raise CamscopeError(f"open_clip has no architecture {arch!r}{hint}")
     try:
         model = open_clip.create_model(arch, pretrained=tag or None)
-    except Exception as error:  # noqa: BLE001 - download and checkpoint failures alike
+    except Exception as error:
         raise CamscopeError(
             f"could not load open_clip:{spec} ({type(error).__name__}: {error}); pretrained weights are downloaded "
             "the first time and need network (open_clip:ARCH without a tag builds random weights)"
@@ -307,7 +309,9 @@ def _load_open_clip(spec: str) -> LoadedCLIP:
         model=model,
         tokenizer=open_clip.get_tokenizer(arch),
         config=_data_config(
-            config.get("mean", OPENAI_CLIP_MEAN), config.get("std", OPENAI_CLIP_STD), int(size),
+            config.get("mean", OPENAI_CLIP_MEAN),
+            config.get("std", OPENAI_CLIP_STD),
+            int(size),
             "bicubic" if config.get("interpolation", "bicubic") == "bicubic" else "bilinear",
         ),
         name=f"{_OPEN_CLIP_PREFIX}{spec}",
@@ -327,7 +331,7 @@ def _load_transformers(name: str) -> LoadedCLIP:
     try:
         model = AutoModel.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except Exception as error:  # noqa: BLE001 - download and format failures alike
+    except Exception as error:
         raise CamscopeError(
             f"could not load the CLIP model {name!r} ({type(error).__name__}: {error}); a model id is downloaded "
             "the first time and needs network, a local folder must hold save_pretrained output of the model and "
@@ -342,6 +346,6 @@ def _load_transformers(name: str) -> LoadedCLIP:
 
         processor = AutoImageProcessor.from_pretrained(source)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-    except Exception:  # noqa: BLE001 - no processor saved: OpenAI's statistics
+    except Exception:
         pass
     return LoadedCLIP(model=model, tokenizer=tokenizer, config=_data_config(mean, std, size), name=name)

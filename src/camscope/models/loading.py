@@ -271,9 +271,7 @@ def _normalise_weights(weights: str | os.PathLike[str] | None) -> str | Path | N
     if isinstance(weights, os.PathLike):
         return Path(weights)
     if not isinstance(weights, str):
-        raise CamscopeError(
-            f"weights must be 'default', None/'none' or a path to a state-dict file, got {weights!r}."
-        )
+        raise CamscopeError(f"weights must be 'default', None/'none' or a path to a state-dict file, got {weights!r}.")
     text = weights.strip()
     if text.lower() in {"none", "random", ""}:
         return None
@@ -314,9 +312,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CamscopeError(
-            f"Weights file {path} does not contain a state dict (a mapping of names to tensors)."
-        )
+        raise CamscopeError(f"Weights file {path} does not contain a state dict (a mapping of names to tensors).")
     return dict(loaded)
 
 
@@ -469,8 +465,7 @@ def _build_timm(arch: str, weights: str | Path | None) -> nn.Module:
         return timm.create_model(arch, pretrained=True)
     except Exception as exc:
         raise CamscopeError(
-            f"Could not load pretrained weights for timm:{arch} "
-            f"({type(exc).__name__}: {exc}). {_NO_NETWORK_HINT}"
+            f"Could not load pretrained weights for timm:{arch} ({type(exc).__name__}: {exc}). {_NO_NETWORK_HINT}"
         ) from exc
 
 
@@ -536,9 +531,7 @@ def _imagenet_classes_cached() -> tuple[str, ...]:
     text = resources.files("camscope").joinpath("assets/imagenet_classes.json").read_text(encoding="utf-8")
     names = json.loads(text)
     if not isinstance(names, list) or len(names) != 1000 or not all(isinstance(n, str) for n in names):
-        raise RuntimeError(
-            "camscope/assets/imagenet_classes.json is corrupt: expected a list of 1000 strings"
-        )
+        raise RuntimeError("camscope/assets/imagenet_classes.json is corrupt: expected a list of 1000 strings")
     return tuple(names)
 
 
@@ -600,8 +593,7 @@ def class_index(name_or_id: str | int, num_classes: int = 1000) -> int:
     if index is not None:
         if not 0 <= index < num_classes:
             raise CamscopeError(
-                f"Class index {index} is out of range: the model has {num_classes} classes "
-                f"(0..{num_classes - 1})."
+                f"Class index {index} is out of range: the model has {num_classes} classes (0..{num_classes - 1})."
             )
         return index
 
@@ -790,9 +782,7 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
             )
         data = array.astype(np.uint8)
     else:
-        raise CamscopeError(
-            f"Unsupported image array dtype {array.dtype}: use uint8 (0..255) or float in [0, 1]."
-        )
+        raise CamscopeError(f"Unsupported image array dtype {array.dtype}: use uint8 (0..255) or float in [0, 1].")
     return Image.fromarray(np.ascontiguousarray(data)).convert("RGB")
 
 
@@ -809,9 +799,7 @@ def _to_pil_rgb(image: ImageInput) -> Image.Image:
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, np.ndarray):
         return _array_to_pil(image)
-    raise CamscopeError(
-        f"Expected a PIL image or an HxWx3 uint8 numpy array, got {type(image).__name__}."
-    )
+    raise CamscopeError(f"Expected a PIL image or an HxWx3 uint8 numpy array, got {type(image).__name__}.")
 
 
 def _prepare(image: ImageInput, size: int, config: DataConfig | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -979,8 +967,7 @@ def sample_image(name: str) -> np.ndarray:
     key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
     if key not in _SAMPLES:
         raise CamscopeError(
-            f"Unknown sample image {name!r}; available: {', '.join(_SAMPLES)}."
-            f"{_suggest(str(key), list(_SAMPLES))}"
+            f"Unknown sample image {name!r}; available: {', '.join(_SAMPLES)}.{_suggest(str(key), list(_SAMPLES))}"
         )
     return _SAMPLES[key]()
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,13 +41,13 @@ from camscope.errors import CamscopeError
 
 __all__ = [
     "SMALL_MODELS",
-    "SmallCNN",
     "EvaluationData",
+    "SmallCNN",
+    "dataset",
+    "evaluate",
     "load_small_model",
     "model_info",
     "model_path",
-    "dataset",
-    "evaluate",
 ]
 
 #: Names of the shipped small models.
@@ -81,7 +81,9 @@ class SmallCNN(nn.Module):
 
     cam_layer: str = "features"
 
-    def __init__(self, in_channels: int, num_classes: int, stages: Sequence[Sequence[int]], stem_stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, stages: Sequence[Sequence[int]], stem_stride: int = 1
+    ) -> None:
         super().__init__()
         if not stages or not all(stages):
             raise CamscopeError("stages must be a non-empty list of non-empty lists of widths, e.g. [[16], [32, 32]]")
@@ -148,7 +150,7 @@ def model_path(name: str) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> tuple[dict[str, Tensor], str]:
     from camscope.io import load_tensors
 

@@ -30,7 +30,9 @@ class ImageFolderData:
         size: the image size for the default transform.
     """
 
-    def __init__(self, root: str | os.PathLike[str], transform: Callable[[Path], Tensor] | None = None, size: int = 224) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], transform: Callable[[Path], Tensor] | None = None, size: int = 224
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise CamscopeError(f"no such folder: {self.root}")
@@ -94,10 +96,15 @@ def iter_batches(
             )
         if labels.numel() != inputs.shape[0]:
             raise CamscopeError(f"a batch has {inputs.shape[0]} inputs but {labels.numel()} labels")
-        yield inputs.to(device) if device is not None else inputs, labels.to(inputs.device if device is None else device)
+        yield (
+            inputs.to(device) if device is not None else inputs,
+            labels.to(inputs.device if device is None else device),
+        )
 
 
-def progress(iterable: Iterable[Any], description: str, total: int | None = None, enabled: bool | None = None) -> Iterator[Any]:
+def progress(
+    iterable: Iterable[Any], description: str, total: int | None = None, enabled: bool | None = None
+) -> Iterator[Any]:
     """Iterate with a rich progress bar on stderr (shown when stderr is a terminal unless ``enabled``)."""
     import sys
 

@@ -119,7 +119,15 @@ class Section:
     def markdown(self) -> str:
         lines = [f"## {self.title}", "", self.body.strip(), ""]
         if self.claims:
-            lines += ["**Verdicts**", "", markdown_table(["paper's claim", "verdict", "here"], [(c.claim, f"**{c.verdict}**", c.evidence) for c in self.claims]), ""]
+            lines += [
+                "**Verdicts**",
+                "",
+                markdown_table(
+                    ["paper's claim", "verdict", "here"],
+                    [(c.claim, f"**{c.verdict}**", c.evidence) for c in self.claims],
+                ),
+                "",
+            ]
         return "\n".join(lines)
 
 
@@ -194,8 +202,14 @@ def _header(quick: bool, sections: Sequence[Section], seconds: float) -> str:
     from camscope import __version__
     from camscope.models import zoo
 
-    mode = "`camscope reproduce --quick` (a pipeline check on few images: numbers are noisy)" if quick else "`camscope reproduce`"
-    models = ", ".join(f"`{name}` ({100 * zoo.model_info(name)['test_accuracy']:.1f}% test accuracy)" for name in zoo.SMALL_MODELS)
+    mode = (
+        "`camscope reproduce --quick` (a pipeline check on few images: numbers are noisy)"
+        if quick
+        else "`camscope reproduce`"
+    )
+    models = ", ".join(
+        f"`{name}` ({100 * zoo.model_info(name)['test_accuracy']:.1f}% test accuracy)" for name in zoo.SMALL_MODELS
+    )
     verdicts = [claim for section in sections for claim in section.claims]
     tally = ", ".join(f"{sum(c.verdict == v for c in verdicts)} {v}" for v in _VERDICTS)
     return "\n".join(
@@ -208,7 +222,7 @@ def _header(quick: bool, sections: Sequence[Section], seconds: float) -> str:
             "",
             "No fine-grained data set, ImageNet subset or medical data can be downloaded where camscope is built, so the "
             "papers' claims are re-measured where the right answer is known: on `camscope.data.synthetic`, fine-grained "
-            "\"species\" whose images come with a mask per part and, for any two classes, the mask of the parts that differ "
+            '"species" whose images come with a mask per part and, for any two classes, the mask of the parts that differ '
             "(many pairs differ in exactly one part), and on scikit-learn's handwritten digits. The models are the two small "
             f"CNNs shipped in `camscope.models.zoo`: {models}. Small models on synthetic data are not the papers' settings: a claim "
             "that holds here is evidence, not proof, and one that fails here is reported as it is.",

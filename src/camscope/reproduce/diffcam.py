@@ -100,7 +100,7 @@ from camscope.methods.diffcam import ReferenceBank
 from camscope.metrics import part_scores
 from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, Verdict, markdown_table
 
-__all__ = ["run", "paired_bootstrap", "comparison_verdict"]
+__all__ = ["comparison_verdict", "paired_bootstrap", "run"]
 
 #: Thresholds of the part curves and the headline one.
 THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -334,7 +334,9 @@ def _species(context: Context) -> dict[str, Any]:
     test = context.data("species", "test", limit=context.count(int(info["test_size"]), 40))
     begin = time.perf_counter()
     bank = _build_bank(model, train.images, train.labels, train.class_names)
-    context.log(f"reproduce: diffcam: species bank of {bank.count} training images in {time.perf_counter() - begin:.1f} s")
+    context.log(
+        f"reproduce: diffcam: species bank of {bank.count} training images in {time.perf_counter() - begin:.1f} s"
+    )
     with torch.no_grad():
         predicted = torch.cat([model(test.images[i : i + _CHUNK]).argmax(dim=1) for i in range(0, len(test), _CHUNK)])
     correct = (predicted == test.labels).nonzero().flatten()[:pairs]
@@ -357,7 +359,7 @@ def _species(context: Context) -> dict[str, Any]:
         "species": species,
         "bank": bank,
         "train_size": int(train.images.shape[0]),
-        "tested": int(len(test)),
+        "tested": len(test),
         "accuracy": float((predicted == test.labels).double().mean()),
         "shrinkage": _mean_shrinkage(bank),
     }
@@ -402,7 +404,9 @@ def _digits(context: Context) -> dict[str, Any]:
         }
 
     # intra-class: atypicality = squared Mahalanobis distance from the example's own class
-    explanation = camscope.explain(model, images, method="diffcam", layer=layer, target=labels, bank=bank, reference="intra")
+    explanation = camscope.explain(
+        model, images, method="diffcam", layer=layer, target=labels, bank=bank, reference="intra"
+    )
     intra_maps = explanation.maps.detach().cpu()
     class_means = torch.stack([bank.group("intra", label).mean.cpu() for label in bank.labels])
     means = class_means[torch.tensor([bank.labels.index(int(c)) for c in labels.tolist()])]
@@ -468,7 +472,13 @@ def _f1_figure(path: Any, settings: dict[str, SettingResult]) -> None:
     from camscope.viz.figures import save_figure
 
     figure, axes = plt.subplots(1, len(settings), figsize=(5.0 * len(settings), 3.6), squeeze=False)
-    styles = {"gradcam": "C0-", "finer": "C1-", "diffcam": "C3-", "diffcam_small_lambda": "C3:", "diffcam_others": "C7--"}
+    styles = {
+        "gradcam": "C0-",
+        "finer": "C1-",
+        "diffcam": "C3-",
+        "diffcam_small_lambda": "C3:",
+        "diffcam_others": "C7--",
+    }
     for axis, (name, result) in zip(axes[0], settings.items()):
         for key, label in _METHODS:
             axis.plot(THRESHOLDS, result.curves[key].numpy(), styles[key], marker="o", markersize=3, label=label)
@@ -501,7 +511,9 @@ def _species_figure(path: Any, species_data: dict[str, Any]) -> None:
         if found.numel():
             rows.append(int(found[0]))
     shown = (("gradcam", "Grad-CAM"), ("finer", "Finer-CAM"), ("diffcam", "DiffCAM why c, not d"))
-    figure, axes = plt.subplots(len(rows), 2 + len(shown), figsize=(2.0 * (2 + len(shown)), 2.15 * len(rows)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(rows), 2 + len(shown), figsize=(2.0 * (2 + len(shown)), 2.15 * len(rows)), squeeze=False
+    )
     for row, i in enumerate(rows):
         image = batch.images[i].permute(1, 2, 0).numpy()
         mask = species.difference_masks(batch.part_masks[i : i + 1], batch.labels[i : i + 1], versus[i : i + 1])[0]
@@ -554,7 +566,12 @@ def _digits_figure(path: Any, model: nn.Module, digits: dict[str, Any]) -> list[
                 axes[row][column].set_title(label, fontsize=7)
         for column, d in enumerate(others, start=1 + len(_DIGIT_METHODS)):
             explanation = camscope.explain(
-                model, images[i : i + 1], method="diffcam", layer=model.cam_layer, target=digit, reference=bank.group("class", d)
+                model,
+                images[i : i + 1],
+                method="diffcam",
+                layer=model.cam_layer,
+                target=digit,
+                reference=bank.group("class", d),
             )
             axes[row][column].imshow(overlay(image, explanation.maps[0].detach().cpu()))
             axes[row][column].set_title(f"why not {d}", fontsize=7)
@@ -633,7 +650,9 @@ def _paper_table() -> str:
     methods = ["Goyal", "CounteRGAN", "GALORE", "DiffCAM"]
     headers = ["metric"] + [f"random: {m}" for m in methods] + [f"similar: {m}" for m in methods]
     rows = [
-        [metric] + [PAPER_TABLE2[metric]["random"][m] for m in methods] + [PAPER_TABLE2[metric]["similar"][m] for m in methods]
+        [metric]
+        + [PAPER_TABLE2[metric]["random"][m] for m in methods]
+        + [PAPER_TABLE2[metric]["similar"][m] for m in methods]
         for metric in ("R", "P", "PIoU")
     ]
     return markdown_table(headers, rows, digits=2)
@@ -829,7 +848,15 @@ def _body(
     ink = digits["ink"]
     ink_table = markdown_table(
         ["method", "ink recall", "ink precision", "area of the region"],
-        [[label, float(ink[key]["recall"].mean()), float(ink[key]["precision"].mean()), float(ink[key]["area"].mean())] for key, label in _DIGIT_METHODS],
+        [
+            [
+                label,
+                float(ink[key]["recall"].mean()),
+                float(ink[key]["precision"].mean()),
+                float(ink[key]["area"].mean()),
+            ]
+            for key, label in _DIGIT_METHODS
+        ],
     )
     labels, predicted = digits["labels"], digits["predicted"]
     atypical_text = ", ".join(
@@ -843,12 +870,12 @@ def _body(
 DiffCAM explains an example by the direction that best separates its embedding from a reference group
 (`w* = (S_v + λI)^-1 (z − μ)`, `M = Σ_k w*_k A_k`). The paper's counterfactual evaluation (Table 2, CUB-200-2011 with
 part annotations, GALORE's protocol) asks whether "why a, not b" maps select the parts whose attributes differ between
-a and b. Here the synthetic species give that answer exactly: {mode}{species_data['train_size']} training images in the
-reference bank (the species model's accuracy on the {species_data['tested']} test images rendered: {100 * species_data['accuracy']:.1f}%),
+a and b. Here the synthetic species give that answer exactly: {mode}{species_data["train_size"]} training images in the
+reference bank (the species model's accuracy on the {species_data["tested"]} test images rendered: {100 * species_data["accuracy"]:.1f}%),
 {similar.pairs} correctly classified test images, each paired with its most similar class (one differing part;
 {similar.parts_differing:.2f} visible differing parts on average) and with a random other class ({random_.parts_differing:.2f}
 differing parts). Methods at the last conv block: Grad-CAM of c, Finer-CAM (`y_c − {FINER_GAMMA} y_d`), DiffCAM with
-reference class d from the bank (OAS-shrunk covariance; mean shrinkage coefficient ρ = {species_data['shrinkage']:.3f} over the
+reference class d from the bank (OAS-shrunk covariance; mean shrinkage coefficient ρ = {species_data["shrinkage"]:.3f} over the
 classes, i.e. a Tikhonov term λ ≈ {rho / (1 - rho):.2g}·tr Σ/K), and two ablations. A part counts as selected when half of its pixels are at or
 above the threshold; PIoU compares the parts selected on the image ("why c, not d") and on the same pose rendered as
 d ("why d, not c"). A map that selects every visible part would have precision {similar.chance_precision:.3f} (similar) and
@@ -879,15 +906,15 @@ Examples (one per kind of differing part; white outline: the parts where c and d
 
 ![why c, not d on the species]({figures[1]})
 
-**Digits** (Figures 3 and 4; scikit-learn's digits at 32 px, the digits model, {100 * digits['accuracy']:.1f}% test
-accuracy, a bank over the {digits['bank'].count} training digits). Figure 3's analogue: "why is it c" with the baselines
+**Digits** (Figures 3 and 4; scikit-learn's digits at 32 px, the digits model, {100 * digits["accuracy"]:.1f}% test
+accuracy, a bank over the {digits["bank"].count} training digits). Figure 3's analogue: "why is it c" with the baselines
 and DiffCAM against all other digits, then "why not d" (DiffCAM against class d) for the three digits whose bank means
 are nearest ({why_not}):
 
 ![why is and why not on the digits]({figures[2]})
 
 How much of the digit each "why is it c" map covers (region: map >= 0.5; ink: pixels > 0.5; means over the
-{digits['images'].shape[0]} test digits):
+{digits["images"].shape[0]} test digits):
 
 {ink_table}
 

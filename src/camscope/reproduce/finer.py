@@ -90,9 +90,9 @@ __all__ = [
     "GAMMAS",
     "REFERENCES",
     "Comparison",
-    "paired_difference",
-    "energy_share",
     "all_or_some",
+    "energy_share",
+    "paired_difference",
     "run",
 ]
 
@@ -140,7 +140,13 @@ _PAPER_LOC = {  # Aircraft, Appendix Table 5: Loc. (energy pointing game)
     "layercam": (0.662, 0.664),
     "scorecam": (0.595, 0.602),
 }
-_PAPER_TABLE2 = {"none": (0.079, 0.174), "2nd": (0.079, 0.198), "3rd": (0.080, 0.178), "4th": (0.081, 0.174), "agg": (0.076, 0.192)}
+_PAPER_TABLE2 = {
+    "none": (0.079, 0.174),
+    "2nd": (0.079, 0.198),
+    "3rd": (0.080, 0.178),
+    "4th": (0.081, 0.174),
+    "agg": (0.076, 0.192),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,7 +295,9 @@ def _load(context: Context, count: int) -> tuple[torch.nn.Module, _Data, dict[st
 def _explain(model: torch.nn.Module, data: _Data, method: str, **options: Any) -> Tensor:
     import camscope
 
-    explanation = camscope.explain(model, data.images, method=method, layer=model.cam_layer, target=data.labels, **options)
+    explanation = camscope.explain(
+        model, data.images, method=method, layer=model.cam_layer, target=data.labels, **options
+    )
     return explanation.maps.detach()
 
 
@@ -299,7 +307,9 @@ def _measure(
     """Per-image RD@p, the two drops, deletion AUC, and the energy shares."""
     from camscope import metrics
 
-    rd = metrics.relative_drop(model, data.images, maps, target=data.labels, fractions=fractions, fill=data.fill, batch_size=_BATCH)
+    rd = metrics.relative_drop(
+        model, data.images, maps, target=data.labels, fractions=fractions, fill=data.fill, batch_size=_BATCH
+    )
     out = {key: value.detach().cpu() for key, value in rd.values.items()}
     if deletion:
         result = metrics.deletion(
@@ -307,7 +317,9 @@ def _measure(
         )
         out["deletion"] = result["auc"].detach().cpu()
     out["share_differing"] = energy_share(maps, data.differing)
-    out["pointing"] = metrics.pointing_game(maps, masks=data.differing, tolerance=POINTING_TOLERANCE)["hit"].detach().cpu()
+    out["pointing"] = (
+        metrics.pointing_game(maps, masks=data.differing, tolerance=POINTING_TOLERANCE)["hit"].detach().cpu()
+    )
     out["share_box"] = energy_share(maps, data.objects)
     out["empty"] = (maps.flatten(1).amax(dim=1) <= 0).float()
     return out
@@ -369,8 +381,10 @@ def _example_figure(path: Any, data: _Data, maps: dict[str, Tensor], class_names
             if mask.any():
                 axis.contour(mask, levels=[0.5], colors="white", linewidths=0.9)
             if r == 0:
-                title = "image, differing part" if name == "image" else (
-                    f"Finer-{_NAMES[name[6:]]}" if name.startswith("finer-") else _NAMES[name]
+                title = (
+                    "image, differing part"
+                    if name == "image"
+                    else (f"Finer-{_NAMES[name[6:]]}" if name.startswith("finer-") else _NAMES[name])
                 )
                 axis.set_title(title, fontsize=7)
             axis.set_xticks([])
@@ -401,9 +415,19 @@ def _gamma_figure(
         drops = [sweep[(count, g)]["drop_target@0.05"] for g in gammas]
         offsets = [p + (i - (len(REFERENCES) - 1) / 2) * width for p in positions]
         left.bar(offsets, drops, width=width, alpha=0.35, color=f"C{i}")
-        left.plot(positions, [sweep[(count, g)]["rd@0.05"] for g in gammas], marker="o", color=f"C{i}", label=f"T={count}")
-        middle.plot(positions, [sweep[(count, g)]["share_differing"] for g in gammas], marker="o", color=f"C{i}", label=f"T={count}")
-        right.plot(positions, [sweep[(count, g)]["pointing"] for g in gammas], marker="o", color=f"C{i}", label=f"T={count}")
+        left.plot(
+            positions, [sweep[(count, g)]["rd@0.05"] for g in gammas], marker="o", color=f"C{i}", label=f"T={count}"
+        )
+        middle.plot(
+            positions,
+            [sweep[(count, g)]["share_differing"] for g in gammas],
+            marker="o",
+            color=f"C{i}",
+            label=f"T={count}",
+        )
+        right.plot(
+            positions, [sweep[(count, g)]["pointing"] for g in gammas], marker="o", color=f"C{i}", label=f"T={count}"
+        )
     middle.axhline(chance, color="grey", linestyle=":", label="a uniform map")
     left.set_title("RD@5% (lines) and the class's own confidence drop (bars)", fontsize=9)
     middle.set_title("share of map energy in the differing part", fontsize=9)
@@ -473,7 +497,9 @@ def run(context: Context) -> Section:
     log("finer: references done")
 
     # Control for Loc.: the Score-CAM subset rendered again without the distractor shapes (same poses, same boxes).
-    pose = replace(score_data.batch.pose, distractor_center=torch.full_like(score_data.batch.pose.distractor_center, -1e4))
+    pose = replace(
+        score_data.batch.pose, distractor_center=torch.full_like(score_data.batch.pose.distractor_center, -1e4)
+    )
     plain = replace(score_data, images=score_data.generator.render(score_data.labels, pose).images)
     controls: dict[str, tuple[Comparison, Comparison]] = {}
     for base in ("gradcam", "layercam"):
@@ -481,13 +507,25 @@ def run(context: Context) -> Section:
             energy_share(_explain(model, plain, method, **options), plain.objects)
             for method, options in ((base, {}), (f"finer-{base}", {"gamma": GAMMA, "references": COUNT}))
         ]
-        with_them = paired_difference(measured[f"finer-{base}"]["share_box"][:n_score], measured[base]["share_box"][:n_score])
+        with_them = paired_difference(
+            measured[f"finer-{base}"]["share_box"][:n_score], measured[base]["share_box"][:n_score]
+        )
         controls[base] = (with_them, paired_difference(shares[1], shares[0]))
 
     # ------------------------------------------------------------------ numbers
     numbers: dict[str, float] = {f"data.{key}": value for key, value in stats.items()}
     numbers["data.images_scorecam"] = float(n_score)
-    keys = ("deletion", "rd@0.05", "rd@0.1", "drop_target@0.05", "drop_versus@0.05", "share_box", "share_differing", "pointing", "empty")
+    keys = (
+        "deletion",
+        "rd@0.05",
+        "rd@0.1",
+        "drop_target@0.05",
+        "drop_versus@0.05",
+        "share_box",
+        "share_differing",
+        "pointing",
+        "empty",
+    )
     for method, values in measured.items():
         for key in keys:
             numbers[f"{method}.{key}"] = _mean(values[key])
@@ -519,7 +557,8 @@ def run(context: Context) -> Section:
             "Finer better (95% interval of the paired difference above 0) in "
             f"{sum(rd_wins)} of 6 base x p cases: "
             + "; ".join(
-                f"{_NAMES[b]} {comparisons[(b, 'rd@0.05')].mean:+.3f} / {comparisons[(b, 'rd@0.1')].mean:+.3f}" for b in BASES
+                f"{_NAMES[b]} {comparisons[(b, 'rd@0.05')].mean:+.3f} / {comparisons[(b, 'rd@0.1')].mean:+.3f}"
+                for b in BASES
             )
             + ". Rule: holds if better in all 6, partly if in some, not if in none.",
         )
@@ -532,7 +571,9 @@ def run(context: Context) -> Section:
             "The deletion AUC stays about the same (Table 1: 'negligible differences')",
             all_or_some(similar_deletion),
             "deletion AUC base -> Finer: "
-            + "; ".join(f"{_NAMES[b]} {numbers[f'{b}.deletion']:.3f} -> {numbers[f'finer-{b}.deletion']:.3f}" for b in BASES)
+            + "; ".join(
+                f"{_NAMES[b]} {numbers[f'{b}.deletion']:.3f} -> {numbers[f'finer-{b}.deletion']:.3f}" for b in BASES
+            )
             + f". Rule: 'about the same' = means within {100 * DELETION_TOLERANCE:.0f}% of the base's; holds for all 3 "
             "bases, partly for some.",
         )
@@ -561,7 +602,9 @@ def run(context: Context) -> Section:
             )
             + f" (a uniform map: {stats['differing_area']:.3f}); the map's peak on the part (within "
             f"{POINTING_TOLERANCE:g} px): "
-            + "; ".join(f"{_NAMES[b]} {numbers[f'{b}.pointing']:.2f} -> {numbers[f'finer-{b}.pointing']:.2f}" for b in BASES)
+            + "; ".join(
+                f"{_NAMES[b]} {numbers[f'{b}.pointing']:.2f} -> {numbers[f'finer-{b}.pointing']:.2f}" for b in BASES
+            )
             + ". Rule (on the energy share): holds if Finer is better (interval above 0) for all 3 bases, partly for some.",
         )
     )
@@ -603,7 +646,8 @@ def run(context: Context) -> Section:
             )
             + "; peak on the part: "
             + "; ".join(
-                f"T={t}: " + " / ".join(f"{sweep[(t, g)]['pointing']:.2f}" for g in (0.0, 0.6, 1.0, 2.0)) for t in REFERENCES
+                f"T={t}: " + " / ".join(f"{sweep[(t, g)]['pointing']:.2f}" for g in (0.0, 0.6, 1.0, 2.0))
+                for t in REFERENCES
             )
             + ". Rule (on the energy share): holds if it increases at every step of the gamma grid for every T, "
             "partly if it only ends higher at gamma 2 than at 0 for some T.",
@@ -626,12 +670,16 @@ def run(context: Context) -> Section:
     )
 
     # ------------------------------------------------------------------ figures
-    _example_figure(context.figures / "finer_examples.png", score_data, {k: v[:n_score] for k, v in maps.items()}, class_names)
+    _example_figure(
+        context.figures / "finer_examples.png", score_data, {k: v[:n_score] for k, v in maps.items()}, class_names
+    )
     _gamma_figure(context.figures / "finer_gamma.png", sweep, stats["differing_area"], gammas)
 
     # ------------------------------------------------------------------ body
     body = _body(n, n_score, stats, numbers, comparisons, sweep, rd_choice, choices, gammas, controls)
-    verdicts = dict(zip(("rd", "deletion", "box", "parts", "gamma_rd", "gamma_share", "references"), (c.verdict for c in claims)))
+    verdicts = dict(
+        zip(("rd", "deletion", "box", "parts", "gamma_rd", "gamma_share", "references"), (c.verdict for c in claims))
+    )
     body += _notes(verdicts, n_score, stats, numbers, comparisons, peaks, shaped, increasing, rd_choice)
     return Section(
         title="Finer-CAM: comparing with similar classes",
@@ -675,15 +723,22 @@ def _body(
                 ]
             )
     table1 = markdown_table(
-        ["method", "images", "Del. ↓", "RD@5% ↑", "RD@10% ↑", "Loc. (box) ↑", "differing part ↑", "peak on part ↑", "paper: Del. / RD@5% / RD@10% / Loc."],
+        [
+            "method",
+            "images",
+            "Del. ↓",
+            "RD@5% ↑",
+            "RD@10% ↑",
+            "Loc. (box) ↑",
+            "differing part ↑",
+            "peak on part ↑",
+            "paper: Del. / RD@5% / RD@10% / Loc.",
+        ],
         rows,
     )
     deltas = markdown_table(
         ["Finer - base", "Del.", "RD@5%", "RD@10%", "Loc. (box)", "differing part", "peak on part"],
-        [
-            [_NAMES[base]] + [comparisons[(base, key)].text() for key in _COMPARED]
-            for base in BASES
-        ],
+        [[_NAMES[base]] + [comparisons[(base, key)].text() for key in _COMPARED] for base in BASES],
     )
     drops = markdown_table(
         ["method", "drop of p_c @5%", "drop of p_d @5%", "RD@5%", "empty maps"],
@@ -703,7 +758,10 @@ def _body(
             + [sweep[(t, gamma)]["pointing"] for t in REFERENCES]
         )
     sweep_table = markdown_table(
-        ["gamma"] + [f"RD@5% T={t}" for t in REFERENCES] + [f"drop of p_c T={COUNT}"] + [f"differing part T={t}" for t in REFERENCES]
+        ["gamma"]
+        + [f"RD@5% T={t}" for t in REFERENCES]
+        + [f"drop of p_c T={COUNT}"]
+        + [f"differing part T={t}" for t in REFERENCES]
         + [f"peak on part T={t}" for t in REFERENCES],
         sweep_rows,
     )
@@ -727,7 +785,8 @@ def _body(
         for name, label in labels.items()
     ]
     reference_table = markdown_table(
-        ["reference(s), gamma 0.6", "RD@5% ↑", "differing part ↑", "peak on part ↑", "paper RD@5% (Table 2)"], reference_rows
+        ["reference(s), gamma 0.6", "RD@5% ↑", "differing part ↑", "peak on part ↑", "paper RD@5% (Table 2)"],
+        reference_rows,
     )
     control_text = ", ".join(f"{_NAMES[b]} {without.text()}" for b, (_, without) in controls.items())
     box_text = ", ".join(f"{_NAMES[b]} {with_them.text()}" for b, (with_them, _) in controls.items())
@@ -748,8 +807,8 @@ at `model.features` (16 x 16 grid). Finer-CAM uses the paper's defaults: gamma =
 as in the paper; the differing-part ground truth uses the generator's most similar class. The model's 2nd
 prediction is that class for {agree:.0f}% of the images (it is among the 3 references for {within:.0f}%).
 Masked and deleted pixels take the images' mean colour (what the zero fill of normalised inputs means). The
-differing part covers {100 * stats['differing_area']:.1f}% of an image on average and the object's box
-{100 * stats['object_area']:.1f}%; as the layer's grid is coarse (4 px cells, 21 px receptive fields) and maps
+differing part covers {100 * stats["differing_area"]:.1f}% of an image on average and the object's box
+{100 * stats["object_area"]:.1f}%; as the layer's grid is coarse (4 px cells, 21 px receptive fields) and maps
 are upsampled bilinearly, even a map that singles out the part's cells puts much of its energy around it, so
 the table also gives how often the map's peak lies within {POINTING_TOLERANCE:g} px (one cell) of the part
 (the pointing game). Score-CAM uses the plain score increase (`normalization="difference"`,
@@ -812,10 +871,15 @@ def _notes(
     notes = []
     if verdicts["rd"] != HOLDS:
         missing = [
-            f"{_NAMES[b]} at {p}" for b in BASES for p, k in (("5%", "rd@0.05"), ("10%", "rd@0.1")) if not comparisons[(b, k)].better
+            f"{_NAMES[b]} at {p}"
+            for b in BASES
+            for p, k in (("5%", "rd@0.05"), ("10%", "rd@0.1"))
+            if not comparisons[(b, k)].better
         ]
         notes.append(
-            "**RD** (no clear gain for " + ", ".join(missing) + "): the model is nearly certain of its class, and masking "
+            "**RD** (no clear gain for "
+            + ", ".join(missing)
+            + "): the model is nearly certain of its class, and masking "
             f"5% of the pixels removes {numbers['gradcam.drop_target@0.05']:.2f} of `p_c` on average with Grad-CAM and "
             f"{numbers['finer-gradcam.drop_target@0.05']:.2f} with Finer-Grad-CAM, so RD is close to saturation; "
             "Finer's gains come from the rise of `p_d` (the masked pixels were evidence *against* `d`). At 10% the "
@@ -869,6 +933,8 @@ def _notes(
         )
     if not notes:
         return ""
-    return "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n" + "\n".join(
-        f"* {note}" for note in notes
-    ) + "\n"
+    return (
+        "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n"
+        + "\n".join(f"* {note}" for note in notes)
+        + "\n"
+    )

@@ -76,7 +76,7 @@ import camscope
 from camscope.metrics import consistency, feature_masking_accuracy
 from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
 
-__all__ = ["run", "METHODS", "FRACTIONS", "PAPER_TABLE_I", "PAPER_TABLE_II"]
+__all__ = ["FRACTIONS", "METHODS", "PAPER_TABLE_I", "PAPER_TABLE_II", "run"]
 
 #: The paper's four methods (Table I columns), camscope names and display names.
 METHODS: tuple[tuple[str, str], ...] = (
@@ -88,7 +88,9 @@ METHODS: tuple[tuple[str, str], ...] = (
 #: Shares of principal features (Table II; the paper: 5%, 20% MNIST, 25% ImageNet).
 FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.20, 0.25)
 #: Table I of the paper (plain, S-) per method, three of its eight rows, and its "Ave. Inc.".
-PAPER_TABLE_I: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float], float]] = {
+PAPER_TABLE_I: dict[
+    str, tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float], float]
+] = {
     "ImageNet2012": ((0.892, 0.999), (0.891, 0.999), (0.048, 0.651), (0.892, 0.999), 23.1),
     "Cats&Dogs": ((0.754, 0.995), (0.686, 0.999), (-0.422, 0.820), (0.729, 0.999), 51.6),
     "MNIST": ((-0.678, -0.811), (0.545, 0.999), (0.019, 0.029), (0.708, 0.998), 15.5),
@@ -279,15 +281,26 @@ def run(context: Context) -> Section:
                 union_masks[f"random{f}_{draw}"] = shuffled
         union_accuracy = feature_masking_accuracy(model, test_batches, layer, union_masks, show_progress=False)
         entry: dict[str, Any] = {"all": union_accuracy["all"], "chance": chance}
-        for key in ("class_top", "class_rest", "class_random", "union_top", "union_rest", "union_random", "union_share"):
+        for key in (
+            "class_top",
+            "class_rest",
+            "class_random",
+            "union_top",
+            "union_rest",
+            "union_random",
+            "union_share",
+        ):
             entry[key] = []
         rows = []
         for f, masks in masks_by_fraction.items():
             keep = int(masks[0].sum())
-            random_accuracy = sum(
-                _per_class_accuracy(model, pooled, labels, _random_masks(generator, classes, features, int(keep)))
-                for _ in range(_RANDOM_DRAWS)
-            ) / _RANDOM_DRAWS
+            random_accuracy = (
+                sum(
+                    _per_class_accuracy(model, pooled, labels, _random_masks(generator, classes, features, int(keep)))
+                    for _ in range(_RANDOM_DRAWS)
+                )
+                / _RANDOM_DRAWS
+            )
             union = union_masks[f"top{f}"]
             values = {
                 "class_top": _per_class_accuracy(model, pooled, labels, masks),
@@ -367,7 +380,9 @@ def run(context: Context) -> Section:
         index = ok[0] if ok else len(FRACTIONS) - 1
         keeps += bool(ok)
         share = round(100 * FRACTIONS[index])
-        numbers[f"{name}_smallest_share_keeping_accuracy"] = FRACTIONS[index] if ok else 1.0  # none of the tested shares: all features
+        numbers[f"{name}_smallest_share_keeping_accuracy"] = (
+            FRACTIONS[index] if ok else 1.0
+        )  # none of the tested shares: all features
         evidence_keep.append(
             f"{name}: all {entry['all']:.3f}; top {share}% per class {entry['class_top'][index]:.3f} "
             f"(random {entry['class_random'][index]:.3f})" + ("" if ok else " — no share ≤ 25% within 10 points")
@@ -375,7 +390,9 @@ def run(context: Context) -> Section:
         rest = entry["class_rest"][index]
         lost = rest - entry["chance"] < (entry["all"] - entry["chance"]) / 2
         loses += lost
-        evidence_rest.append(f"{name}: rest of top {share}% {rest:.3f} vs all {entry['all']:.3f}, chance {entry['chance']:.3f}")
+        evidence_rest.append(
+            f"{name}: rest of top {share}% {rest:.3f} vs all {entry['all']:.3f}, chance {entry['chance']:.3f}"
+        )
     claims.append(
         Claim(
             "IFA Table II: the top 5–25% principal features keep nearly the accuracy of all features "
@@ -393,7 +410,18 @@ def run(context: Context) -> Section:
     )
 
     paper_i = markdown_table(
-        ["paper's data set", "Grad-CAM", "S-Grad-CAM", "pixel-wise", "pixel-wise S-", "Grad-CAM++", "S-Grad-CAM++", "XGrad-CAM", "S-XGrad-CAM", "Ave. Inc."],
+        [
+            "paper's data set",
+            "Grad-CAM",
+            "S-Grad-CAM",
+            "pixel-wise",
+            "pixel-wise S-",
+            "Grad-CAM++",
+            "S-Grad-CAM++",
+            "XGrad-CAM",
+            "S-XGrad-CAM",
+            "Ave. Inc.",
+        ],
         [[k, *[v for pair in row[:4] for v in pair], f"{row[4]:.1f}%"] for k, row in PAPER_TABLE_I.items()],
     )
     paper_ii = markdown_table(
@@ -402,7 +430,7 @@ def run(context: Context) -> Section:
     body = f"""
 Li et al. scale CAMs with a common intensity scale fitted on a data set (S-CAMs) and keep only the principal
 features of an importance matrix (FS-CAMs). Here the analysis (scale and importance matrix) comes from the
-**training** split and everything is measured on the **test** split ({', '.join(f'{n}: {a} train / {b} test images' for n, (a, b) in sizes.items())}).
+**training** split and everything is measured on the **test** split ({", ".join(f"{n}: {a} train / {b} test images" for n, (a, b) in sizes.items())}).
 Consistency is the correlation of the per-image CAM sum with the logit of the predicted class, Pearson (P) when
 Mardia's test accepts bivariate normality, else Spearman (S).
 
@@ -418,9 +446,9 @@ The paper's Table I (three of its eight data sets; "pixel-wise" is pixel-wise Gr
 
 Both models end with global average pooling and one linear layer, so Grad-CAM, HiResCAM and XGrad-CAM produce
 the same signed map `W_c · A / Z` (largest relative difference between the three:
-{', '.join(f'{n} {v:.1e}' for n, v in equal.items())}), and its pixel sum is exactly the logit minus the bias.
+{", ".join(f"{n} {v:.1e}" for n, v in equal.items())}), and its pixel sum is exactly the logit minus the bias.
 The "raw M" column (the signed map, upsampled, no ReLU and no scaling) shows that the level is in the map
-({', '.join(f"{n} r = {numbers[f'{n}_gradcam_consistency_raw']:.3f}" for n in _DATASETS)} for Grad-CAM; bilinear
+({", ".join(f"{n} r = {numbers[f'{n}_gradcam_consistency_raw']:.3f}" for n in _DATASETS)} for Grad-CAM; bilinear
 upsampling keeps it from being exactly 1). The per-image min-max scaling of the usual CAMs discards that level, and
 the common scale restores most of it; but `tanh` compresses every pixel beyond P10 and P90 towards ±1, so an
 S-CAM's sum is not a linear function of the logit when many pixels lie in the saturated tails (how many depends on
@@ -442,4 +470,6 @@ The paper's Table II (rows legible in the extracted text; the extraction garbled
 
 ![Accuracy against the share of principal features]({figures[1]})
 """
-    return Section(title="Integrated feature analysis (IFA)", body=body, claims=claims, figures=figures, numbers=numbers)
+    return Section(
+        title="Integrated feature analysis (IFA)", body=body, claims=claims, figures=figures, numbers=numbers
+    )

@@ -71,7 +71,7 @@ from camscope.errors import CamscopeError
 from camscope.metrics import auprc, energy_pointing_game, iou, pointing_game, sanity_check
 from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
 
-__all__ = ["run", "PERTURBATION", "SAMPLED"]
+__all__ = ["PERTURBATION", "SAMPLED", "run"]
 
 #: Methods with one forward pass per channel (and per sample): fewer images.
 PERTURBATION: frozenset[str] = frozenset({"scorecam", "finer-scorecam", "ablationcam", "sscam", "iscam"})
@@ -171,7 +171,10 @@ def _baselines(context: Context, shape: tuple[int, ...]) -> dict[str, Tensor]:
 
 def _layer_labels(model: torch.nn.Module, names: list[str]) -> list[str]:
     modules = dict(model.named_modules())
-    return [f"{name} ({type(modules[name]).__name__.replace('BatchNorm2d', 'BN').replace('Conv2d', 'conv')})" for name in names]
+    return [
+        f"{name} ({type(modules[name]).__name__.replace('BatchNorm2d', 'BN').replace('Conv2d', 'conv')})"
+        for name in names
+    ]
 
 
 def _sanity_method(
@@ -189,20 +192,33 @@ def _sanity_method(
 
         def diffcam(network: torch.nn.Module, inputs: Tensor, target: Any) -> Tensor:
             bank = camscope.ReferenceBank.build(network, [(bank_images, bank_labels)], layer=layer, batch_size=256)
-            return camscope.explain(network, inputs, method="diffcam", layer=layer, target=target.classes(), bank=bank).maps
+            return camscope.explain(
+                network, inputs, method="diffcam", layer=layer, target=target.classes(), bank=bank
+            ).maps
 
         diffcam.__name__ = name
         return diffcam
     return name
 
 
-def _figures(context: Context, images: Tensor, masks: Tensor, examples: dict[str, Tensor], sanity: dict[str, Any], layers: list[str]) -> list[str]:
+def _figures(
+    context: Context,
+    images: Tensor,
+    masks: Tensor,
+    examples: dict[str, Tensor],
+    sanity: dict[str, Any],
+    layers: list[str],
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [name for name in ("gradcam", "gradcampp", "layercam", "scorecam", "eigencam", "diffcam", "finer-gradcam") if name in examples]
+    shown = [
+        name
+        for name in ("gradcam", "gradcampp", "layercam", "scorecam", "eigencam", "diffcam", "finer-gradcam")
+        if name in examples
+    ]
     rows = min([3, images.shape[0], *(examples[name].shape[0] for name in shown)])
     fig, axes = plt.subplots(rows, len(shown) + 1, figsize=(1.7 * (len(shown) + 1), 1.8 * rows), squeeze=False)
     for r in range(rows):
@@ -282,9 +298,17 @@ def run(context: Context) -> Section:
             results[name]["note"] = f"{options['samples']} noise samples"
         elif name == "iscam":
             results[name]["note"] = f"{options['samples']} scales"
-        spec = "sanity_sampled" if name in SAMPLED | {"smoothgradcampp"} else "sanity_perturbation" if name in PERTURBATION else "sanity"
+        spec = (
+            "sanity_sampled"
+            if name in SAMPLED | {"smoothgradcampp"}
+            else "sanity_perturbation"
+            if name in PERTURBATION
+            else "sanity"
+        )
         check_count = sizes[spec]
-        method = _sanity_method(name, model, options, train.images[: sizes["sanity_bank"]], train.labels[: sizes["sanity_bank"]])
+        method = _sanity_method(
+            name, model, options, train.images[: sizes["sanity_bank"]], train.labels[: sizes["sanity_bank"]]
+        )
         check_options = None if callable(method) else {k: v for k, v in options.items() if k != "bank"}
         check = sanity_check(
             model,
@@ -305,7 +329,9 @@ def run(context: Context) -> Section:
         }
         sanity[name]["final"] = sanity[name]["spearman_curve"][-1]
         sanity[name]["passed"] = sanity[name]["final"] < 0.5
-        context.log(f"  localisation: {name} on {count} images, sanity on {check_count}: {time.process_time() - started:.1f} s CPU")
+        context.log(
+            f"  localisation: {name} on {count} images, sanity on {check_count}: {time.process_time() - started:.1f} s CPU"
+        )
 
     for label, maps in _baselines(context, tuple(masks.shape)).items():
         results[label] = {"family": "reference", "n": masks.shape[0], **_measure(maps, masks, boxes)}
@@ -336,12 +362,27 @@ def run(context: Context) -> Section:
             ]
         )
     table = markdown_table(
-        ["method", "family", "images", "IoU@0.5", "best IoU (threshold)", "AUPRC", "energy PG (box)", "pointing game", "sanity: Spearman / SSIM after cascade", "sanity"],
+        [
+            "method",
+            "family",
+            "images",
+            "IoU@0.5",
+            "best IoU (threshold)",
+            "AUPRC",
+            "energy PG (box)",
+            "pointing game",
+            "sanity: Spearman / SSIM after cascade",
+            "sanity",
+        ],
         rows,
     )
     labels_pretty = _layer_labels(model, layer_names)
     sanity_rows = [
-        [f"`{name}`", *[f"{rho:.2f} / {s:.2f}" for rho, s in zip(entry["spearman_curve"], entry["ssim_curve"])], f"{100 * entry['constant']:.0f}%"]
+        [
+            f"`{name}`",
+            *[f"{rho:.2f} / {s:.2f}" for rho, s in zip(entry["spearman_curve"], entry["ssim_curve"])],
+            f"{100 * entry['constant']:.0f}%",
+        ]
         for name, entry in sorted(sanity.items())
     ]
     sanity_table = markdown_table(["method (Spearman / SSIM)", *labels_pretty, "constant after cascade"], sanity_rows)
@@ -350,7 +391,10 @@ def run(context: Context) -> Section:
     # ---- claims ------------------------------------------------------------------
     claims = []
     if {"scorecam", "gradcam", "gradcampp"} <= set(results):
-        comparisons = {other: _paired(results["scorecam"]["energy"], results[other]["energy"]) for other in ("gradcam", "gradcampp")}
+        comparisons = {
+            other: _paired(results["scorecam"]["energy"], results[other]["energy"])
+            for other in ("gradcam", "gradcampp")
+        }
         significant = sum(d > 2 * se for d, se in comparisons.values())
         higher = sum(d > 0 for d, _ in comparisons.values())
         verdict = HOLDS if significant == 2 else PARTLY if significant == 1 or higher == 2 else FAILS
@@ -362,10 +406,13 @@ def run(context: Context) -> Section:
                 verdict,
                 f"on the first {count} test images: Score-CAM {_mean(results['scorecam']['energy'][:count]):.3f}, "
                 + ", ".join(
-                    f"{o} {_mean(results[o]['energy'][:count]):.3f} (difference {d:+.3f} ± {se:.3f})" for o, (d, se) in comparisons.items()
+                    f"{o} {_mean(results[o]['energy'][:count]):.3f} (difference {d:+.3f} ± {se:.3f})"
+                    for o, (d, se) in comparisons.items()
                 )
                 + ". Rule: significantly higher (difference > 2 SE) than both → holds; than one, or higher on average than both → partly. "
-                + "On the same images its AUPRC differs from Grad-CAM's by {:+.3f} ± {:.3f}: ".format(*_paired(results["scorecam"]["auprc"], results["gradcam"]["auprc"]))
+                + "On the same images its AUPRC differs from Grad-CAM's by {:+.3f} ± {:.3f}: ".format(
+                    *_paired(results["scorecam"]["auprc"], results["gradcam"]["auprc"])
+                )
                 + "the energy game rewards maps whose mass is concentrated, and here Grad-CAM's map is the exact CAM "
                 "W_c·A, whose negative parts the ReLU cuts away, while Score-CAM's softmax-normalised channel weights "
                 "are all positive and spread the mass over every active channel (a plausible reason; the paper's "
@@ -414,17 +461,19 @@ def run(context: Context) -> Section:
     numbers["methods_passing_sanity"] = float(len(passed))
 
     skipped_text = (
-        "Not measured: " + "; ".join(f"`{name}` ({reason})" for name, reason in skipped.items()) + "." if skipped else "Every registered method ran."
+        "Not measured: " + "; ".join(f"`{name}` ({reason})" for name, reason in skipped.items()) + "."
+        if skipped
+        else "Every registered method ran."
     )
     body = f"""
 Every registered CAM method on the `species` test images (true class explained), against the exact object masks
 and boxes of the synthetic data. Gradient, projection, CAM, finer and DiffCAM rows use the first
-{sizes['main']} test images; Score-CAM, finer-Score-CAM and Ablation-CAM the first {sizes['perturbation']}; SS-CAM
-and IS-CAM the first {sizes['sampled']} (one forward pass per channel and sample: 64 channels here). DiffCAM's
-reference group is "others" from a bank of {sizes['bank']} training images. The reference rows show what a map
+{sizes["main"]} test images; Score-CAM, finer-Score-CAM and Ablation-CAM the first {sizes["perturbation"]}; SS-CAM
+and IS-CAM the first {sizes["sampled"]} (one forward pass per channel and sample: 64 channels here). DiffCAM's
+reference group is "others" from a bank of {sizes["bank"]} training images. The reference rows show what a map
 that knows nothing about the image achieves. Sorted by AUPRC; the sanity columns are the mean Spearman rank
 correlation and SSIM between the original maps and the maps after randomising every layer (on the first
-{sizes['sanity']} images, {sizes['sanity_perturbation']} for perturbation and {sizes['sanity_sampled']} for sampled methods).
+{sizes["sanity"]} images, {sizes["sanity_perturbation"]} for perturbation and {sizes["sanity_sampled"]} for sampled methods).
 {skipped_text}
 
 {table}

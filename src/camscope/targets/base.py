@@ -26,7 +26,7 @@ from torch import Tensor
 
 from camscope.errors import CamscopeError
 
-__all__ = ["Target", "ClassTarget", "ClassDifference", "ScoreTarget", "FrozenTarget", "as_target"]
+__all__ = ["ClassDifference", "ClassTarget", "FrozenTarget", "ScoreTarget", "Target", "as_target"]
 
 ClassSpec = int | Sequence[int] | Tensor
 
@@ -78,8 +78,7 @@ def _class_tensor(classes: ClassSpec, batch: int, num_classes: int | None, what:
         if bool(bad.any()):
             value = int(tensor[bad][0])
             raise CamscopeError(
-                f"{what} {value} is out of range for a model with {num_classes} outputs "
-                f"(valid: 0..{num_classes - 1})"
+                f"{what} {value} is out of range for a model with {num_classes} outputs (valid: 0..{num_classes - 1})"
             )
     return tensor
 
@@ -182,8 +181,7 @@ class ScoreTarget(Target):
         if not isinstance(scores, Tensor) or scores.ndim not in (1, 2) or scores.shape[0] != outputs.shape[0]:
             shape = list(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise CamscopeError(
-                f"ScoreTarget {self.name!r} must return one score per sample, shape [{outputs.shape[0]}], "
-                f"got {shape}"
+                f"ScoreTarget {self.name!r} must return one score per sample, shape [{outputs.shape[0]}], got {shape}"
             )
         return scores
 
@@ -225,7 +223,7 @@ def as_target(target: Any) -> Target:
     """
     if isinstance(target, Target):
         return target
-    if target is None or isinstance(target, (int, Sequence, Tensor)) and not isinstance(target, str):
+    if target is None or (isinstance(target, (int, Sequence, Tensor)) and not isinstance(target, str)):
         return ClassTarget(target)
     if isinstance(target, str):
         raise CamscopeError(

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from camscope.viz import figures as viz  # noqa: F401  (selects the Agg backend)
 from camscope.analyses.ifa import Analysis
 from camscope.errors import CamscopeError
 from camscope.metrics.consistency import Consistency
+from camscope.viz import figures as viz  # noqa: F401  (selects the Agg backend)
 
-__all__ = ["importance_heatmap", "importance_lines", "consistency_scatter", "distribution_plot"]
+__all__ = ["consistency_scatter", "distribution_plot", "importance_heatmap", "importance_lines"]
 
 
 def _figure(width: float, height: float) -> tuple[Figure, object]:
@@ -65,7 +65,9 @@ def importance_heatmap(
     matrix = matrix.double()
     present = analysis._present(source)
     if sort_features:
-        order = torch.sort(-matrix[:, present].abs().amax(dim=1) if bool(present.any()) else matrix[:, 0], stable=True).indices
+        order = torch.sort(
+            -matrix[:, present].abs().amax(dim=1) if bool(present.any()) else matrix[:, 0], stable=True
+        ).indices
         matrix = matrix[order]
     values = matrix.numpy()
     limit = float(np.abs(values).max()) or 1.0

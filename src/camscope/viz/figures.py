@@ -10,14 +10,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-from camscope.io import atomic_write_bytes  # noqa: E402
+from camscope.io import atomic_write_bytes
 
-__all__ = ["overlay", "save_image", "save_figure", "explanation_figure"]
+__all__ = ["explanation_figure", "overlay", "save_figure", "save_image"]
 
 
 def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -89,7 +89,9 @@ def explanation_figure(
     axes[0].set_title(title or "input", fontsize=9)
     if predictions:
         text = "\n".join(f"{p * 100:5.1f}%  {name[:22]}" for name, p in predictions)
-        axes[0].text(0.02, -0.04, text, transform=axes[0].transAxes, va="top", ha="left", fontsize=7, family="monospace")
+        axes[0].text(
+            0.02, -0.04, text, transform=axes[0].transAxes, va="top", ha="left", fontsize=7, family="monospace"
+        )
     for axis, (name, cam) in zip(axes[1:], maps.items()):
         axis.imshow(overlay(image, cam, signed=signed))
         axis.set_title(name, fontsize=9)
