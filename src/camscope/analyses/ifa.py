@@ -1205,7 +1205,7 @@ def _dataset_length(data: Any, batch_size: int) -> int | None:
             return len(data)
         if isinstance(data, (str, os.PathLike)):
             return None
-        from camscope.passes.batches import ImageFolderData
+        from camscope.data.folders import ImageFolderData
 
         if isinstance(data, ImageFolderData):
             return math.ceil(len(data) / batch_size)

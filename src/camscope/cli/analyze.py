@@ -44,7 +44,7 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     unlabelled) and the model's class names.
     """
     from camscope.models.loading import class_index, data_config, imagenet_classes, load_image
-    from camscope.passes.batches import ImageFolderData
+    from camscope.data.folders import ImageFolderData
 
     config = config or data_config(network)
     dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)

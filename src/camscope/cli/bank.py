@@ -51,7 +51,7 @@ def _regularization(text: str) -> str | float:
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
     from camscope.models.loading import load_image
-    from camscope.passes.batches import ImageFolderData
+    from camscope.data.folders import ImageFolderData
 
     data = ImageFolderData(folder, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
@@ -89,7 +89,7 @@ def build(
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
     from camscope.models.loading import data_config, load_image
-    from camscope.passes.batches import ImageFolderData
+    from camscope.data.folders import ImageFolderData
 
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)

@@ -726,7 +726,7 @@ def _textures(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 def _boxes(masks: Tensor) -> Tensor:
     """``[N, 4]`` tight boxes ``[x0, y0, x1, y1]`` (exclusive ends) of ``[N, H, W]`` masks (zeros if empty)."""
-    n, height, width = masks.shape
+    _, height, width = masks.shape
     rows, cols = masks.any(dim=2), masks.any(dim=1)
     y0 = rows.int().argmax(dim=1)
     y1 = height - rows.flip(1).int().argmax(dim=1)

@@ -485,7 +485,8 @@ def _batches(
     limit: int | None,
 ) -> tuple[Iterable[tuple[Tensor, Tensor, list[str], list[_Truth]]], int | None, list[str] | None]:
     """``(inputs, labels, names, truths)`` batches, the number of samples when known, and folder class names."""
-    from camscope.passes.batches import ImageFolderData, iter_batches
+    from camscope.data.folders import ImageFolderData
+    from camscope.passes.batches import iter_batches
 
     if isinstance(data, (str, os.PathLike)):
         from camscope.models.loading import load_image

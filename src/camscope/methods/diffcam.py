@@ -530,7 +530,7 @@ def _class_names_of(data: Any) -> list[str] | None:
 
 
 def _batches_total(data: Any, batch_size: int) -> int | None:
-    from camscope.passes.batches import ImageFolderData
+    from camscope.data.folders import ImageFolderData
 
     if isinstance(data, ImageFolderData):
         return math.ceil(len(data) / batch_size)
@@ -665,7 +665,8 @@ class ReferenceBank:
         Returns:
             The bank.
         """
-        from camscope.passes.batches import ImageFolderData, iter_batches
+        from camscope.data.folders import ImageFolderData
+        from camscope.passes.batches import iter_batches
         from camscope.passes.batches import progress as progress_bar
 
         if not isinstance(model, nn.Module):

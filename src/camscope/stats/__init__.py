@@ -1,0 +1,1 @@
+"""Mergeable statistics that dataset passes accumulate: quantile sketches, moments, reference banks."""
