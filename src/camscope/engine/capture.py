@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "model_state",
     "output_tensor",
     "resolve_layers",
+    "split_output",
     "to_channels_first",
     "validate_inputs",
 ]
@@ -394,7 +395,7 @@ class LayerCapture:
             if not self.enabled:
                 return None
             self.calls[name] = self.calls.get(name, 0) + 1
-            tensor, rebuild = _split_output(output, name)
+            tensor, rebuild = split_output(output, name)
             if not self.need_grad:
                 self.activations[name] = tensor.detach()
                 return rebuild(tensor.clone())
@@ -421,8 +422,19 @@ class LayerCapture:
                 )
 
 
-def _split_output(output: Any, name: str) -> tuple[Tensor, Any]:
-    """The activation tensor of a layer's output, and a function that puts a replacement back."""
+def split_output(output: Any, name: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
+    """The activation tensor of a layer's output, and a function that puts a replacement back.
+
+    A forward hook returns ``rebuild(new_tensor)`` to replace the layer's output:
+    a tensor as it is, a tuple ``(hidden_states, *extras)`` (Hugging Face layers)
+    with its first element replaced.
+
+    Example:
+        >>> import torch
+        >>> tensor, rebuild = split_output((torch.zeros(2), "extra"), "block")
+        >>> rebuild(torch.ones(2))
+        (tensor([1., 1.]), 'extra')
+    """
     if isinstance(output, Tensor):
         return output, lambda tensor: tensor
     if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
@@ -431,3 +443,7 @@ def _split_output(output: Any, name: str) -> tuple[Tensor, Any]:
     raise CamscopeError(
         f"layer {name!r} returns {type(output).__name__}, not a tensor: choose a layer whose output is a tensor"
     )
+
+
+# Old private name, kept while other modules move to ``split_output``.
+_split_output = split_output

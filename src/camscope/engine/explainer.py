@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camscope.engine.capture import (
@@ -20,75 +17,18 @@ from camscope.engine.capture import (
     to_channels_first,
     validate_inputs,
 )
+from camscope.engine.explanation import Explanation
+from camscope.engine.maps import aggregate, feature_mask, normalize_maps, scaled_maps, upsample
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
 __all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
 
-
-@dataclass
-class Explanation:
-    """The result of explaining a batch.
-
-    Attributes:
-        raw: the signed class-activation map ``sum_k w_k A_k`` at layer
-            resolution, before ReLU and any scaling, ``[B, h, w]`` (``[B, d, h, w]``
-            for volumes). For several layers: the mean over layers of each
-            layer's raw map upsampled to the input and divided by its per-image
-            maximum absolute value.
-        maps: ``raw`` upsampled to the input size, ReLU, min-max scaled per
-            image to [0, 1], ``[B, H, W]``; a constant map gives zeros. With
-            ``scale=`` (S-CAMs): ``scale(upsampled raw)``, signed, in (-1, 1).
-        weights: ``[B, K]`` channel weights where the method has them, else None.
-        contributions: ``[B, K]`` per-channel contributions ``sum_ij w_k^ij A_k^ij``
-            (their sum over k is the sum of ``raw``), None for projection methods.
-        logits: the model's outputs on the inputs, detached.
-        targets: the resolved target (``targets.classes()`` gives class indices).
-        scores: the target's score per sample on the inputs.
-        method: the method's name.
-        layer: the layer's name (a list for several layers).
-        activations: the layer's activations ``[B, K, *spatial]``, detached.
-        layers: per-layer explanations when several layers were asked.
-    """
-
-    raw: Tensor
-    maps: Tensor
-    weights: Tensor | None
-    contributions: Tensor | None
-    logits: Tensor
-    targets: Target
-    scores: Tensor
-    method: str
-    layer: str | list[str]
-    activations: Tensor | None = None
-    layers: dict[str, Explanation] = field(default_factory=dict)
-
-    @property
-    def classes(self) -> Tensor | None:
-        """The explained class per sample, where the target has one."""
-        return self.targets.classes()
-
-
-def upsample(raw: Tensor, size: Sequence[int]) -> Tensor:
-    """Resize ``[B, h, w]`` (bilinear) or ``[B, d, h, w]`` (trilinear) maps to ``size``."""
-    mode = "bilinear" if raw.ndim == 3 else "trilinear"
-    if tuple(raw.shape[1:]) == tuple(size):
-        return raw
-    return F.interpolate(raw.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False).squeeze(1)
-
-
-def normalize_maps(maps: Tensor) -> Tensor:
-    """ReLU, then min-max per image to [0, 1]; a constant map becomes zeros."""
-    maps = maps.clamp(min=0)
-    flat = maps.flatten(1)
-    low = flat.min(dim=1).values
-    span = flat.max(dim=1).values - low
-    shape = (-1,) + (1,) * (maps.ndim - 1)
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(
-        span.reshape(shape) > 0, (maps - low.reshape(shape)) / safe.reshape(shape), torch.zeros_like(maps)
-    )
+# Old private names, kept while other modules move to camscope.engine.maps.
+_aggregate = aggregate
+_scaled_maps = scaled_maps
+_feature_mask = feature_mask
 
 
 class Explainer:
@@ -175,7 +115,7 @@ class Explainer:
             )
         explanation = per_layer[0] if len(per_layer) == 1 else self._fused(per_layer, inputs)
         if scale is not None:
-            explanation.maps = _scaled_maps(scale, explanation, inputs.shape[2:])
+            explanation.maps = scaled_maps(scale, explanation, inputs.shape[2:])
         return explanation
 
     def _explain(
@@ -312,12 +252,12 @@ class Explainer:
                 continue
             weighted = result.weights * activations
             if features is not None:
-                weighted = weighted * _feature_mask(features, activations)
+                weighted = weighted * feature_mask(features, activations)
             contributions_list.append(weighted.sum(dim=context.spatial_dims))
             raws.append(weighted.sum(dim=1))
             if all(size == 1 for size in result.weights.shape[2:]):
                 weights_list.append(result.weights.flatten(1))
-        raw = _aggregate(torch.stack(raws), target.aggregate)
+        raw = aggregate(torch.stack(raws), target.aggregate)
         weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
         contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
         maps = normalize_maps(upsample(raw, inputs.shape[2:]))
@@ -422,50 +362,6 @@ def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor |
             for i in range(len(tensors))
         )
     return list(grads)
-
-
-def _feature_mask(features: Tensor, activations: Tensor) -> Tensor:
-    batch, channels = activations.shape[:2]
-    mask = torch.as_tensor(features, device=activations.device).to(activations.dtype)
-    if mask.ndim == 1:
-        mask = mask.expand(batch, -1)
-    if mask.shape != (batch, channels):
-        raise CamscopeError(
-            f"features must be a channel mask of shape [{channels}] or [{batch}, {channels}], got {list(mask.shape)}"
-        )
-    return mask.reshape(batch, channels, *([1] * (activations.ndim - 2)))
-
-
-def _scaled_maps(scale: Any, explanation: Explanation, size: Sequence[int]) -> Tensor:
-    """S-CAM maps: ``scale(upsampled raw)`` (an object with ``as_scale()``, or a callable)."""
-    transform = scale.as_scale() if hasattr(scale, "as_scale") else scale
-    if not callable(transform):
-        raise CamscopeError(
-            f"scale= must be an Analysis (camscope.analyze) or one of its scales, got {type(scale).__name__}"
-        )
-    if explanation.layers:
-        raise CamscopeError("scale= needs a single layer: the scale was fitted on one layer's raw values")
-    for attribute in ("method", "layer"):
-        fitted, used = getattr(transform, attribute, None), getattr(explanation, attribute)
-        if fitted is not None and fitted != used:
-            raise CamscopeError(
-                f"the scale was fitted for {attribute} {fitted!r} but this explanation uses {used!r}: "
-                f"analyze with the same {attribute}, or explain with {attribute}={fitted!r}"
-            )
-    return transform(upsample(explanation.raw, size)).detach()
-
-
-def _aggregate(raws: Tensor, mode: str) -> Tensor:
-    """Combine the maps of ``R`` score components ``[R, B, ...]``."""
-    if raws.shape[0] == 1:
-        return raws[0]
-    if mode == "mean-before-relu":
-        return raws.mean(dim=0)
-    if mode == "max-before-relu":
-        return raws.max(dim=0).values
-    if mode == "mean-after-relu":
-        return raws.clamp(min=0).mean(dim=0)
-    raise CamscopeError(f"unknown aggregation {mode!r}: use mean-before-relu, max-before-relu or mean-after-relu")
 
 
 def explain(
