@@ -39,9 +39,10 @@ def test_works_under_no_grad_with_frozen_parameters(tiny_cnn, images):
         parameter.requires_grad_(False)
     with torch.no_grad():
         explanation = camscope.explain(tiny_cnn, images, layer="features.2")
+        assert not torch.is_grad_enabled()  # the caller's no_grad holds after the call
+    assert torch.is_grad_enabled()
     torch.testing.assert_close(explanation.raw, expected)
     assert not any(p.requires_grad for p in tiny_cnn.parameters())
-    assert not torch.is_grad_enabled() or True
     with torch.inference_mode():
         explanation = camscope.explain(tiny_cnn, images.clone(), layer="features.2")
     torch.testing.assert_close(explanation.raw, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -80,7 +81,9 @@ class Explainer:
         self.layer = layer
         self.fuse = fuse
         self.eval_mode = eval_mode
-        self.layout = dict(layout=layout, grid=grid, prefix_tokens=prefix_tokens)
+        self.layout = layout
+        self.grid = grid
+        self.prefix_tokens = prefix_tokens
         if layer is not None:
             resolve_layers(model, layer)  # fail early on a wrong name
 
@@ -113,7 +116,9 @@ class Explainer:
             per_layer = self._explain(
                 inputs, layers, self.method.prepare_target(as_target(target), self.model), features
             )
-        explanation = per_layer[0] if len(per_layer) == 1 else self._fused(per_layer, inputs)
+        explanation = (
+            per_layer[0] if len(per_layer) == 1 else self._fused([name for name, _ in layers], per_layer, inputs)
+        )
         if scale is not None:
             explanation.maps = scaled_maps(scale, explanation, inputs.shape[2:])
         return explanation
@@ -129,39 +134,41 @@ class Explainer:
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
             explanations = []
             for name, _ in layers:
-                activations = self._channels_first(native[name], inputs, name)
-                context = CamContext(
-                    model=self.model,
-                    inputs=inputs,
-                    layer=name,
-                    activations=activations.detach(),
-                    gradients=None,
-                    outputs=logits.detach(),
-                    target=resolved,
-                    scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
-                    forward=lambda x, capture=capture: self._plain_forward(x, capture),
-                    gradients_at=lambda x, name=name, capture=capture, resolved=resolved: self._gradients_at(
-                        x, name, capture, resolved
-                    ),
-                    activations_at=lambda x, native=False, name=name, capture=capture: self._activations_at(
-                        x, name, capture, native
-                    ),
-                )
-                grads = gradients.get(name)
-                results = self._run_method(context, grads, inputs, name)
+                context = self._context(inputs, name, capture, native[name], logits, resolved, scores)
+                results = self._run_method(context, gradients.get(name), inputs, name)
                 explanations.append(self._assemble(results, context, resolved, inputs, name, features))
         return explanations
+
+    def _context(
+        self,
+        inputs: Tensor,
+        name: str,
+        capture: LayerCapture,
+        native: Tensor,
+        logits: Tensor,
+        target: Target,
+        scores: Tensor,
+    ) -> CamContext:
+        """What the method sees at one layer; gradients are filled in per score component."""
+        return CamContext(
+            model=self.model,
+            inputs=inputs,
+            layer=name,
+            activations=self._channels_first(native, inputs, name).detach(),
+            gradients=None,
+            outputs=logits.detach(),
+            target=target,
+            scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
+            forward=partial(self._plain_forward, capture=capture),
+            gradients_at=partial(self._gradients_at, name=name, capture=capture, target=target),
+            activations_at=partial(self._activations_at, name=name, capture=capture),
+        )
 
     def _pass(
         self, inputs: Tensor, capture: LayerCapture, target: Target, need_grad: bool
     ) -> tuple[Tensor, Target, Tensor]:
         """One forward pass: autograd off until the first captured layer when gradients are needed."""
-        grad_mode = torch.is_grad_enabled()
-        try:
-            with torch.no_grad():
-                outputs = self._model_forward(inputs)
-        finally:
-            torch.set_grad_enabled(grad_mode)
+        outputs = self._hooked_forward(inputs)
         capture.check_calls()
         logits = output_tensor(outputs)
         resolved = target.resolve(logits.detach())
@@ -182,6 +189,15 @@ class Explainer:
             logits = output_tensor(outputs)
         return logits, resolved, scores
 
+    def _hooked_forward(self, inputs: Tensor) -> Any:
+        """The model's outputs without autograd below the captured layers (their hooks switch it on)."""
+        grad_mode = torch.is_grad_enabled()
+        try:
+            with torch.no_grad():
+                return self._model_forward(inputs)
+        finally:
+            torch.set_grad_enabled(grad_mode)
+
     def _model_forward(self, inputs: Tensor) -> Any:
         try:
             return self.model(inputs)
@@ -194,7 +210,7 @@ class Explainer:
             ) from error
 
     def _gradients(
-        self, scores: Tensor, native: dict[str, Tensor], method: CamMethod, aggregate: str = "mean-before-relu"
+        self, scores: Tensor, native: dict[str, Tensor], method: CamMethod, aggregation: str = "mean-before-relu"
     ) -> dict[str, Tensor]:
         """``d score / d A`` per layer with a leading component axis: ``[R, B, ...]``.
 
@@ -204,7 +220,8 @@ class Explainer:
         """
         names = list(native)
         tensors = [native[name] for name in names]
-        shortcut = method.linear_in_gradient and aggregate == "mean-before-relu"
+        shortcut = method.linear_in_gradient and aggregation == "mean-before-relu"
+        grads: list[Tensor | None]
         if scores.ndim == 1 or shortcut:
             total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
             grads = [
@@ -219,7 +236,7 @@ class Explainer:
         }
 
     def _channels_first(self, tensor: Tensor, inputs: Tensor, name: str) -> Tensor:
-        return to_channels_first(tensor, inputs.shape, name, self.model, **self.layout)
+        return to_channels_first(tensor, inputs.shape, name, self.model, self.layout, self.grid, self.prefix_tokens)
 
     def _run_method(self, context: CamContext, grads: Tensor | None, inputs: Tensor, name: str) -> list[CamResult]:
         """The method's result, once per score component of the gradients."""
@@ -241,7 +258,9 @@ class Explainer:
         features: Tensor | None,
     ) -> Explanation:
         activations = context.activations
-        raws, weights_list, contributions_list = [], [], []
+        raws: list[Tensor] = []
+        weights_list: list[Tensor] = []
+        contributions_list: list[Tensor] = []
         for result in results:
             if result.raw is not None:
                 if features is not None:
@@ -250,6 +269,8 @@ class Explainer:
                     )
                 raws.append(result.raw)
                 continue
+            if result.weights is None:
+                raise CamscopeError(f"method {self.method.name!r} returned neither weights nor a map")
             weighted = result.weights * activations
             if features is not None:
                 weighted = weighted * feature_mask(features, activations)
@@ -286,12 +307,7 @@ class Explainer:
     def _activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
         """Activations at one layer for other inputs (detached; channels first unless ``native``)."""
         capture.reset()
-        grad_mode = torch.is_grad_enabled()
-        try:
-            with torch.no_grad():
-                self._model_forward(inputs)
-        finally:
-            torch.set_grad_enabled(grad_mode)
+        self._hooked_forward(inputs)
         capture.check_calls()
         activations = capture.activations[name].detach()
         return activations if native else self._channels_first(activations, inputs, name)
@@ -299,12 +315,7 @@ class Explainer:
     def _gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
         """Activations and gradients at one layer for other inputs, the same resolved target."""
         capture.reset()
-        grad_mode = torch.is_grad_enabled()
-        try:
-            with torch.no_grad():
-                outputs = self._model_forward(inputs)
-        finally:
-            torch.set_grad_enabled(grad_mode)
+        outputs = self._hooked_forward(inputs)
         with torch.enable_grad():
             scores = target(output_tensor(outputs))
             if scores.ndim == 2:
@@ -317,7 +328,8 @@ class Explainer:
             self._channels_first(grads, inputs, name),
         )
 
-    def _fused(self, per_layer: list[Explanation], inputs: Tensor) -> Explanation:
+    def _fused(self, names: list[str], per_layer: list[Explanation], inputs: Tensor) -> Explanation:
+        """One explanation of several layers: their normalised maps fused, their raw maps rescaled and averaged."""
         size = inputs.shape[2:]
         stacked = torch.stack([explanation.maps for explanation in per_layer])
         maps = stacked.mean(dim=0) if self.fuse == "mean" else stacked.max(dim=0).values
@@ -336,9 +348,9 @@ class Explainer:
             targets=first.targets,
             scores=first.scores,
             method=first.method,
-            layer=[explanation.layer for explanation in per_layer],
+            layer=names,
             activations=None,
-            layers={explanation.layer: explanation for explanation in per_layer},
+            layers=dict(zip(names, per_layer)),
         )
 
 
@@ -357,10 +369,11 @@ def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor |
             torch.autograd.grad(scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True)
             for r in range(components)
         ]
-        grads = tuple(
-            None if per_component[0][i] is None else torch.stack([g[i] for g in per_component])
-            for i in range(len(tensors))
-        )
+        stacked: list[Tensor | None] = []
+        for i in range(len(tensors)):
+            present = [g[i] for g in per_component if g[i] is not None]
+            stacked.append(torch.stack(present) if len(present) == components else None)
+        return stacked
     return list(grads)
 
 
