@@ -1,23 +1,42 @@
-"""Overlays and figures (matplotlib, Agg backend; no window is ever opened)."""
+"""Overlays and figures.
+
+Figures are built with matplotlib's object-oriented API (:class:`matplotlib.figure.Figure`
+drawn by the Agg canvas), so importing camscope never selects a matplotlib backend and
+no window is ever opened.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from camscope.io import atomic_write_bytes
 
-__all__ = ["explanation_figure", "overlay", "save_figure", "save_image"]
+__all__ = ["explanation_figure", "new_figure", "overlay", "save_figure", "save_image"]
+
+
+def new_figure(figsize: tuple[float, float] = (6.4, 4.8)) -> Figure:
+    """A figure drawn by the Agg canvas, independent of pyplot and of the user's backend.
+
+    Example:
+        >>> figure = new_figure((2, 2))
+        >>> axis = figure.add_subplot()
+        >>> type(figure.canvas).__name__
+        'FigureCanvasAgg'
+    """
+    figure = Figure(figsize=figsize)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -49,7 +68,7 @@ def overlay(
     image, cam = _to_numpy(image), _to_numpy(cam)
     if image.shape[:2] != cam.shape:
         raise ValueError(f"image {image.shape[:2]} and map {cam.shape} differ in size")
-    colours = plt.get_cmap(cmap or ("RdBu_r" if signed else "jet"))
+    colours = matplotlib.colormaps[cmap or ("RdBu_r" if signed else "jet")]
     values = (np.clip(cam, -1, 1) + 1) / 2 if signed else np.clip(cam, 0, 1)
     heat = colours(values)[..., :3]
     return np.clip((1 - alpha) * image + alpha * heat, 0, 1)
@@ -67,10 +86,21 @@ def save_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
 
 
 def save_figure(path: str | os.PathLike[str], figure: Figure, dpi: int = 100) -> Path:
-    """Save a figure as PNG, atomically, and close it."""
+    """Save a figure as PNG, atomically, and release it (pyplot figures are closed).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> figure = new_figure((1, 1))
+        >>> path = save_figure(pathlib.Path(tempfile.mkdtemp()) / "empty.png", figure)
+        >>> path.read_bytes()[:4]
+        b'\\x89PNG'
+    """
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        # Only a figure made by pyplot is registered there; closing any other is a no-op.
+        pyplot.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -83,8 +113,8 @@ def explanation_figure(
 ) -> Figure:
     """The image, its top predictions, and one overlay per map, side by side."""
     columns = 1 + len(maps)
-    figure, axes = plt.subplots(1, columns, figsize=(2.6 * columns, 3.2), squeeze=False)
-    axes = axes[0]
+    figure = new_figure((2.6 * columns, 3.2))
+    axes = figure.subplots(1, columns, squeeze=False)[0]
     axes[0].imshow(image)
     axes[0].set_title(title or "input", fontsize=9)
     if predictions:
@@ -99,3 +129,12 @@ def explanation_figure(
         axis.axis("off")
     figure.tight_layout()
     return figure
+
+
+def __getattr__(name: str) -> Any:
+    # Old import path: evaluation.runner imports ``plt`` from here until it builds its figures with new_figure.
+    if name == "plt":
+        import matplotlib.pyplot
+
+        return matplotlib.pyplot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
