@@ -8,6 +8,8 @@ Example:
     torch.Size([1, 64, 64])
 """
 
+from importlib import metadata as _metadata
+
 from camscope.analyses.ifa import Analysis, analyze
 from camscope.engine.explainer import Explainer, Explanation, explain
 from camscope.engine.method import available_methods, register_method
@@ -21,7 +23,7 @@ from camscope.methods.diffcam import ReferenceBank
 from camscope.methods.finer import Finer, class_similarity
 from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("camscope")
 
 __all__ = [
     "Analysis",
