@@ -2,10 +2,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# On these machines torch 2.14.1 / torchvision 0.29.1 lie on disk; elsewhere pip gets them from PyPI.
-TORCH := torch==2.14.1 torchvision==0.29.1
+# The torch build the test suite is checked against; override to use another (e.g. a CUDA build).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Modules whose docstring examples run as doctests in `make test` (fast: tiny models, no data).
+DOCTEST ?= src/camscope/__init__.py src/camscope/engine src/camscope/targets src/camscope/passes \
+	src/camscope/progress.py src/camscope/viz/figures.py
+LINTED := src tests benchmarks scripts
 
-.PHONY: install demo test bench
+.PHONY: install demo test lint bench
 
 $(BIN)/camscope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +22,15 @@ install: $(BIN)/camscope
 demo: install
 	$(BIN)/camscope demo --out camscope-out
 
-test: install
+# The quality gates, in order, then the test suite.
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/python -m pytest --doctest-modules $(DOCTEST)
 	$(BIN)/python -m pytest
 
 bench: install
