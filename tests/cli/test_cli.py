@@ -19,6 +19,7 @@ def chelsea_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_file, tmp_path, capsys):
     code = main(
         [
@@ -44,6 +45,7 @@ def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_fi
     assert maps["gradcam.raw"].shape == (7, 7) and maps["layercam.maps"].shape == (224, 224)
 
 
+@pytest.mark.slow
 def test_explain_with_a_class_name(chelsea_file, tmp_path, capsys):
     assert main(["explain", str(chelsea_file), "--target", "tabby", "--out", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["explained_class"] == 281
@@ -76,6 +78,7 @@ def test_methods_and_layers(capsys):
     assert "layer4                                   [1, 512, 2, 2]  (default)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.glob("*.png"))

@@ -18,6 +18,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     return reproduce(tmp_path_factory.mktemp("report"), quick=True, log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_report_has_every_section_with_claims_figures_and_finite_numbers(quick_report: Report) -> None:
     text = quick_report.path.read_text()
     assert text.startswith("# Reproduction report")
@@ -33,6 +34,7 @@ def test_report_has_every_section_with_claims_figures_and_finite_numbers(quick_r
             assert f"**{claim.verdict}**" in text
 
 
+@pytest.mark.slow
 def test_every_linked_figure_exists(quick_report: Report) -> None:
     text = quick_report.path.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -44,6 +46,7 @@ def test_every_linked_figure_exists(quick_report: Report) -> None:
             assert figure in links, f"{figure} is written but not shown"
 
 
+@pytest.mark.slow
 def test_tally_counts_the_verdicts(quick_report: Report) -> None:
     claims = [claim for section in quick_report.sections for claim in section.claims]
     line = next(line for line in quick_report.path.read_text().splitlines() if line.startswith("Verdicts: "))
