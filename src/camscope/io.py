@@ -49,7 +49,15 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Tensor], metad
 
 
 def load_tensors(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Load a file written by :func:`save_tensors`, checking its kind and format version."""
+    """Load a file written by :func:`save_tensors`, checking its kind and format version.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> path = save_tensors(pathlib.Path(tempfile.mkdtemp()) / "x.safetensors", {"x": torch.ones(2)}, {"note": "hi"}, "demo")
+        >>> tensors, header = load_tensors(path, "demo")
+        >>> tensors["x"].tolist(), header["note"], header["format_version"]
+        ([1.0, 1.0], 'hi', 1)
+    """
     path = Path(path)
     if not path.is_file():
         raise CamscopeError(f"no such file: {path}")

@@ -47,6 +47,12 @@ def output_tensor(outputs: Any) -> Tensor:
     Handles plain tensors, tuples and lists (first element), dicts (``logits``
     or ``out``, else the only value) and objects with a ``.logits`` attribute
     (Hugging Face).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.zeros(2, 10)
+        >>> output_tensor({"logits": logits, "aux": None}) is logits, output_tensor((logits, "extra")) is logits
+        (True, True)
     """
     if isinstance(outputs, Tensor):
         return outputs
@@ -82,6 +88,12 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
     Raises:
         CamscopeError: for an unknown name (with the closest names) or a module
             that is not part of the model.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> [name for name, _ in resolve_layers(model, ["0", model[1]])]
+        ['0', '1']
     """
     named = dict(model.named_modules())
     by_id = {id(module): name for name, module in named.items()}
@@ -134,6 +146,13 @@ def candidate_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[
     """Layers whose output has a spatial grid or tokens, with their output shapes.
 
     Each name appears once, with the shape of its last call, in execution order.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+        >>> candidate_layers(model, torch.zeros(1, 3, 8, 8))
+        [('0', (1, 4, 6, 6))]
     """
     seen: dict[str, tuple[int, ...]] = {}
     for name, shape in _trace_shapes(model, inputs):
@@ -152,6 +171,12 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
     last transformer block, because with class-token pooling the patch tokens
     at a block's output get no gradient. The choice is cached per model and
     input shape.
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> default_layer(resnet18(num_classes=10), torch.zeros(1, 3, 64, 64))
+        'layer4'
     """
     cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
     key = tuple(inputs.shape[1:])
@@ -210,6 +235,14 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
         CamscopeError: for a model without parameters, a non-tensor, a wrong
             rank, NaN or infinite values, or a channel count that the model's
             first convolution does not take.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> validate_inputs(nn.Conv2d(3, 4, 3), torch.zeros(3, 8, 8))
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: inputs must be a batch [B, C, H, W] (or [B, C, D, H, W] for volumes), got shape [3, 8, 8] (a single image: use x.unsqueeze(0))
     """
     if not isinstance(model, nn.Module):
         raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -240,7 +273,16 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
 
 @contextmanager
 def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
-    """Put the model in eval mode for the duration; restore every module's mode and every requires_grad flag."""
+    """Put the model in eval mode for the duration; restore every module's mode and every requires_grad flag.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.BatchNorm1d(2)).train()
+        >>> with model_state(model):
+        ...     inside = model.training
+        >>> inside, model.training
+        (False, True)
+    """
     training = [(module, module.training) for module in model.modules()]
     flags = [(param, param.requires_grad) for param in model.parameters()]
     try:
@@ -300,6 +342,12 @@ def to_channels_first(
         layout: ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
         grid: the token grid ``(h, w)`` when it cannot be inferred.
         prefix_tokens: how many leading tokens to drop (class, registers).
+
+    Example:
+        >>> import torch
+        >>> tokens = torch.zeros(2, 1 + 4 * 4, 8)  # a class token and a 4 x 4 grid of patches, 8 channels
+        >>> to_channels_first(tokens, (2, 3, 64, 64), "blocks.0").shape
+        torch.Size([2, 8, 4, 4])
     """
     height, width = int(input_shape[-2]), int(input_shape[-1])
     if layout == "auto":
@@ -366,6 +414,15 @@ class LayerCapture:
     layer produced it.
 
     Use as a context manager; hooks are removed on exit, exceptions included.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True))
+        >>> with LayerCapture(resolve_layers(model, "0"), need_grad=False) as capture:
+        ...     _ = model(torch.randn(1, 3, 8, 8))
+        >>> bool((capture.activations["0"] < 0).any())  # recorded before the in-place ReLU
+        True
     """
 
     def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool) -> None:

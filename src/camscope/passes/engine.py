@@ -72,7 +72,13 @@ class Batch:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for a model without either)."""
+    """The device of the model's first parameter or buffer (CPU for a model without either).
+
+    Example:
+        >>> import torch
+        >>> model_device(torch.nn.Linear(2, 2))
+        device(type='cpu')
+    """
     for parameter in model.parameters():
         return parameter.device
     for buffer in model.buffers():
@@ -81,7 +87,13 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def batch_count(data: Any, batch_size: int) -> int | None:
-    """The number of batches ``data`` gives at ``batch_size``, or None when it cannot be known."""
+    """The number of batches ``data`` gives at ``batch_size``, or None when it cannot be known.
+
+    Example:
+        >>> import torch
+        >>> batch_count(torch.zeros(5, 3), 2), batch_count([1, 2, 3], 2), batch_count(iter([]), 2)
+        (3, 3, None)
+    """
     if isinstance(data, ImageFolderData):
         return math.ceil(len(data) / batch_size)
     if isinstance(data, Tensor):
@@ -95,7 +107,13 @@ def batch_count(data: Any, batch_size: int) -> int | None:
 
 
 def dataset_class_names(data: Any) -> list[str] | None:
-    """Class names carried by ``data``: an :class:`ImageFolderData`'s folders or a torchvision dataset's ``classes``."""
+    """Class names carried by ``data``: an :class:`ImageFolderData`'s folders or a torchvision dataset's ``classes``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> dataset_class_names(SimpleNamespace(classes=["cat", "dog"])), dataset_class_names([1, 2])
+        (['cat', 'dog'], None)
+    """
     names = getattr(data, "class_names", None)
     if names:
         return list(names)

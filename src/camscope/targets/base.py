@@ -98,6 +98,13 @@ class ClassTarget(Target):
     Args:
         classes: one index for every sample, or one per sample; ``None`` means
             the predicted (top-1) class.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[1.0, 3.0, 2.0], [4.0, 0.0, 1.0]])
+        >>> target = ClassTarget().resolve(logits)  # the predicted classes, fixed from now on
+        >>> target.classes().tolist(), target(logits).tolist()
+        ([1, 0], [3.0, 4.0])
     """
 
     def __init__(self, classes: ClassSpec | None = None) -> None:
@@ -138,6 +145,12 @@ class ClassDifference(Target):
         explained: class ``c`` (one int, or one per sample; ``None``: predicted).
         versus: class ``d`` (one int, or one per sample).
         gamma: weight of the compared class.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[1.0, 3.0, 2.0], [4.0, 0.0, 1.0]])
+        >>> ClassDifference([1, 0], 2, gamma=0.5)(logits).tolist()
+        [2.0, 3.5]
     """
 
     def __init__(self, explained: ClassSpec | None, versus: ClassSpec, gamma: float = 1.0) -> None:
@@ -170,6 +183,12 @@ class ScoreTarget(Target):
     Args:
         fn: maps the model's output tensor to one score per sample.
         name: a label for plots and reports.
+
+    Example:
+        >>> import torch
+        >>> margin = ScoreTarget(lambda out: out[:, 0] - out.mean(dim=1), name="margin")
+        >>> margin(torch.tensor([[3.0, 0.0, 0.0]]))
+        tensor([2.])
     """
 
     def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "score") -> None:
@@ -195,6 +214,12 @@ class FrozenTarget(Target):
     ``explain`` resolves its target on the logits of the model it explains; wrap a
     target resolved on another model (the sanity check's randomised copies) so that
     the same classes are explained.
+
+    Example:
+        >>> import torch
+        >>> resolved = ClassTarget().resolve(torch.tensor([[0.0, 1.0]]))
+        >>> FrozenTarget(resolved).resolve(torch.tensor([[1.0, 0.0]])).classes().tolist()
+        [1]
     """
 
     def __init__(self, resolved: Target) -> None:
@@ -220,6 +245,10 @@ def as_target(target: Any) -> Target:
     ``None`` is the predicted class; an int, a sequence or a tensor of ints is
     one class for all samples or one per sample; a callable is a
     :class:`ScoreTarget`; a :class:`Target` is kept.
+
+    Example:
+        >>> as_target(None), as_target(3), as_target([1, 2])
+        (ClassTarget(None), ClassTarget(3), ClassTarget([1, 2]))
     """
     if isinstance(target, Target):
         return target
