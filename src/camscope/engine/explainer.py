@@ -19,7 +19,7 @@ from camscope.engine.capture import (
     validate_inputs,
 )
 from camscope.engine.explanation import Explanation
-from camscope.engine.maps import aggregate, feature_mask, normalize_maps, scaled_maps, upsample
+from camscope.engine.maps import aggregate_maps, feature_mask, normalize_maps, scaled_maps, upsample
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
@@ -27,7 +27,7 @@ from camscope.targets.base import Target, as_target
 __all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
 
 # Old private names, kept while other modules move to camscope.engine.maps.
-_aggregate = aggregate
+_aggregate = aggregate_maps
 _scaled_maps = scaled_maps
 _feature_mask = feature_mask
 
@@ -278,7 +278,7 @@ class Explainer:
             raws.append(weighted.sum(dim=1))
             if all(size == 1 for size in result.weights.shape[2:]):
                 weights_list.append(result.weights.flatten(1))
-        raw = aggregate(torch.stack(raws), target.aggregate)
+        raw = aggregate_maps(torch.stack(raws), target.aggregate)
         weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
         contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
         maps = normalize_maps(upsample(raw, inputs.shape[2:]))

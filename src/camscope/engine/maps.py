@@ -2,7 +2,7 @@
 
 A method's signed map ``M = sum_k w_k A_k`` lives at the layer's resolution. These
 functions bring it to the input (:func:`upsample`), to [0, 1] (:func:`normalize_maps`),
-combine the maps of several score components (:func:`aggregate`), apply a common
+combine the maps of several score components (:func:`aggregate_maps`), apply a common
 intensity scale (:func:`scaled_maps`, the S-CAMs of "Integrated feature analysis
 for deep learning interpretation and class activation maps", arXiv:2407.01142)
 and build channel masks for feature-selected CAMs (:func:`feature_mask`).
@@ -22,9 +22,9 @@ from camscope.errors import CamscopeError
 if TYPE_CHECKING:
     from camscope.engine.explanation import Explanation
 
-__all__ = ["AGGREGATIONS", "aggregate", "feature_mask", "normalize_maps", "scaled_maps", "upsample"]
+__all__ = ["AGGREGATIONS", "aggregate_maps", "feature_mask", "normalize_maps", "scaled_maps", "upsample"]
 
-#: How the maps of ``R`` score components are combined (see :func:`aggregate`).
+#: How the maps of ``R`` score components are combined (see :func:`aggregate_maps`).
 AGGREGATIONS = ("mean-before-relu", "max-before-relu", "mean-after-relu")
 
 
@@ -65,7 +65,7 @@ def normalize_maps(maps: Tensor) -> Tensor:
     )
 
 
-def aggregate(raws: Tensor, mode: str) -> Tensor:
+def aggregate_maps(raws: Tensor, mode: str) -> Tensor:
     """Combine the signed maps of ``R`` score components ``[R, B, ...]`` into ``[B, ...]``.
 
     ``mean-before-relu``: ``mean_r M_r``; ``max-before-relu``: ``max_r M_r``;
@@ -74,7 +74,7 @@ def aggregate(raws: Tensor, mode: str) -> Tensor:
     Example:
         >>> import torch
         >>> raws = torch.tensor([[[1.0, -2.0]], [[3.0, 0.0]]])
-        >>> aggregate(raws, "mean-before-relu").tolist(), aggregate(raws, "mean-after-relu").tolist()
+        >>> aggregate_maps(raws, "mean-before-relu").tolist(), aggregate_maps(raws, "mean-after-relu").tolist()
         ([[2.0, -1.0]], [[2.0, 0.0]])
     """
     if raws.shape[0] == 1:
