@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +18,8 @@ from torchcam import methods as torchcam_methods
 
 import camscope
 from camscope.errors import CamscopeError
-from camscope.methods import perturbation as perturbation_module
-from camscope.methods.perturbation import ScoreCAM, _first_equal, _Progress
+from camscope.methods.perturbation import ScoreCAM, _first_equal
+from camscope.progress import ProgressBar
 
 CLASSES = [0, 3, 4]
 
@@ -403,19 +405,19 @@ def test_one_host_synchronisation_per_call(tiny_cnn, images, method, options):
 
 def test_progress_bar_appears_only_after_the_delay(capsys, monkeypatch):
     clock = [0.0]  # the bar's clock, advanced by hand: no wall-clock dependence
-    monkeypatch.setattr(perturbation_module.time, "perf_counter", lambda: clock[0])
-    quiet = _Progress(3, "passes", enabled=True, delay=60)
+    monkeypatch.setattr("camscope.progress.time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    quiet = ProgressBar(3, "passes", enabled=True, delay=60)
     clock[0] = 59.0
     for _ in range(3):
         quiet.advance()
     quiet.close()
     assert quiet._bar is None
-    late = _Progress(3, "passes", enabled=True, delay=60)
+    late = ProgressBar(3, "passes", enabled=True, delay=60)
     clock[0] = 120.0
     late.advance()
     assert late._bar is not None
     late.close()
-    shown = _Progress(3, "passes", enabled=True, delay=0)
+    shown = ProgressBar(3, "passes", enabled=True, delay=0)
     shown.advance()
     assert shown._bar is not None
     shown.advance()
