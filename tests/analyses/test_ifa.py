@@ -180,6 +180,29 @@ def test_bad_arguments_have_clear_errors(tiny_cnn):
         analysis.principal_features(source="all")
 
 
+def test_progress_keyword_and_its_deprecated_alias(tiny_cnn):
+    data = _dataset(batches=2)
+    quiet = camscope.analyze(tiny_cnn, data, layer="features.2", progress=False)
+    with pytest.warns(DeprecationWarning, match="progress="):
+        old = camscope.analyze(tiny_cnn, data, layer="features.2", show_progress=False)
+    torch.testing.assert_close(old.importance, quiet.importance)
+    assert old.values.equal(quiet.values)
+    with pytest.warns(DeprecationWarning, match="show_progress"), pytest.raises(CamscopeError, match="not both"):
+        camscope.analyze(tiny_cnn, data, layer="features.2", progress=True, show_progress=False)
+    with pytest.raises(CamscopeError, match="batch_size"):
+        camscope.analyze(tiny_cnn, data, layer="features.2", batch_size=0)
+
+
+def test_a_loader_and_a_tensor_give_the_same_analysis(tiny_cnn):
+    x = torch.randn(7, 3, 16, 16, generator=_generator(12))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=3)
+    from_loader = camscope.analyze(tiny_cnn, (inputs for (inputs,) in loader), layer="features.2", progress=False)
+    from_tensor = camscope.analyze(tiny_cnn, x, layer="features.2", batch_size=3, progress=False)
+    assert from_loader.n_samples == from_tensor.n_samples == 7
+    assert from_loader.values.equal(from_tensor.values)
+    torch.testing.assert_close(from_loader.importance, from_tensor.importance)
+
+
 # --------------------------------------------------------------------------------------
 # Merge, save, load
 # --------------------------------------------------------------------------------------

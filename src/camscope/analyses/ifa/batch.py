@@ -127,7 +127,7 @@ class BatchPass:
         return weighted.sum(dim=1), weighted.sum(dim=context.spatial_dims)
 
     def run(self, inputs: Tensor, labels: Tensor, explain: str) -> BatchResult:
-        """The explained raw map, Eq. 4 contributions and Eq. 3 sums of a batch (labels on the CPU)."""
+        """The explained raw map, Eq. 4 contributions and Eq. 3 sums of a batch (labels -1 where none)."""
         explainer, method = self.explainer, self.method
         need_grad = method.uses_gradients
         with model_state(explainer.model, explainer.eval_mode), torch.inference_mode(False):

@@ -1,47 +1,72 @@
-"""The integrated feature analysis of a dataset: :func:`analyze`, one pass that builds an :class:`Analysis`."""
+"""The integrated feature analysis of a dataset: :func:`analyze`, one pass that builds an :class:`Analysis`.
+
+The pass is a :class:`camscope.passes.engine.DatasetPass`: batches on the model's
+device, one progress bar; each batch goes through a
+:class:`~camscope.analyses.ifa.batch.BatchPass` and its result into
+:meth:`Analysis.update`.
+"""
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Iterable
+import warnings
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from camscope.analyses.ifa.analysis import Analysis
-from camscope.analyses.ifa.batch import BatchPass
+from camscope.analyses.ifa.batch import BatchPass, BatchResult
 from camscope.engine.capture import default_layer, resolve_layers, validate_inputs
 from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamMethod
 from camscope.errors import CamscopeError
-from camscope.passes.batches import iter_batches, progress
+from camscope.passes.engine import DatasetPass
 from camscope.targets.base import ClassTarget
 
 __all__ = ["analyze"]
 
 
-def _dataset_length(data: Any, batch_size: int) -> int | None:
-    try:
-        if isinstance(data, torch.utils.data.DataLoader):
-            return len(data)
-        if isinstance(data, (str, os.PathLike)):
-            return None
-        from camscope.data.folders import ImageFolderData
-
-        if isinstance(data, ImageFolderData):
-            return math.ceil(len(data) / batch_size)
-        if isinstance(data, Tensor):
-            return math.ceil(len(data) / batch_size)
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
+def _progress_keyword(progress: bool | None, show_progress: bool | None) -> bool | None:
+    """``progress``, or the deprecated ``show_progress`` when only that one was given."""
+    if show_progress is None:
+        return progress
+    warnings.warn("analyze(show_progress=...) is deprecated: use progress=...", DeprecationWarning, stacklevel=3)
+    if progress is not None and progress != show_progress:
+        raise CamscopeError("give progress= or its deprecated name show_progress=, not both with different values")
+    return show_progress
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+def _check_arguments(explain: str, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The (low, high) percentiles as floats, after checking ``explain`` and them."""
+    if explain not in ("predicted", "true"):
+        raise CamscopeError(f"explain must be 'predicted' or 'true', got {explain!r}")
+    low, high = (float(p) for p in percentiles)
+    if not 0 <= low < high <= 100:
+        raise CamscopeError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles}")
+    return low, high
+
+
+def _check_single_class(explainer: Explainer) -> None:
+    """Raise for a method that explains a comparison of classes (it has no one-class importance)."""
+    method = explainer.method
+    prepared = method.prepare_target(ClassTarget(None), explainer.model) if hasattr(method, "prepare_target") else None
+    if prepared is not None and not isinstance(prepared, ClassTarget):
+        raise CamscopeError(
+            f"method {method.name!r} explains a comparison of classes, not one class: "
+            "integrated feature analysis needs a single-class method such as gradcam"
+        )
+
+
+def _batch_pass(
+    explainer: Explainer, layer: Any, inputs: torch.Tensor, all_classes: bool, chunk: int | None
+) -> BatchPass:
+    """The per-batch computation at the one chosen layer (the default layer for ``layer=None``)."""
+    model = explainer.model
+    resolved = resolve_layers(model, layer if layer is not None else default_layer(model, inputs))
+    if len(resolved) != 1:
+        raise CamscopeError("analyze works on one layer: pass a single layer name")
+    name, module = resolved[0]
+    return BatchPass(explainer, name, module, all_classes, chunk)
 
 
 def analyze(
@@ -59,6 +84,7 @@ def analyze(
     size: int = 224,
     device: torch.device | str | None = None,
     bins: int = 16384,
+    progress: bool | None = None,
     show_progress: bool | None = None,
     eval_mode: bool = True,
     layout: str = "auto",
@@ -105,22 +131,31 @@ def analyze(
         batch_size, size: batching and image size for folders and tensors.
         device: where to run (default: the model's device).
         bins: cells of the quantile sketches (error below ``2 range / (bins - 2)``).
-        show_progress: progress bar (default: when stderr is a terminal).
+        progress: progress bar (default: when stderr is a terminal).
+        show_progress: deprecated name of ``progress``.
         eval_mode, layout, grid, prefix_tokens, **options: as for :class:`camscope.Explainer`.
 
     Returns:
         An :class:`Analysis`.
+
+    Raises:
+        CamscopeError: for bad arguments, a method that compares classes, labels
+            out of the model's range, or a dataset without batches.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> data = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))]
+        >>> analysis = analyze(model, data, layer="0", progress=False)
+        >>> analysis.importance.shape, analysis.n_samples
+        (torch.Size([4, 2]), 4)
     """
-    if explain not in ("predicted", "true"):
-        raise CamscopeError(f"explain must be 'predicted' or 'true', got {explain!r}")
-    low, high = (float(p) for p in percentiles)
-    if not 0 <= low < high <= 100:
-        raise CamscopeError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles}")
-    if batch_size < 1:
-        raise CamscopeError(f"batch_size must be at least 1, got {batch_size}")
-    if not isinstance(model, nn.Module):
-        raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = torch.device(device) if device is not None else _model_device(model)
+    progress = _progress_keyword(progress, show_progress)
+    low, high = _check_arguments(explain, percentiles)
+    batches = DatasetPass(
+        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="analyzing"
+    )
     explainer = Explainer(
         model,
         layer=layer,
@@ -131,30 +166,14 @@ def analyze(
         prefix_tokens=prefix_tokens,
         **options,
     )
-    prepared = (
-        explainer.method.prepare_target(ClassTarget(None), model)
-        if hasattr(explainer.method, "prepare_target")
-        else None
-    )
-    if prepared is not None and not isinstance(prepared, ClassTarget):
-        raise CamscopeError(
-            f"method {explainer.method.name!r} explains a comparison of classes, not one class: "
-            "integrated feature analysis needs a single-class method such as gradcam"
-        )
+    _check_single_class(explainer)
     analysis: Analysis | None = None
     runner: BatchPass | None = None
-    batches: Iterable[tuple[Tensor, Tensor]] = iter_batches(data, batch_size=batch_size, size=size)
-    total = _dataset_length(data, batch_size)
-    for inputs, labels in progress(batches, "analyzing", total=total, enabled=show_progress):
-        inputs = validate_inputs(model, inputs.to(device))
+    for batch in batches:
+        inputs = validate_inputs(model, batch.inputs)
         if runner is None:
-            chosen = layer if layer is not None else default_layer(model, inputs)
-            resolved = resolve_layers(model, chosen)
-            if len(resolved) != 1:
-                raise CamscopeError("analyze works on one layer: pass a single layer name")
-            name, module = resolved[0]
-            runner = BatchPass(explainer, name, module, all_classes, class_chunk)
-        result = runner.run(inputs, labels.cpu(), explain)
+            runner = _batch_pass(explainer, layer, inputs, all_classes, class_chunk)
+        result: BatchResult = runner.run(inputs, batch.labels, explain)
         if analysis is None:
             analysis = Analysis(
                 method=explainer.method.name,
@@ -166,10 +185,10 @@ def analyze(
                 all_classes=all_classes,
                 profiles=profiles,
                 bins=bins,
-                device=device,
+                device=batches.device,
                 info={"spatial": list(result.raw.shape[1:]), "input": list(inputs.shape[1:])},
             )
         analysis.update(result)
-    if analysis is None:
-        raise CamscopeError("the dataset gave no batches: check the folder or loader")
+    batches.require_batches("an analysis")
+    assert analysis is not None  # require_batches raised otherwise
     return analysis.finish()
