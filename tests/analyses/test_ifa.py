@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,6 +259,98 @@ def test_save_and_load_round_trip(tiny_cnn, tmp_path):
     camscope.io.save_tensors(bad, {"x": torch.zeros(1)}, {}, kind="something")
     with pytest.raises(CamscopeError, match="not a 'analysis'"):
         Analysis.load(bad)
+
+
+_V010 = Path(__file__).parent / "data" / "analysis-0.1.0.safetensors"
+
+
+def test_files_written_by_0_1_0_load_and_save_in_the_same_format(tmp_path):
+    # Written by camscope 0.1.0: Analysis.save of analyze(model, data, layer="0", all_classes=True,
+    # profiles=True, bins=64) on a 4-channel, 3-class CNN and 6 images (one unlabelled).
+    analysis = Analysis.load(_V010)
+    assert analysis.summary() == {
+        "method": "gradcam",
+        "layer": "0",
+        "explain": "predicted",
+        "samples": 6,
+        "values": 216,
+        "features": 4,
+        "classes": 3,
+        "classes_with_samples": 3,
+        "accuracy": 0.2,
+        "mean": 0.0006666382650345676,
+        "std": 0.002812232869868572,
+        "min": -0.008231978863477707,
+        "max": 0.00999121367931366,
+        "P10": -0.0027901785714285715,
+        "P90": 0.0045166015625,
+    }  # the numbers 0.1.0 printed for this file
+    assert analysis.importance_all.shape == (4, 3) and analysis.profiles.shape == (6, 4)
+    assert analysis.profile_ids.tolist() == list(range(6)) and int(analysis.stand_ins) == 1
+    tensors, header = camscope.io.load_tensors(_V010, kind="analysis")
+    again, again_header = camscope.io.load_tensors(analysis.save(tmp_path / "again.safetensors"), kind="analysis")
+    assert again_header == header and again.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert again[name].dtype == tensor.dtype and torch.equal(again[name], tensor), name
+
+
+def _assert_same_state(a, b, path="state") -> None:
+    """Equal nested state dicts: same keys, types, dtypes, devices and values, bit for bit."""
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.device, a.shape) == (b.dtype, b.device, b.shape), path
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def test_state_dict_round_trips_exactly(tiny_cnn):
+    data = _dataset()
+    analysis = camscope.analyze(tiny_cnn, data, layer="features.2", all_classes=True, profiles=True, progress=False)
+    state = analysis.state_dict()
+    restored = Analysis.from_state_dict(state)
+    _assert_same_state(restored.state_dict(), state)
+    _assert_same_analysis(restored, analysis)
+    assert restored.scale() == analysis.scale() and restored.summary() == analysis.summary()
+    assert torch.equal(restored.profiles, analysis.profiles) and torch.equal(restored.profile_ids, analysis.profile_ids)
+    # load_state_dict replaces everything, settings included; the state is a copy of the analysis.
+    other = Analysis(method="cam", layer="x", num_features=1, num_classes=1, bins=16).load_state_dict(state)
+    _assert_same_state(other.state_dict(), state)
+    analysis.im_sum += 1
+    assert not torch.equal(analysis.im_sum, state["im_sum"])
+    _assert_same_state(restored.state_dict(), other.state_dict())
+    plain = camscope.analyze(tiny_cnn, data[:1], layer="features.2", progress=False)
+    _assert_same_state(Analysis.from_state_dict(plain.state_dict()).state_dict(), plain.state_dict())
+    del state["moments"]
+    with pytest.raises(CamscopeError, match="moments"):
+        Analysis.from_state_dict(state)
+
+
+def test_a_pass_resumed_from_a_state_dict_equals_one_pass(tiny_cnn):
+    from camscope.analyses.ifa.batch import BatchPass
+    from camscope.engine.capture import resolve_layers
+
+    data = _dataset(batches=4)
+    options = dict(layer="features.2", all_classes=True, profiles=True, progress=False)
+    whole = camscope.analyze(tiny_cnn, data, **options)
+    checkpoint = camscope.analyze(tiny_cnn, data[:2], **options).state_dict()
+    resumed = Analysis.from_state_dict(checkpoint)
+    explainer = camscope.Explainer(tiny_cnn, layer="features.2")
+    ((name, module),) = resolve_layers(tiny_cnn, "features.2")
+    runner = BatchPass(explainer, name, module, all_classes=True, class_chunk=None)
+    for inputs, labels in data[2:]:
+        resumed.update(runner.run(inputs, labels, "predicted"))
+    resumed.finish()
+    _assert_same_state(resumed.state_dict(), whole.state_dict())
+    assert resumed.profile_ids.tolist() == list(range(24))
 
 
 # --------------------------------------------------------------------------------------

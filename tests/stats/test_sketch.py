@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from camscope.errors import CamscopeError
-from camscope.stats.sketch import QuantileSketch
+from camscope.passes.engine import Accumulator
+from camscope.stats.sketch import Moments, QuantileSketch
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -80,3 +83,59 @@ def test_sketch_merge_equals_the_whole_bit_for_bit(kind):
     merged = shards[2].merge(shards[0]).merge(shards[1]).merge(QuantileSketch(bins=512))
     assert merged.equal(whole)
     assert QuantileSketch(bins=512).merge(whole).equal(whole)
+
+
+# --------------------------------------------------------------------------------------
+# Moments and the Accumulator protocol (state_dict / load_state_dict)
+# --------------------------------------------------------------------------------------
+
+
+def test_moments_match_numpy_and_merge():
+    x = torch.randn(10_001, generator=_generator(3), dtype=torch.float64) * 3 + 7
+    whole, first, second = Moments(), Moments(), Moments()
+    for chunk in x.split(997):
+        whole.update(chunk)
+    first.update(x[:4000])
+    second.update(x[4000:])
+    merged = first.merge(second)
+    values = x.numpy()
+    for moments in (whole, merged):
+        assert int(moments.count) == x.numel()
+        assert float(moments.mean) == pytest.approx(values.mean(), rel=1e-13)
+        assert moments.variance == pytest.approx(values.var(), rel=1e-12)
+    assert math.isnan(Moments().variance)
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == b[key].dtype and value.device == b[key].device, key
+            assert torch.equal(value, b[key]), key
+        else:
+            assert value == b[key], key
+
+
+@pytest.mark.parametrize("accumulator", [QuantileSketch, Moments])
+def test_accumulators_follow_the_protocol_and_round_trip_exactly(accumulator):
+    g = _generator(4)
+    first = accumulator(**({"bins": 128} if accumulator is QuantileSketch else {}))
+    first.update(torch.randn(3000, generator=g))
+    assert isinstance(first, Accumulator)
+    state = first.state_dict()
+    restored = type(first)(**({"bins": 16} if accumulator is QuantileSketch else {})).load_state_dict(state)
+    _assert_same_state(restored.state_dict(), state)
+    # A copy: later updates of the original leave the state (and the restored accumulator) alone.
+    more = torch.randn(500, generator=g) * 10
+    first.update(more)
+    _assert_same_state(restored.state_dict(), state)
+    # Resuming from the state gives what one uninterrupted stream gives.
+    restored.update(more)
+    _assert_same_state(restored.state_dict(), first.state_dict())
+
+
+def test_sketch_state_is_checked():
+    state = QuantileSketch(bins=32).state_dict()
+    state["counts"] = state["counts"][:16]
+    with pytest.raises(CamscopeError, match="32 counts"):
+        QuantileSketch().load_state_dict(state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,6 +21,8 @@ __all__ = ["Moments", "QuantileSketch"]
 #: Cell indices stay below 2**(_MAGNITUDE_BITS + 1) in magnitude (see QuantileSketch).
 _MAGNITUDE_BITS = 40
 _MIN_EXPONENT = -1000
+#: The tensors of a sketch's state, in the order of ``state_dict``.
+_SKETCH_STATE = ("counts", "exponent", "offset", "count", "low", "high")
 
 
 def _pow2(exponent: Tensor) -> Tensor:
@@ -59,6 +62,17 @@ class QuantileSketch:
     Args:
         bins: number of cells (at least 16).
         device: where the counts live (the model's device: updates never sync).
+
+    Example:
+        >>> import torch
+        >>> sketch = QuantileSketch(bins=64)
+        >>> sketch.update(torch.arange(101.0))
+        >>> sketch.quantile([0.0, 1.0]).tolist()
+        [0.0, 100.0]
+        >>> other = QuantileSketch(bins=64)
+        >>> other.update(torch.arange(101.0, 201.0))
+        >>> int(sketch.merge(other).count)
+        201
     """
 
     def __init__(self, bins: int = 16384, device: torch.device | str | None = None) -> None:
@@ -144,6 +158,7 @@ class QuantileSketch:
         return merged
 
     def to(self, device: torch.device | str) -> QuantileSketch:
+        """A copy on ``device``."""
         copy = QuantileSketch.__new__(QuantileSketch)
         copy.bins = self.bins
         for name in ("counts", "exponent", "offset", "count", "low", "high"):
@@ -182,7 +197,26 @@ class QuantileSketch:
         low_value = torch.where(lower == n - 1, sketch.high, low_value)
         return low_value + (position - lower) * (high_value - low_value)
 
+    def state_dict(self) -> dict[str, Any]:
+        """``bins`` and copies of the state tensors (on the sketch's device), for :meth:`load_state_dict`."""
+        state: dict[str, Any] = {"bins": self.bins}
+        state.update({name: getattr(self, name).clone() for name in _SKETCH_STATE})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> QuantileSketch:
+        """Restore what :meth:`state_dict` returned, exactly (on the tensors' device); returns ``self``."""
+        bins = int(state["bins"])
+        if tuple(state["counts"].shape) != (bins,):
+            raise CamscopeError(
+                f"a sketch state of {bins} bins needs {bins} counts, got {tuple(state['counts'].shape)}"
+            )
+        self.bins = bins
+        for name in _SKETCH_STATE:
+            setattr(self, name, state[name].clone())
+        return self
+
     def state(self, prefix: str) -> dict[str, Tensor]:
+        """The tensors of an analysis file (``prefix.counts``, ``prefix.scalars_i64``, ``prefix.scalars_f64``)."""
         return {
             f"{prefix}.counts": self.counts.cpu(),
             f"{prefix}.scalars_i64": torch.stack([self.exponent, self.offset, self.count]).cpu(),
@@ -191,6 +225,7 @@ class QuantileSketch:
 
     @classmethod
     def from_state(cls, tensors: dict[str, Tensor], prefix: str) -> QuantileSketch:
+        """The sketch that :meth:`state` wrote under ``prefix``."""
         counts = tensors[f"{prefix}.counts"]
         sketch = cls(counts.numel())
         sketch.counts = counts.clone()
@@ -200,12 +235,29 @@ class QuantileSketch:
 
     def equal(self, other: QuantileSketch) -> bool:
         """The same state, bit for bit."""
-        a, b = self.state("s"), other.to(self.counts.device).state("s")
-        return all(torch.equal(a[k], b[k]) for k in a)
+        if self.bins != other.bins:
+            return False
+        return all(torch.equal(getattr(self, k).cpu(), getattr(other, k).cpu()) for k in _SKETCH_STATE)
 
 
 class Moments:
-    """Count, mean and sum of squared deviations (Chan et al.'s parallel update), float64."""
+    """Count, mean and sum of squared deviations ``M2 = sum (x - mean)^2`` of a stream of values, float64.
+
+    Batches combine with the parallel update of Chan, Golub and LeVeque ("Updating
+    formulae and a pairwise algorithm for computing sample variances", 1979):
+    ``n = n_a + n_b``, ``mean = mean_a + (mean_b - mean_a) n_b / n``,
+    ``M2 = M2_a + M2_b + (mean_b - mean_a)^2 n_a n_b / n``; :meth:`merge` of two
+    disjoint streams equals one pass over both up to float64 rounding.
+
+    Example:
+        >>> import torch
+        >>> first, second = Moments(), Moments()
+        >>> first.update(torch.tensor([1.0, 2.0]))
+        >>> second.update(torch.tensor([3.0, 4.0]))
+        >>> merged = first.merge(second)
+        >>> int(merged.count), float(merged.mean), float(merged.m2)
+        (4, 2.5, 5.0)
+    """
 
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.count = torch.tensor(0, dtype=torch.int64, device=device)
@@ -213,6 +265,7 @@ class Moments:
         self.m2 = torch.tensor(0.0, dtype=torch.float64, device=device)
 
     def update(self, values: Tensor) -> None:
+        """Add values (any shape), on this accumulator's device."""
         x = values.detach().reshape(-1).to(device=self.mean.device, dtype=torch.float64)
         if x.numel() == 0:
             return
@@ -228,7 +281,23 @@ class Moments:
         self.count = total
 
     def merge(self, other: Moments) -> Moments:
+        """The moments of both streams (on the CPU)."""
         merged = Moments()
         merged.count, merged.mean, merged.m2 = self.count.cpu(), self.mean.cpu(), self.m2.cpu()
         merged._combine(other.count.cpu(), other.mean.cpu(), other.m2.cpu())
         return merged
+
+    @property
+    def variance(self) -> float:
+        """The population variance ``M2 / n`` (NaN without values)."""
+        count = int(self.count)
+        return float(self.m2) / count if count else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of ``count``, ``mean`` and ``m2`` (on their device), for :meth:`load_state_dict`."""
+        return {"count": self.count.clone(), "mean": self.mean.clone(), "m2": self.m2.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> Moments:
+        """Restore what :meth:`state_dict` returned, exactly; returns ``self``."""
+        self.count, self.mean, self.m2 = (state[name].clone() for name in ("count", "mean", "m2"))
+        return self

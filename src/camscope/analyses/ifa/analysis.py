@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -22,10 +23,21 @@ from camscope.stats.sketch import Moments, QuantileSketch
 __all__ = ["Analysis"]
 
 _KIND = "analysis"
+#: Plain settings and counters of a state dict, in the order of :meth:`Analysis.state_dict`.
+_SETTINGS = ("method", "layer", "num_features", "num_classes", "explain", "n_samples", "keep_profiles")
+#: Tensors of a state dict besides the sketches and moments.
+_COUNTERS = ("im_sum", "class_counts", "labelled", "correct", "stand_ins")
+_SKETCHES = ("values", "image_max", "image_min")
 
 
 def _float(tensor: Tensor) -> float:
     return float(tensor.detach().cpu())
+
+
+def _profile_parts(parts: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(contributions, labels, predictions, ids) of the per-sample profiles."""
+    contributions, labels, predictions, ids = parts
+    return contributions, labels, predictions, ids
 
 
 class Analysis:
@@ -118,7 +130,11 @@ class Analysis:
         """End the pass: gather the profiles and check that the maps were finite; returns ``self``."""
         if self._profile_chunks:
             contributions, labels, predictions = (torch.cat(parts) for parts in zip(*self._profile_chunks))
-            self._profiles = (contributions, labels, predictions, torch.arange(len(labels)))
+            start = 0 if self._profiles is None else self._profiles[3].numel()
+            profiles = (contributions, labels, predictions, torch.arange(start, start + len(labels)))
+            if self._profiles is not None:  # a pass resumed from a state dict continues the profiles
+                profiles = _profile_parts([torch.cat(pair) for pair in zip(self._profiles, profiles)])
+            self._profiles = profiles
             self._profile_chunks = []
         if self.n_samples and not (math.isfinite(_float(self.values.low)) and math.isfinite(_float(self.values.high))):
             raise CamscopeError("the class-activation maps contain NaN or infinite values: check the model and inputs")
@@ -390,6 +406,68 @@ class Analysis:
             merged._profiles = (contributions, labels, predictions, ids)
         return merged
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the analysis holds, as plain values and tensors (copies, on their device).
+
+        :meth:`load_state_dict` (or :meth:`from_state_dict`) restores it exactly, also
+        in the middle of a pass (profiles not yet gathered by :meth:`finish` included),
+        so a pass can be checkpointed and resumed (``torch.save`` the dict).
+
+        Example:
+            >>> analysis = Analysis(method="gradcam", layer="layer4", num_features=8, num_classes=3, bins=64)
+            >>> restored = Analysis.from_state_dict(analysis.state_dict())
+            >>> (restored.method, restored.num_features, restored.values.bins)
+            ('gradcam', 8, 64)
+        """
+        state: dict[str, Any] = {name: getattr(self, name) for name in _SETTINGS}
+        state["percentiles"] = list(self.percentiles)
+        state["info"] = copy.deepcopy(self.info)
+        for name in _SKETCHES:
+            state[name] = getattr(self, name).state_dict()
+        state["moments"] = self.moments.state_dict()
+        for name in _COUNTERS:
+            state[name] = getattr(self, name).clone()
+        state["im_all_sum"] = None if self.im_all_sum is None else self.im_all_sum.clone()
+        state["profiles"] = None if self._profiles is None else [t.clone() for t in self._profiles]
+        state["profile_chunks"] = [[t.clone() for t in chunk] for chunk in self._profile_chunks]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> Analysis:
+        """Restore what :meth:`state_dict` returned, settings included, exactly; returns ``self``."""
+        try:
+            for name in _SETTINGS:
+                setattr(self, name, copy.copy(state[name]))
+            low, high = state["percentiles"]
+            self.percentiles = (float(low), float(high))
+            self.info = copy.deepcopy(state["info"])
+            for name in _SKETCHES:
+                getattr(self, name).load_state_dict(state[name])
+            self.moments.load_state_dict(state["moments"])
+            for name in _COUNTERS:
+                setattr(self, name, state[name].clone())
+            self.im_all_sum = None if state["im_all_sum"] is None else state["im_all_sum"].clone()
+            profiles = state["profiles"]
+            self._profiles = None if profiles is None else _profile_parts([t.clone() for t in profiles])
+            self._profile_chunks = [(a.clone(), b.clone(), c.clone()) for a, b, c in state["profile_chunks"]]
+        except KeyError as error:
+            raise CamscopeError(f"an incomplete analysis state (missing {error})") from error
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Analysis:
+        """A new analysis restored from :meth:`state_dict` (see :meth:`load_state_dict`)."""
+        try:
+            analysis = cls(
+                method=state["method"],
+                layer=state["layer"],
+                num_features=state["num_features"],
+                num_classes=state["num_classes"],
+                bins=int(state["values"]["bins"]),
+            )
+        except KeyError as error:
+            raise CamscopeError(f"an incomplete analysis state (missing {error})") from error
+        return analysis.load_state_dict(state)
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save as safetensors with JSON metadata, atomically (``camscope.io``)."""
         tensors: dict[str, Tensor] = {}
@@ -447,8 +525,8 @@ class Analysis:
             if "im_all_sum" in tensors:
                 analysis.im_all_sum = tensors["im_all_sum"].clone()
             if header.get("profiles"):
-                analysis._profiles = tuple(  # type: ignore[assignment]
-                    tensors[name] for name in ("profiles", "profile_labels", "profile_predictions", "profile_ids")
+                analysis._profiles = _profile_parts(
+                    [tensors[name] for name in ("profiles", "profile_labels", "profile_predictions", "profile_ids")]
                 )
             analysis.n_samples = int(header["n_samples"])
         except KeyError as error:
