@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from camscope.analyses.ifa import Analysis
@@ -36,7 +37,7 @@ from camscope.viz import figures as viz  # noqa: F401  (selects the Agg backend)
 __all__ = ["consistency_scatter", "distribution_plot", "importance_heatmap", "importance_lines"]
 
 
-def _figure(width: float, height: float) -> tuple[Figure, object]:
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(width, height))

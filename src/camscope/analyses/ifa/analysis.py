@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -171,7 +171,13 @@ class Analysis:
         labelled = int(self.labelled)
         return int(self.correct) / labelled if labelled else None
 
-    def percentile(self, q: float | Sequence[float]) -> float | Tensor:
+    @overload
+    def percentile(self, q: float) -> float: ...
+
+    @overload
+    def percentile(self, q: Sequence[float] | Tensor) -> Tensor: ...
+
+    def percentile(self, q: float | Sequence[float] | Tensor) -> float | Tensor:
         """Percentiles ``q`` in [0, 100] of the pooled raw values, as ``numpy.percentile`` gives them.
 
         Accurate to within ``2 (max - min) / (bins - 2)`` (see :class:`QuantileSketch`).
@@ -199,17 +205,18 @@ class Analysis:
             targets: the scaled values at low and high (default (0.1, 0.9), or
                 (0.05, 0.95) for ``"image-extremes"``).
         """
-        info = dict(kind=kind, method=self.method, layer=self.layer)
         if kind == "percentiles":
             low_q, high_q = percentiles or self.percentiles
             low, high = self.percentile([low_q, high_q]).tolist()
-            return TanhScale.fit(low, high, *(targets or (0.1, 0.9)), **info)
-        if kind == "image-extremes":
+            low_target, high_target = targets or (0.1, 0.9)
+        elif kind == "image-extremes":
             low_q, high_q = percentiles or (50.0, 90.0)
             low = float(self.image_min.quantile(low_q / 100)[0])
             high = float(self.image_max.quantile(high_q / 100)[0])
-            return TanhScale.fit(low, high, *(targets or (0.05, 0.95)), **info)
-        raise CamscopeError(f"unknown scale kind {kind!r}: use 'percentiles' or 'image-extremes'")
+            low_target, high_target = targets or (0.05, 0.95)
+        else:
+            raise CamscopeError(f"unknown scale kind {kind!r}: use 'percentiles' or 'image-extremes'")
+        return TanhScale.fit(low, high, low_target, high_target, kind=kind, method=self.method, layer=self.layer)
 
     def as_scale(self) -> TanhScale:
         """The default scale (what ``camscope.explain(..., scale=analysis)`` uses)."""

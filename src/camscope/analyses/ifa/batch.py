@@ -31,12 +31,12 @@ _CHUNK_ELEMENTS = 1 << 25
 _CONTEXT_FIELDS = {item.name for item in fields(CamContext)}
 
 
-class _NeedsPerClassLoop(Exception):
+class _NeedsPerClassLoopError(Exception):
     """A method asked for extra forward passes inside the batched Eq. 3 computation."""
 
 
 def _no_extra_passes(*_: Any) -> Any:
-    raise _NeedsPerClassLoop
+    raise _NeedsPerClassLoopError
 
 
 def _class_gradients(logits: Tensor, activations: Tensor, rows: Tensor, retain_graph: bool) -> Tensor:
@@ -122,6 +122,8 @@ class BatchPass:
         """(raw [B, ...], contributions [B, K] or None) of one method call."""
         result: CamResult = self.method(context)
         if result.weights is None:
+            if result.raw is None:
+                raise CamscopeError(f"method {self.method.name!r} returned neither channel weights nor a map")
             return result.raw, None
         weighted = result.weights * context.activations
         return weighted.sum(dim=1), weighted.sum(dim=context.spatial_dims)
@@ -130,47 +132,52 @@ class BatchPass:
         """The explained raw map, Eq. 4 contributions and Eq. 3 sums of a batch (labels -1 where none)."""
         explainer, method = self.explainer, self.method
         need_grad = method.uses_gradients
-        with model_state(explainer.model, explainer.eval_mode), torch.inference_mode(False):
-            with LayerCapture(self.layers, need_grad=need_grad) as capture:
-                if explain == "true" and bool((labels < 0).any()):
-                    raise CamscopeError(
-                        "explain='true' needs a label for every image, but some have none: use explain='predicted'"
-                    )
-                target = ClassTarget(None) if explain == "predicted" else ClassTarget(labels)
-                logits, resolved, _ = explainer._pass(inputs, capture, target, need_grad)
-                num_classes = logits.shape[1]
-                if bool((labels >= num_classes).any()):
-                    raise CamscopeError(
-                        f"label {int(labels.max())} is out of range for a model with {num_classes} outputs: "
-                        "check that the dataset's class indices are the model's"
-                    )
-                labels = labels.to(logits.device)
-                native = capture.activations[self.name]
-                detached = logits.detach()
-                predictions = detached.argmax(dim=1)
-                explained = resolved.classes()
-                truth = torch.where(labels >= 0, labels, predictions)
-                second = explain == "predicted" and bool((truth != explained).any())
-                rows = torch.stack([explained, truth]) if second else explained[None]
-                activations = explainer._channels_first(native.detach(), inputs, self.name)
-                grads = _class_gradients(logits, native, rows, retain_graph=self.all_classes) if need_grad else None
-                outputs = []
-                for r in range(rows.shape[0]):
-                    context = self._context(inputs, activations, detached, rows[r], capture)
-                    if grads is not None:
-                        context.gradients = explainer._channels_first(grads[r], inputs, self.name)
-                    outputs.append(self._apply(context))
-                raw, contributions = outputs[0]
-                if second:
-                    contributions = outputs[1][1]
-                all_sum = None
-                if self.all_classes and not self.loop_for_all_classes and not self._batchable():
+        with (
+            model_state(explainer.model, explainer.eval_mode),
+            torch.inference_mode(False),
+            LayerCapture(self.layers, need_grad=need_grad) as capture,
+        ):
+            if explain == "true" and bool((labels < 0).any()):
+                raise CamscopeError(
+                    "explain='true' needs a label for every image, but some have none: use explain='predicted'"
+                )
+            target = ClassTarget(None) if explain == "predicted" else ClassTarget(labels)
+            logits, resolved, _ = explainer._pass(inputs, capture, target, need_grad)
+            num_classes = logits.shape[1]
+            if bool((labels >= num_classes).any()):
+                raise CamscopeError(
+                    f"label {int(labels.max())} is out of range for a model with {num_classes} outputs: "
+                    "check that the dataset's class indices are the model's"
+                )
+            labels = labels.to(logits.device)
+            native = capture.activations[self.name]
+            detached = logits.detach()
+            predictions = detached.argmax(dim=1)
+            explained = resolved.classes()
+            if explained is None:  # a ClassTarget always resolves to one class per sample
+                raise CamscopeError("the explained classes are unknown")
+            truth = torch.where(labels >= 0, labels, predictions)
+            second = explain == "predicted" and bool((truth != explained).any())
+            rows = torch.stack([explained, truth]) if second else explained[None]
+            activations = explainer._channels_first(native.detach(), inputs, self.name)
+            grads = _class_gradients(logits, native, rows, retain_graph=self.all_classes) if need_grad else None
+            outputs = []
+            for r in range(rows.shape[0]):
+                context = self._context(inputs, activations, detached, rows[r], capture)
+                if grads is not None:
+                    context.gradients = explainer._channels_first(grads[r], inputs, self.name)
+                outputs.append(self._apply(context))
+            raw, contributions = outputs[0]
+            if second:
+                contributions = outputs[1][1]
+            all_sum = None
+            if self.all_classes and not self.loop_for_all_classes and not self._batchable():
+                self.loop_for_all_classes = True
+            if self.all_classes and not self.loop_for_all_classes:
+                try:
+                    all_sum = self._all_classes_batched(inputs, native, activations, logits)
+                except _NeedsPerClassLoopError:
                     self.loop_for_all_classes = True
-                if self.all_classes and not self.loop_for_all_classes:
-                    try:
-                        all_sum = self._all_classes_batched(inputs, native, activations, logits)
-                    except _NeedsPerClassLoop:
-                        self.loop_for_all_classes = True
         if self.all_classes and self.loop_for_all_classes:
             all_sum = self._all_classes_loop(inputs, num_classes)
         return BatchResult(
@@ -231,11 +238,12 @@ class BatchPass:
                 repeated = activations.repeat(count, *([1] * (activations.ndim - 1)))
                 context = self._context(inputs, repeated, detached.repeat(count, 1), rows.reshape(-1), capture=None)
                 context.gradients = grads
-                _, contributions = self._apply(context)
-                if contributions is None:
+                _, weighted = self._apply(context)
+                if weighted is None:
                     raise CamscopeError(
                         f"method {self.method.name!r} has no channel weights: it has no importance matrix"
                     )
+                contributions = weighted
             total[:, start : start + count] = contributions.reshape(count, batch, -1).sum(dim=1).T.to(torch.float64)
         return total
 

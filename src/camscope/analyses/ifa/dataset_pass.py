@@ -4,6 +4,23 @@ The pass is a :class:`camscope.passes.engine.DatasetPass`: batches on the model'
 device, one progress bar; each batch goes through a
 :class:`~camscope.analyses.ifa.batch.BatchPass` and its result into
 :meth:`Analysis.update`.
+
+Per batch: one forward pass and one backward down to the layer (two
+gradients in one batched backward when the explained class is the predicted
+one and a sample's label differs), then, in torch on the model's device:
+
+* the raw map ``M = sum_k w_k A_k`` of the explained class feeds the quantile
+  sketches (all values; per-image maxima and minima) and the moments;
+* the contributions ``sum_ij w_k A_k^ij`` of each sample's true class (its
+  predicted class when it has no label: counted in ``stand_ins``) are added to
+  the column of that class (Eq. 4; the average over each class's samples, not
+  the authors' code's last sample per class);
+* with ``all_classes``, the contributions of every class for every sample
+  (Eq. 3): the gradients of chunks of classes come from one batched backward
+  each (``is_grads_batched``), so 1000 classes cost about ``1000 / chunk``
+  backward passes through the layers after the chosen one, not 1000 forward
+  passes. Methods that need extra forward passes (Smooth Grad-CAM++,
+  perturbation methods) fall back to one explanation per class.
 """
 
 from __future__ import annotations
@@ -94,22 +111,10 @@ def analyze(
 ) -> Analysis:
     """One pass of integrated feature analysis over a dataset.
 
-    Per batch: one forward pass and one backward down to the layer (two
-    gradients in one batched backward when the explained class is the predicted
-    one and a sample's label differs), then, in torch on the model's device:
-
-    * the raw map ``M = sum_k w_k A_k`` of the explained class feeds the quantile
-      sketches (all values; per-image maxima and minima) and the moments;
-    * the contributions ``sum_ij w_k A_k^ij`` of each sample's true class (its
-      predicted class when it has no label: counted in ``stand_ins``) are added to
-      the column of that class (Eq. 4; the average over each class's samples, not
-      the authors' code's last sample per class);
-    * with ``all_classes``, the contributions of every class for every sample
-      (Eq. 3): the gradients of chunks of classes come from one batched backward
-      each (``is_grads_batched``), so 1000 classes cost about ``1000 / chunk``
-      backward passes through the layers after the chosen one, not 1000 forward
-      passes. Methods that need extra forward passes (Smooth Grad-CAM++,
-      perturbation methods) fall back to one explanation per class.
+    Per batch, one forward and one backward down to the layer: the explained
+    class's raw map ``M = sum_k w_k A_k`` feeds the quantile sketches and moments,
+    each sample's true-class contributions ``sum_ij w_k A_k^ij`` the Eq. 4 matrix
+    and, with ``all_classes``, every class's the Eq. 3 matrix (details: the module).
 
     Memory does not depend on the dataset size (unless ``profiles``), and every
     part merges exactly across shards (:meth:`Analysis.merge`).
