@@ -200,3 +200,18 @@ def test_knn_is_exact_and_excludes_the_explained_class() -> None:
     # the method's knn groups are the pooled groups of those neighbours
     group = bank.group("knn", 5, k=6, embedding=queries[1])
     assert sorted(group.classes) == sorted(got[1].tolist())
+
+
+def test_build_runs_one_dataset_pass_on_the_models_device_with_clear_errors() -> None:
+    model = _net()
+    x, labels = _labelled_data(model, n=12)
+    whole = ReferenceBank.build(model, [(x, labels)], layer="features", progress=False)
+    batched = ReferenceBank.build(model, x, layer="features", batch_size=5, progress=False)  # unlabelled tensor
+    assert batched.labels == [-1] and batched.count == 12 and whole.device == torch.device("cpu")
+    torch.testing.assert_close(batched.group("all").mean, whole.group("all").mean, rtol=1e-12, atol=1e-12)
+    with pytest.raises(CamscopeError, match="gave no batches: a reference bank needs at least one sample"):
+        ReferenceBank.build(model, [], layer="features")
+    with pytest.raises(CamscopeError, match="batch_size must be a positive integer"):
+        ReferenceBank.build(model, x, layer="features", batch_size=0)
+    with pytest.raises(CamscopeError, match="must be a torch.nn.Module"):
+        ReferenceBank.build(lambda inputs: inputs, x, layer="features")

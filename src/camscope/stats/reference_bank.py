@@ -28,10 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from camscope.data.folders import UNLABELLED
-from camscope.engine.capture import LayerSpec, model_state, validate_inputs
-from camscope.engine.embedding import LayerEmbedder, check_embedding, embedding_layer
+from camscope.engine.capture import LayerSpec
+from camscope.engine.embedding import check_embedding
 from camscope.errors import CamscopeError
 from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
+from camscope.stats.reference_bank_build import build_reference_bank
 from camscope.stats.reference_group import ReferenceGroup
 
 __all__ = ["BANK_KIND", "DEFAULT_K", "DEFAULT_MAX_SCATTER_BYTES", "GROUP_KINDS", "SCATTER_MODES", "ReferenceBank"]
@@ -46,30 +47,6 @@ SCATTER_MODES = ("auto", "class", "shared")
 DEFAULT_K = 100
 #: Memory allowed for per-class scatters in ``scatter="auto"`` (1 GiB).
 DEFAULT_MAX_SCATTER_BYTES = 1 << 30
-
-
-def _class_names_of(data: Any) -> list[str] | None:
-    names = getattr(data, "class_names", None)
-    if names:
-        return list(names)
-    dataset = getattr(data, "dataset", None)
-    classes = getattr(dataset, "classes", None)
-    if classes and all(isinstance(c, str) for c in classes):
-        return list(classes)
-    return None
-
-
-def _batches_total(data: Any, batch_size: int) -> int | None:
-    from camscope.data.folders import ImageFolderData
-
-    if isinstance(data, ImageFolderData):
-        return math.ceil(len(data) / batch_size)
-    if isinstance(data, Tensor):
-        return math.ceil(data.shape[0] / batch_size)
-    try:
-        return len(data)
-    except TypeError:
-        return None
 
 
 class ReferenceBank:
@@ -176,7 +153,7 @@ class ReferenceBank:
             model: the network.
             data: a folder (ImageFolder layout ``root/CLASS/*.png`` gives labels
                 and class names; a flat folder is unlabelled), an
-                :class:`~camscope.passes.batches.ImageFolderData`, a DataLoader or any
+                :class:`~camscope.data.folders.ImageFolderData`, a DataLoader or any
                 iterable of ``(inputs, labels)`` batches or input tensors
                 (unlabelled), or one tensor batch.
             layer: the layer (default: the model's default layer).
@@ -195,55 +172,24 @@ class ReferenceBank:
         Returns:
             The bank.
         """
-        from camscope.data.folders import ImageFolderData
-        from camscope.passes.batches import iter_batches
-        from camscope.passes.batches import progress as progress_bar
-
-        if not isinstance(model, nn.Module):
-            raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if int(batch_size) < 1:
-            raise CamscopeError(f"batch_size must be positive, got {batch_size}")
-        if isinstance(data, (str, os.PathLike)):
-            data = ImageFolderData(data, size=size)
-        names = class_names if class_names is not None else _class_names_of(data)
-        if device is None:
-            parameter = next(model.parameters(), None)
-            device = parameter.device if parameter is not None else torch.device("cpu")
-        layout_options = dict(layout=layout, grid=grid, prefix_tokens=prefix_tokens)
-        embedding = check_embedding(embedding)
-        bank: ReferenceBank | None = None
-        batches = iter_batches(data, batch_size=batch_size, device=device, size=size)
-        total = _batches_total(data, batch_size)
-        with model_state(model):
-            embedder = None
-            try:
-                for inputs, labels in progress_bar(batches, "building reference bank", total=total, enabled=progress):
-                    if bank is None:
-                        inputs = validate_inputs(model, inputs)
-                        name, module = embedding_layer(model, layer, inputs[:1])
-                        embedder = LayerEmbedder(model, name, module, embedding, layout_options, True).__enter__()
-                        z = embedder(inputs)
-                        bank = cls(
-                            z.shape[1],
-                            name,
-                            embedding=embedding,
-                            model=model_fingerprint(model, model_name),
-                            class_names=names,
-                            scatter=scatter,
-                            max_scatter_bytes=max_scatter_bytes,
-                            layout=layout_options,
-                            input_size=list(inputs.shape[2:]),
-                            device=z.device,
-                        )
-                    else:
-                        z = embedder(inputs)
-                    bank.update(z, labels)
-            finally:
-                if embedder is not None:
-                    embedder.__exit__()
-        if bank is None:
-            raise CamscopeError("the dataset gave no batches: a reference bank needs at least one sample")
-        return bank
+        return build_reference_bank(
+            cls,
+            model,
+            data,
+            layer,
+            embedding=embedding,
+            batch_size=batch_size,
+            device=device,
+            size=size,
+            class_names=class_names,
+            scatter=scatter,
+            max_scatter_bytes=max_scatter_bytes,
+            model_name=model_name,
+            progress=progress,
+            layout=layout,
+            grid=grid,
+            prefix_tokens=prefix_tokens,
+        )
 
     def update(self, embeddings: Tensor, labels: Tensor | Sequence[int] | None = None) -> ReferenceBank:
         """Add a batch of embeddings ``[B, K]`` with their labels (``-1`` or None: unlabelled).
