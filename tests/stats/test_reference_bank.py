@@ -213,5 +213,5 @@ def test_build_runs_one_dataset_pass_on_the_models_device_with_clear_errors() ->
         ReferenceBank.build(model, [], layer="features")
     with pytest.raises(CamscopeError, match="batch_size must be a positive integer"):
         ReferenceBank.build(model, x, layer="features", batch_size=0)
-    with pytest.raises(CamscopeError, match="must be a torch.nn.Module"):
+    with pytest.raises(CamscopeError, match=r"must be a torch\.nn\.Module"):
         ReferenceBank.build(lambda inputs: inputs, x, layer="features")

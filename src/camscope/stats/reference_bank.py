@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,22 +30,18 @@ from camscope.data.folders import UNLABELLED
 from camscope.engine.capture import LayerSpec
 from camscope.engine.embedding import check_embedding
 from camscope.errors import CamscopeError
+from camscope.stats.class_moments import DEFAULT_MAX_SCATTER_BYTES, ClassMoments
 from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.reference_bank_build import build_reference_bank
+from camscope.stats.reference_bank_files import load_bank, save_bank
 from camscope.stats.reference_group import ReferenceGroup
 
-__all__ = ["BANK_KIND", "DEFAULT_K", "DEFAULT_MAX_SCATTER_BYTES", "GROUP_KINDS", "SCATTER_MODES", "ReferenceBank"]
+__all__ = ["DEFAULT_K", "GROUP_KINDS", "ReferenceBank"]
 
-#: The ``kind`` of bank files (see :mod:`camscope.io`).
-BANK_KIND = "reference-bank"
 #: The reference groups a bank gives (see :meth:`ReferenceBank.group`).
 GROUP_KINDS = ("others", "knn", "class", "intra", "all")
-#: How a bank keeps its scatters (see :class:`ReferenceBank`).
-SCATTER_MODES = ("auto", "class", "shared")
 #: Classes of a ``"knn"`` group by default (the DiffCAM paper's ImageNet setting).
 DEFAULT_K = 100
-#: Memory allowed for per-class scatters in ``scatter="auto"`` (1 GiB).
-DEFAULT_MAX_SCATTER_BYTES = 1 << 30
 
 
 class ReferenceBank:
@@ -65,8 +60,12 @@ class ReferenceBank:
     group then uses ``S_c ~ n_c W / N`` for its classes' own scatters (the
     between-class terms stay exact). ``scatter="class"`` or ``"shared"`` forces a mode.
 
-    Use :meth:`build` (one pass over a dataset), :meth:`update`, :meth:`merge`,
-    :meth:`save` / :meth:`load`, and :meth:`group` for reference groups.
+    The statistics live in :attr:`moments`, a
+    :class:`~camscope.stats.class_moments.ClassMoments`; the bank adds what
+    they describe (model fingerprint, layer, embedding, layout, input size,
+    class names) and the reference groups. Use :meth:`build` (one pass over a
+    dataset), :meth:`update`, :meth:`merge`, :meth:`state_dict` /
+    :meth:`load_state_dict`, :meth:`save` / :meth:`load`, and :meth:`group`.
 
     Example:
         >>> import torch
@@ -92,34 +91,34 @@ class ReferenceBank:
         input_size: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
-        if scatter not in SCATTER_MODES:
-            raise CamscopeError(f"scatter must be one of {', '.join(SCATTER_MODES)}, got {scatter!r}")
-        if int(feature_size) < 1:
-            raise CamscopeError(f"feature_size must be positive, got {feature_size}")
-        self.feature_size = int(feature_size)
+        self.moments = ClassMoments(feature_size, scatter=scatter, max_scatter_bytes=max_scatter_bytes, device=device)
         self.layer = str(layer)
         self.embedding = check_embedding(embedding)
         self.model = dict(model) if model else None
         self.layout = dict(layout or {"layout": "auto", "grid": None, "prefix_tokens": None})
         self.input_size = list(input_size) if input_size is not None else None
-        self.max_scatter_bytes = int(max_scatter_bytes)
-        self._mode = "class" if scatter == "auto" else scatter
-        self._auto = scatter == "auto"
-        self.device = torch.device(device)
         self._names: dict[int, str] = {}
         if class_names is not None:
             items = class_names.items() if isinstance(class_names, dict) else enumerate(class_names)
             self._names = {int(label): str(name) for label, name in items}
-        self._labels: list[int] = []
-        self._row: dict[int, int] = {}
-        k = self.feature_size
-        self._counts = torch.zeros(0, dtype=torch.float64, device=self.device)
-        self._means = torch.zeros(0, k, dtype=torch.float64, device=self.device)
-        self._scatters: list[Tensor] = []
-        self._within = torch.zeros(k, k, dtype=torch.float64, device=self.device) if self._mode == "shared" else None
         self.cache_size = 8
         self._groups: OrderedDict[tuple[int, ...], ReferenceGroup] = OrderedDict()
-        self._derived: dict[str, Any] = {}
+        self._nearest: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+    @property
+    def feature_size(self) -> int:
+        """``K``, the embedding size."""
+        return self.moments.feature_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the statistics live."""
+        return self.moments.device
+
+    @property
+    def max_scatter_bytes(self) -> int:
+        """Memory allowed for per-class scatters in ``scatter="auto"``."""
+        return self.moments.max_scatter_bytes
 
     # -- construction -------------------------------------------------------------------
 
@@ -202,87 +201,13 @@ class ReferenceBank:
         Returns:
             The bank itself (updated in place).
         """
-        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or embeddings.shape[1] != self.feature_size:
-            shape = list(embeddings.shape) if isinstance(embeddings, Tensor) else type(embeddings).__name__
-            raise CamscopeError(f"the bank holds embeddings [B, {self.feature_size}], got {shape}")
-        batch = embeddings.shape[0]
-        if labels is None:
-            labels = torch.full((batch,), UNLABELLED, dtype=torch.long)
-        labels = torch.as_tensor(labels).reshape(-1).to(self.device)
-        if labels.is_floating_point() or labels.numel() != batch:
-            raise CamscopeError(
-                f"labels must be {batch} integers (one per embedding), got {list(labels.shape)} {labels.dtype}"
-            )
-        if batch == 0:
-            return self
-        z = embeddings.detach().to(self.device, torch.float64)
-        if not bool(torch.isfinite(z).all()):
-            raise CamscopeError("the embeddings contain NaN or infinite values: check the inputs and the model")
-        labels = labels.long()
-        uniq, inverse, batch_counts = torch.unique(labels, return_inverse=True, return_counts=True)
-        batch_counts = batch_counts.to(torch.float64)
-        # per-class sums as a one-hot product (index_add_ is far slower on CPU under load)
-        membership = torch.nn.functional.one_hot(inverse, len(uniq)).to(torch.float64)
-        batch_means = (membership.T @ z) / batch_counts[:, None]
-        centred = z - batch_means[inverse]
-        rows = self._rows_for([int(u) for u in uniq.tolist()])
-        old_counts = self._counts[rows]
-        new_counts = old_counts + batch_counts
-        delta = batch_means - self._means[rows]
-        coefficient = old_counts * batch_counts / new_counts
-        self._means[rows] += delta * (batch_counts / new_counts)[:, None]
-        self._counts[rows] = new_counts
-        # S += T + coef * delta delta^T  ==  S += X^T X  with  X = [centred rows; sqrt(coef) delta]:
-        # one in-place BLAS update per matrix, no K x K temporaries.
-        scaled = delta * coefficient.sqrt()[:, None]
-        if self._mode == "class":
-            order = torch.argsort(inverse, stable=True)
-            blocks = torch.split(centred[order], batch_counts.long().tolist())
-            for u, block in enumerate(blocks):
-                rows_u = torch.cat([block, scaled[u : u + 1]])
-                self._scatters[rows[u]].addmm_(rows_u.T, rows_u)
-        else:
-            rows_all = torch.cat([centred, scaled])
-            self._within.addmm_(rows_all.T, rows_all)
+        self.moments.update(embeddings, labels)
         self._changed()
         return self
 
-    def _rows_for(self, labels: list[int]) -> list[int]:
-        new = [label for label in labels if label not in self._row]
-        if new:
-            k = self.feature_size
-            if self._mode == "class" and self._auto:
-                needed = (len(self._labels) + len(new)) * k * k * 8
-                if needed > self.max_scatter_bytes:
-                    warnings.warn(
-                        f"reference bank: {len(self._labels) + len(new)} per-class scatters of {k}x{k} would take "
-                        f"{needed / 2**30:.1f} GiB > max_scatter_bytes; keeping one shared within-class scatter "
-                        "(groups use n_c W / N for their classes' scatters)",
-                        stacklevel=3,
-                    )
-                    self._collapse()
-            for label in new:
-                self._row[label] = len(self._labels)
-                self._labels.append(label)
-                if self._mode == "class":
-                    self._scatters.append(torch.zeros(k, k, dtype=torch.float64, device=self.device))
-            self._counts = torch.cat([self._counts, self._counts.new_zeros(len(new))])
-            self._means = torch.cat([self._means, self._means.new_zeros(len(new), k)])
-        return [self._row[label] for label in labels]
-
-    def _collapse(self) -> None:
-        """Per-class scatters to one shared within-class scatter (exact: ``W = sum_c S_c``)."""
-        within = torch.zeros(self.feature_size, self.feature_size, dtype=torch.float64, device=self.device)
-        for scatter in self._scatters:
-            within += scatter
-        self._within = within
-        self._scatters = []
-        self._mode = "shared"
-        self._changed()
-
     def _changed(self) -> None:
         self._groups.clear()
-        self._derived.clear()
+        self._nearest.clear()
 
     def merge(self, other: ReferenceBank) -> ReferenceBank:
         """A new bank with the samples of both (exact: the bank of the union of their data).
@@ -302,82 +227,89 @@ class ReferenceBank:
             raise CamscopeError("cannot merge reference banks that differ: " + "; ".join(differences))
         names = dict(self._names)
         for label, name in other._names.items():
-            if label in names and names[label] != name and label in self._row and label in other._row:
+            both = self.moments.row(label) is not None and other.moments.row(label) is not None
+            if label in names and names[label] != name and both:
                 raise CamscopeError(f"the banks name label {label} differently: {names[label]!r} and {name!r}")
             names.setdefault(label, name)
-        mode = "class" if self._mode == other._mode == "class" else "shared"
         merged = ReferenceBank(
             self.feature_size,
             self.layer,
             embedding=self.embedding,
             model=self.model,
             class_names=names,
-            scatter=mode if not (self._auto and other._auto) else "auto",
-            max_scatter_bytes=max(self.max_scatter_bytes, other.max_scatter_bytes),
             layout=self.layout,
             input_size=self.input_size,
             device=self.device,
         )
-        if mode == "shared":
-            merged._mode = "shared"
-            merged._within = torch.zeros(self.feature_size, self.feature_size, dtype=torch.float64, device=self.device)
-        merged._rows_for(sorted(set(self._labels) | set(other._labels)))
-        mode = merged._mode  # "auto" may have switched to a shared scatter
-        for bank in (self, other):
-            rows = merged._rows_for(bank._labels)
-            counts = bank._counts.to(self.device)
-            means = bank._means.to(self.device)
-            old = merged._counts[rows]
-            new = old + counts
-            delta = means - merged._means[rows]
-            coefficient = torch.where(new > 0, old * counts / new.clamp(min=1), torch.zeros_like(new))
-            merged._means[rows] += delta * (counts / new.clamp(min=1))[:, None]
-            merged._counts[rows] = new
-            scaled = delta * coefficient.sqrt()[:, None]
-            if mode == "class":
-                for i, row in enumerate(rows):
-                    merged._scatters[row] += bank._scatters[i].to(self.device)
-                    merged._scatters[row].addr_(scaled[i], scaled[i])
-            else:
-                merged._within += bank._within_total().to(self.device)
-                merged._within.addmm_(scaled.T, scaled)
-        merged._changed()
+        merged.moments = self.moments.merge(other.moments)
         return merged
+
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of everything the bank holds, which :meth:`load_state_dict` restores exactly.
+
+        The keys of :meth:`ClassMoments.state_dict <camscope.stats.class_moments.ClassMoments.state_dict>`
+        (``labels``, ``counts``, ``means``, ``scatters`` or ``within``, ...)
+        plus ``layer``, ``embedding``, ``model`` (the fingerprint), ``layout``,
+        ``input_size`` and ``names`` (label to class name).
+
+        Example:
+            >>> import torch
+            >>> bank = ReferenceBank(3, "layer4").update(torch.randn(8, 3), torch.tensor([0, 1] * 4))
+            >>> copy = ReferenceBank(1, "other").load_state_dict(bank.state_dict())
+            >>> torch.equal(copy.group("others", 0).scatter, bank.group("others", 0).scatter)
+            True
+        """
+        return {
+            **self.moments.state_dict(),
+            "layer": self.layer,
+            "embedding": self.embedding,
+            "model": None if self.model is None else dict(self.model),
+            "layout": dict(self.layout),
+            "input_size": None if self.input_size is None else list(self.input_size),
+            "names": dict(self._names),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> ReferenceBank:
+        """Restore what :meth:`state_dict` returned (onto this bank's device); returns the bank.
+
+        Raises:
+            CamscopeError: for a missing entry or tensors of inconsistent shapes.
+        """
+        try:
+            layer, embedding = str(state["layer"]), check_embedding(state.get("embedding", "mean"))
+            names = {int(label): str(name) for label, name in dict(state.get("names") or {}).items()}
+        except (KeyError, TypeError, ValueError) as error:
+            raise CamscopeError(f"not a reference bank state: missing or bad entry {error}") from error
+        try:
+            self.moments.load_state_dict(state)
+        except CamscopeError as error:
+            raise CamscopeError(f"not a reference bank state: {error}") from error
+        self.layer, self.embedding, self._names = layer, embedding, names
+        model = state.get("model")
+        self.model = dict(model) if model else None
+        self.layout = dict(state.get("layout") or {"layout": "auto", "grid": None, "prefix_tokens": None})
+        size = state.get("input_size")
+        self.input_size = list(size) if size is not None else None
+        self._changed()
+        return self
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], *, device: torch.device | str = "cpu") -> ReferenceBank:
+        """A new bank on ``device`` with what :meth:`state_dict` returned."""
+        return cls(1, "", device=device).load_state_dict(state)
 
     # -- persistence ----------------------------------------------------------------------
 
-    def _metadata(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "layer": self.layer,
-            "embedding": self.embedding,
-            "feature_size": self.feature_size,
-            "labels": list(self._labels),
-            "class_names": [self.class_name(label) for label in self._labels],
-            "scatter": self._mode,
-            "auto_scatter": self._auto,
-            "max_scatter_bytes": self.max_scatter_bytes,
-            "layout": self.layout,
-            "input_size": self.input_size,
-            "count": self.count,
-        }
-
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save as safetensors with JSON metadata, atomically (see :mod:`camscope.io`)."""
-        from camscope.io import save_tensors
+        """Save as safetensors with JSON metadata, atomically (see :mod:`camscope.io`).
 
-        if not self._labels:
-            raise CamscopeError("the reference bank is empty: nothing to save")
-        tensors = {
-            "labels": torch.tensor(self._labels, dtype=torch.long),
-            "counts": self._counts.round().long(),
-            "means": self._means,
-        }
-        if self._mode == "class":
-            tensors["scatters"] = torch.stack(self._scatters)
-        else:
-            tensors["within"] = self._within
-        return save_tensors(path, tensors, self._metadata(), kind=BANK_KIND)
+        The file holds the tensors ``labels``, ``counts``, ``means`` and
+        ``scatters`` or ``within``, and the metadata of :meth:`state_dict`
+        (see :mod:`camscope.stats.reference_bank_files`).
+        """
+        return save_bank(self, path)
 
     @classmethod
     def load(
@@ -401,56 +333,11 @@ class ReferenceBank:
             CamscopeError: for a missing or foreign file, a newer format, an
                 inconsistent file, or a model or layer that does not match.
         """
-        from camscope.io import load_tensors
-
-        tensors, meta = load_tensors(path, kind=BANK_KIND)
-        try:
-            labels = [int(v) for v in tensors["labels"].tolist()]
-            feature_size = int(meta["feature_size"])
-            bank = cls(
-                feature_size,
-                meta["layer"],
-                embedding=meta.get("embedding", "mean"),
-                model=meta.get("model"),
-                class_names=dict(zip(labels, meta.get("class_names", []))),
-                scatter=meta.get("scatter", "class"),
-                max_scatter_bytes=int(meta.get("max_scatter_bytes", DEFAULT_MAX_SCATTER_BYTES)),
-                layout=meta.get("layout"),
-                input_size=meta.get("input_size"),
-                device=device,
-            )
-            bank._auto = bool(meta.get("auto_scatter", False))
-            classes = len(labels)
-            counts = tensors["counts"].to(device, torch.float64)
-            means = tensors["means"].to(device, torch.float64)
-            ok = counts.shape == (classes,) and means.shape == (classes, feature_size)
-            if bank._mode == "class":
-                scatters = tensors["scatters"].to(device, torch.float64)
-                ok = ok and scatters.shape == (classes, feature_size, feature_size)
-                bank._scatters = list(scatters.unbind(0)) if ok else []
-            else:
-                within = tensors["within"].to(device, torch.float64)
-                ok = ok and within.shape == (feature_size, feature_size)
-                bank._within = within
-        except (KeyError, TypeError, ValueError) as error:
-            raise CamscopeError(f"{path} is not a valid reference bank (missing or bad entry: {error})") from error
-        if not ok or len(set(labels)) != len(labels):
-            raise CamscopeError(f"{path} is not a valid reference bank: its tensors have inconsistent shapes")
-        bank._labels = labels
-        bank._row = {label: i for i, label in enumerate(labels)}
-        bank._counts, bank._means = counts, means
-        if model is not None or layer is not None:
-            bank.check(model=model, layer=layer)
-        return bank
+        return load_bank(cls, path, model, layer, device=device)
 
     def to(self, device: torch.device | str) -> ReferenceBank:
         """Move the statistics to a device (in place); returns the bank."""
-        self.device = torch.device(device)
-        self._counts = self._counts.to(self.device)
-        self._means = self._means.to(self.device)
-        self._scatters = [s.to(self.device) for s in self._scatters]
-        if self._within is not None:
-            self._within = self._within.to(self.device)
+        self.moments.to(device)
         self._changed()
         return self
 
@@ -497,14 +384,15 @@ class ReferenceBank:
     @property
     def labels(self) -> list[int]:
         """The labels present, in order of appearance (``-1``: unlabelled samples)."""
-        return list(self._labels)
+        return self.moments.labels
 
     @property
     def class_names(self) -> list[str]:
         """Names of :attr:`labels`, in the same order."""
-        return [self.class_name(label) for label in self._labels]
+        return [self.class_name(label) for label in self.moments.labels]
 
     def class_name(self, label: int) -> str:
+        """The name of a label (the label as text when it has none)."""
         if label == UNLABELLED:
             return self._names.get(label, "<unlabelled>")
         return self._names.get(label, str(label))
@@ -512,60 +400,37 @@ class ReferenceBank:
     @property
     def counts(self) -> Tensor:
         """Samples per class, ``[C]`` (int64, aligned with :attr:`labels`)."""
-        return self._counts.round().long()
+        return self.moments.counts
 
     @property
     def means(self) -> Tensor:
         """Class means ``[C, K]`` (float64, aligned with :attr:`labels`)."""
-        return self._means
+        return self.moments.means
 
     @property
     def count(self) -> int:
         """All samples."""
-        return int(self._counts.sum().round()) if self._labels else 0
+        return self.moments.count
 
     @property
     def scatter_mode(self) -> str:
         """``"class"`` (per-class scatters) or ``"shared"`` (one within-class scatter)."""
-        return self._mode
+        return self.moments.scatter_mode
 
     @property
     def is_labelled(self) -> bool:
         """Whether any sample has a class label."""
-        return any(label != UNLABELLED for label in self._labels)
+        return any(label != UNLABELLED for label in self.moments.labels)
 
     def class_scatter(self, label: int | str) -> Tensor:
         """``S_c`` of one class (``n_c W / N`` in shared mode), ``[K, K]`` float64."""
-        row = self._row[self.label_of(label)]
-        return self._scatter_rows([row])
+        return self.moments.scatter_of([self._row(self.label_of(label))])
 
-    def _within_total(self) -> Tensor:
-        if "within" not in self._derived:
-            if self._mode == "shared":
-                self._derived["within"] = self._within
-            else:
-                total = torch.zeros(self.feature_size, self.feature_size, dtype=torch.float64, device=self.device)
-                for scatter in self._scatters:
-                    total += scatter
-                self._derived["within"] = total
-        return self._derived["within"]
-
-    def _scatter_rows(self, rows: list[int]) -> Tensor:
-        """``sum_{c in rows} S_c`` (shared mode: ``(n_G / N) W``)."""
-        if self._mode == "shared":
-            share = float(self._counts[rows].sum() / self._counts.sum())
-            return self._within * share
-        if len(rows) > len(self._labels) // 2:
-            inside = set(rows)
-            total = self._within_total().clone()
-            for row in range(len(self._labels)):
-                if row not in inside:
-                    total -= self._scatters[row]
-            return total
-        total = torch.zeros(self.feature_size, self.feature_size, dtype=torch.float64, device=self.device)
-        for row in rows:
-            total += self._scatters[row]
-        return total
+    def _row(self, label: int) -> int:
+        row = self.moments.row(label)
+        if row is None:
+            raise CamscopeError(f"the bank has no class {label!r}; it has {self.describe_classes()}")
+        return row
 
     def label_of(self, name_or_label: int | str) -> int:
         """The label of a class given by label, name, or label as text.
@@ -578,20 +443,22 @@ class ReferenceBank:
         if isinstance(name_or_label, bool):
             raise CamscopeError("a class must be a label or a name, got a bool")
         if isinstance(name_or_label, int):
-            if name_or_label in self._row:
+            if self.moments.row(name_or_label) is not None:
                 return name_or_label
         else:
             text = str(name_or_label).strip()
-            by_name = {self.class_name(label).lower(): label for label in self._labels}
+            by_name = {self.class_name(label).lower(): label for label in self.moments.labels}
             if text.lower() in by_name:
                 return by_name[text.lower()]
-            if text.lstrip("-").isdigit() and int(text) in self._row:
+            if text.lstrip("-").isdigit() and self.moments.row(int(text)) is not None:
                 return int(text)
         raise CamscopeError(f"the bank has no class {name_or_label!r}; it has {self.describe_classes()}")
 
     def describe_classes(self, limit: int = 12) -> str:
-        shown = [f"{label} ({self.class_name(label)})" for label in self._labels[:limit]]
-        more = f" and {len(self._labels) - limit} more" if len(self._labels) > limit else ""
+        """The first ``limit`` classes as ``"label (name)"``, for messages."""
+        labels = self.moments.labels
+        shown = [f"{label} ({self.class_name(label)})" for label in labels[:limit]]
+        more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
         return (", ".join(shown) + more) if shown else "no classes (it is empty)"
 
     # -- groups ------------------------------------------------------------------------
@@ -627,9 +494,10 @@ class ReferenceBank:
         """
         if kind not in GROUP_KINDS:
             raise CamscopeError(f"unknown reference group {kind!r}: use one of {', '.join(GROUP_KINDS)}")
+        labels_present = self.moments.labels
         if kind == "all":
-            return self._group_of(list(range(len(self._labels))), "all")
-        labelled = [row for row, label in enumerate(self._labels) if label != UNLABELLED]
+            return self._group_of(list(range(len(labels_present))), "all")
+        labelled = [row for row, label in enumerate(labels_present) if label != UNLABELLED]
         if not labelled:
             raise CamscopeError(f"group {kind!r} needs class labels, but the bank is unlabelled: use 'all'")
         if kind == "knn":
@@ -645,14 +513,15 @@ class ReferenceBank:
         if kind in ("intra", "others") and len(labels) != 1:
             raise CamscopeError(f"group {kind!r} takes one class (the explained one), got {len(labels)}")
         if kind == "others":
-            rows = [row for row in labelled if self._labels[row] != labels[0]]
+            rows = [row for row in labelled if labels_present[row] != labels[0]]
             return self._group_of(rows, f"others({self.class_name(labels[0])})")
         return self.group_of_labels(labels, name=f"{kind}({','.join(self.class_name(c) for c in labels)})")
 
     def group_of_labels(self, labels: Iterable[int], name: str | None = None) -> ReferenceGroup:
         """The pooled group of some labels."""
-        rows = sorted({self._row[self.label_of(int(label))] for label in labels})
-        return self._group_of(rows, name or f"classes({','.join(str(self._labels[r]) for r in rows)})")
+        rows = sorted({self._row(self.label_of(int(label))) for label in labels})
+        present = self.moments.labels
+        return self._group_of(rows, name or f"classes({','.join(str(present[r]) for r in rows)})")
 
     def _group_of(self, rows: list[int], name: str) -> ReferenceGroup:
         rows = sorted(rows)
@@ -665,19 +534,15 @@ class ReferenceBank:
                 f"the reference group {name} is empty: the bank has {self.describe_classes()}; "
                 "choose another group (e.g. 'all') or add classes to the bank"
             )
-        index = torch.tensor(rows, device=self.device)
-        counts = self._counts[index]
-        total = float(counts.sum())
+        total, mean, scatter = self.moments.pooled(rows)
         if total < 1:
             raise CamscopeError(f"the reference group {name} is empty (no samples)")
-        mean = (counts[:, None] * self._means[index]).sum(dim=0) / total
-        between = (self._means[index] - mean) * counts.sqrt()[:, None]
-        scatter = self._scatter_rows(rows) + between.T @ between
+        present = self.moments.labels
         group = ReferenceGroup(
-            int(round(total)),
+            round(total),
             mean,
             scatter,
-            classes=[self._labels[r] for r in rows],
+            classes=[present[r] for r in rows],
             name=name,
             source=self._metadata_light(),
         )
@@ -711,16 +576,17 @@ class ReferenceBank:
             )
         device = embeddings.device
         key = f"knn:{device}"
-        if key not in self._derived:
-            rows = [row for row, label in enumerate(self._labels) if label != UNLABELLED]
+        if key not in self._nearest:
+            present = self.moments.labels
+            rows = [row for row, label in enumerate(present) if label != UNLABELLED]
             if not rows:
                 raise CamscopeError("knn needs class labels, but the bank is unlabelled: use reference 'all'")
             index = torch.tensor(rows, device=self.device)
-            centre = self._means[index].mean(dim=0)
-            means = (self._means[index] - centre).to(device, torch.float32)
-            labels = torch.tensor([self._labels[r] for r in rows], device=device)
-            self._derived[key] = (centre.to(device, torch.float32), means, (means * means).sum(dim=1), labels)
-        centre, means, norms, labels = self._derived[key]
+            centre = self.moments.means[index].mean(dim=0)
+            means = (self.moments.means[index] - centre).to(device, torch.float32)
+            labels = torch.tensor([present[r] for r in rows], device=device)
+            self._nearest[key] = (centre.to(device, torch.float32), means, (means * means).sum(dim=1), labels)
+        centre, means, norms, labels = self._nearest[key]
         z = embeddings.to(torch.float32) - centre
         distances = (z * z).sum(dim=1, keepdim=True) - 2 * z @ means.T + norms
         available = labels.numel()
@@ -735,6 +601,6 @@ class ReferenceBank:
 
     def __repr__(self) -> str:
         return (
-            f"ReferenceBank(layer={self.layer!r}, K={self.feature_size}, classes={len(self._labels)}, "
-            f"samples={self.count}, embedding={self.embedding!r}, scatter={self._mode!r})"
+            f"ReferenceBank(layer={self.layer!r}, K={self.feature_size}, classes={len(self.moments.labels)}, "
+            f"samples={self.count}, embedding={self.embedding!r}, scatter={self.scatter_mode!r})"
         )
