@@ -156,7 +156,9 @@ def bench_knn(repeats: int, device: torch.device) -> list[tuple[str, str]]:
             z = torch.randn(batch, features, generator=generator).relu().to(device)
             exclude = torch.randint(0, classes, (batch,), generator=generator)
             bank.nearest_classes(z, 100, exclude=exclude)  # builds the cached index
-            seconds = _time(lambda: bank.nearest_classes(z, 100, exclude=exclude), repeats * 5, device)
+            seconds = _time(
+                lambda z=z, exclude=exclude: bank.nearest_classes(z, 100, exclude=exclude), repeats * 5, device
+            )
             where = f", {threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
             rows.append(
                 (

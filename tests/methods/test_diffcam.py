@@ -271,9 +271,13 @@ def test_tiny_timm_vit_with_patch_mean_and_class_token() -> None:
         assert bank.feature_size == 24
         e = camscope.explain(model, xq, method="diffcam", layer=layer, bank=bank, target=[0, 2])
         assert e.raw.shape == (2, 4, 4) and torch.isfinite(e.raw).all()
+        tokens: dict[str, torch.Tensor] = {}
+
+        def keep(_module: nn.Module, _inputs: object, output: torch.Tensor, store: dict = tokens) -> None:
+            store.setdefault("t", output)
+
         with torch.no_grad():
-            tokens = {}
-            handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: tokens.setdefault("t", o))
+            handle = model.get_submodule(layer).register_forward_hook(keep)
             model(xq)
             handle.remove()
         z = tokens["t"][:, 0] if kind == "cls" else tokens["t"][:, 1:].mean(dim=1)
@@ -316,7 +320,7 @@ def test_clear_errors() -> None:
         run(bank=bank, reference="others", target=7)
     with pytest.raises(CamscopeError, match="4 references for 6 features"):
         run(bank=bank, reference="intra", target=1, regularization=0)
-    with pytest.raises(CamscopeError, match="layer: the bank holds 'features', here 'features.0'"):
+    with pytest.raises(CamscopeError, match=r"layer: the bank holds 'features', here 'features\.0'"):
         camscope.explain(model, xq, method="diffcam", layer="features.0", bank=bank)
     with pytest.raises(CamscopeError, match="other weights"):
         camscope.explain(_net(seed=3), xq, method="diffcam", layer="features", bank=bank)
@@ -330,8 +334,8 @@ def test_clear_errors() -> None:
         run(reference="others")
     with pytest.raises(CamscopeError, match="regularization must be"):
         run(reference=torch.randn(5, 6), regularization=-1)
+    unlabelled = ReferenceBank.build(model, x, layer="features")
     with pytest.raises(CamscopeError, match="unlabelled"):
-        unlabelled = ReferenceBank.build(model, x, layer="features")
         run(bank=unlabelled, reference="others")
     with pytest.raises(CamscopeError, match="cannot merge"):
         bank.merge(ReferenceBank.build(model, [(x, labels)], layer="features.0"))

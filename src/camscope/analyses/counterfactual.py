@@ -111,7 +111,10 @@ def counterfactual(
     classes = why.classes
     if classes is None:
         # the fixed group needed no class: find it as for "others" (the model's prediction or the nearest mean)
-        z = why.activations.mean(dim=tuple(range(2, why.activations.ndim)))
+        activations = why.activations
+        if activations is None:
+            raise CamscopeError("counterfactual needs the layer's activations of the explanation")
+        z = activations.mean(dim=tuple(range(2, activations.ndim)))
         predict = options.get("predict", "auto")
         if predict != "nearest" and scores_bank_classes(why.logits, bank):
             classes = why.logits.argmax(dim=1)

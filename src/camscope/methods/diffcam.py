@@ -367,6 +367,8 @@ class DiffCAM(CamMethod):
                 group = self._tensor_group(ctx)
             elif self.kind == "folder":
                 group = self._folder_group(ctx)
+            elif bank is None:
+                raise CamscopeError(f"diffcam: reference {self.kind!r} needs a bank")
             elif self.kind == "all":
                 group = bank.group("all")
             else:
@@ -377,8 +379,8 @@ class DiffCAM(CamMethod):
         return CamResult(weights=ctx.expand(weights.to(ctx.activations.dtype)))
 
     def _per_example_weights(self, ctx: CamContext, z: Tensor) -> Tensor:
-        bank = self.bank
-        assert bank is not None
+        bank, kind = self.bank, self.kind
+        assert bank is not None and kind is not None
         classes = self._example_classes(ctx, z)
         if self.kind == "knn":
             neighbours = bank.nearest_classes(z, self.k, exclude=classes)
@@ -393,7 +395,7 @@ class DiffCAM(CamMethod):
             if self.kind == "knn":
                 group = bank.group_of_labels(key, name=f"knn{self.k}")
             else:
-                group = bank.group(self.kind, key[0])
+                group = bank.group(kind, key[0])
             index = torch.tensor(indices, device=z.device)
             weights[index] = group.weights(z[index], self.regularization)
         return weights

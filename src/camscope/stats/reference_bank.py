@@ -432,7 +432,7 @@ class ReferenceBank:
             raise CamscopeError(f"the bank has no class {label!r}; it has {self.describe_classes()}")
         return row
 
-    def label_of(self, name_or_label: int | str) -> int:
+    def label_of(self, name_or_label: int | str | Tensor) -> int:
         """The label of a class given by label, name, or label as text.
 
         Raises:
@@ -503,9 +503,11 @@ class ReferenceBank:
         if kind == "knn":
             if embedding is None:
                 raise CamscopeError("group 'knn' needs the example's embedding: bank.group('knn', c, embedding=z)")
+            if classes is not None and not isinstance(classes, (int, str, Tensor)):
+                raise CamscopeError("group 'knn' leaves out one class (the explained one), not several")
             exclude = None if classes is None else torch.tensor([self.label_of(classes)])
-            labels = self.nearest_classes(torch.as_tensor(embedding).reshape(1, -1), k, exclude=exclude)[0]
-            return self.group_of_labels(labels.tolist(), name=f"knn{k}")
+            neighbours = self.nearest_classes(torch.as_tensor(embedding).reshape(1, -1), k, exclude=exclude)[0]
+            return self.group_of_labels(neighbours.tolist(), name=f"knn{k}")
         if classes is None:
             raise CamscopeError(f"group {kind!r} needs a class: bank.group({kind!r}, CLASS)")
         chosen = [classes] if isinstance(classes, (int, str, Tensor)) else list(classes)

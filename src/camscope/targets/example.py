@@ -76,9 +76,13 @@ class ExampleTarget(Target):
 
     def __call__(self, outputs: Tensor) -> Tensor:
         classes = self._classes
-        if classes is not None and outputs.ndim == 2 and classes.numel() == outputs.shape[0]:
-            if bool(((classes >= 0) & (classes < outputs.shape[1])).all()):
-                return outputs.gather(1, classes[:, None].to(outputs.device))[:, 0]
+        if (
+            classes is not None
+            and outputs.ndim == 2
+            and classes.numel() == outputs.shape[0]
+            and bool(((classes >= 0) & (classes < outputs.shape[1])).all())
+        ):
+            return outputs.gather(1, classes[:, None].to(outputs.device))[:, 0]
         return torch.full(
             (outputs.shape[0],),
             math.nan,
