@@ -61,7 +61,14 @@ def embedding_of(
 
 
 class LayerEmbedder:
-    """Forward hooks that turn a batch into embeddings at one layer (no autograd, stops after the layer)."""
+    """A forward hook that turns a batch into embeddings at one layer (no autograd).
+
+    With ``stop_early`` the forward pass ends once the layer has run (nothing
+    after it is computed); otherwise the model runs to the end and the layer
+    passes a clone of its output downstream, so in-place operations after it
+    (``ReLU(inplace=True)``, ``out += identity``) cannot rewrite the embedding.
+    Use as a context manager (the hook is removed on exit).
+    """
 
     def __init__(
         self, model: nn.Module, layer: str, module: nn.Module, embedding: str, layout: dict[str, Any], stop_early: bool
@@ -76,12 +83,21 @@ class LayerEmbedder:
             tensor = output if isinstance(output, Tensor) else output[0] if isinstance(output, (tuple, list)) else None
             if not isinstance(tensor, Tensor):
                 raise CamscopeError(f"layer {self.layer!r} returns {type(output).__name__}, not a tensor")
-            if self._output is None:
-                self._output = tensor.detach()
             if self.stop_early:
+                if self._output is None:
+                    self._output = tensor.detach()
                 raise _StopForward
-            # A clone downstream: in-place ops after the layer must not rewrite the embedding.
-            return output.clone() if isinstance(output, Tensor) else (tensor.clone(), *output[1:])
+            # A clone downstream: in-place ops after the layer must not rewrite the embedding
+            # (an output container that cannot be rebuilt keeps the original: the embedding is a copy then).
+            if isinstance(output, Tensor):
+                downstream = tensor.clone()
+            elif type(output) in (tuple, list):
+                downstream = type(output)([tensor.clone(), *output[1:]])
+            else:
+                downstream = None
+            if self._output is None:
+                self._output = tensor.detach() if downstream is not None else tensor.detach().clone()
+            return downstream
 
         self._handle = self.module.register_forward_hook(hook)
         return self
