@@ -44,15 +44,18 @@ What camscope fixes where the paper leaves details open:
   choice; for token models the mean of the patch tokens, or the class token
   with ``embedding="cls"`` (token 0 of the layer's output).
 
-Reference groups come from a :class:`ReferenceBank` (per-class counts, means
-and scatters from one pass over a dataset, float64) or directly from reference
-inputs or embeddings. A group of classes ``G`` has the pooled scatter
+Reference groups (:class:`~camscope.stats.reference_group.ReferenceGroup`)
+come from a :class:`~camscope.stats.reference_bank.ReferenceBank` (per-class
+counts, means and scatters from one pass over a dataset, float64) or directly
+from reference inputs or embeddings (:func:`camscope.engine.embedding.embed`).
+A group of classes ``G`` has the pooled scatter
 ``S_G = sum_{c in G} [S_c + n_c (mu_c - mu_G)(mu_c - mu_G)^T]``:
 
 * ``"others"`` every class but the example's: "why is it c" (default),
 * ``"knn"`` the ``k`` classes whose means are nearest to the example's
   embedding, its own class excluded (the paper's ImageNet setting, k = 100),
-* ``"class"`` one class (or several) d: "why not d" (counterfactual),
+* ``"class"`` one class (or several) d: "why not d" (counterfactual; both
+  maps of a pair: :func:`camscope.analyses.counterfactual.counterfactual`),
 * ``"intra"`` the example's own class: what makes it atypical,
 * ``"all"`` every sample (unlabelled banks, self-supervised models).
 
