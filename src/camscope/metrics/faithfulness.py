@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import (
+from camscope.metrics.common import (
     MetricResult,
     SubstrateSpec,
     check_fractions,

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import MetricResult, prepare_maps
+from camscope.metrics.common import MetricResult, prepare_maps
 
 __all__ = ["auprc", "boxes_to_masks", "energy_pointing_game", "iou", "pointing_game"]
 

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import (
+from camscope.metrics.common import (
     MetricResult,
     check_fractions,
     clean_pass,
