@@ -85,14 +85,14 @@ class EvaluationReport:
                                 "higher_is_better": result.higher_is_better.get(key),
                             }
                         )
-                    for key, value in summary.items():
+                    for key, mean in summary.items():
                         if key not in result.values and key != "n":
                             rows.append(
                                 {
                                     "method": method,
                                     "metric": metric,
                                     "value": key,
-                                    "mean": value,
+                                    "mean": mean,
                                     "n": summary["n"],
                                     "higher_is_better": result.higher_is_better.get(result.headline),
                                 }

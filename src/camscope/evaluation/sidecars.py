@@ -97,7 +97,7 @@ def load_sidecar(image: str | os.PathLike[str], size: int = 224, crop_pct: float
             mask = ImageOps.exif_transpose(opened).convert("L")
             if mask.size != (width, height):
                 raise CamscopeError(f"mask {mask_path} is {mask.size[0]}x{mask.size[1]}, its image {width}x{height}")
-            mask = mask.resize((new_w, new_h), Image.NEAREST).crop((left, top, left + size, top + size))
+            mask = mask.resize((new_w, new_h), Image.Resampling.NEAREST).crop((left, top, left + size, top + size))
             array = torch.frombuffer(bytearray(mask.tobytes()), dtype=torch.uint8).reshape(size, size) > 0
         region = array if region is None else region | array
     parts: dict[str, tuple[float, float] | None] = {}

@@ -388,7 +388,7 @@ def substrate(inputs: Tensor, spec: SubstrateSpec, *, blur_kernel: int = 11, blu
 
 def pixel_count(total: int, fraction: float) -> int:
     """``floor(total * fraction)``, robust to floating-point error (``0.29 * 100`` is 29, not 28)."""
-    return int(math.floor(total * float(fraction) + 1e-9))
+    return math.floor(total * float(fraction) + 1e-9)
 
 
 def check_fractions(fractions: Sequence[float], what: str, allow_one: bool = False) -> list[float]:

@@ -213,7 +213,7 @@ def pointing_game(
     if tolerance < 0:
         raise CamscopeError(f"tolerance must be >= 0 pixels, got {tolerance}")
     prepared, regions = _regions(maps, boxes, masks)
-    batch, height, width = prepared.shape
+    _, height, width = prepared.shape
     peak = prepared.flatten(1).argmax(dim=1)
     row, column = (peak // width).double(), (peak % width).double()
     ys = torch.arange(height, dtype=torch.float64, device=prepared.device)

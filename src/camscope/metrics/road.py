@@ -194,6 +194,8 @@ class _Multigrid:
         level = self.levels[depth]
         if depth == 0:
             return (self.centre * x).addcmul_(self.edge, _box121(x), value=-1)
+        if level.stencil is None:
+            raise AssertionError("only the finest level has no Galerkin stencil")
         return _apply_stencil(level.stencil, x).mul_(level.unknown)
 
     def _coarsen(self, depth: int) -> _Level:
@@ -479,7 +481,7 @@ def road(
     maps = prepare_maps(maps, inputs.shape[2:]).to(inputs.device)
     scorer = make_scorer(resolved, score)
     clean_scores = scorer(logits).float()
-    batch, pixels = maps.shape[0], maps[0].numel()
+    pixels = maps[0].numel()
 
     generator = torch.Generator().manual_seed(int(seed))
     flat = maps.flatten(1).double()
