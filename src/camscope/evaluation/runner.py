@@ -11,16 +11,20 @@ the images (see :mod:`camscope.evaluation.sidecars`) or from ``annotations=``.
 
 from __future__ import annotations
 
-import math
+import copy
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from camscope.data.folders import ImageFolderData
+from camscope.engine.capture import model_state, output_tensor
 from camscope.errors import CamscopeError
 from camscope.evaluation.report import EvaluationReport, json_ready
+from camscope.evaluation.results import EvaluationResults
 from camscope.evaluation.sidecars import GroundTruth, ground_truth, load_sidecar, parts_of, regions_of, sidecar_masks
 from camscope.metrics import (
     MetricResult,
@@ -39,6 +43,8 @@ from camscope.metrics import (
     sanity_check,
     sparseness,
 )
+from camscope.metrics.common import progress_option
+from camscope.passes.engine import Batch, DatasetPass
 
 __all__ = ["METRICS", "evaluate"]
 
@@ -86,70 +92,52 @@ def _metric_name(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# The runner
+# The data: folders (with sidecars) or any dataset (with annotations=)
 # ----------------------------------------------------------------------------------------------
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _batches(
-    data: Any,
-    batch_size: int,
-    size: int,
-    device: torch.device,
-    config: Any,
-    annotations: Sequence[Any] | None,
-    limit: int | None,
-) -> tuple[Iterable[tuple[Tensor, Tensor, list[str], list[GroundTruth]]], int | None, list[str] | None]:
-    """``(inputs, labels, names, truths)`` batches, the number of samples when known, and folder class names."""
-    from camscope.data.folders import ImageFolderData
-    from camscope.passes.batches import iter_batches
-
+def _evaluation_data(data: Any, size: int, config: Any, limit: int | None) -> tuple[Any, ImageFolderData | None]:
+    """The data for the pass (folders without sidecar masks, cut to ``limit`` where the data allows) and the folder."""
     if isinstance(data, (str, os.PathLike)):
         from camscope.models.loading import load_image
 
         data = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     if isinstance(data, ImageFolderData):
-        folder = data
+        folder = copy.copy(data)
         masks = sidecar_masks(folder.samples)
-        if masks:
-            folder.samples = [(path, label) for path, label in folder.samples if path.resolve() not in masks]
-        count = len(folder) if limit is None else min(limit, len(folder))
-        crop_pct = getattr(config, "crop_pct", 0.875)
+        folder.samples = [(path, label) for path, label in folder.samples if path.resolve() not in masks][:limit]
+        return folder, folder
+    if isinstance(data, Tensor) and limit is not None:
+        return data[:limit], None
+    return data, None
 
-        def folder_batches() -> Iterable[tuple[Tensor, Tensor, list[str], list[GroundTruth]]]:
-            for start in range(0, count, batch_size):
-                chunk = folder.samples[start : min(count, start + batch_size)]
-                images = torch.stack([folder.transform(path) for path, _ in chunk]).to(device)
-                labels = torch.tensor([label for _, label in chunk], dtype=torch.long, device=device)
-                truths = [ground_truth(load_sidecar(path, size, crop_pct), (size, size)) for path, _ in chunk]
-                yield images, labels, [str(path) for path, _ in chunk], truths
 
-        return folder_batches(), count, folder.class_names or None
+@dataclass(frozen=True)
+class _Samples:
+    """Where a batch's sample names and ground truth come from."""
 
-    def other_batches() -> Iterable[tuple[Tensor, Tensor, list[str], list[GroundTruth]]]:
-        seen = 0
-        for inputs, labels in iter_batches(data, batch_size=batch_size, device=device, size=size):
-            if limit is not None and seen >= limit:
-                return
-            if limit is not None:
-                inputs, labels = inputs[: limit - seen], labels[: limit - seen]
-            names = [str(seen + i) for i in range(inputs.shape[0])]
-            specs = [
-                annotations[seen + i] if annotations is not None and seen + i < len(annotations) else None
-                for i in range(inputs.shape[0])
-            ]
-            truths = [ground_truth(spec, inputs.shape[2:]) for spec in specs]
-            seen += inputs.shape[0]
-            yield inputs, labels, names, truths
+    folder: ImageFolderData | None
+    annotations: Sequence[Mapping[str, Any] | None] | None
+    size: int
+    crop_pct: float
 
-    total = len(data) if isinstance(data, Tensor) else None
-    if total is not None and limit is not None:
-        total = min(total, limit)
-    return other_batches(), total, None
+    def describe(self, batch: Batch, count: int) -> tuple[list[str], list[GroundTruth]]:
+        """Names and ground truth of the batch's first ``count`` samples."""
+        positions = range(batch.start, batch.start + count)
+        if self.folder is not None:
+            paths = [self.folder.samples[i][0] for i in positions]
+            truths = [ground_truth(load_sidecar(p, self.size, self.crop_pct), (self.size, self.size)) for p in paths]
+            return [str(path) for path in paths], truths
+        specs = [
+            self.annotations[i] if self.annotations is not None and i < len(self.annotations) else None
+            for i in positions
+        ]
+        return [str(i) for i in positions], [ground_truth(spec, batch.inputs.shape[2:]) for spec in specs]
+
+
+# ----------------------------------------------------------------------------------------------
+# One batch: every method explained, every metric measured
+# ----------------------------------------------------------------------------------------------
 
 
 def _targets(
@@ -191,6 +179,190 @@ def _nan_where(result: MetricResult, missing: Tensor) -> MetricResult:
     return result
 
 
+def _consistency_values(explanation: Any) -> MetricResult:
+    """The per-image CAM sum and the explained class's logit (IFA's consistency, joined over the dataset)."""
+    logits = explanation.logits
+    classes = explanation.classes
+    scores = explanation.scores if classes is None else logits.gather(1, classes[:, None].to(logits.device))[:, 0]
+    return MetricResult(
+        name="consistency",
+        values={"cam_sum": explanation.maps.flatten(1).sum(dim=1).float(), "logit": scores.float()},
+        headline="cam_sum",
+        higher_is_better={},
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`evaluate` measures: the model, the explainers and the metrics with their options."""
+
+    network: nn.Module
+    layer: Any
+    target: Any
+    class_names: list[str] | None
+    explainers: dict[str, Any]
+    metrics: list[str]
+    method_options: dict[str, dict[str, Any]]
+    metric_options: dict[str, dict[str, Any]]
+
+    def measure(self, inputs: Tensor, labels: Tensor, truths: list[GroundTruth]) -> dict[str, dict[str, MetricResult]]:
+        """``[method][metric]``: the results of one batch."""
+        target = self.batch_target(inputs, labels, truths)
+        results: dict[str, dict[str, MetricResult]] = {}
+        for method, explainer in self.explainers.items():
+            explanation = explainer(inputs, target=target)
+            results[method] = {
+                metric: self.measure_one(metric, method, inputs, explanation, truths) for metric in self.metrics
+            }
+        return results
+
+    def batch_target(self, inputs: Tensor, labels: Tensor, truths: list[GroundTruth]) -> Any:
+        """The explained target of a batch (class names and ``"label"`` resolved)."""
+        if not isinstance(self.target, str) or self.target in ("predicted", "pred"):
+            return _targets(self.target, labels, truths, self.class_names, 0)
+        with torch.no_grad(), model_state(self.network, True):
+            num_classes = output_tensor(self.network(inputs[:1])).shape[-1]
+        return _targets(self.target, labels, truths, self.class_names, num_classes)
+
+    def measure_one(
+        self, metric: str, method: str, inputs: Tensor, explanation: Any, truths: list[GroundTruth]
+    ) -> MetricResult:
+        """One metric of one method's explanation of a batch."""
+        kind, fn = METRICS[metric]
+        options = self.metric_options.get(metric, {})
+        if fn is None:
+            return _consistency_values(explanation)
+        if kind == "model":
+            return fn(self.network, inputs, explanation, **options)
+        if kind == "maps":
+            return fn(explanation, **options)
+        if kind == "regions":
+            regions, missing = regions_of(truths, inputs.shape[2:], explanation.maps.device)
+            return _nan_where(fn(explanation, masks=regions, **options), missing)
+        if kind == "parts":
+            points, differing, missing, _ = parts_of(truths, explanation.maps.device)
+            return _nan_where(fn(explanation, parts=points, differing=differing, **options), missing)
+        method_options = self.method_options.get(method, {})
+        return fn(self.network, inputs, explanation, method=method, layer=self.layer, options=method_options, **options)
+
+
+def _dataset_consistency(result: MetricResult) -> dict[str, Any]:
+    """IFA's consistency over the dataset: the correlation of the CAM sums with the logits."""
+    if len(result) < 3:
+        return {"n": len(result), "coefficient": float("nan"), "method": "too few images"}
+    from camscope.metrics import correlate
+
+    correlation = correlate(result.values["cam_sum"], result.values["logit"])
+    return {
+        "n": correlation.n,
+        "coefficient": correlation.coefficient,
+        "p_value": correlation.p_value,
+        "method": correlation.method,
+        "pearson": correlation.pearson,
+        "spearman": correlation.spearman,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The runner
+# ----------------------------------------------------------------------------------------------
+
+
+def _load(model: nn.Module | str, weights: str | None, device: torch.device | str | None) -> tuple[nn.Module, str, Any]:
+    """The network, its name and its preprocessing configuration."""
+    from camscope.models.loading import data_config, load_model
+
+    if isinstance(model, str):
+        return load_model(model, weights=weights, device=device), model, data_config(model)
+    if isinstance(model, nn.Module):
+        return model, type(model).__name__, data_config(model)
+    raise CamscopeError(f"model must be a torch.nn.Module or a model name, got {type(model).__name__}")
+
+
+def _names_and_options(
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    method_options: Mapping[str, Mapping[str, Any]] | None,
+    metric_options: Mapping[str, Mapping[str, Any]] | None,
+) -> tuple[list[str], list[str], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Checked method names, canonical metric names and the options of each."""
+    import camscope
+
+    method_names = [str(m) for m in methods]
+    if not method_names:
+        raise CamscopeError("give at least one method")
+    available = camscope.available_methods()
+    for method in method_names:
+        if method not in available:
+            raise CamscopeError(f"unknown method {method!r}; available: {', '.join(available)}")
+    metric_names = list(dict.fromkeys(_metric_name(m) for m in metrics))
+    if not metric_names:
+        raise CamscopeError("give at least one metric")
+    by_metric = {_metric_name(k): dict(v) for k, v in (metric_options or {}).items()}
+    for name in by_metric:
+        if name not in metric_names:
+            raise CamscopeError(f"options were given for metric {name!r}, which is not evaluated")
+    by_method = {str(k): dict(v) for k, v in (method_options or {}).items()}
+    for name in by_method:
+        if name not in method_names:
+            raise CamscopeError(f"options were given for method {name!r}, which is not evaluated")
+    return method_names, metric_names, by_method, by_metric
+
+
+def _collect(plan: _Plan, batches: DatasetPass, samples: _Samples, limit: int | None) -> EvaluationResults:
+    """The dataset pass: every batch measured, the per-sample results accumulated."""
+    results = EvaluationResults(list(plan.explainers), plan.metrics)
+    for batch in batches:
+        count = batch.inputs.shape[0] if limit is None else min(batch.inputs.shape[0], limit - batch.start)
+        if count <= 0:
+            break
+        inputs, labels = batch.inputs[:count], batch.labels[:count]
+        names, truths = samples.describe(batch, count)
+        results.update(names, plan.measure(inputs, labels, truths))
+    if not results.samples:
+        raise CamscopeError("the dataset is empty")
+    return results
+
+
+def _params(plan: _Plan, batch_size: int, size: int) -> dict[str, Any]:
+    """The run's settings, JSON-ready."""
+    layer, target = plan.layer, plan.target
+    return {
+        "layer": layer if layer is None or isinstance(layer, str) else str(layer),
+        "target": target if target is None or isinstance(target, (str, int)) else repr(target),
+        "batch_size": batch_size,
+        "size": size,
+        "method_options": json_ready(plan.method_options),
+        "metric_options": json_ready(
+            {
+                k: {
+                    kk: (vv if isinstance(vv, (int, float, str, list, tuple, bool)) or vv is None else repr(vv))
+                    for kk, vv in v.items()
+                }
+                for k, v in plan.metric_options.items()
+            }
+        ),
+    }
+
+
+def _report(results: EvaluationResults, model_name: str, params: dict[str, Any]) -> EvaluationReport:
+    """The report of the joined results (and the dataset-level consistency)."""
+    joined = results.joined()
+    dataset: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in results.methods}
+    for method in results.methods:
+        if "consistency" in joined[method]:
+            dataset[method]["consistency"] = _dataset_consistency(joined[method]["consistency"])
+    return EvaluationReport(
+        methods=results.methods,
+        metrics=results.metrics,
+        results=joined,
+        dataset=dataset,
+        samples=results.samples,
+        model=model_name,
+        params=params,
+    )
+
+
 def evaluate(
     model: nn.Module | str,
     data: Any,
@@ -209,6 +381,7 @@ def evaluate(
     limit: int | None = None,
     out: str | os.PathLike[str] | None = None,
     plots: bool = True,
+    progress: bool | None = None,
     show_progress: bool | None = None,
 ) -> EvaluationReport:
     """Explain a dataset with several methods and measure several metrics.
@@ -218,7 +391,7 @@ def evaluate(
             (``"efficientnet_lite0"``, ``"torchvision:NAME"``, ``"timm:NAME"``).
         data: an image folder (ImageFolder layout or flat; JSON sidecars give boxes,
             masks and parts, see the module docstring), an
-            :class:`~camscope.passes.batches.ImageFolderData`, a DataLoader or iterable of
+            :class:`~camscope.data.folders.ImageFolderData`, a DataLoader or iterable of
             ``(inputs, labels)`` or inputs, or a tensor batch.
         methods: camscope method names (``camscope.available_methods()``).
         metrics: names from :data:`METRICS` (aliases: ``rd``, ``ad``, ``ic``, ``pointing``,
@@ -237,7 +410,8 @@ def evaluate(
         limit: evaluate only the first ``limit`` samples.
         out: a folder for the CSV, JSON and plots (nothing is written when None).
         plots: write the curve plots with ``out``.
-        show_progress: progress bar on stderr (default: when stderr is a terminal).
+        progress: progress bar on stderr (None: when stderr is a terminal).
+        show_progress: deprecated name of ``progress``.
 
     Returns:
         An :class:`EvaluationReport`.
@@ -253,154 +427,25 @@ def evaluate(
         (['deletion', 'sparseness'], 4)
     """
     import camscope
-    from camscope.models.loading import data_config, load_model
-    from camscope.passes.batches import progress
 
-    if isinstance(model, str):
-        model_name = model
-        network = load_model(model, weights=weights, device=device)
-        config = data_config(model)
-    elif isinstance(model, nn.Module):
-        model_name = type(model).__name__
-        network = model
-        config = data_config(model)
-    else:
-        raise CamscopeError(f"model must be a torch.nn.Module or a model name, got {type(model).__name__}")
-    methods = [str(m) for m in methods]
-    if not methods:
-        raise CamscopeError("give at least one method")
-    available = camscope.available_methods()
-    for method in methods:
-        if method not in available:
-            raise CamscopeError(f"unknown method {method!r}; available: {', '.join(available)}")
-    metric_names = list(dict.fromkeys(_metric_name(m) for m in metrics))
-    if not metric_names:
-        raise CamscopeError("give at least one metric")
-    metric_options = {_metric_name(k): dict(v) for k, v in (metric_options or {}).items()}
-    for name in metric_options:
-        if name not in metric_names:
-            raise CamscopeError(f"options were given for metric {name!r}, which is not evaluated")
-    method_options = {str(k): dict(v) for k, v in (method_options or {}).items()}
-    for name in method_options:
-        if name not in methods:
-            raise CamscopeError(f"options were given for method {name!r}, which is not evaluated")
-    if batch_size < 1:
-        raise CamscopeError(f"batch_size must be a positive integer, got {batch_size}")
-    run_device = _model_device(network)
-    batches, total, class_names = _batches(data, batch_size, size, run_device, config, annotations, limit)
-    explainers = {m: camscope.Explainer(network, layer=layer, method=m, **method_options.get(m, {})) for m in methods}
-
-    collected: dict[str, dict[str, list[MetricResult]]] = {m: {k: [] for k in metric_names} for m in methods}
-    samples: list[str] = []
-    total_batches = None if total is None else math.ceil(total / batch_size)
-    for inputs, labels, names, truths in progress(batches, "evaluating", total=total_batches, enabled=show_progress):
-        samples += names
-        with torch.no_grad():
-            num_classes = network(inputs[:1]).shape[-1]
-        batch_target = _targets(target, labels, truths, class_names, num_classes)
-        for method in methods:
-            explanation = explainers[method](inputs, target=batch_target)
-            for metric in metric_names:
-                result = _measure(
-                    metric,
-                    network,
-                    inputs,
-                    explanation,
-                    truths,
-                    metric_options.get(metric, {}),
-                    method,
-                    layer,
-                    method_options.get(method, {}),
-                )
-                collected[method][metric].append(result.cpu())
-    if not samples:
-        raise CamscopeError("the dataset is empty")
-
-    results: dict[str, dict[str, MetricResult]] = {m: {} for m in methods}
-    dataset: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in methods}
-    for method in methods:
-        for metric in metric_names:
-            joined = MetricResult.cat(collected[method][metric])
-            if metric == "consistency":
-                dataset[method][metric] = _consistency(joined)
-            results[method][metric] = joined
-    report = EvaluationReport(
-        methods=methods,
+    progress = progress_option(progress, show_progress, "evaluate")
+    network, model_name, config = _load(model, weights, device)
+    methods, metric_names, by_method, by_metric = _names_and_options(methods, metrics, method_options, metric_options)
+    data, folder = _evaluation_data(data, size, config, limit)
+    batches = DatasetPass(network, data, batch_size=batch_size, size=size, progress=progress, description="evaluating")
+    plan = _Plan(
+        network=network,
+        layer=layer,
+        target=target,
+        class_names=(folder.class_names or None) if folder is not None else None,
+        explainers={m: camscope.Explainer(network, layer=layer, method=m, **by_method.get(m, {})) for m in methods},
         metrics=metric_names,
-        results=results,
-        dataset=dataset,
-        samples=samples,
-        model=model_name,
-        params={
-            "layer": layer if layer is None or isinstance(layer, str) else str(layer),
-            "target": target if target is None or isinstance(target, (str, int)) else repr(target),
-            "batch_size": batch_size,
-            "size": size,
-            "method_options": json_ready(method_options),
-            "metric_options": json_ready(
-                {
-                    k: {
-                        kk: (vv if isinstance(vv, (int, float, str, list, tuple, bool)) or vv is None else repr(vv))
-                        for kk, vv in v.items()
-                    }
-                    for k, v in metric_options.items()
-                }
-            ),
-        },
+        method_options=by_method,
+        metric_options=by_metric,
     )
+    samples = _Samples(folder, annotations, size, getattr(config, "crop_pct", 0.875))
+    results = _collect(plan, batches, samples, limit)
+    report = _report(results, model_name, _params(plan, batch_size, size))
     if out is not None:
         report.save(out, plots=plots)
     return report
-
-
-def _measure(
-    metric: str,
-    model: nn.Module,
-    inputs: Tensor,
-    explanation: Any,
-    truths: list[GroundTruth],
-    options: dict[str, Any],
-    method: str,
-    layer: Any,
-    method_options: dict[str, Any],
-) -> MetricResult:
-    kind, fn = METRICS[metric]
-    if kind == "model":
-        return fn(model, inputs, explanation, **options)  # type: ignore[misc]
-    if kind == "maps":
-        return fn(explanation, **options)  # type: ignore[misc]
-    if kind == "regions":
-        regions, missing = regions_of(truths, inputs.shape[2:], explanation.maps.device)
-        return _nan_where(fn(explanation, masks=regions, **options), missing)  # type: ignore[misc]
-    if kind == "parts":
-        points, differing, missing, _ = parts_of(truths, explanation.maps.device)
-        return _nan_where(part_scores(explanation, parts=points, differing=differing, **options), missing)
-    if kind == "sanity":
-        return sanity_check(model, inputs, explanation, method=method, layer=layer, options=method_options, **options)
-    # consistency: the per-image CAM sum and the explained class's logit (IFA)
-    logits = explanation.logits
-    classes = explanation.classes
-    scores = explanation.scores if classes is None else logits.gather(1, classes[:, None].to(logits.device))[:, 0]
-    return MetricResult(
-        name="consistency",
-        values={"cam_sum": explanation.maps.flatten(1).sum(dim=1).float(), "logit": scores.float()},
-        headline="cam_sum",
-        higher_is_better={},
-    )
-
-
-def _consistency(result: MetricResult) -> dict[str, Any]:
-    """IFA's consistency over the dataset: the correlation of the CAM sums with the logits."""
-    if len(result) < 3:
-        return {"n": len(result), "coefficient": float("nan"), "method": "too few images"}
-    from camscope.metrics import correlate
-
-    correlation = correlate(result.values["cam_sum"], result.values["logit"])
-    return {
-        "n": correlation.n,
-        "coefficient": correlation.coefficient,
-        "p_value": correlation.p_value,
-        "method": correlation.method,
-        "pearson": correlation.pearson,
-        "spearman": correlation.spearman,
-    }
