@@ -73,16 +73,16 @@ def _regions(maps: Tensor | Explanation, boxes: BoxSpec | None, masks: Tensor | 
     if (boxes is None) == (masks is None):
         raise CamscopeError("give the ground truth as exactly one of boxes= or masks=")
     raw = maps.maps if isinstance(maps, Explanation) else maps
-    if masks is not None:
+    if boxes is not None:
+        size = prepare_maps(raw).shape[1:]
+        regions = boxes_to_masks(boxes, size)
+    else:
         regions = torch.as_tensor(masks)
         if regions.ndim == 4 and regions.shape[1] == 1:
             regions = regions[:, 0]
         if regions.ndim != 3:
             raise CamscopeError(f"masks must have shape [B, H, W], got {list(regions.shape)}")
         size = regions.shape[1:]
-    else:
-        size = prepare_maps(raw).shape[1:]
-        regions = boxes_to_masks(boxes, size)  # type: ignore[arg-type]
     prepared = prepare_maps(raw, size, normalize=True)
     if regions.shape[0] != prepared.shape[0]:
         raise CamscopeError(f"{regions.shape[0]} ground-truth regions for {prepared.shape[0]} maps")
