@@ -16,6 +16,7 @@ import camscope
 from camscope.data.folders import ImageFolderData
 from camscope.errors import CamscopeError
 from camscope.evaluation.results import EvaluationResults
+from camscope.passes.engine import Accumulator
 
 METRICS = ["deletion", "sparseness", "consistency", "pointing_game"]
 OPTIONS = {"deletion": {"step": 64}}
@@ -54,6 +55,7 @@ def test_merging_two_halves_equals_one_pass(tiny_cnn: nn.Module, batch_images: t
     whole = _evaluate(tiny_cnn, batch_images)
     first = _accumulated(_evaluate(tiny_cnn, batch_images[:4]))
     second = _accumulated(_evaluate(tiny_cnn, batch_images[4:], offset=4))
+    assert isinstance(first, Accumulator)
     merged = first.merge(second).joined()
     assert len(first) == 8
     for method in whole.methods:

@@ -12,6 +12,7 @@ import camscope
 from camscope.errors import CamscopeError
 from camscope.metrics import consistency, feature_masking_accuracy
 from camscope.metrics.consistency import ConsistencyStatistics
+from camscope.passes.engine import Accumulator
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def test_merging_two_halves_equals_one_pass(tiny_cnn: nn.Module, data) -> None:
     _update(first, tiny_cnn, images[:4])
     _update(first, tiny_cnn, images[4:8])
     _update(second, tiny_cnn, images[8:])
+    assert isinstance(first, Accumulator)
     merged = first.merge(second)
     for key, value in one.state_dict().items():
         expected = torch.as_tensor(value)

@@ -30,6 +30,13 @@ _TABLE_KEYS: dict[str, Callable[[MetricResult], list[str]]] = {
 
 
 def json_ready(value: Any) -> Any:
+    """``value`` with tensors as lists, tuples as lists, keys as strings and NaN or infinities as None.
+
+    Example:
+        >>> import torch
+        >>> json_ready({1: (float("nan"), torch.tensor([0.5]))})
+        {'1': [None, [0.5]]}
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -25,7 +25,8 @@ class EvaluationResults:
         >>> from camscope.metrics import MetricResult
         >>> def part(values):
         ...     return {"gradcam": {"sparseness": MetricResult("sparseness", {"gini": torch.tensor(values)})}}
-        >>> first, second = EvaluationResults(["gradcam"], ["sparseness"]), EvaluationResults(["gradcam"], ["sparseness"])
+        >>> first = EvaluationResults(["gradcam"], ["sparseness"])
+        >>> second = EvaluationResults(["gradcam"], ["sparseness"])
         >>> first.update(["a", "b"], part([0.5, 0.25]))
         >>> second.update(["c"], part([0.75]))
         >>> merged = first.merge(second)
@@ -79,7 +80,7 @@ class EvaluationResults:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Methods, metrics, sample names and every joined result's :meth:`~camscope.metrics.MetricResult.state_dict`."""
+        """Methods, metrics, sample names and the state of every joined result (:meth:`MetricResult.state_dict`)."""
         results = (
             {m: {k: r.state_dict() for k, r in by_metric.items()} for m, by_metric in self.joined().items()}
             if self.samples

@@ -39,7 +39,14 @@ __all__ = ["GroundTruth", "ground_truth", "load_sidecar", "parts_of", "regions_o
 
 @dataclass
 class GroundTruth:
-    """One sample's ground truth in input pixels."""
+    """One sample's ground truth in input pixels.
+
+    Attributes:
+        region: ``[S, S]`` bool object region (boxes and mask joined), or None.
+        parts: part name -> ``(x, y)`` keypoint, or None where the part is not visible.
+        differing: the parts that differ from the counterfactual class.
+        label: the sample's class (index or name) for ``target="label"``, or None.
+    """
 
     region: Tensor | None = None  # [S, S] bool
     parts: dict[str, tuple[float, float] | None] = field(default_factory=dict)
@@ -112,7 +119,7 @@ def load_sidecar(image: str | os.PathLike[str], size: int = 224, crop_pct: float
 
 
 def sidecar_masks(samples: Sequence[tuple[Path, int]]) -> set[Path]:
-    """Mask images named by sidecars: they lie next to the images but are not samples."""
+    """Mask images named by the sidecars in the samples' folders (resolved): next to the images, but not samples."""
     masks: set[Path] = set()
     for folder in {path.parent for path, _ in samples}:
         for sidecar in folder.glob("*.json"):
@@ -126,6 +133,15 @@ def sidecar_masks(samples: Sequence[tuple[Path, int]]) -> set[Path]:
 
 
 def ground_truth(spec: Mapping[str, Any] | None, size: Sequence[int]) -> GroundTruth:
+    """A sample's :class:`GroundTruth` from an ``annotations=`` dict (input pixels) or a :func:`load_sidecar` result.
+
+    ``size`` is the inputs' ``(H, W)``: boxes are drawn at it and masks must have it.
+
+    Example:
+        >>> truth = ground_truth({"boxes": [[0, 0, 2, 1]], "parts": {"beak": [1, 0]}}, (2, 3))
+        >>> truth.region.int().tolist(), truth.parts
+        ([[1, 1, 0], [0, 0, 0]], {'beak': (1.0, 0.0)})
+    """
     if not spec:
         return GroundTruth()
     if "region" in spec:  # from load_sidecar: already in input pixels
@@ -147,6 +163,15 @@ def ground_truth(spec: Mapping[str, Any] | None, size: Sequence[int]) -> GroundT
 
 
 def regions_of(truths: list[GroundTruth], size: Sequence[int], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``[B, H, W]`` bool regions on ``device`` (empty where a sample has none) and ``[B]`` bool "has no region".
+
+    Example:
+        >>> import torch
+        >>> truths = [ground_truth({"boxes": [[0, 0, 1, 1]]}, (2, 2)), GroundTruth()]
+        >>> regions, missing = regions_of(truths, (2, 2), torch.device("cpu"))
+        >>> regions.sum().item(), missing.tolist()
+        (1, [False, True])
+    """
     regions = torch.zeros(len(truths), *size, dtype=torch.bool, device=device)
     missing = torch.ones(len(truths), dtype=torch.bool)
     for i, truth in enumerate(truths):
@@ -157,6 +182,18 @@ def regions_of(truths: list[GroundTruth], size: Sequence[int], device: torch.dev
 
 
 def parts_of(truths: list[GroundTruth], device: torch.device) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """Keypoints of a batch, by the sorted union of the part names.
+
+    Returns ``points`` ``[B, P, 2]`` (NaN where a part is absent), ``differing`` ``[B, P]``
+    bool, ``missing`` ``[B]`` bool (no parts at all) and the ``P`` names.
+
+    Example:
+        >>> import torch
+        >>> truth = ground_truth({"parts": {"tail": [3, 4], "beak": None}, "differing": ["tail"]}, (8, 8))
+        >>> points, differing, missing, names = parts_of([truth], torch.device("cpu"))
+        >>> names, points[0, 1].tolist(), differing.tolist(), missing.tolist()
+        (['beak', 'tail'], [3.0, 4.0], [[False, True]], [False])
+    """
     names = sorted({name for truth in truths for name in truth.parts})
     points = torch.full((len(truths), max(1, len(names)), 2), float("nan"), device=device)
     differing = torch.zeros(len(truths), max(1, len(names)), dtype=torch.bool, device=device)

@@ -280,7 +280,7 @@ class ConsistencyStatistics:
         self._classes: list[Tensor] = []
 
     def update(self, cam_sums: Tensor, logits: Tensor, classes: Tensor) -> None:
-        """Add a batch: ``cam_sums`` ``[V, B]``, the model's ``logits`` ``[B, C]``, the explained ``classes`` ``[B]``."""
+        """Add a batch: ``cam_sums`` ``[V, B]``, the model's ``logits`` ``[B, C]`` and the explained ``classes``."""
         cam_sums = torch.as_tensor(cam_sums).reshape(self.variants, -1)
         index = classes.reshape(-1, 1).to(logits.device)
         if cam_sums.shape[1] != index.shape[0] or logits.shape[0] != index.shape[0]:
