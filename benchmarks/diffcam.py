@@ -65,7 +65,9 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
     from torchvision.models import resnet50
 
     import camscope
-    from camscope.methods.diffcam import DiffCAM, ReferenceBank, model_fingerprint
+    from camscope.methods.diffcam import DiffCAM
+    from camscope.stats.fingerprint import model_fingerprint
+    from camscope.stats.reference_bank import ReferenceBank
 
     torch.manual_seed(0)
     model = resnet50().eval().to(device)
@@ -108,7 +110,7 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
 def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
     from torchvision.models import resnet50
 
-    from camscope.methods.diffcam import ReferenceBank
+    from camscope.stats.reference_bank import ReferenceBank
 
     torch.manual_seed(0)
     model = resnet50().eval().to(device)
@@ -137,7 +139,7 @@ def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[
 
 
 def bench_knn(repeats: int, device: torch.device) -> list[tuple[str, str]]:
-    from camscope.methods.diffcam import ReferenceBank
+    from camscope.stats.reference_bank import ReferenceBank
 
     generator = torch.Generator().manual_seed(0)
     classes, features = 1000, 2048
@@ -154,7 +156,9 @@ def bench_knn(repeats: int, device: torch.device) -> list[tuple[str, str]]:
             z = torch.randn(batch, features, generator=generator).relu().to(device)
             exclude = torch.randint(0, classes, (batch,), generator=generator)
             bank.nearest_classes(z, 100, exclude=exclude)  # builds the cached index
-            seconds = _time(lambda: bank.nearest_classes(z, 100, exclude=exclude), repeats * 5, device)
+            seconds = _time(
+                lambda z=z, exclude=exclude: bank.nearest_classes(z, 100, exclude=exclude), repeats * 5, device
+            )
             where = f", {threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
             rows.append(
                 (

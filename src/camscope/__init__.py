@@ -19,8 +19,8 @@ from camscope.methods import (
     perturbation,
     projection,  # noqa: F401  (registers the perturbation and projection CAMs)
 )
-from camscope.methods.diffcam import ReferenceBank
 from camscope.methods.finer import Finer, class_similarity
+from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
 
 __version__ = _metadata.version("camscope")

@@ -1,4 +1,4 @@
-"""Integrated feature analysis: quantile sketch, scale, importance matrices, analyses, metrics, plots, CLI."""
+"""Integrated feature analysis: the dataset pass, importance matrices, principal features, analyses, merge, save, load."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 from torch import nn
 
 import camscope
-from camscope.analyses.ifa import Analysis, QuantileSketch, TanhScale
+from camscope.analyses.ifa import Analysis
 from camscope.errors import CamscopeError
-from camscope.metrics import consistency, feature_masking_accuracy
-from camscope.metrics.consistency import correlate, mardia_test, rankdata
+from camscope.metrics import feature_masking_accuracy
 
 
 def _generator(seed: int = 0) -> torch.Generator:
@@ -28,158 +26,6 @@ def _dataset(batches: int = 3, batch: int = 6, classes: int = 5, size: int = 16,
         (torch.randn(batch, 3, size, size, generator=g), torch.randint(0, classes, (batch,), generator=g))
         for _ in range(batches)
     ]
-
-
-# --------------------------------------------------------------------------------------
-# Quantile sketch
-# --------------------------------------------------------------------------------------
-
-_QS = np.array([0, 0.1, 1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9, 100])
-
-
-def _samples(kind: str, g: torch.Generator) -> torch.Tensor:
-    if kind == "normal":
-        return torch.randn(50_000, generator=g)
-    if kind == "lognormal":
-        return torch.randn(50_000, generator=g).exp()
-    if kind == "offset":  # far from zero: a histogram anchored at 0 with relative bins would fail here
-        return 1000 + torch.rand(50_000, generator=g)
-    if kind == "ties":
-        return torch.randint(-3, 4, (20_000,), generator=g).float()
-    if kind == "outlier":  # one extreme value stretches the range
-        return torch.cat([torch.randn(5_000, generator=g) * 1e-3, torch.tensor([1e6, -5.0])])
-    raise ValueError(kind)
-
-
-@pytest.mark.parametrize("kind", ["normal", "lognormal", "offset", "ties", "outlier"])
-def test_sketch_quantiles_match_numpy_within_the_guarantee(kind):
-    x = _samples(kind, _generator(1)).float()
-    sketch = QuantileSketch()
-    for chunk in x.split(1237):
-        sketch.update(chunk)
-    estimate = sketch.quantile(torch.tensor(_QS / 100)).numpy()
-    reference = np.percentile(x.double().numpy(), _QS)
-    spread = float(x.max() - x.min())
-    error = np.abs(estimate - reference).max()
-    assert error <= 0.001 * spread  # the issue's requirement
-    assert error <= 2 * spread / (sketch.bins - 2)  # the documented bound
-    assert sketch.width < 2 * spread / (sketch.bins - 2)
-    assert estimate[0] == reference[0] and estimate[-1] == reference[-1]  # min and max exact
-    assert int(sketch.count) == x.numel()
-
-
-def test_sketch_small_and_constant_inputs():
-    sketch = QuantileSketch()
-    sketch.update(torch.tensor([2.5]))
-    assert sketch.quantile([0.0, 0.5, 1.0]).tolist() == [2.5, 2.5, 2.5]
-    sketch.update(torch.full((10,), 2.5))
-    assert sketch.quantile(0.3).item() == 2.5
-    zeros = QuantileSketch()
-    zeros.update(torch.zeros(5))
-    assert zeros.quantile(0.5).item() == 0.0
-    two = QuantileSketch()
-    two.update(torch.tensor([-1.0, 3.0]))
-    torch.testing.assert_close(two.quantile([0.0, 0.25, 1.0]), torch.tensor([-1.0, 0.0, 3.0], dtype=torch.float64))
-    with pytest.raises(CamscopeError, match="empty"):
-        QuantileSketch().quantile(0.5)
-    with pytest.raises(CamscopeError, match=r"\[0, 1\]"):
-        two.quantile(1.5)
-
-
-@pytest.mark.parametrize("kind", ["normal", "offset", "outlier"])
-def test_sketch_merge_equals_the_whole_bit_for_bit(kind):
-    g = _generator(2)
-    x = _samples(kind, g).float()
-    whole = QuantileSketch(bins=512)
-    whole.update(x)
-    order = torch.randperm(x.numel(), generator=g)
-    shards = [QuantileSketch(bins=512) for _ in range(3)]
-    for i, part in enumerate(x[order].split(x.numel() // 3 + 1)):
-        for chunk in part.split(101):  # other batching, other order
-            shards[i].update(chunk)
-    merged = shards[2].merge(shards[0]).merge(shards[1]).merge(QuantileSketch(bins=512))
-    assert merged.equal(whole)
-    assert QuantileSketch(bins=512).merge(whole).equal(whole)
-
-
-# --------------------------------------------------------------------------------------
-# The common intensity scale
-# --------------------------------------------------------------------------------------
-
-
-def test_tanh_scale_is_exact_at_the_references_and_monotonic():
-    scale = TanhScale.fit(-0.3, 2.0)
-    values = scale(torch.tensor([-0.3, 2.0], dtype=torch.float64))
-    torch.testing.assert_close(values, torch.tensor([0.1, 0.9], dtype=torch.float64), rtol=0, atol=1e-12)
-    # b as METHODS.md restates it: (P90 atanh(0.1) - P10 atanh(0.9)) / (P90 - P10).
-    assert scale.b == pytest.approx((2.0 * math.atanh(0.1) - (-0.3) * math.atanh(0.9)) / 2.3)
-    grid = torch.linspace(-50, 50, 10_001, dtype=torch.float64)
-    mapped = scale(grid)
-    assert bool((mapped[1:] >= mapped[:-1]).all()) and bool((mapped.abs() < 1).all() | (mapped.abs() == 1).any())
-    assert bool((mapped[4000:6001].diff() > 0).all())  # strictly increasing where tanh is not saturated
-    torch.testing.assert_close(scale.inverse(scale(grid[4000:6001])), grid[4000:6001])
-    other = TanhScale.fit(1.0, 5.0, 0.05, 0.95)
-    torch.testing.assert_close(
-        other(torch.tensor([1.0, 5.0], dtype=torch.float64)), torch.tensor([0.05, 0.95], dtype=torch.float64)
-    )
-    with pytest.raises(CamscopeError, match="distinct"):
-        TanhScale.fit(1.0, 1.0)
-    with pytest.raises(CamscopeError, match="targets"):
-        TanhScale.fit(0.0, 1.0, 0.9, 0.1)
-
-
-def test_analysis_scales_use_the_percentiles_and_the_image_extremes(tiny_cnn):
-    data = _dataset()
-    analysis = camscope.analyze(tiny_cnn, data, layer="features.2")
-    raws = torch.cat([camscope.explain(tiny_cnn, x, layer="features.2").raw for x, _ in data])
-    p10, p90 = np.percentile(raws.double().numpy(), [10, 90])
-    scale = analysis.scale()
-    assert (scale.low, scale.high) == pytest.approx((p10, p90), abs=1e-3 * float(raws.max() - raws.min()))
-    torch.testing.assert_close(
-        scale(torch.tensor([scale.low, scale.high], dtype=torch.float64)), torch.tensor([0.1, 0.9], dtype=torch.float64)
-    )
-    extremes = analysis.scale("image-extremes")
-    maxima, minima = raws.flatten(1).amax(1).double().numpy(), raws.flatten(1).amin(1).double().numpy()
-    span = float(raws.max() - raws.min())
-    assert extremes.high == pytest.approx(np.percentile(maxima, 90), abs=1e-3 * span)
-    assert extremes.low == pytest.approx(np.percentile(minima, 50), abs=1e-3 * span)
-    assert (extremes.low_target, extremes.high_target, extremes.kind) == (0.05, 0.95, "image-extremes")
-    custom = analysis.scale(percentiles=(25, 75), targets=(0.2, 0.8))
-    assert custom.low == pytest.approx(np.percentile(raws.double().numpy(), 25), abs=1e-3 * span)
-    with pytest.raises(CamscopeError, match="kind"):
-        analysis.scale("minmax")
-
-
-def test_explain_with_scale_gives_signed_s_cams(strided_cnn, images):
-    data = _dataset(classes=4)
-    analysis = camscope.analyze(strided_cnn, data, layer="stage")
-    scale = analysis.scale()
-    explanation = camscope.explain(strided_cnn, images, layer="stage", scale=analysis)
-    expected = torch.tanh(scale.a * camscope.engine.explainer.upsample(explanation.raw, images.shape[2:]) + scale.b)
-    torch.testing.assert_close(explanation.maps, expected)
-    # Signed, in (-1, 1), comparable across images; negative evidence is kept below sigma(0) = tanh(b).
-    up = camscope.engine.explainer.upsample(explanation.raw, images.shape[2:])
-    assert bool((explanation.maps.abs() < 1).all()) and bool((up < 0).any())
-    assert bool((explanation.maps[up < 0] < math.tanh(scale.b)).all())
-    # A scale object works too; FS and S combine (FS-S-Grad-CAM).
-    mask = analysis.principal_features(0.25, cls=explanation.classes)
-    both = camscope.explain(strided_cnn, images, layer="stage", scale=scale, features=mask)
-    fs = camscope.explain(strided_cnn, images, layer="stage", features=mask)
-    torch.testing.assert_close(both.raw, fs.raw)
-    torch.testing.assert_close(both.maps, scale(camscope.engine.explainer.upsample(fs.raw, images.shape[2:])))
-    # The plain explanation is unchanged by the new keyword.
-    torch.testing.assert_close(
-        camscope.explain(strided_cnn, images, layer="stage").maps,
-        camscope.explain(strided_cnn, images, layer="stage", scale=None).maps,
-    )
-    with pytest.raises(CamscopeError, match="method"):
-        camscope.explain(strided_cnn, images, method="gradcampp", layer="stage", scale=analysis)
-    with pytest.raises(CamscopeError, match="layer"):
-        camscope.explain(strided_cnn, images, layer="stem", scale=analysis)
-    with pytest.raises(CamscopeError, match="single layer"):
-        camscope.explain(strided_cnn, images, layer=["stem", "stage"], scale=TanhScale.fit(0, 1))
-    with pytest.raises(CamscopeError, match="scale="):
-        camscope.explain(strided_cnn, images, layer="stage", scale="p90")
 
 
 # --------------------------------------------------------------------------------------
@@ -335,6 +181,29 @@ def test_bad_arguments_have_clear_errors(tiny_cnn):
         analysis.principal_features(source="all")
 
 
+def test_progress_keyword_and_its_deprecated_alias(tiny_cnn):
+    data = _dataset(batches=2)
+    quiet = camscope.analyze(tiny_cnn, data, layer="features.2", progress=False)
+    with pytest.warns(DeprecationWarning, match="progress="):
+        old = camscope.analyze(tiny_cnn, data, layer="features.2", show_progress=False)
+    torch.testing.assert_close(old.importance, quiet.importance)
+    assert old.values.equal(quiet.values)
+    with pytest.warns(DeprecationWarning, match="show_progress"), pytest.raises(CamscopeError, match="not both"):
+        camscope.analyze(tiny_cnn, data, layer="features.2", progress=True, show_progress=False)
+    with pytest.raises(CamscopeError, match="batch_size"):
+        camscope.analyze(tiny_cnn, data, layer="features.2", batch_size=0)
+
+
+def test_a_loader_and_a_tensor_give_the_same_analysis(tiny_cnn):
+    x = torch.randn(7, 3, 16, 16, generator=_generator(12))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=3)
+    from_loader = camscope.analyze(tiny_cnn, (inputs for (inputs,) in loader), layer="features.2", progress=False)
+    from_tensor = camscope.analyze(tiny_cnn, x, layer="features.2", batch_size=3, progress=False)
+    assert from_loader.n_samples == from_tensor.n_samples == 7
+    assert from_loader.values.equal(from_tensor.values)
+    torch.testing.assert_close(from_loader.importance, from_tensor.importance)
+
+
 # --------------------------------------------------------------------------------------
 # Merge, save, load
 # --------------------------------------------------------------------------------------
@@ -390,6 +259,98 @@ def test_save_and_load_round_trip(tiny_cnn, tmp_path):
     camscope.io.save_tensors(bad, {"x": torch.zeros(1)}, {}, kind="something")
     with pytest.raises(CamscopeError, match="not a 'analysis'"):
         Analysis.load(bad)
+
+
+_V010 = Path(__file__).parent / "data" / "analysis-0.1.0.safetensors"
+
+
+def test_files_written_by_0_1_0_load_and_save_in_the_same_format(tmp_path):
+    # Written by camscope 0.1.0: Analysis.save of analyze(model, data, layer="0", all_classes=True,
+    # profiles=True, bins=64) on a 4-channel, 3-class CNN and 6 images (one unlabelled).
+    analysis = Analysis.load(_V010)
+    assert analysis.summary() == {
+        "method": "gradcam",
+        "layer": "0",
+        "explain": "predicted",
+        "samples": 6,
+        "values": 216,
+        "features": 4,
+        "classes": 3,
+        "classes_with_samples": 3,
+        "accuracy": 0.2,
+        "mean": 0.0006666382650345676,
+        "std": 0.002812232869868572,
+        "min": -0.008231978863477707,
+        "max": 0.00999121367931366,
+        "P10": -0.0027901785714285715,
+        "P90": 0.0045166015625,
+    }  # the numbers 0.1.0 printed for this file
+    assert analysis.importance_all.shape == (4, 3) and analysis.profiles.shape == (6, 4)
+    assert analysis.profile_ids.tolist() == list(range(6)) and int(analysis.stand_ins) == 1
+    tensors, header = camscope.io.load_tensors(_V010, kind="analysis")
+    again, again_header = camscope.io.load_tensors(analysis.save(tmp_path / "again.safetensors"), kind="analysis")
+    assert again_header == header and again.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert again[name].dtype == tensor.dtype and torch.equal(again[name], tensor), name
+
+
+def _assert_same_state(a, b, path="state") -> None:
+    """Equal nested state dicts: same keys, types, dtypes, devices and values, bit for bit."""
+    assert type(a) is type(b), path
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.device, a.shape) == (b.dtype, b.device, b.shape), path
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def test_state_dict_round_trips_exactly(tiny_cnn):
+    data = _dataset()
+    analysis = camscope.analyze(tiny_cnn, data, layer="features.2", all_classes=True, profiles=True, progress=False)
+    state = analysis.state_dict()
+    restored = Analysis.from_state_dict(state)
+    _assert_same_state(restored.state_dict(), state)
+    _assert_same_analysis(restored, analysis)
+    assert restored.scale() == analysis.scale() and restored.summary() == analysis.summary()
+    assert torch.equal(restored.profiles, analysis.profiles) and torch.equal(restored.profile_ids, analysis.profile_ids)
+    # load_state_dict replaces everything, settings included; the state is a copy of the analysis.
+    other = Analysis(method="cam", layer="x", num_features=1, num_classes=1, bins=16).load_state_dict(state)
+    _assert_same_state(other.state_dict(), state)
+    analysis.im_sum += 1
+    assert not torch.equal(analysis.im_sum, state["im_sum"])
+    _assert_same_state(restored.state_dict(), other.state_dict())
+    plain = camscope.analyze(tiny_cnn, data[:1], layer="features.2", progress=False)
+    _assert_same_state(Analysis.from_state_dict(plain.state_dict()).state_dict(), plain.state_dict())
+    del state["moments"]
+    with pytest.raises(CamscopeError, match="moments"):
+        Analysis.from_state_dict(state)
+
+
+def test_a_pass_resumed_from_a_state_dict_equals_one_pass(tiny_cnn):
+    from camscope.analyses.ifa.batch import BatchPass
+    from camscope.engine.capture import resolve_layers
+
+    data = _dataset(batches=4)
+    options = dict(layer="features.2", all_classes=True, profiles=True, progress=False)
+    whole = camscope.analyze(tiny_cnn, data, **options)
+    checkpoint = camscope.analyze(tiny_cnn, data[:2], **options).state_dict()
+    resumed = Analysis.from_state_dict(checkpoint)
+    explainer = camscope.Explainer(tiny_cnn, layer="features.2")
+    ((name, module),) = resolve_layers(tiny_cnn, "features.2")
+    runner = BatchPass(explainer, name, module, all_classes=True, class_chunk=None)
+    for inputs, labels in data[2:]:
+        resumed.update(runner.run(inputs, labels, "predicted"))
+    resumed.finish()
+    _assert_same_state(resumed.state_dict(), whole.state_dict())
+    assert resumed.profile_ids.tolist() == list(range(24))
 
 
 # --------------------------------------------------------------------------------------
@@ -526,245 +487,6 @@ def test_compare_redundancy_and_confounders_on_known_matrices():
 
 
 # --------------------------------------------------------------------------------------
-# Consistency (Sec. III-B) and its statistics against scipy
-# --------------------------------------------------------------------------------------
-
-
-def test_statistics_match_scipy():
-    g = np.random.default_rng(8)
-    for n in (5, 12, 40, 500):
-        x = g.normal(size=n)
-        y = 0.6 * x + g.normal(size=n)
-        y[: n // 5] = np.round(y[: n // 5])  # some ties
-        x[:2] = x[2]
-        result = correlate(torch.tensor(x), torch.tensor(y))
-        pearson = stats.pearsonr(x, y)
-        spearman = stats.spearmanr(x, y)
-        assert result.pearson == pytest.approx(pearson[0], abs=1e-12)
-        assert result.pearson_p == pytest.approx(pearson[1], rel=1e-8, abs=1e-300)
-        assert result.spearman == pytest.approx(spearman[0], abs=1e-12)
-        assert result.spearman_p == pytest.approx(spearman[1], rel=1e-8, abs=1e-300)
-        np.testing.assert_allclose(rankdata(torch.tensor(y)).numpy(), stats.rankdata(y))
-    # A strong correlation over many samples: a tiny p-value, still right.
-    x = g.normal(size=5000)
-    y = x + 2.0 * g.normal(size=5000)
-    assert correlate(torch.tensor(x), torch.tensor(y)).pearson_p == pytest.approx(stats.pearsonr(x, y)[1], rel=1e-6)
-
-
-def _mardia_brute_force(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    data = np.stack([x, y], axis=1)
-    n, p = data.shape
-    centred = data - data.mean(axis=0)
-    inverse = np.linalg.inv(centred.T @ centred / n)
-    d = centred @ inverse @ centred.T
-    b1 = (d**3).sum() / n**2
-    b2 = (np.diag(d) ** 2).mean()
-    skew = n * b1 / 6
-    if n < 20:
-        skew *= (p + 1) * (n + 1) * (n + 3) / (n * ((n + 1) * (p + 1) - 6))
-    kurtosis = (b2 - p * (p + 2)) / np.sqrt(8 * p * (p + 2) / n)
-    return stats.chi2.sf(skew, p * (p + 1) * (p + 2) / 6), 2 * stats.norm.sf(abs(kurtosis))
-
-
-def test_mardia_test_matches_its_definition_and_decides_the_coefficient():
-    g = np.random.default_rng(9)
-    for n in (10, 60, 300):
-        x, y = g.normal(size=n), g.exponential(size=n)
-        np.testing.assert_allclose(mardia_test(torch.tensor(x), torch.tensor(y)), _mardia_brute_force(x, y), rtol=1e-9)
-    normal = g.multivariate_normal([0, 0], [[1, 0.7], [0.7, 1]], size=400)
-    result = correlate(torch.tensor(normal[:, 0]), torch.tensor(normal[:, 1]))
-    assert result.normal and result.method == "pearson" and result.coefficient == result.pearson
-    skewed = g.exponential(size=(400, 2))
-    result = correlate(torch.tensor(skewed[:, 0]), torch.tensor(skewed[:, 0] + skewed[:, 1]))
-    assert not result.normal and result.method == "spearman" and result.coefficient == result.spearman
-    assert math.isnan(correlate([1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]).pearson)
-
-
-class BlobNet(nn.Module):
-    """Positive filters, ReLU, global pooling: the class-0 logit grows with the blob's contrast."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.fc = nn.Linear(4, 2)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.rand(4, 1, 3, 3, generator=_generator(10)) / 9)
-            self.conv.bias.zero_()
-            self.fc.weight.copy_(torch.tensor([[1.0, 0.5, 2.0, 1.5], [-1.0, -0.5, -2.0, -1.5]]))
-            self.fc.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
-
-
-def _blobs(n: int, seed: int) -> torch.Tensor:
-    """One Gaussian blob per image at a random place, contrast U(0.2, 2), on faint noise."""
-    g = _generator(seed)
-    grid = torch.arange(16.0)
-    centre = 4 + 8 * torch.rand(n, 2, generator=g)
-    amplitude = 0.2 + 1.8 * torch.rand(n, generator=g)
-    yy = (grid[None, :, None] - centre[:, 0, None, None]) ** 2
-    xx = (grid[None, None, :] - centre[:, 1, None, None]) ** 2
-    blob = amplitude[:, None, None] * torch.exp(-(yy + xx) / 8)
-    return (blob + 0.05 * torch.randn(n, 16, 16, generator=g))[:, None]
-
-
-def test_s_gradcam_is_more_consistent_with_the_logits_than_gradcam():
-    # What this shows, honestly: per-image min-max scaling removes the activation
-    # level, so the sum of a Grad-CAM map hardly depends on how strongly the model
-    # responds; a common tanh scale keeps the level. On this dataset the class-0
-    # logit is a monotone function of each image's blob contrast and the blob's
-    # shape does not change, which is the situation where the paper's claim should
-    # hold. It is a check of the mechanism, not evidence on natural images.
-    model = BlobNet().eval()
-    calibration = _blobs(200, seed=11)
-    analysis = camscope.analyze(model, calibration, layer="conv", batch_size=50)
-    test = _blobs(150, seed=12)
-    plain, scaled = consistency(model, test, layer="conv", target=0, scale=[None, analysis], batch_size=50)
-    assert plain.name == "gradcam" and scaled.name == "S-gradcam"
-    assert torch.equal(plain.logits, scaled.logits) and plain.logits.numel() == 150
-    assert scaled.coefficient > 0.9
-    assert scaled.coefficient > plain.coefficient + 0.5  # Grad-CAM sums even fall as the contrast rises (noise share)
-    assert scaled.probability.coefficient > plain.probability.coefficient
-    # The reported coefficient is the one the normality test chose.
-    expected = correlate(scaled.cam_sums, scaled.logits)
-    assert scaled.logit.coefficient == expected.coefficient
-    # FS-S variant: the principal features of a single-class problem.
-    mask = analysis.principal_features(0.5)
-    fs = consistency(model, test, layer="conv", target=0, scale=analysis, features=mask, batch_size=50)
-    assert fs.name == "FS-S-gradcam" and fs.coefficient > 0.9
-
-
-# --------------------------------------------------------------------------------------
-# Plots and command line
-# --------------------------------------------------------------------------------------
-
-
-def test_plots_render(tiny_cnn, tmp_path):
-    from camscope.viz.analysis import consistency_scatter, distribution_plot, importance_heatmap, importance_lines
-    from camscope.viz.figures import save_figure
-
-    data = _dataset()
-    train = camscope.analyze(tiny_cnn, data, layer="features.2", all_classes=True)
-    test = camscope.analyze(tiny_cnn, _dataset(seed=1), layer="features.2")
-    results = consistency(tiny_cnn, [x for x, _ in data], layer="features.2", scale=[None, train])
-    figures = {
-        "heatmap": importance_heatmap(train, class_names=list("abcde")),
-        "heatmap_all": importance_heatmap(train, source="all", relative_to_mean=True),
-        "lines": importance_lines(train, test, cls=1),
-        "scatter": consistency_scatter(results),
-        "scatter_p": consistency_scatter(results[0], against="probability"),
-        "distribution": distribution_plot(train),
-    }
-    for name, figure in figures.items():
-        path = save_figure(tmp_path / f"{name}.png", figure)
-        assert path.stat().st_size > 1000
-    with pytest.raises(CamscopeError):
-        importance_lines(train, test, cls=9)
-
-
-def _image_folder(root: Path, classes: list[str], per_class: int = 3, size: int = 64) -> Path:
-    from PIL import Image
-
-    g = np.random.default_rng(13)
-    for name in classes:
-        folder = root / name
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(g.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
-def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
-    from camscope.cli.app import main
-
-    data = _image_folder(tmp_path / "data", ["0", "1", "2"])
-    out = tmp_path / "out"
-    model = ["--model", "timm:resnet10t", "--weights", "none", "--size", "64"]
-    code = main(
-        ["analyze", "--data", str(data), "--out", str(out), "--batch-size", "4", "--compare", str(data), *model]
-    )
-    assert code == 0, capsys.readouterr().err
-    for name in (
-        "analysis.safetensors",
-        "compare.safetensors",
-        "importance.png",
-        "distribution.png",
-        "lines.png",
-        "consistency.png",
-        "report.md",
-    ):
-        assert (out / name).is_file(), name
-    analysis = Analysis.load(out / "analysis.safetensors")
-    assert analysis.n_samples == 9 and analysis.class_counts[:3].tolist() == [3, 3, 3] and analysis.num_classes == 1000
-    assert analysis.profiles.shape == (9, analysis.num_features)
-    report = (out / "report.md").read_text()
-    for heading in (
-        "## Distribution",
-        "## Importance matrix",
-        "## Consistency",
-        "## Overfitting",
-        "S-gradcam",
-        "tanh(",
-    ):
-        assert heading in report
-    assert "0.000" in report  # the same folder twice: no difference between the matrices
-    # S- and FS-S-CAMs from the command line.
-    image = data / "1" / "0.png"
-    scale = ["--scale", str(out / "analysis.safetensors")]
-    assert main(["explain", str(image), *scale, "--principal", "0.05", *model]) == 2  # predicted class: no column
-    assert "no samples" in capsys.readouterr().err
-    code = main(
-        ["explain", str(image), *scale, "--principal", "0.05", "--target", "1", "--out", str(tmp_path / "maps"), *model]
-    )
-    assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "maps" / "0_gradcam.png").is_file()
-    capsys.readouterr()
-    assert main(["explain", str(image), "--principal", "0.05", *model]) == 2
-    assert "--scale" in capsys.readouterr().err
-
-
-def test_cli_analyze_rejects_folders_that_are_not_classes(tmp_path, capsys):
-    from camscope.cli.app import main
-
-    data = _image_folder(tmp_path / "data", ["0", "surely-no-such-class-xyz"], per_class=1)
-    code = main(
-        [
-            "analyze",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "out"),
-            "--model",
-            "timm:resnet10t",
-            "--weights",
-            "none",
-            "--size",
-            "64",
-        ]
-    )
-    assert code == 2
-    assert "not a class of the model" in capsys.readouterr().err
-    assert main(["analyze", "--data", str(tmp_path / "missing"), "--model", "timm:resnet10t", "--weights", "none"]) == 2
-
-
-def test_run_analysis_with_a_model_object_and_an_unlabelled_folder(tmp_path, tiny_cnn):
-    from camscope.cli.analyze import folder_dataset, run_analysis
-
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    from PIL import Image
-
-    for i in range(4):
-        Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(flat / f"{i}.png")
-    dataset, names = folder_dataset(flat, tiny_cnn, 16)
-    assert names == [f"class {i}" for i in range(5)]
-    summary = run_analysis(
-        tiny_cnn, dataset, tmp_path / "out", layer="features.2", size=16, batch_size=3, all_classes=True
-    )
-    assert summary["samples"] == 4 and summary["accuracy"] is None
-    assert "unlabelled images counted under their predicted class" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_perturbation_projection_and_comparison_methods(strided_cnn):

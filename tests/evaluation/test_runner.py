@@ -16,7 +16,7 @@ from torch import nn
 import camscope
 from camscope.cli.app import main
 from camscope.errors import CamscopeError
-from camscope.evaluation.runner import load_sidecar
+from camscope.evaluation.sidecars import load_sidecar
 from camscope.metrics import deletion, iou, pointing_game
 from camscope.models.loading import data_config, load_image
 

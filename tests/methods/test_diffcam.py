@@ -1,4 +1,4 @@
-"""DiffCAM and reference banks: closed forms against numpy/sklearn, the paper's Figure 1, banks, errors."""
+"""DiffCAM: the paper's Figure 1, explain against closed forms, per-example groups, token models, errors, the CLI."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import torch
 from torch import nn
 
 import camscope
+from camscope.engine.embedding import embed
 from camscope.errors import CamscopeError
-from camscope.methods.diffcam import (
-    ReferenceBank,
-    ReferenceGroup,
-    counterfactual,
-    embed,
-    oas_shrinkage,
-)
+from camscope.stats.reference_bank import ReferenceBank
+from camscope.stats.reference_group import ReferenceGroup
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -72,88 +68,6 @@ def _labelled_data(model: nn.Module, n: int = 60, classes: int = 3, seed: int = 
     labels = torch.arange(n) % classes
     x = x + labels[:, None, None, None].double() * 0.5  # classes differ
     return x, labels
-
-
-# ----------------------------------------------------------------------------------------
-# Closed forms
-# ----------------------------------------------------------------------------------------
-
-
-def test_weights_match_numpy_closed_form_unregularised_and_ridge() -> None:
-    rng = np.random.default_rng(0)
-    references = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5))
-    z = rng.normal(size=(3, 5))
-    group = ReferenceGroup.from_embeddings(torch.from_numpy(references))
-    covariance = _np_scatter(references) / len(references)
-    mu = references.mean(axis=0)
-    expected = np.linalg.solve(covariance, (z - mu).T).T
-    got = group.weights(torch.from_numpy(z), regularization=0).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    # the paper's scatter form differs by the factor n only: same direction
-    paper = np.linalg.solve(_np_scatter(references), (z - mu).T).T
-    np.testing.assert_allclose(got, paper * len(references), rtol=1e-9)
-    lam = 0.1 * np.trace(covariance) / 5
-    ridge = np.linalg.solve(covariance + lam * np.eye(5), (z - mu).T).T
-    np.testing.assert_allclose(group.weights(torch.from_numpy(z), regularization=0.1).numpy(), ridge, rtol=1e-9)
-
-
-def test_oas_regularisation_matches_sklearn() -> None:
-    from sklearn.covariance import OAS
-
-    rng = np.random.default_rng(1)
-    for n in (8, 40, 400):  # fewer and more references than features
-        references = rng.normal(size=(n, 20)) * np.linspace(0.1, 3, 20)
-        z = rng.normal(size=(4, 20))
-        oas = OAS(store_precision=False).fit(references)
-        group = ReferenceGroup.from_embeddings(torch.from_numpy(references))
-        assert group.shrinkage() == pytest.approx(oas.shrinkage_, rel=1e-10)
-        expected = np.linalg.solve(oas.covariance_, (z - references.mean(axis=0)).T).T
-        np.testing.assert_allclose(group.weights(torch.from_numpy(z)).numpy(), expected, rtol=1e-8)
-        matrix, lam = group.regularized_covariance("oas")
-        np.testing.assert_allclose(matrix.numpy(), oas.covariance_, rtol=1e-10, atol=1e-14)
-        assert lam == pytest.approx(oas.shrinkage_ / (1 - oas.shrinkage_) * np.trace(_np_scatter(references) / n) / 20)
-
-
-def test_direction_recovers_the_discriminative_axis() -> None:
-    """The example differs from the group along a low-variance axis and a high-variance one equally."""
-    rng = np.random.default_rng(2)
-    k = 8
-    spread = np.full(k, 10.0)
-    spread[0] = 0.5  # the group hardly varies along axis 0: a difference there is discriminative
-    references = rng.normal(size=(5000, k)) * spread + 3.0
-    z = references.mean(axis=0) + 2.0 * np.eye(k)[0] + 2.0 * np.eye(k)[1]
-    group = ReferenceGroup.from_embeddings(torch.from_numpy(references))
-    w = group.weights(torch.from_numpy(z[None])).numpy()[0]
-    cosine = abs(w[0]) / np.linalg.norm(w)
-    assert cosine > 0.99
-    # the plain difference z - mu splits evenly between the two axes
-    d = z - references.mean(axis=0)
-    assert abs(d[0]) / np.linalg.norm(d) < 0.75
-
-    # Fisher criterion: w* beats the plain difference and random directions
-    def fisher(v: np.ndarray) -> float:
-        return float((v @ d) ** 2 / (v @ _np_scatter(references) @ v))
-
-    assert fisher(w) >= fisher(d)
-    assert all(fisher(w) >= fisher(rng.normal(size=k)) for _ in range(50))
-
-
-def test_oas_default_has_small_shrinkage_with_many_references() -> None:
-    rng = np.random.default_rng(3)
-    spread = 1.0 / np.arange(1, 17)  # anisotropic (isotropic data would rightly be shrunk all the way)
-    many = ReferenceGroup.from_embeddings(torch.from_numpy(rng.normal(size=(5000, 16)) * spread))
-    few = ReferenceGroup.from_embeddings(torch.from_numpy(rng.normal(size=(6, 16)) * spread))
-    assert many.shrinkage() < 0.01 < few.shrinkage()
-    assert oas_shrinkage(torch.zeros(3, 3, dtype=torch.float64), 5) == 1.0
-
-
-def test_a_single_reference_gives_the_plain_difference() -> None:
-    reference = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
-    group = ReferenceGroup.from_embeddings(reference)
-    z = torch.tensor([[2.0, 2.0, 5.0]], dtype=torch.float64)
-    torch.testing.assert_close(group.weights(z), z - reference)
-    with pytest.raises(CamscopeError, match="1 references for 3 features"):
-        group.weights(z, regularization=0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -266,141 +180,6 @@ def test_no_gradients_are_computed() -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Banks: pooled scatter, updates, merge, save/load, shared mode
-# ----------------------------------------------------------------------------------------
-
-
-def _random_bank_data(seed: int = 0, n: int = 90, k: int = 5, classes: int = 4):
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, size=n)
-    z = rng.normal(size=(n, k)) * rng.uniform(0.5, 2, size=k) + labels[:, None] * rng.normal(size=k) + 4.0
-    return torch.from_numpy(z), torch.from_numpy(labels)
-
-
-def _bank_from(z: torch.Tensor, labels: torch.Tensor, batch: int = 7, **kwargs) -> ReferenceBank:
-    bank = ReferenceBank(z.shape[1], "layer", **kwargs)
-    for start in range(0, len(z), batch):
-        bank.update(z[start : start + batch], labels[start : start + batch])
-    return bank
-
-
-@pytest.mark.parametrize("scatter", ["class", "shared"])
-def test_class_statistics_and_pooled_groups_equal_the_samples(scatter: str) -> None:
-    z, labels = _random_bank_data()
-    bank = _bank_from(z, labels, scatter=scatter)
-    zn, ln = z.numpy(), labels.numpy()
-    for row, label in enumerate(bank.labels):
-        members = zn[ln == label]
-        assert int(bank.counts[row]) == len(members)
-        np.testing.assert_allclose(bank.means[row].numpy(), members.mean(0), rtol=1e-12)
-        if scatter == "class":
-            np.testing.assert_allclose(bank.class_scatter(label).numpy(), _np_scatter(members), rtol=1e-10, atol=1e-10)
-    total = bank.group("all")
-    np.testing.assert_allclose(total.scatter.numpy(), _np_scatter(zn), rtol=1e-10)  # exact in both modes
-    np.testing.assert_allclose(total.mean.numpy(), zn.mean(0), rtol=1e-12)
-    if scatter == "class":
-        for kind, classes, members in [
-            ("others", 2, ln != 2),
-            ("class", [0, 3], np.isin(ln, [0, 3])),
-            ("intra", 1, ln == 1),
-        ]:
-            group = bank.group(kind, classes)
-            assert group.count == members.sum()
-            np.testing.assert_allclose(group.mean.numpy(), zn[members].mean(0), rtol=1e-12)
-            np.testing.assert_allclose(group.scatter.numpy(), _np_scatter(zn[members]), rtol=1e-10, atol=1e-10)
-    else:
-        # shared mode: exact means and between-class terms, class scatters n_c W / N
-        within = sum(_np_scatter(zn[ln == c]) for c in np.unique(ln))
-        group = bank.group("others", 2)
-        members = ln != 2
-        between = sum(
-            (ln == c).sum()
-            * np.outer(zn[ln == c].mean(0) - zn[members].mean(0), zn[ln == c].mean(0) - zn[members].mean(0))
-            for c in np.unique(ln[members])
-        )
-        np.testing.assert_allclose(group.scatter.numpy(), within * members.sum() / len(zn) + between, rtol=1e-10)
-
-
-def test_batches_merge_and_halves_equal_the_whole() -> None:
-    z, labels = _random_bank_data(seed=1, n=120)
-    whole = _bank_from(z, labels, batch=120)
-    batched = _bank_from(z, labels, batch=5)
-    first = _bank_from(z[:50], labels[:50])
-    second = _bank_from(z[50:], labels[50:])
-    merged = first.merge(second)
-    for bank in (batched, merged):
-        order = [bank.labels.index(label) for label in whole.labels]
-        torch.testing.assert_close(bank.counts[order], whole.counts)
-        torch.testing.assert_close(bank.means[order], whole.means, rtol=1e-12, atol=1e-12)
-        for label in whole.labels:
-            torch.testing.assert_close(bank.class_scatter(label), whole.class_scatter(label), rtol=1e-10, atol=1e-10)
-    # disjoint classes, and a shared-mode bank: merging stays exact for the whole-data statistics
-    a = _bank_from(z[labels < 2], labels[labels < 2])
-    b = _bank_from(z[labels >= 2], labels[labels >= 2], scatter="shared")
-    mixed = a.merge(b)
-    assert mixed.scatter_mode == "shared" and sorted(mixed.labels) == sorted(whole.labels)
-    torch.testing.assert_close(mixed.group("all").scatter, whole.group("all").scatter, rtol=1e-10, atol=1e-10)
-
-
-def test_auto_mode_switches_to_a_shared_scatter_when_over_budget() -> None:
-    z, labels = _random_bank_data(seed=2, classes=6)
-    exact = _bank_from(z, labels)
-    with pytest.warns(UserWarning, match="shared within-class scatter"):
-        small = _bank_from(z, labels, max_scatter_bytes=3 * 5 * 5 * 8)
-    assert small.scatter_mode == "shared" and exact.scatter_mode == "class"
-    torch.testing.assert_close(small.group("all").scatter, exact.group("all").scatter, rtol=1e-10, atol=1e-10)
-
-
-def test_save_load_round_trip_and_checks(tmp_path) -> None:
-    model = _net()
-    x, labels = _labelled_data(model)
-    bank = ReferenceBank.build(
-        model, [(x[:30], labels[:30]), (x[30:], labels[30:])], layer="features", class_names=["a", "b", "c"]
-    )
-    path = bank.save(tmp_path / "bank.safetensors")
-    loaded = ReferenceBank.load(path, model=model, layer="features")
-    assert loaded.labels == bank.labels and loaded.class_names == ["a", "b", "c"]
-    assert loaded.layer == "features" and loaded.embedding == "mean" and loaded.feature_size == 6
-    torch.testing.assert_close(loaded.means, bank.means, rtol=0, atol=0)
-    torch.testing.assert_close(loaded.group("others", "b").scatter, bank.group("others", "b").scatter, rtol=0, atol=0)
-    xq = x[:2]
-    before = camscope.explain(model, xq, method="diffcam", layer="features", bank=bank, target=[0, 2])
-    after = camscope.explain(model, xq, method="diffcam", layer="features", bank=str(path), target=[0, 2])
-    torch.testing.assert_close(after.raw, before.raw)
-    # the metadata is JSON with a format version
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as file:
-        header = json.loads(file.metadata()["camscope"])
-    assert header["kind"] == "reference-bank" and header["format_version"] == 1 and header["layer"] == "features"
-    # mismatches say what differs
-    with pytest.raises(CamscopeError, match="other weights"):
-        ReferenceBank.load(path, model=_net(seed=1))
-    with pytest.raises(CamscopeError, match="layer: the bank holds 'features'"):
-        ReferenceBank.load(path, layer="head")
-    with pytest.raises(CamscopeError, match="architecture"):
-        ReferenceBank.load(path, model=FeatureNet(channels=4).double())
-    (tmp_path / "junk.safetensors").write_bytes(b"not a bank")
-    with pytest.raises(CamscopeError, match="not a camscope safetensors file"):
-        ReferenceBank.load(tmp_path / "junk.safetensors")
-
-
-def test_build_from_an_image_folder(tmp_path) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for name in ("cats", "dogs"):
-        (tmp_path / name).mkdir()
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, size=(20, 20, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
-    torch.manual_seed(0)
-    model = FeatureNet().eval()
-    bank = ReferenceBank.build(model, tmp_path, layer="features", size=16, batch_size=4)
-    assert bank.class_names == ["cats", "dogs"] and bank.counts.tolist() == [3, 3] and bank.input_size == [16, 16]
-    assert bank.label_of("dogs") == 1 and bank.label_of("1") == 1
-
-
-# ----------------------------------------------------------------------------------------
 # Per-example groups: others, intra, knn, predicted classes
 # ----------------------------------------------------------------------------------------
 
@@ -435,28 +214,6 @@ def test_others_intra_and_class_groups_per_example() -> None:
         model, xq, method="diffcam", layer="features", bank=bank, reference="others", target=[0, 1, 2]
     )
     torch.testing.assert_close(alone.raw, others.raw)
-
-
-def test_knn_is_exact_and_excludes_the_explained_class() -> None:
-    rng = np.random.default_rng(4)
-    k, classes = 16, 40
-    bank = ReferenceBank(k, "layer")
-    centres = rng.normal(size=(classes, k)) * 3
-    for c in range(classes):
-        bank.update(torch.from_numpy(centres[c] + rng.normal(size=(5, k))), torch.full((5,), c))
-    queries = torch.from_numpy(rng.normal(size=(7, k)) * 3)
-    own = torch.tensor([0, 5, 9, 1, 2, 3, 4])
-    got = bank.nearest_classes(queries, 6, exclude=own)
-    means = bank.means.numpy()
-    for i, q in enumerate(queries.numpy()):
-        distances = [
-            (float(np.sum((q - means[r]) ** 2)), label) for r, label in enumerate(bank.labels) if label != int(own[i])
-        ]
-        assert got[i].tolist() == [label for _, label in sorted(distances)[:6]]
-    assert bank.nearest_classes(queries, 100).shape == (7, classes)  # k capped at the classes available
-    # the method's knn groups are the pooled groups of those neighbours
-    group = bank.group("knn", 5, k=6, embedding=queries[1])
-    assert sorted(group.classes) == sorted(got[1].tolist())
 
 
 def test_knn_and_nearest_class_prediction_in_explain() -> None:
@@ -514,9 +271,13 @@ def test_tiny_timm_vit_with_patch_mean_and_class_token() -> None:
         assert bank.feature_size == 24
         e = camscope.explain(model, xq, method="diffcam", layer=layer, bank=bank, target=[0, 2])
         assert e.raw.shape == (2, 4, 4) and torch.isfinite(e.raw).all()
+        tokens: dict[str, torch.Tensor] = {}
+
+        def keep(_module: nn.Module, _inputs: object, output: torch.Tensor, store: dict = tokens) -> None:
+            store.setdefault("t", output)
+
         with torch.no_grad():
-            tokens = {}
-            handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: tokens.setdefault("t", o))
+            handle = model.get_submodule(layer).register_forward_hook(keep)
             model(xq)
             handle.remove()
         z = tokens["t"][:, 0] if kind == "cls" else tokens["t"][:, 1:].mean(dim=1)
@@ -532,34 +293,6 @@ def test_conftest_vit_and_reference_inputs_with_the_class_token(tiny_vit) -> Non
     x = torch.randn(2, 3, 16, 16, generator=_generator(4))
     e = camscope.explain(tiny_vit, x, method="diffcam", layer="blocks.1", reference=references, embedding="cls")
     assert e.raw.shape == (2, 4, 4) and torch.isfinite(e.raw).all()
-
-
-# ----------------------------------------------------------------------------------------
-# Counterfactual pairs
-# ----------------------------------------------------------------------------------------
-
-
-def test_counterfactual_pair() -> None:
-    model = _net()
-    x, labels = _labelled_data(model)
-    bank = ReferenceBank.build(model, [(x, labels)], layer="features", class_names=["a", "b", "c"])
-    xq = x[:2]
-    pair = counterfactual(model, xq, bank, versus="c", explained="a")
-    z = _layer_embeddings(model, xq)
-    torch.testing.assert_close(pair.why.weights, bank.group("class", 2).weights(z), rtol=1e-7, atol=1e-9)
-    group_a = bank.group("class", 0)
-    expected = group_a.solve((bank.group("class", 2).mean - group_a.mean).expand(2, -1))
-    torch.testing.assert_close(pair.counterpart.weights, expected, rtol=1e-7, atol=1e-9)
-    with torch.no_grad():
-        activations = model.features(xq)
-    torch.testing.assert_close(pair.counterpart.raw, torch.einsum("bk,bkhw->bhw", expected, activations))
-    assert pair.explained.tolist() == [0, 0] and pair.versus == 2 and pair.counterpart.classes.tolist() == [2, 2]
-    # with examples of d, the counterpart is DiffCAM on them against class c
-    others = x[labels == 2][:3]
-    pair = counterfactual(model, xq, bank, versus=2, explained=0, counter_inputs=others)
-    torch.testing.assert_close(
-        pair.counterpart.weights, group_a.weights(_layer_embeddings(model, others)), rtol=1e-7, atol=1e-9
-    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -587,7 +320,7 @@ def test_clear_errors() -> None:
         run(bank=bank, reference="others", target=7)
     with pytest.raises(CamscopeError, match="4 references for 6 features"):
         run(bank=bank, reference="intra", target=1, regularization=0)
-    with pytest.raises(CamscopeError, match="layer: the bank holds 'features', here 'features.0'"):
+    with pytest.raises(CamscopeError, match=r"layer: the bank holds 'features', here 'features\.0'"):
         camscope.explain(model, xq, method="diffcam", layer="features.0", bank=bank)
     with pytest.raises(CamscopeError, match="other weights"):
         camscope.explain(_net(seed=3), xq, method="diffcam", layer="features", bank=bank)
@@ -601,8 +334,8 @@ def test_clear_errors() -> None:
         run(reference="others")
     with pytest.raises(CamscopeError, match="regularization must be"):
         run(reference=torch.randn(5, 6), regularization=-1)
+    unlabelled = ReferenceBank.build(model, x, layer="features")
     with pytest.raises(CamscopeError, match="unlabelled"):
-        unlabelled = ReferenceBank.build(model, x, layer="features")
         run(bank=unlabelled, reference="others")
     with pytest.raises(CamscopeError, match="cannot merge"):
         bank.merge(ReferenceBank.build(model, [(x, labels)], layer="features.0"))

@@ -14,7 +14,7 @@ from torch import nn
 import camscope
 from camscope.errors import CamscopeError
 from camscope.metrics import MetricResult, average_drop, deletion, increase_in_confidence, insertion, relative_drop
-from camscope.metrics._common import rise_blur, rise_kernel
+from camscope.metrics.common import rise_blur, rise_kernel
 from camscope.targets.base import ClassDifference
 
 

@@ -10,9 +10,9 @@ import torch
 from sklearn.covariance import OAS
 from sklearn.metrics import roc_auc_score
 
-from camscope.methods.diffcam import ReferenceBank
 from camscope.reproduce import FAILS, HOLDS, PARTLY
 from camscope.reproduce.diffcam import _auroc, _diffcam_versus, comparison_verdict, paired_bootstrap
+from camscope.stats.reference_bank import ReferenceBank
 
 
 def test_paired_bootstrap_mean_interval_and_nans() -> None:

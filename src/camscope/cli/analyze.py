@@ -155,7 +155,16 @@ def run_analysis(
         )
     results = []
     if check_consistency:
-        results = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
+        results = consistency(
+            network,
+            data,
+            method=method,
+            layer=analysis.layer,
+            scale=[None, analysis],
+            batch_size=batch_size,
+            size=size,
+            progress=show_progress,
+        )
         files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
     report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())

@@ -19,9 +19,10 @@ import torch
 import typer
 from torch import Tensor, nn
 
+from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.app import WeightsOption, app, load_cli_model
 from camscope.errors import CamscopeError
-from camscope.methods.diffcam import ReferenceBank, counterfactual
+from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = ["DiffCAMOptions", "bank_app"]
 

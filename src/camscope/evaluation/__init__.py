@@ -1,5 +1,12 @@
-"""The evaluation runner: methods x metrics over a dataset, with reports, tables and plots."""
+"""The evaluation runner: methods x metrics over a dataset, with reports, tables and plots.
 
-from camscope.evaluation.runner import EvaluationReport, evaluate
+* :mod:`camscope.evaluation.runner`: :func:`evaluate`, the dataset pass and the per-batch measurements.
+* :mod:`camscope.evaluation.sidecars`: ground truth (boxes, masks, parts, labels) next to the images.
+* :mod:`camscope.evaluation.report`: :class:`EvaluationReport`, its CSV and JSON files and plots.
+"""
 
-__all__ = ["EvaluationReport", "evaluate"]
+from camscope.evaluation.report import EvaluationReport
+from camscope.evaluation.runner import METRICS, evaluate
+from camscope.evaluation.sidecars import load_sidecar
+
+__all__ = ["METRICS", "EvaluationReport", "evaluate", "load_sidecar"]

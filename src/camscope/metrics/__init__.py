@@ -7,10 +7,10 @@ batches in torch and returning per-sample values.
 The perturbation, localisation, part, sanity and complexity metrics return a
 :class:`MetricResult` (per-sample values and curves, the protocol, dataset summaries);
 their shared conventions (maps, targets, scores) are described in
-``camscope.metrics._common``. ``camscope.evaluate`` runs them over a dataset.
+``camscope.metrics.common``. ``camscope.evaluate`` runs them over a dataset.
 """
 
-from camscope.metrics._common import MetricResult
+from camscope.metrics.common import MetricResult
 from camscope.metrics.complexity import entropy, sparseness
 from camscope.metrics.consistency import Consistency, Correlation, consistency, correlate
 from camscope.metrics.faithfulness import average_drop, deletion, increase_in_confidence, insertion, relative_drop

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from camscope.engine.explainer import Explanation
-from camscope.metrics._common import MetricResult, prepare_maps
+from camscope.metrics.common import MetricResult, prepare_maps
 
 __all__ = ["entropy", "sparseness"]
 

@@ -32,11 +32,20 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.capture import model_state, output_tensor
-from camscope.engine.explainer import Explainer, _scaled_maps
+from camscope.engine.explainer import Explainer, Explanation, _scaled_maps  # public name pending: scaled_maps
 from camscope.errors import CamscopeError
-from camscope.passes.batches import iter_batches, progress
+from camscope.metrics.common import progress_option
+from camscope.passes.engine import Batch, DatasetPass
 
-__all__ = ["Consistency", "Correlation", "consistency", "correlate", "mardia_test", "rankdata"]
+__all__ = [
+    "Consistency",
+    "ConsistencyStatistics",
+    "Correlation",
+    "consistency",
+    "correlate",
+    "mardia_test",
+    "rankdata",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -242,8 +251,147 @@ class Consistency:
         return f"{self.name}: {self.logit} with logits; {self.probability} with probabilities"
 
 
+class ConsistencyStatistics:
+    """The per-image numbers of a consistency pass: CAM sums (one row per map variant), logits, probabilities, classes.
+
+    A mergeable accumulator (:class:`camscope.passes.engine.Accumulator`): ``update``
+    appends a batch, ``merge`` appends the images of a pass over another part of the
+    data (merge the later part into the earlier one to keep the dataset order), and
+    ``state_dict`` / ``load_state_dict`` restore it exactly. Values are float64 on
+    the CPU.
+
+    Example:
+        >>> import torch
+        >>> first, second = ConsistencyStatistics(1), ConsistencyStatistics(1)
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
+        >>> first.update(torch.tensor([[4.0, 1.0]]), logits[:2], torch.tensor([0, 1]))
+        >>> second.update(torch.tensor([[2.0]]), logits[2:], torch.tensor([1]))
+        >>> first.merge(second).logits.tolist(), first.cam_sums.shape
+        ([2.0, 1.0, 3.0], torch.Size([1, 3]))
+    """
+
+    def __init__(self, variants: int = 1) -> None:
+        if variants < 1:
+            raise CamscopeError(f"a consistency pass needs at least one map variant, got {variants}")
+        self.variants = variants
+        self._cam_sums: list[Tensor] = []
+        self._logits: list[Tensor] = []
+        self._probabilities: list[Tensor] = []
+        self._classes: list[Tensor] = []
+
+    def update(self, cam_sums: Tensor, logits: Tensor, classes: Tensor) -> None:
+        """Add a batch: ``cam_sums`` ``[V, B]``, the model's ``logits`` ``[B, C]`` and the explained ``classes``."""
+        cam_sums = torch.as_tensor(cam_sums).reshape(self.variants, -1)
+        index = classes.reshape(-1, 1).to(logits.device)
+        if cam_sums.shape[1] != index.shape[0] or logits.shape[0] != index.shape[0]:
+            raise CamscopeError(
+                f"a consistency batch needs as many CAM sums ({cam_sums.shape[1]}), logits ({logits.shape[0]}) "
+                f"and classes ({index.shape[0]})"
+            )
+        logits = logits.detach()
+        self._cam_sums.append(cam_sums.detach().double().cpu())
+        self._logits.append(logits.gather(1, index)[:, 0].double().cpu())
+        self._probabilities.append(logits.softmax(dim=1).gather(1, index)[:, 0].double().cpu())
+        self._classes.append(classes.detach().reshape(-1).long().cpu())
+
+    def merge(self, other: ConsistencyStatistics) -> ConsistencyStatistics:
+        """Append the images of ``other`` (a pass over other data with the same variants)."""
+        if other.variants != self.variants:
+            raise CamscopeError(f"cannot merge consistency statistics of {other.variants} and {self.variants} variants")
+        self._cam_sums += other._cam_sums
+        self._logits += other._logits
+        self._probabilities += other._probabilities
+        self._classes += other._classes
+        return self
+
+    def __len__(self) -> int:
+        return sum(part.shape[0] for part in self._logits)
+
+    @property
+    def cam_sums(self) -> Tensor:
+        """``[V, N]``: the sum of each image's map, per variant."""
+        return (
+            torch.cat(self._cam_sums, dim=1) if self._cam_sums else torch.zeros(self.variants, 0, dtype=torch.float64)
+        )
+
+    @property
+    def logits(self) -> Tensor:
+        """``[N]``: the explained class's logit."""
+        return torch.cat(self._logits) if self._logits else torch.zeros(0, dtype=torch.float64)
+
+    @property
+    def probabilities(self) -> Tensor:
+        """``[N]``: the explained class's softmax probability."""
+        return torch.cat(self._probabilities) if self._probabilities else torch.zeros(0, dtype=torch.float64)
+
+    @property
+    def classes(self) -> Tensor:
+        """``[N]``: the explained class."""
+        return torch.cat(self._classes) if self._classes else torch.zeros(0, dtype=torch.long)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The variant count and the four per-image tensors."""
+        return {
+            "variants": self.variants,
+            "cam_sums": self.cam_sums,
+            "logits": self.logits,
+            "probabilities": self.probabilities,
+            "classes": self.classes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> ConsistencyStatistics:
+        """Restore what :meth:`state_dict` returned."""
+        self.variants = int(state["variants"])
+        self._cam_sums = [torch.as_tensor(state["cam_sums"], dtype=torch.float64).reshape(self.variants, -1)]
+        self._logits = [torch.as_tensor(state["logits"], dtype=torch.float64)]
+        self._probabilities = [torch.as_tensor(state["probabilities"], dtype=torch.float64)]
+        self._classes = [torch.as_tensor(state["classes"], dtype=torch.long)]
+        return self
+
+    def results(self, names: Sequence[str], alpha: float = 0.05) -> list[Consistency]:
+        """One :class:`Consistency` per variant, named by ``names``."""
+        if len(names) != self.variants:
+            raise CamscopeError(f"give one name per variant: {self.variants} variants, {len(names)} names")
+        logits, probabilities, classes = self.logits, self.probabilities, self.classes
+        return [
+            Consistency(
+                name=name,
+                cam_sums=cam_sums,
+                logits=logits,
+                probabilities=probabilities,
+                classes=classes,
+                logit=correlate(cam_sums, logits, alpha),
+                probability=correlate(cam_sums, probabilities, alpha),
+            )
+            for name, cam_sums in zip(names, self.cam_sums)
+        ]
+
+
 def _variant_name(method: str, scale: Any, features: Any) -> str:
     return ("FS-" if features is not None else "") + ("S-" if scale is not None else "") + method
+
+
+def _batch_target(target: Any, batch: Batch) -> Any:
+    """The explained classes of a batch: None (predicted), the labels for ``"true"``, or ``target`` as given."""
+    if not isinstance(target, str):
+        return target
+    if target != "true":
+        raise CamscopeError(f"target must be None, 'true' or a class index, got {target!r}")
+    if bool((batch.labels < 0).any()):
+        raise CamscopeError("target='true' needs a label for every image; some have none")
+    return batch.labels
+
+
+def _explain(explainer: Explainer, batch: Batch, target: Any, mask: Tensor | None) -> Explanation:
+    """Explain a batch, with the channel mask of each image's explained class when ``mask`` is ``[C, K]``."""
+    inputs = batch.inputs
+    if mask is None or mask.ndim != 2:
+        return explainer(inputs, target=target, features=mask)
+    if target is None:
+        with torch.no_grad(), model_state(explainer.model, explainer.eval_mode):
+            target = output_tensor(explainer.model(inputs)).argmax(dim=1)
+    classes = torch.as_tensor(target, device=mask.device).reshape(-1).expand(inputs.shape[0])
+    return explainer(inputs, target=target, features=mask[classes])
 
 
 def consistency(
@@ -259,6 +407,7 @@ def consistency(
     batch_size: int = 32,
     size: int = 224,
     device: torch.device | str | None = None,
+    progress: bool | None = None,
     show_progress: bool | None = None,
     **options: Any,
 ) -> Consistency | list[Consistency]:
@@ -268,11 +417,13 @@ def consistency(
     over a dataset; Pearson if the pairs are bivariate normal (Mardia's test at
     ``alpha``), else Spearman. Maps are the usual ones (ReLU, per-image min-max
     to [0, 1]), or with ``scale`` the S-CAM maps ``tanh(a up(M) + b)`` in (-1, 1).
+    The paper: "Integrated feature analysis for deep learning interpretation and
+    class activation maps" (Li et al.).
 
     Args:
         model: the classifier.
         data: a DataLoader, an iterable of ``(inputs, labels)`` or of inputs, a
-            tensor, or an image folder (see :func:`camscope.passes.batches.iter_batches`).
+            tensor, or an image folder (see :class:`camscope.passes.engine.DatasetPass`).
         method, layer: as for :func:`camscope.explain`.
         target: None (each image's predicted class), ``"true"`` (its label), or a
             class index (one class for all images, as the paper's plots do: a cat
@@ -282,62 +433,40 @@ def consistency(
         features: a channel mask ``[K]`` or per-class masks ``[C, K]`` (FS-CAMs;
             e.g. ``analysis.principal_features(0.05)``), indexed by the explained class.
         alpha: level of the normality test.
-        batch_size, size, device, show_progress: the dataset pass.
+        batch_size, size, device, progress: the dataset pass (``device``: where the
+            batches go, default the model's device; ``progress``: the progress bar,
+            None for "when stderr is a terminal").
+        show_progress: deprecated name of ``progress``.
         **options: Explainer and method options.
 
     Returns:
         A :class:`Consistency`, or a list of them when ``scale`` is a list.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> result = consistency(model, torch.randn(12, 3, 16, 16), layer="0", batch_size=4, progress=False)
+        >>> result.name, result.cam_sums.shape, result.logit.method in ("pearson", "spearman")
+        ('gradcam', torch.Size([12]), True)
     """
+    progress = progress_option(progress, show_progress, "consistency")
     scales = list(scale) if isinstance(scale, (list, tuple)) else [scale]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     explainer = Explainer(model, layer=layer, method=method, **options)
-    per_class = features is not None and torch.as_tensor(features).ndim == 2
-    mask = None if features is None else torch.as_tensor(features, device=device)
-    sums: list[list[Tensor]] = [[] for _ in scales]
-    logits_list, probabilities_list, classes_list = [], [], []
-    for inputs, labels in progress(iter_batches(data, batch_size, size=size), "consistency", enabled=show_progress):
-        inputs = inputs.to(device)
-        batch_target = target
-        if isinstance(target, str):
-            if target != "true":
-                raise CamscopeError(f"target must be None, 'true' or a class index, got {target!r}")
-            if bool((labels < 0).any()):
-                raise CamscopeError("target='true' needs a label for every image; some have none")
-            batch_target = labels.to(device)
-        if per_class and batch_target is None:
-            with torch.no_grad(), model_state(model, explainer.eval_mode):
-                batch_target = output_tensor(model(inputs)).argmax(dim=1)
-        batch_features = mask
-        if per_class:
-            classes = torch.as_tensor(batch_target, device=device).reshape(-1).expand(inputs.shape[0])
-            batch_features = mask[classes]
-        explanation = explainer(inputs, target=batch_target, features=batch_features)
+    batches = DatasetPass(
+        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="consistency"
+    )
+    mask = None if features is None else torch.as_tensor(features, device=batches.device)
+    statistics = ConsistencyStatistics(len(scales))
+    for batch in batches:
+        explanation = _explain(explainer, batch, _batch_target(target, batch), mask)
         classes = explanation.classes
         if classes is None:
             raise CamscopeError("consistency needs a class target (None, 'true' or a class index)")
-        logits = explanation.logits
-        logits_list.append(logits.gather(1, classes[:, None])[:, 0].detach().double().cpu())
-        probabilities_list.append(logits.softmax(dim=1).gather(1, classes[:, None])[:, 0].detach().double().cpu())
-        classes_list.append(classes.cpu())
-        for index, variant in enumerate(scales):
-            maps = explanation.maps if variant is None else _scaled_maps(variant, explanation, inputs.shape[2:])
-            sums[index].append(maps.flatten(1).sum(dim=1).double().cpu())
-    if not logits_list:
-        raise CamscopeError("the dataset gave no batches: check the folder or loader")
-    logits, probabilities, classes = torch.cat(logits_list), torch.cat(probabilities_list), torch.cat(classes_list)
-    name = explainer.method.name
-    results = []
-    for index, variant in enumerate(scales):
-        cam_sums = torch.cat(sums[index])
-        results.append(
-            Consistency(
-                name=_variant_name(name, variant, features),
-                cam_sums=cam_sums,
-                logits=logits,
-                probabilities=probabilities,
-                classes=classes,
-                logit=correlate(cam_sums, logits, alpha),
-                probability=correlate(cam_sums, probabilities, alpha),
-            )
-        )
+        size_hw = batch.inputs.shape[2:]
+        maps = [explanation.maps if v is None else _scaled_maps(v, explanation, size_hw) for v in scales]
+        statistics.update(torch.stack([m.flatten(1).sum(dim=1) for m in maps]), explanation.logits, classes)
+    batches.require_batches("consistency")
+    names = [_variant_name(explainer.method.name, variant, features) for variant in scales]
+    results = statistics.results(names, alpha)
     return results if isinstance(scale, (list, tuple)) else results[0]

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import (
+from camscope.metrics.common import (
     MetricResult,
     SubstrateSpec,
     check_fractions,
@@ -372,27 +372,11 @@ def relative_drop(
     """
     values = check_fractions(fractions, "fractions")
     logits, resolved = clean_pass(model, inputs, target, maps)
-    classes = resolved.classes()
-    if classes is None:
-        raise CamscopeError(f"relative_drop needs a class target (the explained class c), got {resolved!r}")
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise CamscopeError(f"relative_drop needs class logits [batch, classes >= 2], got {list(logits.shape)}")
-    classes = classes.to(logits.device)
-    if versus is None:
-        others = logits.detach().clone().float()
-        others.scatter_(1, classes[:, None], float("-inf"))
-        reference = others.argmax(dim=1)
-    else:
-        from camscope.targets.base import ClassTarget
-
-        reference = ClassTarget(versus).resolve(logits).classes().to(logits.device)  # type: ignore[union-attr]
-        if bool((reference == classes).any()):
-            raise CamscopeError("versus must differ from the explained class for every sample")
+    pair = _class_pair(logits, resolved, versus)  # [B, 2]: c and d
     maps = prepare_maps(maps, inputs.shape[2:]).to(inputs.device)
     pixels = maps[0].numel()
     ranks = rank_pixels(maps)
     counts = torch.tensor([pixel_count(pixels, p) for p in values], device=inputs.device)
-    pair = torch.stack([classes, reference], dim=1)  # [B, 2]
 
     def scorer(outputs: Tensor) -> Tensor:
         return torch.softmax(outputs.float(), dim=1).gather(1, pair.to(outputs.device))
@@ -408,12 +392,39 @@ def relative_drop(
         if base is None:
             from camscope.metrics.road import noisy_linear_impute
 
-            return noisy_linear_impute(images, ~removed, noise, generator=generator)  # type: ignore[return-value]
+            return noisy_linear_impute(images, ~removed, noise, generator=generator)
         return torch.where(removed[:, None], base[rows].expand(shape).reshape(-1, *inputs.shape[1:]), images)
 
     masked = score_perturbed(model, scorer, logits, make_inputs, len(values), batch_size)  # [P, B, 2]
-    clean = scorer(logits)  # [B, 2]
-    drops = clean[None] - masked  # [P, B, 2]
+    drops = scorer(logits)[None] - masked  # [P, B, 2]
+    return _relative_drop_result(values, drops, fill, versus)
+
+
+def _class_pair(logits: Tensor, resolved: Target, versus: Any) -> Tensor:
+    """``[B, 2]``: the explained class ``c`` and the reference class ``d`` of every sample."""
+    classes = resolved.classes()
+    if classes is None:
+        raise CamscopeError(f"relative_drop needs a class target (the explained class c), got {resolved!r}")
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise CamscopeError(f"relative_drop needs class logits [batch, classes >= 2], got {list(logits.shape)}")
+    classes = classes.to(logits.device)
+    if versus is None:
+        others = logits.detach().clone().float()
+        others.scatter_(1, classes[:, None], float("-inf"))
+        return torch.stack([classes, others.argmax(dim=1)], dim=1)
+    from camscope.targets.base import ClassTarget
+
+    reference = ClassTarget(versus).resolve(logits).classes()
+    if reference is None:
+        raise CamscopeError(f"versus must name classes, got {versus!r}")
+    reference = reference.to(logits.device)
+    if bool((reference == classes).any()):
+        raise CamscopeError("versus must differ from the explained class for every sample")
+    return torch.stack([classes, reference], dim=1)
+
+
+def _relative_drop_result(values: list[float], drops: Tensor, fill: Any, versus: Any) -> MetricResult:
+    """RD@p and the two drops from ``drops`` ``[P, B, 2]`` (``p - p_star`` of ``c`` and ``d``)."""
     rd = drops[..., 0] - drops[..., 1]  # [P, B]
     out: dict[str, Tensor] = {}
     higher: dict[str, bool] = {}

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import _split_output, model_state, output_tensor, resolve_layers, validate_inputs
 from camscope.errors import CamscopeError
-from camscope.passes.batches import iter_batches, progress
+from camscope.metrics.common import progress_option
+from camscope.passes.engine import DatasetPass
 
 __all__ = ["feature_masking_accuracy"]
 
@@ -59,7 +60,7 @@ class _ChannelMask:
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         if self.mask is None:
             return None
-        tensor, rebuild = _split_output(output, "masked layer")
+        tensor, rebuild = _split_output(output, "masked layer")  # public name pending: split_output
         axis = _channel_axis(tensor, self.mask.numel(), self.layout)
         shape = [1] * tensor.ndim
         shape[axis] = -1
@@ -89,6 +90,7 @@ def feature_masking_accuracy(
     size: int = 224,
     device: torch.device | str | None = None,
     layout: str = "auto",
+    progress: bool | None = None,
     show_progress: bool | None = None,
 ) -> float | dict[str, float]:
     """Top-1 accuracy with only the kept channels of a layer.
@@ -103,35 +105,38 @@ def feature_masking_accuracy(
             is unknown), None (all features), or a dict ``name -> mask`` to measure
             several masks in one pass over the data (e.g. ``{"all": None,
             "principal": m, "non-principal": ~m}``).
-        batch_size, size, device, layout, show_progress: the dataset pass;
-            ``layout`` says where the channel axis is (``"auto"``: axis 1 of a grid,
-            else the last axis).
+        batch_size, size, device, layout, progress: the dataset pass (``device``:
+            where the batches go, default the model's device; ``progress``: the
+            progress bar, None for "when stderr is a terminal"); ``layout`` says
+            where the channel axis is (``"auto"``: axis 1 of a grid, else the last axis).
+        show_progress: deprecated name of ``progress``.
 
     Returns:
         The accuracy, or a dict of accuracies for a dict of masks.
     """
+    progress = progress_option(progress, show_progress, "feature_masking_accuracy")
     named = dict(keep) if isinstance(keep, Mapping) else {"accuracy": keep}
     masks = {name: _as_mask(value, name) for name, value in named.items()}
     resolved = resolve_layers(model, layer)
     if len(resolved) != 1:
         raise CamscopeError("feature masking works on one layer: pass a single layer name")
     module = resolved[0][1]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    batches = DatasetPass(
+        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="feature masking"
+    )
+    masks = {name: None if mask is None else mask.to(batches.device) for name, mask in masks.items()}
     hook = _ChannelMask(layout)
     correct = dict.fromkeys(masks, 0)
     total = 0
     handle = module.register_forward_hook(hook)
     try:
         with model_state(model, True), torch.no_grad():
-            for inputs, labels in progress(
-                iter_batches(data, batch_size, size=size), "feature masking", enabled=show_progress
-            ):
-                inputs = validate_inputs(model, inputs.to(device))
-                labels = labels.to(device)
+            for batch in batches:
+                inputs, labels = validate_inputs(model, batch.inputs), batch.labels
                 labelled = labels >= 0
                 total += int(labelled.sum())
                 for name, mask in masks.items():
-                    hook.mask = None if mask is None else mask.to(device)
+                    hook.mask = mask
                     predictions = output_tensor(model(inputs)).argmax(dim=1)
                     correct[name] += int(((predictions == labels) & labelled).sum())
     finally:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import MetricResult, prepare_maps
+from camscope.metrics.common import MetricResult, prepare_maps
 
 __all__ = ["auprc", "boxes_to_masks", "energy_pointing_game", "iou", "pointing_game"]
 
@@ -73,16 +73,16 @@ def _regions(maps: Tensor | Explanation, boxes: BoxSpec | None, masks: Tensor | 
     if (boxes is None) == (masks is None):
         raise CamscopeError("give the ground truth as exactly one of boxes= or masks=")
     raw = maps.maps if isinstance(maps, Explanation) else maps
-    if masks is not None:
+    if boxes is not None:
+        size = prepare_maps(raw).shape[1:]
+        regions = boxes_to_masks(boxes, size)
+    else:
         regions = torch.as_tensor(masks)
         if regions.ndim == 4 and regions.shape[1] == 1:
             regions = regions[:, 0]
         if regions.ndim != 3:
             raise CamscopeError(f"masks must have shape [B, H, W], got {list(regions.shape)}")
         size = regions.shape[1:]
-    else:
-        size = prepare_maps(raw).shape[1:]
-        regions = boxes_to_masks(boxes, size)  # type: ignore[arg-type]
     prepared = prepare_maps(raw, size, normalize=True)
     if regions.shape[0] != prepared.shape[0]:
         raise CamscopeError(f"{regions.shape[0]} ground-truth regions for {prepared.shape[0]} maps")
@@ -213,7 +213,7 @@ def pointing_game(
     if tolerance < 0:
         raise CamscopeError(f"tolerance must be >= 0 pixels, got {tolerance}")
     prepared, regions = _regions(maps, boxes, masks)
-    batch, height, width = prepared.shape
+    _, height, width = prepared.shape
     peak = prepared.flatten(1).argmax(dim=1)
     row, column = (peak // width).double(), (peak % width).double()
     ys = torch.arange(height, dtype=torch.float64, device=prepared.device)

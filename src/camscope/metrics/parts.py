@@ -16,7 +16,7 @@ from torch import Tensor
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import MetricResult, prepare_maps
+from camscope.metrics.common import MetricResult, prepare_maps
 
 __all__ = ["part_scores"]
 

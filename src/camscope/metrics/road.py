@@ -28,14 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
-from camscope.metrics._common import (
+from camscope.metrics.common import (
     MetricResult,
     check_fractions,
     clean_pass,
@@ -194,6 +194,8 @@ class _Multigrid:
         level = self.levels[depth]
         if depth == 0:
             return (self.centre * x).addcmul_(self.edge, _box121(x), value=-1)
+        if level.stencil is None:
+            raise AssertionError("only the finest level has no Galerkin stencil")
         return _apply_stencil(level.stencil, x).mul_(level.unknown)
 
     def _coarsen(self, depth: int) -> _Level:
@@ -219,7 +221,9 @@ class _Multigrid:
 
     @staticmethod
     def _factor(level: _Level) -> Tensor:
-        stencil = level.stencil[:, :, 0].double()  # type: ignore[index]  # [9, N, h, w]
+        if level.stencil is None:
+            raise AssertionError("the coarsest level has a Galerkin stencil")
+        stencil = level.stencil[:, :, 0].double()  # [9, N, h, w]
         n, h, w = stencil.shape[1:]
         index = torch.arange(h * w, device=stencil.device).reshape(h, w)
         dense = torch.zeros(n, h * w, h * w, dtype=torch.float64, device=stencil.device)
@@ -289,6 +293,36 @@ class _Multigrid:
         norm_b = torch.linalg.vector_norm(rhs.flatten(2), dim=2)
         relative = torch.linalg.vector_norm(residual.flatten(2), dim=2) / norm_b.clamp_min(tiny)
         return x, iterations, relative
+
+
+@overload
+def noisy_linear_impute(
+    inputs: Tensor,
+    keep: Tensor,
+    noise: float = ...,
+    *,
+    generator: torch.Generator | None = ...,
+    atol: float = ...,
+    max_iter: int = ...,
+    dtype: torch.dtype | None = ...,
+    chunk: int | None = ...,
+    return_info: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def noisy_linear_impute(
+    inputs: Tensor,
+    keep: Tensor,
+    noise: float = ...,
+    *,
+    generator: torch.Generator | None = ...,
+    atol: float = ...,
+    max_iter: int = ...,
+    dtype: torch.dtype | None = ...,
+    chunk: int | None = ...,
+    return_info: Literal[True],
+) -> tuple[Tensor, dict[str, Any]]: ...
 
 
 def noisy_linear_impute(
@@ -395,13 +429,25 @@ def _impute(
     if callable(imputation) and not isinstance(imputation, str):
         return imputation(inputs, keep)
     if imputation == "linear":
-        return noisy_linear_impute(inputs, keep, noise, generator=generator, atol=atol)  # type: ignore[return-value]
+        return noisy_linear_impute(inputs, keep, noise, generator=generator, atol=atol)
     if imputation == "mean":
         mean = inputs.mean(dim=(2, 3), keepdim=True)
         return torch.where(keep[:, None], inputs, mean)
     if imputation == "zero":
         return inputs * keep[:, None]
     raise CamscopeError(f"unknown imputation {imputation!r}: use 'linear', 'mean', 'zero' or a callable(inputs, keep)")
+
+
+def _removal_ranks(maps: Tensor, tie_break: float, generator: torch.Generator) -> Tensor:
+    """``[B, H*W]`` rank of every pixel (0 = most relevant): min-max scaled maps plus seeded tie-breaking noise."""
+    flat = maps.flatten(1).double()
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    scaled = (flat - low) / torch.where(high > low, high - low, torch.ones_like(high))
+    if tie_break:
+        noise = torch.randn(flat.shape[1], generator=generator, dtype=torch.float64)
+        scaled = scaled + tie_break * noise.to(scaled.device)
+    order = torch.argsort(scaled, dim=1, descending=True, stable=True)
+    return torch.argsort(order, dim=1)
 
 
 def road(
@@ -479,16 +525,10 @@ def road(
     maps = prepare_maps(maps, inputs.shape[2:]).to(inputs.device)
     scorer = make_scorer(resolved, score)
     clean_scores = scorer(logits).float()
-    batch, pixels = maps.shape[0], maps[0].numel()
+    pixels = maps[0].numel()
 
     generator = torch.Generator().manual_seed(int(seed))
-    flat = maps.flatten(1).double()
-    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
-    scaled = (flat - low) / torch.where(high > low, high - low, torch.ones_like(high))
-    if tie_break:
-        scaled = scaled + tie_break * torch.randn(pixels, generator=generator, dtype=torch.float64).to(scaled.device)
-    order = torch.argsort(scaled, dim=1, descending=True, stable=True)
-    ranks = torch.argsort(order, dim=1)  # 0 = most relevant
+    ranks = _removal_ranks(maps, tie_break, generator)
     counts = torch.tensor([pixel_count(pixels, p) for p in fractions], device=inputs.device)
     n_steps = len(fractions)
 

@@ -21,8 +21,8 @@ from camscope.engine.capture import model_state
 from camscope.engine.explainer import Explanation, explain
 from camscope.engine.method import CamMethod, get_method
 from camscope.errors import CamscopeError
-from camscope.metrics._common import FrozenTarget, MetricResult, clean_pass, prepare_maps
-from camscope.targets.base import as_target
+from camscope.metrics.common import MetricResult, clean_pass, prepare_maps
+from camscope.targets.base import FrozenTarget, as_target
 
 __all__ = ["cascade_layers", "sanity_check", "spearman", "ssim"]
 

@@ -20,7 +20,7 @@ differs in exactly one part) or a class drawn uniformly among the other 15
 * Finer-CAM: Grad-CAM of ``y_c - gamma y_d`` with the paper's ``gamma = 0.6``
   and the one reference class ``d`` (``camscope.Finer(references=[[d]])``);
 * DiffCAM "why ``c``, not ``d``": ``reference = bank.group("class", d)``, the
-  class-``d`` statistics of a :class:`~camscope.methods.diffcam.ReferenceBank` built
+  class-``d`` statistics of a :class:`~camscope.stats.reference_bank.ReferenceBank` built
   over the TRAIN split (all 8,192 images; 512 in quick mode), with camscope's
   default OAS-shrunk covariance (the paper only says "a small Tikhonov term";
   with ~512 training images per class and K = 64 channels the OAS coefficient is
@@ -96,9 +96,9 @@ import torch
 from torch import Tensor, nn
 
 import camscope
-from camscope.methods.diffcam import ReferenceBank
 from camscope.metrics import part_scores
 from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, Verdict, markdown_table
+from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = ["comparison_verdict", "paired_bootstrap", "run"]
 

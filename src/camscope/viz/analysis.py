@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from camscope.analyses.ifa import Analysis
@@ -36,7 +37,7 @@ from camscope.viz import figures as viz  # noqa: F401  (selects the Agg backend)
 __all__ = ["consistency_scatter", "distribution_plot", "importance_heatmap", "importance_lines"]
 
 
-def _figure(width: float, height: float) -> tuple[Figure, object]:
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(width, height))
@@ -61,9 +62,9 @@ def importance_heatmap(
             (the "lazy" features end up at the bottom).
         class_names: labels for the columns (shown when there are at most 30).
     """
-    matrix = analysis.relative_importance(source) if relative_to_mean else analysis._matrix(source)
+    matrix = analysis.relative_importance(source) if relative_to_mean else analysis.matrix(source)
     matrix = matrix.double()
-    present = analysis._present(source)
+    present = analysis.present_classes(source)
     if sort_features:
         order = torch.sort(
             -matrix[:, present].abs().amax(dim=1) if bool(present.any()) else matrix[:, 0], stable=True
@@ -105,7 +106,7 @@ def importance_lines(
     for analysis, label, colour in zip((first, second), labels, ("tab:blue", "tab:orange")):
         if analysis is None:
             continue
-        matrix = analysis.relative_importance(source) if relative_to_mean else analysis._matrix(source)
+        matrix = analysis.relative_importance(source) if relative_to_mean else analysis.matrix(source)
         axis.plot(matrix[:, cls].numpy(), label=label, color=colour, linewidth=1)
     axis.axhline(0, color="0.6", linewidth=0.5)
     axis.set_xlabel("feature")

@@ -24,6 +24,7 @@ Conventions (every metric in :mod:`camscope.metrics` follows them):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,9 +42,13 @@ __all__ = [
     "FrozenTarget",
     "MetricResult",
     "Scorer",
+    "SubstrateSpec",
+    "check_fractions",
     "clean_pass",
     "make_scorer",
+    "pixel_count",
     "prepare_maps",
+    "progress_option",
     "rank_pixels",
     "rise_blur",
     "rise_kernel",
@@ -147,6 +152,33 @@ class MetricResult:
             values={k: torch.cat([r.values[k].detach().cpu() for r in results]) for k in first.values},
             curves={k: torch.cat([r.curves[k].detach().cpu() for r in results]) for k in first.curves},
             steps={k: v.detach().cpu() for k, v in first.steps.items()},
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors (on the CPU) and plain values that :meth:`from_state_dict` turns back into this result."""
+        return {
+            "name": self.name,
+            "values": {k: v.detach().cpu() for k, v in self.values.items()},
+            "curves": {k: v.detach().cpu() for k, v in self.curves.items()},
+            "steps": {k: v.detach().cpu() for k, v in self.steps.items()},
+            "headline": self.headline,
+            "higher_is_better": dict(self.higher_is_better),
+            "params": dict(self.params),
+            "auc_of_mean": dict(self.auc_of_mean),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> MetricResult:
+        """The result that :meth:`state_dict` described."""
+        return cls(
+            name=state["name"],
+            values=dict(state["values"]),
+            curves=dict(state["curves"]),
+            steps=dict(state["steps"]),
+            headline=state["headline"],
+            higher_is_better=dict(state["higher_is_better"]),
+            params=dict(state["params"]),
+            auc_of_mean=dict(state["auc_of_mean"]),
         )
 
 
@@ -388,10 +420,11 @@ def substrate(inputs: Tensor, spec: SubstrateSpec, *, blur_kernel: int = 11, blu
 
 def pixel_count(total: int, fraction: float) -> int:
     """``floor(total * fraction)``, robust to floating-point error (``0.29 * 100`` is 29, not 28)."""
-    return int(math.floor(total * float(fraction) + 1e-9))
+    return math.floor(total * float(fraction) + 1e-9)
 
 
 def check_fractions(fractions: Sequence[float], what: str, allow_one: bool = False) -> list[float]:
+    """``fractions`` as floats, each in ``[0, 1)`` (``[0, 1]`` with ``allow_one``); ``what`` names them in errors."""
     values = [float(f) for f in fractions]
     if not values:
         raise CamscopeError(f"{what} must not be empty")
@@ -400,3 +433,34 @@ def check_fractions(fractions: Sequence[float], what: str, allow_one: bool = Fal
         if not (0.0 <= value <= 1.0) or (value == 1.0 and not allow_one):
             raise CamscopeError(f"{what} must lie in [0, {upper}, got {value} (give fractions: 0.05 for 5%)")
     return values
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset passes
+# ----------------------------------------------------------------------------------------------
+
+
+def progress_option(progress: bool | None, show_progress: bool | None, function: str) -> bool | None:
+    """The ``progress=`` of a dataset pass, accepting the deprecated ``show_progress=`` alias with a warning.
+
+    Args:
+        progress: the progress bar: True, False, or None for "when stderr is a terminal".
+        show_progress: the former name of ``progress`` (None: not given).
+        function: the public function's name, for the messages.
+
+    Raises:
+        CamscopeError: when both are given and disagree.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     progress_option(None, False, "consistency"), caught[0].category.__name__
+        (False, 'DeprecationWarning')
+    """
+    if show_progress is None:
+        return progress
+    warnings.warn(f"{function}(show_progress=...) is deprecated: use progress=...", DeprecationWarning, stacklevel=3)
+    if progress is not None and bool(progress) != bool(show_progress):
+        raise CamscopeError(f"{function} got progress={progress} and show_progress={show_progress}: give only progress")
+    return show_progress

@@ -1,0 +1,199 @@
+"""The integrated feature analysis of a dataset: :func:`analyze`, one pass that builds an :class:`Analysis`.
+
+The pass is a :class:`camscope.passes.engine.DatasetPass`: batches on the model's
+device, one progress bar; each batch goes through a
+:class:`~camscope.analyses.ifa.batch.BatchPass` and its result into
+:meth:`Analysis.update`.
+
+Per batch: one forward pass and one backward down to the layer (two
+gradients in one batched backward when the explained class is the predicted
+one and a sample's label differs), then, in torch on the model's device:
+
+* the raw map ``M = sum_k w_k A_k`` of the explained class feeds the quantile
+  sketches (all values; per-image maxima and minima) and the moments;
+* the contributions ``sum_ij w_k A_k^ij`` of each sample's true class (its
+  predicted class when it has no label: counted in ``stand_ins``) are added to
+  the column of that class (Eq. 4; the average over each class's samples, not
+  the authors' code's last sample per class);
+* with ``all_classes``, the contributions of every class for every sample
+  (Eq. 3): the gradients of chunks of classes come from one batched backward
+  each (``is_grads_batched``), so 1000 classes cost about ``1000 / chunk``
+  backward passes through the layers after the chosen one, not 1000 forward
+  passes. Methods that need extra forward passes (Smooth Grad-CAM++,
+  perturbation methods) fall back to one explanation per class.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from camscope.analyses.ifa.analysis import Analysis
+from camscope.analyses.ifa.batch import BatchPass, BatchResult
+from camscope.engine.capture import default_layer, resolve_layers, validate_inputs
+from camscope.engine.explainer import Explainer
+from camscope.engine.method import CamMethod
+from camscope.errors import CamscopeError
+from camscope.passes.engine import DatasetPass
+from camscope.targets.base import ClassTarget
+
+__all__ = ["analyze"]
+
+
+def _progress_keyword(progress: bool | None, show_progress: bool | None) -> bool | None:
+    """``progress``, or the deprecated ``show_progress`` when only that one was given."""
+    if show_progress is None:
+        return progress
+    warnings.warn("analyze(show_progress=...) is deprecated: use progress=...", DeprecationWarning, stacklevel=3)
+    if progress is not None and progress != show_progress:
+        raise CamscopeError("give progress= or its deprecated name show_progress=, not both with different values")
+    return show_progress
+
+
+def _check_arguments(explain: str, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The (low, high) percentiles as floats, after checking ``explain`` and them."""
+    if explain not in ("predicted", "true"):
+        raise CamscopeError(f"explain must be 'predicted' or 'true', got {explain!r}")
+    low, high = (float(p) for p in percentiles)
+    if not 0 <= low < high <= 100:
+        raise CamscopeError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles}")
+    return low, high
+
+
+def _check_single_class(explainer: Explainer) -> None:
+    """Raise for a method that explains a comparison of classes (it has no one-class importance)."""
+    method = explainer.method
+    prepared = method.prepare_target(ClassTarget(None), explainer.model) if hasattr(method, "prepare_target") else None
+    if prepared is not None and not isinstance(prepared, ClassTarget):
+        raise CamscopeError(
+            f"method {method.name!r} explains a comparison of classes, not one class: "
+            "integrated feature analysis needs a single-class method such as gradcam"
+        )
+
+
+def _batch_pass(
+    explainer: Explainer, layer: Any, inputs: torch.Tensor, all_classes: bool, chunk: int | None
+) -> BatchPass:
+    """The per-batch computation at the one chosen layer (the default layer for ``layer=None``)."""
+    model = explainer.model
+    resolved = resolve_layers(model, layer if layer is not None else default_layer(model, inputs))
+    if len(resolved) != 1:
+        raise CamscopeError("analyze works on one layer: pass a single layer name")
+    name, module = resolved[0]
+    return BatchPass(explainer, name, module, all_classes, chunk)
+
+
+def analyze(
+    model: nn.Module,
+    data: Any,
+    method: str | CamMethod = "gradcam",
+    layer: Any = None,
+    *,
+    explain: str = "predicted",
+    percentiles: tuple[float, float] = (10, 90),
+    all_classes: bool = False,
+    class_chunk: int | None = None,
+    profiles: bool = False,
+    batch_size: int = 32,
+    size: int = 224,
+    device: torch.device | str | None = None,
+    bins: int = 16384,
+    progress: bool | None = None,
+    show_progress: bool | None = None,
+    eval_mode: bool = True,
+    layout: str = "auto",
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
+    **options: Any,
+) -> Analysis:
+    """One pass of integrated feature analysis over a dataset.
+
+    Per batch, one forward and one backward down to the layer: the explained
+    class's raw map ``M = sum_k w_k A_k`` feeds the quantile sketches and moments,
+    each sample's true-class contributions ``sum_ij w_k A_k^ij`` the Eq. 4 matrix
+    and, with ``all_classes``, every class's the Eq. 3 matrix (details: the module).
+
+    Memory does not depend on the dataset size (unless ``profiles``), and every
+    part merges exactly across shards (:meth:`Analysis.merge`).
+
+    Args:
+        model: a classifier returning ``[B, C]`` scores.
+        data: a DataLoader or iterable of ``(inputs, labels)`` batches (labels -1 for
+            none), input tensors, one tensor, or an image folder (``root/CLASS/*``;
+            classes by folder order).
+        method: a CAM method with channel weights (all gradient methods, CAM,
+            Score-CAM); methods without weights give the distribution only.
+        layer: the layer (one); None picks the default.
+        explain: ``"predicted"`` (the paper's default) or ``"true"``: which class the
+            distribution of the values (and so the scale) is collected for.
+        percentiles: default (low, high) percentiles of :meth:`Analysis.scale`.
+        all_classes: also compute Eq. 3 (every class for every sample).
+        class_chunk: classes per batched backward for Eq. 3 (default: by memory).
+        profiles: keep each sample's Eq. 4 contributions ``[N, K]`` (outliers).
+        batch_size, size: batching and image size for folders and tensors.
+        device: where to run (default: the model's device).
+        bins: cells of the quantile sketches (error below ``2 range / (bins - 2)``).
+        progress: progress bar (default: when stderr is a terminal).
+        show_progress: deprecated name of ``progress``.
+        eval_mode, layout, grid, prefix_tokens, **options: as for :class:`camscope.Explainer`.
+
+    Returns:
+        An :class:`Analysis`.
+
+    Raises:
+        CamscopeError: for bad arguments, a method that compares classes, labels
+            out of the model's range, or a dataset without batches.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> data = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))]
+        >>> analysis = analyze(model, data, layer="0", progress=False)
+        >>> analysis.importance.shape, analysis.n_samples
+        (torch.Size([4, 2]), 4)
+    """
+    progress = _progress_keyword(progress, show_progress)
+    low, high = _check_arguments(explain, percentiles)
+    batches = DatasetPass(
+        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="analyzing"
+    )
+    explainer = Explainer(
+        model,
+        layer=layer,
+        method=method,
+        eval_mode=eval_mode,
+        layout=layout,
+        grid=grid,
+        prefix_tokens=prefix_tokens,
+        **options,
+    )
+    _check_single_class(explainer)
+    analysis: Analysis | None = None
+    runner: BatchPass | None = None
+    for batch in batches:
+        inputs = validate_inputs(model, batch.inputs)
+        if runner is None:
+            runner = _batch_pass(explainer, layer, inputs, all_classes, class_chunk)
+        result: BatchResult = runner.run(inputs, batch.labels, explain)
+        if analysis is None:
+            analysis = Analysis(
+                method=explainer.method.name,
+                layer=runner.name,
+                num_features=result.num_features,
+                num_classes=result.num_classes,
+                explain=explain,
+                percentiles=(low, high),
+                all_classes=all_classes,
+                profiles=profiles,
+                bins=bins,
+                device=batches.device,
+                info={"spatial": list(result.raw.shape[1:]), "input": list(inputs.shape[1:])},
+            )
+        analysis.update(result)
+    batches.require_batches("an analysis")
+    assert analysis is not None  # require_batches raised otherwise
+    return analysis.finish()

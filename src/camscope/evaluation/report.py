@@ -1,0 +1,270 @@
+"""The evaluation report: summary and per-sample tables, JSON, CSV files and curve plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from camscope.io import FORMAT_VERSION, atomic_write_bytes
+from camscope.metrics import MetricResult
+
+__all__ = ["EvaluationReport", "json_ready"]
+
+# The columns of the terminal table, per metric (default: the headline).
+_TABLE_KEYS: dict[str, Callable[[MetricResult], list[str]]] = {
+    "road": lambda r: ["combined", "morf", "lerf"],
+    "relative_drop": lambda r: [k for k in r.values if k.startswith("rd@")],
+    "part_scores": lambda r: ["precision", "recall", "f1", "part_iou"],
+    "sanity_check": lambda r: ["spearman", "ssim"],
+}
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with tensors as lists, tuples as lists, keys as strings and NaN or infinities as None.
+
+    Example:
+        >>> import torch
+        >>> json_ready({1: (float("nan"), torch.tensor([0.5]))})
+        {'1': [None, [0.5]]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Tensor):
+        return json_ready(value.tolist())
+    return value
+
+
+@dataclass
+class EvaluationReport:
+    """Results of :func:`evaluate`.
+
+    Attributes:
+        methods: the methods, in order.
+        metrics: the metrics (canonical names), in order.
+        results: ``results[method][metric]`` is the :class:`~camscope.metrics.MetricResult`
+            over the whole dataset (per-sample values in dataset order).
+        dataset: dataset-level numbers that are not means of per-sample values
+            (``consistency``: the correlation of CAM sums with logits), by method and metric.
+        samples: the sample names (file paths for folders, else indices).
+        model: the model's name (or class name).
+        params: the run's settings.
+    """
+
+    methods: list[str]
+    metrics: list[str]
+    results: dict[str, dict[str, MetricResult]]
+    dataset: dict[str, dict[str, dict[str, Any]]]
+    samples: list[str]
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per method, metric and value: ``mean`` over the samples (NaN skipped) and ``n`` used."""
+        rows: list[dict[str, Any]] = []
+        for method in self.methods:
+            for metric in self.metrics:
+                result = self.results[method].get(metric)
+                if result is not None:
+                    summary = result.summary()
+                    for key, value in result.values.items():
+                        valid = int(torch.isfinite(value.float()).sum())
+                        rows.append(
+                            {
+                                "method": method,
+                                "metric": metric,
+                                "value": key,
+                                "mean": summary[key],
+                                "n": valid,
+                                "higher_is_better": result.higher_is_better.get(key),
+                            }
+                        )
+                    for key, mean in summary.items():
+                        if key not in result.values and key != "n":
+                            rows.append(
+                                {
+                                    "method": method,
+                                    "metric": metric,
+                                    "value": key,
+                                    "mean": mean,
+                                    "n": summary["n"],
+                                    "higher_is_better": result.higher_is_better.get(result.headline),
+                                }
+                            )
+                for key, value in self.dataset.get(method, {}).get(metric, {}).items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        rows.append(
+                            {
+                                "method": method,
+                                "metric": metric,
+                                "value": key,
+                                "mean": float(value),
+                                "n": self.dataset[method][metric].get("n"),
+                                "higher_is_better": True,
+                            }
+                        )
+        return rows
+
+    def _columns(self) -> list[tuple[str, str, bool | None]]:
+        columns: list[tuple[str, str, bool | None]] = []
+        for metric in self.metrics:
+            if metric == "consistency":
+                columns.append((metric, "coefficient", True))
+                continue
+            result = next((self.results[m][metric] for m in self.methods if metric in self.results[m]), None)
+            if result is None:
+                continue
+            keys = _TABLE_KEYS.get(metric, lambda r: [r.headline])(result)
+            columns += [(metric, key, result.higher_is_better.get(key)) for key in keys if key in result.values]
+        return columns
+
+    def table(self) -> Any:
+        """A ``rich`` table: one row per metric value (arrow: the better direction), one column per method."""
+        from rich.table import Table
+
+        table = Table(title=f"camscope evaluate: {self.model}, {len(self.samples)} images")
+        table.add_column("metric")
+        for method in self.methods:
+            table.add_column(method, justify="right")
+        for metric, key, higher in self._columns():
+            arrow = "" if higher is None else (" ↑" if higher else " ↓")
+            cells = []
+            for method in self.methods:
+                if metric == "consistency":
+                    value = self.dataset.get(method, {}).get(metric, {}).get("coefficient")
+                else:
+                    result = self.results[method].get(metric)
+                    value = None if result is None else result.summary()[key]
+                cells.append(
+                    "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+                )
+            table.add_row(f"{metric} {key}{arrow}", *cells)
+        return table
+
+    def mean_curves(self) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
+        """``[method][metric][curve] -> {"x": [...], "y": [...]}``: the mean curves."""
+        out: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
+        for method in self.methods:
+            for metric, result in self.results[method].items():
+                for key, curve in result.mean_curves().items():
+                    out.setdefault(method, {}).setdefault(metric, {})[key] = {
+                        "x": result.steps[key].tolist(),
+                        "y": curve.tolist(),
+                    }
+        return out
+
+    def per_sample_rows(self) -> list[dict[str, Any]]:
+        """One row per sample and method, one column per ``metric.value``."""
+        rows = []
+        for method in self.methods:
+            for index, name in enumerate(self.samples):
+                row: dict[str, Any] = {"sample": name, "method": method}
+                for metric in self.metrics:
+                    result = self.results[method].get(metric)
+                    if result is None:
+                        continue
+                    for key, value in result.values.items():
+                        row[f"{metric}.{key}"] = float(value[index])
+                rows.append(row)
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, JSON-ready (NaN as null)."""
+        return json_ready(
+            {
+                "kind": "camscope-evaluation",
+                "format_version": FORMAT_VERSION,
+                "model": self.model,
+                "methods": self.methods,
+                "metrics": self.metrics,
+                "params": self.params,
+                "protocols": {
+                    metric: next(
+                        (self.results[m][metric].params for m in self.methods if metric in self.results[m]), {}
+                    )
+                    for metric in self.metrics
+                },
+                "samples": self.samples,
+                "summary": self.summary_rows(),
+                "dataset": self.dataset,
+                "mean_curves": self.mean_curves(),
+                "per_sample": self.per_sample_rows(),
+            }
+        )
+
+    def save(self, out: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
+        """Write ``summary.csv``, ``per_sample.csv``, ``results.json`` and ``curves_METRIC.png``; return their paths."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "summary": atomic_write_bytes(out / "summary.csv", _csv(self.summary_rows())),
+            "per_sample": atomic_write_bytes(out / "per_sample.csv", _csv(self.per_sample_rows())),
+            "json": atomic_write_bytes(
+                out / "results.json", json.dumps(self.to_json(), indent=1, allow_nan=False).encode()
+            ),
+        }
+        if plots:
+            paths.update(self.plot_curves(out))
+        return paths
+
+    def plot_curves(self, out: str | os.PathLike[str]) -> dict[str, Path]:
+        """One figure per metric with curves (deletion, insertion, ROAD, ...): the mean curve of each method."""
+        from camscope.viz.figures import plt, save_figure
+
+        curves = self.mean_curves()
+        written: dict[str, Path] = {}
+        for metric in self.metrics:
+            keys = sorted({key for method in self.methods for key in curves.get(method, {}).get(metric, {})})
+            if not keys:
+                continue
+            figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+            for axis, key in zip(axes[0], keys):
+                for method in self.methods:
+                    curve = curves.get(method, {}).get(metric, {}).get(key)
+                    if curve is not None:
+                        axis.plot(curve["x"], curve["y"], marker="." if len(curve["x"]) < 30 else None, label=method)
+                axis.set_title(f"{metric}: {key}" if key != "curve" else metric, fontsize=10)
+                axis.set_xlabel(_XLABELS.get(metric, "step"))
+                axis.set_ylabel(_YLABELS.get(metric, key))
+                axis.grid(alpha=0.3)
+            axes[0][0].legend(fontsize=8)
+            figure.tight_layout()
+            written[f"curves_{metric}"] = save_figure(Path(out) / f"curves_{metric}.png", figure)
+        return written
+
+
+_XLABELS = {
+    "deletion": "fraction of pixels removed",
+    "insertion": "fraction of pixels inserted",
+    "road": "fraction of pixels removed",
+    "relative_drop": "fraction of pixels masked",
+    "iou": "threshold",
+    "part_scores": "threshold",
+    "sanity_check": "layers randomised (top down)",
+}
+_YLABELS = {"deletion": "probability", "insertion": "probability", "road": "probability", "relative_drop": "RD"}
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    fields: list[str] = []
+    for row in rows:
+        fields += [key for key in row if key not in fields]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    return buffer.getvalue().encode()

@@ -1,0 +1,106 @@
+"""DiffCAM's target: the example's class in a reference bank, where it has one.
+
+Example:
+    >>> import torch
+    >>> outputs = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    >>> target = ExampleTarget(1).resolve(outputs)
+    >>> target.classes().tolist(), target(outputs).tolist()
+    ([1, 1], [0.75, 0.5])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from camscope.data.folders import UNLABELLED
+from camscope.errors import CamscopeError
+from camscope.targets.base import Target
+
+__all__ = ["ExampleTarget", "LabelledReferences", "scores_bank_classes"]
+
+
+class LabelledReferences(Protocol):
+    """What the target needs of a reference bank: its labels (``-1``: unlabelled samples)."""
+
+    @property
+    def labels(self) -> list[int]: ...
+
+
+class ExampleTarget(Target):
+    """DiffCAM's target: the example's class in the bank, if any; scores where the outputs are class scores.
+
+    DiffCAM needs no score, so the model's outputs may be embeddings or
+    feature maps. Explicit classes (``target=``) are bank labels; otherwise the
+    predicted class comes from the model's outputs when they score exactly the
+    bank's classes ``0..C-1`` (``predict="model"`` forces it), and else from the
+    nearest class mean, which the method binds after computing the embeddings.
+    """
+
+    def __init__(self, spec: Any = None, bank: LabelledReferences | None = None, predict: str = "auto") -> None:
+        self.spec = spec
+        self.bank = bank
+        self.predict = predict
+        self._classes: Tensor | None = None
+        self.explicit = spec is not None
+
+    def resolve(self, outputs: Tensor) -> ExampleTarget:
+        resolved = ExampleTarget(self.spec, self.bank, self.predict)
+        batch = outputs.shape[0]
+        if self.spec is not None:
+            classes = self.spec
+            if isinstance(classes, Tensor) and classes.ndim == 0:
+                classes = int(classes)
+            if isinstance(classes, bool):
+                raise CamscopeError("target must be a class label, got a bool")
+            tensor = torch.full((batch,), classes) if isinstance(classes, int) else torch.as_tensor(classes).reshape(-1)
+            if tensor.is_floating_point() or tensor.numel() != batch:
+                raise CamscopeError(f"target must be one class label, or one per sample ({batch}), got {self.spec!r}")
+            resolved._classes = tensor.long().to(outputs.device)
+        elif self.predict == "model" or (self.predict == "auto" and scores_bank_classes(outputs, self.bank)):
+            if outputs.ndim != 2:
+                raise CamscopeError(
+                    f"predict='model' needs class scores [B, classes] from the model, got {list(outputs.shape)}: "
+                    "use predict='nearest' (nearest class mean) or pass target="
+                )
+            resolved._classes = outputs.detach().argmax(dim=1)
+        return resolved
+
+    def bind(self, classes: Tensor) -> None:
+        """Record the classes the method chose (nearest class mean)."""
+        if self._classes is None:
+            self._classes = classes
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        classes = self._classes
+        if (
+            classes is not None
+            and outputs.ndim == 2
+            and classes.numel() == outputs.shape[0]
+            and bool(((classes >= 0) & (classes < outputs.shape[1])).all())
+        ):
+            return outputs.gather(1, classes[:, None].to(outputs.device))[:, 0]
+        return torch.full(
+            (outputs.shape[0],),
+            math.nan,
+            dtype=outputs.dtype if outputs.is_floating_point() else torch.float32,
+            device=outputs.device,
+        )
+
+    def classes(self) -> Tensor | None:
+        return self._classes
+
+    def __repr__(self) -> str:
+        shown = self._classes.tolist() if self._classes is not None else self.spec
+        return f"ExampleClass({shown})"
+
+
+def scores_bank_classes(outputs: Tensor, bank: LabelledReferences | None) -> bool:
+    """Whether ``outputs`` are class scores ``[B, C]`` of exactly the bank's labels ``0..C-1``."""
+    if bank is None or outputs.ndim != 2:
+        return False
+    labels = sorted(label for label in bank.labels if label != UNLABELLED)
+    return bool(labels) and outputs.shape[1] == len(labels) and labels == list(range(len(labels)))
