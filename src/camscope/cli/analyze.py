@@ -43,8 +43,8 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     Returns the dataset (labels are the model's class indices; a flat folder is
     unlabelled) and the model's class names.
     """
-    from camscope.models.loading import class_index, data_config, imagenet_classes, load_image
     from camscope.data.folders import ImageFolderData
+    from camscope.models import class_index, data_config, imagenet_classes, load_image
 
     config = config or data_config(network)
     dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
@@ -351,7 +351,7 @@ def analyze_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report."""
-    from camscope.models.loading import data_config
+    from camscope.models import data_config
 
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")

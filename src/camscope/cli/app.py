@@ -74,14 +74,14 @@ WeightsOption = Annotated[
 
 def load_cli_model(model: str, weights: str) -> torch.nn.Module:
     """The model named on the command line."""
-    from camscope.models.loading import load_model
+    from camscope.models import load_model
 
     return load_model(model, weights=None if weights.lower() == "none" else weights)
 
 
 def class_names_for(model: torch.nn.Module, num_classes: int) -> list[str]:
     """ImageNet names for 1000-class models, else ``class i``."""
-    from camscope.models.loading import imagenet_classes
+    from camscope.models import imagenet_classes
 
     return imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
 
@@ -98,7 +98,7 @@ def top_predictions(logits: torch.Tensor, names: list[str], k: int = 5) -> list[
 
 def resolve_class(spec: str, num_classes: int) -> int:
     """A class given by index or (ImageNet) name."""
-    from camscope.models.loading import class_index
+    from camscope.models import class_index
 
     return class_index(spec, num_classes)
 
@@ -183,7 +183,7 @@ def explain(
     With a finer-* method (Finer-CAM) the figure shows the base map, the Finer map and the reference classes.
     """
     import camscope
-    from camscope.models.loading import data_config, load_image
+    from camscope.models import data_config, load_image
     from camscope.viz.figures import explanation_figure, overlay, save_figure, save_image
 
     method_names = method or ["gradcam"]

@@ -50,8 +50,8 @@ def _regularization(text: str) -> str | float:
 
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
-    from camscope.models.loading import load_image
     from camscope.data.folders import ImageFolderData
+    from camscope.models import load_image
 
     data = ImageFolderData(folder, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
@@ -88,8 +88,8 @@ def build(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
-    from camscope.models.loading import data_config, load_image
     from camscope.data.folders import ImageFolderData
+    from camscope.models import data_config, load_image
 
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
@@ -189,7 +189,7 @@ def counterfactual_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'."""
-    from camscope.models.loading import data_config, load_image
+    from camscope.models import data_config, load_image
     from camscope.viz.figures import overlay, save_image
 
     loaded = ReferenceBank.load(bank)

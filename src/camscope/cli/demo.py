@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 import camscope
-from camscope.models.loading import imagenet_classes, load_image, load_model, sample_images
+from camscope.models import imagenet_classes, load_image, load_model, sample_images
 from camscope.viz.figures import explanation_figure, overlay, save_figure, save_image
 
 __all__ = ["DEMO_METHODS", "run_demo"]

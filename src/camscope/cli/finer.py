@@ -242,8 +242,8 @@ def prompts(
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import camscope
     from camscope.engine.method import get_method
+    from camscope.models import load_image
     from camscope.models.clip import load_clip
-    from camscope.models.loading import load_image
     from camscope.viz.figures import save_figure
 
     texts = [p for p in prompt if p.strip()]

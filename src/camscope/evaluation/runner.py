@@ -17,7 +17,7 @@ each image of a folder: ``cat.jpg`` -> ``cat.json``::
     }
 
 Every key is optional. Coordinates are mapped to the model input with camscope's
-preprocessing geometry (:class:`camscope.models.loading.DataConfig`: the shorter side resized to
+preprocessing geometry (:class:`camscope.models.DataConfig`: the shorter side resized to
 ``floor(size / crop_pct)``, the centre ``size x size`` crop), masks with nearest-neighbour
 resizing. With data other than a folder, ``annotations=`` gives one such dict per sample
 in dataset order, already in input pixels (``"mask"`` may then be an array or tensor).
@@ -489,7 +489,7 @@ def _batches(
     from camscope.passes.batches import iter_batches
 
     if isinstance(data, (str, os.PathLike)):
-        from camscope.models.loading import load_image
+        from camscope.models import load_image
 
         data = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     if isinstance(data, ImageFolderData):
@@ -536,7 +536,7 @@ def _targets(target: Any, labels: Tensor, truths: list[_Truth], class_names: lis
     if target is None or (isinstance(target, str) and target in ("predicted", "pred")):
         return None
     if isinstance(target, str) and target in ("label", "true"):
-        from camscope.models.loading import class_index
+        from camscope.models import class_index
 
         classes = []
         for label, truth in zip(labels.tolist(), truths):
@@ -552,7 +552,7 @@ def _targets(target: Any, labels: Tensor, truths: list[_Truth], class_names: lis
                 classes.append(int(label))
         return classes
     if isinstance(target, str):
-        from camscope.models.loading import class_index
+        from camscope.models import class_index
 
         return class_index(target, num_classes)
     return target
@@ -618,7 +618,7 @@ def evaluate(
     """Explain a dataset with several methods and measure several metrics.
 
     Args:
-        model: a ``torch.nn.Module`` or a :func:`camscope.models.loading.load_model` name
+        model: a ``torch.nn.Module`` or a :func:`camscope.models.load_model` name
             (``"efficientnet_lite0"``, ``"torchvision:NAME"``, ``"timm:NAME"``).
         data: an image folder (ImageFolder layout or flat; JSON sidecars give boxes,
             masks and parts, see the module docstring), an
@@ -657,7 +657,7 @@ def evaluate(
         (['deletion', 'sparseness'], 4)
     """
     import camscope
-    from camscope.models.loading import data_config, load_model
+    from camscope.models import data_config, load_model
     from camscope.passes.batches import progress
 
     if isinstance(model, str):
