@@ -13,7 +13,7 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.app import ModelOption, WeightsOption, app, load_cli_model
+from camscope.cli.common import ModelOption, WeightsOption, load_cli_model
 from camscope.errors import CamscopeError
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
@@ -316,7 +316,6 @@ def _percentiles(text: str) -> tuple[float, float]:
     return low, high
 
 
-@app.command("analyze")
 def analyze_command(
     data: Annotated[
         Path,
@@ -384,11 +383,11 @@ def analyze_command(
         title=f"{model} on {data}",
     )
     if json_output:
-        print(json.dumps(summary, indent=2, default=str))
+        typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    print(f"camscope analyze: {summary['samples']} images, {summary['method']} at {summary['layer']}")
-    for key, path in summary["files"].items():
-        print(f"  wrote {path}")
+    typer.echo(f"camscope analyze: {summary['samples']} images, {summary['method']} at {summary['layer']}")
+    for path in summary["files"].values():
+        typer.echo(f"  wrote {path}")
 
 
 # --------------------------------------------------------------------------------------

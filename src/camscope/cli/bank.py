@@ -19,7 +19,7 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.app import WeightsOption, app, load_cli_model
+from camscope.cli.common import WeightsOption, load_cli_model
 from camscope.errors import CamscopeError
 from camscope.methods.diffcam import ReferenceBank, counterfactual
 
@@ -29,7 +29,6 @@ bank_app = typer.Typer(
     help="Reference banks for DiffCAM: build one from an image folder, inspect, merge, counterfactual maps.",
     no_args_is_help=True,
 )
-app.add_typer(bank_app, name="bank")
 
 _DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -129,14 +128,14 @@ def _describe(bank: ReferenceBank, path: Path) -> dict[str, Any]:
 def _print_info(bank: ReferenceBank, path: Path, json_output: bool) -> None:
     info = _describe(bank, path)
     if json_output:
-        print(json.dumps(info, indent=2))
+        typer.echo(json.dumps(info, indent=2))
         return
-    print(
+    typer.echo(
         f"{path}: {info['samples']} samples, {len(info['classes'])} classes, model {info['model']}, layer {bank.layer!r}, "
         f"{bank.feature_size} features ({bank.embedding} embedding, {bank.scatter_mode} scatter)"
     )
     for entry in info["classes"]:
-        print(f"  {entry['label']:5d}  {entry['count']:7d}  {entry['name']}")
+        typer.echo(f"  {entry['label']:5d}  {entry['count']:7d}  {entry['name']}")
 
 
 @bank_app.command("info")
@@ -226,10 +225,10 @@ def counterfactual_command(
         "counterpart_on": str(counter_image) if counter_image else "image (mean of the versus class)",
     }
     if json_output:
-        print(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
-    print(f"{image}: why {c_name}, not {d_name}: wrote {why}")
-    print(f"{base}: why {d_name}, not {c_name}: wrote {other}")
+    typer.echo(f"{image}: why {c_name}, not {d_name}: wrote {why}")
+    typer.echo(f"{base}: why {d_name}, not {c_name}: wrote {other}")
 
 
 def _slug(name: str) -> str:
