@@ -212,7 +212,7 @@ def counterfactual_command(
     c, d = int(pair.explained[0]), pair.versus
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
     why = save_image(out / f"{image.stem}_why_{_slug(c_name)}_not_{_slug(d_name)}.png", overlay(rgb, pair.why.maps[0]))
-    base, base_rgb = (counter_image, counter[1]) if counter else (image, rgb)
+    base, base_rgb = (counter_image, counter[1]) if counter_image is not None and counter else (image, rgb)
     other = save_image(
         out / f"{base.stem}_why_{_slug(d_name)}_not_{_slug(c_name)}.png", overlay(base_rgb, pair.counterpart.maps[0])
     )

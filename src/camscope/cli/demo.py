@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS) -> list[P
     names = imagenet_classes()
     explanations = {}
     for method in methods:
-        options = {"generator": torch.Generator().manual_seed(0)} if method == "smoothgradcampp" else {}
+        options: dict[str, Any] = {"generator": torch.Generator().manual_seed(0)} if method == "smoothgradcampp" else {}
         explanations[method] = camscope.explain(model, batch, method=method, **options)
     probabilities = explanations[methods[0]].logits.softmax(dim=1)
     top = probabilities.topk(5, dim=1)

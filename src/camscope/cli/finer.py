@@ -69,13 +69,14 @@ def check_finer_cli_options(
 def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list[dict[str, Any]]:
     """The reference classes of one sample: index, name, probability and weight in the aggregate."""
     target = explanation.targets
-    if not isinstance(target, Finer) or target.references() is None:
+    references = target.references() if isinstance(target, Finer) else None
+    if references is None:
         return []
     probabilities = explanation.logits[index].softmax(dim=0)
     weights = target.reference_weights()[index]
     return [
         {"class": int(c), "name": names[int(c)], "probability": float(probabilities[int(c)]), "weight": float(w)}
-        for c, w in zip(target.references()[index], weights)
+        for c, w in zip(references[index], weights)
     ]
 
 
@@ -267,8 +268,8 @@ def prompts(
         finer = explainer(batch, target=Finer(explained=i, references=references, gamma=gamma)) if references else None
         rows.append((text, base, finer, references))
     probabilities = rows[0][1].logits.softmax(dim=1)
-    labels = classifier.prompts
-    report = []
+    labels = list(classifier.prompts)
+    report: list[dict[str, Any]] = []
     for index, (path, (_, rgb)) in enumerate(zip(images, pictures)):
         figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method, gamma, title=path.stem)
         written = save_figure(out / f"{path.stem}_prompts.png", figure)
