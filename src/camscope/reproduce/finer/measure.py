@@ -137,7 +137,7 @@ def energy_share(maps: Tensor, regions: Tensor) -> Tensor:
         >>> maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
         >>> regions = torch.tensor([[[False, True], [False, False]], [[True, False], [False, False]]])
         >>> energy_share(maps, regions).tolist()
-        [0.6666666865348206, 0.0]
+        [0.75, 0.0]
     """
     from camscope.metrics import energy_pointing_game
 
