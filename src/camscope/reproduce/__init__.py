@@ -7,7 +7,7 @@ small models shipped in :mod:`camscope.models.zoo`. Each section puts its tables
 the paper's claim and gives a verdict; :func:`reproduce` writes
 ``REPRODUCTION.md`` and its figures (``figures/``) from scratch.
 
-Sections (one module each, run in this order):
+Sections (one module or package each, run in this order):
 
 * :mod:`camscope.reproduce.finer`: Finer-CAM against its base methods (Table 1,
   Figure 6b);
