@@ -29,7 +29,7 @@ import camscope
 
 def _model(name: str) -> tuple[torch.nn.Module, str]:
     if name == "efficientnet_lite0":
-        from camscope.models.loading import load_model
+        from camscope.models import load_model
 
         return load_model(), "bn2"
     if name == "resnet18":

@@ -35,7 +35,7 @@ import torch
 
 import camscope
 from camscope.metrics import noisy_linear_impute, road
-from camscope.models.loading import load_image, load_model, sample_images
+from camscope.models import load_image, load_model, sample_images
 
 PERCENTAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

@@ -1,6 +1,8 @@
-"""Errors raised for user mistakes."""
+"""Errors raised for user mistakes, and hints for their messages."""
 
-__all__ = ["CamscopeError"]
+import difflib
+
+__all__ = ["CamscopeError", "suggest"]
 
 
 class CamscopeError(ValueError):
@@ -18,3 +20,23 @@ class CamscopeError(ValueError):
         ...     print(error)
         unknown layer 'layer9'; did you mean layer4, layer3, layer2, layer1, layer4.1? (`camscope layers MODEL` lists the layers)
     """
+
+
+
+def suggest(word: str, candidates: list[str], n: int = 5) -> str:
+    """Format close matches of ``word`` among ``candidates`` as a hint sentence for an error message.
+
+    Args:
+        word: What the user typed.
+        candidates: Valid values.
+        n: Maximum number of suggestions.
+
+    Returns:
+        ``" Did you mean: a, b?"`` or an empty string.
+
+    Example:
+        >>> suggest("chelsae", ["chelsea", "coffee"])
+        ' Did you mean: chelsea?'
+    """
+    close = difflib.get_close_matches(word, candidates, n=n, cutoff=0.6)
+    return f" Did you mean: {', '.join(close)}?" if close else ""

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from camscope.cli.app import main
-from camscope.models.loading import sample_images
+from camscope.models import sample_images
 from camscope.viz.figures import save_image
 
 

@@ -18,7 +18,7 @@ from camscope.cli.app import main
 from camscope.errors import CamscopeError
 from camscope.evaluation.sidecars import load_sidecar
 from camscope.metrics import deletion, iou, pointing_game
-from camscope.models.loading import data_config, load_image
+from camscope.models import data_config, load_image
 
 
 def _folder(root: Path) -> Path:

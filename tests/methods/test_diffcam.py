@@ -365,7 +365,7 @@ def test_methods_listing_and_options() -> None:
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    from camscope.models.loading import sample_images
+    from camscope.models import sample_images
     from camscope.viz.figures import save_image
 
     root = tmp_path_factory.mktemp("photos")

@@ -474,7 +474,7 @@ def test_class_similarity_matrix_curve_and_neighbours(tmp_path: Path) -> None:
 
 
 def test_class_similarity_from_models(tiny_cnn: nn.Module) -> None:
-    from camscope.models.loading import imagenet_classes
+    from camscope.models import imagenet_classes
 
     torch.testing.assert_close(classifier_weights(tiny_cnn), tiny_cnn.fc.weight.detach())
     assert class_similarity(tiny_cnn).names is None

@@ -11,7 +11,7 @@ from sklearn.covariance import OAS
 from sklearn.metrics import roc_auc_score
 
 from camscope.reproduce import FAILS, HOLDS, PARTLY
-from camscope.reproduce.diffcam import _auroc, _diffcam_versus, comparison_verdict, paired_bootstrap
+from camscope.reproduce.diffcam.measure import auroc, comparison_verdict, diffcam_versus, paired_bootstrap
 from camscope.stats.reference_bank import ReferenceBank
 
 
@@ -46,8 +46,8 @@ def test_auroc_matches_sklearn_with_ties() -> None:
     generator = torch.Generator().manual_seed(1)
     scores = torch.randint(0, 6, (80,), generator=generator).double()
     positives = torch.rand(80, generator=generator) < 0.3
-    assert _auroc(scores, positives) == pytest.approx(roc_auc_score(positives.numpy(), scores.numpy()), abs=1e-12)
-    assert math.isnan(_auroc(scores, torch.zeros(80, dtype=torch.bool)))
+    assert auroc(scores, positives) == pytest.approx(roc_auc_score(positives.numpy(), scores.numpy()), abs=1e-12)
+    assert math.isnan(auroc(scores, torch.zeros(80, dtype=torch.bool)))
 
 
 def test_diffcam_versus_uses_each_pairs_class(tiny_cnn: torch.nn.Module) -> None:
@@ -60,7 +60,7 @@ def test_diffcam_versus_uses_each_pairs_class(tiny_cnn: torch.nn.Module) -> None
     images = torch.randn(6, 3, 8, 8, generator=generator)
     explained = torch.tensor([0, 1, 2, 0, 1, 2])
     versus = torch.tensor([1, 2, 0, 2, 0, 1])
-    maps = _diffcam_versus(tiny_cnn, images, explained, versus, bank, "oas")
+    maps = diffcam_versus(tiny_cnn, images, explained, versus, bank, "oas")
 
     with torch.no_grad():
         train_features = tiny_cnn.features(train).double()

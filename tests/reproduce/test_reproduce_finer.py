@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from camscope.reproduce import FAILS, HOLDS, PARTLY
-from camscope.reproduce.finer import all_or_some, energy_share, paired_difference
+from camscope.reproduce.finer.measure import all_or_some, energy_share, paired_difference
 
 
 def test_paired_difference_matches_numpy_and_scipy() -> None:

@@ -13,7 +13,7 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.app import ModelOption, WeightsOption, app, load_cli_model
+from camscope.cli.common import ModelOption, WeightsOption, load_cli_model
 from camscope.errors import CamscopeError
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
@@ -43,8 +43,8 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     Returns the dataset (labels are the model's class indices; a flat folder is
     unlabelled) and the model's class names.
     """
-    from camscope.models.loading import class_index, data_config, imagenet_classes, load_image
     from camscope.data.folders import ImageFolderData
+    from camscope.models import class_index, data_config, imagenet_classes, load_image
 
     config = config or data_config(network)
     dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
@@ -113,7 +113,7 @@ def run_analysis(
         raise CamscopeError(f"--fraction must be in (0, 1], got {fraction}")
     if device is not None:
         network = network.to(device)
-    options = dict(batch_size=batch_size, size=size, show_progress=show_progress)
+    options: dict[str, Any] = {"batch_size": batch_size, "size": size, "progress": show_progress}
     analysis = camscope.analyze(
         network,
         data,
@@ -153,18 +153,10 @@ def run_analysis(
         files["lines"] = save_figure(
             out / "lines.png", importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
         )
-    results = []
+    results: list[Any] = []
     if check_consistency:
-        results = consistency(
-            network,
-            data,
-            method=method,
-            layer=analysis.layer,
-            scale=[None, analysis],
-            batch_size=batch_size,
-            size=size,
-            progress=show_progress,
-        )
+        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
+        results = found if isinstance(found, list) else [found]
         files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
     report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
@@ -177,7 +169,39 @@ def run_analysis(
     return summary
 
 
-def _report(analysis, other, results, names, present, fraction, busiest, title, files) -> str:
+def _report(
+    analysis: Any,
+    other: Any,
+    results: list[Any],
+    names: list[str],
+    present: list[int],
+    fraction: float,
+    busiest: int,
+    title: str,
+    files: dict[str, Path],
+) -> str:
+    """The Markdown report: distribution, scale, importance matrix, consistency, comparison and the files."""
+    lines = _distribution_lines(analysis, title)
+    if not present:
+        lines += ["", f"Method {analysis.method} has no channel weights: no importance matrix.", ""]
+    else:
+        lines += _importance_lines(analysis, names, present, fraction, busiest)
+    if results:
+        lines += _consistency_lines(results)
+    if other is not None and present:
+        lines += _compare_lines(analysis, other)
+    lines += [
+        "## Files",
+        "",
+        "- `analysis.safetensors`: the analysis (`camscope.analyses.ifa.Analysis.load`)",
+        "- " + ", ".join(f"`{path.name}`" for key, path in files.items() if path.suffix == ".png"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _distribution_lines(analysis: Any, title: str) -> list[str]:
+    """The report's title, the data, the distribution of the class activations and the common scale."""
     lines = [f"# Integrated feature analysis{f': {title}' if title else ''}", ""]
     accuracy = analysis.accuracy
     lines += [
@@ -218,103 +242,109 @@ def _report(analysis, other, results, names, present, fraction, busiest, title, 
         )
     except CamscopeError as error:
         lines.append(f"No common scale: {error}.")
-    if not present:
-        lines += ["", f"Method {analysis.method} has no channel weights: no importance matrix.", ""]
-    else:
-        lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
-        keep = analysis.principal_features(fraction)
-        lines += [
-            f"Principal features: the top {fraction:.0%} ({int(keep[0].sum())} of {analysis.num_features}) of each "
-            "class's column (`explain --scale analysis.safetensors --principal F` draws FS-S-CAMs).",
-            "",
-            "| class | samples | principal features (most important first) |",
-            "|---|---:|---|",
-        ]
-        matrix = analysis.importance
-        shown = sorted(present, key=lambda c: -int(analysis.class_counts[c]))[:20]
-        for c in shown:
-            order = torch.sort(-matrix[:, c], stable=True).indices[: int(keep[c].sum())].tolist()
-            listed = ", ".join(map(str, order[:12])) + (" ..." if len(order) > 12 else "")
-            lines.append(f"| {c} {names[c]} | {int(analysis.class_counts[c])} | {listed} |")
-        if len(present) > len(shown):
-            lines.append(f"| ... {len(present) - len(shown)} more classes | | |")
-        redundancy = analysis.redundancy()
-        lines += [
-            "",
-            f"Redundancy: {redundancy.share:.1%} of the features are rarely activated for any class "
-            f"(largest |IM| below {redundancy.threshold:.0%} of the strongest feature's).",
-            "",
-        ]
-        confounders = analysis.confounders()
-        if confounders:
-            lines += [
-                "Confounder candidates (a few features hold most of a class's positive importance; check them with an "
-                "FS-CAM of just those features):",
-                "",
-                "| class | features | share | effective number of features |",
-                "|---|---|---:|---:|",
-            ]
-            for item in confounders[:15]:
-                lines.append(
-                    f"| {item.cls} {names[item.cls]} | {', '.join(map(str, item.features))} | {item.share:.2f} | "
-                    f"{item.effective_features:.1f} |"
-                )
-            lines.append("")
-        else:
-            lines += ["No class is dominated by very few features (no confounder candidate).", ""]
-        if analysis.profiles is not None:
-            lines += [
-                "Outliers: samples whose feature profile departs most from their class's column (cosine distance).",
-                "",
-                "| sample | label | prediction | distance |",
-                "|---:|---|---|---:|",
-            ]
-            for item in analysis.outliers(10):
-                label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
-                lines.append(
-                    f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |"
-                )
-            lines.append("")
-        lines += [
-            f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):",
-            "",
-            "![column](lines.png)",
-            "",
-        ]
-    if results:
-        lines += [
-            "## Consistency with the model",
-            "",
-            "Correlation over the images between the sum of each CAM and the explained class's logit "
-            "(Pearson if Mardia's test accepts bivariate normality at 5%, else Spearman).",
-            "",
-            "| CAM | coefficient | r | p | bivariate normal | with probabilities |",
-            "|---|---|---:|---:|---|---:|",
-        ]
-        for result in results:
-            lines.append(
-                f"| {result.name} | {result.logit.method} | {result.coefficient:.3f} | {result.logit.p_value:.2g} | "
-                f"{'yes' if result.logit.normal else 'no'} | {result.probability.coefficient:.3f} |"
-            )
-        lines += ["", "![consistency](consistency.png)", ""]
-    if other is not None and present:
-        comparison = analysis.compare(other)
-        lines += [
-            "## Overfitting: analysed vs compared data",
-            "",
-            f"Relative difference of the importance matrices: **{comparison.summary:.3f}** over "
-            f"{len(comparison.classes)} common classes (0: identical). Features more active on the analysed data: "
-            f"{', '.join(map(str, comparison.top_features[:10]))}.",
-            "",
-        ]
+    return lines
+
+
+def _importance_lines(analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int) -> list[str]:
+    """The importance matrix: principal features, redundancy, confounder candidates, outliers, one class's column."""
+    lines: list[str] = []
+    lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
+    keep = analysis.principal_features(fraction)
     lines += [
-        "## Files",
+        f"Principal features: the top {fraction:.0%} ({int(keep[0].sum())} of {analysis.num_features}) of each "
+        "class's column (`explain --scale analysis.safetensors --principal F` draws FS-S-CAMs).",
         "",
-        "- `analysis.safetensors`: the analysis (`camscope.analyses.ifa.Analysis.load`)",
-        "- " + ", ".join(f"`{path.name}`" for key, path in files.items() if path.suffix == ".png"),
+        "| class | samples | principal features (most important first) |",
+        "|---|---:|---|",
+    ]
+    matrix = analysis.importance
+    shown = sorted(present, key=lambda c: -int(analysis.class_counts[c]))[:20]
+    for c in shown:
+        order = torch.sort(-matrix[:, c], stable=True).indices[: int(keep[c].sum())].tolist()
+        listed = ", ".join(map(str, order[:12])) + (" ..." if len(order) > 12 else "")
+        lines.append(f"| {c} {names[c]} | {int(analysis.class_counts[c])} | {listed} |")
+    if len(present) > len(shown):
+        lines.append(f"| ... {len(present) - len(shown)} more classes | | |")
+    redundancy = analysis.redundancy()
+    lines += [
+        "",
+        f"Redundancy: {redundancy.share:.1%} of the features are rarely activated for any class "
+        f"(largest |IM| below {redundancy.threshold:.0%} of the strongest feature's).",
         "",
     ]
-    return "\n".join(lines)
+    confounders = analysis.confounders()
+    if confounders:
+        lines += [
+            "Confounder candidates (a few features hold most of a class's positive importance; check them with an "
+            "FS-CAM of just those features):",
+            "",
+            "| class | features | share | effective number of features |",
+            "|---|---|---:|---:|",
+        ]
+        for item in confounders[:15]:
+            lines.append(
+                f"| {item.cls} {names[item.cls]} | {', '.join(map(str, item.features))} | {item.share:.2f} | "
+                f"{item.effective_features:.1f} |"
+            )
+        lines.append("")
+    else:
+        lines += ["No class is dominated by very few features (no confounder candidate).", ""]
+    if analysis.profiles is not None:
+        lines += [
+            "Outliers: samples whose feature profile departs most from their class's column (cosine distance).",
+            "",
+            "| sample | label | prediction | distance |",
+            "|---:|---|---|---:|",
+        ]
+        for item in analysis.outliers(10):
+            label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
+            lines.append(
+                f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |"
+            )
+        lines.append("")
+    lines += [
+        f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):",
+        "",
+        "![column](lines.png)",
+        "",
+    ]
+    return lines
+
+
+def _consistency_lines(results: list[Any]) -> list[str]:
+    """The consistency of each CAM's sum with the explained class's logit."""
+    lines: list[str] = []
+    lines += [
+        "## Consistency with the model",
+        "",
+        "Correlation over the images between the sum of each CAM and the explained class's logit "
+        "(Pearson if Mardia's test accepts bivariate normality at 5%, else Spearman).",
+        "",
+        "| CAM | coefficient | r | p | bivariate normal | with probabilities |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for result in results:
+        lines.append(
+            f"| {result.name} | {result.logit.method} | {result.coefficient:.3f} | {result.logit.p_value:.2g} | "
+            f"{'yes' if result.logit.normal else 'no'} | {result.probability.coefficient:.3f} |"
+        )
+    lines += ["", "![consistency](consistency.png)", ""]
+    return lines
+
+
+def _compare_lines(analysis: Any, other: Any) -> list[str]:
+    """The comparison of the analysed data's importance matrix with the compared data's."""
+    lines: list[str] = []
+    comparison = analysis.compare(other)
+    lines += [
+        "## Overfitting: analysed vs compared data",
+        "",
+        f"Relative difference of the importance matrices: **{comparison.summary:.3f}** over "
+        f"{len(comparison.classes)} common classes (0: identical). Features more active on the analysed data: "
+        f"{', '.join(map(str, comparison.top_features[:10]))}.",
+        "",
+    ]
+    return lines
 
 
 def _percentiles(text: str) -> tuple[float, float]:
@@ -325,7 +355,6 @@ def _percentiles(text: str) -> tuple[float, float]:
     return low, high
 
 
-@app.command("analyze")
 def analyze_command(
     data: Annotated[
         Path,
@@ -360,7 +389,7 @@ def analyze_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report."""
-    from camscope.models.loading import data_config
+    from camscope.models import data_config
 
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")
@@ -393,11 +422,11 @@ def analyze_command(
         title=f"{model} on {data}",
     )
     if json_output:
-        print(json.dumps(summary, indent=2, default=str))
+        typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    print(f"camscope analyze: {summary['samples']} images, {summary['method']} at {summary['layer']}")
-    for key, path in summary["files"].items():
-        print(f"  wrote {path}")
+    typer.echo(f"camscope analyze: {summary['samples']} images, {summary['method']} at {summary['layer']}")
+    for path in summary["files"].values():
+        typer.echo(f"  wrote {path}")
 
 
 # --------------------------------------------------------------------------------------

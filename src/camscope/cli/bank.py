@@ -20,7 +20,7 @@ import typer
 from torch import Tensor, nn
 
 from camscope.analyses.counterfactual import counterfactual
-from camscope.cli.app import WeightsOption, app, load_cli_model
+from camscope.cli.common import WeightsOption, load_cli_model
 from camscope.errors import CamscopeError
 from camscope.stats.reference_bank import ReferenceBank
 
@@ -30,7 +30,6 @@ bank_app = typer.Typer(
     help="Reference banks for DiffCAM: build one from an image folder, inspect, merge, counterfactual maps.",
     no_args_is_help=True,
 )
-app.add_typer(bank_app, name="bank")
 
 _DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -51,8 +50,8 @@ def _regularization(text: str) -> str | float:
 
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
-    from camscope.models.loading import load_image
     from camscope.data.folders import ImageFolderData
+    from camscope.models import load_image
 
     data = ImageFolderData(folder, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
@@ -89,8 +88,8 @@ def build(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
-    from camscope.models.loading import data_config, load_image
     from camscope.data.folders import ImageFolderData
+    from camscope.models import data_config, load_image
 
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
@@ -130,14 +129,14 @@ def _describe(bank: ReferenceBank, path: Path) -> dict[str, Any]:
 def _print_info(bank: ReferenceBank, path: Path, json_output: bool) -> None:
     info = _describe(bank, path)
     if json_output:
-        print(json.dumps(info, indent=2))
+        typer.echo(json.dumps(info, indent=2))
         return
-    print(
+    typer.echo(
         f"{path}: {info['samples']} samples, {len(info['classes'])} classes, model {info['model']}, layer {bank.layer!r}, "
         f"{bank.feature_size} features ({bank.embedding} embedding, {bank.scatter_mode} scatter)"
     )
     for entry in info["classes"]:
-        print(f"  {entry['label']:5d}  {entry['count']:7d}  {entry['name']}")
+        typer.echo(f"  {entry['label']:5d}  {entry['count']:7d}  {entry['name']}")
 
 
 @bank_app.command("info")
@@ -190,7 +189,7 @@ def counterfactual_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'."""
-    from camscope.models.loading import data_config, load_image
+    from camscope.models import data_config, load_image
     from camscope.viz.figures import overlay, save_image
 
     loaded = ReferenceBank.load(bank)
@@ -214,7 +213,7 @@ def counterfactual_command(
     c, d = int(pair.explained[0]), pair.versus
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
     why = save_image(out / f"{image.stem}_why_{_slug(c_name)}_not_{_slug(d_name)}.png", overlay(rgb, pair.why.maps[0]))
-    base, base_rgb = (counter_image, counter[1]) if counter else (image, rgb)
+    base, base_rgb = (counter_image, counter[1]) if counter_image is not None and counter else (image, rgb)
     other = save_image(
         out / f"{base.stem}_why_{_slug(d_name)}_not_{_slug(c_name)}.png", overlay(base_rgb, pair.counterpart.maps[0])
     )
@@ -227,10 +226,10 @@ def counterfactual_command(
         "counterpart_on": str(counter_image) if counter_image else "image (mean of the versus class)",
     }
     if json_output:
-        print(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
-    print(f"{image}: why {c_name}, not {d_name}: wrote {why}")
-    print(f"{base}: why {d_name}, not {c_name}: wrote {other}")
+    typer.echo(f"{image}: why {c_name}, not {d_name}: wrote {why}")
+    typer.echo(f"{base}: why {d_name}, not {c_name}: wrote {other}")
 
 
 def _slug(name: str) -> str:

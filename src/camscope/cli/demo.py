@@ -1,17 +1,15 @@
-"""The main job: explain the bundled photos with the default model."""
+"""``camscope demo``: explain the bundled photos with the default model and every gradient method."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+import typer
 
-import camscope
-from camscope.models.loading import imagenet_classes, load_image, load_model, sample_images
-from camscope.viz.figures import explanation_figure, overlay, save_figure, save_image
-
-__all__ = ["DEMO_METHODS", "run_demo"]
+__all__ = ["DEMO_METHODS", "demo", "run_demo"]
 
 #: The methods shown side by side.
 DEMO_METHODS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "smoothgradcampp")
@@ -26,6 +24,10 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS) -> list[P
     Returns:
         The written files, the overview last.
     """
+    import camscope
+    from camscope.models import imagenet_classes, load_image, load_model, sample_images
+    from camscope.viz.figures import explanation_figure, overlay, save_figure, save_image
+
     out = Path(out)
     model = load_model()
     photos = sample_images()
@@ -34,7 +36,7 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS) -> list[P
     names = imagenet_classes()
     explanations = {}
     for method in methods:
-        options = {"generator": torch.Generator().manual_seed(0)} if method == "smoothgradcampp" else {}
+        options: dict[str, Any] = {"generator": torch.Generator().manual_seed(0)} if method == "smoothgradcampp" else {}
         explanations[method] = camscope.explain(model, batch, method=method, **options)
     probabilities = explanations[methods[0]].logits.softmax(dim=1)
     top = probabilities.topk(5, dim=1)
@@ -49,3 +51,13 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS) -> list[P
     ]
     written.append(save_image(out / "overview.png", np.concatenate(rows, axis=0)))
     return written
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+) -> None:
+    """Explain the bundled photos with the default model and every gradient method."""
+    written = run_demo(out)
+    typer.echo(f"camscope demo: wrote {len(written)} files (figures, overview, photos/) to {out.resolve()}")
+    for path in written:
+        typer.echo(f"  {path}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from camscope.cli.app import ModelOption, WeightsOption, app
+from camscope.cli.common import ModelOption, WeightsOption
 from camscope.errors import CamscopeError
 
 __all__ = ["evaluate_command", "parse_options"]
@@ -47,7 +47,6 @@ def _split(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-@app.command("evaluate")
 def evaluate_command(
     data: Annotated[
         Path,
@@ -57,7 +56,7 @@ def evaluate_command(
     ],
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    methods: Annotated[list[str], typer.Option("--methods", help="Comma-separated methods (repeatable).")] = [
+    methods: Annotated[list[str], typer.Option("--methods", help="Comma-separated methods (repeatable).")] = [  # noqa: B006
         "gradcam"
     ],
     metrics: Annotated[
@@ -119,9 +118,9 @@ def evaluate_command(
         plots=plots,
     )
     if json_output:
-        print(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
+        typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:
         from rich.console import Console
 
         Console().print(report.table())
-        print(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (" and curve plots" if plots else ""))
+        typer.echo(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (" and curve plots" if plots else ""))

@@ -12,7 +12,7 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.app import WeightsOption, app, load_cli_model
+from camscope.cli.common import WeightsOption, load_cli_model, resolve_class
 from camscope.errors import CamscopeError
 from camscope.methods.finer import Finer
 
@@ -45,8 +45,6 @@ def finer_cli_options(
             raise CamscopeError(
                 "give either --versus CLASS (explicit references) or --references T (how many), not both"
             )
-        from camscope.cli.app import resolve_class
-
         with torch.no_grad():
             num_classes = network(batch[:1]).shape[1]
         options["references"] = [resolve_class(spec, num_classes) for spec in versus]
@@ -71,13 +69,14 @@ def check_finer_cli_options(
 def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list[dict[str, Any]]:
     """The reference classes of one sample: index, name, probability and weight in the aggregate."""
     target = explanation.targets
-    if not isinstance(target, Finer) or target.references() is None:
+    references = target.references() if isinstance(target, Finer) else None
+    if references is None:
         return []
     probabilities = explanation.logits[index].softmax(dim=0)
     weights = target.reference_weights()[index]
     return [
         {"class": int(c), "name": names[int(c)], "probability": float(probabilities[int(c)]), "weight": float(w)}
-        for c, w in zip(target.references()[index], weights)
+        for c, w in zip(references[index], weights)
     ]
 
 
@@ -144,7 +143,6 @@ def finer_figure(
 # ---------------------------------------------------------------------- camscope similarity
 
 
-@app.command()
 def similarity(
     model: Annotated[
         str, typer.Argument(help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")
@@ -188,26 +186,24 @@ def similarity(
     }
     report["curve"] = str(result.plot(output, label=model))
     if json_output:
-        print(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
-    print(
+    typer.echo(
         f"{model}: {count} classes; cosine to the most similar class: {report['most_similar_mean']:.3f} +- {report['most_similar_std']:.3f}"
     )
     for name, rows in report["neighbours"].items():
-        print(f"{name}:")
+        typer.echo(f"{name}:")
         for row in rows:
-            print(f"  {row['cosine']:+.3f}  {row['class']:4d}  {row['name']}")
+            typer.echo(f"  {row['cosine']:+.3f}  {row['class']:4d}  {row['name']}")
     if report["pairs"]:
-        print("most similar pairs:")
+        typer.echo("most similar pairs:")
         for row in report["pairs"]:
-            print(f"  {row['cosine']:+.3f}  {row['names'][0]}  /  {row['names'][1]}")
-    print(f"wrote {report['curve']}")
+            typer.echo(f"  {row['cosine']:+.3f}  {row['names'][0]}  /  {row['names'][1]}")
+    typer.echo(f"wrote {report['curve']}")
 
 
 def _class_of(result: Any, spec: str, count: int) -> int:
     if count == 1000 and not spec.strip().isdigit():
-        from camscope.cli.app import resolve_class
-
         return resolve_class(spec, count)
     return result.index(spec)
 
@@ -215,7 +211,6 @@ def _class_of(result: Any, spec: str, count: int) -> int:
 # ---------------------------------------------------------------------- camscope prompts
 
 
-@app.command()
 def prompts(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt to localise; repeat for several.")],
@@ -242,8 +237,8 @@ def prompts(
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import camscope
     from camscope.engine.method import get_method
+    from camscope.models import load_image
     from camscope.models.clip import load_clip
-    from camscope.models.loading import load_image
     from camscope.viz.figures import save_figure
 
     texts = [p for p in prompt if p.strip()]
@@ -273,8 +268,8 @@ def prompts(
         finer = explainer(batch, target=Finer(explained=i, references=references, gamma=gamma)) if references else None
         rows.append((text, base, finer, references))
     probabilities = rows[0][1].logits.softmax(dim=1)
-    labels = classifier.prompts
-    report = []
+    labels = list(classifier.prompts)
+    report: list[dict[str, Any]] = []
     for index, (path, (_, rgb)) in enumerate(zip(images, pictures)):
         figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method, gamma, title=path.stem)
         written = save_figure(out / f"{path.stem}_prompts.png", figure)
@@ -295,14 +290,14 @@ def prompts(
             }
         )
     if json_output:
-        print(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
     for entry in report:
-        print(entry["image"])
+        typer.echo(entry["image"])
         for row in entry["prompts"]:
-            print(f"  {row['probability'] * 100:6.2f}%  {row['prompt']}")
+            typer.echo(f"  {row['probability'] * 100:6.2f}%  {row['prompt']}")
         for file in entry["files"]:
-            print(f"  wrote {file}")
+            typer.echo(f"  wrote {file}")
 
 
 def _prompts_figure(

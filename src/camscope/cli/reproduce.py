@@ -7,12 +7,9 @@ from typing import Annotated
 
 import typer
 
-from camscope.cli.app import app
-
 __all__ = ["reproduce_command"]
 
 
-@app.command("reproduce")
 def reproduce_command(
     quick: Annotated[
         bool, typer.Option("--quick", help="Few images per section: a check of the pipeline (minutes), noisy numbers.")

@@ -25,7 +25,7 @@ class ImageFolderData:
     Args:
         root: the folder.
         transform: maps an image path to a ``[C, H, W]`` tensor; default:
-            :func:`camscope.models.loading.load_image` at ``size``.
+            :func:`camscope.models.load_image` at ``size``.
         size: the image size for the default transform.
     """
 
@@ -48,7 +48,7 @@ class ImageFolderData:
         self.transform = transform or self._default_transform
 
     def _default_transform(self, path: Path) -> Tensor:
-        from camscope.models.loading import load_image
+        from camscope.models import load_image
 
         tensor, _ = load_image(path, size=self.size)
         return tensor[0]

@@ -99,7 +99,7 @@ def _metric_name(name: str) -> str:
 def _evaluation_data(data: Any, size: int, config: Any, limit: int | None) -> tuple[Any, ImageFolderData | None]:
     """The data for the pass (folders without sidecar masks, cut to ``limit`` where the data allows) and the folder."""
     if isinstance(data, (str, os.PathLike)):
-        from camscope.models.loading import load_image
+        from camscope.models import load_image
 
         data = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
     if isinstance(data, ImageFolderData):
@@ -146,7 +146,7 @@ def _targets(
     if target is None or (isinstance(target, str) and target in ("predicted", "pred")):
         return None
     if isinstance(target, str) and target in ("label", "true"):
-        from camscope.models.loading import class_index
+        from camscope.models import class_index
 
         classes = []
         for label, truth in zip(labels.tolist(), truths):
@@ -162,7 +162,7 @@ def _targets(
                 classes.append(int(label))
         return classes
     if isinstance(target, str):
-        from camscope.models.loading import class_index
+        from camscope.models import class_index
 
         return class_index(target, num_classes)
     return target
@@ -270,7 +270,7 @@ def _dataset_consistency(result: MetricResult) -> dict[str, Any]:
 
 def _load(model: nn.Module | str, weights: str | None, device: torch.device | str | None) -> tuple[nn.Module, str, Any]:
     """The network, its name and its preprocessing configuration."""
-    from camscope.models.loading import data_config, load_model
+    from camscope.models import data_config, load_model
 
     if isinstance(model, str):
         return load_model(model, weights=weights, device=device), model, data_config(model)
@@ -387,7 +387,7 @@ def evaluate(
     """Explain a dataset with several methods and measure several metrics.
 
     Args:
-        model: a ``torch.nn.Module`` or a :func:`camscope.models.loading.load_model` name
+        model: a ``torch.nn.Module`` or a :func:`camscope.models.load_model` name
             (``"efficientnet_lite0"``, ``"torchvision:NAME"``, ``"timm:NAME"``).
         data: an image folder (ImageFolder layout or flat; JSON sidecars give boxes,
             masks and parts, see the module docstring), an

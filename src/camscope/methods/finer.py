@@ -116,7 +116,7 @@ def _explicit_references(spec: Any) -> Tensor | None:
         return None
     if isinstance(spec, str):
         raise CamscopeError(
-            f"references={spec!r} is a string: give class indices (camscope.models.loading.class_index(name) turns a name "
+            f"references={spec!r} is a string: give class indices (camscope.models.class_index(name) turns a name "
             "into an index)"
         )
     try:
@@ -729,7 +729,7 @@ def class_similarity(source: nn.Module | Tensor, names: Sequence[str] | None = N
     if names is None and isinstance(source, nn.Module) and isinstance(getattr(source, "prompts", None), list):
         names = list(source.prompts)
     if names is None and count == 1000:
-        from camscope.models.loading import imagenet_classes
+        from camscope.models import imagenet_classes
 
         names = imagenet_classes()
     if names is not None and len(names) != count:

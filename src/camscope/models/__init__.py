@@ -1,19 +1,14 @@
-"""Models: loading (torchvision, timm, the offline default), class names, preprocessing, the small model zoo."""
+"""Models: loading (torchvision, timm, the offline default), class names, preprocessing, photos, the small model zoo."""
 
-from camscope.models.loading import (
+from camscope.models.classes import class_index, imagenet_classes
+from camscope.models.efficientnet_lite0 import (
     DEFAULT_MODEL,
-    DataConfig,
-    class_index,
     convert_efficientnet_lite0_state_dict,
-    data_config,
     efficientnet_lite0_weights_path,
-    imagenet_classes,
-    load_image,
-    load_model,
-    preprocess,
-    sample_image,
-    sample_images,
 )
+from camscope.models.loading import load_model
+from camscope.models.photos import sample_image, sample_images
+from camscope.models.preprocessing import DataConfig, data_config, load_image, preprocess
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -235,7 +235,7 @@ class LoadedCLIP:
     Attributes:
         model: the CLIP model (eval mode).
         tokenizer: its tokenizer.
-        config: a :class:`camscope.models.loading.DataConfig` for :func:`camscope.models.loading.load_image`.
+        config: a :class:`camscope.models.DataConfig` for :func:`camscope.models.load_image`.
         name: the name it was loaded from.
     """
 
@@ -250,7 +250,7 @@ class LoadedCLIP:
 
 
 def _data_config(mean: Sequence[float], std: Sequence[float], size: int, interpolation: str = "bicubic") -> Any:
-    from camscope.models.loading import DataConfig
+    from camscope.models import DataConfig
 
     return DataConfig(tuple(float(v) for v in mean), tuple(float(v) for v in std), interpolation, 1.0, int(size))  # type: ignore[arg-type]
 

@@ -67,6 +67,7 @@ Verdict rules (applied to the measured numbers):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -74,7 +75,8 @@ from torch import Tensor
 
 import camscope
 from camscope.metrics import consistency, feature_masking_accuracy
-from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
+from camscope.models.zoo import SmallCNN
+from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
 
 __all__ = ["FRACTIONS", "METHODS", "PAPER_TABLE_I", "PAPER_TABLE_II", "run"]
 
@@ -116,7 +118,7 @@ def _batches(images: Tensor, labels: Tensor) -> list[tuple[Tensor, Tensor]]:
     return [(images[i : i + _BATCH], labels[i : i + _BATCH]) for i in range(0, len(labels), _BATCH)]
 
 
-def _pooled(model: torch.nn.Module, images: Tensor) -> Tensor:
+def _pooled(model: SmallCNN, images: Tensor) -> Tensor:
     """``mean_ij A`` at the CAM layer of a SmallCNN (checked against the model's logits)."""
     chunks = []
     with torch.no_grad():
@@ -131,7 +133,7 @@ def _pooled(model: torch.nn.Module, images: Tensor) -> Tensor:
     return pooled
 
 
-def _per_class_accuracy(model: torch.nn.Module, pooled: Tensor, labels: Tensor, masks: Tensor) -> float:
+def _per_class_accuracy(model: SmallCNN, pooled: Tensor, labels: Tensor, masks: Tensor) -> float:
     """Accuracy when the logit of class c is computed from the features ``masks[c]`` only."""
     weight = model.fc.weight.detach() * masks.to(pooled.dtype)  # [C, K]
     logits = pooled @ weight.T + model.fc.bias.detach()
@@ -143,7 +145,7 @@ def _random_masks(generator: torch.Generator, classes: int, features: int, keep:
     return torch.zeros(classes, features, dtype=torch.bool).scatter_(1, order, True)
 
 
-def _max_difference(model: torch.nn.Module, images: Tensor, layer: str) -> float:
+def _max_difference(model: SmallCNN, images: Tensor, layer: str) -> float:
     """Largest |raw map difference| between Grad-CAM, HiResCAM and XGrad-CAM, relative to the maps' range."""
     raws = [camscope.explain(model, images, method=m, layer=layer).raw for m in ("gradcam", "hirescam", "xgradcam")]
     span = float(raws[0].abs().max()) or 1.0
@@ -207,20 +209,175 @@ def _verdict(hits: int, total: int, half: bool = True) -> str:
     return FAILS
 
 
-def run(context: Context) -> Section:
+@dataclass
+class _Measured:
+    """What the section measured on both data sets, filled in data set by data set."""
+
+    numbers: dict[str, float] = field(default_factory=dict)
+    consistency_rows: list[list[Any]] = field(default_factory=list)
+    scatter: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
+    coefficients: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    equal: dict[str, float] = field(default_factory=dict)
+    accuracy_tables: list[str] = field(default_factory=list)
+
+
+def _consistency_table(
+    context: Context,
+    name: str,
+    model: SmallCNN,
+    train_batches: list[tuple[Tensor, Tensor]],
+    test_batches: list[tuple[Tensor, Tensor]],
+    measured: _Measured,
+) -> Any:
+    """Table I's analogue on one data set: consistency without and with the common scale; returns Grad-CAM's analysis."""
+    layer = model.cam_layer
+    numbers, consistency_rows, scatter = measured.numbers, measured.consistency_rows, measured.scatter
+    coefficients = measured.coefficients
+    analyses = {}
+    for method, title in METHODS:
+        context.log(f"  ifa: {name} {method}")
+        analysis = camscope.analyze(model, train_batches, method=method, layer=layer, show_progress=False)
+        analyses[method] = analysis
+        plain, scaled, raw = consistency(
+            model, test_batches, method=method, layer=layer, scale=[None, analysis, _identity], show_progress=False
+        )
+        coefficients[(name, method)] = (plain.coefficient, scaled.coefficient)
+        numbers[f"{name}_{method}_consistency"] = plain.coefficient
+        numbers[f"{name}_{method}_consistency_scaled"] = scaled.coefficient
+        numbers[f"{name}_{method}_consistency_raw"] = raw.coefficient
+        consistency_rows.append(
+            [
+                name,
+                title,
+                f"{plain.coefficient:.3f} ({plain.logit.method[0].upper()})",
+                f"{scaled.coefficient:.3f} ({scaled.logit.method[0].upper()})",
+                scaled.coefficient - plain.coefficient,
+                f"{raw.coefficient:.3f} ({raw.logit.method[0].upper()})",
+                plain.logit.pearson,
+                scaled.logit.pearson,
+            ]
+        )
+        if method == "gradcam":
+            scatter[name] = {"plain": plain, "scaled": scaled}
+    increase = 100 * sum(coefficients[(name, m)][1] - coefficients[(name, m)][0] for m, _ in METHODS) / len(METHODS)
+    numbers[f"{name}_average_increase_pp"] = increase
+    consistency_rows.append([name, "**Ave. Inc.**", "", "", f"{increase:+.1f} points", "", math.nan, math.nan])
+    return analyses["gradcam"]
+
+
+def _principal_table(
+    name: str,
+    model: SmallCNN,
+    analysis: Any,
+    test: Any,
+    test_batches: list[tuple[Tensor, Tensor]],
+    generator: torch.Generator,
+    measured: _Measured,
+) -> None:
+    """Table II's analogue on one data set: accuracy with the principal features of the training split's analysis."""
+    layer = model.cam_layer
+    numbers, accuracy, sizes, accuracy_tables = (
+        measured.numbers,
+        measured.accuracy,
+        measured.sizes,
+        measured.accuracy_tables,
+    )
+    classes, features = analysis.num_classes, analysis.num_features
+    chance = 1.0 / classes
+    pooled = _pooled(model, test.images)
+    labels = test.labels
+    masks_by_fraction = {f: analysis.principal_features(f) for f in FRACTIONS}
+    present = analysis.class_counts.cpu() > 0
+    union_masks: dict[str, Any] = {"all": None}
+    for f, masks in masks_by_fraction.items():
+        union = masks[present].any(dim=0)
+        union_masks[f"top{f}"] = union
+        union_masks[f"rest{f}"] = ~union
+        for draw in range(_RANDOM_DRAWS):
+            shuffled = torch.zeros(features, dtype=torch.bool)
+            shuffled[torch.randperm(features, generator=generator)[: int(union.sum())]] = True
+            union_masks[f"random{f}_{draw}"] = shuffled
+    union_accuracy = feature_masking_accuracy(model, test_batches, layer, union_masks, show_progress=False)
+    entry: dict[str, Any] = {"all": union_accuracy["all"], "chance": chance}
+    for key in (
+        "class_top",
+        "class_rest",
+        "class_random",
+        "union_top",
+        "union_rest",
+        "union_random",
+        "union_share",
+    ):
+        entry[key] = []
+    rows = []
+    for f, masks in masks_by_fraction.items():
+        keep = int(masks[0].sum())
+        random_accuracy = (
+            sum(
+                _per_class_accuracy(model, pooled, labels, _random_masks(generator, classes, features, int(keep)))
+                for _ in range(_RANDOM_DRAWS)
+            )
+            / _RANDOM_DRAWS
+        )
+        union = union_masks[f"top{f}"]
+        values = {
+            "class_top": _per_class_accuracy(model, pooled, labels, masks),
+            "class_rest": _per_class_accuracy(model, pooled, labels, ~masks),
+            "class_random": random_accuracy,
+            "union_top": union_accuracy[f"top{f}"],
+            "union_rest": union_accuracy[f"rest{f}"],
+            "union_random": sum(union_accuracy[f"random{f}_{d}"] for d in range(_RANDOM_DRAWS)) / _RANDOM_DRAWS,
+            "union_share": float(union.float().mean()),
+        }
+        for key, value in values.items():
+            entry[key].append(value)
+            numbers[f"{name}_{key}_{round(100 * f)}"] = value
+        rows.append(
+            [
+                f"{round(100 * f)}% ({int(keep)})",
+                entry["all"],
+                values["class_top"],
+                values["class_rest"],
+                values["class_random"],
+                f"{100 * values['union_share']:.0f}%",
+                values["union_top"],
+                values["union_rest"],
+                values["union_random"],
+            ]
+        )
+    numbers[f"{name}_accuracy_all"] = entry["all"]
+    accuracy[name] = entry
+    accuracy_tables.append(
+        f"*{name}* (test split, {sizes[name][1]} images, {classes} classes, chance {chance:.3f}; "
+        f"importance matrix from {sizes[name][0]} training images):\n\n"
+        + markdown_table(
+            [
+                "top p of K=64 (per class)",
+                "all",
+                "principal, per class",
+                "rest, per class",
+                "random, per class",
+                "union share of K",
+                "principal, union",
+                "rest of union",
+                "random, union size",
+            ],
+            rows,
+        )
+    )
+
+
+def _measure(context: Context) -> _Measured:
+    """Both tables on both shipped models."""
     """Measure Table I's and Table II's analogues on both shipped models (see the module docstring)."""
     limits = {
         "species": (context.count(1024, 128), context.count(1024, 64)),
         "digits": (context.count(None, 128), context.count(None, 96)),  # type: ignore[arg-type]
     }
-    numbers: dict[str, float] = {}
-    consistency_rows: list[list[Any]] = []
-    scatter: dict[str, dict[str, Any]] = {}
-    accuracy: dict[str, dict[str, Any]] = {}
-    coefficients: dict[tuple[str, str], tuple[float, float]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    equal: dict[str, float] = {}
-    accuracy_tables: list[str] = []
+    measured = _Measured()
+    numbers, sizes, equal = measured.numbers, measured.sizes, measured.equal
     generator = context.generator(31)
     for name in _DATASETS:
         model = context.model(name)
@@ -232,125 +389,15 @@ def run(context: Context) -> Section:
         train_batches, test_batches = _batches(train.images, train.labels), _batches(test.images, test.labels)
         equal[name] = _max_difference(model, test.images[:16], layer)
         numbers[f"{name}_gradcam_hirescam_xgradcam_max_rel_difference"] = equal[name]
-        analyses = {}
-        for method, title in METHODS:
-            context.log(f"  ifa: {name} {method}")
-            analysis = camscope.analyze(model, train_batches, method=method, layer=layer, show_progress=False)
-            analyses[method] = analysis
-            plain, scaled, raw = consistency(
-                model, test_batches, method=method, layer=layer, scale=[None, analysis, _identity], show_progress=False
-            )
-            coefficients[(name, method)] = (plain.coefficient, scaled.coefficient)
-            numbers[f"{name}_{method}_consistency"] = plain.coefficient
-            numbers[f"{name}_{method}_consistency_scaled"] = scaled.coefficient
-            numbers[f"{name}_{method}_consistency_raw"] = raw.coefficient
-            consistency_rows.append(
-                [
-                    name,
-                    title,
-                    f"{plain.coefficient:.3f} ({plain.logit.method[0].upper()})",
-                    f"{scaled.coefficient:.3f} ({scaled.logit.method[0].upper()})",
-                    scaled.coefficient - plain.coefficient,
-                    f"{raw.coefficient:.3f} ({raw.logit.method[0].upper()})",
-                    plain.logit.pearson,
-                    scaled.logit.pearson,
-                ]
-            )
-            if method == "gradcam":
-                scatter[name] = {"plain": plain, "scaled": scaled}
-        increase = 100 * sum(coefficients[(name, m)][1] - coefficients[(name, m)][0] for m, _ in METHODS) / len(METHODS)
-        numbers[f"{name}_average_increase_pp"] = increase
-        consistency_rows.append([name, "**Ave. Inc.**", "", "", f"{increase:+.1f} points", "", math.nan, math.nan])
-
+        analysis = _consistency_table(context, name, model, train_batches, test_batches, measured)
         # Table II: principal features from the Grad-CAM importance matrix of the training split.
-        analysis = analyses["gradcam"]
-        classes, features = analysis.num_classes, analysis.num_features
-        chance = 1.0 / classes
-        pooled = _pooled(model, test.images)
-        labels = test.labels
-        masks_by_fraction = {f: analysis.principal_features(f) for f in FRACTIONS}
-        present = analysis.class_counts.cpu() > 0
-        union_masks: dict[str, Any] = {"all": None}
-        for f, masks in masks_by_fraction.items():
-            union = masks[present].any(dim=0)
-            union_masks[f"top{f}"] = union
-            union_masks[f"rest{f}"] = ~union
-            for draw in range(_RANDOM_DRAWS):
-                shuffled = torch.zeros(features, dtype=torch.bool)
-                shuffled[torch.randperm(features, generator=generator)[: int(union.sum())]] = True
-                union_masks[f"random{f}_{draw}"] = shuffled
-        union_accuracy = feature_masking_accuracy(model, test_batches, layer, union_masks, show_progress=False)
-        entry: dict[str, Any] = {"all": union_accuracy["all"], "chance": chance}
-        for key in (
-            "class_top",
-            "class_rest",
-            "class_random",
-            "union_top",
-            "union_rest",
-            "union_random",
-            "union_share",
-        ):
-            entry[key] = []
-        rows = []
-        for f, masks in masks_by_fraction.items():
-            keep = int(masks[0].sum())
-            random_accuracy = (
-                sum(
-                    _per_class_accuracy(model, pooled, labels, _random_masks(generator, classes, features, int(keep)))
-                    for _ in range(_RANDOM_DRAWS)
-                )
-                / _RANDOM_DRAWS
-            )
-            union = union_masks[f"top{f}"]
-            values = {
-                "class_top": _per_class_accuracy(model, pooled, labels, masks),
-                "class_rest": _per_class_accuracy(model, pooled, labels, ~masks),
-                "class_random": random_accuracy,
-                "union_top": union_accuracy[f"top{f}"],
-                "union_rest": union_accuracy[f"rest{f}"],
-                "union_random": sum(union_accuracy[f"random{f}_{d}"] for d in range(_RANDOM_DRAWS)) / _RANDOM_DRAWS,
-                "union_share": float(union.float().mean()),
-            }
-            for key, value in values.items():
-                entry[key].append(value)
-                numbers[f"{name}_{key}_{round(100 * f)}"] = value
-            rows.append(
-                [
-                    f"{round(100 * f)}% ({int(keep)})",
-                    entry["all"],
-                    values["class_top"],
-                    values["class_rest"],
-                    values["class_random"],
-                    f"{100 * values['union_share']:.0f}%",
-                    values["union_top"],
-                    values["union_rest"],
-                    values["union_random"],
-                ]
-            )
-        numbers[f"{name}_accuracy_all"] = entry["all"]
-        accuracy[name] = entry
-        accuracy_tables.append(
-            f"*{name}* (test split, {sizes[name][1]} images, {classes} classes, chance {chance:.3f}; "
-            f"importance matrix from {sizes[name][0]} training images):\n\n"
-            + markdown_table(
-                [
-                    "top p of K=64 (per class)",
-                    "all",
-                    "principal, per class",
-                    "rest, per class",
-                    "random, per class",
-                    "union share of K",
-                    "principal, union",
-                    "rest of union",
-                    "random, union size",
-                ],
-                rows,
-            )
-        )
+        _principal_table(name, model, analysis, test, test_batches, generator, measured)
+    return measured
 
-    figures = _figure(context, scatter, accuracy)
 
-    # ---- verdicts ------------------------------------------------------------------
+def _claims(measured: _Measured) -> list[Claim]:
+    """Table I's and Table II's claims, adding the smallest share keeping the accuracy to the numbers."""
+    coefficients, accuracy, numbers = measured.coefficients, measured.accuracy, measured.numbers
     pairs = list(coefficients.items())
     better = sum(s > p for _, (p, s) in pairs)
     table_i = ", ".join(f"{n}/{m}: {p:.3f} → {s:.3f}" for (n, m), (p, s) in pairs)
@@ -408,7 +455,13 @@ def run(context: Context) -> Section:
             "; ".join(evidence_rest) + ". Rule: rest above chance by less than half of all-features above chance.",
         )
     )
+    return claims
 
+
+def _body(measured: _Measured, figures: list[str]) -> str:
+    """The section's text and tables beside the paper's."""
+    numbers, sizes, equal = measured.numbers, measured.sizes, measured.equal
+    consistency_rows, accuracy_tables = measured.consistency_rows, measured.accuracy_tables
     paper_i = markdown_table(
         [
             "paper's data set",
@@ -427,7 +480,7 @@ def run(context: Context) -> Section:
     paper_ii = markdown_table(
         ["paper's data set", "all features", "principal", "non-principal"], [[k, *v] for k, v in PAPER_TABLE_II.items()]
     )
-    body = f"""
+    return f"""
 Li et al. scale CAMs with a common intensity scale fitted on a data set (S-CAMs) and keep only the principal
 features of an importance matrix (FS-CAMs). Here the analysis (scale and importance matrix) comes from the
 **training** split and everything is measured on the **test** split ({", ".join(f"{n}: {a} train / {b} test images" for n, (a, b) in sizes.items())}).
@@ -470,6 +523,14 @@ The paper's Table II (rows legible in the extracted text; the extraction garbled
 
 ![Accuracy against the share of principal features]({figures[1]})
 """
+
+
+def run(context: Context) -> Section:
+    """Measure Table I's and Table II's analogues on both shipped models (see the module docstring)."""
+    measured = _measure(context)
+    figures = _figure(context, measured.scatter, measured.accuracy)
+    claims = _claims(measured)
+    body = _body(measured, figures)
     return Section(
-        title="Integrated feature analysis (IFA)", body=body, claims=claims, figures=figures, numbers=numbers
+        title="Integrated feature analysis (IFA)", body=body, claims=claims, figures=figures, numbers=measured.numbers
     )

@@ -61,6 +61,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -69,7 +70,8 @@ from torch import Tensor
 import camscope
 from camscope.errors import CamscopeError
 from camscope.metrics import auprc, energy_pointing_game, iou, pointing_game, sanity_check
-from camscope.reproduce import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
+from camscope.models.zoo import SmallCNN
+from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
 
 __all__ = ["PERTURBATION", "SAMPLED", "run"]
 
@@ -122,7 +124,7 @@ def _fresh(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _explain(model: torch.nn.Module, images: Tensor, labels: Tensor, name: str, options: dict[str, Any]) -> Tensor:
+def _explain(model: SmallCNN, images: Tensor, labels: Tensor, name: str, options: dict[str, Any]) -> Tensor:
     maps = []
     for start in range(0, images.shape[0], _CHUNK):
         stop = start + _CHUNK
@@ -178,7 +180,7 @@ def _layer_labels(model: torch.nn.Module, names: list[str]) -> list[str]:
 
 
 def _sanity_method(
-    name: str, model: torch.nn.Module, options: dict[str, Any], bank_images: Tensor, bank_labels: Tensor
+    name: str, model: SmallCNN, options: dict[str, Any], bank_images: Tensor, bank_labels: Tensor
 ) -> str | Callable[..., Tensor]:
     layer = model.cam_layer
     if name in _NOISY:
@@ -239,10 +241,10 @@ def _figures(
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), squeeze=False)
     steps = list(range(1, len(layers) + 1))
-    for index, (name, result) in enumerate(sorted(sanity.items())):
+    for index, (method, result) in enumerate(sorted(sanity.items())):
         style = "-" if index < 10 else "--"
-        axes[0][0].plot(steps, result["spearman_curve"], style, marker=".", lw=1, label=name)
-        axes[0][1].plot(steps, result["ssim_curve"], style, marker=".", lw=1, label=name)
+        axes[0][0].plot(steps, result["spearman_curve"], style, marker=".", lw=1, label=method)
+        axes[0][1].plot(steps, result["ssim_curve"], style, marker=".", lw=1, label=method)
     for ax, title in zip(axes[0], ("mean Spearman with the original map", "mean SSIM with the original map")):
         ax.axhline(0.5 if "Spearman" in title else 0, color="grey", lw=0.8, ls=":")
         ax.set_xticks(steps)
@@ -256,9 +258,19 @@ def _figures(
     return ["figures/localisation_examples.png", "figures/localisation_sanity.png"]
 
 
-def run(context: Context) -> Section:
-    """Localisation and sanity check of every applicable method (see the module docstring)."""
-    model = context.model("species")
+@dataclass
+class _Measured:
+    """Per method: the localisation scores, the maps shown, the sanity check; and the methods skipped."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, Tensor] = field(default_factory=dict)
+    sanity: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layer_names: list[str] = field(default_factory=list)
+
+
+def _sizes(context: Context) -> dict[str, int]:
+    """How many images each kind of method and check gets."""
     sizes = {
         "main": context.count(512, 12),
         "perturbation": context.count(64, 2),
@@ -269,19 +281,68 @@ def run(context: Context) -> Section:
         "bank": context.count(1024, 128),  # as the IFA section's training split
         "sanity_bank": context.count(256, 128),
     }
-    # The same prefixes of the splits as the IFA section, so a whole report renders them once.
-    test = context.data("species", "test", context.count(1024, 64))
-    count = sizes["main"]
-    images, labels = test.images[:count], test.labels[:count]
-    masks, boxes = test.batch.object_masks[:count].bool(), test.boxes[:count]
-    train = context.data("species", "train", sizes["bank"])
-    bank = camscope.ReferenceBank.build(model, [(train.images, train.labels)], layer=model.cam_layer, batch_size=256)
+    return sizes
 
-    results: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
-    examples: dict[str, Tensor] = {}
-    sanity: dict[str, dict[str, Any]] = {}
-    layer_names: list[str] = []
+
+def _sanity(
+    context: Context,
+    model: SmallCNN,
+    name: str,
+    options: dict[str, Any],
+    images: Tensor,
+    labels: Tensor,
+    train: Any,
+    sizes: dict[str, int],
+) -> tuple[dict[str, Any], list[str]]:
+    """The cascading-randomisation sanity check of one method: its curves, and the layers randomised."""
+    spec = (
+        "sanity_sampled"
+        if name in SAMPLED | {"smoothgradcampp"}
+        else "sanity_perturbation"
+        if name in PERTURBATION
+        else "sanity"
+    )
+    check_count = sizes[spec]
+    method = _sanity_method(
+        name, model, options, train.images[: sizes["sanity_bank"]], train.labels[: sizes["sanity_bank"]]
+    )
+    check_options = None if callable(method) else {k: v for k, v in options.items() if k != "bank"}
+    check = sanity_check(
+        model,
+        images[:check_count],
+        target=labels[:check_count],
+        method=method,
+        layer=model.cam_layer,
+        options=check_options,
+        seed=context.seed,
+    )
+    rho = check.curves["spearman"].nan_to_num(0.0)  # a constant map has no ranking left
+    layer_names = check.params["layers"]
+    entry: dict[str, Any] = {
+        "n": check_count,
+        "spearman_curve": rho.mean(dim=0).tolist(),
+        "ssim_curve": check.curves["ssim"].nanmean(dim=0).tolist(),
+        "constant": float(check.curves["spearman"][:, -1].isnan().float().mean()),
+    }
+    entry["final"] = entry["spearman_curve"][-1]
+    entry["passed"] = entry["final"] < 0.5
+    return entry, layer_names
+
+
+def _measure_methods(
+    context: Context,
+    model: SmallCNN,
+    images: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    boxes: Tensor,
+    train: Any,
+    bank: Any,
+    sizes: dict[str, int],
+) -> _Measured:
+    """Explain, score and sanity-check every registered method."""
+    measured = _Measured()
+    results, skipped, examples, sanity = measured.results, measured.skipped, measured.examples, measured.sanity
     for name, cls in camscope.available_methods().items():
         kind = "sampled" if name in SAMPLED else "perturbation" if name in PERTURBATION else "main"
         count = sizes[kind]
@@ -298,45 +359,18 @@ def run(context: Context) -> Section:
             results[name]["note"] = f"{options['samples']} noise samples"
         elif name == "iscam":
             results[name]["note"] = f"{options['samples']} scales"
-        spec = (
-            "sanity_sampled"
-            if name in SAMPLED | {"smoothgradcampp"}
-            else "sanity_perturbation"
-            if name in PERTURBATION
-            else "sanity"
-        )
-        check_count = sizes[spec]
-        method = _sanity_method(
-            name, model, options, train.images[: sizes["sanity_bank"]], train.labels[: sizes["sanity_bank"]]
-        )
-        check_options = None if callable(method) else {k: v for k, v in options.items() if k != "bank"}
-        check = sanity_check(
-            model,
-            images[:check_count],
-            target=labels[:check_count],
-            method=method,
-            layer=model.cam_layer,
-            options=check_options,
-            seed=context.seed,
-        )
-        rho = check.curves["spearman"].nan_to_num(0.0)  # a constant map has no ranking left
-        layer_names = check.params["layers"]
-        sanity[name] = {
-            "n": check_count,
-            "spearman_curve": rho.mean(dim=0).tolist(),
-            "ssim_curve": check.curves["ssim"].nanmean(dim=0).tolist(),
-            "constant": float(check.curves["spearman"][:, -1].isnan().float().mean()),
-        }
-        sanity[name]["final"] = sanity[name]["spearman_curve"][-1]
-        sanity[name]["passed"] = sanity[name]["final"] < 0.5
+        sanity[name], measured.layer_names = _sanity(context, model, name, options, images, labels, train, sizes)
+        check_count = sanity[name]["n"]
         context.log(
             f"  localisation: {name} on {count} images, sanity on {check_count}: {time.process_time() - started:.1f} s CPU"
         )
+    return measured
 
-    for label, maps in _baselines(context, tuple(masks.shape)).items():
-        results[label] = {"family": "reference", "n": masks.shape[0], **_measure(maps, masks, boxes)}
 
-    numbers: dict[str, float] = {}
+def _results_table(
+    results: dict[str, dict[str, Any]], sanity: dict[str, dict[str, Any]], numbers: dict[str, float]
+) -> str:
+    """The localisation table, sorted by AUPRC; adds each method's means to ``numbers``."""
     rows = []
     for name, entry in sorted(results.items(), key=lambda item: -_mean(item[1]["auprc"])):
         curve = entry["iou_curve"].nanmean(dim=0)
@@ -361,7 +395,7 @@ def run(context: Context) -> Section:
                 "–" if check is None else ("pass" if check["passed"] else "**fail**"),
             ]
         )
-    table = markdown_table(
+    return markdown_table(
         [
             "method",
             "family",
@@ -376,7 +410,10 @@ def run(context: Context) -> Section:
         ],
         rows,
     )
-    labels_pretty = _layer_labels(model, layer_names)
+
+
+def _sanity_table(sanity: dict[str, dict[str, Any]], labels_pretty: list[str]) -> str:
+    """The sanity check per layer."""
     sanity_rows = [
         [
             f"`{name}`",
@@ -385,10 +422,13 @@ def run(context: Context) -> Section:
         ]
         for name, entry in sorted(sanity.items())
     ]
-    sanity_table = markdown_table(["method (Spearman / SSIM)", *labels_pretty, "constant after cascade"], sanity_rows)
-    figures = _figures(context, images[:3], masks[:3], examples, sanity, labels_pretty)
+    return markdown_table(["method (Spearman / SSIM)", *labels_pretty, "constant after cascade"], sanity_rows)
 
-    # ---- claims ------------------------------------------------------------------
+
+def _claims(
+    results: dict[str, dict[str, Any]], sanity: dict[str, dict[str, Any]], numbers: dict[str, float]
+) -> list[Claim]:
+    """Score-CAM's and Grad-CAM++'s localisation claims and the sanity check's; adds the tallies to ``numbers``."""
     claims = []
     if {"scorecam", "gradcam", "gradcampp"} <= set(results):
         comparisons = {
@@ -459,13 +499,17 @@ def run(context: Context) -> Section:
     )
     numbers["methods_measured"] = float(len(sanity))
     numbers["methods_passing_sanity"] = float(len(passed))
+    return claims
 
+
+def _body(sizes: dict[str, int], skipped: dict[str, str], table: str, sanity_table: str, figures: list[str]) -> str:
+    """The section's text."""
     skipped_text = (
         "Not measured: " + "; ".join(f"`{name}` ({reason})" for name, reason in skipped.items()) + "."
         if skipped
         else "Every registered method ran."
     )
-    body = f"""
+    return f"""
 Every registered CAM method on the `species` test images (true class explained), against the exact object masks
 and boxes of the synthetic data. Gradient, projection, CAM, finer and DiffCAM rows use the first
 {sizes["main"]} test images; Score-CAM, finer-Score-CAM and Ablation-CAM the first {sizes["perturbation"]}; SS-CAM
@@ -498,4 +542,30 @@ the softmax of masked scores (the Score-CAM family) can stay close to a class-ag
 after `fc` is randomised, because the object is where every channel fires. Whether a map changes *after the whole
 cascade* is the verdict; the first column shows how much the map depends on the classifier itself.
 """
+
+
+def run(context: Context) -> Section:
+    """Localisation and sanity check of every applicable method (see the module docstring)."""
+    model = context.model("species")
+    sizes = _sizes(context)
+    # The same prefixes of the splits as the IFA section, so a whole report renders them once.
+    test = context.data("species", "test", context.count(1024, 64))
+    count = sizes["main"]
+    images, labels = test.images[:count], test.labels[:count]
+    masks, boxes = test.batch.object_masks[:count].bool(), test.boxes[:count]
+    train = context.data("species", "train", sizes["bank"])
+    bank = camscope.ReferenceBank.build(model, [(train.images, train.labels)], layer=model.cam_layer, batch_size=256)
+
+    measured = _measure_methods(context, model, images, labels, masks, boxes, train, bank, sizes)
+    results, sanity = measured.results, measured.sanity
+    for label, maps in _baselines(context, tuple(masks.shape)).items():
+        results[label] = {"family": "reference", "n": masks.shape[0], **_measure(maps, masks, boxes)}
+
+    numbers: dict[str, float] = {}
+    table = _results_table(results, sanity, numbers)
+    labels_pretty = _layer_labels(model, measured.layer_names)
+    sanity_table = _sanity_table(sanity, labels_pretty)
+    figures = _figures(context, images[:3], masks[:3], measured.examples, sanity, labels_pretty)
+    claims = _claims(results, sanity, numbers)
+    body = _body(sizes, measured.skipped, table, sanity_table, figures)
     return Section(title="Localisation and sanity check", body=body, claims=claims, figures=figures, numbers=numbers)

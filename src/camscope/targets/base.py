@@ -257,7 +257,7 @@ def as_target(target: Any) -> Target:
     if isinstance(target, str):
         raise CamscopeError(
             f"target {target!r} is a string: pass a class index, or resolve a name with "
-            "camscope.models.loading.class_index(name)"
+            "camscope.models.class_index(name)"
         )
     if callable(target):
         return ScoreTarget(target, getattr(target, "__name__", "score"))

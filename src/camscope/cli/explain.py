@@ -1,0 +1,222 @@
+"""``camscope methods``, ``camscope layers`` and ``camscope explain``: what can be explained, where, and the maps.
+
+Examples::
+
+    camscope methods
+    camscope layers torchvision:resnet50
+    camscope explain cat.jpg --method gradcam --method finer-gradcam --out out/
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from camscope.cli.analyze import ScaleOptions
+from camscope.cli.bank import DiffCAMOptions
+from camscope.cli.common import (
+    JsonOption,
+    ModelOption,
+    WeightsOption,
+    class_names_for,
+    load_cli_model,
+    resolve_class,
+    top_predictions,
+)
+from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
+from camscope.errors import CamscopeError
+
+__all__ = ["explain", "layers", "methods"]
+
+
+def methods() -> None:
+    """List the available methods."""
+    from camscope.engine.method import available_methods
+
+    for name, cls in available_methods().items():
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        typer.echo(f"{name:18s} {summary}")
+
+
+def layers(
+    model: Annotated[
+        str, typer.Argument(help="efficientnet_lite0, torchvision:NAME or timm:NAME.")
+    ] = "efficientnet_lite0",
+    weights: WeightsOption = "none",
+    size: Annotated[int, typer.Option(help="Input size used to trace the output shapes.")] = 224,
+) -> None:
+    """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
+    from camscope.engine.capture import candidate_layers, default_layer
+
+    network = load_cli_model(model, weights)
+    x = torch.zeros(1, 3, size, size)
+    default = default_layer(network, x)
+    for name, shape in candidate_layers(network, x):
+        marker = "  (default)" if name == default else ""
+        typer.echo(f"{name:40s} {list(shape)}{marker}")
+
+
+def explain(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=False)],
+    model: ModelOption = "efficientnet_lite0",
+    weights: WeightsOption = "default",
+    layer: Annotated[
+        list[str] | None,
+        typer.Option("--layer", "-l", help="Layer name (repeat for several; default: the model's default)."),
+    ] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="Method (repeat for several).")] = None,
+    target: Annotated[str | None, typer.Option(help="Class index or name to explain (default: predicted).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+    json_output: JsonOption = False,
+    save: Annotated[bool, typer.Option(help="Also save the raw maps as safetensors.")] = False,
+    size: Annotated[int, typer.Option(help="Input size.")] = 224,
+    versus: Annotated[
+        list[str] | None,
+        typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
+    ] = None,
+    gamma: Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")] = None,
+    references: Annotated[
+        int | None,
+        typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3)."),
+    ] = None,
+    bank: Annotated[
+        Path | None, typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build).")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")
+    ] = None,
+    regularization: Annotated[str | None, typer.Option(help="DiffCAM: 'oas' (default) or a number r >= 0.")] = None,
+    scale: Annotated[
+        Path | None,
+        typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale."),
+    ] = None,
+    principal: Annotated[
+        float | None,
+        typer.Option(
+            "--principal",
+            help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).",
+        ),
+    ] = None,
+) -> None:
+    """Explain images: print the top-5 predictions and write overlays (a grid for several methods).
+
+    With a finer-* method (Finer-CAM) the figure shows the base map, the Finer map and the reference classes.
+    """
+    import camscope
+    from camscope.models import data_config, load_image
+
+    method_names = method or ["gradcam"]
+    check_finer_cli_options(method_names, versus, gamma, references)
+    for image in images:
+        if not image.is_file():
+            raise CamscopeError(f"no such image file: {image}")
+    network = load_cli_model(model, weights)
+    config = data_config(model if model else network)
+    loaded = [load_image(path, size=size, config=config) for path in images]
+    batch = torch.cat([tensor for tensor, _ in loaded])
+    diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, config, size, model)
+    ifa = ScaleOptions(scale, principal)
+    target_spec = None
+    if target is not None and not diffcam.owns_target:
+        with torch.no_grad():
+            target_spec = resolve_class(target, network(batch[:1]).shape[1])
+    results: dict[str, camscope.Explanation] = {}
+    for name in method_names:
+        finer_options = finer_cli_options(name, versus, gamma, references, network, batch)
+        explainer = camscope.Explainer(
+            network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name)
+        )
+        name_target = diffcam.target_for(name, target_spec)
+        results[name] = explainer(batch, target=name_target, **ifa.call_options(network, batch, name_target))
+    first = next(iter(results.values()))
+    names = class_names_for(network, first.logits.shape[1])
+    predictions = top_predictions(first.logits, names)
+    report = []
+    for index, (path, (_, rgb)) in enumerate(zip(images, loaded)):
+        written = _write_image(network, batch, results, index, path, rgb, names, predictions[index], out, ifa.signed)
+        if save:
+            written.append(_save_maps(results, index, path, model, out))
+        report.append(_entry(results, index, path, names, predictions[index], written))
+    _print_report(report, json_output)
+
+
+def _write_image(
+    network: torch.nn.Module,
+    batch: torch.Tensor,
+    results: dict[str, Any],
+    index: int,
+    path: Path,
+    rgb: np.ndarray,
+    names: list[str],
+    predictions: list[dict[str, Any]],
+    out: Path,
+    signed: bool,
+) -> list[Path]:
+    """The overlay (one method), the Finer figure (one finer-* method) or the grid (several methods) of one image."""
+    from camscope.viz.figures import explanation_figure, overlay, save_figure, save_image
+
+    stem = path.stem
+    if len(results) == 1:
+        ((name, explanation),) = results.items()
+        if finer_references(explanation, index, names):
+            figure = finer_figure(network, batch, explanation, index, rgb, names, title=stem)
+            return [save_figure(out / f"{stem}_{name}.png", figure)]
+        return [save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=signed))]
+    figure = explanation_figure(
+        rgb,
+        {name: e.maps[index] for name, e in results.items()},
+        [(p["name"], p["probability"]) for p in predictions],
+        title=stem,
+        signed=signed,
+    )
+    return [save_figure(out / f"{stem}.png", figure)]
+
+
+def _save_maps(results: dict[str, Any], index: int, path: Path, model: str, out: Path) -> Path:
+    """The raw and final maps of one image as safetensors, with the image, model, layer and methods."""
+    from camscope.io import save_tensors
+
+    first = next(iter(results.values()))
+    tensors = {f"{name}.raw": e.raw[index] for name, e in results.items()}
+    tensors.update({f"{name}.maps": e.maps[index] for name, e in results.items()})
+    meta = {"image": str(path), "model": model, "layer": str(first.layer), "methods": list(results)}
+    return save_tensors(out / f"{path.stem}.safetensors", tensors, meta, kind="maps")
+
+
+def _entry(
+    results: dict[str, Any],
+    index: int,
+    path: Path,
+    names: list[str],
+    predictions: list[dict[str, Any]],
+    written: list[Path],
+) -> dict[str, Any]:
+    """The report of one image: predictions, explained class, layer, methods, files and Finer references."""
+    first = next(iter(results.values()))
+    classes = first.classes
+    return {
+        "image": str(path),
+        "predictions": predictions,
+        "explained_class": None if classes is None else int(classes[index]),
+        "layer": first.layer,
+        "methods": list(results),
+        "files": [str(p) for p in written],
+        **{f"{name}.references": refs for name, e in results.items() if (refs := finer_references(e, index, names))},
+    }
+
+
+def _print_report(report: list[dict[str, Any]], json_output: bool) -> None:
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    for entry in report:
+        typer.echo(entry["image"])
+        for p in entry["predictions"]:
+            typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
+        for file in entry["files"]:
+            typer.echo(f"  wrote {file}")

@@ -1,0 +1,181 @@
+"""The report's building blocks: verdicts, Markdown tables, claims, sections, the run context and the report.
+
+Example:
+    >>> from camscope.reproduce.report import HOLDS, Claim, markdown_table
+    >>> Claim("a claim", HOLDS, "measured").verdict
+    'holds'
+    >>> print(markdown_table(["a", "b"], [(1, 0.5)], digits=1))
+    | a | b |
+    |---|---|
+    | 1 | 0.5 |
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from camscope.models.zoo import SmallCNN
+
+__all__ = [
+    "FAILS",
+    "HOLDS",
+    "PARTLY",
+    "VERDICTS",
+    "Claim",
+    "Context",
+    "Report",
+    "Section",
+    "Verdict",
+    "markdown_table",
+    "write_line",
+]
+
+#: How a claim fared.
+Verdict = str
+HOLDS: Verdict = "holds"
+PARTLY: Verdict = "partly holds"
+FAILS: Verdict = "does not hold"
+VERDICTS = (HOLDS, PARTLY, FAILS)
+
+
+def write_line(line: str, stream: Any = None) -> None:
+    """Write ``line`` and a newline to ``stream`` (default: stdout) and flush: the report's progress log."""
+    stream = sys.stdout if stream is None else stream
+    stream.write(f"{line}\n")
+    stream.flush()
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    """A GitHub Markdown table; floats are printed with ``digits`` decimals, NaN as an en dash."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if isinstance(value, float):
+            return "–" if value != value else f"{value:.{digits}f}"
+        return str(value).replace("|", "\\|")
+
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError("every row needs one cell per header")
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dataclass
+class Claim:
+    """One claim of a paper, what was measured here, and the verdict."""
+
+    claim: str
+    verdict: Verdict
+    evidence: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+
+@dataclass
+class Section:
+    """A report section: Markdown ``body`` (tables, figure links relative to the report), and its claims.
+
+    ``figures`` are the paths written (relative to the report folder); ``numbers``
+    holds the key measurements as plain floats, so tests can check the pipeline
+    without parsing Markdown.
+    """
+
+    title: str
+    body: str
+    claims: list[Claim] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    numbers: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", "", self.body.strip(), ""]
+        if self.claims:
+            lines += [
+                "**Verdicts**",
+                "",
+                markdown_table(
+                    ["paper's claim", "verdict", "here"],
+                    [(c.claim, f"**{c.verdict}**", c.evidence) for c in self.claims],
+                ),
+                "",
+            ]
+        return "\n".join(lines)
+
+
+@dataclass
+class Context:
+    """What a section needs: the mode, sizes, seeds, output folders and the shared models and data.
+
+    Sections take their sample counts from :meth:`count` so that ``quick`` runs are
+    small, and their models and data from :meth:`model` and :meth:`data`, which are
+    loaded once per report.
+    """
+
+    out: Path
+    quick: bool = False
+    seed: int = 0
+    log: Callable[[str], None] = write_line
+
+    @property
+    def figures(self) -> Path:
+        """Folder for figures (``out/figures``); link them as ``figures/NAME.png``."""
+        path = self.out / "figures"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def count(self, full: int, quick: int) -> int:
+        """``quick`` in quick mode, else ``full``."""
+        return quick if self.quick else full
+
+    def model(self, name: str) -> SmallCNN:
+        """A shipped small model (``"digits"`` or ``"species"``), in eval mode."""
+        return self._models[name]
+
+    def data(self, name: str, split: str = "test", limit: int | None = None) -> Any:
+        """:func:`camscope.models.zoo.dataset` of ``name``, cached per (name, split, limit)."""
+        key = (name, split, limit)
+        if key not in self._data:
+            from camscope.models import zoo
+
+            self._data[key] = zoo.dataset(name, split=split, limit=limit)
+        return self._data[key]
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the report's seed (plus ``offset`` to keep streams apart)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+    @cached_property
+    def _models(self) -> dict[str, SmallCNN]:
+        from camscope.models import zoo
+
+        return {name: zoo.load_small_model(name) for name in zoo.SMALL_MODELS}
+
+    @cached_property
+    def _data(self) -> dict[tuple[str, str, int | None], Any]:
+        return {}
+
+
+@dataclass
+class Report:
+    """What :func:`reproduce` wrote: the report's ``path`` and its ``sections``."""
+
+    path: Path
+    sections: list[Section]
+
+    def section(self, name: str) -> Section:
+        """The section produced by module ``name`` (one of :data:`SECTIONS`)."""
+        return self.sections[self.names.index(name)]
+
+    names: list[str] = field(default_factory=list)
