@@ -162,7 +162,7 @@ def main() -> None:
         print("|---:|---:|---:|---:|---:|---:|")
         for k in args.approx:
             approx: list[camscope.Explanation] = []
-            seconds = _timed(lambda k=k: approx.append(ours(channels=k)), device)
+            seconds = _timed(lambda k=k, approx=approx: approx.append(ours(channels=k)), device)
             maps = approx[0].maps
             diff = (maps - exact.maps).abs()
             a = approx[0].raw.flatten(1) - approx[0].raw.flatten(1).mean(1, keepdim=True)

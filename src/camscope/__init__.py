@@ -10,20 +10,20 @@ Example:
 
 from importlib import metadata as _metadata
 
+from camscope import methods as methods  # importing the package registers every method
 from camscope.analyses.ifa import Analysis, analyze
 from camscope.engine.explainer import Explainer, Explanation, explain
 from camscope.engine.method import available_methods, register_method
 from camscope.errors import CamscopeError
 from camscope.evaluation.runner import evaluate
-from camscope.methods import (
-    perturbation,
-    projection,  # noqa: F401  (registers the perturbation and projection CAMs)
-)
 from camscope.methods.finer import Finer, class_similarity
 from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
 
-__version__ = _metadata.version("camscope")
+try:
+    __version__ = _metadata.version("camscope")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Analysis",

@@ -22,7 +22,6 @@ class CamscopeError(ValueError):
     """
 
 
-
 def suggest(word: str, candidates: list[str], n: int = 5) -> str:
     """Format close matches of ``word`` among ``candidates`` as a hint sentence for an error message.
 

@@ -270,7 +270,7 @@ def test_digits_are_bilinear_upsampled_sklearn_digits() -> None:
     assert rgb.images.shape == (450, 3, 32, 32) and torch.equal(rgb.images[:, 1], test.images[:, 0])
     labels = torch.as_tensor(load_digits().target)
     assert torch.equal(test.labels, labels[test.indices])
-    train_idx, test_idx = split_indices(labels, seed=0)
+    _, test_idx = split_indices(labels, seed=0)
     assert torch.equal(test_idx, test.indices)
 
 

@@ -68,13 +68,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 import camscope
 from camscope.metrics import consistency, feature_masking_accuracy
+from camscope.metrics.consistency import Consistency
 from camscope.models.zoo import SmallCNN
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
 
@@ -238,11 +239,11 @@ def _consistency_table(
     analyses = {}
     for method, title in METHODS:
         context.log(f"  ifa: {name} {method}")
-        analysis = camscope.analyze(model, train_batches, method=method, layer=layer, show_progress=False)
+        analysis = camscope.analyze(model, train_batches, method=method, layer=layer, progress=False)
         analyses[method] = analysis
-        plain, scaled, raw = consistency(
-            model, test_batches, method=method, layer=layer, scale=[None, analysis, _identity], show_progress=False
-        )
+        scales = [None, analysis, _identity]
+        found = consistency(model, test_batches, method=method, layer=layer, scale=scales, progress=False)
+        plain, scaled, raw = cast(list[Consistency], found)  # a list of scales gives a list of results
         coefficients[(name, method)] = (plain.coefficient, scaled.coefficient)
         numbers[f"{name}_{method}_consistency"] = plain.coefficient
         numbers[f"{name}_{method}_consistency_scaled"] = scaled.coefficient
@@ -299,7 +300,8 @@ def _principal_table(
             shuffled = torch.zeros(features, dtype=torch.bool)
             shuffled[torch.randperm(features, generator=generator)[: int(union.sum())]] = True
             union_masks[f"random{f}_{draw}"] = shuffled
-    union_accuracy = feature_masking_accuracy(model, test_batches, layer, union_masks, show_progress=False)
+    found = feature_masking_accuracy(model, test_batches, layer, union_masks, progress=False)
+    union_accuracy = cast(dict[str, float], found)  # a dict of masks gives a dict of accuracies
     entry: dict[str, Any] = {"all": union_accuracy["all"], "chance": chance}
     for key in (
         "class_top",
