@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from camscope.cli.common import WeightsOption, load_cli_model, resolve_class
 from camscope.errors import CamscopeError
 from camscope.methods.finer import Finer
+from camscope.viz.figures import new_figure
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
@@ -90,7 +91,6 @@ def finer_figure(
     title: str = "",
 ) -> Any:
     """The base map, the Finer map and the reference classes (name, probability) of one image of a ``finer-*`` explanation."""
-    import matplotlib.pyplot as plt
 
     import camscope
     from camscope.viz.figures import overlay
@@ -104,7 +104,8 @@ def finer_figure(
     )
     probabilities = explanation.logits[index].softmax(dim=0)
     references = finer_references(explanation, index, names)
-    figure, axes = plt.subplots(1, 3, figsize=(8.4, 3.6), squeeze=False)
+    figure = new_figure((8.4, 3.6))
+    axes = figure.subplots(1, 3, squeeze=False)
     axes = axes[0]
     axes[0].imshow(rgb)
     axes[0].set_title(title or "input", fontsize=9)
@@ -310,11 +311,12 @@ def _prompts_figure(
     gamma: float,
     title: str,
 ) -> Any:
-    import matplotlib.pyplot as plt
 
     from camscope.viz.figures import overlay
 
-    figure, axes = plt.subplots(len(rows), 3, figsize=(8.4, 3.0 * len(rows)), squeeze=False)
+    figure = new_figure((8.4, 3.0 * len(rows)))
+
+    axes = figure.subplots(len(rows), 3, squeeze=False)
     for row, (text, base, finer, references) in zip(axes, rows):
         row[0].imshow(rgb)
         row[0].set_title(title, fontsize=9)

@@ -222,7 +222,7 @@ class EvaluationReport:
 
     def plot_curves(self, out: str | os.PathLike[str]) -> dict[str, Path]:
         """One figure per metric with curves (deletion, insertion, ROAD, ...): the mean curve of each method."""
-        from camscope.viz.figures import plt, save_figure
+        from camscope.viz.figures import new_figure, save_figure
 
         curves = self.mean_curves()
         written: dict[str, Path] = {}
@@ -230,7 +230,8 @@ class EvaluationReport:
             keys = sorted({key for method in self.methods for key in curves.get(method, {}).get(metric, {})})
             if not keys:
                 continue
-            figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+            figure = new_figure((4.2 * len(keys), 3.4))
+            axes = figure.subplots(1, len(keys), squeeze=False)
             for axis, key in zip(axes[0], keys):
                 for method in self.methods:
                     curve = curves.get(method, {}).get(metric, {}).get(key)

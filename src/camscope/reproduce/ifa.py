@@ -78,6 +78,7 @@ from camscope.metrics import consistency, feature_masking_accuracy
 from camscope.metrics.consistency import Consistency
 from camscope.models.zoo import SmallCNN
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
+from camscope.viz.figures import new_figure
 
 __all__ = ["FRACTIONS", "METHODS", "PAPER_TABLE_I", "PAPER_TABLE_II", "run"]
 
@@ -154,13 +155,10 @@ def _max_difference(model: SmallCNN, images: Tensor, layer: str) -> float:
 
 
 def _figure(context: Context, scatter: dict[str, dict[str, Any]], accuracy: dict[str, dict[str, Any]]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     figures = []
-    fig, axes = plt.subplots(2, 2, figsize=(8.5, 7), squeeze=False)
+    fig = new_figure((8.5, 7))
+    axes = fig.subplots(2, 2, squeeze=False)
     for row, name in enumerate(_DATASETS):
         plain, scaled = scatter[name]["plain"], scatter[name]["scaled"]
         for col, (result, label) in enumerate(((plain, "Grad-CAM"), (scaled, "S-Grad-CAM"))):
@@ -174,10 +172,11 @@ def _figure(context: Context, scatter: dict[str, dict[str, Any]], accuracy: dict
     fig.tight_layout()
     path = context.figures / "ifa_consistency.png"
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     figures.append("figures/ifa_consistency.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
+    fig = new_figure((9, 3.6))
+
+    axes = fig.subplots(1, 2, squeeze=False)
     for col, name in enumerate(_DATASETS):
         ax = axes[0][col]
         entry = accuracy[name]
@@ -197,7 +196,6 @@ def _figure(context: Context, scatter: dict[str, dict[str, Any]], accuracy: dict
     fig.suptitle("IFA Table II analogue: accuracy with the principal features only", fontsize=10)
     fig.tight_layout()
     fig.savefig(context.figures / "ifa_accuracy.png", dpi=110)
-    plt.close(fig)
     figures.append("figures/ifa_accuracy.png")
     return figures
 

@@ -72,6 +72,7 @@ from camscope.errors import CamscopeError
 from camscope.metrics import auprc, energy_pointing_game, iou, pointing_game, sanity_check
 from camscope.models.zoo import SmallCNN
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim, Context, Section, markdown_table
+from camscope.viz.figures import new_figure
 
 __all__ = ["PERTURBATION", "SAMPLED", "run"]
 
@@ -211,10 +212,6 @@ def _figures(
     sanity: dict[str, Any],
     layers: list[str],
 ) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     shown = [
         name
@@ -222,7 +219,8 @@ def _figures(
         if name in examples
     ]
     rows = min([3, images.shape[0], *(examples[name].shape[0] for name in shown)])
-    fig, axes = plt.subplots(rows, len(shown) + 1, figsize=(1.7 * (len(shown) + 1), 1.8 * rows), squeeze=False)
+    fig = new_figure((1.7 * (len(shown) + 1), 1.8 * rows))
+    axes = fig.subplots(rows, len(shown) + 1, squeeze=False)
     for r in range(rows):
         axes[r][0].imshow(images[r].permute(1, 2, 0).clamp(0, 1).numpy())
         axes[r][0].contour(masks[r].float().numpy(), levels=[0.5], colors="w", linewidths=0.6)
@@ -237,9 +235,10 @@ def _figures(
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(context.figures / "localisation_examples.png", dpi=100)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), squeeze=False)
+    fig = new_figure((11, 3.8))
+
+    axes = fig.subplots(1, 2, squeeze=False)
     steps = list(range(1, len(layers) + 1))
     for index, (method, result) in enumerate(sorted(sanity.items())):
         style = "-" if index < 10 else "--"
@@ -254,7 +253,6 @@ def _figures(
     axes[0][1].legend(fontsize=6, ncol=2, loc="upper right")
     fig.tight_layout()
     fig.savefig(context.figures / "localisation_sanity.png", dpi=100)
-    plt.close(fig)
     return ["figures/localisation_examples.png", "figures/localisation_sanity.png"]
 
 

@@ -1,4 +1,4 @@
-"""Plots of an integrated feature analysis (matplotlib, Agg backend).
+"""Plots of an integrated feature analysis (matplotlib figures on the Agg canvas, whatever the user's backend).
 
 * :func:`importance_heatmap`: the importance matrix, features x classes (the paper's Fig. 11 I);
 * :func:`importance_lines`: one column of the matrix over the features, train vs
@@ -32,15 +32,16 @@ from matplotlib.figure import Figure
 from camscope.analyses.ifa import Analysis
 from camscope.errors import CamscopeError
 from camscope.metrics.consistency import Consistency
-from camscope.viz import figures as viz  # noqa: F401  (selects the Agg backend)
+from camscope.viz.figures import new_figure
 
 __all__ = ["consistency_scatter", "distribution_plot", "importance_heatmap", "importance_lines"]
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-    import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(width, height))
+    figure = new_figure((width, height))
+
+    axis = figure.subplots()
     return figure, axis
 
 
@@ -119,12 +120,12 @@ def importance_lines(
 
 def consistency_scatter(results: Consistency | Sequence[Consistency], against: str = "logit") -> Figure:
     """Per-image CAM sum (vertical) against the logit or probability (horizontal), one panel per variant."""
-    import matplotlib.pyplot as plt
 
     if against not in ("logit", "probability"):
         raise CamscopeError(f"against must be 'logit' or 'probability', got {against!r}")
     results = [results] if isinstance(results, Consistency) else list(results)
-    figure, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), squeeze=False)
+    figure = new_figure((3.6 * len(results), 3.4))
+    axes = figure.subplots(1, len(results), squeeze=False)
     for axis, result in zip(axes[0], results):
         x = result.logits if against == "logit" else result.probabilities
         correlation = result.logit if against == "logit" else result.probability

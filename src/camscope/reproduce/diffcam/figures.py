@@ -14,6 +14,7 @@ from camscope.models.zoo import SmallCNN
 from camscope.reproduce.diffcam.measure import DIGIT_METHODS, METHODS, THRESHOLDS, SettingResult
 from camscope.reproduce.report import Context
 from camscope.stats.reference_bank import ReferenceBank
+from camscope.viz.figures import new_figure
 
 __all__ = ["FIGURES", "digits_figure", "draw_figures", "f1_figure", "intra_figure", "species_figure"]
 
@@ -26,11 +27,12 @@ def _grey_rgb(image: Tensor) -> Any:
 
 
 def f1_figure(path: Any, settings: dict[str, SettingResult]) -> None:
-    import matplotlib.pyplot as plt
 
     from camscope.viz.figures import save_figure
 
-    figure, axes = plt.subplots(1, len(settings), figsize=(5.0 * len(settings), 3.6), squeeze=False)
+    figure = new_figure((5.0 * len(settings), 3.6))
+
+    axes = figure.subplots(1, len(settings), squeeze=False)
     styles = {
         "gradcam": "C0-",
         "finer": "C1-",
@@ -52,7 +54,6 @@ def f1_figure(path: Any, settings: dict[str, SettingResult]) -> None:
 
 
 def species_figure(path: Any, species_data: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
 
     from camscope.data.synthetic import PARTS
     from camscope.viz.figures import overlay, save_figure
@@ -70,9 +71,8 @@ def species_figure(path: Any, species_data: dict[str, Any]) -> None:
         if found.numel():
             rows.append(int(found[0]))
     shown = (("gradcam", "Grad-CAM"), ("finer", "Finer-CAM"), ("diffcam", "DiffCAM why c, not d"))
-    figure, axes = plt.subplots(
-        len(rows), 2 + len(shown), figsize=(2.0 * (2 + len(shown)), 2.15 * len(rows)), squeeze=False
-    )
+    figure = new_figure((2.0 * (2 + len(shown)), 2.15 * len(rows)))
+    axes = figure.subplots(len(rows), 2 + len(shown), squeeze=False)
     for row, i in enumerate(rows):
         image = batch.images[i].permute(1, 2, 0).numpy()
         mask = species.difference_masks(batch.part_masks[i : i + 1], batch.labels[i : i + 1], versus[i : i + 1])[0]
@@ -96,7 +96,6 @@ def species_figure(path: Any, species_data: dict[str, Any]) -> None:
 
 def digits_figure(path: Any, model: SmallCNN, digits: dict[str, Any]) -> list[tuple[int, list[int]]]:
     """Figure 3's analogue; returns the (digit, counterfactual digits) shown."""
-    import matplotlib.pyplot as plt
 
     from camscope.viz.figures import overlay, save_figure
 
@@ -114,7 +113,8 @@ def digits_figure(path: Any, model: SmallCNN, digits: dict[str, Any]) -> list[tu
             indices.append(int(found[0]))
             rows.append((digit, [bank.labels[int(j)] for j in nearest[bank.labels.index(digit)]]))
     columns = 1 + len(DIGIT_METHODS) + 3
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.45 * columns, 1.6 * len(rows)), squeeze=False)
+    figure = new_figure((1.45 * columns, 1.6 * len(rows)))
+    axes = figure.subplots(len(rows), columns, squeeze=False)
     for row, (i, (digit, others)) in enumerate(zip(indices, rows)):
         image = _grey_rgb(images[i])
         axes[row][0].imshow(image)
@@ -143,12 +143,12 @@ def digits_figure(path: Any, model: SmallCNN, digits: dict[str, Any]) -> list[tu
 
 def intra_figure(path: Any, digits: dict[str, Any], count: int = 8) -> list[int]:
     """Figure 4's analogue: the most atypical test digits and their intra-class DiffCAM maps."""
-    import matplotlib.pyplot as plt
 
     from camscope.viz.figures import overlay, save_figure
 
     order = digits["atypicality"].argsort(descending=True)[:count].tolist()
-    figure, axes = plt.subplots(2, len(order), figsize=(1.45 * len(order), 3.3), squeeze=False)
+    figure = new_figure((1.45 * len(order), 3.3))
+    axes = figure.subplots(2, len(order), squeeze=False)
     for column, i in enumerate(order):
         image = _grey_rgb(digits["images"][i])
         label, predicted = int(digits["labels"][i]), int(digits["predicted"][i])

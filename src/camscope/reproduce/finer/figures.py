@@ -17,6 +17,7 @@ from camscope.reproduce.finer.measure import (
     FinerData,
     energy_share,
 )
+from camscope.viz.figures import new_figure
 
 __all__ = ["example_figure", "gamma_figure"]
 
@@ -39,16 +40,13 @@ def _examples(data: FinerData, count: int = 4) -> list[int]:
 
 
 def example_figure(path: Any, data: FinerData, maps: dict[str, Tensor], class_names: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     from camscope.viz.figures import overlay, save_figure
 
     rows = _examples(data)
     columns = ["image"] + [name for base in BASES for name in (base, f"finer-{base}")]
-    figure, axes = plt.subplots(len(rows), len(columns), figsize=(1.55 * len(columns), 1.75 * len(rows)), squeeze=False)
+    figure = new_figure((1.55 * len(columns), 1.75 * len(rows)))
+    axes = figure.subplots(len(rows), len(columns), squeeze=False)
     for r, index in enumerate(rows):
         image = data.images[index].permute(1, 2, 0).numpy()
         mask = data.differing[index].float().numpy()
@@ -85,16 +83,13 @@ def example_figure(path: Any, data: FinerData, maps: dict[str, Tensor], class_na
 def gamma_figure(
     path: Any, sweep: dict[tuple[int, float], dict[str, float]], chance: float, gammas: Sequence[float]
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
     from camscope.viz.figures import save_figure
 
     positions = list(range(len(gammas)))
     labels = [f"{g:g}" for g in gammas]
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(13.0, 3.4))
+    figure = new_figure((13.0, 3.4))
+    (left, middle, right) = figure.subplots(1, 3)
     width = 0.8 / len(REFERENCES)
     for i, count in enumerate(REFERENCES):
         drops = [sweep[(count, g)]["drop_target@0.05"] for g in gammas]
