@@ -129,7 +129,7 @@ class Explainer:
         method = self.method
         need_grad = method.uses_gradients
         with LayerCapture(layers, need_grad=need_grad) as capture:
-            logits, resolved, scores = self._pass(inputs, capture, target, need_grad)
+            logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad)
             native = {name: capture.activations[name] for name, _ in layers}
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
             explanations = []
@@ -154,17 +154,17 @@ class Explainer:
             model=self.model,
             inputs=inputs,
             layer=name,
-            activations=self._channels_first(native, inputs, name).detach(),
+            activations=self.channels_first(native, inputs, name).detach(),
             gradients=None,
             outputs=logits.detach(),
             target=target,
             scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
-            forward=partial(self._plain_forward, capture=capture),
-            gradients_at=partial(self._gradients_at, name=name, capture=capture, target=target),
-            activations_at=partial(self._activations_at, name=name, capture=capture),
+            forward=partial(self.plain_forward, capture=capture),
+            gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target),
+            activations_at=partial(self.activations_at, name=name, capture=capture),
         )
 
-    def _pass(
+    def forward_pass(
         self, inputs: Tensor, capture: LayerCapture, target: Target, need_grad: bool
     ) -> tuple[Tensor, Target, Tensor]:
         """One forward pass: autograd off until the first captured layer when gradients are needed."""
@@ -235,7 +235,8 @@ class Explainer:
             for name, grad, tensor in zip(names, grads, tensors)
         }
 
-    def _channels_first(self, tensor: Tensor, inputs: Tensor, name: str) -> Tensor:
+    def channels_first(self, tensor: Tensor, inputs: Tensor, name: str) -> Tensor:
+        """A captured tensor as ``[B, K, *spatial]`` under this explainer's layout settings."""
         return to_channels_first(tensor, inputs.shape, name, self.model, self.layout, self.grid, self.prefix_tokens)
 
     def _run_method(self, context: CamContext, grads: Tensor | None, inputs: Tensor, name: str) -> list[CamResult]:
@@ -244,7 +245,7 @@ class Explainer:
             return [self.method(context)]
         results = []
         for component in grads:
-            context.gradients = self._channels_first(component, inputs, name)
+            context.gradients = self.channels_first(component, inputs, name)
             results.append(self.method(context))
         return results
 
@@ -295,7 +296,7 @@ class Explainer:
             activations=activations,
         )
 
-    def _plain_forward(self, inputs: Tensor, capture: LayerCapture) -> Tensor:
+    def plain_forward(self, inputs: Tensor, capture: LayerCapture) -> Tensor:
         """The model's scores on other inputs, hooks silent, no autograd."""
         capture.enabled = False
         try:
@@ -304,15 +305,15 @@ class Explainer:
         finally:
             capture.enabled = True
 
-    def _activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
+    def activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
         """Activations at one layer for other inputs (detached; channels first unless ``native``)."""
         capture.reset()
         self._hooked_forward(inputs)
         capture.check_calls()
         activations = capture.activations[name].detach()
-        return activations if native else self._channels_first(activations, inputs, name)
+        return activations if native else self.channels_first(activations, inputs, name)
 
-    def _gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
+    def gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
         """Activations and gradients at one layer for other inputs, the same resolved target."""
         capture.reset()
         outputs = self._hooked_forward(inputs)
@@ -324,8 +325,8 @@ class Explainer:
             (grads,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
         grads = torch.zeros_like(activations) if grads is None else grads
         return (
-            self._channels_first(activations.detach(), inputs, name),
-            self._channels_first(grads, inputs, name),
+            self.channels_first(activations.detach(), inputs, name),
+            self.channels_first(grads, inputs, name),
         )
 
     def _fused(self, names: list[str], per_layer: list[Explanation], inputs: Tensor) -> Explanation:

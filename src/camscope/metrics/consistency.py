@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.capture import model_state, output_tensor
-from camscope.engine.explainer import Explainer, Explanation, _scaled_maps  # public name pending: scaled_maps
+from camscope.engine.explainer import Explainer, Explanation
+from camscope.engine.maps import scaled_maps
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import Batch, DatasetPass
@@ -464,7 +465,7 @@ def consistency(
         if classes is None:
             raise CamscopeError("consistency needs a class target (None, 'true' or a class index)")
         size_hw = batch.inputs.shape[2:]
-        maps = [explanation.maps if v is None else _scaled_maps(v, explanation, size_hw) for v in scales]
+        maps = [explanation.maps if v is None else scaled_maps(v, explanation, size_hw) for v in scales]
         statistics.update(torch.stack([m.flatten(1).sum(dim=1) for m in maps]), explanation.logits, classes)
     batches.require_batches("consistency")
     names = [_variant_name(explainer.method.name, variant, features) for variant in scales]

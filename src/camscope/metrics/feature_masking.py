@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.capture import _split_output, model_state, output_tensor, resolve_layers, validate_inputs
+from camscope.engine.capture import model_state, split_output, output_tensor, resolve_layers, validate_inputs
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import DatasetPass
@@ -60,7 +60,7 @@ class _ChannelMask:
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         if self.mask is None:
             return None
-        tensor, rebuild = _split_output(output, "masked layer")  # public name pending: split_output
+        tensor, rebuild = split_output(output, "masked layer")
         axis = _channel_axis(tensor, self.mask.numel(), self.layout)
         shape = [1] * tensor.ndim
         shape[axis] = -1

@@ -94,13 +94,13 @@ class BatchPass:
         else:
 
             def forward(x: Tensor) -> Tensor:
-                return explainer._plain_forward(x, capture)
+                return explainer.plain_forward(x, capture)
 
             def gradients_at(x: Tensor) -> tuple[Tensor, Tensor]:
-                return explainer._gradients_at(x, name, capture, target)
+                return explainer.gradients_at(x, name, capture, target)
 
             def activations_at(x: Tensor, native: bool = False) -> Tensor:
-                return explainer._activations_at(x, name, capture, native)
+                return explainer.activations_at(x, name, capture, native)
 
         if "activations_at" in _CONTEXT_FIELDS:
             extra["activations_at"] = activations_at
@@ -142,7 +142,7 @@ class BatchPass:
                     "explain='true' needs a label for every image, but some have none: use explain='predicted'"
                 )
             target = ClassTarget(None) if explain == "predicted" else ClassTarget(labels)
-            logits, resolved, _ = explainer._pass(inputs, capture, target, need_grad)
+            logits, resolved, _ = explainer.forward_pass(inputs, capture, target, need_grad)
             num_classes = logits.shape[1]
             if bool((labels >= num_classes).any()):
                 raise CamscopeError(
@@ -159,13 +159,13 @@ class BatchPass:
             truth = torch.where(labels >= 0, labels, predictions)
             second = explain == "predicted" and bool((truth != explained).any())
             rows = torch.stack([explained, truth]) if second else explained[None]
-            activations = explainer._channels_first(native.detach(), inputs, self.name)
+            activations = explainer.channels_first(native.detach(), inputs, self.name)
             grads = _class_gradients(logits, native, rows, retain_graph=self.all_classes) if need_grad else None
             outputs = []
             for r in range(rows.shape[0]):
                 context = self._context(inputs, activations, detached, rows[r], capture)
                 if grads is not None:
-                    context.gradients = explainer._channels_first(grads[r], inputs, self.name)
+                    context.gradients = explainer.channels_first(grads[r], inputs, self.name)
                 outputs.append(self._apply(context))
             raw, contributions = outputs[0]
             if second:
@@ -225,7 +225,7 @@ class BatchPass:
             grads = None
             if self.method.uses_gradients:
                 grads = _class_gradients(logits, native, rows, retain_graph=True)
-                grads = self.explainer._channels_first(
+                grads = self.explainer.channels_first(
                     grads.reshape(count * batch, *grads.shape[2:]), inputs, self.name
                 )
             if closed_form and grads is not None:
