@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 import camscope
 from camscope import Finer
-from camscope.engine.method import GradCAM, available_methods, get_method, register_method
+from camscope.engine.method import available_methods, get_method, register_method
 from camscope.errors import CamscopeError
 from camscope.methods.finer import class_similarity, classifier_weights
+from camscope.methods.gradient import GradCAM
 
 LAYER = "features"
 GRADIENT_METHODS = ("gradcam", "layercam", "gradcampp", "xgradcam", "hirescam")

@@ -51,9 +51,10 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import LayerCapture, default_layer, model_state, resolve_layers, validate_inputs
 from camscope.engine.explainer import Explainer
-from camscope.engine.method import CAM, CamContext, CamMethod, CamResult, GradCAM, HiResCAM
+from camscope.engine.method import CamContext, CamMethod, CamResult
 from camscope.errors import CamscopeError
 from camscope.io import load_tensors, save_tensors
+from camscope.methods.gradient import CAM, GradCAM, HiResCAM
 from camscope.passes.batches import iter_batches, progress
 from camscope.targets.base import ClassTarget
 

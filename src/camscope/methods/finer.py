@@ -53,20 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.engine.method import (
-    CamContext,
-    CamMethod,
-    CamResult,
-    GradCAM,
-    GradCAMpp,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
-    available_methods,
-    get_method,
-    register_method,
-)
+from camscope.engine.method import CamContext, CamMethod, CamResult, available_methods, get_method, register_method
 from camscope.errors import CamscopeError
+from camscope.methods.gradient import GradCAM, GradCAMpp, HiResCAM, LayerCAM, XGradCAM
 from camscope.targets.base import ClassTarget, FrozenTarget, Target
 
 __all__ = [
