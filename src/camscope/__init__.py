@@ -9,6 +9,7 @@ Example:
 """
 
 from camscope.analyses.ifa import Analysis, analyze
+from camscope.analyses.similarity import class_similarity
 from camscope.engine.explainer import Explainer, Explanation, explain
 from camscope.engine.method import available_methods, register_method
 from camscope.errors import CamscopeError
@@ -18,8 +19,8 @@ from camscope.methods import (
     projection,  # noqa: F401  (registers the perturbation and projection CAMs)
 )
 from camscope.methods.diffcam import ReferenceBank
-from camscope.methods.finer import Finer, class_similarity
 from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
+from camscope.targets.finer import Finer
 
 __version__ = "0.1.0"
 

@@ -15,10 +15,11 @@ from torch import Tensor, nn
 
 import camscope
 from camscope import Finer
+from camscope.analyses.similarity import class_similarity
 from camscope.engine.method import available_methods, get_method, register_method
 from camscope.errors import CamscopeError
-from camscope.methods.finer import class_similarity, classifier_weights
 from camscope.methods.gradient import GradCAM
+from camscope.targets.finer import classifier_weights
 
 LAYER = "features"
 GRADIENT_METHODS = ("gradcam", "layercam", "gradcampp", "xgradcam", "hirescam")
