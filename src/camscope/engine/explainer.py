@@ -20,7 +20,7 @@ from camscope.engine.capture import (
     to_channels_first,
     validate_inputs,
 )
-from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.engine.method import CamContext, CamMethod, CamResult, aggregate_maps, get_method
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
@@ -317,7 +317,7 @@ class Explainer:
             raws.append(weighted.sum(dim=1))
             if all(size == 1 for size in result.weights.shape[2:]):
                 weights_list.append(result.weights.flatten(1))
-        raw = _aggregate(torch.stack(raws), target.aggregate)
+        raw = aggregate_maps(torch.stack(raws), target.aggregate)
         weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
         contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
         maps = normalize_maps(upsample(raw, inputs.shape[2:]))
@@ -453,19 +453,6 @@ def _scaled_maps(scale: Any, explanation: Explanation, size: Sequence[int]) -> T
                 f"analyze with the same {attribute}, or explain with {attribute}={fitted!r}"
             )
     return transform(upsample(explanation.raw, size)).detach()
-
-
-def _aggregate(raws: Tensor, mode: str) -> Tensor:
-    """Combine the maps of ``R`` score components ``[R, B, ...]``."""
-    if raws.shape[0] == 1:
-        return raws[0]
-    if mode == "mean-before-relu":
-        return raws.mean(dim=0)
-    if mode == "max-before-relu":
-        return raws.max(dim=0).values
-    if mode == "mean-after-relu":
-        return raws.clamp(min=0).mean(dim=0)
-    raise CamscopeError(f"unknown aggregation {mode!r}: use mean-before-relu, max-before-relu or mean-after-relu")
 
 
 def explain(

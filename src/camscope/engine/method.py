@@ -26,6 +26,7 @@ __all__ = [
     "CamContext",
     "CamMethod",
     "CamResult",
+    "aggregate_maps",
     "available_methods",
     "get_method",
     "register_method",
@@ -161,3 +162,27 @@ def get_method(method: str | CamMethod, **options: Any) -> CamMethod:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise CamscopeError(f"unknown method {method!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[key](**options)
+
+
+def aggregate_maps(raws: Tensor, mode: str) -> Tensor:
+    """Combine the signed maps ``[R, B, ...]`` of ``R`` score components into ``[B, ...]``.
+
+    ``mode`` is one of Finer-CAM's aggregations (Zhang et al. 2025, Table 3):
+    ``"mean-before-relu"`` (``mean_r M_r``), ``"max-before-relu"``
+    (``max_r M_r``, pixel-wise) or ``"mean-after-relu"`` (``mean_r ReLU(M_r)``).
+    One component is returned as it is.
+
+    Example:
+        >>> import torch
+        >>> aggregate_maps(torch.tensor([[[1.0, -2.0]], [[3.0, -4.0]]]), "mean-after-relu")
+        tensor([[2., 0.]])
+    """
+    if raws.shape[0] == 1:
+        return raws[0]
+    if mode == "mean-before-relu":
+        return raws.mean(dim=0)
+    if mode == "max-before-relu":
+        return raws.max(dim=0).values
+    if mode == "mean-after-relu":
+        return raws.clamp(min=0).mean(dim=0)
+    raise CamscopeError(f"unknown aggregation {mode!r}: use mean-before-relu, max-before-relu or mean-after-relu")

@@ -19,12 +19,21 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.method import CamContext, CamMethod, CamResult, available_methods, get_method, register_method
+from camscope.engine.method import (
+    CamContext,
+    CamMethod,
+    CamResult,
+    aggregate_maps,
+    available_methods,
+    get_method,
+    register_method,
+)
 from camscope.errors import CamscopeError
 from camscope.methods.gradient import GradCAM, GradCAMpp, HiResCAM, LayerCAM, XGradCAM
 from camscope.targets.base import ClassTarget, FrozenTarget, Target
@@ -233,12 +242,8 @@ class FinerScoreCAM(_FinerShortcut, CamMethod):
             components = ctx.target(ctx.outputs)
         if aggregate == "mean-before-relu" or components.ndim == 1 or components.shape[1] == 1:
             return self.base(ctx)
-        from dataclasses import replace
-
-        from camscope.engine.explainer import _aggregate
-
         maps = []
         for index in range(components.shape[1]):
             part = self.base(replace(ctx, target=_Component(ctx.target, index)))
             maps.append(part.raw if part.raw is not None else (part.weights * ctx.activations).sum(dim=1))
-        return CamResult(raw=_aggregate(torch.stack(maps), aggregate))
+        return CamResult(raw=aggregate_maps(torch.stack(maps), aggregate))
