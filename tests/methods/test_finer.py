@@ -354,7 +354,7 @@ def test_component_scores() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"gamma": -0.5}, "negative"),
+        ({"gamma": -0.5}, "gamma must be a finite float >= 0"),
         ({"gamma": float("nan")}, "finite"),
         ({"references": 0}, "at least 1"),
         ({"references": "tabby"}, "string"),
@@ -396,7 +396,7 @@ def test_method_errors(batch) -> None:
         camscope.explain(model, x, method="finer-gradcam", layer=LAYER, gamma=0.3, target=Finer())
     with pytest.raises(CamscopeError, match="has no option"):
         camscope.explain(model, x, method="finer-gradcam", layer=LAYER, gama=0.3)
-    with pytest.raises(CamscopeError, match="negative"):
+    with pytest.raises(CamscopeError, match="'finer-layercam': option gamma must be a finite float >= 0"):
         get_method("finer-layercam", gamma=-1)
     # a Finer target given to the shortcut without options is used as is
     a = camscope.explain(model, x, method="finer-gradcam", layer=LAYER, target=Finer(references=2))

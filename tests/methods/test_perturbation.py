@@ -16,7 +16,8 @@ from torchcam import methods as torchcam_methods
 
 import camscope
 from camscope.errors import CamscopeError
-from camscope.methods.perturbation import ScoreCAM, _first_equal, _Progress
+from camscope.methods.perturbation import ScoreCAM, _first_equal
+from camscope.progress import ProgressBar
 
 CLASSES = [0, 3, 4]
 
@@ -401,12 +402,12 @@ def test_one_host_synchronisation_per_call(tiny_cnn, images, method, options):
 
 
 def test_progress_bar_appears_only_after_the_delay(capsys):
-    quiet = _Progress(3, "passes", enabled=True, delay=60)
+    quiet = ProgressBar(3, "passes", enabled=True, delay=60)
     for _ in range(3):
         quiet.advance()
     quiet.close()
     assert quiet._bar is None
-    shown = _Progress(3, "passes", enabled=True, delay=0)
+    shown = ProgressBar(3, "passes", enabled=True, delay=0)
     shown.advance()
     assert shown._bar is not None
     shown.advance()

@@ -140,8 +140,9 @@ def class_similarity(source: nn.Module | Tensor, names: Sequence[str] | None = N
     unit = F.normalize(weights, dim=1)
     matrix = (unit @ unit.T).float()
     count = matrix.shape[0]
-    if names is None and isinstance(source, nn.Module) and isinstance(getattr(source, "prompts", None), list):
-        names = list(source.prompts)
+    prompts = getattr(source, "prompts", None) if isinstance(source, nn.Module) else None
+    if names is None and isinstance(prompts, list):
+        names = list(prompts)
     if names is None and count == 1000:
         from camscope.models.loading import imagenet_classes
 

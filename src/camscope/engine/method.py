@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from camscope.engine.options import Option, resolve_options
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target
 
@@ -29,10 +30,9 @@ __all__ = [
     "aggregate_maps",
     "available_methods",
     "get_method",
+    "method_class",
     "register_method",
 ]
-
-_EPS = 1e-7
 
 
 @dataclass
@@ -77,6 +77,12 @@ class CamContext:
     def spatial_dims(self) -> tuple[int, ...]:
         return tuple(range(2, self.activations.ndim))
 
+    def require_gradients(self) -> Tensor:
+        """The gradients ``G``, which the engine computes for every method with ``uses_gradients``."""
+        if self.gradients is None:
+            raise CamscopeError(f"no gradients were computed at layer {self.layer!r}: the method needs them")
+        return self.gradients
+
     def expand(self, weights: Tensor) -> Tensor:
         """``[B, K]`` channel weights as ``[B, K, 1, ...]``, broadcastable to A."""
         return weights.reshape(*weights.shape, *([1] * len(self.spatial_dims)))
@@ -89,12 +95,23 @@ class CamResult:
     weights: Tensor | None = None
     raw: Tensor | None = None
 
+    def signed_map(self, activations: Tensor) -> Tensor:
+        """The signed map: ``raw``, or ``M = sum_k w_k A_k`` of the weights and ``activations`` ``[B, K, ...]``."""
+        if self.raw is not None:
+            return self.raw
+        if self.weights is None:
+            raise CamscopeError("a method returned neither weights nor a map")
+        return (self.weights * activations).sum(dim=1)
+
 
 class CamMethod:
     """Base class of CAM methods.
 
     Class attributes:
         name: the registry name (``method="..."``).
+        declared_options: the method's options (:class:`camscope.engine.options.Option`):
+            ``__init__`` validates the given ones and fills the defaults, so
+            ``self.options[name]`` always holds a valid value.
         uses_gradients: whether the engine must compute ``d score / d A``.
         linear_in_gradient: the weights are linear in G, so the weights of an
             average of scores equal the average of the weights; the engine then
@@ -104,19 +121,17 @@ class CamMethod:
     name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     linear_in_gradient: ClassVar[bool] = False
+    declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(self.option_names())
-        if unknown:
-            raise CamscopeError(
-                f"method {self.name!r} has no option {', '.join(sorted(unknown))}; "
-                f"its options are: {', '.join(self.option_names()) or 'none'}"
-            )
-        self.options = options
+        declared = {option.name for option in self.declared_options}
+        legacy = tuple(name for name in self.option_names() if name not in declared)
+        self.options: dict[str, Any] = resolve_options(f"method {self.name!r}", self.declared_options, options, legacy)
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return ()
+        """The names of the declared options."""
+        return tuple(option.name for option in cls.declared_options)
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
         """The target this method explains, given the user's (before any forward pass).
@@ -146,22 +161,29 @@ def available_methods() -> dict[str, type[CamMethod]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+_ALIASES = {"grad-cam": "gradcam", "gradcam++": "gradcampp", "grad-cam++": "gradcampp", "hires-cam": "hirescam"}
+
+
+def method_class(name: str) -> type[CamMethod]:
+    """The registered method class of a name (case, ``_``/``-`` and common spellings forgiven)."""
+    key = str(name).lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise CamscopeError(f"unknown method {name!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[key]
+
+
 def get_method(method: str | CamMethod, **options: Any) -> CamMethod:
     """A method instance from a name (with options) or an instance."""
     if isinstance(method, CamMethod):
         if options:
             raise CamscopeError("options were given with a method instance: pass them to its constructor")
         return method
-    key = str(method).lower().replace("_", "-")
-    aliases = {"grad-cam": "gradcam", "gradcam++": "gradcampp", "grad-cam++": "gradcampp", "hires-cam": "hirescam"}
-    key = aliases.get(key, key)
-    if key not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise CamscopeError(f"unknown method {method!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[key](**options)
+    return method_class(method)(**options)
 
 
 def aggregate_maps(raws: Tensor, mode: str) -> Tensor:

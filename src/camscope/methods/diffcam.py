@@ -93,6 +93,7 @@ from camscope.engine.capture import (
     validate_inputs,
 )
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.engine.options import Option
 from camscope.errors import CamscopeError
 from camscope.targets.base import ClassTarget, Target
 
@@ -1417,30 +1418,45 @@ class DiffCAM(CamMethod):
     uses_gradients = False
     linear_in_gradient = False
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("reference", "bank", "regularization", "k", "embedding", "predict", "check_model", "batch_size")
+    declared_options = (
+        Option(
+            "reference",
+            (ReferenceGroup, ReferenceBank, Tensor, str, tuple),
+            None,
+            "the reference group: a group, a bank, inputs or embeddings, a spec such as 'others' or 'knn:100'",
+        ),
+        Option("bank", (ReferenceBank, str, os.PathLike), None, "a reference bank or the path of a saved one"),
+        Option(
+            "regularization",
+            (str, float),
+            "oas",
+            "'oas' or r >= 0 for lambda = r tr(Sigma) / K",
+            check=_regularization_key,
+        ),
+        Option("k", int, _DEFAULT_K, "neighbours of the 'knn' reference", positive=True),
+        Option("embedding", str, None, "'mean' or 'cls' (None: the bank's, else 'mean')", choices=_EMBEDDINGS),
+        Option(
+            "predict",
+            str,
+            "auto",
+            "how an example's class is found without a target",
+            choices=("auto", "model", "nearest"),
+        ),
+        Option("check_model", bool, True, "check that the references come from this model and layer"),
+        Option("batch_size", int, 64, "reference inputs per forward pass", positive=True),
+    )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.regularization = options.get("regularization", "oas")
-        _regularization_key(self.regularization)
-        self.k = int(options.get("k", _DEFAULT_K))
-        if self.k < 1:
-            raise CamscopeError(f"diffcam: k must be >= 1, got {self.k}")
-        self.predict = str(options.get("predict", "auto"))
-        if self.predict not in ("auto", "model", "nearest"):
-            raise CamscopeError(f"diffcam: predict must be 'auto', 'model' or 'nearest', got {self.predict!r}")
-        self.check_model = bool(options.get("check_model", True))
-        self.batch_size = int(options.get("batch_size", 64))
-        if self.batch_size < 1:
-            raise CamscopeError(f"diffcam: batch_size must be >= 1, got {self.batch_size}")
-        bank = options.get("bank")
+        self.regularization = self.options["regularization"]
+        self.k = self.options["k"]
+        self.predict = self.options["predict"]
+        self.check_model = self.options["check_model"]
+        self.batch_size = self.options["batch_size"]
+        bank = self.options["bank"]
         if isinstance(bank, (str, os.PathLike)):
             bank = ReferenceBank.load(bank)
-        if bank is not None and not isinstance(bank, ReferenceBank):
-            raise CamscopeError(f"diffcam: bank must be a ReferenceBank or a path, got {type(bank).__name__}")
-        reference = options.get("reference")
+        reference = self.options["reference"]
         self.group: ReferenceGroup | None = None
         self.tensor: Tensor | None = None
         self.kind: str | None = None
@@ -1480,7 +1496,7 @@ class DiffCAM(CamMethod):
         if self.kind not in (None, "folder") and bank is None:
             raise CamscopeError(f"diffcam: reference {self.kind!r} needs a bank: pass bank=ReferenceBank (or its path)")
         self.bank = bank
-        embedding = options.get("embedding")
+        embedding = self.options["embedding"]
         source_embedding = (
             bank.embedding if bank is not None else self.group.source.get("embedding") if self.group else None
         )

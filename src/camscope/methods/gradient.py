@@ -11,13 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.engine.options import Option
 from camscope.errors import CamscopeError
 
 __all__ = ["CAM", "GradCAM", "GradCAMpp", "HiResCAM", "LayerCAM", "SmoothGradCAMpp", "XGradCAM"]
-
-
-def _spatial_sum(tensor: Tensor, ctx: CamContext) -> Tensor:
-    return tensor.sum(dim=ctx.spatial_dims)
 
 
 def _classifier_after(model: nn.Module, channels: int) -> nn.Linear:
@@ -87,7 +84,7 @@ class GradCAM(CamMethod):
     linear_in_gradient = True
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(weights=ctx.gradients.mean(dim=ctx.spatial_dims, keepdim=True))
+        return CamResult(weights=ctx.require_gradients().mean(dim=ctx.spatial_dims, keepdim=True))
 
 
 def _gradcampp_alpha(grad2: Tensor, grad3: Tensor, activations: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -114,7 +111,7 @@ class GradCAMpp(CamMethod):
     name = "gradcampp"
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        grads = ctx.gradients
+        grads = ctx.require_gradients()
         grad2 = grads.pow(2)
         alpha = _gradcampp_alpha(grad2, grad2 * grads, ctx.activations, ctx.spatial_dims)
         weights = (alpha * grads.clamp(min=0)).sum(dim=ctx.spatial_dims, keepdim=True)
@@ -136,7 +133,7 @@ class XGradCAM(CamMethod):
         dims = ctx.spatial_dims
         total = ctx.activations.sum(dim=dims, keepdim=True)
         share = ctx.activations / torch.where(total != 0, total, torch.ones_like(total))
-        return CamResult(weights=(share * ctx.gradients).sum(dim=dims, keepdim=True))
+        return CamResult(weights=(share * ctx.require_gradients()).sum(dim=dims, keepdim=True))
 
 
 @register_method
@@ -149,7 +146,7 @@ class LayerCAM(CamMethod):
     name = "layercam"
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(weights=ctx.gradients.clamp(min=0))
+        return CamResult(weights=ctx.require_gradients().clamp(min=0))
 
 
 @register_method
@@ -164,7 +161,7 @@ class HiResCAM(CamMethod):
     linear_in_gradient = True
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(weights=ctx.gradients)
+        return CamResult(weights=ctx.require_gradients())
 
 
 @register_method
@@ -183,17 +180,14 @@ class SmoothGradCAMpp(CamMethod):
     """
 
     name = "smoothgradcampp"
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("samples", "std", "generator")
+    declared_options = (
+        Option("samples", int, 4, "number of noisy copies of the input", positive=True),
+        Option("std", float, 0.3, "standard deviation of the input noise", min=0),
+        Option("generator", torch.Generator, None, "random generator for reproducible noise"),
+    )
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        samples = int(self.options.get("samples", 4))
-        std = float(self.options.get("std", 0.3))
-        generator = self.options.get("generator")
-        if samples < 1:
-            raise CamscopeError(f"smoothgradcampp needs samples >= 1, got {samples}")
+        samples, std, generator = self.options["samples"], self.options["std"], self.options["generator"]
         grad1 = torch.zeros_like(ctx.activations)
         grad2 = torch.zeros_like(ctx.activations)
         grad3 = torch.zeros_like(ctx.activations)

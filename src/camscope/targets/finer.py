@@ -35,8 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,10 +42,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from camscope.engine.options import Option
 from camscope.errors import CamscopeError
 from camscope.targets.base import ClassTarget, Target
 
-__all__ = ["AGGREGATIONS", "SELECTION_RULES", "WEIGHTINGS", "Finer", "ReferenceSpec", "classifier_weights"]
+__all__ = [
+    "AGGREGATIONS",
+    "FINER_OPTIONS",
+    "SELECTION_RULES",
+    "WEIGHTINGS",
+    "Finer",
+    "ReferenceSpec",
+    "classifier_weights",
+    "explicit_references",
+]
 
 #: How the maps of the ``T`` comparisons combine (the paper's Table 3).
 AGGREGATIONS = ("mean-before-relu", "max-before-relu", "mean-after-relu")
@@ -59,16 +67,16 @@ WEIGHTINGS = ("uniform", "probability")
 ReferenceSpec = int | Sequence[int] | Sequence[Sequence[int]] | Tensor
 
 
-def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CamscopeError(f"unknown {what} {value!r}{hint}: use one of {', '.join(choices)}")
-    return value
+def explicit_references(spec: Any) -> Tensor | None:
+    """Explicit reference classes as ``[T]`` (same for all samples) or ``[B, T]``; None for a count.
 
+    Raises:
+        CamscopeError: if ``spec`` is neither a count >= 1 nor integer class indices.
 
-def _explicit_references(spec: Any) -> Tensor | None:
-    """Explicit reference classes as ``[T]`` (same for all samples) or ``[B, T]``; None for a count."""
+    Example:
+        >>> explicit_references([[1, 2], [0, 3]]).shape, explicit_references(3)
+        (torch.Size([2, 2]), None)
+    """
     if isinstance(spec, bool):
         raise CamscopeError("references must be a number of classes or class indices, got a bool")
     if isinstance(spec, int):
@@ -95,6 +103,27 @@ def _explicit_references(spec: Any) -> Tensor | None:
             f"references must be a list of classes [T] or one list per sample [B, T], got shape {list(tensor.shape)}"
         )
     return tensor.long()
+
+
+#: The options of the comparison, as the ``finer-*`` methods declare them (Finer's arguments less ``explained``).
+FINER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "references",
+        (int, Sequence, Tensor),
+        3,
+        "how many reference classes to choose, or the classes (a list, or one list per sample)",
+        check=explicit_references,
+    ),
+    Option("gamma", float, 0.6, "comparison strength: 0 is the base method, the paper uses 0.6", min=0),
+    Option(
+        "select", str, "predicted", "how references are chosen when only their number is given", choices=SELECTION_RULES
+    ),
+    Option("aggregate", str, "mean-before-relu", "how the maps of the comparisons combine", choices=AGGREGATIONS),
+    Option("weighting", str, "uniform", "how the comparisons are weighted in the aggregate", choices=WEIGHTINGS),
+    Option("reverse", bool, False, "explain y_d - gamma y_c: the reference classes' traits"),
+    Option("classifier", (nn.Module, Tensor), None, "model, linear layer or [C, K] weights for weight-similarity"),
+)
+_DECLARED = {option.name: option for option in FINER_OPTIONS}
 
 
 def classifier_weights(source: nn.Module | Tensor) -> Tensor:
@@ -207,20 +236,24 @@ class Finer(Target):
         reverse: bool = False,
         classifier: nn.Module | Tensor | None = None,
     ) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(float(gamma)):
-            raise CamscopeError(f"gamma must be a finite number, got {gamma!r}")
-        if gamma < 0:
-            raise CamscopeError(
-                f"gamma={gamma} is negative: use gamma >= 0 (reverse=True explains the reference classes against the class)"
-            )
-        self.explicit = _explicit_references(references)
+        given = dict(
+            references=references,
+            gamma=gamma,
+            select=select,
+            aggregate=aggregate,
+            weighting=weighting,
+            reverse=reverse,
+            classifier=classifier,
+        )
+        checked = {name: _DECLARED[name].validate(value, "Finer") for name, value in given.items()}
+        self.explicit = explicit_references(references)
         self.count = None if self.explicit is not None else int(references)  # type: ignore[arg-type]
         self.spec = references
-        self.gamma = float(gamma)
-        self.select = _check_choice(select, SELECTION_RULES, "reference selection")
-        self.aggregate = _check_choice(aggregate, AGGREGATIONS, "aggregation")
-        self.weighting = _check_choice(weighting, WEIGHTINGS, "weighting")
-        self.reverse = bool(reverse)
+        self.gamma: float = checked["gamma"]
+        self.select: str = checked["select"]
+        self.aggregate: str = checked["aggregate"]
+        self.weighting: str = checked["weighting"]
+        self.reverse: bool = checked["reverse"]
         self.classifier = classifier
         if self.select == "weight-similarity" and self.explicit is None and classifier is None:
             raise CamscopeError(
