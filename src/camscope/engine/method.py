@@ -116,6 +116,20 @@ class CamMethod:
         linear_in_gradient: the weights are linear in G, so the weights of an
             average of scores equal the average of the weights; the engine then
             back-propagates the averaged score once.
+
+    A subclass that overrides :meth:`option_names` without declaring options
+    (the older way) still gets those names accepted, unchecked and without defaults.
+
+    Example:
+        >>> from camscope.engine.options import Option
+        >>> class ScaledGradCAM(CamMethod):
+        ...     name = "scaled-gradcam"
+        ...     declared_options = (Option("scale", float, 1.0, "multiplies the weights", positive=True),)
+        ...     def __call__(self, ctx):
+        ...         weights = ctx.require_gradients().mean(dim=ctx.spatial_dims, keepdim=True)
+        ...         return CamResult(weights=self.options["scale"] * weights)
+        >>> ScaledGradCAM().options, ScaledGradCAM(scale=2).options
+        ({'scale': 1.0}, {'scale': 2.0})
     """
 
     name: ClassVar[str] = ""

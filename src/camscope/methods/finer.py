@@ -20,13 +20,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from camscope.engine.method import CamContext, CamMethod, CamResult, aggregate_maps, register_method
-from camscope.engine.options import Option
 from camscope.errors import CamscopeError
 from camscope.methods.gradient import GradCAM, GradCAMpp, HiResCAM, LayerCAM, XGradCAM
 from camscope.methods.perturbation import ScoreCAM
@@ -121,20 +120,22 @@ def finer_method(base: type[CamMethod], label: str, note: str) -> type[CamMethod
     ``label`` names the base in the docstring, ``note`` says how the comparison is computed.
     """
 
-    class FinerMethod(_FinerShortcut, base):  # type: ignore[valid-type, misc]
-        name = f"finer-{base.name}"
-        base_name = base.name
-        declared_options: ClassVar[tuple[Option, ...]] = (
+    name = f"Finer{base.__name__}"
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": (
+            f"Finer-CAM on {label}: {note}\n\n    Options: those of :class:`camscope.targets.finer.Finer` "
+            f"({', '.join(option.name for option in FINER_OPTIONS)}), then those of ``{base.name}``.\n"
+        ),
+        "name": f"finer-{base.name}",
+        "base_name": base.name,
+        "declared_options": (
             *FINER_OPTIONS,
             *(option for option in base.declared_options if option.name not in _FINER_NAMES),
-        )
-
-    FinerMethod.__name__ = FinerMethod.__qualname__ = f"Finer{base.__name__}"
-    FinerMethod.__doc__ = (
-        f"Finer-CAM on {label}: {note}\n\n    Options: those of :class:`camscope.targets.finer.Finer` "
-        f"({', '.join(option.name for option in FINER_OPTIONS)}), then those of ``{base.name}``.\n"
-    )
-    return register_method(FinerMethod)
+        ),
+    }
+    return register_method(cast("type[CamMethod]", type(name, (_FinerShortcut, base), namespace)))
 
 
 FinerGradCAM = finer_method(
