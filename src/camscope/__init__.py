@@ -12,13 +12,14 @@ from importlib import metadata as _metadata
 
 from camscope import methods as methods  # importing the package registers every method
 from camscope.analyses.ifa import Analysis, analyze
+from camscope.analyses.similarity import class_similarity
 from camscope.engine.explainer import Explainer, Explanation, explain
 from camscope.engine.method import available_methods, register_method
 from camscope.errors import CamscopeError
 from camscope.evaluation.runner import evaluate
-from camscope.methods.finer import Finer, class_similarity
 from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
+from camscope.targets.finer import Finer
 
 try:
     __version__ = _metadata.version("camscope")

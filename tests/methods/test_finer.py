@@ -15,9 +15,11 @@ from torch import Tensor, nn
 
 import camscope
 from camscope import Finer
-from camscope.engine.method import GradCAM, available_methods, get_method, register_method
+from camscope.analyses.similarity import class_similarity
+from camscope.engine.method import available_methods, get_method, register_method
 from camscope.errors import CamscopeError
-from camscope.methods.finer import class_similarity, classifier_weights
+from camscope.methods.gradient import GradCAM
+from camscope.targets.finer import classifier_weights
 
 LAYER = "features"
 GRADIENT_METHODS = ("gradcam", "layercam", "gradcampp", "xgradcam", "hirescam")
@@ -225,7 +227,7 @@ def test_reverse_and_extrapolation(batch) -> None:
 
 
 def test_explicit_references_per_sample_and_one_reference(batch) -> None:
-    model, x, logits, classes = batch
+    model, x, _, classes = batch
     per_sample = torch.stack([torch.tensor([c for c in range(5) if c != int(k)][:2]) for k in classes])
     activations, grads = _reference_gradients(model, x, classes, per_sample, gamma=0.6)
     expected = (torch.stack([g.mean(dim=(2, 3)) for g in grads]).mean(dim=0)[:, :, None, None] * activations).sum(1)
@@ -352,7 +354,7 @@ def test_component_scores() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"gamma": -0.5}, "negative"),
+        ({"gamma": -0.5}, "gamma must be a finite float >= 0"),
         ({"gamma": float("nan")}, "finite"),
         ({"references": 0}, "at least 1"),
         ({"references": "tabby"}, "string"),
@@ -394,7 +396,7 @@ def test_method_errors(batch) -> None:
         camscope.explain(model, x, method="finer-gradcam", layer=LAYER, gamma=0.3, target=Finer())
     with pytest.raises(CamscopeError, match="has no option"):
         camscope.explain(model, x, method="finer-gradcam", layer=LAYER, gama=0.3)
-    with pytest.raises(CamscopeError, match="negative"):
+    with pytest.raises(CamscopeError, match="'finer-layercam': option gamma must be a finite float >= 0"):
         get_method("finer-layercam", gamma=-1)
     # a Finer target given to the shortcut without options is used as is
     a = camscope.explain(model, x, method="finer-gradcam", layer=LAYER, target=Finer(references=2))
@@ -480,7 +482,7 @@ def test_class_similarity_from_models(tiny_cnn: nn.Module) -> None:
     assert class_similarity(tiny_cnn).names is None
     imagenet = class_similarity(nn.Linear(4, 1000))
     assert imagenet.names == imagenet_classes()
-    with pytest.raises(CamscopeError, match="no nn.Linear"):
+    with pytest.raises(CamscopeError, match=r"no nn\.Linear"):
         classifier_weights(nn.Conv2d(3, 4, 1))
     with pytest.raises(CamscopeError, match="3 class names"):
         class_similarity(torch.ones(4, 2), names=["a", "b", "c"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -375,7 +376,18 @@ def test_component_scores_are_averaged(tiny_cnn, images):
 
 
 class _SyncCounter(TorchFunctionMode):
-    SYNCS = {"item", "tolist", "__bool__", "cpu", "numpy", "nonzero", "unique", "__int__", "__float__", "__index__"}
+    SYNCS: ClassVar[set[str]] = {
+        "item",
+        "tolist",
+        "__bool__",
+        "cpu",
+        "numpy",
+        "nonzero",
+        "unique",
+        "__int__",
+        "__float__",
+        "__index__",
+    }
 
     def __init__(self) -> None:
         super().__init__()

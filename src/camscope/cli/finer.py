@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from camscope.cli.common import WeightsOption, load_cli_model, resolve_class
 from camscope.errors import CamscopeError
-from camscope.methods.finer import Finer
+from camscope.targets.finer import Finer
 from camscope.viz.figures import new_figure
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
@@ -160,7 +160,7 @@ def similarity(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
-    from camscope.methods.finer import class_similarity
+    from camscope.analyses.similarity import class_similarity
 
     if top < 1:
         raise CamscopeError(f"--top must be at least 1, got {top}")

@@ -503,4 +503,3 @@ def split_output(output: Any, name: str) -> tuple[Tensor, Callable[[Tensor], Any
 
 
 # Old private name, kept while other modules move to ``split_output``.
-_split_output = split_output

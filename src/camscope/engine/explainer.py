@@ -27,9 +27,6 @@ from camscope.targets.base import Target, as_target
 __all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
 
 # Old private names, kept while other modules move to camscope.engine.maps.
-_aggregate = aggregate_maps
-_scaled_maps = scaled_maps
-_feature_mask = feature_mask
 
 
 class Explainer:

@@ -7,7 +7,8 @@ A method receives a :class:`CamContext` with the captured activations
 weights); the engine forms the signed map ``M = sum_k w_k * A_k``. Projection
 methods without weights return the signed map directly.
 
-New methods register with :func:`register_method`.
+New methods register with :func:`register_method`; the built-in ones live in
+:mod:`camscope.methods`.
 """
 
 from __future__ import annotations
@@ -16,29 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
+from camscope.engine.options import Option, resolve_options
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target
 
 __all__ = [
-    "CAM",
     "CamContext",
     "CamMethod",
     "CamResult",
-    "GradCAM",
-    "GradCAMpp",
-    "HiResCAM",
-    "LayerCAM",
-    "SmoothGradCAMpp",
-    "XGradCAM",
     "available_methods",
     "get_method",
+    "method_class",
     "register_method",
 ]
-
-_EPS = 1e-7
 
 
 @dataclass
@@ -83,6 +76,12 @@ class CamContext:
     def spatial_dims(self) -> tuple[int, ...]:
         return tuple(range(2, self.activations.ndim))
 
+    def require_gradients(self) -> Tensor:
+        """The gradients ``G``, which the engine computes for every method with ``uses_gradients``."""
+        if self.gradients is None:
+            raise CamscopeError(f"no gradients were computed at layer {self.layer!r}: the method needs them")
+        return self.gradients
+
     def expand(self, weights: Tensor) -> Tensor:
         """``[B, K]`` channel weights as ``[B, K, 1, ...]``, broadcastable to A."""
         return weights.reshape(*weights.shape, *([1] * len(self.spatial_dims)))
@@ -95,34 +94,57 @@ class CamResult:
     weights: Tensor | None = None
     raw: Tensor | None = None
 
+    def signed_map(self, activations: Tensor) -> Tensor:
+        """The signed map: ``raw``, or ``M = sum_k w_k A_k`` of the weights and ``activations`` ``[B, K, ...]``."""
+        if self.raw is not None:
+            return self.raw
+        if self.weights is None:
+            raise CamscopeError("a method returned neither weights nor a map")
+        return (self.weights * activations).sum(dim=1)
+
 
 class CamMethod:
     """Base class of CAM methods.
 
     Class attributes:
         name: the registry name (``method="..."``).
+        declared_options: the method's options (:class:`camscope.engine.options.Option`):
+            ``__init__`` validates the given ones and fills the defaults, so
+            ``self.options[name]`` always holds a valid value.
         uses_gradients: whether the engine must compute ``d score / d A``.
         linear_in_gradient: the weights are linear in G, so the weights of an
             average of scores equal the average of the weights; the engine then
             back-propagates the averaged score once.
+
+    A subclass that overrides :meth:`option_names` without declaring options
+    (the older way) still gets those names accepted, unchecked and without defaults.
+
+    Example:
+        >>> from camscope.engine.options import Option
+        >>> class ScaledGradCAM(CamMethod):
+        ...     name = "scaled-gradcam"
+        ...     declared_options = (Option("scale", float, 1.0, "multiplies the weights", positive=True),)
+        ...     def __call__(self, ctx):
+        ...         weights = ctx.require_gradients().mean(dim=ctx.spatial_dims, keepdim=True)
+        ...         return CamResult(weights=self.options["scale"] * weights)
+        >>> ScaledGradCAM().options, ScaledGradCAM(scale=2).options
+        ({'scale': 1.0}, {'scale': 2.0})
     """
 
     name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     linear_in_gradient: ClassVar[bool] = False
+    declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(self.option_names())
-        if unknown:
-            raise CamscopeError(
-                f"method {self.name!r} has no option {', '.join(sorted(unknown))}; "
-                f"its options are: {', '.join(self.option_names()) or 'none'}"
-            )
-        self.options = options
+        declared = {option.name for option in self.declared_options}
+        legacy = tuple(name for name in self.option_names() if name not in declared)
+        self.options: dict[str, Any] = resolve_options(f"method {self.name!r}", self.declared_options, options, legacy)
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return ()
+        """The names of the declared options."""
+        return tuple(option.name for option in cls.declared_options)
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
         """The target this method explains, given the user's (before any forward pass).
@@ -152,212 +174,26 @@ def available_methods() -> dict[str, type[CamMethod]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+_ALIASES = {"grad-cam": "gradcam", "gradcam++": "gradcampp", "grad-cam++": "gradcampp", "hires-cam": "hirescam"}
+
+
+def method_class(name: str) -> type[CamMethod]:
+    """The registered method class of a name (case, ``_``/``-`` and common spellings forgiven)."""
+    key = str(name).lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise CamscopeError(f"unknown method {name!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[key]
+
+
 def get_method(method: str | CamMethod, **options: Any) -> CamMethod:
     """A method instance from a name (with options) or an instance."""
     if isinstance(method, CamMethod):
         if options:
             raise CamscopeError("options were given with a method instance: pass them to its constructor")
         return method
-    key = str(method).lower().replace("_", "-")
-    aliases = {"grad-cam": "gradcam", "gradcam++": "gradcampp", "grad-cam++": "gradcampp", "hires-cam": "hirescam"}
-    key = aliases.get(key, key)
-    if key not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise CamscopeError(f"unknown method {method!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[key](**options)
-
-
-def _spatial_sum(tensor: Tensor, ctx: CamContext) -> Tensor:
-    return tensor.sum(dim=ctx.spatial_dims)
-
-
-def _classifier_after(model: nn.Module, channels: int) -> nn.Linear:
-    """The last linear layer of the model, which CAM needs to take ``channels`` features."""
-    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise CamscopeError("CAM needs a model that ends in a linear classifier; use gradcam for other models")
-    classifier = linears[-1]
-    if classifier.in_features != channels:
-        raise CamscopeError(
-            f"CAM needs the layer to feed global pooling and one linear layer, but the last linear layer takes "
-            f"{classifier.in_features} features and the layer has {channels} channels: choose the last "
-            "convolutional layer, or use gradcam (equal to CAM up to 1/Z there)"
-        )
-    return classifier
-
-
-@register_method
-class CAM(CamMethod):
-    """Class activation mapping (Zhou et al. 2016).
-
-    ``w_k^c = W[c, k]``, the classifier's weight, for a layer that feeds global
-    average pooling and one linear layer. For any target that is a function of
-    the logits (a class, a difference of classes), the weights are
-    ``(d score / d logits) @ W``, so ``y_c - gamma y_d`` gives
-    ``W[c] - gamma W[d]``.
-
-    Example:
-        >>> import camscope, torch
-        >>> from torchvision.models import resnet18
-        >>> model = resnet18(num_classes=10).eval()
-        >>> camscope.explain(model, torch.randn(1, 3, 64, 64), method="cam", layer="layer4").raw.shape
-        torch.Size([1, 2, 2])
-    """
-
-    name = "cam"
-    uses_gradients = False
-    linear_in_gradient = True
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        classifier = _classifier_after(ctx.model, ctx.activations.shape[1])
-        with torch.enable_grad():
-            logits = ctx.outputs.detach().requires_grad_(True)
-            scores = ctx.target(logits)
-            if scores.ndim == 2:
-                scores = scores.mean(dim=1)
-            (dscore,) = torch.autograd.grad(scores.sum(), logits)
-        weights = dscore @ classifier.weight.detach()
-        return CamResult(weights=ctx.expand(weights))
-
-
-@register_method
-class GradCAM(CamMethod):
-    """Grad-CAM (Selvaraju et al. 2017).
-
-    ``w_k = (1/Z) sum_ij dy/dA_k^ij``; ``M = sum_k w_k A_k``.
-
-    Example:
-        >>> import camscope, torch
-        >>> from torchvision.models import resnet18
-        >>> model = resnet18(num_classes=10).eval()
-        >>> camscope.explain(model, torch.randn(2, 3, 64, 64), method="gradcam").maps.shape
-        torch.Size([2, 64, 64])
-    """
-
-    name = "gradcam"
-    linear_in_gradient = True
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(weights=ctx.gradients.mean(dim=ctx.spatial_dims, keepdim=True))
-
-
-def _gradcampp_alpha(grad2: Tensor, grad3: Tensor, activations: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Grad-CAM++ Eq. 19 with the exponential score: ``g^2 / (2 g^2 + sum_ab A_ab g^3)``; 0 where g = 0."""
-    denominator = 2 * grad2 + activations.sum(dim=dims, keepdim=True) * grad3
-    alpha = grad2 / torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-    return torch.where(grad2 != 0, alpha, torch.zeros_like(alpha))
-
-
-@register_method
-class GradCAMpp(CamMethod):
-    """Grad-CAM++ (Chattopadhay et al. 2018).
-
-    ``w_k = sum_ij alpha_k^ij ReLU(dy/dA_k^ij)`` with
-    ``alpha = g^2 / (2 g^2 + sum_ab A_k^ab g^3)`` (the paper's closed form for
-    an exponential score, as in the reference code and pytorch-grad-cam);
-    ``alpha = 0`` where the gradient is zero. Unlike pytorch-grad-cam 1.5.7, no
-    ``eps = 1e-6`` is added to the denominator (it biases layers with small
-    gradients); unlike torchcam 0.5.0, the sum over positions multiplies the
-    activations only (torchcam sums ``A * g^3``, and its in-place division on a
-    masked copy leaves ``alpha = g^2``).
-    """
-
-    name = "gradcampp"
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        grads = ctx.gradients
-        grad2 = grads.pow(2)
-        alpha = _gradcampp_alpha(grad2, grad2 * grads, ctx.activations, ctx.spatial_dims)
-        weights = (alpha * grads.clamp(min=0)).sum(dim=ctx.spatial_dims, keepdim=True)
-        return CamResult(weights=weights)
-
-
-@register_method
-class XGradCAM(CamMethod):
-    """XGrad-CAM (Fu et al. 2020).
-
-    ``w_k = sum_ij (A_k^ij / sum_ab A_k^ab) dy/dA_k^ij`` (a channel whose
-    activations sum to zero gets weight 0).
-    """
-
-    name = "xgradcam"
-    linear_in_gradient = True
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        dims = ctx.spatial_dims
-        total = ctx.activations.sum(dim=dims, keepdim=True)
-        share = ctx.activations / torch.where(total != 0, total, torch.ones_like(total))
-        return CamResult(weights=(share * ctx.gradients).sum(dim=dims, keepdim=True))
-
-
-@register_method
-class LayerCAM(CamMethod):
-    """LayerCAM (Jiang et al. 2021).
-
-    Pixel-wise weights ``w_k^ij = ReLU(dy/dA_k^ij)``; ``M = sum_k w_k A_k``.
-    """
-
-    name = "layercam"
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(weights=ctx.gradients.clamp(min=0))
-
-
-@register_method
-class HiResCAM(CamMethod):
-    """HiResCAM (Draelos & Carin 2020), the "pixel-wise Grad-CAM" of the IFA paper.
-
-    ``M = sum_k (dy/dA_k) * A_k`` element-wise; its sum over pixels equals the
-    logit change along A for a layer followed by linear operations.
-    """
-
-    name = "hirescam"
-    linear_in_gradient = True
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(weights=ctx.gradients)
-
-
-@register_method
-class SmoothGradCAMpp(CamMethod):
-    """Smooth Grad-CAM++ (Omeiza et al. 2019).
-
-    Grad-CAM++ with the gradient powers averaged over ``samples`` noisy copies
-    ``x + N(0, std^2)`` of the input: ``alpha`` uses the means of ``g^2`` and
-    ``g^3``, the ReLU term the mean of ``g``; activations are those of the
-    clean input. The noisy copies of a batch run as one batch per sample draw.
-
-    Options:
-        samples: number of noisy copies (default 4, as torchcam).
-        std: standard deviation of the noise (default 0.3, as torchcam).
-        generator: a ``torch.Generator`` for reproducible noise.
-    """
-
-    name = "smoothgradcampp"
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("samples", "std", "generator")
-
-    def __call__(self, ctx: CamContext) -> CamResult:
-        samples = int(self.options.get("samples", 4))
-        std = float(self.options.get("std", 0.3))
-        generator = self.options.get("generator")
-        if samples < 1:
-            raise CamscopeError(f"smoothgradcampp needs samples >= 1, got {samples}")
-        grad1 = torch.zeros_like(ctx.activations)
-        grad2 = torch.zeros_like(ctx.activations)
-        grad3 = torch.zeros_like(ctx.activations)
-        for _ in range(samples):
-            noise = torch.randn(ctx.inputs.shape, generator=generator, device=ctx.inputs.device, dtype=ctx.inputs.dtype)
-            _, grads = ctx.gradients_at(ctx.inputs + std * noise)
-            grad1 += grads
-            grad2 += grads.pow(2)
-            grad3 += grads.pow(3)
-        grad1, grad2, grad3 = grad1 / samples, grad2 / samples, grad3 / samples
-        alpha = _gradcampp_alpha(grad2, grad3, ctx.activations, ctx.spatial_dims)
-        weights = (alpha * grad1.clamp(min=0)).sum(dim=ctx.spatial_dims, keepdim=True)
-        return CamResult(weights=weights)
+    return method_class(method)(**options)

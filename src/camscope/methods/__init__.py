@@ -11,16 +11,25 @@ from camscope.engine.method import (
     get_method,
     register_method,
 )
-from camscope.methods import diffcam, finer, perturbation, projection
+from camscope.methods import diffcam, finer, gradient, perturbation, projection
+from camscope.methods.gradient import CAM, GradCAM, GradCAMpp, HiResCAM, LayerCAM, SmoothGradCAMpp, XGradCAM
 
 __all__ = [
+    "CAM",
     "CamContext",
     "CamMethod",
     "CamResult",
+    "GradCAM",
+    "GradCAMpp",
+    "HiResCAM",
+    "LayerCAM",
+    "SmoothGradCAMpp",
+    "XGradCAM",
     "available_methods",
     "diffcam",
     "finer",
     "get_method",
+    "gradient",
     "perturbation",
     "projection",
     "register_method",

@@ -80,18 +80,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.embedding import check_embedding as _check_embedding
-from camscope.engine.embedding import embedding_of as _embedding_of
+from camscope.engine.embedding import EMBEDDINGS, check_embedding, embedding_of
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.engine.options import Option
 from camscope.errors import CamscopeError
-from camscope.stats.fingerprint import fingerprint_differences as _fingerprint_differences
-from camscope.stats.fingerprint import model_fingerprint
-from camscope.stats.reference_bank import DEFAULT_K as _DEFAULT_K
-from camscope.stats.reference_bank import ReferenceBank
-from camscope.stats.reference_group import ReferenceGroup
-from camscope.stats.reference_group import regularization_key as _regularization_key
+from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
+from camscope.stats.reference_bank import DEFAULT_K, ReferenceBank
+from camscope.stats.reference_group import ReferenceGroup, regularization_key
 from camscope.targets.base import ClassTarget, Target
-from camscope.targets.example import ExampleTarget as _ExampleTarget
+from camscope.targets.example import ExampleTarget
 
 __all__ = ["DiffCAM"]
 
@@ -102,7 +99,7 @@ def _parse_spec(text: str) -> tuple[str, Any]:
     kind = kind.strip().lower()
     if kind == "knn":
         if not argument:
-            return "knn", _DEFAULT_K
+            return "knn", DEFAULT_K
         if not argument.strip().isdigit() or int(argument) < 1:
             raise CamscopeError(f"reference {text!r}: knn takes a positive number of classes, e.g. knn:100")
         return "knn", int(argument)
@@ -173,30 +170,45 @@ class DiffCAM(CamMethod):
     uses_gradients = False
     linear_in_gradient = False
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("reference", "bank", "regularization", "k", "embedding", "predict", "check_model", "batch_size")
+    declared_options = (
+        Option(
+            "reference",
+            (ReferenceGroup, ReferenceBank, Tensor, str, tuple),
+            None,
+            "the reference group: a group, a bank, inputs or embeddings, a spec such as 'others' or 'knn:100'",
+        ),
+        Option("bank", (ReferenceBank, str, os.PathLike), None, "a reference bank or the path of a saved one"),
+        Option(
+            "regularization",
+            (str, float),
+            "oas",
+            "'oas' or r >= 0 for lambda = r tr(Sigma) / K",
+            check=regularization_key,
+        ),
+        Option("k", int, DEFAULT_K, "neighbours of the 'knn' reference", positive=True),
+        Option("embedding", str, None, "'mean' or 'cls' (None: the bank's, else 'mean')", choices=EMBEDDINGS),
+        Option(
+            "predict",
+            str,
+            "auto",
+            "how an example's class is found without a target",
+            choices=("auto", "model", "nearest"),
+        ),
+        Option("check_model", bool, True, "check that the references come from this model and layer"),
+        Option("batch_size", int, 64, "reference inputs per forward pass", positive=True),
+    )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.regularization = options.get("regularization", "oas")
-        _regularization_key(self.regularization)
-        self.k = int(options.get("k", _DEFAULT_K))
-        if self.k < 1:
-            raise CamscopeError(f"diffcam: k must be >= 1, got {self.k}")
-        self.predict = str(options.get("predict", "auto"))
-        if self.predict not in ("auto", "model", "nearest"):
-            raise CamscopeError(f"diffcam: predict must be 'auto', 'model' or 'nearest', got {self.predict!r}")
-        self.check_model = bool(options.get("check_model", True))
-        self.batch_size = int(options.get("batch_size", 64))
-        if self.batch_size < 1:
-            raise CamscopeError(f"diffcam: batch_size must be >= 1, got {self.batch_size}")
-        bank = options.get("bank")
+        self.regularization = self.options["regularization"]
+        self.k = self.options["k"]
+        self.predict = self.options["predict"]
+        self.check_model = self.options["check_model"]
+        self.batch_size = self.options["batch_size"]
+        bank = self.options["bank"]
         if isinstance(bank, (str, os.PathLike)):
             bank = ReferenceBank.load(bank)
-        if bank is not None and not isinstance(bank, ReferenceBank):
-            raise CamscopeError(f"diffcam: bank must be a ReferenceBank or a path, got {type(bank).__name__}")
-        reference = options.get("reference")
+        reference = self.options["reference"]
         self.group: ReferenceGroup | None = None
         self.tensor: Tensor | None = None
         self.kind: str | None = None
@@ -236,7 +248,7 @@ class DiffCAM(CamMethod):
         if self.kind not in (None, "folder") and bank is None:
             raise CamscopeError(f"diffcam: reference {self.kind!r} needs a bank: pass bank=ReferenceBank (or its path)")
         self.bank = bank
-        embedding = options.get("embedding")
+        embedding = self.options["embedding"]
         source_embedding = (
             bank.embedding if bank is not None else self.group.source.get("embedding") if self.group else None
         )
@@ -245,13 +257,13 @@ class DiffCAM(CamMethod):
                 f"diffcam: embedding={embedding!r} but the references use {source_embedding!r}: "
                 "embed the example like the references"
             )
-        self.embedding = _check_embedding(embedding or source_embedding or "mean")
+        self.embedding = check_embedding(embedding or source_embedding or "mean")
         self._tensor_groups: dict[tuple[Any, ...], ReferenceGroup] = {}
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
         """Replace class targets with one that needs no class scores (DiffCAM needs none)."""
         if isinstance(target, ClassTarget):
-            return _ExampleTarget(getattr(target, "_spec", None), self.bank, self.predict)
+            return ExampleTarget(getattr(target, "_spec", None), self.bank, self.predict)
         return target
 
     # -- embeddings ---------------------------------------------------------------------
@@ -260,7 +272,7 @@ class DiffCAM(CamMethod):
         if self.embedding == "mean":
             return ctx.activations.mean(dim=ctx.spatial_dims)
         native = self._activations_at(ctx, ctx.inputs, native=True)
-        return _embedding_of(native, ctx.inputs.shape, ctx.layer, ctx.model, "cls", {})
+        return embedding_of(native, ctx.inputs.shape, ctx.layer, ctx.model, "cls", {})
 
     def _activations_at(self, ctx: CamContext, inputs: Tensor, native: bool) -> Tensor:
         if ctx.activations_at is None:
@@ -278,7 +290,7 @@ class DiffCAM(CamMethod):
             batch = inputs[start : start + self.batch_size]
             if self.embedding == "cls":
                 native = self._activations_at(ctx, batch, native=True)
-                chunks.append(_embedding_of(native, batch.shape, ctx.layer, ctx.model, "cls", {}))
+                chunks.append(embedding_of(native, batch.shape, ctx.layer, ctx.model, "cls", {}))
             else:
                 grid = self._activations_at(ctx, batch, native=False)
                 chunks.append(grid.mean(dim=tuple(range(2, grid.ndim))))
@@ -325,7 +337,7 @@ class DiffCAM(CamMethod):
             if self.predict == "model":
                 raise CamscopeError("diffcam: predict='model' needs class scores from the model")
             classes = bank.nearest_classes(z, 1)[:, 0]
-            if isinstance(ctx.target, _ExampleTarget):
+            if isinstance(ctx.target, ExampleTarget):
                 ctx.target.bind(classes)
         classes = classes.reshape(-1)
         missing = sorted({int(c) for c in classes.tolist()} - set(bank.labels))
@@ -359,7 +371,7 @@ class DiffCAM(CamMethod):
             if self.check_model and source.get("layer") not in (None, ctx.layer):
                 differences.append(f"layer: the group comes from {source.get('layer')!r}, explained at {ctx.layer!r}")
             if self.check_model and source.get("model") and not differences:
-                differences.extend(_fingerprint_differences(source["model"], model_fingerprint(ctx.model)))
+                differences.extend(fingerprint_differences(source["model"], model_fingerprint(ctx.model)))
             if differences:
                 raise CamscopeError("the reference group does not match: " + "; ".join(differences))
         z = self._embeddings(ctx)

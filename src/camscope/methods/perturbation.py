@@ -36,21 +36,21 @@ Shared machinery (all four methods):
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.engine.capture import _split_output
+from camscope.engine.capture import split_output
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.engine.options import Option
 from camscope.errors import CamscopeError
+from camscope.progress import ProgressBar
 
-__all__ = ["ISCAM", "SSCAM", "AblationCAM", "ScoreCAM"]
+__all__ = ["BATCH_SIZE", "CHANNELS", "ISCAM", "PROGRESS", "SSCAM", "AblationCAM", "ScoreCAM"]
 
 #: Code of a channel whose perturbed pass equals the baseline (Score-CAM: a constant
 #: channel, whose scaled mask is zero) or the clean pass (Ablation-CAM: a channel
@@ -60,56 +60,17 @@ _SAME_AS_REFERENCE = -1
 _LEFT_OUT = -2
 
 _NORMALIZATIONS = ("softmax", "difference", "probability")
+_INTEGRATION_PATHS = ("paper", "torchcam", "linear")
+
+#: Options of every perturbation method.
+BATCH_SIZE = Option("batch_size", int, 32, "perturbed inputs per forward pass", positive=True)
+CHANNELS = Option(
+    "channels", int, None, "approximate mode: only the k channels of highest spatial variance per image", positive=True
+)
+PROGRESS = Option("progress", bool, None, "show a progress bar (None: when stderr is a terminal, after 1 s)")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _positive_int(value: Any, what: str, method: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CamscopeError(f"{method}: {what} must be a positive integer, got {value!r}")
-    return value
-
-
-def _choice(value: Any, choices: Sequence[str], what: str, method: str) -> str:
-    if value not in choices:
-        raise CamscopeError(f"{method}: {what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-class _Progress:
-    """A rich progress bar on stderr that appears only once the work has taken ``delay`` seconds."""
-
-    def __init__(self, total: int, description: str, enabled: bool | None, delay: float = 1.0) -> None:
-        self.total = total
-        self.description = description
-        self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
-        self.delay = delay
-        self.start = time.perf_counter()
-        self.done = 0
-        self._bar: Any = None
-        self._task: Any = None
-
-    def advance(self, steps: int = 1) -> None:
-        self.done += steps
-        if not self.enabled:
-            return
-        if self._bar is None:
-            if self.done >= self.total or time.perf_counter() - self.start < self.delay:
-                return
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._bar = Progress(console=Console(stderr=True), transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)
-        else:
-            self._bar.update(self._task, completed=self.done)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 def _top_variance(flat: Tensor, channels: int | None) -> Tensor | None:
@@ -206,7 +167,7 @@ def _run(
     schedule: _Schedule,
     forward: Callable[[slice], Tensor],
     score: Callable[[Tensor], Tensor],
-    progress: _Progress,
+    progress: ProgressBar,
 ) -> Tensor:
     """Scores ``[n]`` of the scheduled jobs, one forward pass per chunk.
 
@@ -247,11 +208,14 @@ class _ScoreFamily(CamMethod):
     """Score-CAM and its smoothed and integrated variants (one implementation)."""
 
     uses_gradients = False
-    default_batch_size = 32
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("batch_size", "normalization", "baseline", "channels", "deduplicate", "progress")
+    declared_options: ClassVar[tuple[Option, ...]] = (
+        BATCH_SIZE,
+        Option("normalization", str, "softmax", "how scores become channel weights", choices=_NORMALIZATIONS),
+        Option("baseline", (float, Tensor), None, "the baseline input x_b, a number or a tensor (None: zeros)"),
+        CHANNELS,
+        Option("deduplicate", bool, True, "evaluate bitwise-equal scaled masks once"),
+        PROGRESS,
+    )
 
     # Variants: a list of mask scales, and noise.
     def _scales(self) -> list[float]:
@@ -260,24 +224,8 @@ class _ScoreFamily(CamMethod):
     def _noise(self) -> tuple[float, str, torch.Generator | None]:
         return 0.0, "mask", None
 
-    def _validate(self) -> dict[str, Any]:
-        options = self.options
-        method = self.name
-        batch_size = _positive_int(options.get("batch_size", self.default_batch_size), "batch_size", method)
-        normalization = _choice(options.get("normalization", "softmax"), _NORMALIZATIONS, "normalization", method)
-        channels = options.get("channels")
-        if channels is not None:
-            channels = _positive_int(channels, "channels", method)
-        return dict(
-            batch_size=batch_size,
-            normalization=normalization,
-            channels=channels,
-            deduplicate=bool(options.get("deduplicate", True)),
-            progress=options.get("progress"),
-        )
-
     def __call__(self, ctx: CamContext) -> CamResult:
-        opts = self._validate()
+        opts = self.options
         scales = self._scales()
         std, noise_on, generator = self._noise()
         x = ctx.inputs
@@ -288,7 +236,7 @@ class _ScoreFamily(CamMethod):
                 f"{self.name} masks the input with the layer's maps, but the layer's maps have "
                 f"{activations.ndim - 2} spatial dimensions and the input {x.ndim - 2}"
             )
-        baseline = _baseline(self.options.get("baseline"), x, self.name)
+        baseline = _baseline(opts["baseline"], x, self.name)
         probability = opts["normalization"] == "probability"
         noisy = std > 0
 
@@ -321,7 +269,7 @@ class _ScoreFamily(CamMethod):
 
             score = _score_function(ctx, probability)
             passes = len(schedule.chunks) * len(evaluated) + int(need_baseline)
-            progress = _Progress(passes, f"{self.name}: masked passes", opts["progress"])
+            progress = ProgressBar(passes, f"{self.name}: masked passes", opts["progress"], delay=1.0)
             try:
                 reference = None
                 if need_baseline:
@@ -331,13 +279,14 @@ class _ScoreFamily(CamMethod):
                 total_scores = torch.zeros(batch, total, dtype=_accumulator_dtype(ctx.outputs), device=x.device)
                 for scale in evaluated:
                     builder = _MaskedInputs(ctx, schedule, baseline, scale, std, noise_on, generator)
-                    scores = _run(ctx, schedule, lambda chunk: ctx.forward(builder(chunk)), score, progress)
+                    scores = _run(ctx, schedule, builder.forward, score, progress)
                     total_scores.index_put_(
                         (schedule.image, schedule.channel), scores.to(total_scores.dtype), accumulate=True
                     )
             finally:
                 progress.close()
             if zero_scales:
+                assert reference is not None  # zero scales need the baseline pass
                 total_scores += zero_scales * reference[:, None]
             mean = total_scores / len(scales)
             weights = _combine(mean, codes, reference, opts["normalization"])
@@ -348,10 +297,8 @@ def _baseline(value: Any, x: Tensor, method: str) -> Tensor | None:
     """The baseline input expanded to ``x`` (None for the zero input)."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if value == 0 else torch.full_like(x, float(value))
     if not isinstance(value, Tensor):
-        raise CamscopeError(f"{method}: baseline must be a number or a tensor, got {type(value).__name__}")
+        return None if value == 0 else torch.full_like(x, float(value))
     tensor = value.to(device=x.device, dtype=x.dtype)
     if tensor.ndim == x.ndim - 1:
         tensor = tensor.unsqueeze(0)
@@ -395,13 +342,17 @@ class _MaskedInputs:
             masks = masks * self.scale
         if self.std > 0 and self.noise_on == "mask":
             masks = masks + self.std * self._randn(masks.shape)
-        if self.baseline is None:
+        if self.baseline is None or self.difference is None:
             inputs = x[images] * masks
         else:
             inputs = torch.addcmul(self.baseline[images], masks, self.difference[images])
         if self.std > 0 and self.noise_on == "input":
             inputs = inputs + self.std * self._randn(inputs.shape)
         return inputs
+
+    def forward(self, chunk: slice) -> Tensor:
+        """The model's outputs on the masked inputs of a chunk."""
+        return self.ctx.forward(self(chunk))
 
     def _randn(self, shape: torch.Size) -> Tensor:
         x = self.ctx.inputs
@@ -535,34 +486,40 @@ class SSCAM(_ScoreFamily):
     """
 
     name = "sscam"
-    default_batch_size = 32
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return (*super().option_names(), "samples", "std", "noise_on", "generator")
+    declared_options = (
+        *_ScoreFamily.declared_options,
+        Option("samples", int, 35, "noise draws N", positive=True),
+        Option("std", float, 2.0, "standard deviation of the noise", min=0),
+        Option("noise_on", str, "mask", "add the noise to the mask or to the masked input", choices=("mask", "input")),
+        Option("generator", torch.Generator, None, "random generator on the inputs' device, for reproducible noise"),
+    )
 
     def _scales(self) -> list[float]:
-        return [1.0] * _positive_int(self.options.get("samples", 35), "samples", self.name)
+        return [1.0] * self.options["samples"]
 
     def _noise(self) -> tuple[float, str, torch.Generator | None]:
-        std = self.options.get("std", 2.0)
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or std < 0:
-            raise CamscopeError(f"sscam: std must be a non-negative number, got {std!r}")
-        noise_on = _choice(self.options.get("noise_on", "mask"), ("mask", "input"), "noise_on", self.name)
-        return float(std), noise_on, self.options.get("generator")
+        return self.options["std"], self.options["noise_on"], self.options["generator"]
+
+
+def _check_scales(spec: Any) -> None:
+    if isinstance(spec, str) and spec in _INTEGRATION_PATHS:
+        return
+    if isinstance(spec, str) or not isinstance(spec, Sequence) or not spec:
+        raise CamscopeError(
+            f"iscam: scales must be 'paper', 'torchcam', 'linear' or a non-empty list of numbers, got {spec!r}"
+        )
+    if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in spec):
+        raise CamscopeError(f"iscam: scales must be numbers, got {list(spec)!r}")
 
 
 def _integration_scales(spec: Any, samples: int) -> list[float]:
-    if spec is None or spec == "paper":
+    _check_scales(spec)
+    if spec == "paper":
         return [i * (i - 1) / (2 * samples) for i in range(1, samples + 1)]
     if spec == "torchcam":
         return [i * (i + 1) / (2 * samples) for i in range(1, samples + 1)]
     if spec == "linear":
         return [i / samples for i in range(1, samples + 1)]
-    if isinstance(spec, str) or not isinstance(spec, Sequence) or not spec:
-        raise CamscopeError(
-            f"iscam: scales must be 'paper', 'torchcam', 'linear' or a non-empty list of numbers, got {spec!r}"
-        )
     return [float(value) for value in spec]
 
 
@@ -601,14 +558,20 @@ class ISCAM(_ScoreFamily):
     """
 
     name = "iscam"
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return (*super().option_names(), "samples", "scales")
+    declared_options = (
+        *_ScoreFamily.declared_options,
+        Option("samples", int, 10, "steps N of the integration path", positive=True),
+        Option(
+            "scales",
+            (str, Sequence),
+            "paper",
+            "the mask scales c_i: 'paper', 'torchcam', 'linear' or a list of numbers",
+            check=_check_scales,
+        ),
+    )
 
     def _scales(self) -> list[float]:
-        samples = _positive_int(self.options.get("samples", 10), "samples", self.name)
-        return _integration_scales(self.options.get("scales"), samples)
+        return _integration_scales(self.options["scales"], self.options["samples"])
 
 
 # --------------------------------------------------------------------------- Ablation-CAM
@@ -634,7 +597,7 @@ class _Ablation:
     def __call__(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
         if self.rows is None or self.channels is None:
             return None
-        tensor, rebuild = _split_output(output, self.name)
+        tensor, rebuild = split_output(output, self.name)
         copies = tensor[self.rows]
         index = torch.arange(copies.shape[0], device=copies.device)
         if tuple(tensor.shape[1:]) == self.shape:
@@ -703,23 +666,25 @@ class AblationCAM(CamMethod):
     name = "ablationcam"
     uses_gradients = False
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("batch_size", "normalization", "value", "channels", "recompute", "progress")
+    declared_options = (
+        BATCH_SIZE,
+        Option("normalization", str, "relative", "(y - y_k) / |y| or the plain drop", choices=("relative", "drop")),
+        Option("value", float, 0.0, "the value an ablated channel takes"),
+        CHANNELS,
+        Option(
+            "recompute",
+            str,
+            "auto",
+            "run the layers before the ablated one again for every copy",
+            choices=("auto", "never", "always"),
+        ),
+        PROGRESS,
+    )
 
     def __call__(self, ctx: CamContext) -> CamResult:
         options = self.options
-        batch_size = _positive_int(options.get("batch_size", 32), "batch_size", self.name)
-        normalization = _choice(
-            options.get("normalization", "relative"), ("relative", "drop"), "normalization", self.name
-        )
-        recompute = _choice(options.get("recompute", "auto"), ("auto", "never", "always"), "recompute", self.name)
-        value = options.get("value", 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CamscopeError(f"ablationcam: value must be a number, got {value!r}")
-        channels = options.get("channels")
-        if channels is not None:
-            channels = _positive_int(channels, "channels", self.name)
+        batch_size, normalization, recompute = options["batch_size"], options["normalization"], options["recompute"]
+        value, channels = options["value"], options["channels"]
         modules = dict(ctx.model.named_modules())
         if ctx.layer not in modules or modules[ctx.layer] is ctx.model:
             raise CamscopeError("ablationcam needs a layer inside the model, not the model itself")
@@ -727,7 +692,7 @@ class AblationCAM(CamMethod):
         x = ctx.inputs
         activations = ctx.activations
         batch, total = activations.shape[:2]
-        hook = _Ablation(ctx.layer, activations, float(value))
+        hook = _Ablation(ctx.layer, activations, value)
         handle = modules[ctx.layer].register_forward_hook(hook)
         try:
             with torch.no_grad():
@@ -748,7 +713,9 @@ class AblationCAM(CamMethod):
                 host_codes = [host[b * total : (b + 1) * total] for b in range(batch)]
 
                 schedule = _schedule(host_codes, batch_size, x.device)
-                progress = _Progress(len(schedule.chunks), f"{self.name}: ablated passes", options.get("progress"))
+                progress = ProgressBar(
+                    len(schedule.chunks), f"{self.name}: ablated passes", options["progress"], delay=1.0
+                )
 
                 def forward(chunk: slice) -> Tensor:
                     images = schedule.image[chunk]

@@ -15,9 +15,13 @@ import torch
 from torch import Tensor
 
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
+from camscope.engine.options import Option
 from camscope.errors import CamscopeError
 
-__all__ = ["EigenCAM", "EigenGradCAM", "first_component_projection"]
+__all__ = ["CENTER", "EigenCAM", "EigenGradCAM", "first_component_projection"]
+
+#: The option of both projection methods.
+CENTER = Option("center", bool, True, "centre each channel over positions before the decomposition")
 
 
 def first_component_projection(features: Tensor, center: bool = True) -> Tensor:
@@ -97,12 +101,10 @@ class EigenCAM(CamMethod):
     name = "eigencam"
     uses_gradients = False
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("center",)
+    declared_options = (CENTER,)
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(raw=first_component_projection(ctx.activations, bool(self.options.get("center", True))))
+        return CamResult(raw=first_component_projection(ctx.activations, self.options["center"]))
 
 
 @register_method
@@ -129,10 +131,8 @@ class EigenGradCAM(CamMethod):
     name = "eigengradcam"
     uses_gradients = True
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("center",)
+    declared_options = (CENTER,)
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        weighted = ctx.gradients * ctx.activations
-        return CamResult(raw=first_component_projection(weighted, bool(self.options.get("center", True))))
+        weighted = ctx.require_gradients() * ctx.activations
+        return CamResult(raw=first_component_projection(weighted, self.options["center"]))

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.capture import model_state, split_output, output_tensor, resolve_layers, validate_inputs
+from camscope.engine.capture import model_state, output_tensor, resolve_layers, split_output, validate_inputs
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import DatasetPass

@@ -85,7 +85,7 @@ _CHUNK = 128
 _NOISY = {"sscam": 101, "smoothgradcampp": 102}
 _TOLERANCE = 4.0
 _FAMILY = {
-    "camscope.engine.method": "gradient",
+    "camscope.methods.gradient": "gradient",
     "camscope.methods.perturbation": "perturbation",
     "camscope.methods.projection": "projection",
     "camscope.methods.finer": "finer",

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import LayerCapture, model_state
 from camscope.engine.explainer import Explainer
-from camscope.engine.method import CAM, CamContext, CamMethod, CamResult, GradCAM, HiResCAM
+from camscope.engine.method import CamContext, CamMethod, CamResult
 from camscope.errors import CamscopeError
+from camscope.methods.gradient import CAM, GradCAM, HiResCAM
 from camscope.targets.base import ClassTarget
 
 __all__ = ["BatchPass", "BatchResult"]
@@ -225,9 +226,7 @@ class BatchPass:
             grads = None
             if self.method.uses_gradients:
                 grads = _class_gradients(logits, native, rows, retain_graph=True)
-                grads = self.explainer.channels_first(
-                    grads.reshape(count * batch, *grads.shape[2:]), inputs, self.name
-                )
+                grads = self.explainer.channels_first(grads.reshape(count * batch, *grads.shape[2:]), inputs, self.name)
             if closed_form and grads is not None:
                 grads = grads.reshape(count, batch, *grads.shape[1:])
                 if type(self.method) is GradCAM:
