@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import camscope
-from camscope.engine.method import CamContext, CamMethod, CamResult, available_methods, get_method
-from camscope.engine.options import Option, describe_options, resolve_options
+from camscope.engine.method import CamContext, CamMethod, CamResult, available_methods, describe_options, get_method
 from camscope.errors import CamscopeError
 from camscope.methods.gradient import GradCAM
+from camscope.options import Option, resolve_options
 from camscope.targets.finer import FINER_OPTIONS, Finer
 
 _SCORE = {

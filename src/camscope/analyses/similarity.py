@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,21 +93,19 @@ class ClassSimilarity:
         return [(int(i) // count, int(i) % count, float(v)) for v, i in zip(top.values, top.indices)]
 
     def plot(self, path: str | os.PathLike[str], label: str | None = None) -> Path:
-        """Write the sorted-similarity curve (mean with a band of one standard deviation) as a PNG."""
-        from camscope.viz.figures import new_figure, save_figure
+        """Write the sorted-similarity curve as a PNG.
 
-        mean, std = (t.detach().cpu().double().numpy() for t in self.curve())
-        ranks = range(1, len(mean) + 1)
-        figure = new_figure((5, 3.5))
-        axis = figure.subplots()
-        axis.plot(ranks, mean, label=label or f"{len(mean)} classes")
-        axis.fill_between(ranks, mean - std, mean + std, alpha=0.25)
-        axis.set_xlabel("classes, sorted by similarity")
-        axis.set_ylabel("cosine similarity of classifier weights")
-        axis.set_xscale("log")
-        axis.legend()
-        figure.tight_layout()
-        return save_figure(path, figure, dpi=120)
+        Deprecated: use ``save_figure(path, camscope.viz.analysis.similarity_curve(similarity))``.
+        """
+        warnings.warn(
+            "ClassSimilarity.plot is deprecated: use camscope.viz.analysis.similarity_curve and save_figure",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from camscope.viz.analysis import similarity_curve
+        from camscope.viz.figures import save_figure
+
+        return save_figure(path, similarity_curve(self, label), dpi=120)
 
 
 def class_similarity(source: nn.Module | Tensor, names: Sequence[str] | None = None) -> ClassSimilarity:

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from camscope.cli.common import WeightsOption, load_cli_model, resolve_class
 from camscope.errors import CamscopeError
 from camscope.targets.finer import Finer
-from camscope.viz.figures import new_figure
+from camscope.viz.analysis import similarity_curve
+from camscope.viz.figures import new_figure, save_figure
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
@@ -185,7 +186,7 @@ def similarity(
             for p, q, value in ([] if indices else result.most_similar_pairs(top))
         ],
     }
-    report["curve"] = str(result.plot(output, label=model))
+    report["curve"] = str(save_figure(output, similarity_curve(result, label=model), dpi=120))
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from camscope.engine.options import Option, resolve_options
 from camscope.errors import CamscopeError
+from camscope.options import Option, resolve_options
 from camscope.targets.base import Target
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "CamMethod",
     "CamResult",
     "available_methods",
+    "describe_options",
     "get_method",
     "method_class",
     "register_method",
@@ -108,7 +109,7 @@ class CamMethod:
 
     Class attributes:
         name: the registry name (``method="..."``).
-        declared_options: the method's options (:class:`camscope.engine.options.Option`):
+        declared_options: the method's options (:class:`camscope.options.Option`):
             ``__init__`` validates the given ones and fills the defaults, so
             ``self.options[name]`` always holds a valid value.
         uses_gradients: whether the engine must compute ``d score / d A``.
@@ -120,7 +121,7 @@ class CamMethod:
     (the older way) still gets those names accepted, unchecked and without defaults.
 
     Example:
-        >>> from camscope.engine.options import Option
+        >>> from camscope.options import Option
         >>> class ScaledGradCAM(CamMethod):
         ...     name = "scaled-gradcam"
         ...     declared_options = (Option("scale", float, 1.0, "multiplies the weights", positive=True),)
@@ -197,3 +198,22 @@ def get_method(method: str | CamMethod, **options: Any) -> CamMethod:
             raise CamscopeError("options were given with a method instance: pass them to its constructor")
         return method
     return method_class(method)(**options)
+
+
+def describe_options(method: str | type[CamMethod] | CamMethod) -> list[Option]:
+    """The declared options of a method (a registered name, a method class or an instance).
+
+    Example:
+        >>> import camscope
+        >>> [(option.name, option.default) for option in describe_options("smoothgradcampp")]
+        [('samples', 4), ('std', 0.3), ('generator', None)]
+    """
+    if isinstance(method, str):
+        cls = method_class(method)
+    elif isinstance(method, CamMethod):
+        cls = type(method)
+    elif isinstance(method, type) and issubclass(method, CamMethod):
+        cls = method
+    else:
+        raise CamscopeError(f"describe_options takes a method name, class or instance, not {type(method).__name__}")
+    return list(cls.declared_options)

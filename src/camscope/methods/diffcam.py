@@ -82,8 +82,8 @@ from torch import Tensor, nn
 
 from camscope.engine.embedding import EMBEDDINGS, check_embedding, embedding_of
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
-from camscope.engine.options import Option
 from camscope.errors import CamscopeError
+from camscope.options import Option
 from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.reference_bank import DEFAULT_K, ReferenceBank
 from camscope.stats.reference_group import ReferenceGroup, regularization_key

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
-from camscope.engine.options import Option
 from camscope.errors import CamscopeError
+from camscope.options import Option
 
 __all__ = ["CAM", "GradCAM", "GradCAMpp", "HiResCAM", "LayerCAM", "SmoothGradCAMpp", "XGradCAM"]
 

@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import split_output
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
-from camscope.engine.options import Option
 from camscope.errors import CamscopeError
+from camscope.options import Option
 from camscope.progress import ProgressBar
 
 __all__ = ["BATCH_SIZE", "CHANNELS", "ISCAM", "PROGRESS", "SSCAM", "AblationCAM", "ScoreCAM"]

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
-from camscope.engine.options import Option
 from camscope.errors import CamscopeError
+from camscope.options import Option
 
 __all__ = ["CENTER", "EigenCAM", "EigenGradCAM", "first_component_projection"]
 

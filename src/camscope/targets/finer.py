@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.engine.options import Option
 from camscope.errors import CamscopeError
+from camscope.options import Option
 from camscope.targets.base import ClassTarget, Target
 
 __all__ = [

@@ -30,11 +30,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from camscope.analyses.ifa import Analysis
+from camscope.analyses.similarity import ClassSimilarity
 from camscope.errors import CamscopeError
 from camscope.metrics.consistency import Consistency
 from camscope.viz.figures import new_figure
 
-__all__ = ["consistency_scatter", "distribution_plot", "importance_heatmap", "importance_lines"]
+__all__ = [
+    "consistency_scatter",
+    "distribution_plot",
+    "importance_heatmap",
+    "importance_lines",
+    "similarity_curve",
+]
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
@@ -171,5 +178,28 @@ def distribution_plot(analysis: Analysis, bars: int = 80) -> Figure:
     except CamscopeError:
         pass
     axis.set_title(f"distribution over {analysis.n_samples} images ({analysis.n_values} values)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def similarity_curve(similarity: ClassSimilarity, label: str | None = None) -> Figure:
+    """The sorted-similarity curve of a classifier (Finer-CAM's Fig. 1): mean with a band of one standard deviation.
+
+    Example:
+        >>> import torch
+        >>> from camscope.analyses.similarity import class_similarity
+        >>> figure = similarity_curve(class_similarity(torch.nn.Linear(8, 6)))
+        >>> figure.axes[0].get_xlabel()
+        'classes, sorted by similarity'
+    """
+    mean, std = (t.detach().cpu().double().numpy() for t in similarity.curve())
+    ranks = range(1, len(mean) + 1)
+    figure, axis = _figure(5, 3.5)
+    axis.plot(ranks, mean, label=label or f"{len(mean)} classes")
+    axis.fill_between(ranks, mean - std, mean + std, alpha=0.25)
+    axis.set_xlabel("classes, sorted by similarity")
+    axis.set_ylabel("cosine similarity of classifier weights")
+    axis.set_xscale("log")
+    axis.legend()
     figure.tight_layout()
     return figure

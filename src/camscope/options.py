@@ -12,7 +12,7 @@ takes any real number but bools, finite only, and stores it as ``float``; a
 ``None`` is accepted when the default is None (or ``nullable=True``).
 
 Example:
-    >>> from camscope.engine.options import Option, resolve_options
+    >>> from camscope.options import Option, resolve_options
     >>> declared = (Option("samples", int, 4, "noisy copies", positive=True),
     ...             Option("mode", str, "mask", "where the noise goes", choices=("mask", "input")))
     >>> resolve_options("method 'demo'", declared, {"samples": 8})
@@ -32,17 +32,14 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
 
-if TYPE_CHECKING:
-    from camscope.engine.method import CamMethod
-
-__all__ = ["Option", "describe_options", "resolve_options"]
+__all__ = ["Option", "resolve_options"]
 
 _TYPE_NAMES: dict[type, str] = {
     Tensor: "Tensor",
@@ -196,24 +193,3 @@ def resolve_options(
     for name, value in given.items():
         options[name] = declarations[name].validate(value, owner) if name in declarations else value
     return options
-
-
-def describe_options(method: str | type[CamMethod] | CamMethod) -> list[Option]:
-    """The declared options of a method (a registered name, a method class or an instance).
-
-    Example:
-        >>> import camscope
-        >>> [(option.name, option.default) for option in describe_options("smoothgradcampp")]
-        [('samples', 4), ('std', 0.3), ('generator', None)]
-    """
-    from camscope.engine.method import CamMethod, method_class
-
-    if isinstance(method, str):
-        cls = method_class(method)
-    elif isinstance(method, CamMethod):
-        cls = type(method)
-    elif isinstance(method, type) and issubclass(method, CamMethod):
-        cls = method
-    else:
-        raise CamscopeError(f"describe_options takes a method name, class or instance, not {type(method).__name__}")
-    return list(cls.declared_options)
