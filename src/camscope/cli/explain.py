@@ -34,13 +34,24 @@ from camscope.errors import CamscopeError
 __all__ = ["explain", "layers", "methods"]
 
 
-def methods() -> None:
-    """List the available methods."""
-    from camscope.engine.method import available_methods
+def methods(
+    details: Annotated[
+        bool, typer.Option("--details", help="Also list each method's options: type, default, allowed values.")
+    ] = False,
+    name: Annotated[str | None, typer.Argument(help="Show one method only.")] = None,
+) -> None:
+    """List the available methods (with --details, their options)."""
+    from camscope.engine.method import available_methods, describe_options, method_class
 
-    for name, cls in available_methods().items():
+    registry = available_methods()
+    chosen = {name: method_class(name)} if name is not None else registry
+    for method, cls in chosen.items():
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        typer.echo(f"{name:18s} {summary}")
+        typer.echo(f"{method:18s} {summary}")
+        if not details:
+            continue
+        for option in describe_options(cls):
+            typer.echo(f"    {option.name:14s} {option.allowed}; default {option.default!r}. {option.doc}")
 
 
 def layers(

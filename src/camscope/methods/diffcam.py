@@ -1,6 +1,6 @@
 """DiffCAM: how an example differs from a group of reference examples.
 
-DiffCAM (papers/diffcam.txt, Sec. 3.2) explains an example by the direction in
+DiffCAM (Li et al., "DiffCAM: Data-Driven Saliency Maps by Capturing Feature Differences", CVPR 2025, Sec. 3.2) explains an example by the direction in
 the feature space that best separates it from a *reference group*, instead of
 the direction towards a decision boundary (Grad-CAM, CAM). No gradients and no
 classifier are needed, so self-supervised backbones and ViTs work.
@@ -122,7 +122,7 @@ def _parse_spec(text: str) -> tuple[str, Any]:
 
 @register_method
 class DiffCAM(CamMethod):
-    """DiffCAM (papers/diffcam.txt): the direction that best separates the example from a reference group.
+    """DiffCAM (Li et al., CVPR 2025): the direction that best separates the example from a reference group.
 
     ``w* = Sigma_reg^-1 (z - mu)`` with the example's embedding ``z`` (spatial
     mean of the activations), the group's mean ``mu`` and covariance

@@ -1,4 +1,7 @@
-"""The Finer-CAM target (Zhang et al. 2025): a class against the classes it is confused with.
+"""The Finer-CAM target: a class against the classes it is confused with.
+
+Zhang et al., "Finer-CAM: Spotting the Difference Reveals Finer Details for Visual
+Explanation", CVPR 2025, arXiv:2501.11309.
 
 Finer-CAM keeps the CAM method and changes *what* is explained: instead of the
 logit ``y_c`` it explains the difference ``y_c - gamma * y_d`` to a similar

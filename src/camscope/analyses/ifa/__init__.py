@@ -1,4 +1,7 @@
-"""Integrated feature analysis (Li et al., IFA): one pass over a dataset, S-CAMs and FS-CAMs.
+"""Integrated feature analysis (IFA): one pass over a dataset, S-CAMs and FS-CAMs.
+
+Li et al., "Integrated feature analysis for deep learning interpretation and class
+activation maps", arXiv:2407.01142.
 
 :func:`analyze` runs a CAM method over a dataset once and collects
 

@@ -1,6 +1,6 @@
 """DiffCAM section of ``camscope reproduce``: counterfactual parts (Table 2's analogue) and the digits figures.
 
-What is measured (papers/diffcam.txt, Sec. 4.1 and 4.2.3):
+What is measured (the DiffCAM paper, CVPR 2025, Sec. 4.1 and 4.2.3):
 
 **Counterfactual parts on the synthetic species** (Table 2 and Fig. 9's analogue).
 The paper scores "why ``a``, not ``b``" maps on CUB-200-2011 against the parts
