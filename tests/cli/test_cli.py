@@ -70,6 +70,18 @@ def test_user_mistakes_give_one_line_and_status_2(argv, message, chelsea_file, c
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_methods_details_read_the_option_declarations(capsys):
+    from camscope.engine.method import describe_options
+
+    assert main(["methods", "sscam", "--details"]) == 0
+    out = capsys.readouterr().out
+    for option in describe_options("sscam"):
+        assert f"    {option.name}" in out
+        assert f"default {option.default!r}" in out
+    assert "one of 'softmax', 'difference', 'probability'" in out
+    assert main(["methods", "nope"]) == 2
+
+
 def test_methods_and_layers(capsys):
     assert main(["methods"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
