@@ -471,7 +471,7 @@ def test_class_similarity_matrix_curve_and_neighbours(tmp_path: Path) -> None:
     assert {pairs[0][0], pairs[0][1]} == {best // 7, best % 7}
     with pytest.raises(CamscopeError, match="did you mean"):
         similarity.most_similar("clas 2")
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="similarity_curve"):
         path = similarity.plot(tmp_path / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
