@@ -1,0 +1,55 @@
+"""The README's Python snippets run as written, and every public name imports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.models import resnet18
+
+import camscope
+from camscope.models import sample_image
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _snippets() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_every_public_name_imports() -> None:
+    for name in camscope.__all__:
+        assert getattr(camscope, name) is not None, name
+
+
+@pytest.mark.slow
+def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snippets = _snippets()
+    assert len(snippets) == 4, "the README's snippets changed: update this test"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "camscope-out" / "photos").mkdir(parents=True)
+    Image.fromarray(sample_image("chelsea")).save(tmp_path / "camscope-out" / "photos" / "chelsea.png")
+
+    namespace: dict = {}
+    exec(snippets[0], namespace)  # tour: default model and photo
+    exec(snippets[1], namespace)  # Finer-CAM
+    assert namespace["e"].maps.shape == (1, 224, 224)
+
+    # DiffCAM and IFA snippets name a ResNet layer and a loader: give them small ones.
+    torch.manual_seed(0)
+    labels = torch.tensor([281, 282, 283, 281, 282, 283])
+    images = torch.rand(6, 3, 64, 64)
+    namespace.update(
+        model=resnet18(num_classes=1000).eval(),
+        x=images[:1],
+        loader=[(images[:3], labels[:3]), (images[3:], labels[3:])],
+    )
+    exec(snippets[2], namespace)
+    assert namespace["e"].method == "diffcam"
+    test_loader = [(images.flip(-1), labels)]
+    namespace["test_analysis"] = camscope.analyze(namespace["model"], test_loader, layer="layer4", progress=False)
+    exec(snippets[3], namespace)
+    assert namespace["e"].raw.shape == (1, 2, 2)
