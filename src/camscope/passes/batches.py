@@ -12,7 +12,7 @@ from torch import Tensor
 from camscope.data.folders import UNLABELLED, ImageFolderData
 from camscope.errors import CamscopeError
 
-__all__ = ["iter_batches", "progress"]
+__all__ = ["iter_batches"]
 
 
 def iter_batches(
@@ -47,23 +47,3 @@ def iter_batches(
             inputs.to(device) if device is not None else inputs,
             labels.to(inputs.device if device is None else device),
         )
-
-
-def progress(
-    iterable: Iterable[Any], description: str, total: int | None = None, enabled: bool | None = None
-) -> Iterator[Any]:
-    """Iterate with a rich progress bar on stderr (shown when stderr is a terminal unless ``enabled``)."""
-    import sys
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        yield from iterable
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        for item in iterable:
-            yield item
-            bar.advance(task)
