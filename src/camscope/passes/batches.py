@@ -1,4 +1,4 @@
-"""Dataset passes: batches from DataLoaders, iterables or image folders, with a progress bar."""
+"""Batches from DataLoaders, iterables, tensors or image folders: the source that a DatasetPass iterates."""
 
 from __future__ import annotations
 
