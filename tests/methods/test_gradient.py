@@ -11,6 +11,7 @@ from torchcam import methods as torchcam_methods
 
 import camscope
 from camscope.engine.explainer import normalize_maps
+from camscope.errors import CamscopeError
 
 GRADCAM_PEERS = {
     "gradcam": GradCAM,
@@ -128,15 +129,31 @@ def test_smooth_gradcampp_against_a_brute_force_loop(tiny_cnn, images):
     _rel_close(explanation.raw, torch.stack(expected))
 
 
-def test_maps_are_upsampled_relu_minmax(strided_cnn):
+def test_maps_are_relu_then_upsampled_then_minmax(strided_cnn):
     x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(3))
     explanation = camscope.explain(strided_cnn, x, layer="stage")
     assert explanation.raw.shape == (2, 5, 5)
-    up = torch.nn.functional.interpolate(explanation.raw[:, None], size=(20, 20), mode="bilinear", align_corners=False)[
-        :, 0
-    ]
-    torch.testing.assert_close(explanation.maps, normalize_maps(up))
+
+    def up(raw):
+        return torch.nn.functional.interpolate(raw[:, None], size=(20, 20), mode="bilinear", align_corners=False)[:, 0]
+
+    torch.testing.assert_close(explanation.maps, normalize_maps(up(explanation.raw.clamp(min=0))))
     assert explanation.maps.min() >= 0 and explanation.maps.max() <= 1
+    old = camscope.explain(strided_cnn, x, layer="stage", map_order="upsample-first")
+    torch.testing.assert_close(old.maps, normalize_maps(up(explanation.raw)))
+    torch.testing.assert_close(old.raw, explanation.raw)
+    with pytest.raises(CamscopeError, match="map_order"):
+        camscope.explain(strided_cnn, x, layer="stage", map_order="relu-last")
+
+
+def test_final_maps_match_pytorch_grad_cam_at_a_strided_layer(strided_cnn):
+    # pytorch-grad-cam applies the ReLU and min-max at the layer's resolution, then resizes;
+    # camscope min-max scales after the resize, so its maps are the peer's up to that rescaling.
+    x = torch.randn(3, 3, 20, 20, generator=torch.Generator().manual_seed(5))
+    classes = [0, 1, 2]
+    ours = camscope.explain(strided_cnn, x, layer="stage", target=classes)
+    _, final = _gradcam_raw(GradCAM, strided_cnn, strided_cnn.stage, x, classes)
+    torch.testing.assert_close(ours.maps, normalize_maps(torch.as_tensor(final)), atol=1e-5, rtol=0)
 
 
 def test_constant_map_gives_zeros_not_nan():

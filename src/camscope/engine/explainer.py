@@ -19,7 +19,15 @@ from camscope.engine.capture import (
     validate_inputs,
 )
 from camscope.engine.explanation import Explanation
-from camscope.engine.maps import aggregate_maps, feature_mask, normalize_maps, scaled_maps, upsample
+from camscope.engine.maps import (
+    MAP_ORDERS,
+    aggregate_maps,
+    feature_mask,
+    final_maps,
+    normalize_maps,
+    scaled_maps,
+    upsample,
+)
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
@@ -44,6 +52,10 @@ class Explainer:
         layout: activation layout, ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
         grid: the token grid ``(h, w)`` when it cannot be inferred.
         prefix_tokens: how many leading tokens (class, registers) to drop.
+        map_order: how ``maps`` are made from the signed map: ``"relu-first"`` (ReLU at the
+            layer's resolution, then upsampling, as the Grad-CAM paper and the peer libraries
+            do) or ``"upsample-first"`` (camscope 0.1.0); see :func:`camscope.engine.maps.final_maps`.
+            ``raw`` and S-CAMs (``scale=``) keep their signed values either way.
         **options: options of the method.
 
     Example:
@@ -67,6 +79,7 @@ class Explainer:
         layout: str = "auto",
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
+        map_order: str = "relu-first",
         **options: Any,
     ) -> None:
         if fuse not in ("mean", "max"):
@@ -81,6 +94,9 @@ class Explainer:
         self.layout = layout
         self.grid = grid
         self.prefix_tokens = prefix_tokens
+        if map_order not in MAP_ORDERS:
+            raise CamscopeError(f"map_order must be one of {', '.join(MAP_ORDERS)}, got {map_order!r}")
+        self.map_order = map_order
         if layer is not None:
             resolve_layers(model, layer)  # fail early on a wrong name
 
@@ -279,7 +295,7 @@ class Explainer:
         raw = aggregate_maps(torch.stack(raws), target.aggregate)
         weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
         contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
-        maps = normalize_maps(upsample(raw, inputs.shape[2:]))
+        maps = final_maps(raw, inputs.shape[2:], self.map_order)
         return Explanation(
             raw=raw.detach(),
             maps=maps.detach(),

@@ -22,7 +22,16 @@ from camscope.errors import CamscopeError
 if TYPE_CHECKING:
     from camscope.engine.explanation import Explanation
 
-__all__ = ["AGGREGATIONS", "aggregate_maps", "feature_mask", "normalize_maps", "scaled_maps", "upsample"]
+__all__ = [
+    "AGGREGATIONS",
+    "MAP_ORDERS",
+    "aggregate_maps",
+    "feature_mask",
+    "final_maps",
+    "normalize_maps",
+    "scaled_maps",
+    "upsample",
+]
 
 #: How the maps of ``R`` score components are combined (see :func:`aggregate_maps`).
 AGGREGATIONS = ("mean-before-relu", "max-before-relu", "mean-after-relu")
@@ -63,6 +72,32 @@ def normalize_maps(maps: Tensor) -> Tensor:
     return torch.where(
         span.reshape(shape) > 0, (maps - low.reshape(shape)) / safe.reshape(shape), torch.zeros_like(maps)
     )
+
+
+#: Orders of the ReLU and the upsampling that turn a signed map into ``maps`` (see :func:`final_maps`).
+MAP_ORDERS = ("relu-first", "upsample-first")
+
+
+def final_maps(raw: Tensor, size: Sequence[int], order: str = "relu-first") -> Tensor:
+    """The displayed maps: a signed map ``[B, h, w]`` made non-negative, upsampled and min-max scaled to [0, 1].
+
+    ``"relu-first"`` (the default) follows the Grad-CAM paper (Selvaraju et al., "Grad-CAM: Visual
+    Explanations from Deep Networks via Gradient-based Localization", arXiv:1610.02391) and the peer
+    libraries: ``ReLU`` at the layer's resolution, then bilinear upsampling, then min-max per image,
+    so that positive evidence is not averaged with negative evidence across a cell border.
+    ``"upsample-first"`` upsamples the signed map and applies the ReLU after (camscope 0.1.0).
+
+    Example:
+        >>> import torch
+        >>> raw = torch.tensor([[[-4.0, 1.0]]])
+        >>> final_maps(raw, (1, 4)).tolist(), final_maps(raw, (1, 4), "upsample-first").tolist()
+        ([[[0.0, 0.25, 0.75, 1.0]]], [[[0.0, 0.0, 0.5, 1.0]]])
+    """
+    if order == "relu-first":
+        return normalize_maps(upsample(raw.clamp(min=0), size))
+    if order == "upsample-first":
+        return normalize_maps(upsample(raw, size))
+    raise CamscopeError(f"map_order must be one of {', '.join(MAP_ORDERS)}, got {order!r}")
 
 
 def aggregate_maps(raws: Tensor, mode: str) -> Tensor:
