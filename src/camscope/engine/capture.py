@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,8 +28,10 @@ __all__ = [
     "LayerSpec",
     "candidate_layers",
     "default_layer",
+    "model_lock",
     "model_state",
     "output_tensor",
+    "register_owned_hook",
     "resolve_layers",
     "split_output",
     "to_channels_first",
@@ -76,7 +79,13 @@ def output_tensor(outputs: Any) -> Tensor:
 def _layer_list(layer: LayerSpec) -> list[str | nn.Module]:
     if isinstance(layer, (str, nn.Module)):
         return [layer]
-    layers = list(layer)
+    layers = list(layer) if isinstance(layer, (list, tuple)) else None
+    if layers is None or any(not isinstance(item, (str, nn.Module)) for item in layers):
+        shown = layer if layers is None else next(i for i in layers if not isinstance(i, (str, nn.Module)))
+        raise CamscopeError(
+            f"a layer is a dotted module name (str) or a module of the model, got {type(shown).__name__} {shown!r}: "
+            "pass e.g. layer='layer4' or layer=model.layer4 (`camscope layers MODEL` lists the names)"
+        )
     if not layers:
         raise CamscopeError("an empty list of layers was given: name at least one layer")
     return layers
@@ -117,6 +126,11 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
 
 def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """Run one sample and list ``(name, output shape)`` in the order modules finish."""
+    with model_lock(model):
+        return _trace_locked(model, inputs)
+
+
+def _trace_locked(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
     order: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in model.named_modules():
@@ -129,7 +143,7 @@ def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
             if isinstance(out, Tensor):
                 order.append((name, tuple(out.shape)))
 
-        handles.append(module.register_forward_hook(hook))
+        handles.append(register_owned_hook(module, hook))
     try:
         with torch.no_grad(), model_state(model):
             model(inputs[:1])
@@ -137,6 +151,56 @@ def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
         for handle in handles:
             handle.remove()
     return order
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of one model object.
+
+    Every camscope call that changes a model's train/eval mode or ``requires_grad``
+    flags, or installs forward hooks on it, holds this lock for its whole
+    duration: concurrent calls on one model object are serialised, calls on
+    different models run in parallel. The lock lives as long as the model.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Linear(2, 2)
+        >>> model_lock(model) is model_lock(model)
+        True
+    """
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
+
+
+def register_owned_hook(module: nn.Module, hook: Callable[..., Any]) -> torch.utils.hooks.RemovableHandle:
+    """A forward hook that acts only on forward passes run by the thread that registers it.
+
+    Forward passes of the same module in other threads (a user's own inference
+    running beside a camscope call) go through untouched.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer, seen = nn.Linear(2, 2), []
+        >>> handle = register_owned_hook(layer, lambda _m, _i, out: seen.append(out.shape))
+        >>> _ = layer(torch.zeros(1, 2)); handle.remove()
+        >>> seen
+        [torch.Size([1, 2])]
+    """
+    owner = threading.get_ident()
+
+    def owned(module_: nn.Module, inputs: Any, output: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        return hook(module_, inputs, output)
+
+    return module.register_forward_hook(owned)
 
 
 _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
@@ -178,11 +242,17 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
         >>> default_layer(resnet18(num_classes=10), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
-    cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
-    key = tuple(inputs.shape[1:])
-    if key in cache:
-        return cache[key]
-    order = _trace_shapes(model, inputs)
+    with model_lock(model):
+        cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
+        key = tuple(inputs.shape[1:])
+        if key in cache:
+            return cache[key]
+        choice = _choose_default(model, _trace_shapes(model, inputs))
+        cache[key] = choice
+        return choice
+
+
+def _choose_default(model: nn.Module, order: list[tuple[str, tuple[int, ...]]]) -> str:
     last_grid = max(
         (i for i, (_, shape) in enumerate(order) if len(shape) in (4, 5) and math.prod(shape[2:]) > 1), default=-1
     )
@@ -196,7 +266,6 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
         choice = order[last_grid][0]
     else:
         choice = _token_default(model, [name for name, shape in order[: last_tokens + 1] if len(shape) == 3])
-    cache[key] = choice
     return choice
 
 
@@ -275,6 +344,9 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
 def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Put the model in eval mode for the duration; restore every module's mode and every requires_grad flag.
 
+    Holds the model's lock (:func:`model_lock`) for the whole duration, so that
+    concurrent calls on one model never see each other's modes.
+
     Example:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.BatchNorm1d(2)).train()
@@ -283,18 +355,19 @@ def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
         >>> inside, model.training
         (False, True)
     """
-    training = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        if eval_mode:
-            model.eval()
-        yield
-    finally:
-        for module, mode in training:
-            module.training = mode
-        for param, flag in flags:
-            if param.requires_grad != flag:
-                param.requires_grad_(flag)
+    with model_lock(model):
+        training = [(module, module.training) for module in model.modules()]
+        flags = [(param, param.requires_grad) for param in model.parameters()]
+        try:
+            if eval_mode:
+                model.eval()
+            yield
+        finally:
+            for module, mode in training:
+                module.training = mode
+            for param, flag in flags:
+                if param.requires_grad != flag:
+                    param.requires_grad_(flag)
 
 
 def _num_prefix_tokens(model: nn.Module) -> int | None:
@@ -414,6 +487,9 @@ class LayerCapture:
     layer produced it.
 
     Use as a context manager; hooks are removed on exit, exceptions included.
+    The hooks act only on forward passes of the thread that entered the
+    context, and the model's lock (:func:`model_lock`, found from
+    ``model``, else from the first layer) is held while they are installed.
 
     Example:
         >>> import torch
@@ -425,8 +501,9 @@ class LayerCapture:
         True
     """
 
-    def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool) -> None:
+    def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool, model: nn.Module | None = None) -> None:
         self.layers = layers
+        self._lock = model_lock(model if model is not None else layers[0][1]) if layers else None
         self.need_grad = need_grad
         self.activations: dict[str, Tensor] = {}
         self.calls: dict[str, int] = {}
@@ -434,14 +511,24 @@ class LayerCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> LayerCapture:
-        for name, module in self.layers:
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            for name, module in self.layers:
+                self._handles.append(register_owned_hook(module, self._hook(name)))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        try:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def reset(self) -> None:
         self.activations.clear()
