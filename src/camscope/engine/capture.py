@@ -247,16 +247,17 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
         key = tuple(inputs.shape[1:])
         if key in cache:
             return cache[key]
-        choice = _choose_default(model, _trace_shapes(model, inputs))
+        choice = _choose_default(model, _trace_shapes(model, inputs), signal=inputs.ndim == 3)
         cache[key] = choice
         return choice
 
 
-def _choose_default(model: nn.Module, order: list[tuple[str, tuple[int, ...]]]) -> str:
+def _choose_default(model: nn.Module, order: list[tuple[str, tuple[int, ...]]], signal: bool = False) -> str:
+    grid_ranks = (3,) if signal else (4, 5)
     last_grid = max(
-        (i for i, (_, shape) in enumerate(order) if len(shape) in (4, 5) and math.prod(shape[2:]) > 1), default=-1
+        (i for i, (_, shape) in enumerate(order) if len(shape) in grid_ranks and math.prod(shape[2:]) > 1), default=-1
     )
-    last_tokens = max((i for i, (_, shape) in enumerate(order) if len(shape) == 3), default=-1)
+    last_tokens = -1 if signal else max((i for i, (_, shape) in enumerate(order) if len(shape) == 3), default=-1)
     if last_grid < 0 and last_tokens < 0:
         raise CamscopeError(
             "no layer of this model outputs a spatial grid or tokens: pass layer=NAME "
@@ -288,10 +289,15 @@ def _has_parameters(model: nn.Module) -> bool:
     return next(model.parameters(), None) is not None
 
 
-def _expected_channels(model: nn.Module) -> int | None:
+def _parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters (the first floating one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _first_conv(model: nn.Module) -> nn.Module | None:
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return module.in_channels
+            return module
         if isinstance(module, nn.Linear):
             return None
     return None
@@ -300,10 +306,15 @@ def _expected_channels(model: nn.Module) -> int | None:
 def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
     """Check the model and the input batch before any forward pass.
 
+    Inputs are ``[B, C, H, W]`` images, ``[B, C, D, H, W]`` volumes, or
+    ``[B, C, T]`` signals when the model's first convolution is a ``Conv1d``
+    (maps then run over time). An empty batch (``B = 0``) is refused, and the
+    inputs' dtype must be the dtype of the model's parameters (nothing is cast).
+
     Raises:
         CamscopeError: for a model without parameters, a non-tensor, a wrong
-            rank, NaN or infinite values, or a channel count that the model's
-            first convolution does not take.
+            rank, an empty batch, NaN or infinite values, or a channel count
+            that the model's first convolution does not take.
 
     Example:
         >>> import torch
@@ -322,22 +333,44 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
         )
     if not isinstance(inputs, Tensor):
         raise CamscopeError(f"inputs must be a torch.Tensor batch [B, C, H, W], got {type(inputs).__name__}")
-    if inputs.ndim not in (4, 5):
-        fix = " (a single image: use x.unsqueeze(0))" if inputs.ndim == 3 else ""
-        raise CamscopeError(
-            f"inputs must be a batch [B, C, H, W] (or [B, C, D, H, W] for volumes), got shape {list(inputs.shape)}{fix}"
-        )
+    conv = _first_conv(model)
+    _check_rank(inputs, conv)
+    if inputs.shape[0] == 0:
+        raise CamscopeError(f"inputs are an empty batch (shape {list(inputs.shape)}): pass at least one sample")
     if not inputs.is_floating_point():
         raise CamscopeError(f"inputs must be floating point (normalised images), got dtype {inputs.dtype}")
+    dtype = _parameter_dtype(model)
+    if dtype is not None and inputs.dtype != dtype:
+        raise CamscopeError(
+            f"inputs are {inputs.dtype} but the model's parameters are {dtype}: camscope does not cast silently; "
+            f"convert one to the other (inputs.to({dtype}) or model.to({inputs.dtype}))"
+        )
     if not bool(torch.isfinite(inputs).all()):
         raise CamscopeError("inputs contain NaN or infinite values: check the preprocessing and the image files")
-    channels = _expected_channels(model)
+    channels = conv.in_channels if isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None
     if channels is not None and inputs.shape[1] != channels:
         raise CamscopeError(
             f"the model's first convolution takes {channels} channels but the inputs have {inputs.shape[1]} "
             f"(shape {list(inputs.shape)}): convert the images (e.g. grayscale to RGB) or check the channel axis"
         )
     return inputs
+
+
+def _check_rank(inputs: Tensor, conv: nn.Module | None) -> None:
+    """Images and volumes for every model; ``[B, C, T]`` signals for a model whose first convolution is 1-D."""
+    signal = isinstance(conv, nn.Conv1d)
+    if inputs.ndim in (4, 5) or (signal and inputs.ndim == 3):
+        return
+    if signal:
+        fix = " (a single signal: use x.unsqueeze(0))" if inputs.ndim == 2 else ""
+        raise CamscopeError(
+            f"the model's first convolution is 1-D: inputs must be a batch [B, C, T], "
+            f"got shape {list(inputs.shape)}{fix}"
+        )
+    fix = " (a single image: use x.unsqueeze(0))" if inputs.ndim == 3 else ""
+    raise CamscopeError(
+        f"inputs must be a batch [B, C, H, W] (or [B, C, D, H, W] for volumes), got shape {list(inputs.shape)}{fix}"
+    )
 
 
 @contextmanager
@@ -422,6 +455,14 @@ def to_channels_first(
         >>> to_channels_first(tokens, (2, 3, 64, 64), "blocks.0").shape
         torch.Size([2, 8, 4, 4])
     """
+    if len(input_shape) == 3:
+        # 1-D signals [B, C, T]: the layer's output is [B, K, t].
+        if activations.ndim != 3 or layout not in ("auto", "nchw"):
+            raise CamscopeError(
+                f"layer {layer_name!r} outputs shape {list(activations.shape)} for 1-D signal inputs: "
+                "choose a Conv1d stage whose output is [B, K, t] (layout 'auto' or 'nchw')"
+            )
+        return activations
     height, width = int(input_shape[-2]), int(input_shape[-1])
     if layout == "auto":
         if activations.ndim == 3:
