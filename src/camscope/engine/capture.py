@@ -397,7 +397,8 @@ def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
             yield
         finally:
             for module, mode in training:
-                module.training = mode
+                if module.training != mode:
+                    module.training = mode
             for param, flag in flags:
                 if param.requires_grad != flag:
                     param.requires_grad_(flag)
