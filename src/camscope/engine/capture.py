@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.engine.locking import model_lock, register_owned_hook
 from camscope.errors import CamscopeError
 
 __all__ = [
@@ -151,56 +151,6 @@ def _trace_locked(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
         for handle in handles:
             handle.remove()
     return order
-
-
-_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_MODEL_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The re-entrant lock of one model object.
-
-    Every camscope call that changes a model's train/eval mode or ``requires_grad``
-    flags, or installs forward hooks on it, holds this lock for its whole
-    duration: concurrent calls on one model object are serialised, calls on
-    different models run in parallel. The lock lives as long as the model.
-
-    Example:
-        >>> from torch import nn
-        >>> model = nn.Linear(2, 2)
-        >>> model_lock(model) is model_lock(model)
-        True
-    """
-    with _MODEL_LOCKS_GUARD:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.RLock()
-        return lock
-
-
-def register_owned_hook(module: nn.Module, hook: Callable[..., Any]) -> torch.utils.hooks.RemovableHandle:
-    """A forward hook that acts only on forward passes run by the thread that registers it.
-
-    Forward passes of the same module in other threads (a user's own inference
-    running beside a camscope call) go through untouched.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> layer, seen = nn.Linear(2, 2), []
-        >>> handle = register_owned_hook(layer, lambda _m, _i, out: seen.append(out.shape))
-        >>> _ = layer(torch.zeros(1, 2)); handle.remove()
-        >>> seen
-        [torch.Size([1, 2])]
-    """
-    owner = threading.get_ident()
-
-    def owned(module_: nn.Module, inputs: Any, output: Any) -> Any:
-        if threading.get_ident() != owner:
-            return None
-        return hook(module_, inputs, output)
-
-    return module.register_forward_hook(owned)
 
 
 _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
