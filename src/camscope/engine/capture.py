@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.engine.locking import model_lock, register_owned_hook
 from camscope.errors import CamscopeError
 
 __all__ = [
@@ -27,8 +28,10 @@ __all__ = [
     "LayerSpec",
     "candidate_layers",
     "default_layer",
+    "model_lock",
     "model_state",
     "output_tensor",
+    "register_owned_hook",
     "resolve_layers",
     "split_output",
     "to_channels_first",
@@ -76,7 +79,13 @@ def output_tensor(outputs: Any) -> Tensor:
 def _layer_list(layer: LayerSpec) -> list[str | nn.Module]:
     if isinstance(layer, (str, nn.Module)):
         return [layer]
-    layers = list(layer)
+    layers = list(layer) if isinstance(layer, (list, tuple)) else None
+    if layers is None or any(not isinstance(item, (str, nn.Module)) for item in layers):
+        shown = layer if layers is None else next(i for i in layers if not isinstance(i, (str, nn.Module)))
+        raise CamscopeError(
+            f"a layer is a dotted module name (str) or a module of the model, got {type(shown).__name__} {shown!r}: "
+            "pass e.g. layer='layer4' or layer=model.layer4 (`camscope layers MODEL` lists the names)"
+        )
     if not layers:
         raise CamscopeError("an empty list of layers was given: name at least one layer")
     return layers
@@ -117,6 +126,11 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
 
 def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """Run one sample and list ``(name, output shape)`` in the order modules finish."""
+    with model_lock(model):
+        return _trace_locked(model, inputs)
+
+
+def _trace_locked(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
     order: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in model.named_modules():
@@ -129,7 +143,7 @@ def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
             if isinstance(out, Tensor):
                 order.append((name, tuple(out.shape)))
 
-        handles.append(module.register_forward_hook(hook))
+        handles.append(register_owned_hook(module, hook))
     try:
         with torch.no_grad(), model_state(model):
             model(inputs[:1])
@@ -178,15 +192,22 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
         >>> default_layer(resnet18(num_classes=10), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
-    cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
-    key = tuple(inputs.shape[1:])
-    if key in cache:
-        return cache[key]
-    order = _trace_shapes(model, inputs)
+    with model_lock(model):
+        cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
+        key = tuple(inputs.shape[1:])
+        if key in cache:
+            return cache[key]
+        choice = _choose_default(model, _trace_shapes(model, inputs), signal=inputs.ndim == 3)
+        cache[key] = choice
+        return choice
+
+
+def _choose_default(model: nn.Module, order: list[tuple[str, tuple[int, ...]]], signal: bool = False) -> str:
+    grid_ranks = (3,) if signal else (4, 5)
     last_grid = max(
-        (i for i, (_, shape) in enumerate(order) if len(shape) in (4, 5) and math.prod(shape[2:]) > 1), default=-1
+        (i for i, (_, shape) in enumerate(order) if len(shape) in grid_ranks and math.prod(shape[2:]) > 1), default=-1
     )
-    last_tokens = max((i for i, (_, shape) in enumerate(order) if len(shape) == 3), default=-1)
+    last_tokens = -1 if signal else max((i for i, (_, shape) in enumerate(order) if len(shape) == 3), default=-1)
     if last_grid < 0 and last_tokens < 0:
         raise CamscopeError(
             "no layer of this model outputs a spatial grid or tokens: pass layer=NAME "
@@ -196,7 +217,6 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
         choice = order[last_grid][0]
     else:
         choice = _token_default(model, [name for name, shape in order[: last_tokens + 1] if len(shape) == 3])
-    cache[key] = choice
     return choice
 
 
@@ -219,10 +239,15 @@ def _has_parameters(model: nn.Module) -> bool:
     return next(model.parameters(), None) is not None
 
 
-def _expected_channels(model: nn.Module) -> int | None:
+def _parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters (the first floating one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _first_conv(model: nn.Module) -> nn.Module | None:
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return module.in_channels
+            return module
         if isinstance(module, nn.Linear):
             return None
     return None
@@ -231,10 +256,15 @@ def _expected_channels(model: nn.Module) -> int | None:
 def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
     """Check the model and the input batch before any forward pass.
 
+    Inputs are ``[B, C, H, W]`` images, ``[B, C, D, H, W]`` volumes, or
+    ``[B, C, T]`` signals when the model's first convolution is a ``Conv1d``
+    (maps then run over time). An empty batch (``B = 0``) is refused, and the
+    inputs' dtype must be the dtype of the model's parameters (nothing is cast).
+
     Raises:
         CamscopeError: for a model without parameters, a non-tensor, a wrong
-            rank, NaN or infinite values, or a channel count that the model's
-            first convolution does not take.
+            rank, an empty batch, NaN or infinite values, or a channel count
+            that the model's first convolution does not take.
 
     Example:
         >>> import torch
@@ -253,16 +283,21 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
         )
     if not isinstance(inputs, Tensor):
         raise CamscopeError(f"inputs must be a torch.Tensor batch [B, C, H, W], got {type(inputs).__name__}")
-    if inputs.ndim not in (4, 5):
-        fix = " (a single image: use x.unsqueeze(0))" if inputs.ndim == 3 else ""
-        raise CamscopeError(
-            f"inputs must be a batch [B, C, H, W] (or [B, C, D, H, W] for volumes), got shape {list(inputs.shape)}{fix}"
-        )
+    conv = _first_conv(model)
+    _check_rank(inputs, conv)
+    if inputs.shape[0] == 0:
+        raise CamscopeError(f"inputs are an empty batch (shape {list(inputs.shape)}): pass at least one sample")
     if not inputs.is_floating_point():
         raise CamscopeError(f"inputs must be floating point (normalised images), got dtype {inputs.dtype}")
+    dtype = _parameter_dtype(model)
+    if dtype is not None and inputs.dtype != dtype:
+        raise CamscopeError(
+            f"inputs are {inputs.dtype} but the model's parameters are {dtype}: camscope does not cast silently; "
+            f"convert one to the other (inputs.to({dtype}) or model.to({inputs.dtype}))"
+        )
     if not bool(torch.isfinite(inputs).all()):
         raise CamscopeError("inputs contain NaN or infinite values: check the preprocessing and the image files")
-    channels = _expected_channels(model)
+    channels = conv.in_channels if isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None
     if channels is not None and inputs.shape[1] != channels:
         raise CamscopeError(
             f"the model's first convolution takes {channels} channels but the inputs have {inputs.shape[1]} "
@@ -271,9 +306,29 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
     return inputs
 
 
+def _check_rank(inputs: Tensor, conv: nn.Module | None) -> None:
+    """Images and volumes for every model; ``[B, C, T]`` signals for a model whose first convolution is 1-D."""
+    signal = isinstance(conv, nn.Conv1d)
+    if inputs.ndim in (4, 5) or (signal and inputs.ndim == 3):
+        return
+    if signal:
+        fix = " (a single signal: use x.unsqueeze(0))" if inputs.ndim == 2 else ""
+        raise CamscopeError(
+            f"the model's first convolution is 1-D: inputs must be a batch [B, C, T], "
+            f"got shape {list(inputs.shape)}{fix}"
+        )
+    fix = " (a single image: use x.unsqueeze(0))" if inputs.ndim == 3 else ""
+    raise CamscopeError(
+        f"inputs must be a batch [B, C, H, W] (or [B, C, D, H, W] for volumes), got shape {list(inputs.shape)}{fix}"
+    )
+
+
 @contextmanager
 def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Put the model in eval mode for the duration; restore every module's mode and every requires_grad flag.
+
+    Holds the model's lock (:func:`model_lock`) for the whole duration, so that
+    concurrent calls on one model never see each other's modes.
 
     Example:
         >>> from torch import nn
@@ -283,18 +338,20 @@ def model_state(model: nn.Module, eval_mode: bool = True) -> Iterator[None]:
         >>> inside, model.training
         (False, True)
     """
-    training = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        if eval_mode:
-            model.eval()
-        yield
-    finally:
-        for module, mode in training:
-            module.training = mode
-        for param, flag in flags:
-            if param.requires_grad != flag:
-                param.requires_grad_(flag)
+    with model_lock(model):
+        training = [(module, module.training) for module in model.modules()]
+        flags = [(param, param.requires_grad) for param in model.parameters()]
+        try:
+            if eval_mode:
+                model.eval()
+            yield
+        finally:
+            for module, mode in training:
+                if module.training != mode:
+                    module.training = mode
+            for param, flag in flags:
+                if param.requires_grad != flag:
+                    param.requires_grad_(flag)
 
 
 def _num_prefix_tokens(model: nn.Module) -> int | None:
@@ -349,6 +406,14 @@ def to_channels_first(
         >>> to_channels_first(tokens, (2, 3, 64, 64), "blocks.0").shape
         torch.Size([2, 8, 4, 4])
     """
+    if len(input_shape) == 3:
+        # 1-D signals [B, C, T]: the layer's output is [B, K, t].
+        if activations.ndim != 3 or layout not in ("auto", "nchw"):
+            raise CamscopeError(
+                f"layer {layer_name!r} outputs shape {list(activations.shape)} for 1-D signal inputs: "
+                "choose a Conv1d stage whose output is [B, K, t] (layout 'auto' or 'nchw')"
+            )
+        return activations
     height, width = int(input_shape[-2]), int(input_shape[-1])
     if layout == "auto":
         if activations.ndim == 3:
@@ -414,6 +479,9 @@ class LayerCapture:
     layer produced it.
 
     Use as a context manager; hooks are removed on exit, exceptions included.
+    The hooks act only on forward passes of the thread that entered the
+    context, and the model's lock (:func:`model_lock`, found from
+    ``model``, else from the first layer) is held while they are installed.
 
     Example:
         >>> import torch
@@ -425,8 +493,9 @@ class LayerCapture:
         True
     """
 
-    def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool) -> None:
+    def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool, model: nn.Module | None = None) -> None:
         self.layers = layers
+        self._lock = model_lock(model if model is not None else layers[0][1]) if layers else None
         self.need_grad = need_grad
         self.activations: dict[str, Tensor] = {}
         self.calls: dict[str, int] = {}
@@ -434,14 +503,24 @@ class LayerCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> LayerCapture:
-        for name, module in self.layers:
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            for name, module in self.layers:
+                self._handles.append(register_owned_hook(module, self._hook(name)))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        try:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def reset(self) -> None:
         self.activations.clear()

@@ -24,6 +24,7 @@ from camscope.engine.capture import (
     LayerSpec,
     default_layer,
     model_state,
+    register_owned_hook,
     resolve_layers,
     to_channels_first,
     validate_inputs,
@@ -99,7 +100,7 @@ class LayerEmbedder:
                 self._output = tensor.detach() if downstream is not None else tensor.detach().clone()
             return downstream
 
-        self._handle = self.module.register_forward_hook(hook)
+        self._handle = register_owned_hook(self.module, hook)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -141,7 +141,7 @@ class Explainer:
     ) -> list[Explanation]:
         method = self.method
         need_grad = method.uses_gradients
-        with LayerCapture(layers, need_grad=need_grad) as capture:
+        with LayerCapture(layers, need_grad=need_grad, model=self.model) as capture:
             logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad)
             native = {name: capture.activations[name] for name, _ in layers}
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}

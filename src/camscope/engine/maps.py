@@ -38,7 +38,7 @@ AGGREGATIONS = ("mean-before-relu", "max-before-relu", "mean-after-relu")
 
 
 def upsample(raw: Tensor, size: Sequence[int]) -> Tensor:
-    """Resize ``[B, h, w]`` (bilinear) or ``[B, d, h, w]`` (trilinear) maps to ``size``.
+    """Resize ``[B, t]`` (linear), ``[B, h, w]`` (bilinear) or ``[B, d, h, w]`` (trilinear) maps to ``size``.
 
     ``align_corners=False``; maps already of that size are returned as they are.
 
@@ -47,7 +47,9 @@ def upsample(raw: Tensor, size: Sequence[int]) -> Tensor:
         >>> upsample(torch.ones(2, 7, 7), (224, 224)).shape
         torch.Size([2, 224, 224])
     """
-    mode = "bilinear" if raw.ndim == 3 else "trilinear"
+    mode = {2: "linear", 3: "bilinear", 4: "trilinear"}.get(raw.ndim)
+    if mode is None:
+        raise CamscopeError(f"maps must be [B, t], [B, h, w] or [B, d, h, w], got shape {list(raw.shape)}")
     if tuple(raw.shape[1:]) == tuple(size):
         return raw
     return F.interpolate(raw.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False).squeeze(1)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.engine.capture import split_output
+from camscope.engine.capture import register_owned_hook, split_output
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
 from camscope.options import Option
@@ -693,7 +693,7 @@ class AblationCAM(CamMethod):
         activations = ctx.activations
         batch, total = activations.shape[:2]
         hook = _Ablation(ctx.layer, activations, value)
-        handle = modules[ctx.layer].register_forward_hook(hook)
+        handle = register_owned_hook(modules[ctx.layer], hook)
         try:
             with torch.no_grad():
                 flat = activations.flatten(2)

@@ -24,6 +24,7 @@ Conventions (every metric in :mod:`camscope.metrics` follows them):
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -296,8 +297,9 @@ def score_perturbed(
     with per-sample state (classes, references) see their own rows; a step split
     across chunks is completed with the clean outputs before scoring.
     """
-    if batch_size < 1:
-        raise CamscopeError(f"batch_size must be a positive integer, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise CamscopeError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
     batch = clean_outputs.shape[0]
     device = clean_outputs.device
     scores: Tensor | None = None

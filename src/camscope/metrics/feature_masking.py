@@ -25,7 +25,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.capture import model_state, output_tensor, resolve_layers, split_output, validate_inputs
+from camscope.engine.capture import (
+    model_state,
+    output_tensor,
+    register_owned_hook,
+    resolve_layers,
+    split_output,
+    validate_inputs,
+)
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import DatasetPass
@@ -128,9 +135,9 @@ def feature_masking_accuracy(
     hook = _ChannelMask(layout)
     correct = dict.fromkeys(masks, 0)
     total = 0
-    handle = module.register_forward_hook(hook)
-    try:
-        with model_state(model, True), torch.no_grad():
+    with model_state(model, True), torch.no_grad():
+        handle = register_owned_hook(module, hook)
+        try:
             for batch in batches:
                 inputs, labels = validate_inputs(model, batch.inputs), batch.labels
                 labelled = labels >= 0
@@ -139,8 +146,8 @@ def feature_masking_accuracy(
                     hook.mask = mask
                     predictions = output_tensor(model(inputs)).argmax(dim=1)
                     correct[name] += int(((predictions == labels) & labelled).sum())
-    finally:
-        handle.remove()
+        finally:
+            handle.remove()
     if total == 0:
         raise CamscopeError("feature_masking_accuracy needs labelled data: no sample had a label")
     accuracies = {name: count / total for name, count in correct.items()}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.engine.capture import model_state
+from camscope.engine.capture import model_lock, model_state, register_owned_hook
 from camscope.engine.explainer import Explanation, explain
 from camscope.engine.method import CamMethod, get_method
 from camscope.errors import CamscopeError
@@ -90,16 +90,17 @@ def cascade_layers(model: nn.Module, inputs: Tensor, group: str = "leaf") -> lis
     if not candidates:
         raise CamscopeError("the model has no layers with parameters to randomise")
     seen: list[str] = []
-    handles = [
-        module.register_forward_hook(lambda _m, _i, _o, name=name: seen.append(name) if name not in seen else None)
-        for name, module in candidates.items()
-    ]
-    try:
-        with model_state(model, True), torch.no_grad():
-            model(inputs[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(model):
+        handles = [
+            register_owned_hook(module, lambda _m, _i, _o, name=name: seen.append(name) if name not in seen else None)
+            for name, module in candidates.items()
+        ]
+        try:
+            with model_state(model, True), torch.no_grad():
+                model(inputs[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
     unused = [name for name in candidates if name not in seen]
     return list(reversed(seen)) + unused
 

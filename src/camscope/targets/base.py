@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,7 +29,7 @@ from camscope.errors import CamscopeError
 
 __all__ = ["ClassDifference", "ClassTarget", "FrozenTarget", "ScoreTarget", "Target", "as_target"]
 
-ClassSpec = int | Sequence[int] | Tensor
+ClassSpec = int | Sequence[int] | Tensor | np.ndarray
 
 
 class Target:
@@ -55,17 +56,50 @@ class Target:
         return None
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _contains_bool(values: Any) -> bool:
+    if _is_bool(values):
+        return True
+    if isinstance(values, (np.ndarray, Tensor)):
+        return values.dtype in (np.bool_, torch.bool)
+    if isinstance(values, Sequence) and not isinstance(values, str):
+        return any(_contains_bool(v) for v in values)
+    return False
+
+
 def _class_tensor(classes: ClassSpec, batch: int, num_classes: int | None, what: str) -> Tensor:
-    """Validate class indices and broadcast them to one per sample."""
-    if isinstance(classes, bool):
-        raise CamscopeError(f"{what} must be a class index, got a bool")
-    if isinstance(classes, Tensor) and classes.ndim == 0:
+    """Validate class indices and broadcast them to one per sample.
+
+    Ints, sequences of ints, integer tensors and NumPy integers or integer arrays
+    are accepted; bools (``True`` is not class 1) and floats are refused.
+    """
+    if _contains_bool(classes):
+        raise CamscopeError(f"{what} must be class indices (ints), got a bool: True/False are not class numbers")
+    if isinstance(classes, np.integer):
+        classes = int(classes)
+    if isinstance(classes, (Tensor, np.ndarray)) and classes.ndim == 0:
+        if isinstance(classes, Tensor) and classes.is_floating_point():
+            raise CamscopeError(f"{what} must hold integer class indices, got dtype {classes.dtype}")
+        if isinstance(classes, np.ndarray) and not np.issubdtype(classes.dtype, np.integer):
+            raise CamscopeError(f"{what} must hold integer class indices, got dtype {classes.dtype}")
         classes = int(classes)
     if isinstance(classes, int):
+        if num_classes is not None and not 0 <= classes < num_classes:
+            raise CamscopeError(
+                f"{what} {classes} is out of range for a model with {num_classes} outputs (valid: 0..{num_classes - 1})"
+            )
         tensor = torch.full((batch,), classes, dtype=torch.long)
     else:
-        tensor = torch.as_tensor(classes)
-        if tensor.is_floating_point() or tensor.dtype == torch.bool:
+        try:
+            tensor = torch.as_tensor(classes)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+            raise CamscopeError(
+                f"{what} must be an int or a list/array/tensor of ints, got {type(classes).__name__} ({error})"
+            ) from error
+        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
             raise CamscopeError(f"{what} must hold integer class indices, got dtype {tensor.dtype}")
         tensor = tensor.long().reshape(-1)
         if tensor.numel() != batch:
@@ -242,8 +276,9 @@ class FrozenTarget(Target):
 def as_target(target: Any) -> Target:
     """Turn what users pass as ``target=`` into a :class:`Target`.
 
-    ``None`` is the predicted class; an int, a sequence or a tensor of ints is
-    one class for all samples or one per sample; a callable is a
+    ``None`` is the predicted class; an int, a sequence, a tensor or a NumPy array
+    of ints (NumPy integers included) is one class for all samples or one per sample
+    (bools are refused: ``True`` is not class 1); a callable is a
     :class:`ScoreTarget`; a :class:`Target` is kept.
 
     Example:
@@ -252,7 +287,14 @@ def as_target(target: Any) -> Target:
     """
     if isinstance(target, Target):
         return target
-    if target is None or (isinstance(target, (int, Sequence, Tensor)) and not isinstance(target, str)):
+    if _contains_bool(target):
+        raise CamscopeError(
+            "target must be a class index, a list of class indices or a Target, got a bool: "
+            "True/False are not class numbers"
+        )
+    if isinstance(target, np.integer):
+        return ClassTarget(int(target))
+    if target is None or (isinstance(target, (int, Sequence, Tensor, np.ndarray)) and not isinstance(target, str)):
         return ClassTarget(target)
     if isinstance(target, str):
         raise CamscopeError(

@@ -136,7 +136,7 @@ class BatchPass:
         with (
             model_state(explainer.model, explainer.eval_mode),
             torch.inference_mode(False),
-            LayerCapture(self.layers, need_grad=need_grad) as capture,
+            LayerCapture(self.layers, need_grad=need_grad, model=explainer.model) as capture,
         ):
             if explain == "true" and bool((labels < 0).any()):
                 raise CamscopeError(
