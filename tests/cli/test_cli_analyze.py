@@ -64,7 +64,8 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
         ["explain", str(image), *scale, "--principal", "0.05", "--target", "1", "--out", str(tmp_path / "maps"), *model]
     )
     assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "maps" / "0_gradcam.png").is_file()
+    (written,) = (tmp_path / "maps").iterdir()
+    assert written.name.startswith("0.png__gradcam__") and "__target-1__scaled-analysis__principal-0.05" in written.name
     capsys.readouterr()
     assert main(["explain", str(image), "--principal", "0.05", *model]) == 2
     assert "--scale" in capsys.readouterr().err
