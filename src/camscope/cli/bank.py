@@ -202,7 +202,7 @@ def counterfactual_command(
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'."""
     from camscope.models import data_config, load_image
-    from camscope.viz.figures import overlay, save_image
+    from camscope.viz.figures import save_figure
 
     loaded = ReferenceBank.load(bank)
     model_name, network = _model_for_bank(loaded, model, weights)
@@ -235,8 +235,11 @@ def counterfactual_command(
     why_path = out / output_name(labels[0], f"why-{_slug(c_name)}-not-{_slug(d_name)}", naming)
     other_path = out / output_name(labels[-1], f"why-{_slug(d_name)}-not-{_slug(c_name)}", naming)
     claim_outputs([why_path, other_path], overwrite)
-    why = save_image(why_path, overlay(rgb, pair.why.maps[0]))
-    other = save_image(other_path, overlay(base_rgb, pair.counterpart.maps[0]))
+    layer = str(pair.why.layer)
+    why = save_figure(why_path, _pair_figure(rgb, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer))
+    other = save_figure(
+        other_path, _pair_figure(base_rgb, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer)
+    )
     report = {
         "image": str(image),
         "explained": {"label": c, "name": c_name},
@@ -250,6 +253,19 @@ def counterfactual_command(
         return
     typer.echo(f"{image}: why {c_name}, not {d_name}: wrote {why}")
     typer.echo(f"{base}: why {d_name}, not {c_name}: wrote {other}")
+
+
+def _pair_figure(rgb: Any, cam: Tensor, title: str, image: Path, layer: str) -> Any:
+    """One DiffCAM counterfactual map over its image, titled with the question, the image and the layer."""
+    from camscope.viz.figures import colorbar, new_figure, overlay
+
+    figure = new_figure((3.6, 3.4))
+    axis = figure.add_subplot()
+    axis.imshow(overlay(rgb, cam))
+    axis.set_title(f"DiffCAM: {title}\n{image.name}, layer {layer}", fontsize=8)
+    axis.axis("off")
+    colorbar(figure, axis)
+    return figure
 
 
 def _slug(name: str) -> str:

@@ -52,7 +52,15 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
     written = [save_image(photo_files[name], array) for name, array in photos.items()]
     for index, (name, (_, rgb)) in enumerate(loaded.items()):
         predictions = [(names[int(i)], float(p)) for p, i in zip(top.values[index], top.indices[index])]
-        figure = explanation_figure(rgb, {m: e.maps[index] for m, e in explanations.items()}, predictions, title=name)
+        c = int(top.indices[index, 0])  # the predicted class is the explained one
+        figure = explanation_figure(
+            rgb,
+            {m: e.maps[index] for m, e in explanations.items()},
+            predictions,
+            title=name,
+            explained=f"{names[c][:24]} {float(probabilities[index, c]) * 100:.1f}%",
+            layer=str(explanations[methods[0]].layer),
+        )
         written.append(save_figure(figure_files[name], figure))
     labels = [
         f"{name}\n{names[int(c)][:18]} {float(probabilities[i, c]) * 100:.0f}%"

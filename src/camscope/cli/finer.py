@@ -351,7 +351,7 @@ def _prompts_figure(
     title: str,
 ) -> Any:
 
-    from camscope.viz.figures import overlay
+    from camscope.viz.figures import colorbar, overlay
 
     figure = new_figure((8.4, 3.0 * len(rows)))
 
@@ -368,5 +368,6 @@ def _prompts_figure(
             row[2].set_title(f"'{text[:20]}' vs {versus} (gamma {gamma:g})", fontsize=8)
         for axis in row:
             axis.axis("off")
-    figure.tight_layout()
+    figure.suptitle(f"layer {rows[0][1].layer}", fontsize=8)
+    colorbar(figure, [axis for row in axes for axis in row[1:]])
     return figure

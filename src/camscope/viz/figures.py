@@ -88,8 +88,8 @@ def colorbar(figure: Figure, axes: Any, signed: bool = False, label: str | None 
     Example:
         >>> figure = new_figure((2, 2))
         >>> bar = colorbar(figure, figure.add_subplot(), signed=True)
-        >>> bar.ax.get_ylim()
-        (-1.0, 1.0)
+        >>> [float(v) for v in bar.ax.get_ylim()]
+        [-1.0, 1.0]
     """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
