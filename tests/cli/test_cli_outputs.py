@@ -79,6 +79,10 @@ def test_claim_outputs_refuses_duplicates_and_existing_files(tmp_path):
     with pytest.raises(CamscopeError, match="--overwrite"):
         claim_outputs([tmp_path / "new.png", tmp_path / "old.png"], overwrite=False)
     assert claim_outputs([tmp_path / "old.png"], overwrite=True) == [tmp_path / "old.png"]
+    with pytest.raises(CamscopeError, match="is a file, not a folder"):
+        claim_outputs([tmp_path / "old.png" / "new.png"], overwrite=True)
+    with pytest.raises(CamscopeError, match="is a folder"):
+        claim_outputs([tmp_path], overwrite=True)
 
 
 def test_explain_same_named_inputs_write_two_files_and_a_rerun_needs_overwrite(tmp_path, capsys):

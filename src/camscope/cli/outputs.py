@@ -136,6 +136,10 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
     folders = [path for path in planned if path.is_dir()]
     if folders:
         raise CamscopeError(f"output {folders[0]} is a folder: choose another --out")
+    for path in planned:
+        blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise CamscopeError(f"{blocking} is a file, not a folder: choose another --out for {path.name}")
     existing = [path for path in planned if path.exists()]
     if existing and not overwrite:
         listed = ", ".join(str(path) for path in existing[:3]) + (
