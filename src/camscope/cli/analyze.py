@@ -429,7 +429,7 @@ def analyze_command(
         batch_size=batch_size,
         size=size,
         device=device,
-        title=f"{model} on {data}",
+        title=f"{model}{' (random weights: not a trained model)' if weights.strip().lower() == 'none' else ''} on {data}",
     )
     if json_output:
         typer.echo(json.dumps(summary, indent=2, default=str))

@@ -235,7 +235,9 @@ def counterfactual_command(
     why_path = out / output_name(labels[0], f"why-{_slug(c_name)}-not-{_slug(d_name)}", naming)
     other_path = out / output_name(labels[-1], f"why-{_slug(d_name)}-not-{_slug(c_name)}", naming)
     claim_outputs([why_path, other_path], overwrite)
-    layer = str(pair.why.layer)
+    layer = str(pair.why.layer) + (
+        " | random weights: not a trained model" if weights.strip().lower() == "none" else ""
+    )
     why = save_figure(why_path, _pair_figure(rgb, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer))
     other = save_figure(
         other_path, _pair_figure(base_rgb, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer)
