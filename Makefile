@@ -20,7 +20,7 @@ $(BIN)/camscope: pyproject.toml
 install: $(BIN)/camscope
 
 demo: install
-	$(BIN)/camscope demo --out camscope-out
+	$(BIN)/camscope demo --out camscope-out --overwrite
 
 # The quality gates, in order, then the test suite.
 lint: install

@@ -40,8 +40,8 @@ def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_fi
     names = [p["name"] for p in report[0]["predictions"][:3]]
     assert {"tabby", "tiger cat", "Egyptian cat"} & set(names)
     assert report[0]["explained_class"] == report[0]["predictions"][0]["class"]
-    assert (tmp_path / "chelsea.png").is_file()
-    maps = load_file(str(tmp_path / "chelsea.safetensors"))
+    assert (tmp_path / "chelsea.png__gradcam+layercam.png").is_file()
+    maps = load_file(str(tmp_path / "chelsea.png__gradcam+layercam.safetensors"))
     assert maps["gradcam.raw"].shape == (7, 7) and maps["layercam.maps"].shape == (224, 224)
 
 
@@ -49,7 +49,7 @@ def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_fi
 def test_explain_with_a_class_name(chelsea_file, tmp_path, capsys):
     assert main(["explain", str(chelsea_file), "--target", "tabby", "--out", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["explained_class"] == 281
-    assert (tmp_path / "chelsea_gradcam.png").is_file()
+    assert (tmp_path / "chelsea.png__gradcam__target-tabby.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -94,17 +94,9 @@ def test_methods_and_layers(capsys):
 def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     files = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert files == sorted(
-        [
-            "astronaut.png",
-            "chelsea.png",
-            "coffee.png",
-            "grace_hopper.png",
-            "motorcycle.png",
-            "overview.png",
-            "rocket.png",
-        ]
-    )
+    methods = "cam+gradcam+gradcampp+xgradcam+layercam+hirescam+smoothgradcampp"
+    photos = ["astronaut", "chelsea", "coffee", "grace_hopper", "motorcycle", "rocket"]
+    assert files == sorted([f"{name}.png__{methods}.png" for name in photos] + [f"overview__{methods}.png"])
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(
         ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"]
     )

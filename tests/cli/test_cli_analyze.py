@@ -55,6 +55,7 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
     ):
         assert heading in report
     assert "0.000" in report  # the same folder twice: no difference between the matrices
+    assert "random weights" in report.splitlines()[0]
     # S- and FS-S-CAMs from the command line.
     image = data / "1" / "0.png"
     scale = ["--scale", str(out / "analysis.safetensors")]
@@ -64,7 +65,8 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
         ["explain", str(image), *scale, "--principal", "0.05", "--target", "1", "--out", str(tmp_path / "maps"), *model]
     )
     assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "maps" / "0_gradcam.png").is_file()
+    (written,) = (tmp_path / "maps").iterdir()
+    assert written.name.startswith("0.png__gradcam__") and "__target-1__scaled-analysis__principal-0.05" in written.name
     capsys.readouterr()
     assert main(["explain", str(image), "--principal", "0.05", *model]) == 2
     assert "--scale" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,7 +406,9 @@ def test_cli_bank_build_info_explain_and_counterfactual(photo_folder, tmp_path, 
     assert main(argv + ["--reference", "class:things", "--target", "animals"]) == 0
     report = json.loads(capsys.readouterr().out)[0]
     assert report["explained_class"] == 0 and report["layer"] == info["layer"]
-    assert (tmp_path / "chelsea_diffcam.png").is_file()
+    (figure,) = report["files"]
+    assert all(part in figure for part in ("__diffcam__", "__target-animals", "__ref-class-things", "__bank-"))
+    assert (tmp_path / Path(figure).name).is_file()
     assert main(argv + ["--reference", f"folder:{photo_folder / 'things'}", "--regularization", "0.1"]) == 0
     capsys.readouterr()
 
@@ -431,9 +434,8 @@ def test_cli_bank_build_info_explain_and_counterfactual(photo_folder, tmp_path, 
     )
     pair = json.loads(capsys.readouterr().out)
     assert pair["explained"]["name"] == "animals" and pair["versus"]["name"] == "things"
-    assert (out / "chelsea_why_animals_not_things.png").is_file() and (
-        out / "chelsea_why_things_not_animals.png"
-    ).is_file()
+    assert "__why-animals-not-things" in pair["why"] and "__why-things-not-animals" in pair["counterpart"]
+    assert Path(pair["why"]).is_file() and Path(pair["counterpart"]).is_file()
 
     merged = tmp_path / "merged.bank"
     assert main(["bank", "merge", str(bank), str(bank), "--out", str(merged), "--json"]) == 0

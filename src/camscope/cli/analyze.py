@@ -14,6 +14,7 @@ import typer
 from torch import Tensor, nn
 
 from camscope.cli.common import ModelOption, WeightsOption, load_cli_model
+from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.errors import CamscopeError
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
@@ -387,12 +388,21 @@ def analyze_command(
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cpu).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report."""
+    """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report.
+
+    Writes analysis.safetensors, report.md, distribution.png, importance.png, lines.png, consistency.png
+    (and compare.safetensors with --compare) into --out; existing files are replaced only with --overwrite.
+    """
     from camscope.models import data_config
 
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")
+    names = ["analysis.safetensors", "report.md", "distribution.png", "importance.png", "lines.png"]
+    names += ["consistency.png"] if check_consistency else []
+    names += ["compare.safetensors"] if compare is not None else []
+    claim_outputs([out / name for name in names], overwrite)
     network = load_cli_model(model, weights)
     if device is not None:
         network = network.to(device)
@@ -419,7 +429,7 @@ def analyze_command(
         batch_size=batch_size,
         size=size,
         device=device,
-        title=f"{model} on {data}",
+        title=f"{model}{' (random weights: not a trained model)' if weights.strip().lower() == 'none' else ''} on {data}",
     )
     if json_output:
         typer.echo(json.dumps(summary, indent=2, default=str))

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.common import WeightsOption, load_cli_model
+from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.errors import CamscopeError
 from camscope.stats.reference_bank import ReferenceBank
 
@@ -86,11 +87,13 @@ def build(
     scatter: Annotated[str, typer.Option(help="'auto', 'class' (per-class scatters) or 'shared'.")] = "auto",
     device: Annotated[str, typer.Option(help="Device, e.g. cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config, load_image
 
+    claim_outputs([out], overwrite)
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
@@ -156,10 +159,12 @@ def merge(
     ],
     out: Annotated[Path, typer.Option("--out", help="Merged bank file.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Merge banks exactly: the result equals the bank of all their data."""
     if len(banks) < 2:
         raise CamscopeError("merge needs at least two banks")
+    claim_outputs([out], overwrite)
     merged = ReferenceBank.load(banks[0])
     for path in banks[1:]:
         merged = merged.merge(ReferenceBank.load(path))
@@ -185,12 +190,19 @@ def counterfactual_command(
     ] = None,
     weights: WeightsOption = "default",
     regularization: RegularizationOption = "oas",
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: INPUT__why-C-not-D[__OPTION-VALUE]....png and the counterpart "
+            "(COUNTER-INPUT or INPUT)__why-D-not-C....png; existing files need --overwrite."
+        ),
+    ] = Path("camscope-out"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'."""
     from camscope.models import data_config, load_image
-    from camscope.viz.figures import overlay, save_image
+    from camscope.viz.figures import save_figure
 
     loaded = ReferenceBank.load(bank)
     model_name, network = _model_for_bank(loaded, model, weights)
@@ -212,10 +224,23 @@ def counterfactual_command(
     )
     c, d = int(pair.explained[0]), pair.versus
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
-    why = save_image(out / f"{image.stem}_why_{_slug(c_name)}_not_{_slug(d_name)}.png", overlay(rgb, pair.why.maps[0]))
     base, base_rgb = (counter_image, counter[1]) if counter_image is not None and counter else (image, rgb)
-    other = save_image(
-        out / f"{base.stem}_why_{_slug(d_name)}_not_{_slug(c_name)}.png", overlay(base_rgb, pair.counterpart.maps[0])
+    labels = input_labels([image, counter_image] if counter_image is not None else [image])
+    naming = [
+        ("model", model),
+        ("random-weights", weights.strip().lower() == "none"),
+        ("bank", bank.stem),
+        ("reg", None if regularization.strip().lower() == "oas" else regularization),
+    ]
+    why_path = out / output_name(labels[0], f"why-{_slug(c_name)}-not-{_slug(d_name)}", naming)
+    other_path = out / output_name(labels[-1], f"why-{_slug(d_name)}-not-{_slug(c_name)}", naming)
+    claim_outputs([why_path, other_path], overwrite)
+    layer = str(pair.why.layer) + (
+        " | random weights: not a trained model" if weights.strip().lower() == "none" else ""
+    )
+    why = save_figure(why_path, _pair_figure(rgb, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer))
+    other = save_figure(
+        other_path, _pair_figure(base_rgb, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer)
     )
     report = {
         "image": str(image),
@@ -230,6 +255,19 @@ def counterfactual_command(
         return
     typer.echo(f"{image}: why {c_name}, not {d_name}: wrote {why}")
     typer.echo(f"{base}: why {d_name}, not {c_name}: wrote {other}")
+
+
+def _pair_figure(rgb: Any, cam: Tensor, title: str, image: Path, layer: str) -> Any:
+    """One DiffCAM counterfactual map over its image, titled with the question, the image and the layer."""
+    from camscope.viz.figures import colorbar, new_figure, overlay
+
+    figure = new_figure((3.6, 3.4))
+    axis = figure.add_subplot()
+    axis.imshow(overlay(rgb, cam))
+    axis.set_title(f"DiffCAM: {title}\n{image.name}, layer {layer}", fontsize=8)
+    axis.axis("off")
+    colorbar(figure, axis)
+    return figure
 
 
 def _slug(name: str) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from camscope.cli.common import ModelOption, WeightsOption
+from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.errors import CamscopeError
 
 __all__ = ["evaluate_command", "parse_options"]
@@ -67,7 +68,11 @@ def evaluate_command(
         ),
     ] = ["deletion", "insertion"],  # noqa: B006
     out: Annotated[
-        Path, typer.Option(help="Output folder for summary.csv, per_sample.csv, results.json and curve plots.")
+        Path,
+        typer.Option(
+            help="Output folder for summary.csv, per_sample.csv, results.json and curves_METRIC.png "
+            "(existing files need --overwrite)."
+        ),
     ] = Path("camscope-out/evaluate"),
     layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
     target: Annotated[
@@ -92,14 +97,20 @@ def evaluate_command(
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write plots of the mean curves.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder."""
-    from camscope.evaluation.runner import evaluate
+    from camscope.evaluation.runner import checked_names_and_options, evaluate
 
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = _split(methods)
     metric_names = _split(metrics)
+    method_options = parse_options(method_option, method_names, "method")
+    metric_options = parse_options(metric_option, metric_names, "metric")
+    canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]
+    curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
+    claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
     report = evaluate(
         model,
         data,
@@ -111,8 +122,8 @@ def evaluate_command(
         batch_size=batch_size,
         size=size,
         device=device,
-        method_options=parse_options(method_option, method_names, "method"),
-        metric_options=parse_options(metric_option, metric_names, "metric"),
+        method_options=method_options,
+        metric_options=metric_options,
         limit=limit,
         out=out,
         plots=plots,

@@ -29,9 +29,10 @@ from camscope.cli.common import (
     top_predictions,
 )
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
+from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.errors import CamscopeError
 
-__all__ = ["explain", "layers", "methods"]
+__all__ = ["explain", "explain_output_stems", "layers", "methods"]
 
 
 def methods(
@@ -82,7 +83,7 @@ def explain(
     ] = None,
     method: Annotated[list[str] | None, typer.Option("--method", help="Method (repeat for several).")] = None,
     target: Annotated[str | None, typer.Option(help="Class index or name to explain (default: predicted).")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+    out: Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)] = Path("camscope-out"),
     json_output: JsonOption = False,
     save: Annotated[bool, typer.Option(help="Also save the raw maps as safetensors.")] = False,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
@@ -113,15 +114,21 @@ def explain(
             help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).",
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """Explain images: print the top-5 predictions and write overlays (a grid for several methods).
+    """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
     With a finer-* method (Finer-CAM) the figure shows the base map, the Finer map and the reference classes.
+    Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
+    chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
     import camscope
+    from camscope.engine.method import method_class
     from camscope.models import data_config, load_image
 
     method_names = method or ["gradcam"]
+    for name in method_names:
+        method_class(name)  # an unknown method fails before anything is loaded or written
     check_finer_cli_options(method_names, versus, gamma, references)
     for image in images:
         if not image.is_file():
@@ -132,6 +139,25 @@ def explain(
     batch = torch.cat([tensor for tensor, _ in loaded])
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, config, size, model)
     ifa = ScaleOptions(scale, principal)
+    stems = explain_output_stems(
+        images,
+        method_names,
+        model=model,
+        weights=weights,
+        layer=layer,
+        size=size,
+        target=target,
+        versus=versus,
+        gamma=gamma,
+        references=references,
+        bank=bank,
+        reference=reference,
+        regularization=regularization,
+        scale=scale,
+        principal=principal,
+    )
+    suffixes = [".png", ".safetensors"] if save else [".png"]
+    claim_outputs([out / (stem + suffix) for stem in stems for suffix in suffixes], overwrite)
     target_spec = None
     if target is not None and not diffcam.owns_target:
         with torch.no_grad():
@@ -149,11 +175,46 @@ def explain(
     predictions = top_predictions(first.logits, names)
     report = []
     for index, (path, (_, rgb)) in enumerate(zip(images, loaded)):
-        written = _write_image(network, batch, results, index, path, rgb, names, predictions[index], out, ifa.signed)
+        figure_path = out / f"{stems[index]}.png"
+        labels = _figure_labels(results, index, names, reference, weights)
+        written = _write_image(
+            network, batch, results, index, figure_path, rgb, names, predictions[index], ifa.signed, str(path), labels
+        )
         if save:
-            written.append(_save_maps(results, index, path, model, out))
+            written.append(_save_maps(results, index, path, model, out / f"{stems[index]}.safetensors"))
         report.append(_entry(results, index, path, names, predictions[index], written))
     _print_report(report, json_output)
+
+
+def explain_output_stems(images: list[Path], methods: list[str], **options: Any) -> list[str]:
+    """The output names (without suffix) of ``camscope explain``: ``INPUT__METHODS[__OPTION-VALUE]...``.
+
+    ``options`` are the command's options (``model``, ``weights``, ``layer``, ``size``, ``target``,
+    ``versus``, ``gamma``, ``references``, ``bank``, ``reference``, ``regularization``, ``scale``,
+    ``principal``); those at their default add nothing.
+
+    Example:
+        >>> explain_output_stems([Path("a/cat.jpg")], ["finer-gradcam"], versus=["tabby"], gamma=1.0)
+        ['cat.jpg__finer-gradcam__vs-tabby__gamma-1']
+    """
+    get = options.get
+    model, weights, bank, scale = get("model"), get("weights") or "default", get("bank"), get("scale")
+    naming = [
+        ("model", None if model in (None, "efficientnet_lite0") else model),
+        ("random-weights", weights.strip().lower() == "none"),
+        ("layer", get("layer") or None),
+        ("size", None if get("size") in (None, 224) else get("size")),
+        ("target", get("target")),
+        ("vs", get("versus") or None),
+        ("gamma", get("gamma")),
+        ("references", get("references")),
+        ("bank", Path(bank).stem if bank is not None else None),
+        ("ref", get("reference")),
+        ("reg", get("regularization")),
+        ("scaled", Path(scale).stem if scale is not None else None),
+        ("principal", get("principal")),
+    ]
+    return [output_name(label, methods, naming, suffix="") for label in input_labels(images)]
 
 
 def _write_image(
@@ -165,30 +226,49 @@ def _write_image(
     rgb: np.ndarray,
     names: list[str],
     predictions: list[dict[str, Any]],
-    out: Path,
     signed: bool,
+    title: str,
+    labels: dict[str, str],
 ) -> list[Path]:
-    """The overlay (one method), the Finer figure (one finer-* method) or the grid (several methods) of one image."""
-    from camscope.viz.figures import explanation_figure, overlay, save_figure, save_image
+    """The Finer figure (one finer-* method) or the figure of the image and one overlay per method."""
+    from camscope.viz.figures import explanation_figure, save_figure
 
-    stem = path.stem
     if len(results) == 1:
-        ((name, explanation),) = results.items()
+        (explanation,) = results.values()
         if finer_references(explanation, index, names):
-            figure = finer_figure(network, batch, explanation, index, rgb, names, title=stem)
-            return [save_figure(out / f"{stem}_{name}.png", figure)]
-        return [save_image(out / f"{stem}_{name}.png", overlay(rgb, explanation.maps[index], signed=signed))]
+            figure = finer_figure(network, batch, explanation, index, rgb, names, title=title, note=labels["note"])
+            return [save_figure(path, figure)]
     figure = explanation_figure(
         rgb,
         {name: e.maps[index] for name, e in results.items()},
         [(p["name"], p["probability"]) for p in predictions],
-        title=stem,
+        title=title,
         signed=signed,
+        **labels,
     )
-    return [save_figure(out / f"{stem}.png", figure)]
+    return [save_figure(path, figure)]
 
 
-def _save_maps(results: dict[str, Any], index: int, path: Path, model: str, out: Path) -> Path:
+def _figure_labels(
+    results: dict[str, Any], index: int, names: list[str], reference: str | None, weights: str
+) -> dict[str, str]:
+    """What a figure says besides the maps: the explained class and its probability, the layer, a warning."""
+    first = next(iter(results.values()))
+    classes = first.classes
+    explained = ""
+    if classes is not None:
+        c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
+        if 0 <= c < len(names):
+            explained = f"{names[c][:24]} {float(first.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
+    if any(name.lower() == "diffcam" for name in results):
+        group = f"DiffCAM reference group: {reference or 'others'}"
+        explained = group if len(results) == 1 else f"{explained}; {group}"
+    layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
+    note = "random weights (--weights none): not a trained model" if weights.strip().lower() == "none" else ""
+    return {"explained": explained, "layer": layer, "note": note}
+
+
+def _save_maps(results: dict[str, Any], index: int, path: Path, model: str, file: Path) -> Path:
     """The raw and final maps of one image as safetensors, with the image, model, layer and methods."""
     from camscope.io import save_tensors
 
@@ -196,7 +276,7 @@ def _save_maps(results: dict[str, Any], index: int, path: Path, model: str, out:
     tensors = {f"{name}.raw": e.raw[index] for name, e in results.items()}
     tensors.update({f"{name}.maps": e.maps[index] for name, e in results.items()})
     meta = {"image": str(path), "model": model, "layer": str(first.layer), "methods": list(results)}
-    return save_tensors(out / f"{path.stem}.safetensors", tensors, meta, kind="maps")
+    return save_tensors(file, tensors, meta, kind="maps")
 
 
 def _entry(

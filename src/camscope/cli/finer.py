@@ -13,6 +13,7 @@ import typer
 from torch import Tensor, nn
 
 from camscope.cli.common import WeightsOption, load_cli_model, resolve_class
+from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name, slug
 from camscope.errors import CamscopeError
 from camscope.targets.finer import Finer
 from camscope.viz.analysis import similarity_curve
@@ -90,11 +91,15 @@ def finer_figure(
     rgb: np.ndarray,
     names: Sequence[str],
     title: str = "",
+    note: str = "",
 ) -> Any:
-    """The base map, the Finer map and the reference classes (name, probability) of one image of a ``finer-*`` explanation."""
+    """The base map, the Finer map and the reference classes (name, probability) of one image of a ``finer-*`` explanation.
+
+    The title says the layer (and ``note``, e.g. random weights); a colour bar gives the map scale.
+    """
 
     import camscope
-    from camscope.viz.figures import overlay
+    from camscope.viz.figures import colorbar, overlay
 
     target = explanation.targets
     method = str(explanation.method)
@@ -125,7 +130,10 @@ def finer_figure(
     axes[1].imshow(overlay(rgb, base.maps[0]))
     axes[1].set_title(f"{base_name}: {explained_label}", fontsize=8)
     axes[2].imshow(overlay(rgb, explanation.maps[index]))
-    axes[2].set_title(f"{method} (gamma {target.gamma:g}, {target.aggregate})", fontsize=8)
+    versus = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
+    axes[2].set_title(
+        f"{method}: {names[explained][:18]}\nvs {versus} (gamma {target.gamma:g}, {target.aggregate})", fontsize=7
+    )
     axes[2].text(
         0.02,
         -0.04,
@@ -138,7 +146,11 @@ def finer_figure(
     )
     for axis in axes:
         axis.axis("off")
-    figure.tight_layout()
+    layer = explanation.layer if isinstance(explanation.layer, str) else "+".join(explanation.layer)
+    figure.suptitle(
+        " | ".join(p for p in (f"layer {layer}", note) if p), fontsize=8, color="firebrick" if note else "black"
+    )
+    colorbar(figure, list(axes[1:]))
     return figure
 
 
@@ -156,15 +168,24 @@ def similarity(
     ] = None,
     top: Annotated[int, typer.Option(help="How many similar classes (or pairs) to list.")] = 5,
     output: Annotated[
-        Path, typer.Option(help="PNG of the sorted-similarity curve (the Finer-CAM paper's Fig. 1).")
-    ] = Path("camscope-out/similarity.png"),
+        Path | None,
+        typer.Option(
+            help="PNG of the sorted-similarity curve (the Finer-CAM paper's Fig. 1); "
+            "default camscope-out/similarity__MODEL[__random-weights].png. Existing files need --overwrite."
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
     from camscope.analyses.similarity import class_similarity
 
     if top < 1:
         raise CamscopeError(f"--top must be at least 1, got {top}")
+    random_weights = weights.strip().lower() == "none"
+    if output is None:
+        output = Path("camscope-out") / output_name("similarity", model, [("random-weights", random_weights)])
+    claim_outputs([output], overwrite)
     network = load_cli_model(model, weights)
     result = class_similarity(network)
     count = result.matrix.shape[0]
@@ -186,7 +207,8 @@ def similarity(
             for p, q, value in ([] if indices else result.most_similar_pairs(top))
         ],
     }
-    report["curve"] = str(save_figure(output, similarity_curve(result, label=model), dpi=120))
+    label = f"{model} (random weights)" if random_weights else model
+    report["curve"] = str(save_figure(output, similarity_curve(result, label=label), dpi=120))
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -233,8 +255,15 @@ def prompts(
         str | None,
         typer.Option("--layer", "-l", help="Layer of the image tower (default: last block's first norm / last stage)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: INPUT__prompts-METHOD__PROMPTS[__vs-VERSUS][__gamma-G][__layer-L][__model-M].png; "
+            "existing files need --overwrite."
+        ),
+    ] = Path("camscope-out"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import camscope
@@ -255,6 +284,15 @@ def prompts(
     for image in images:
         if not image.is_file():
             raise CamscopeError(f"no such image file: {image}")
+    naming = [
+        ("prompts", texts),
+        ("vs", others),
+        ("gamma", None if gamma == 0.6 else gamma),
+        ("layer", layer),
+        ("model", None if model == "openai/clip-vit-base-patch16" else model),
+    ]
+    files = [out / output_name(label, f"prompts-{slug(method)}", naming) for label in input_labels(images)]
+    claim_outputs(files, overwrite)
     loaded = load_clip(model)
     classifier = loaded.classifier(texts + others)
     size = int(loaded.config.input_size)
@@ -274,7 +312,7 @@ def prompts(
     report: list[dict[str, Any]] = []
     for index, (path, (_, rgb)) in enumerate(zip(images, pictures)):
         figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method, gamma, title=path.stem)
-        written = save_figure(out / f"{path.stem}_prompts.png", figure)
+        written = save_figure(files[index], figure)
         report.append(
             {
                 "image": str(path),
@@ -313,7 +351,7 @@ def _prompts_figure(
     title: str,
 ) -> Any:
 
-    from camscope.viz.figures import overlay
+    from camscope.viz.figures import colorbar, overlay
 
     figure = new_figure((8.4, 3.0 * len(rows)))
 
@@ -330,5 +368,6 @@ def _prompts_figure(
             row[2].set_title(f"'{text[:20]}' vs {versus} (gamma {gamma:g})", fontsize=8)
         for axis in row:
             axis.axis("off")
-    figure.tight_layout()
+    figure.suptitle(f"layer {rows[0][1].layer}", fontsize=8)
+    colorbar(figure, [axis for row in axes for axis in row[1:]])
     return figure

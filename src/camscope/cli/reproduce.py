@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from camscope.cli.outputs import OverwriteOption, claim_outputs
+
 __all__ = ["reproduce_command"]
 
 
@@ -20,9 +22,17 @@ def reproduce_command(
         typer.Option("--section", help="Only this section (repeatable): finer, diffcam, ifa, localisation."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """Re-measure the papers' claims on data with known answers and write the report (docs/REPRODUCTION.md)."""
-    from camscope.reproduce import reproduce
+    """Re-measure the papers' claims on data with known answers and write the report (docs/REPRODUCTION.md).
+
+    An existing report (REPRODUCTION.md, or figures/SECTION_*.png of a chosen section) is replaced only with --overwrite.
+    """
+    from camscope.reproduce import SECTIONS, reproduce
+
+    chosen = section or list(SECTIONS)
+    existing = [path for name in chosen for path in sorted((out / "figures").glob(f"{name}_*"))]
+    claim_outputs([out / "REPRODUCTION.md", *existing], overwrite)
 
     report = reproduce(out, quick=quick, sections=section, seed=seed)
     typer.echo(f"wrote {report.path}")

@@ -55,6 +55,32 @@ class Explanation:
     activations: Tensor | None = None
     layers: dict[str, Explanation] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """A one-line summary: method, layer, batch, shapes and explained classes (never the tensors)."""
+
+        def shape(tensor: Tensor | None) -> str:
+            return "None" if tensor is None else "[" + ", ".join(map(str, tensor.shape)) + "]"
+
+        classes = self.classes
+        if classes is None:
+            explained = type(self.targets).__name__
+        else:
+            listed = [int(c) for c in classes.reshape(-1)[:8]]
+            explained = str(listed)[:-1] + (", ...]" if classes.numel() > 8 else "]")
+        parts = [
+            f"method={self.method!r}",
+            f"layer={self.layer!r}",
+            f"batch={self.maps.shape[0]}",
+            f"raw={shape(self.raw)}",
+            f"maps={shape(self.maps)}",
+            f"weights={shape(self.weights)}",
+            f"logits={shape(self.logits)}",
+            f"classes={explained}",
+        ]
+        if self.layers:
+            parts.append(f"layers={list(self.layers)!r}")
+        return f"Explanation({', '.join(parts)})"
+
     @property
     def classes(self) -> Tensor | None:
         """The explained class per sample, where the target has one."""

@@ -46,7 +46,7 @@ from camscope.metrics import (
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import Batch, DatasetPass
 
-__all__ = ["METRICS", "evaluate"]
+__all__ = ["METRICS", "checked_names_and_options", "evaluate"]
 
 # name -> (kind, function); kinds: "model", "regions", "maps", "parts", "sanity", "consistency"
 METRICS: dict[str, tuple[str, Callable[..., MetricResult] | None]] = {
@@ -279,7 +279,7 @@ def _load(model: nn.Module | str, weights: str | None, device: torch.device | st
     raise CamscopeError(f"model must be a torch.nn.Module or a model name, got {type(model).__name__}")
 
 
-def _names_and_options(
+def checked_names_and_options(
     methods: Sequence[str],
     metrics: Sequence[str],
     method_options: Mapping[str, Mapping[str, Any]] | None,
@@ -430,7 +430,9 @@ def evaluate(
 
     progress = progress_option(progress, show_progress, "evaluate")
     network, model_name, config = _load(model, weights, device)
-    methods, metric_names, by_method, by_metric = _names_and_options(methods, metrics, method_options, metric_options)
+    methods, metric_names, by_method, by_metric = checked_names_and_options(
+        methods, metrics, method_options, metric_options
+    )
     data, folder = _evaluation_data(data, size, config, limit)
     batches = DatasetPass(network, data, batch_size=batch_size, size=size, progress=progress, description="evaluating")
     plan = _Plan(

@@ -27,7 +27,7 @@ from camscope.errors import CamscopeError
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, TIMM_LITE0
 from camscope.models.loading import ACCEPTED_FORMS, TIMM_PREFIX, TORCHVISION_PREFIX
 
-__all__ = ["DataConfig", "ImageInput", "data_config", "load_image", "preprocess"]
+__all__ = ["DataConfig", "ImageInput", "data_config", "load_image", "pil_to_rgb", "preprocess"]
 
 # ImageNet statistics used by torchvision (and by most timm models).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -184,6 +184,53 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(data)).convert("RGB")
 
 
+def _scaled_values(image: Image.Image) -> np.ndarray:
+    """The values of a single-band integer or float image (modes ``I;16*``, ``I``, ``F``) scaled to [0, 1].
+
+    16-bit modes are divided by 65535. 32-bit integers (``I``, the mode Pillow gives some 16-bit
+    files) within 0..65535 are too; other ranges, and floats outside [0, 1], are min-max scaled
+    (a constant image gives zeros; NaN gives 0).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        return values / 65535.0
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(values.shape)
+    low, high = float(finite.min()), float(finite.max())
+    if image.mode == "I" and low >= 0 and high <= 65535:
+        return values / 65535.0
+    if image.mode == "F" and low >= 0 and high <= 1:
+        return np.nan_to_num(values, nan=0.0)
+    span = high - low
+    scaled = (values - low) / span if span > 0 else np.zeros(values.shape)
+    return np.clip(np.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """An RGB image with the real content of a PIL image of any mode Pillow opens.
+
+    Pillow's own ``convert("RGB")`` clips 16- and 32-bit values at 255 (a 16-bit grayscale PNG
+    becomes white); those modes are scaled to their range instead (see :func:`_scaled_values`).
+    Palette images with transparency go through RGBA; alpha is dropped.
+
+    Example:
+        >>> import numpy as np
+        >>> from PIL import Image
+        >>> gray16 = Image.fromarray(np.full((2, 2), 32768, dtype=np.uint16))
+        >>> np.asarray(pil_to_rgb(gray16))[0, 0].tolist()
+        [128, 128, 128]
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        gray = np.rint(_scaled_values(image) * 255.0).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(gray)).convert("RGB")
+    if image.mode in ("P", "PA") and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
 def _to_pil_rgb(image: ImageInput) -> Image.Image:
     """Convert a PIL image or numpy array to an RGB PIL image (grayscale/RGBA -> RGB).
 
@@ -194,7 +241,7 @@ def _to_pil_rgb(image: ImageInput) -> Image.Image:
         An RGB image.
     """
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return pil_to_rgb(image)
     if isinstance(image, np.ndarray):
         return _array_to_pil(image)
     raise CamscopeError(f"Expected a PIL image or an HxWx3 uint8 numpy array, got {type(image).__name__}.")
@@ -284,7 +331,7 @@ def load_image(
         try:
             with Image.open(path) as opened:
                 opened.load()
-                image = ImageOps.exif_transpose(opened).convert("RGB")
+                image = pil_to_rgb(ImageOps.exif_transpose(opened))
         except (UnidentifiedImageError, OSError) as exc:
             raise CamscopeError(f"Could not read {str(path)!r} as an image: {exc}") from exc
     else:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from camscope.io import atomic_write_bytes
 
-__all__ = ["explanation_figure", "new_figure", "overlay", "save_figure", "save_image"]
+__all__ = ["colorbar", "explanation_figure", "map_colormap", "new_figure", "overlay", "save_figure", "save_image"]
 
 
 def new_figure(figsize: tuple[float, float] = (6.4, 4.8)) -> Figure:
@@ -68,10 +68,41 @@ def overlay(
     image, cam = _to_numpy(image), _to_numpy(cam)
     if image.shape[:2] != cam.shape:
         raise ValueError(f"image {image.shape[:2]} and map {cam.shape} differ in size")
-    colours = matplotlib.colormaps[cmap or ("RdBu_r" if signed else "jet")]
+    colours = map_colormap(signed, cmap)[0]
     values = (np.clip(cam, -1, 1) + 1) / 2 if signed else np.clip(cam, 0, 1)
     heat = colours(values)[..., :3]
     return np.clip((1 - alpha) * image + alpha * heat, 0, 1)
+
+
+def map_colormap(signed: bool = False, cmap: str | None = None) -> tuple[Any, float, float]:
+    """The colormap and value range of maps: ``jet`` over [0, 1], or the diverging ``RdBu_r`` over [-1, 1] centred on 0."""
+    return matplotlib.colormaps[cmap or ("RdBu_r" if signed else "jet")], (-1.0 if signed else 0.0), 1.0
+
+
+def colorbar(figure: Figure, axes: Any, signed: bool = False, label: str | None = None) -> Any:
+    """A colour bar of the overlays' colormap next to ``axes`` (one axis or a list).
+
+    Signed maps (S-CAMs, raw maps) get the diverging colormap centred on 0, with its ends
+    labelled as negative and positive evidence.
+
+    Example:
+        >>> figure = new_figure((2, 2))
+        >>> bar = colorbar(figure, figure.add_subplot(), signed=True)
+        >>> [float(v) for v in bar.ax.get_ylim()]
+        [-1.0, 1.0]
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    colours, low, high = map_colormap(signed)
+    mappable = ScalarMappable(norm=Normalize(low, high), cmap=colours)
+    bar = figure.colorbar(mappable, ax=axes, fraction=0.03, pad=0.02)
+    if signed:
+        bar.set_ticks([-1.0, 0.0, 1.0])
+        bar.set_ticklabels(["-1 against", "0", "+1 for"])
+    bar.set_label(label or ("signed map (0 = no evidence)" if signed else "map value"), fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    return bar
 
 
 def save_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
@@ -110,10 +141,25 @@ def explanation_figure(
     predictions: Sequence[tuple[str, float]] = (),
     title: str = "",
     signed: bool = False,
+    *,
+    explained: str = "",
+    layer: str = "",
+    note: str = "",
 ) -> Figure:
-    """The image, its top predictions, and one overlay per map, side by side."""
+    """The image, its top predictions, one overlay per map side by side, and a colour bar.
+
+    Args:
+        image: ``[H, W, 3]`` RGB in [0, 1].
+        maps: method name -> ``[H, W]`` map.
+        predictions: the top classes, ``(name, probability)``.
+        title: the input's name.
+        signed: the maps are signed (S-CAMs): diverging colormap centred on 0.
+        explained: the explained class with its probability (e.g. ``"tabby 17.0%"``).
+        layer: the explained layer.
+        note: a warning shown under the title (e.g. random weights).
+    """
     columns = 1 + len(maps)
-    figure = new_figure((2.6 * columns, 3.2))
+    figure = new_figure((2.6 * columns + 0.6, 3.4))
     axes = figure.subplots(1, columns, squeeze=False)[0]
     axes[0].imshow(image)
     axes[0].set_title(title or "input", fontsize=9)
@@ -124,10 +170,13 @@ def explanation_figure(
         )
     for axis, (name, cam) in zip(axes[1:], maps.items()):
         axis.imshow(overlay(image, cam, signed=signed))
-        axis.set_title(name, fontsize=9)
+        axis.set_title(f"{name}\n{explained}" if explained else name, fontsize=8)
     for axis in axes:
         axis.axis("off")
-    figure.tight_layout()
+    heading = " | ".join(part for part in (f"layer {layer}" if layer else "", note) if part)
+    if heading:
+        figure.suptitle(heading, fontsize=8, color="firebrick" if note else "black")
+    colorbar(figure, list(axes[1:]) or axes[0], signed=signed)
     return figure
 
 
