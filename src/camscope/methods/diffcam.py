@@ -419,6 +419,11 @@ class DiffCAM(CamMethod):
             if differences:
                 raise CamscopeError("the reference group does not match: " + "; ".join(differences))
         z = self._embeddings(ctx)
+        if not bool(torch.isfinite(z).all()):
+            raise CamscopeError(
+                f"diffcam: the layer {ctx.layer!r} gives NaN or infinite activations for the explained inputs: "
+                "check the inputs (normalised, finite) and the model's weights"
+            )
         if self.group is not None or self.tensor is not None or self.kind in ("folder", "all", "class"):
             if self.group is not None:
                 group = self.group
@@ -435,7 +440,13 @@ class DiffCAM(CamMethod):
             weights = group.weights(z, self.regularization)
         else:
             weights = self._per_example_weights(ctx, z)
-        return CamResult(weights=ctx.expand(weights.to(ctx.activations.dtype)))
+        weights = weights.to(ctx.activations.dtype)
+        if not bool(torch.isfinite(weights).all()):
+            raise CamscopeError(
+                f"diffcam: the channel weights overflow {ctx.activations.dtype} (the example is extremely far from "
+                "the reference group for its spread): use a larger regularization, or explain in float64"
+            )
+        return CamResult(weights=ctx.expand(weights))
 
     def _per_example_weights(self, ctx: CamContext, z: Tensor) -> Tensor:
         bank, kind = self.bank, self.kind

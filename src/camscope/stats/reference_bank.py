@@ -223,6 +223,8 @@ class ReferenceBank:
         )
         if self.layout != other.layout:
             differences.append(f"layout: {self.layout} vs the other bank's {other.layout}")
+        if self.input_size and other.input_size and list(self.input_size) != list(other.input_size):
+            differences.append(f"input size: {self.input_size} vs the other bank's {other.input_size}")
         if differences:
             raise CamscopeError("cannot merge reference banks that differ: " + "; ".join(differences))
         names = dict(self._names)
@@ -235,10 +237,10 @@ class ReferenceBank:
             self.feature_size,
             self.layer,
             embedding=self.embedding,
-            model=self.model,
+            model=self.model or other.model,
             class_names=names,
             layout=self.layout,
-            input_size=self.input_size,
+            input_size=self.input_size or other.input_size,
             device=self.device,
         )
         merged.moments = self.moments.merge(other.moments)
