@@ -145,8 +145,9 @@ class ReferenceBank:
         """Build a bank in one pass over a dataset.
 
         Each batch runs through the model without autograd and in eval mode up
-        to the layer only (a forward hook ends the pass there), and its
-        embeddings update the per-class statistics on the model's device.
+        to the layer only (a forward hook ends the pass there; the first batch
+        runs the whole model, to refuse a layer that runs more than once per
+        pass), and its embeddings update the per-class statistics on the model's device.
 
         Args:
             model: the network.
