@@ -116,3 +116,13 @@ def test_a_class_without_samples_is_a_clear_error():
     single = camscope.ReferenceBank(4, "1").update(torch.rand(3, 4), [0, 0, 0])
     with pytest.raises(CamscopeError, match=r"group others\(0\) is empty"):
         single.group("others", 0)
+
+
+def test_an_empty_knn_group_says_which_group_and_how_to_fix():
+    single = camscope.ReferenceBank(4, "1").update(torch.rand(3, 4), [0, 0, 0])
+    with pytest.raises(CamscopeError, match=r"group knn is empty.*use reference 'all' or 'intra'"):
+        single.group("knn", 0, embedding=torch.rand(4))
+    with pytest.raises(CamscopeError, match=r"group knn is empty"):
+        camscope.explain(
+            _net(), X, method="diffcam", layer="1", bank=single, reference="knn", target=0, check_model=False
+        )

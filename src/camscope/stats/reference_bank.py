@@ -541,7 +541,10 @@ class ReferenceBank:
             )
         total, mean, scatter = self.moments.pooled(rows)
         if total < 1:
-            raise CamscopeError(f"the reference group {name} is empty (no samples)")
+            raise CamscopeError(
+                f"the reference group {name} is empty (its classes have no samples): "
+                "choose classes that the bank has samples of, or rebuild the bank"
+            )
         present = self.moments.labels
         group = ReferenceGroup(
             round(total),
@@ -600,7 +603,10 @@ class ReferenceBank:
             distances = distances.masked_fill(labels[None, :] == exclude, math.inf)
             available -= 1
         if available < 1:
-            raise CamscopeError("knn: the bank has no class besides the explained one: the reference group is empty")
+            raise CamscopeError(
+                "the reference group knn is empty: the bank has no class besides the explained one "
+                f"({self.describe_classes()}); use reference 'all' or 'intra', or add classes to the bank"
+            )
         nearest = distances.topk(min(k, available), dim=1, largest=False).indices
         return labels[nearest]
 
