@@ -91,3 +91,33 @@ def test_a_full_pass_clones_the_layer_output_for_what_runs_after_it(model: str) 
             after = net(x)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(after, outputs)  # the model computes what it computes without the hook
+
+
+class _Shared(nn.Module):
+    """One convolution applied twice in one forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_a_shared_module_is_refused_as_explain_refuses_it() -> None:
+    import camscope
+
+    model = _Shared().eval()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(CamscopeError) as explained:
+        camscope.explain(model, x, method="gradcam", layer="conv")
+    message = str(explained.value)
+    assert "ran 2 times in one forward pass (a shared module)" in message
+    with pytest.raises(CamscopeError) as embedded:
+        embed(model, x, "conv", batch_size=2)
+    assert str(embedded.value) == message
+    with pytest.raises(CamscopeError) as built:
+        camscope.ReferenceBank.build(model, [(x, torch.tensor([0, 1, 0, 1]))], layer="conv", progress=False)
+    assert str(built.value) == message
+    assert not model.conv._forward_hooks and model.training is False

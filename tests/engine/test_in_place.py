@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import camscope
+from camscope.engine.embedding import embed
 
 
 class _Residual(nn.Module):
@@ -75,3 +76,31 @@ def test_reference_bank_stores_the_layer_output(twins):
     expected = camscope.ReferenceBank.build(out_of_place, data, layer="bn", progress=False)
     got = camscope.ReferenceBank.build(in_place, data, layer="bn", progress=False)
     torch.testing.assert_close(got.means, expected.means)
+
+
+def test_the_full_forward_of_the_embedder_stores_the_layer_output(twins):
+    """The first batch of a bank runs the whole model (to refuse shared modules): in-place ops after the layer run."""
+    in_place, out_of_place = twins
+    images = torch.rand(12, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    labels = torch.tensor([0, 1, 2, 3] * 3)
+    data = [(images[:4], labels[:4]), (images[4:8], labels[4:8]), (images[8:], labels[8:])]
+    heads = []
+    handle = in_place.fc.register_forward_hook(lambda *_: heads.append(1))
+    try:
+        got = camscope.ReferenceBank.build(in_place, data, layer="bn", progress=False)
+    finally:
+        handle.remove()
+    assert len(heads) == 1  # the first batch ran to the end, the others stopped at the layer
+    expected = camscope.ReferenceBank.build(out_of_place, data, layer="bn", progress=False)
+    torch.testing.assert_close(got.means, expected.means)
+    torch.testing.assert_close(got.moments.scatter_of([0, 1]), expected.moments.scatter_of([0, 1]))
+    one_batch = embed(in_place, images[:4], "bn")  # one batch: only the full forward
+    torch.testing.assert_close(one_batch, embed(out_of_place, images[:4], "bn"))
+
+    examples = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    for reference in ("others", "all", "class:2"):
+        options = {"layer": "bn", "method": "diffcam", "reference": reference, "target": [0, 1, 2]}
+        want = camscope.explain(out_of_place, examples, bank=expected, **options)
+        have = camscope.explain(in_place, examples, bank=got, **options)
+        torch.testing.assert_close(have.raw, want.raw, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(have.maps, want.maps, rtol=1e-5, atol=1e-6)

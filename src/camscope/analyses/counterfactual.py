@@ -92,10 +92,20 @@ def counterfactual(
         >>> pair.why.maps.shape, pair.counterpart.maps.shape
         (torch.Size([2, 32, 32]), torch.Size([2, 32, 32]))
     """
+    reserved = sorted(set(options) & {"target", "reference", "method"})
+    if reserved:
+        raise CamscopeError(
+            f"counterfactual sets {', '.join(reserved)} itself: give the classes as explained= (c) and versus= (d)"
+        )
     if isinstance(bank, (str, os.PathLike)):
         bank = ReferenceBank.load(bank)
     d = bank.label_of(versus)
     c = bank.label_of(explained) if explained is not None else None
+    if c == d:
+        raise CamscopeError(
+            f"counterfactual: explained and versus are the same class {bank.class_name(d)!r}: "
+            "'why c, not d' needs two different classes"
+        )
     layer = bank.layer if layer is None else layer
     why = explain(
         model,
@@ -120,6 +130,12 @@ def counterfactual(
             classes = why.logits.argmax(dim=1)
         else:
             classes = bank.nearest_classes(z, 1)[:, 0]
+    same = (classes == d).nonzero().flatten().tolist()
+    if same:
+        raise CamscopeError(
+            f"counterfactual: input(s) {same} are explained as class {bank.class_name(d)!r}, the class of versus= "
+            "itself: pass explained= (their class c), or choose another versus="
+        )
     if counter_inputs is not None:
         explained_labels = {int(v) for v in classes.tolist()}
         if len(explained_labels) != 1:

@@ -65,10 +65,12 @@ class LayerEmbedder:
     """A forward hook that turns a batch into embeddings at one layer (no autograd).
 
     With ``stop_early`` the forward pass ends once the layer has run (nothing
-    after it is computed); otherwise the model runs to the end and the layer
-    passes a clone of its output downstream, so in-place operations after it
-    (``ReLU(inplace=True)``, ``out += identity``) cannot rewrite the embedding.
-    Use as a context manager (the hook is removed on exit).
+    after it is computed), from the second batch on: the first batch runs the
+    whole model to check that the layer runs exactly once (a shared module,
+    called twice in one pass, is refused as :func:`camscope.explain` refuses
+    it). In a full pass the layer passes a clone of its output downstream, so
+    in-place operations after it (``ReLU(inplace=True)``, ``out += identity``)
+    cannot rewrite the embedding. Use as a context manager (the hook is removed on exit).
     """
 
     def __init__(
@@ -78,13 +80,16 @@ class LayerEmbedder:
         self.embedding, self.layout, self.stop_early = embedding, layout, stop_early
         self._output: Tensor | None = None
         self._handle: Any = None
+        self._calls = 0
+        self._checked = False
 
     def __enter__(self) -> LayerEmbedder:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             tensor = output if isinstance(output, Tensor) else output[0] if isinstance(output, (tuple, list)) else None
             if not isinstance(tensor, Tensor):
                 raise CamscopeError(f"layer {self.layer!r} returns {type(output).__name__}, not a tensor")
-            if self.stop_early:
+            self._calls += 1
+            if self.stop_early and self._checked:
                 if self._output is None:
                     self._output = tensor.detach()
                 raise _StopForward
@@ -109,7 +114,7 @@ class LayerEmbedder:
             self._handle = None
 
     def __call__(self, inputs: Tensor) -> Tensor:
-        self._output = None
+        self._output, self._calls = None, 0
         try:
             with torch.no_grad():
                 self.model(inputs)
@@ -119,6 +124,12 @@ class LayerEmbedder:
             raise CamscopeError(
                 f"layer {self.layer!r} did not run in the forward pass: choose a layer that the model uses"
             )
+        if self._calls > 1:
+            raise CamscopeError(
+                f"layer {self.layer!r} ran {self._calls} times in one forward pass (a shared module): "
+                "choose a layer that runs once, such as its parent block"
+            )
+        self._checked = True
         return embedding_of(self._output, inputs.shape, self.layer, self.model, self.embedding, self.layout)
 
 

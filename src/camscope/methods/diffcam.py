@@ -75,6 +75,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -91,6 +93,19 @@ from camscope.targets.base import ClassTarget, Target
 from camscope.targets.example import ExampleTarget
 
 __all__ = ["DiffCAM"]
+
+#: Reference groups a DiffCAM instance keeps for reference inputs (one per model state, layer, ...).
+GROUP_CACHE_SIZE = 4
+
+
+def _model_state_key(model: nn.Module) -> tuple[Any, ...]:
+    """What changes when the model's weights do: every parameter's and buffer's storage and version.
+
+    ``load_state_dict``, optimiser steps and other in-place updates bump a tensor's version;
+    ``model.to(...)`` and replaced parameters change its storage.
+    """
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b is not None)]
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
 def _parse_spec(text: str) -> tuple[str, Any]:
@@ -258,7 +273,8 @@ class DiffCAM(CamMethod):
                 "embed the example like the references"
             )
         self.embedding = check_embedding(embedding or source_embedding or "mean")
-        self._tensor_groups: dict[tuple[Any, ...], ReferenceGroup] = {}
+        # (model identity and state, layer, layout, ...) -> (weak reference to the model, group); an LRU
+        self._tensor_groups: OrderedDict[tuple[Any, ...], tuple[weakref.ref[nn.Module], ReferenceGroup]] = OrderedDict()
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
         """Replace class targets with one that needs no class scores (DiffCAM needs none)."""
@@ -296,24 +312,50 @@ class DiffCAM(CamMethod):
                 chunks.append(grid.mean(dim=tuple(range(2, grid.ndim))))
         return torch.cat(chunks)
 
+    def _cache_key(self, ctx: CamContext, *reference: Any) -> tuple[Any, ...]:
+        """Everything the embeddings of reference inputs depend on: the model (identity and weights), the layer,
+        the layout (through the activations' shape), the embedding, the inputs' device and dtype, the references."""
+        return (
+            id(ctx.model),
+            _model_state_key(ctx.model),
+            ctx.layer,
+            tuple(ctx.activations.shape[1:]),
+            self.embedding,
+            str(ctx.inputs.device),
+            ctx.inputs.dtype,
+            *reference,
+        )
+
+    def _cached_group(self, ctx: CamContext, key: tuple[Any, ...], make: Any) -> ReferenceGroup:
+        entry = self._tensor_groups.get(key)
+        if entry is not None and entry[0]() is ctx.model:
+            self._tensor_groups.move_to_end(key)
+            return entry[1]
+        group = make()
+        self._tensor_groups[key] = (weakref.ref(ctx.model), group)
+        self._tensor_groups.move_to_end(key)
+        while len(self._tensor_groups) > GROUP_CACHE_SIZE:
+            self._tensor_groups.popitem(last=False)
+        return group
+
     def _tensor_group(self, ctx: CamContext) -> ReferenceGroup:
         tensor = self.tensor
         assert tensor is not None
-        key = (ctx.layer, id(tensor), tensor._version, self.embedding)
-        if key not in self._tensor_groups:
-            if tensor.ndim == 2:
-                self._tensor_groups[key] = ReferenceGroup.from_embeddings(tensor, name="reference embeddings")
-            else:
-                source = {"layer": ctx.layer, "embedding": self.embedding}
-                embeddings = self._embed_inputs(ctx, tensor)
-                self._tensor_groups[key] = ReferenceGroup.from_embeddings(
-                    embeddings, name="reference inputs", source=source
-                )
-        return self._tensor_groups[key]
+        if tensor.ndim == 2:
+            key: tuple[Any, ...] = ("embeddings", id(tensor), tensor._version)
+            return self._cached_group(
+                ctx, key, lambda: ReferenceGroup.from_embeddings(tensor, name="reference embeddings")
+            )
+
+        def make() -> ReferenceGroup:
+            source = {"layer": ctx.layer, "embedding": self.embedding}
+            embeddings = self._embed_inputs(ctx, tensor)
+            return ReferenceGroup.from_embeddings(embeddings, name="reference inputs", source=source)
+
+        return self._cached_group(ctx, self._cache_key(ctx, "inputs", id(tensor), tensor._version), make)
 
     def _folder_group(self, ctx: CamContext) -> ReferenceGroup:
-        key = ("folder", ctx.layer, str(self.argument), tuple(ctx.inputs.shape[2:]), self.embedding)
-        if key not in self._tensor_groups:
+        def make() -> ReferenceGroup:
             from camscope.passes.batches import iter_batches
 
             chunks = [
@@ -322,8 +364,10 @@ class DiffCAM(CamMethod):
                     str(self.argument), self.batch_size, ctx.inputs.device, size=int(ctx.inputs.shape[-1])
                 )
             ]
-            self._tensor_groups[key] = ReferenceGroup.from_embeddings(torch.cat(chunks), name=f"folder {self.argument}")
-        return self._tensor_groups[key]
+            return ReferenceGroup.from_embeddings(torch.cat(chunks), name=f"folder {self.argument}")
+
+        key = self._cache_key(ctx, "folder", str(self.argument), tuple(ctx.inputs.shape[2:]))
+        return self._cached_group(ctx, key, make)
 
     # -- classes --------------------------------------------------------------------------
 
@@ -375,6 +419,11 @@ class DiffCAM(CamMethod):
             if differences:
                 raise CamscopeError("the reference group does not match: " + "; ".join(differences))
         z = self._embeddings(ctx)
+        if not bool(torch.isfinite(z).all()):
+            raise CamscopeError(
+                f"diffcam: the layer {ctx.layer!r} gives NaN or infinite activations for the explained inputs: "
+                "check the inputs (normalised, finite) and the model's weights"
+            )
         if self.group is not None or self.tensor is not None or self.kind in ("folder", "all", "class"):
             if self.group is not None:
                 group = self.group
@@ -391,7 +440,13 @@ class DiffCAM(CamMethod):
             weights = group.weights(z, self.regularization)
         else:
             weights = self._per_example_weights(ctx, z)
-        return CamResult(weights=ctx.expand(weights.to(ctx.activations.dtype)))
+        weights = weights.to(ctx.activations.dtype)
+        if not bool(torch.isfinite(weights).all()):
+            raise CamscopeError(
+                f"diffcam: the channel weights overflow {ctx.activations.dtype} (the example is extremely far from "
+                "the reference group for its spread): use a larger regularization, or explain in float64"
+            )
+        return CamResult(weights=ctx.expand(weights))
 
     def _per_example_weights(self, ctx: CamContext, z: Tensor) -> Tensor:
         bank, kind = self.bank, self.kind

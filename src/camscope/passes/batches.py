@@ -12,7 +12,40 @@ from torch import Tensor
 from camscope.data.folders import UNLABELLED, ImageFolderData
 from camscope.errors import CamscopeError
 
-__all__ = ["iter_batches"]
+__all__ = ["iter_batches", "label_tensor"]
+
+
+def label_tensor(labels: Any, count: int) -> Tensor:
+    """``labels`` as ``[count]`` int64 class indices (``-1``: unlabelled); else a :class:`CamscopeError`.
+
+    Accepts a tensor, an array or a sequence of integers, one per sample; floats, bools,
+    text and labels below -1 are refused rather than converted.
+
+    Example:
+        >>> label_tensor([0, 2, -1], 3).tolist()
+        [0, 2, -1]
+    """
+    try:
+        tensor = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise CamscopeError(
+            f"labels must be integer class indices (-1: unlabelled), got {type(labels).__name__} "
+            f"{str(labels)[:60]!r}: map class names to indices first"
+        ) from None
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise CamscopeError(
+            f"labels must be integer class indices (-1: unlabelled), got dtype {tensor.dtype}: pass integer labels"
+        )
+    if tensor.numel() != count or (tensor.ndim > 1 and tensor.numel() != tensor.shape[0]):
+        raise CamscopeError(
+            f"a batch has {count} samples but labels of shape {list(tensor.shape)}: give one per sample"
+        )
+    tensor = tensor.reshape(-1).long()
+    if tensor.numel() and int(tensor.min()) < UNLABELLED:
+        raise CamscopeError(
+            f"label {int(tensor.min())} is not a class index: labels are >= 0, or -1 for an unlabelled sample"
+        )
+    return tensor
 
 
 def iter_batches(
@@ -36,13 +69,11 @@ def iter_batches(
         if isinstance(item, Tensor):
             inputs, labels = item, torch.full((item.shape[0],), UNLABELLED, dtype=torch.long)
         elif isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], Tensor):
-            inputs, labels = item[0], torch.as_tensor(item[1]).long().reshape(-1)
+            inputs, labels = item[0], label_tensor(item[1], item[0].shape[0] if item[0].ndim else 0)
         else:
             raise CamscopeError(
                 f"dataset items must be (inputs, labels) pairs or input tensors, got {type(item).__name__}"
             )
-        if labels.numel() != inputs.shape[0]:
-            raise CamscopeError(f"a batch has {inputs.shape[0]} inputs but {labels.numel()} labels")
         yield (
             inputs.to(device) if device is not None else inputs,
             labels.to(inputs.device if device is None else device),

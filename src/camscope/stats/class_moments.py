@@ -35,6 +35,7 @@ from torch import Tensor
 
 from camscope.data.folders import UNLABELLED
 from camscope.errors import CamscopeError
+from camscope.passes.batches import label_tensor
 
 __all__ = ["DEFAULT_MAX_SCATTER_BYTES", "SCATTER_MODES", "ClassMoments"]
 
@@ -177,11 +178,7 @@ class ClassMoments:
         batch = embeddings.shape[0]
         if labels is None:
             labels = torch.full((batch,), UNLABELLED, dtype=torch.long)
-        labels = torch.as_tensor(labels).reshape(-1).to(self.device)
-        if labels.is_floating_point() or labels.numel() != batch:
-            raise CamscopeError(
-                f"labels must be {batch} integers (one per embedding), got {list(labels.shape)} {labels.dtype}"
-            )
+        labels = label_tensor(labels, batch).to(self.device)
         if batch == 0:
             return self
         z = embeddings.detach().to(self.device, torch.float64)

@@ -145,8 +145,9 @@ class ReferenceBank:
         """Build a bank in one pass over a dataset.
 
         Each batch runs through the model without autograd and in eval mode up
-        to the layer only (a forward hook ends the pass there), and its
-        embeddings update the per-class statistics on the model's device.
+        to the layer only (a forward hook ends the pass there; the first batch
+        runs the whole model, to refuse a layer that runs more than once per
+        pass), and its embeddings update the per-class statistics on the model's device.
 
         Args:
             model: the network.
@@ -223,6 +224,8 @@ class ReferenceBank:
         )
         if self.layout != other.layout:
             differences.append(f"layout: {self.layout} vs the other bank's {other.layout}")
+        if self.input_size and other.input_size and list(self.input_size) != list(other.input_size):
+            differences.append(f"input size: {self.input_size} vs the other bank's {other.input_size}")
         if differences:
             raise CamscopeError("cannot merge reference banks that differ: " + "; ".join(differences))
         names = dict(self._names)
@@ -235,10 +238,10 @@ class ReferenceBank:
             self.feature_size,
             self.layer,
             embedding=self.embedding,
-            model=self.model,
+            model=self.model or other.model,
             class_names=names,
             layout=self.layout,
-            input_size=self.input_size,
+            input_size=self.input_size or other.input_size,
             device=self.device,
         )
         merged.moments = self.moments.merge(other.moments)
@@ -538,7 +541,10 @@ class ReferenceBank:
             )
         total, mean, scatter = self.moments.pooled(rows)
         if total < 1:
-            raise CamscopeError(f"the reference group {name} is empty (no samples)")
+            raise CamscopeError(
+                f"the reference group {name} is empty (its classes have no samples): "
+                "choose classes that the bank has samples of, or rebuild the bank"
+            )
         present = self.moments.labels
         group = ReferenceGroup(
             round(total),
@@ -597,7 +603,10 @@ class ReferenceBank:
             distances = distances.masked_fill(labels[None, :] == exclude, math.inf)
             available -= 1
         if available < 1:
-            raise CamscopeError("knn: the bank has no class besides the explained one: the reference group is empty")
+            raise CamscopeError(
+                "the reference group knn is empty: the bank has no class besides the explained one "
+                f"({self.describe_classes()}); use reference 'all' or 'intra', or add classes to the bank"
+            )
         nearest = distances.topk(min(k, available), dim=1, largest=False).indices
         return labels[nearest]
 

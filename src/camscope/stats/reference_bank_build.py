@@ -2,7 +2,8 @@
 
 Each batch of the :class:`~camscope.passes.engine.DatasetPass` runs through the
 model without autograd and in eval mode up to the layer only (a forward hook
-ends the pass there); its embeddings ``z`` (``[B, K]``) update the bank's
+ends the pass there; the first batch runs the whole model, to refuse a shared
+module); its embeddings ``z`` (``[B, K]``) update the bank's
 per-class counts, means and scatters on the model's device.
 
 Example:

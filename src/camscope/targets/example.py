@@ -56,10 +56,18 @@ class ExampleTarget(Target):
                 classes = int(classes)
             if isinstance(classes, bool):
                 raise CamscopeError("target must be a class label, got a bool")
-            tensor = torch.full((batch,), classes) if isinstance(classes, int) else torch.as_tensor(classes).reshape(-1)
-            if tensor.is_floating_point() or tensor.numel() != batch:
-                raise CamscopeError(f"target must be one class label, or one per sample ({batch}), got {self.spec!r}")
-            resolved._classes = tensor.long().to(outputs.device)
+            try:
+                tensor = (
+                    torch.full((batch,), classes) if isinstance(classes, int) else torch.as_tensor(classes).reshape(-1)
+                )
+            except (TypeError, ValueError, RuntimeError):
+                tensor = None
+            if tensor is None or not _is_integer(tensor) or tensor.numel() != batch:
+                raise CamscopeError(
+                    f"target must be one class label, or one per sample ({batch}), got {self.spec!r} "
+                    "(bank.label_of(name) turns a class name into its label)"
+                )
+            resolved._classes = self.check_classes(tensor.long(), outputs).to(outputs.device)
         elif self.predict == "model" or (self.predict == "auto" and scores_bank_classes(outputs, self.bank)):
             if outputs.ndim != 2:
                 raise CamscopeError(
@@ -68,6 +76,32 @@ class ExampleTarget(Target):
                 )
             resolved._classes = outputs.detach().argmax(dim=1)
         return resolved
+
+    def check_classes(self, classes: Tensor, outputs: Tensor) -> Tensor:
+        """Explicit classes are labels of a labelled bank, or else classes of the model's outputs ``[B, C]``."""
+        labels = sorted(label for label in (self.bank.labels if self.bank is not None else []) if label != UNLABELLED)
+        values = sorted({int(c) for c in classes.tolist()})
+        if labels:
+            missing = [c for c in values if c not in set(labels)]
+            if missing:
+                shown = ", ".join(str(label) for label in labels[:12]) + (" ..." if len(labels) > 12 else "")
+                raise CamscopeError(
+                    f"target class {missing[0]} is not in the reference bank, which has labels {shown}: "
+                    "pass target= with bank labels (bank.label_of(name) turns a class name into its label)"
+                )
+            return classes
+        if outputs.ndim != 2:
+            raise CamscopeError(
+                f"target= names classes of the model's outputs, but they are {list(outputs.shape)}, not class "
+                "scores [batch, classes]: DiffCAM against a reference group needs no target, leave it out"
+            )
+        bad = [c for c in values if not 0 <= c < outputs.shape[1]]
+        if bad:
+            raise CamscopeError(
+                f"target class {bad[0]} is out of range for a model with {outputs.shape[1]} outputs "
+                f"(valid: 0..{outputs.shape[1] - 1})"
+            )
+        return classes
 
     def bind(self, classes: Tensor) -> None:
         """Record the classes the method chose (nearest class mean)."""
@@ -96,6 +130,10 @@ class ExampleTarget(Target):
     def __repr__(self) -> str:
         shown = self._classes.tolist() if self._classes is not None else self.spec
         return f"ExampleClass({shown})"
+
+
+def _is_integer(tensor: Tensor) -> bool:
+    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
 
 
 def scores_bank_classes(outputs: Tensor, bank: LabelledReferences | None) -> bool:
