@@ -45,7 +45,8 @@ def _layer_and_gradient(net: nn.Module, x: torch.Tensor, classes: list[int]) -> 
 
 
 def _to_maps(raw: torch.Tensor, length: int) -> torch.Tensor:
-    up = F.interpolate(raw[:, None], size=length, mode="linear", align_corners=False)[:, 0].clamp(min=0)
+    """ReLU at the layer's resolution, linear upsampling over time, min-max per signal."""
+    up = F.interpolate(raw.clamp(min=0)[:, None], size=length, mode="linear", align_corners=False)[:, 0]
     low, high = up.min(dim=1, keepdim=True).values, up.max(dim=1, keepdim=True).values
     return torch.where(high > low, (up - low) / (high - low).clamp(min=1e-30), torch.zeros_like(up))
 
@@ -84,7 +85,6 @@ def test_scorecam_matches_a_hand_written_loop(net: nn.Module, signals: torch.Ten
 
 @pytest.mark.parametrize("method", sorted(camscope.available_methods()))
 def test_every_method_gives_maps_over_time(net: nn.Module, signals: torch.Tensor, method: str) -> None:
-    # DiffCAM's reference as embeddings [N, K] at the layer (reference inputs [N, C, T] are not taken yet).
     options: dict = {"reference": torch.randn(3, 8)} if method == "diffcam" else {}
     if method in ("scorecam", "sscam", "iscam", "finer-scorecam", "ablationcam"):
         options["batch_size"] = 8
@@ -93,6 +93,15 @@ def test_every_method_gives_maps_over_time(net: nn.Module, signals: torch.Tensor
     explanation = camscope.explain(net, signals, method=method, **options)
     assert explanation.maps.shape == (2, 21)
     assert bool(torch.isfinite(explanation.maps).all())
+
+
+def test_diffcam_takes_reference_signals(net: nn.Module, signals: torch.Tensor) -> None:
+    references = torch.randn(5, 2, 21, generator=torch.Generator().manual_seed(6))
+    from_inputs = camscope.explain(net, signals, method="diffcam", layer="features", reference=references)
+    with torch.no_grad():
+        embeddings = net.features(references).mean(dim=2)  # the default "mean" embedding over time
+    from_embeddings = camscope.explain(net, signals, method="diffcam", layer="features", reference=embeddings)
+    torch.testing.assert_close(from_inputs.raw, from_embeddings.raw)
 
 
 def test_default_layer_is_the_last_conv_stage(net: nn.Module, signals: torch.Tensor) -> None:

@@ -235,9 +235,10 @@ class DiffCAM(CamMethod):
         if isinstance(reference, ReferenceGroup):
             self.group = reference
         elif isinstance(reference, Tensor):
-            if reference.ndim not in (2, 4, 5):
+            if reference.ndim not in (2, 3, 4, 5):
                 raise CamscopeError(
-                    f"diffcam: a reference tensor must hold inputs [N, C, H, W] or embeddings [N, K], got {list(reference.shape)}"
+                    "diffcam: a reference tensor must hold inputs ([N, C, T], [N, C, H, W] or [N, C, D, H, W]) "
+                    f"or embeddings [N, K], got {list(reference.shape)}"
                 )
             if reference.shape[0] == 0:
                 raise CamscopeError(
