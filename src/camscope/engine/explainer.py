@@ -295,6 +295,13 @@ class Explainer:
         raw = aggregate_maps(torch.stack(raws), target.aggregate)
         weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
         contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
+        if not bool(torch.isfinite(raw).all()):  # one reduction and one sync per call
+            raise CamscopeError(
+                f"the {self.method.name} map at layer {name!r} has NaN or infinite values: the model's "
+                f"{'scores' if not bool(torch.isfinite(context.scores).all()) else 'activations or gradients'} "
+                "are not finite for these inputs (check the model on them, e.g. a division by zero or an overflow "
+                "after the layer; a float16 model may need float32)"
+            )
         maps = final_maps(raw, inputs.shape[2:], self.map_order)
         return Explanation(
             raw=raw.detach(),

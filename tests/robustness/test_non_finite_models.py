@@ -1,0 +1,39 @@
+"""A model that produces NaN after the layer never yields a map: every method says so or stays exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import camscope
+from camscope.errors import CamscopeError
+
+
+class _NaNAfterTheLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.conv(x)
+        return self.fc((a / (a - a)).mean(dim=(2, 3)))  # 0 / 0 after the layer
+
+
+@pytest.mark.parametrize("method", sorted(camscope.available_methods()))
+def test_nan_after_the_layer_is_an_error_or_an_exact_map(method: str) -> None:
+    torch.manual_seed(0)
+    model = _NaNAfterTheLayer().eval()
+    x = torch.rand(2, 3, 8, 8)
+    options: dict = {"reference": torch.rand(4, 3, 8, 8)} if method == "diffcam" else {}
+    if method.startswith("finer"):
+        options["references"] = [1]
+    try:
+        explanation = camscope.explain(model, x, method=method, layer="conv", target=[0, 2], **options)
+    except CamscopeError as error:
+        assert "not finite" in str(error)
+        return
+    # Methods that read only the activations (Eigen-CAM, DiffCAM) do not depend on the NaN scores.
+    assert method in {"eigencam", "diffcam"}
+    assert bool(torch.isfinite(explanation.raw).all()) and bool(torch.isfinite(explanation.maps).all())
