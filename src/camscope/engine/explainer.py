@@ -256,6 +256,12 @@ class Explainer:
         """The method's result, once per score component of the gradients."""
         if grads is None:
             return [self.method(context)]
+        if not bool(torch.isfinite(grads).all()):
+            raise CamscopeError(
+                f"the gradients of the {self.method.name} target at layer {name!r} have NaN or infinite values: "
+                "the model's scores are not finite for these inputs or overflow after the layer (check the model "
+                "on them; a float16 model may need float32)"
+            )
         results = []
         for component in grads:
             context.gradients = self.channels_first(component, inputs, name)
