@@ -60,7 +60,7 @@ def test_weights_that_overflow_the_activations_dtype_are_a_clear_error():
     [
         (torch.tensor([True, False, True, False]), "dtype torch.bool"),
         (torch.tensor([0.0, 1.0, 0.5, 1.0]), "dtype torch.float32"),
-        (np.array([0.0, 1.0, 0.0, 1.0]), "dtype torch.float64"),
+        (np.array([0.0, 1.0, np.nan, 1.0]), "dtype torch.float64"),
         (torch.tensor([1j, 0j, 1j, 0j]), "dtype torch.complex64"),
         (["cat", "dog", "cat", "dog"], "map class names to indices"),
         (torch.tensor([0, 1, 0]), "4 samples but labels of shape \\[3\\]"),
@@ -76,7 +76,16 @@ def test_bad_labels_are_clear_errors_in_build_and_update(labels, message):
 
 
 def test_good_labels_are_accepted_in_every_form():
-    for labels in (LABELS, LABELS.int(), np.array([0, 1, 0, 1]), [0, 1, 0, 1], LABELS[:, None], [-1, 0, -1, 0]):
+    whole_floats = (np.array([0.0, 1.0, 0.0, 1.0]), LABELS.float())  # exact: nothing is truncated
+    for labels in (
+        LABELS,
+        LABELS.int(),
+        np.array([0, 1, 0, 1]),
+        [0, 1, 0, 1],
+        LABELS[:, None],
+        [-1, 0, -1, 0],
+        *whole_floats,
+    ):
         assert label_tensor(labels, 4).dtype == torch.int64
         bank = camscope.ReferenceBank(4, "1").update(torch.rand(4, 4), labels)
         assert bank.count == 4

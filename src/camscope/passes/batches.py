@@ -18,12 +18,13 @@ __all__ = ["iter_batches", "label_tensor"]
 def label_tensor(labels: Any, count: int) -> Tensor:
     """``labels`` as ``[count]`` int64 class indices (``-1``: unlabelled); else a :class:`CamscopeError`.
 
-    Accepts a tensor, an array or a sequence of integers, one per sample; floats, bools,
-    text and labels below -1 are refused rather than converted.
+    Accepts a tensor, an array or a sequence of integers, one per sample, and floats that
+    are whole numbers (``torch.zeros(3)``: exactly representable, nothing is truncated);
+    fractional or non-finite floats, bools, text and labels below -1 are refused.
 
     Example:
-        >>> label_tensor([0, 2, -1], 3).tolist()
-        [0, 2, -1]
+        >>> label_tensor([0, 2, -1], 3).tolist(), label_tensor(torch.tensor([1.0, 3.0]), 2).tolist()
+        ([0, 2, -1], [1, 3])
     """
     try:
         tensor = torch.as_tensor(labels)
@@ -32,9 +33,11 @@ def label_tensor(labels: Any, count: int) -> Tensor:
             f"labels must be integer class indices (-1: unlabelled), got {type(labels).__name__} "
             f"{str(labels)[:60]!r}: map class names to indices first"
         ) from None
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+    whole = tensor.is_floating_point() and bool((torch.isfinite(tensor) & (tensor == tensor.round())).all())
+    if (tensor.is_floating_point() and not whole) or tensor.is_complex() or tensor.dtype == torch.bool:
         raise CamscopeError(
-            f"labels must be integer class indices (-1: unlabelled), got dtype {tensor.dtype}: pass integer labels"
+            f"labels must be integer class indices (-1: unlabelled), got dtype {tensor.dtype} with values that are "
+            "not whole numbers: pass integer labels"
         )
     if tensor.numel() != count or (tensor.ndim > 1 and tensor.numel() != tensor.shape[0]):
         raise CamscopeError(
