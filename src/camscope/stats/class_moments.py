@@ -354,9 +354,14 @@ class ClassMoments:
         labels = [int(v) for v in labels_tensor.tolist()]
         if len(set(labels)) != classes or any(label < UNLABELLED for label in labels):
             raise CamscopeError(f"labels must be distinct and at least {UNLABELLED}, got {labels}")
-        if classes and (float(counts.min()) < 1 or bool((counts != counts.round()).any())):
-            raise CamscopeError(f"every class needs a count of at least 1, in whole numbers, got {counts.tolist()}")
+        if classes and (
+            float(counts.min()) < 1 or float(counts.max()) > 2**53 or bool((counts != counts.round()).any())
+        ):
+            raise CamscopeError(
+                f"every class needs a count of at least 1 (and at most 2**53), in whole numbers, got {counts.tolist()}"
+            )
         check_scatters(scatter.reshape(-1, k, k), key)
+        _check_pooled(counts, means, scatter)
         self.feature_size, self._mode = k, mode
         self._auto = bool(state.get("auto_scatter", False))
         self.max_scatter_bytes = int(state.get("max_scatter_bytes", self.max_scatter_bytes))
@@ -370,6 +375,18 @@ class ClassMoments:
 
     def __repr__(self) -> str:
         return f"ClassMoments(K={self.feature_size}, classes={len(self._labels)}, samples={self.count}, scatter={self._mode!r})"
+
+
+def _check_pooled(counts: Tensor, means: Tensor, scatter: Tensor) -> None:
+    """Raise unless the moments of all classes together are finite (then those of any group are)."""
+    if not counts.numel():
+        return
+    total = counts.sum()
+    mean = (counts[:, None] * means).sum(0) / total
+    spread = ((means - mean) ** 2 * counts[:, None]).sum(0)
+    within = scatter.reshape(-1, *scatter.shape[-2:]).diagonal(dim1=1, dim2=2).sum(0)
+    if not (bool(mean.isfinite().all()) and bool((spread + within).isfinite().all())):
+        raise CamscopeError("the statistics overflow when classes are pooled: the file holds values far too large")
 
 
 #: Work (multiply-adds) allowed for exact eigenvalue checks of loaded scatters; larger ones get cheaper checks.
@@ -398,8 +415,8 @@ def check_scatters(scatters: Tensor, name: str = "scatters") -> None:
             raise CamscopeError(f"{what} is not symmetric: it is not a scatter matrix")
         if float(diagonal.min()) < -tolerance:
             raise CamscopeError(f"{what} has a negative diagonal: it is not a scatter matrix")
-        if exact:
-            lowest = float(torch.linalg.eigvalsh((matrix + matrix.T) / 2).min())
+        if exact:  # eigenvalues of the matrix scaled to a unit diagonal maximum, which cannot overflow
+            lowest = float(torch.linalg.eigvalsh((matrix / scale + matrix.T / scale) / 2).min()) * scale
         else:
             bound = diagonal.clamp(min=0).sqrt()
             if bool((matrix.abs() > bound[:, None] * bound[None, :] + tolerance).any()):
@@ -407,5 +424,5 @@ def check_scatters(scatters: Tensor, name: str = "scatters") -> None:
             probes = torch.randn(k, 8, generator=generator, device=matrix.device, dtype=matrix.dtype)
             probes = probes / probes.norm(dim=0, keepdim=True)
             lowest = float((probes * (matrix @ probes)).sum(0).min())
-        if lowest < -tolerance * k:
+        if not lowest >= -tolerance * k:  # NaN included
             raise CamscopeError(f"{what} is not positive semi-definite: it is not a scatter matrix")

@@ -76,6 +76,9 @@ def check_tensors(analysis: Analysis) -> None:
             f"inconsistent counts: {n} samples but {images} per-image extremes, or "
             f"{int(analysis.values.count)} values but moments of {int(analysis.moments.count)}"
         )
+    for name, matrix in (("im_sum", analysis.importance), ("im_all_sum", analysis.importance_all)):
+        if matrix is not None and not bool(matrix.isfinite().all()):
+            raise CamscopeError(f"{name} holds values too large for the (float32) importance matrix")
     if not all(math.isfinite(float(t)) for t in (analysis.moments.mean, analysis.moments.m2)):
         raise CamscopeError("the moments hold NaN or infinite values")
     profiles = analysis.profiles
