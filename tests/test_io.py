@@ -163,3 +163,14 @@ def test_checked_tensor_refuses_what_no_data_gives():
             checked_tensor(tensor, "c", shape, torch.int64)
     with pytest.raises(CamscopeError, match="negative"):
         checked_tensor(torch.tensor([-1]), "c", [1], torch.int64, nonnegative=True)
+
+
+def test_an_output_folder_that_is_a_file_is_a_clear_error(tmp_path):
+    from camscope.io import make_folder
+
+    (tmp_path / "file").write_bytes(b"keep")
+    with pytest.raises(CamscopeError, match="it is a file; choose a folder"):
+        make_folder(tmp_path / "file")
+    with pytest.raises(CamscopeError, match="is a file, not a folder"):
+        make_folder(tmp_path / "file" / "sub")
+    assert make_folder(tmp_path / "a" / "b").is_dir() and (tmp_path / "file").read_bytes() == b"keep"

@@ -39,6 +39,7 @@ __all__ = [
     "checked_int",
     "checked_tensor",
     "load_tensors",
+    "make_folder",
     "read_header",
     "save_tensors",
 ]
@@ -124,6 +125,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         if temporary is not None:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
+    return path
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` (and its parents) if needed; returns it.
+
+    Raises:
+        CamscopeError: when ``path`` is a file, lies under a file, or cannot be created.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> make_folder(pathlib.Path(tempfile.mkdtemp()) / "a" / "b").is_dir()
+        True
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CamscopeError(f"cannot use {path} as an output folder: it is a file; choose a folder")
+    _check_target(path / "_")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CamscopeError(f"cannot create the folder {path}: {_reason(error)}") from error
     return path
 
 
