@@ -174,3 +174,17 @@ def test_an_output_folder_that_is_a_file_is_a_clear_error(tmp_path):
     with pytest.raises(CamscopeError, match="is a file, not a folder"):
         make_folder(tmp_path / "file" / "sub")
     assert make_folder(tmp_path / "a" / "b").is_dir() and (tmp_path / "file").read_bytes() == b"keep"
+
+
+def test_a_folder_is_listed_once_for_stale_temporaries(tmp_path, monkeypatch):
+    listings = []
+    scandir = os.scandir
+
+    def counting(path):
+        listings.append(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    for index in range(5):
+        atomic_write_bytes(tmp_path / f"{index}.bin", b"x")
+    assert len(listings) == 1 and _leftovers(tmp_path) == []

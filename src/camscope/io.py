@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,19 +71,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: ``.NAME.PID.RANDOM.tmp``: the temporary files of :func:`atomic_write_bytes`.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+#: Per folder, the temporaries found when this process first wrote there, by target name.
+_TEMPORARIES: dict[Path, dict[str, list[tuple[int, Path]]]] = {}
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove ``.NAME.PID.*.tmp`` files of ``path`` left by writers that no longer run."""
-    prefix = f".{path.name}."
-    try:
-        candidates = [entry for entry in path.parent.iterdir() if entry.name.startswith(prefix)]
-    except OSError:
-        return
-    for entry in candidates:
-        pid, _, rest = entry.name[len(prefix) :].partition(".")
-        if not (pid.isdigit() and rest.endswith(".tmp")) or int(pid) == os.getpid() or _pid_alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            entry.unlink()
+    """Remove the temporaries of ``path`` left by writers that no longer run (killed outright).
+
+    A folder is listed once per process (the first write there), so writing many
+    files into one folder stays linear.
+    """
+    folder = path.parent.absolute()
+    if folder not in _TEMPORARIES:
+        found: dict[str, list[tuple[int, Path]]] = {}
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMPORARY.match(entry.name)
+                if match:
+                    found.setdefault(match["name"], []).append((int(match["pid"]), Path(entry.path)))
+        _TEMPORARIES[folder] = found
+    for pid, temporary in _TEMPORARIES[folder].pop(path.name, []):
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
 
 
 def _reason(error: OSError) -> str:
