@@ -1,42 +1,165 @@
 """Safe, atomic, versioned files: safetensors for tensors, JSON for metadata.
 
-Nothing camscope writes is a pickle, and nothing it reads is unpickled.
+Nothing camscope writes is a pickle, and nothing it reads is unpickled. Every
+write goes to a temporary file in the target folder (``.NAME.PID.RANDOM.tmp``)
+and is renamed over the target only once complete, so an interrupted or failed
+write (Ctrl-C, a full disk) leaves the previous file, or none, and no temporary
+file behind; temporaries of a writer that was killed outright (``SIGKILL``) are
+removed by the next write of the same target. Files get the permissions of a
+normal file under the user's umask.
+
+Reading checks the file before trusting it: a truncated or corrupted file, or
+camscope metadata that is not a JSON object of the right kind and a known
+format version, raises :class:`~camscope.errors.CamscopeError`;
+:func:`checked_tensor` checks the tensors' shapes, dtypes and values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import tempfile
+import re
+import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load as _load_safetensors
 from safetensors.torch import save as _save_safetensors
 from torch import Tensor
 
 from camscope.errors import CamscopeError
 
-__all__ = ["FORMAT_VERSION", "atomic_write_bytes", "load_tensors", "save_tensors"]
+__all__ = [
+    "FORMAT_VERSION",
+    "atomic_write_bytes",
+    "checked_float",
+    "checked_int",
+    "checked_tensor",
+    "load_tensors",
+    "make_folder",
+    "read_header",
+    "save_tensors",
+]
 
 #: Version of every file format camscope writes.
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise CamscopeError(f"cannot write {path}: it is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CamscopeError(f"cannot write {path}: {parent} is a file, not a folder; choose another path")
+            break
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+#: ``.NAME.PID.RANDOM.tmp``: the temporary files of :func:`atomic_write_bytes`.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+#: Per folder, the temporaries found when this process first wrote there, by target name.
+_TEMPORARIES: dict[Path, dict[str, list[tuple[int, Path]]]] = {}
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporaries of ``path`` left by writers that no longer run (killed outright).
+
+    A folder is listed once per process (the first write there), so writing many
+    files into one folder stays linear.
+    """
+    folder = path.parent.absolute()
+    if folder not in _TEMPORARIES:
+        found: dict[str, list[tuple[int, Path]]] = {}
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMPORARY.match(entry.name)
+                if match:
+                    found.setdefault(match["name"], []).append((int(match["pid"]), Path(entry.path)))
+        _TEMPORARIES[folder] = found
+    for pid, temporary in _TEMPORARIES[folder].pop(path.name, []):
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    Raises:
+        CamscopeError: when the path is a folder, lies under a file, or cannot be
+            written (permissions, a full disk); nothing is left behind.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> atomic_write_bytes(folder / "a.txt", b"hello").read_bytes()
+        b'hello'
+    """
+    path = Path(path)
+    _check_target(path)
+    temporary: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
+        temporary = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        # O_EXCL: never follow or reuse an existing name; mode 0o666 is narrowed by the umask.
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        temporary = None
+    except OSError as error:
+        raise CamscopeError(
+            f"cannot write {path}: {_reason(error)} (check that the folder exists, is writable and has space)"
+        ) from error
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+    return path
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` (and its parents) if needed; returns it.
+
+    Raises:
+        CamscopeError: when ``path`` is a file, lies under a file, or cannot be created.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> make_folder(pathlib.Path(tempfile.mkdtemp()) / "a" / "b").is_dir()
+        True
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CamscopeError(f"cannot use {path} as an output folder: it is a file; choose a folder")
+    _check_target(path / "_")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CamscopeError(f"cannot create the folder {path}: {_reason(error)}") from error
     return path
 
 
@@ -48,8 +171,38 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, Tensor], metad
     return atomic_write_bytes(path, data)
 
 
+def read_header(raw: object, path: Path, kind: str) -> dict[str, Any]:
+    """The camscope header of a file, checked: a JSON object of the right kind and a known format version."""
+    if raw is None:
+        raise CamscopeError(f"{path} has no camscope metadata: it was not written by camscope")
+    if not isinstance(raw, str):
+        raise CamscopeError(f"{path} has corrupt camscope metadata (not text): write the file again")
+    try:
+        header = json.loads(raw)
+    except ValueError as error:
+        raise CamscopeError(
+            f"{path} has corrupt camscope metadata (not JSON: {error}): write the file again"
+        ) from error
+    if not isinstance(header, dict):
+        raise CamscopeError(f"{path} has corrupt camscope metadata (not a JSON object): write the file again")
+    if header.get("kind") != kind:
+        raise CamscopeError(f"{path} holds a {header.get('kind')!r}, not a {kind!r}")
+    version = header.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CamscopeError(f"{path} has an invalid format_version {version!r}: the file is corrupt; write it again")
+    if version > FORMAT_VERSION:
+        raise CamscopeError(
+            f"{path} has format version {version}, newer than this camscope ({FORMAT_VERSION}): upgrade camscope"
+        )
+    return header
+
+
 def load_tensors(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Load a file written by :func:`save_tensors`, checking its kind and format version.
+
+    Raises:
+        CamscopeError: for a missing or unreadable file, a file that is not
+            safetensors (truncated, corrupted), or corrupt camscope metadata.
 
     Example:
         >>> import tempfile, pathlib, torch
@@ -61,23 +214,89 @@ def load_tensors(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Ten
     path = Path(path)
     if not path.is_file():
         raise CamscopeError(f"no such file: {path}")
-    data = path.read_bytes()
     try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CamscopeError(f"cannot read {path}: {_reason(error)}") from error
+    try:
+        raw = _safetensors_metadata(data).get("camscope")
         tensors = _load_safetensors(data)
-        from safetensors import safe_open  # header metadata
-
-        with safe_open(str(path), framework="pt") as file:
-            raw_header = (file.metadata() or {}).get("camscope")
-    except Exception as error:
-        raise CamscopeError(f"{path} is not a camscope safetensors file: {error}") from error
-    if raw_header is None:
-        raise CamscopeError(f"{path} has no camscope metadata: it was not written by camscope")
-    header = json.loads(raw_header)
-    if header.get("kind") != kind:
-        raise CamscopeError(f"{path} holds a {header.get('kind')!r}, not a {kind!r}")
-    if int(header.get("format_version", -1)) > FORMAT_VERSION:
+    except Exception as error:  # safetensors, JSON and overflow errors of a corrupt file
         raise CamscopeError(
-            f"{path} has format version {header.get('format_version')}, newer than this camscope "
-            f"({FORMAT_VERSION}): upgrade camscope"
-        )
-    return tensors, header
+            f"{path} is not a camscope safetensors file (truncated or corrupt: {error}); write it again"
+        ) from error
+    return tensors, read_header(raw, path, kind)
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors file held in memory (the header is JSON after an 8-byte length)."""
+    if len(data) < 8:
+        raise ValueError("the file is too short")
+    length = int.from_bytes(data[:8], "little")
+    if length > len(data) - 8:
+        raise ValueError("the header is longer than the file")
+    header = json.loads(data[8 : 8 + length])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("__metadata__ is not an object")
+    return metadata
+
+
+_INTEGRAL = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+
+
+def checked_tensor(
+    tensor: Any,
+    name: str,
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    *,
+    nonnegative: bool = False,
+    allow_infinite: bool = False,
+) -> Tensor:
+    """A copy of ``tensor`` as ``dtype``, checked: a tensor of ``shape`` (``-1``: any size) with finite values.
+
+    Integer ``dtype`` takes integer tensors or floats with whole values. A failed
+    check raises a :class:`CamscopeError` naming ``name`` and what was wrong.
+
+    Example:
+        >>> import torch
+        >>> checked_tensor(torch.tensor([1.0, 2.0]), "counts", [2], torch.int64).tolist()
+        [1, 2]
+    """
+    if not isinstance(tensor, Tensor):
+        raise CamscopeError(f"{name} must be a tensor, got {type(tensor).__name__}")
+    if tensor.dim() != len(shape) or any(want >= 0 and got != want for got, want in zip(tensor.shape, shape)):
+        wanted = ["*" if size < 0 else size for size in shape]
+        raise CamscopeError(f"{name} has shape {list(tensor.shape)}, expected {wanted}")
+    if tensor.is_complex():
+        raise CamscopeError(f"{name} holds complex numbers, expected real ones")
+    floating = tensor.is_floating_point()
+    values = tensor.detach().to(torch.float64) if floating else tensor.detach()
+    if floating and bool(values.isnan().any()):
+        raise CamscopeError(f"{name} holds NaN values")
+    if floating and not allow_infinite and bool(values.isinf().any()):
+        raise CamscopeError(f"{name} holds infinite values")
+    if nonnegative and tensor.numel() and bool((values < 0).any()):
+        raise CamscopeError(f"{name} holds negative values")
+    whole = not floating or not (bool((values != values.round()).any()) or bool((values.abs() > 2**62).any()))
+    if dtype in _INTEGRAL and not whole:
+        raise CamscopeError(f"{name} must hold whole numbers")
+    return tensor.detach().to(dtype, copy=True)
+
+
+def checked_int(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else a :class:`CamscopeError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise CamscopeError(f"{name} must be an integer{bound}, got {value!r}")
+    return value
+
+
+def checked_float(value: Any, name: str) -> float:
+    """``value`` if it is a finite real number (not a bool), as a float, else a :class:`CamscopeError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CamscopeError(f"{name} must be a finite number, got {value!r}")
+    return float(value)

@@ -73,17 +73,36 @@ def resolve_class(spec: str, num_classes: int) -> int:
 def run_cli(app: typer.Typer, argv: list[str] | None = None) -> int:
     """Run ``app``; a user mistake prints one line on stderr and returns status 2.
 
+    Ctrl-C prints ``camscope: interrupted`` and returns 130 (files are written
+    atomically, so none is left half-written); an operating-system error (a
+    missing, unreadable or unwritable file) prints one line and returns 2.
+
     Returns:
         The exit status: 0 on success (and for the help of a bare command), 1 when aborted,
-        2 for a user mistake, or the status a command exits with.
+        2 for a user mistake or a file that cannot be read or written, 130 when
+        interrupted, or the status a command exits with.
     """
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, typer returns the status of a command that exits early,
+        # and turns Ctrl-C into status 130.
+        status = app(args=argv, standalone_mode=False)
     except CamscopeError as error:
         typer.echo(f"camscope: error: {error}", err=True)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted()
     except typer.Exit as exit_:
+        if isinstance(exit_.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
+            return _interrupted()
         return exit_.exit_code
+    except typer.Abort as abort:
+        if isinstance(abort.__cause__, KeyboardInterrupt):
+            return _interrupted()
+        typer.echo("camscope: aborted", err=True)
+        return 1
+    except OSError as error:
+        typer.echo(f"camscope: error: {_os_error(error)}", err=True)
+        return 2
     except Exception as error:
         # Usage errors of click (or of the click that typer vendors): one line, status 2.
         if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
@@ -92,7 +111,18 @@ def run_cli(app: typer.Typer, argv: list[str] | None = None) -> int:
             return 0
         typer.echo(f"camscope: error: {error.format_message()}", err=True)
         return 2
-    except typer.Abort:
-        typer.echo("camscope: aborted", err=True)
-        return 1
+    if isinstance(status, int) and not isinstance(status, bool) and status:
+        return _interrupted() if status == 130 else status
     return 0
+
+
+def _interrupted() -> int:
+    typer.echo("camscope: interrupted", err=True)
+    return 130
+
+
+def _os_error(error: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and what to check."""
+    reason = error.strerror or str(error) or type(error).__name__
+    where = f": {error.filename}" if error.filename else ""
+    return f"{reason}{where} (check that the path exists and can be read or written)"

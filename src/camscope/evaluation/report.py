@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camscope.io import FORMAT_VERSION, atomic_write_bytes
+from camscope.io import FORMAT_VERSION, atomic_write_bytes, make_folder
 from camscope.metrics import MetricResult
 
 __all__ = ["EvaluationReport", "json_ready"]
@@ -208,7 +208,7 @@ class EvaluationReport:
     def save(self, out: str | os.PathLike[str], plots: bool = True) -> dict[str, Path]:
         """Write ``summary.csv``, ``per_sample.csv``, ``results.json`` and ``curves_METRIC.png``; return their paths."""
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         paths = {
             "summary": atomic_write_bytes(out / "summary.csv", _csv(self.summary_rows())),
             "per_sample": atomic_write_bytes(out / "per_sample.csv", _csv(self.per_sample_rows())),

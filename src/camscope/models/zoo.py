@@ -154,7 +154,14 @@ def model_path(name: str) -> Path:
 def _load(name: str) -> tuple[dict[str, Tensor], str]:
     from camscope.io import load_tensors
 
-    tensors, header = load_tensors(model_path(name), kind=MODEL_KIND)
+    path = model_path(name)
+    tensors, header = load_tensors(path, kind=MODEL_KIND)
+    architecture = header.get("architecture")
+    if not isinstance(architecture, dict):
+        raise CamscopeError(f"{path} has no model architecture in its metadata: reinstall camscope")
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise CamscopeError(f"{path} holds NaN or infinite weights ({key}): reinstall camscope")
     return tensors, json.dumps(header)
 
 
@@ -179,10 +186,10 @@ def load_small_model(name: str, device: str | torch.device = "cpu") -> SmallCNN:
     """
     tensors, header = _load(_check_name(name))
     info = json.loads(header)
-    model = SmallCNN(**info["architecture"])
     try:
+        model = SmallCNN(**info["architecture"])
         model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         raise CamscopeError(f"{model_path(name)} does not match the SmallCNN architecture: {error}") from error
     return model.to(device).eval()
 

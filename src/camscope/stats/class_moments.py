@@ -35,9 +35,10 @@ from torch import Tensor
 
 from camscope.data.folders import UNLABELLED
 from camscope.errors import CamscopeError
+from camscope.io import checked_int, checked_tensor
 from camscope.passes.batches import label_tensor
 
-__all__ = ["DEFAULT_MAX_SCATTER_BYTES", "SCATTER_MODES", "ClassMoments"]
+__all__ = ["DEFAULT_MAX_SCATTER_BYTES", "SCATTER_MODES", "ClassMoments", "check_scatters"]
 
 #: How the scatters are kept: per class, one shared within-class scatter, or per class while they fit.
 SCATTER_MODES = ("auto", "class", "shared")
@@ -327,37 +328,43 @@ class ClassMoments:
         """Restore what :meth:`state_dict` returned (onto this accumulator's device); returns the accumulator.
 
         Raises:
-            CamscopeError: for a missing entry or tensors of inconsistent shapes.
+            CamscopeError: for a missing entry, tensors of inconsistent shapes, or
+                values no data can give (NaN or infinite values, counts below 1,
+                scatters that are not symmetric positive semi-definite).
         """
         try:
-            k = int(state["feature_size"])
-            mode = str(state["scatter"])
-            labels = [int(v) for v in torch.as_tensor(state["labels"]).reshape(-1).tolist()]
-            counts = torch.as_tensor(state["counts"]).to(self.device, torch.float64, copy=True)
-            means = torch.as_tensor(state["means"]).to(self.device, torch.float64, copy=True)
+            k = checked_int(state["feature_size"], "feature_size", minimum=1)
+            mode = state["scatter"]
+            if mode not in ("class", "shared"):
+                raise CamscopeError(f"scatter must be 'class' or 'shared', got {mode!r}")
             key = "scatters" if mode == "class" else "within"
-            scatter = torch.as_tensor(state[key]).to(self.device, torch.float64, copy=True)
-        except (KeyError, TypeError, ValueError) as error:
+            labels_tensor = checked_tensor(torch.as_tensor(state["labels"]), "labels", [-1], torch.int64)
+            classes = labels_tensor.numel()
+            counts = checked_tensor(torch.as_tensor(state["counts"]), "counts", [classes], torch.float64)
+            means = checked_tensor(torch.as_tensor(state["means"]), "means", [classes, k], torch.float64)
+            expected = [classes, k, k] if mode == "class" else [k, k]
+            scatter = checked_tensor(torch.as_tensor(state[key]), key, expected, torch.float64)
+        except CamscopeError as error:
+            raise CamscopeError(f"inconsistent statistics: {error}") from error
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CamscopeError(f"missing or bad entry {error}") from error
-        classes = len(labels)
-        expected = (classes, k, k) if mode == "class" else (k, k)
-        if (
-            k < 1
-            or mode not in ("class", "shared")
-            or counts.shape != (classes,)
-            or means.shape != (classes, k)
-            or scatter.shape != expected
-            or len(set(labels)) != classes
+        labels = [int(v) for v in labels_tensor.tolist()]
+        if len(set(labels)) != classes or any(label < UNLABELLED for label in labels):
+            raise CamscopeError(f"labels must be distinct and at least {UNLABELLED}, got {labels}")
+        if classes and (
+            float(counts.min()) < 1 or float(counts.max()) > 2**53 or bool((counts != counts.round()).any())
         ):
             raise CamscopeError(
-                f"inconsistent statistics: {classes} labels ({len(set(labels))} distinct), counts "
-                f"{list(counts.shape)}, means {list(means.shape)}, {key} {list(scatter.shape)} for K = {k}"
+                f"every class needs a count of at least 1 (and at most 2**53), in whole numbers, got {counts.tolist()}"
             )
+        check_scatters(scatter.reshape(-1, k, k), key)
+        _check_pooled(counts, means, scatter)
         self.feature_size, self._mode = k, mode
         self._auto = bool(state.get("auto_scatter", False))
         self.max_scatter_bytes = int(state.get("max_scatter_bytes", self.max_scatter_bytes))
         self._labels, self._row = labels, {label: i for i, label in enumerate(labels)}
-        self._counts, self._means = counts, means
+        self._counts, self._means = counts.to(self.device), means.to(self.device)
+        scatter = scatter.to(self.device)
         self._scatters = list(scatter.unbind(0)) if mode == "class" else []
         self._within = scatter if mode == "shared" else None
         self._within_sum = None
@@ -365,3 +372,54 @@ class ClassMoments:
 
     def __repr__(self) -> str:
         return f"ClassMoments(K={self.feature_size}, classes={len(self._labels)}, samples={self.count}, scatter={self._mode!r})"
+
+
+def _check_pooled(counts: Tensor, means: Tensor, scatter: Tensor) -> None:
+    """Raise unless the moments of all classes together are finite (then those of any group are)."""
+    if not counts.numel():
+        return
+    total = counts.sum()
+    mean = (counts[:, None] * means).sum(0) / total
+    spread = ((means - mean) ** 2 * counts[:, None]).sum(0)
+    within = scatter.reshape(-1, *scatter.shape[-2:]).diagonal(dim1=1, dim2=2).sum(0)
+    if not (bool(mean.isfinite().all()) and bool((spread + within).isfinite().all())):
+        raise CamscopeError("the statistics overflow when classes are pooled: the file holds values far too large")
+
+
+#: Work (multiply-adds) allowed for exact eigenvalue checks of loaded scatters; larger ones get cheaper checks.
+_EIGEN_BUDGET = 2e9
+#: Relative tolerance of the symmetry and positive semi-definiteness checks.
+_SCATTER_TOLERANCE = 1e-6
+
+
+def check_scatters(scatters: Tensor, name: str = "scatters") -> None:
+    """Raise a :class:`CamscopeError` unless every ``[K, K]`` matrix of ``scatters`` is a scatter.
+
+    A scatter ``sum (z - mu)(z - mu)^T`` is symmetric positive semi-definite. The
+    check allows float64 rounding relative to the largest diagonal entry. When
+    exact eigenvalues would take too long (many large matrices), it checks the
+    diagonal, ``S_ij^2 <= S_ii S_jj`` and ``v^T S v >= 0`` for random ``v``.
+    """
+    count, k = scatters.shape[0], scatters.shape[-1]
+    exact = count * k**3 <= _EIGEN_BUDGET
+    generator = torch.Generator(device=scatters.device).manual_seed(0)
+    for index, matrix in enumerate(scatters):
+        diagonal = matrix.diagonal()
+        scale = max(float(diagonal.abs().max()) if k else 0.0, 1e-300)
+        tolerance = _SCATTER_TOLERANCE * scale
+        what = f"{name}[{index}]" if scatters.dim() == 3 and count > 1 else name
+        if float((matrix - matrix.T).abs().max()) > tolerance:
+            raise CamscopeError(f"{what} is not symmetric: it is not a scatter matrix")
+        if float(diagonal.min()) < -tolerance:
+            raise CamscopeError(f"{what} has a negative diagonal: it is not a scatter matrix")
+        if exact:  # eigenvalues of the matrix scaled to a unit diagonal maximum, which cannot overflow
+            lowest = float(torch.linalg.eigvalsh((matrix / scale + matrix.T / scale) / 2).min()) * scale
+        else:
+            bound = diagonal.clamp(min=0).sqrt()
+            if bool((matrix.abs() > bound[:, None] * bound[None, :] + tolerance).any()):
+                raise CamscopeError(f"{what} is not positive semi-definite: it is not a scatter matrix")
+            probes = torch.randn(k, 8, generator=generator, device=matrix.device, dtype=matrix.dtype)
+            probes = probes / probes.norm(dim=0, keepdim=True)
+            lowest = float((probes * (matrix @ probes)).sum(0).min())
+        if not lowest >= -tolerance * k:  # NaN included
+            raise CamscopeError(f"{what} is not positive semi-definite: it is not a scatter matrix")

@@ -281,19 +281,28 @@ class ReferenceBank:
             CamscopeError: for a missing entry or tensors of inconsistent shapes.
         """
         try:
-            layer, embedding = str(state["layer"]), check_embedding(state.get("embedding", "mean"))
+            layer, embedding = state["layer"], check_embedding(state.get("embedding", "mean"))
+            if not isinstance(layer, str):
+                raise CamscopeError(f"layer must be a name, got {layer!r}")
             names = {int(label): str(name) for label, name in dict(state.get("names") or {}).items()}
-        except (KeyError, TypeError, ValueError) as error:
-            raise CamscopeError(f"not a reference bank state: missing or bad entry {error}") from error
-        try:
+            model, layout = state.get("model"), state.get("layout")
+            for key, value in (("model", model), ("layout", layout)):
+                if value is not None and not isinstance(value, dict):
+                    raise CamscopeError(f"{key} must be a mapping, got {value!r}")
+            size = state.get("input_size")
+            if size is not None and (
+                not isinstance(size, (list, tuple))
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+            ):
+                raise CamscopeError(f"input_size must be a list of positive integers, got {size!r}")
             self.moments.load_state_dict(state)
         except CamscopeError as error:
             raise CamscopeError(f"not a reference bank state: {error}") from error
+        except (KeyError, TypeError, ValueError) as error:
+            raise CamscopeError(f"not a reference bank state: missing or bad entry {error}") from error
         self.layer, self.embedding, self._names = layer, embedding, names
-        model = state.get("model")
         self.model = dict(model) if model else None
-        self.layout = dict(state.get("layout") or {"layout": "auto", "grid": None, "prefix_tokens": None})
-        size = state.get("input_size")
+        self.layout = dict(layout or {"layout": "auto", "grid": None, "prefix_tokens": None})
         self.input_size = list(size) if size is not None else None
         self._changed()
         return self

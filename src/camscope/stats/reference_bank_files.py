@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from camscope.errors import CamscopeError
-from camscope.io import load_tensors, save_tensors
+from camscope.io import checked_int, checked_tensor, load_tensors, save_tensors
 
 if TYPE_CHECKING:
     from camscope.stats.reference_bank import ReferenceBank
@@ -85,27 +85,45 @@ def load_bank(
     """
     tensors, meta = load_tensors(path, kind=BANK_KIND)
     try:
-        labels = [int(v) for v in tensors["labels"].tolist()]
-        state: dict[str, Any] = {
-            **{name: tensors[name] for name in _TENSORS if name in tensors},
-            "feature_size": int(meta["feature_size"]),
-            "layer": meta["layer"],
-            "embedding": meta.get("embedding", "mean"),
-            "model": meta.get("model"),
-            "names": dict(zip(labels, meta.get("class_names", []))),
-            "scatter": meta.get("scatter", "class"),
-            "auto_scatter": bool(meta.get("auto_scatter", False)),
-            "layout": meta.get("layout"),
-            "input_size": meta.get("input_size"),
-        }
-        if "max_scatter_bytes" in meta:
-            state["max_scatter_bytes"] = int(meta["max_scatter_bytes"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CamscopeError(f"{path} is not a valid reference bank (missing or bad entry: {error})") from error
+        state = _state(tensors, meta)
+    except (KeyError, TypeError, ValueError, CamscopeError) as error:
+        raise CamscopeError(
+            f"{path} is not a valid reference bank (missing or bad entry: {error}); build it again"
+        ) from error
     try:
         bank = bank_class.from_state_dict(state, device=device)
     except CamscopeError as error:
-        raise CamscopeError(f"{path} is not a valid reference bank ({error})") from error
+        raise CamscopeError(f"{path} is not a valid reference bank ({error}); build it again") from error
     if model is not None or layer is not None:
         bank.check(model=model, layer=layer)
     return bank
+
+
+def _state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The state dict of a bank file's tensors and metadata, the metadata's JSON types checked."""
+    labels = [int(v) for v in checked_tensor(tensors["labels"], "labels", [-1], torch.int64).tolist()]
+    names = meta.get("class_names", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CamscopeError(f"class_names must be a list of names, got {names!r}")
+    if names and len(names) != len(labels):
+        raise CamscopeError(f"{len(names)} class_names for {len(labels)} classes")
+    if "labels" in meta and meta["labels"] != labels:
+        raise CamscopeError(f"the metadata's labels {meta['labels']!r} differ from the tensor's {labels}")
+    for key, kinds in (("embedding", str), ("scatter", str), ("auto_scatter", bool)):
+        if key in meta and not isinstance(meta[key], kinds):
+            raise CamscopeError(f"{key} has the wrong type: {meta[key]!r}")
+    state: dict[str, Any] = {
+        **{name: tensors[name] for name in _TENSORS if name in tensors},
+        "feature_size": meta["feature_size"],
+        "layer": meta["layer"],
+        "embedding": meta.get("embedding", "mean"),
+        "model": meta.get("model"),
+        "names": dict(zip(labels, names)),
+        "scatter": meta.get("scatter", "class"),
+        "auto_scatter": meta.get("auto_scatter", False),
+        "layout": meta.get("layout"),
+        "input_size": meta.get("input_size"),
+    }
+    if "max_scatter_bytes" in meta:
+        state["max_scatter_bytes"] = checked_int(meta["max_scatter_bytes"], "max_scatter_bytes", minimum=0)
+    return state

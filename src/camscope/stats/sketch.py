@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from camscope.errors import CamscopeError
+from camscope.io import checked_int, checked_tensor
 
 __all__ = ["Moments", "QuantileSketch"]
 
@@ -204,16 +205,56 @@ class QuantileSketch:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> QuantileSketch:
-        """Restore what :meth:`state_dict` returned, exactly (on the tensors' device); returns ``self``."""
-        bins = int(state["bins"])
-        if tuple(state["counts"].shape) != (bins,):
-            raise CamscopeError(
-                f"a sketch state of {bins} bins needs {bins} counts, got {tuple(state['counts'].shape)}"
-            )
-        self.bins = bins
-        for name in _SKETCH_STATE:
-            setattr(self, name, state[name].clone())
+        """Restore what :meth:`state_dict` returned, exactly (on the tensors' device); returns ``self``.
+
+        Raises:
+            CamscopeError: for a missing entry or a state no values can give.
+        """
+        try:
+            bins = checked_int(state["bins"], "the number of bins", minimum=16)
+            self._restore(bins, *(state[name] for name in _SKETCH_STATE))
+        except KeyError as error:
+            raise CamscopeError(f"a sketch state misses {error}") from error
         return self
+
+    def _restore(self, bins: int, *tensors: Tensor) -> None:
+        """Take ``tensors`` (in the order of ``_SKETCH_STATE``) after checking that they are a sketch's state."""
+        counts, exponent, offset, count, low, high = tensors
+        if bins < 16:
+            raise CamscopeError(f"a quantile sketch needs at least 16 bins, got {bins}: the state is corrupt")
+        if not isinstance(counts, Tensor) or tuple(counts.shape) != (bins,):
+            got = list(counts.shape) if isinstance(counts, Tensor) else type(counts).__name__
+            raise CamscopeError(f"a sketch state of {bins} bins needs {bins} counts, got {got}")
+        counts = checked_tensor(counts, "the sketch's counts", [bins], torch.int64, nonnegative=True)
+        exponent, offset, count = (
+            checked_tensor(t, f"the sketch's {n}", [], torch.int64) for t, n in zip(tensors[1:4], _SKETCH_STATE[1:4])
+        )
+        low, high = (
+            checked_tensor(t, f"the sketch's {n}", [], torch.float64, allow_infinite=True)
+            for t, n in zip(tensors[4:], _SKETCH_STATE[4:])
+        )
+        n = int(count)
+        if n < 0 or int(counts.sum()) != n:
+            raise CamscopeError(f"a sketch of {n} values holds {int(counts.sum())} counts: the state is corrupt")
+        if not _MIN_EXPONENT <= int(exponent) <= 1000:
+            raise CamscopeError(f"a sketch's cell exponent {int(exponent)} is out of range: the state is corrupt")
+        if n and not (
+            math.isfinite(float(low))
+            and math.isfinite(float(high))
+            and float(low) <= float(high)
+            and int(_floor_scaled(low, exponent)) == int(offset)
+            and int(_floor_scaled(high, exponent)) - int(offset) < bins
+        ):
+            raise CamscopeError("a sketch's range does not match its cells: the state is corrupt")
+        self.bins = bins
+        self.counts, self.exponent, self.offset, self.count, self.low, self.high = (
+            counts,
+            exponent,
+            offset,
+            count,
+            low,
+            high,
+        )
 
     def state(self, prefix: str) -> dict[str, Tensor]:
         """The tensors of an analysis file (``prefix.counts``, ``prefix.scalars_i64``, ``prefix.scalars_f64``)."""
@@ -225,12 +266,20 @@ class QuantileSketch:
 
     @classmethod
     def from_state(cls, tensors: dict[str, Tensor], prefix: str) -> QuantileSketch:
-        """The sketch that :meth:`state` wrote under ``prefix``."""
-        counts = tensors[f"{prefix}.counts"]
-        sketch = cls(counts.numel())
-        sketch.counts = counts.clone()
-        sketch.exponent, sketch.offset, sketch.count = (t.clone() for t in tensors[f"{prefix}.scalars_i64"])
-        sketch.low, sketch.high = (t.clone() for t in tensors[f"{prefix}.scalars_f64"])
+        """The sketch that :meth:`state` wrote under ``prefix``.
+
+        Raises:
+            CamscopeError: for a missing tensor or a state no values can give.
+        """
+        try:
+            counts = tensors[f"{prefix}.counts"]
+            integers = checked_tensor(tensors[f"{prefix}.scalars_i64"], f"{prefix}.scalars_i64", [3], torch.int64)
+            floats = tensors[f"{prefix}.scalars_f64"]
+            floats = checked_tensor(floats, f"{prefix}.scalars_f64", [2], torch.float64, allow_infinite=True)
+        except KeyError as error:
+            raise CamscopeError(f"the {prefix} sketch misses the tensor {error}") from error
+        sketch = cls(max(counts.numel(), 16))
+        sketch._restore(counts.numel(), counts, *integers.unbind(0), *floats.unbind(0))
         return sketch
 
     def equal(self, other: QuantileSketch) -> bool:
@@ -298,6 +347,16 @@ class Moments:
         return {"count": self.count.clone(), "mean": self.mean.clone(), "m2": self.m2.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> Moments:
-        """Restore what :meth:`state_dict` returned, exactly; returns ``self``."""
-        self.count, self.mean, self.m2 = (state[name].clone() for name in ("count", "mean", "m2"))
+        """Restore what :meth:`state_dict` returned, exactly; returns ``self``.
+
+        Raises:
+            CamscopeError: for a missing entry, NaN or infinite values, or a negative count or ``M2``.
+        """
+        try:
+            count = checked_tensor(state["count"], "the moments' count", [], torch.int64, nonnegative=True)
+            mean = checked_tensor(state["mean"], "the moments' mean", [], torch.float64)
+            m2 = checked_tensor(state["m2"], "the moments' M2", [], torch.float64, nonnegative=True)
+        except KeyError as error:
+            raise CamscopeError(f"a moments state misses {error}") from error
+        self.count, self.mean, self.m2 = count, mean, m2
         return self

@@ -14,10 +14,11 @@ from torch import Tensor
 
 from camscope.analyses.ifa import findings
 from camscope.analyses.ifa.batch import BatchResult
+from camscope.analyses.ifa.checks import check_settings, check_tensors
 from camscope.analyses.ifa.results import Comparison, Confounder, Outlier, Redundancy
 from camscope.analyses.ifa.scale import TanhScale
 from camscope.errors import CamscopeError
-from camscope.io import load_tensors, save_tensors
+from camscope.io import checked_int, checked_tensor, load_tensors, save_tensors
 from camscope.stats.sketch import Moments, QuantileSketch
 
 __all__ = ["Analysis"]
@@ -440,8 +441,14 @@ class Analysis:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> Analysis:
-        """Restore what :meth:`state_dict` returned, settings included, exactly; returns ``self``."""
+        """Restore what :meth:`state_dict` returned, settings included, exactly; returns ``self``.
+
+        Raises:
+            CamscopeError: for a missing entry, settings of the wrong type, or
+                tensors of the wrong shape or with values no pass can give.
+        """
         try:
+            check_settings(state)
             for name in _SETTINGS:
                 setattr(self, name, copy.copy(state[name]))
             low, high = state["percentiles"]
@@ -456,23 +463,33 @@ class Analysis:
             profiles = state["profiles"]
             self._profiles = None if profiles is None else _profile_parts([t.clone() for t in profiles])
             self._profile_chunks = [(a.clone(), b.clone(), c.clone()) for a, b, c in state["profile_chunks"]]
+            check_tensors(self)
         except KeyError as error:
             raise CamscopeError(f"an incomplete analysis state (missing {error})") from error
+        except CamscopeError as error:
+            raise CamscopeError(f"not a valid analysis state: {error}") from error
+        except (TypeError, ValueError, AttributeError) as error:
+            raise CamscopeError(f"not a valid analysis state: a bad entry ({error})") from error
         return self
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Analysis:
         """A new analysis restored from :meth:`state_dict` (see :meth:`load_state_dict`)."""
         try:
+            check_settings(state)
             analysis = cls(
                 method=state["method"],
                 layer=state["layer"],
                 num_features=state["num_features"],
                 num_classes=state["num_classes"],
-                bins=int(state["values"]["bins"]),
+                bins=checked_int(state["values"]["bins"], "bins", minimum=16),
             )
         except KeyError as error:
             raise CamscopeError(f"an incomplete analysis state (missing {error})") from error
+        except CamscopeError as error:
+            raise CamscopeError(f"not a valid analysis state: {error}") from error
+        except (TypeError, ValueError, AttributeError) as error:
+            raise CamscopeError(f"not a valid analysis state: a bad entry ({error})") from error
         return analysis.load_state_dict(state)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -510,6 +527,7 @@ class Analysis:
         """Load a file written by :meth:`save` (checks its kind and format version)."""
         tensors, header = load_tensors(path, kind=_KIND)
         try:
+            check_settings(header, header=True)
             analysis = cls(
                 method=header["method"],
                 layer=header["layer"],
@@ -519,25 +537,31 @@ class Analysis:
                 percentiles=tuple(header["percentiles"]),
                 all_classes="im_all_sum" in tensors,
                 profiles=bool(header.get("profiles")),
-                bins=tensors["values.counts"].numel(),
+                bins=max(tensors["values.counts"].numel(), 16),
                 info=header.get("info", {}),
             )
             for name in ("values", "image_max", "image_min"):
                 setattr(analysis, name, QuantileSketch.from_state(tensors, name))
-            analysis.moments.count = tensors["moments.count"][0].clone()
-            analysis.moments.mean, analysis.moments.m2 = (t.clone() for t in tensors["moments.f64"])
+            f64 = checked_tensor(tensors["moments.f64"], "moments.f64", [2], torch.float64)
+            analysis.moments.load_state_dict(
+                {"count": tensors["moments.count"].reshape(()), "mean": f64[0], "m2": f64[1]}
+            )
             analysis.im_sum = tensors["im_sum"].clone()
             analysis.class_counts = tensors["class_counts"].clone()
-            analysis.labelled, analysis.correct, analysis.stand_ins = (t.clone() for t in tensors["counters"])
+            counters = checked_tensor(tensors["counters"], "counters", [3], torch.int64)
+            analysis.labelled, analysis.correct, analysis.stand_ins = counters.unbind(0)
             if "im_all_sum" in tensors:
                 analysis.im_all_sum = tensors["im_all_sum"].clone()
             if header.get("profiles"):
                 analysis._profiles = _profile_parts(
                     [tensors[name] for name in ("profiles", "profile_labels", "profile_predictions", "profile_ids")]
                 )
-            analysis.n_samples = int(header["n_samples"])
+            analysis.n_samples = header["n_samples"]
+            check_tensors(analysis)
         except KeyError as error:
             raise CamscopeError(f"{path} is an incomplete analysis file (missing {error}): write it again") from error
+        except (TypeError, ValueError, RuntimeError) as error:  # CamscopeError included
+            raise CamscopeError(f"{path} is not a valid analysis file ({error}): write it again") from error
         return analysis
 
     def summary(self) -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""The CLI's exit behaviour: Ctrl-C is one line and status 130; a file that cannot be written is one line and status 2."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import camscope.cli.bank
+from camscope.cli.app import main
+from camscope.stats.reference_bank import ReferenceBank
+from camscope.viz.figures import save_image
+
+
+@pytest.fixture
+def banks(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    paths = []
+    for part in range(2):
+        bank = ReferenceBank(3, "features", class_names=["a", "b"], scatter="class")
+        bank.update(torch.randn(8, 3, generator=generator, dtype=torch.float64), torch.arange(8) % 2)
+        paths.append(str(bank.save(tmp_path / f"part{part}.bank")))
+    return paths
+
+
+def _only_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def _files(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def _raise(error):
+    def raiser(*args, **kwargs):
+        raise error
+
+    return raiser
+
+
+def test_ctrl_c_in_a_command_is_one_line_and_status_130(banks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ReferenceBank, "merge", _raise(KeyboardInterrupt()))
+    assert main(["bank", "merge", *banks, "--out", str(tmp_path / "merged.bank")]) == 130
+    assert _only_line(capsys) == "camscope: interrupted"
+    assert _files(tmp_path) == ["part0.bank", "part1.bank"]
+
+
+def test_ctrl_c_while_writing_leaves_no_partial_file(banks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(os, "fsync", _raise(KeyboardInterrupt()))
+    assert main(["bank", "merge", *banks, "--out", str(tmp_path / "merged.bank")]) == 130
+    assert _only_line(capsys) == "camscope: interrupted"
+    assert _files(tmp_path) == ["part0.bank", "part1.bank"]
+
+
+def test_ctrl_c_while_building_a_bank(tmp_path, monkeypatch, capsys):
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    save_image(tmp_path / "data" / "cat" / "a.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    monkeypatch.setattr(camscope.cli.bank, "load_cli_model", lambda *args: torch.nn.Identity())
+    monkeypatch.setattr(ReferenceBank, "build", _raise(KeyboardInterrupt()))
+    code = main(["bank", "build", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out.bank")])
+    assert code == 130 and _only_line(capsys) == "camscope: interrupted"
+    assert _files(tmp_path) == ["data"]
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_an_unwritable_out_is_one_line_and_status_2(banks, tmp_path, capsys, where):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_bytes(b"keep")
+    out = tmp_path / "folder" if where == "folder" else tmp_path / "file" / "merged.bank"
+    assert main(["bank", "merge", *banks, "--out", str(out)]) == 2
+    line = _only_line(capsys)
+    assert line.startswith("camscope: error: cannot write") and ("it is a folder" in line or "is a file" in line)
+    assert _files(tmp_path) == ["file", "folder", "part0.bank", "part1.bank"] and _files(tmp_path / "folder") == []
+    assert (tmp_path / "file").read_bytes() == b"keep"
+
+
+def test_a_read_only_folder_is_one_line_and_status_2(banks, tmp_path, monkeypatch, capsys):
+    # tests run as root, where chmod does not stop a write: the refusal is simulated
+    monkeypatch.setattr(os, "open", _raise(PermissionError(errno.EACCES, "Permission denied")))
+    assert main(["bank", "merge", *banks, "--out", str(tmp_path / "merged.bank")]) == 2
+    assert "Permission denied" in _only_line(capsys)
+    assert _files(tmp_path) == ["part0.bank", "part1.bank"]
+
+
+def test_any_os_error_is_one_line_and_status_2(banks, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ReferenceBank, "merge", _raise(OSError(errno.EIO, "Input/output error", "part1.bank")))
+    assert main(["bank", "merge", *banks, "--out", str(tmp_path / "merged.bank")]) == 2
+    assert _only_line(capsys) == (
+        "camscope: error: Input/output error: part1.bank (check that the path exists and can be read or written)"
+    )
+
+
+def test_a_corrupt_bank_is_one_line_and_status_2(banks, tmp_path, capsys):
+    path = tmp_path / "part0.bank"
+    path.write_bytes(path.read_bytes()[:-7])
+    assert main(["bank", "info", str(path)]) == 2
+    assert _only_line(capsys).startswith(f"camscope: error: {path} is not a camscope safetensors file")
+
+
+def test_an_explain_out_that_is_a_file_is_one_line_and_status_2(tmp_path, capsys, monkeypatch):
+    import camscope.cli.explain
+
+    monkeypatch.setattr(camscope.cli.explain, "load_cli_model", _raise(OSError(errno.ENOTDIR, "Not a directory")))
+    assert main(["explain", str(tmp_path / "x.png"), "--out", str(tmp_path)]) == 2
+    _only_line(capsys)
