@@ -44,7 +44,9 @@ from camscope.metrics import (
     sparseness,
 )
 from camscope.metrics.common import progress_option
+from camscope.passes.distributed import is_main_process, resolve_device
 from camscope.passes.engine import Batch, DatasetPass
+from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = ["METRICS", "evaluate"]
 
@@ -311,14 +313,16 @@ def _names_and_options(
 
 def _collect(plan: _Plan, batches: DatasetPass, samples: _Samples, limit: int | None) -> EvaluationResults:
     """The dataset pass: every batch measured, the per-sample results accumulated."""
-    results = EvaluationResults(list(plan.explainers), plan.metrics)
-    for batch in batches:
+    resumed = batches.resumed
+    results = resumed if resumed is not None else EvaluationResults(list(plan.explainers), plan.metrics)
+    for batch in batches.tracking(lambda: results):
         count = batch.inputs.shape[0] if limit is None else min(batch.inputs.shape[0], limit - batch.start)
         if count <= 0:
             break
         inputs, labels = batch.inputs[:count], batch.labels[:count]
         names, truths = samples.describe(batch, count)
-        results.update(names, plan.measure(inputs, labels, truths))
+        results.update(names, plan.measure(inputs, labels, truths), start=batch.start)
+    results = batches.finish(results, "an evaluation")
     if not results.samples:
         raise CamscopeError("the dataset is empty")
     return results
@@ -383,6 +387,11 @@ def evaluate(
     plots: bool = True,
     progress: bool | None = None,
     show_progress: bool | None = None,
+    distributed: bool | None = None,
+    workers: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> EvaluationReport:
     """Explain a dataset with several methods and measure several metrics.
 
@@ -412,6 +421,14 @@ def evaluate(
         plots: write the curve plots with ``out``.
         progress: progress bar on stderr (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
+        distributed: split the pass over the ranks of a ``torch.distributed`` process
+            group (None: when one is initialised; True: also start one from the
+            torchrun environment); every rank returns the whole report, in dataset
+            order, and only rank 0 writes ``out``.
+        workers: worker processes that load image folders and map-style datasets.
+        checkpoint, checkpoint_every, resume: save the per-sample results to
+            ``checkpoint`` every ``checkpoint_every`` batches, and with ``resume``
+            continue from it (see :class:`camscope.passes.engine.DatasetPass`).
 
     Returns:
         An :class:`EvaluationReport`.
@@ -429,10 +446,35 @@ def evaluate(
     import camscope
 
     progress = progress_option(progress, show_progress, "evaluate")
-    network, model_name, config = _load(model, weights, device)
+    pass_options: dict[str, Any] = dict(
+        distributed=distributed,
+        workers=workers,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
+    network, model_name, config = _load(model, weights, resolve_device(device, distributed=bool(distributed)))
     methods, metric_names, by_method, by_metric = _names_and_options(methods, metrics, method_options, metric_options)
     data, folder = _evaluation_data(data, size, config, limit)
-    batches = DatasetPass(network, data, batch_size=batch_size, size=size, progress=progress, description="evaluating")
+    batches = DatasetPass(
+        network,
+        data,
+        batch_size=batch_size,
+        size=size,
+        progress=progress,
+        description="evaluating",
+        restore=lambda state, _device: EvaluationResults([], []).load_state_dict(state),
+        identity=lambda: {
+            "model": model_fingerprint(network, model_name),
+            "methods": methods,
+            "metrics": metric_names,
+            "layer": repr(layer),
+            "target": repr(target),
+            "limit": limit,
+            "options": repr((sorted(by_method.items()), sorted(by_metric.items()))),
+        },
+        **pass_options,
+    )
     plan = _Plan(
         network=network,
         layer=layer,
@@ -446,6 +488,6 @@ def evaluate(
     samples = _Samples(folder, annotations, size, getattr(config, "crop_pct", 0.875))
     results = _collect(plan, batches, samples, limit)
     report = _report(results, model_name, _params(plan, batch_size, size))
-    if out is not None:
+    if out is not None and is_main_process():
         report.save(out, plots=plots)
     return report

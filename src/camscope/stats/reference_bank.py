@@ -141,6 +141,11 @@ class ReferenceBank:
         layout: str = "auto",
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
+        distributed: bool | None = None,
+        workers: int = 0,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
     ) -> ReferenceBank:
         """Build a bank in one pass over a dataset.
 
@@ -167,6 +172,13 @@ class ReferenceBank:
             model_name: the model's name to record (default: its class name).
             progress: show a progress bar (default: when stderr is a terminal).
             layout, grid, prefix_tokens: as in :class:`camscope.Explainer`.
+            distributed: split the pass over the ranks of a ``torch.distributed``
+                process group (None: when one is initialised; True: also start one
+                from the torchrun environment); every rank returns the whole bank.
+            workers: worker processes that load folders and map-style datasets.
+            checkpoint, checkpoint_every, resume: save the bank's state to
+                ``checkpoint`` every ``checkpoint_every`` batches, and with
+                ``resume`` continue from it (see :class:`camscope.passes.engine.DatasetPass`).
 
         Returns:
             The bank.
@@ -188,6 +200,11 @@ class ReferenceBank:
             layout=layout,
             grid=grid,
             prefix_tokens=prefix_tokens,
+            distributed=distributed,
+            workers=workers,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
 
     def update(self, embeddings: Tensor, labels: Tensor | Sequence[int] | None = None) -> ReferenceBank:

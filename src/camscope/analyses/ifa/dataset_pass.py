@@ -25,6 +25,7 @@ one and a sample's label differs), then, in torch on the model's device:
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -38,6 +39,7 @@ from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamMethod
 from camscope.errors import CamscopeError
 from camscope.passes.engine import DatasetPass
+from camscope.stats.fingerprint import model_fingerprint
 from camscope.targets.base import ClassTarget
 
 __all__ = ["analyze"]
@@ -107,6 +109,11 @@ def analyze(
     layout: str = "auto",
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
+    distributed: bool | None = None,
+    workers: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     **options: Any,
 ) -> Analysis:
     """One pass of integrated feature analysis over a dataset.
@@ -122,7 +129,8 @@ def analyze(
     Args:
         model: a classifier returning ``[B, C]`` scores.
         data: a DataLoader or iterable of ``(inputs, labels)`` batches (labels -1 for
-            none), input tensors, one tensor, or an image folder (``root/CLASS/*``;
+            none), input tensors, one tensor, a map-style torch dataset of
+            ``(image, label)`` samples, or an image folder (``root/CLASS/*``;
             classes by folder order).
         method: a CAM method with channel weights (all gradient methods, CAM,
             Score-CAM); methods without weights give the distribution only.
@@ -139,6 +147,13 @@ def analyze(
         progress: progress bar (default: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
         eval_mode, layout, grid, prefix_tokens, **options: as for :class:`camscope.Explainer`.
+        distributed: split the pass over the ranks of a ``torch.distributed`` process
+            group (None: when one is initialised; True: also start one from the
+            torchrun environment); every rank returns the whole analysis.
+        workers: worker processes that load folders and map-style datasets.
+        checkpoint, checkpoint_every, resume: save the analysis's state to
+            ``checkpoint`` every ``checkpoint_every`` batches, and with ``resume``
+            continue from it (see :class:`camscope.passes.engine.DatasetPass`).
 
     Returns:
         An :class:`Analysis`.
@@ -159,7 +174,28 @@ def analyze(
     progress = _progress_keyword(progress, show_progress)
     low, high = _check_arguments(explain, percentiles)
     batches = DatasetPass(
-        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="analyzing"
+        model,
+        data,
+        batch_size=batch_size,
+        size=size,
+        device=device,
+        progress=progress,
+        description="analyzing",
+        restore=lambda state, _device: Analysis.from_state_dict(state),
+        identity=lambda: {
+            "model": model_fingerprint(model),
+            "method": method if isinstance(method, str) else type(method).__name__,
+            "layer": repr(layer),
+            "explain": explain,
+            "all_classes": all_classes,
+            "profiles": profiles,
+            "bins": bins,
+        },
+        distributed=distributed,
+        workers=workers,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     explainer = Explainer(
         model,
@@ -172,9 +208,9 @@ def analyze(
         **options,
     )
     _check_single_class(explainer)
-    analysis: Analysis | None = None
+    analysis: Analysis | None = batches.resumed
     runner: BatchPass | None = None
-    for batch in batches:
+    for batch in batches.tracking(lambda: analysis):  # noqa: B023 (the checkpoint saves the current analysis)
         inputs = validate_inputs(model, batch.inputs)
         if runner is None:
             runner = _batch_pass(explainer, layer, inputs, all_classes, class_chunk)
@@ -194,6 +230,7 @@ def analyze(
                 info={"spatial": list(result.raw.shape[1:]), "input": list(inputs.shape[1:])},
             )
         analysis.update(result)
-    batches.require_batches("an analysis")
-    assert analysis is not None  # require_batches raised otherwise
-    return analysis.finish()
+    if analysis is not None:
+        analysis.finish()  # profiles gathered before the ranks' analyses merge
+    merged: Analysis = batches.finish(analysis, "an analysis")
+    return merged.finish()
