@@ -73,6 +73,12 @@ def _worker(rank: int, world: int, init_file: str) -> None:
             _Counting(_model(), seen), torch.randn(7, 3, 10, 10), layer="net.0", batch_size=2, progress=False
         )
         assert seen == ([2, 2] if rank == 0 else [2, 1])  # this rank's batches only
+        other = _model()
+        if rank == 1:
+            with torch.no_grad():
+                other[0].weight.add_(1.0)
+        with pytest.raises(CamscopeError, match="rank 1 runs another building reference bank pass than rank 0"):
+            ReferenceBank.build(other, torch.randn(4, 3, 8, 8), "0", progress=False)
         model = _model()
         for name, data in _datasets().items():
             options = dict(batch_size=2, progress=False)

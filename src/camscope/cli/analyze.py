@@ -14,6 +14,16 @@ import typer
 from torch import Tensor, nn
 
 from camscope.cli.common import ModelOption, WeightsOption, load_cli_model
+from camscope.cli.pass_options import (
+    CheckpointEveryOption,
+    CheckpointOption,
+    ResumeOption,
+    WorkersOption,
+    cli_device,
+    is_main_process,
+    same_random_weights,
+)
+from camscope.cli.pass_options import pass_options as cli_pass_options
 from camscope.errors import CamscopeError
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
@@ -99,10 +109,15 @@ def run_analysis(
     device: str | None = None,
     title: str = "",
     show_progress: bool | None = None,
+    pass_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyze ``data`` and write ``analysis.safetensors``, the plots and ``report.md`` into ``out``.
 
-    Returns a JSON-friendly summary with the written files.
+    ``pass_options`` (``distributed``, ``workers``, ``checkpoint``, ...) go to the
+    passes (the checkpoint to the main analysis only); under a process group
+    every rank runs the passes and only rank 0 writes.
+
+    Returns a JSON-friendly summary with the written files (none on other ranks).
     """
     import camscope
     from camscope.metrics.consistency import consistency
@@ -113,7 +128,9 @@ def run_analysis(
         raise CamscopeError(f"--fraction must be in (0, 1], got {fraction}")
     if device is not None:
         network = network.to(device)
-    options: dict[str, Any] = {"batch_size": batch_size, "size": size, "progress": show_progress}
+    extra = dict(pass_options or {})
+    checkpointing = {key: extra.pop(key) for key in ("checkpoint", "checkpoint_every", "resume") if key in extra}
+    options: dict[str, Any] = {"batch_size": batch_size, "size": size, "progress": show_progress, **extra}
     analysis = camscope.analyze(
         network,
         data,
@@ -124,17 +141,8 @@ def run_analysis(
         all_classes=all_classes,
         profiles=profiles,
         **options,
+        **checkpointing,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
-    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
-    present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
-    figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
-    if analysis.has_importance:
-        files["importance"] = save_figure(
-            out / "importance.png", importance_heatmap(analysis, class_names=figure_names)
-        )
-    files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
     other = None
     if compare_data is not None:
         other = camscope.analyze(
@@ -147,16 +155,30 @@ def run_analysis(
             all_classes=all_classes,
             **options,
         )
+    results: list[Any] = []
+    if check_consistency:
+        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
+        results = found if isinstance(found, list) else [found]
+    if not is_main_process():
+        return analysis.summary()
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
+    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
+    present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
+    figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
+    if analysis.has_importance:
+        files["importance"] = save_figure(
+            out / "importance.png", importance_heatmap(analysis, class_names=figure_names)
+        )
+    files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
+    if other is not None:
         files["compare_analysis"] = other.save(out / "compare.safetensors")
     busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
     if present:
         files["lines"] = save_figure(
             out / "lines.png", importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
         )
-    results: list[Any] = []
-    if check_consistency:
-        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
-        results = found if isinstance(found, list) else [found]
+    if results:
         files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
     report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
@@ -387,12 +409,21 @@ def analyze_command(
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cpu).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    workers: WorkersOption = 0,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    resume: ResumeOption = False,
 ) -> None:
-    """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report."""
+    """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report.
+
+    Under torchrun the passes are split over the processes; rank 0 prints and writes."""
     from camscope.models import data_config
 
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")
+    options = cli_pass_options(workers, checkpoint, checkpoint_every, resume)
+    device = cli_device(device)
+    same_random_weights(weights)
     network = load_cli_model(model, weights)
     if device is not None:
         network = network.to(device)
@@ -420,7 +451,10 @@ def analyze_command(
         size=size,
         device=device,
         title=f"{model} on {data}",
+        pass_options=options,
     )
+    if not is_main_process():
+        return
     if json_output:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return

@@ -21,6 +21,16 @@ from torch import Tensor, nn
 
 from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.common import WeightsOption, load_cli_model
+from camscope.cli.pass_options import (
+    CheckpointEveryOption,
+    CheckpointOption,
+    ResumeOption,
+    WorkersOption,
+    cli_device,
+    is_main_process,
+    pass_options,
+    same_random_weights,
+)
 from camscope.errors import CamscopeError
 from camscope.stats.reference_bank import ReferenceBank
 
@@ -86,11 +96,20 @@ def build(
     scatter: Annotated[str, typer.Option(help="'auto', 'class' (per-class scatters) or 'shared'.")] = "auto",
     device: Annotated[str, typer.Option(help="Device, e.g. cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    workers: WorkersOption = 0,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    resume: ResumeOption = False,
 ) -> None:
-    """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
+    """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
+
+    Under torchrun the pass is split over the processes; rank 0 writes the bank."""
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config, load_image
 
+    options = pass_options(workers, checkpoint, checkpoint_every, resume)
+    device = cli_device(device) or "cpu"
+    same_random_weights(weights)
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
@@ -104,9 +123,11 @@ def build(
         size=size,
         scatter=scatter,
         model_name=model,
+        **options,
     )
-    path = bank.save(out)
-    _print_info(bank, path, json_output)
+    if is_main_process():
+        path = bank.save(out)
+        _print_info(bank, path, json_output)
 
 
 def _describe(bank: ReferenceBank, path: Path) -> dict[str, Any]:

@@ -9,6 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from camscope.cli.common import ModelOption, WeightsOption
+from camscope.cli.pass_options import (
+    CheckpointEveryOption,
+    CheckpointOption,
+    ResumeOption,
+    WorkersOption,
+    cli_device,
+    is_main_process,
+    pass_options,
+    same_random_weights,
+)
 from camscope.errors import CamscopeError
 
 __all__ = ["evaluate_command", "parse_options"]
@@ -92,14 +102,21 @@ def evaluate_command(
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write plots of the mean curves.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    workers: WorkersOption = 0,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    resume: ResumeOption = False,
 ) -> None:
-    """Evaluate methods with faithfulness, localisation and other metrics over an image folder."""
+    """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
+
+    Under torchrun the pass is split over the processes; rank 0 prints and writes."""
     from camscope.evaluation.runner import evaluate
 
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = _split(methods)
     metric_names = _split(metrics)
+    same_random_weights(weights)
     report = evaluate(
         model,
         data,
@@ -110,13 +127,16 @@ def evaluate_command(
         weights=None if weights.lower() == "none" else weights,
         batch_size=batch_size,
         size=size,
-        device=device,
+        device=cli_device(device),
         method_options=parse_options(method_option, method_names, "method"),
         metric_options=parse_options(metric_option, metric_names, "metric"),
         limit=limit,
         out=out,
         plots=plots,
+        **pass_options(workers, checkpoint, checkpoint_every, resume),
     )
+    if not is_main_process():
+        return
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:

@@ -116,12 +116,12 @@ def _model_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     """A sentence when two model fingerprints differ (architecture, or weights beyond float64 rounding)."""
     if saved.get("architecture") != now.get("architecture") or saved.get("class") != now.get("class"):
         return (
-            f"model: the checkpoint was made with a {saved.get('class')} (architecture {saved.get('architecture')}), "
-            f"this pass runs a {now.get('class')} (architecture {now.get('architecture')})"
+            f"model: the checkpoint has a {saved.get('class')} (architecture {saved.get('architecture')}), "
+            f"this pass a {now.get('class')} (architecture {now.get('architecture')})"
         )
     tolerance = 1e-6 * max(float(saved.get("weights_scale", 0.0)), float(now.get("weights_scale", 0.0)), 1e-12)
     if abs(float(saved.get("weights", 0.0)) - float(now.get("weights", 0.0))) > tolerance:
-        return f"model: same architecture ({now.get('class')}) but other weights than the checkpoint's"
+        return f"model: the checkpoint has the same architecture ({now.get('class')}) but other weights than this pass"
     return None
 
 

@@ -28,7 +28,7 @@ from camscope.data.folders import ImageFolderData
 from camscope.errors import CamscopeError
 from camscope.passes.batches import sample_count, shard_batches
 from camscope.passes.checkpoint import Checkpoint, data_fingerprint, fingerprint_mismatches, rank_path
-from camscope.passes.distributed import current_shard, merge_across_ranks, resolve_device
+from camscope.passes.distributed import current_shard, gather_json, merge_across_ranks, resolve_device
 from camscope.progress import ProgressBar
 
 __all__ = ["Accumulator", "Batch", "DatasetPass", "batch_count", "dataset_class_names", "model_device"]
@@ -225,12 +225,31 @@ class DatasetPass:
         self.batches_seen = 0
         self.samples_seen = 0
         self._skip = 0
+        if self.shard.distributed:
+            self._check_ranks_agree()
         self.resumed: Any = self._resume() if resume else None
+
+    def _identity(self) -> dict[str, Any]:
+        return (self.identity() if callable(self.identity) else self.identity) or {}
+
+    def _check_ranks_agree(self) -> None:
+        """Raise on every rank when the ranks run different models or settings (e.g. other random weights)."""
+        identities = gather_json({**self._identity(), "batch_size": self.batch_size, "size": self.size})
+        for rank, identity in enumerate(identities[1:], start=1):
+            differences = fingerprint_mismatches(identities[0], identity)
+            if differences:
+                raise CamscopeError(
+                    f"rank {rank} runs another {self.description} pass than rank 0 ("
+                    + "; ".join(
+                        d.replace("the checkpoint", "rank 0").replace("this pass", f"rank {rank}") for d in differences
+                    )
+                    + "): every rank needs the same model weights and options (seed random weights the same)"
+                )
 
     def _fingerprint(self) -> dict[str, Any]:
         return {
             "pass": self.description,
-            **((self.identity() if callable(self.identity) else self.identity) or {}),
+            **self._identity(),
             "data": data_fingerprint(self.data),
             "batch_size": self.batch_size,
             "size": self.size,
