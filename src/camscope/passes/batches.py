@@ -97,7 +97,19 @@ def _indexed(data: Any, batch_size: int, first: int, stop: int, workers: int) ->
     if not plan:
         return
     loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers)
-    yield from enumerate(loader, start=first)
+    iterator = iter(loader)
+    for index in range(first, stop):
+        try:
+            item = next(iterator)
+        except (TypeError, RuntimeError) as error:
+            if "collate" not in str(error) and "stack expects" not in str(error):
+                raise
+            raise CamscopeError(
+                f"the dataset's samples cannot be batched ({str(error).splitlines()[0]}): a map-style dataset must "
+                "give (image tensor [C, H, W] of one size, integer label) samples, e.g. torchvision's ImageFolder "
+                "with transform=Compose([Resize((S, S)), ToTensor()])"
+            ) from error
+        yield index, item
 
 
 def _item_size(item: Any) -> int:
