@@ -80,6 +80,16 @@ def _worker(rank: int, world: int, init_file: str) -> None:
         with pytest.raises(CamscopeError, match="rank 1 runs another building reference bank pass than rank 0"):
             ReferenceBank.build(other, torch.randn(4, 3, 8, 8), "0", progress=False)
         model = _model()
+        data = _datasets()["map-style"]
+        checkpoint = Path(init_file).with_name("bank.ckpt")
+        saved = ReferenceBank.build(
+            model, data, "0", batch_size=2, checkpoint=checkpoint, checkpoint_every=1, progress=False
+        )
+        assert Path(init_file).with_name(f"bank.rank{rank}-of-{world}.ckpt").is_file() and not checkpoint.exists()
+        resumed = ReferenceBank.build(
+            model, data, "0", batch_size=2, checkpoint=checkpoint, resume=True, progress=False
+        )
+        _check_bank(resumed, saved)
         for name, data in _datasets().items():
             options = dict(batch_size=2, progress=False)
             bank = ReferenceBank.build(model, data, "0", **options)
