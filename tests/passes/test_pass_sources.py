@@ -87,3 +87,19 @@ def test_samples_that_cannot_be_batched_are_a_clear_error() -> None:
 def test_bad_worker_counts(workers: object) -> None:
     with pytest.raises(CamscopeError, match="workers must be"):
         DatasetPass(_model(), torch.zeros(2, 3, 8, 8), workers=workers)  # type: ignore[arg-type]
+
+
+class _Named(Dataset):  # type: ignore[type-arg]
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        return torch.zeros(3, 8, 8), "cat"
+
+
+def test_labels_that_are_not_class_indices_are_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CamscopeError, match="labels must be integer class indices"):
+        ReferenceBank.build(_model(), _Named(), "0", progress=False)
+    (tmp_path / "folder.ckpt").mkdir()
+    with pytest.raises(CamscopeError, match="is a folder"):
+        ReferenceBank.build(_model(), torch.zeros(2, 3, 8, 8), "0", checkpoint=tmp_path / "folder.ckpt")

@@ -72,7 +72,11 @@ def _pair(item: Any) -> tuple[Tensor, Tensor]:
     if isinstance(item, (tuple, list)) and len(item) == 1 and isinstance(item[0], Tensor):
         return _pair(item[0])
     if isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], Tensor):
-        inputs, labels = item[0], torch.as_tensor(item[1]).long().reshape(-1)
+        try:
+            inputs, labels = item[0], torch.as_tensor(item[1]).long().reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as error:
+            shown = repr(item[1])[:60]
+            raise CamscopeError(f"labels must be integer class indices (-1: none), got {shown}") from error
         if labels.numel() != inputs.shape[0]:
             hint = (
                 " (a sequence of single samples? pass a map-style torch Dataset, e.g. a TensorDataset, "

@@ -218,6 +218,8 @@ class DatasetPass:
         self.workers = _check_count(workers, "workers", minimum=0)
         self.checkpoint_every = None if checkpoint_every is None else _check_count(checkpoint_every, "checkpoint_every")
         self.checkpoint = None if checkpoint is None else rank_path(checkpoint, self.shard.rank, self.shard.world)
+        if self.checkpoint is not None and self.checkpoint.is_dir():
+            raise CamscopeError(f"checkpoint must be a file, but {self.checkpoint} is a folder: give a file name in it")
         if (resume or checkpoint_every is not None) and checkpoint is None:
             raise CamscopeError("resume and checkpoint_every need a checkpoint file: give checkpoint=PATH")
         self.restore = restore
