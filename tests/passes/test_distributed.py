@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import camscope
 from camscope.errors import CamscopeError
@@ -32,6 +32,16 @@ class _Counting(nn.Module):
         return self.net(x)
 
 
+class _Iterable:
+    """Batches without a length: batch i goes to rank i % world."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield from self.batches
+
+
 def _datasets() -> dict[str, object]:
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(7, 3, 10, 10, generator=generator)
@@ -39,7 +49,9 @@ def _datasets() -> dict[str, object]:
     return {
         "tensor": x,
         "map-style": TensorDataset(x, y),
-        "iterable": [(x[i : i + 2], y[i : i + 2]) for i in range(0, 7, 2)],
+        "list": [(x[i : i + 2], y[i : i + 2]) for i in range(0, 7, 2)],
+        "loader": DataLoader(TensorDataset(x, y), batch_size=3),
+        "iterable": _Iterable([(x[i : i + 2], y[i : i + 2]) for i in range(0, 7, 2)]),
         "one batch": TensorDataset(x[:2], y[:2]),  # rank 1 gets nothing
     }
 
@@ -98,6 +110,10 @@ def _worker(rank: int, world: int, init_file: str) -> None:
             analysis = camscope.analyze(model, data, layer="0", profiles=True, **options)
             single = camscope.analyze(model, data, layer="0", profiles=True, distributed=False, **options)
             _check_analysis(analysis, single)
+            if name != "iterable":  # interleaved batches: the profiles come in rank order
+                assert torch.equal(analysis.profiles, single.profiles) and torch.equal(
+                    analysis.profile_ids, single.profile_ids
+                )
             evaluation = dict(methods=["gradcam"], metrics=["sparseness", "deletion"], layer="0", **options)
             report = camscope.evaluate(model, data, **evaluation)
             alone = camscope.evaluate(model, data, distributed=False, **evaluation)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from camscope.data.folders import UNLABELLED, ImageFolderData
 from camscope.errors import CamscopeError
@@ -95,12 +95,28 @@ def _indexed(data: Any, batch_size: int, first: int, stop: int, workers: int) ->
         for index in range(first, stop):
             yield index, data[index * batch_size : (index + 1) * batch_size]
         return
-    total = sample_count(data) or 0
-    dataset = FolderSamples(data) if isinstance(data, ImageFolderData) else data
-    plan = [list(range(i * batch_size, min((i + 1) * batch_size, total))) for i in range(first, stop)]
-    if not plan:
-        return
-    loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers)
+    if isinstance(data, DataLoader):
+        size, total = data.batch_size or 1, len(data.dataset)  # type: ignore[arg-type]
+        plan = [list(range(i * size, min((i + 1) * size, total))) for i in range(first, stop)]
+        if not plan:
+            return
+        loader = DataLoader(
+            data.dataset,
+            batch_sampler=plan,
+            num_workers=data.num_workers,
+            collate_fn=data.collate_fn,
+            pin_memory=data.pin_memory,
+            timeout=data.timeout,
+            worker_init_fn=data.worker_init_fn,
+            multiprocessing_context=data.multiprocessing_context,
+        )
+    else:
+        total = sample_count(data) or 0
+        dataset = FolderSamples(data) if isinstance(data, ImageFolderData) else data
+        plan = [list(range(i * batch_size, min((i + 1) * batch_size, total))) for i in range(first, stop)]
+        if not plan:
+            return
+        loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers)
     iterator = iter(loader)
     for index in range(first, stop):
         try:
@@ -114,6 +130,17 @@ def _indexed(data: Any, batch_size: int, first: int, stop: int, workers: int) ->
                 "with transform=Compose([Resize((S, S)), ToTensor()])"
             ) from error
         yield index, item
+
+
+def _sequential_loader(data: Any) -> bool:
+    """Whether ``data`` is a DataLoader that batches a map-style dataset in order (so its batches can be picked)."""
+    return (
+        isinstance(data, DataLoader)
+        and is_map_dataset(data.dataset)
+        and isinstance(data.batch_sampler, BatchSampler)
+        and isinstance(data.batch_sampler.sampler, SequentialSampler)
+        and data.batch_size is not None
+    )
 
 
 def _item_size(item: Any) -> int:
@@ -137,8 +164,11 @@ def shard_batches(
     Datasets of known size (an :class:`ImageFolderData`, a tensor, a map-style
     torch dataset) are cut into ``ceil(N / batch_size)`` batches and the rank
     takes a contiguous range of them (:meth:`Shard.batch_range`), loaded through
-    a DataLoader with ``workers`` worker processes; an iterable's batch ``i``
-    goes to rank ``i % world``.
+    a DataLoader with ``workers`` worker processes. Under a process group, a
+    list of batches and a DataLoader that batches a map-style dataset in order
+    (no shuffling, its own batch size and workers) are split the same way, and
+    only the rank's batches are loaded; any other iterable's batch ``i`` goes to
+    rank ``i % world`` (every rank iterates it).
     """
     shard = shard or Shard()
     count = sample_count(data)
@@ -147,6 +177,20 @@ def shard_batches(
         for index, item in _indexed(data, batch_size, first + skip, stop, workers):
             inputs, labels = _pair(item)
             yield SourceBatch(index, index * batch_size, inputs, labels)
+        return
+    if shard.distributed and _sequential_loader(data):
+        first, stop = shard.batch_range(len(data))
+        for index, item in _indexed(data, batch_size, first + skip, stop, workers):
+            inputs, labels = _pair(item)
+            yield SourceBatch(index, index * data.batch_size, inputs, labels)
+        return
+    if shard.distributed and isinstance(data, (list, tuple)):
+        first, stop = shard.batch_range(len(data))
+        start = sum(_item_size(item) for item in data[: first + skip])
+        for index in range(first + skip, stop):
+            inputs, labels = _pair(data[index])
+            yield SourceBatch(index, start, inputs, labels)
+            start += inputs.shape[0]
         return
     start, owned = 0, 0
     for index, item in enumerate(data):

@@ -5,12 +5,14 @@ which starts one from the ``torchrun`` environment variables ``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``: gloo for CPU passes, nccl
 for CUDA ones) every rank of a pass takes a disjoint part of the data:
 
-* datasets of known size (tensors, image folders, map-style datasets) are cut
+* datasets of known size (tensors, image folders, map-style datasets, lists
+  of batches, DataLoaders that batch a map-style dataset in order) are cut
   into the batches of a single-process pass, and rank ``r`` of ``w`` takes the
   contiguous batches ``[r n / w, (r + 1) n / w)`` of the ``n``; only those
   samples are loaded;
-* iterables and DataLoaders give batch ``i`` to rank ``i % w`` (every rank
-  iterates the iterable and skips the other ranks' batches).
+* other iterables (generators, shuffling or iterable-style loaders) give batch
+  ``i`` to rank ``i % w`` (every rank iterates the iterable and skips the other
+  ranks' batches); per-image tables still come out in dataset order.
 
 Every batch keeps the composition and dataset position it has in a single
 process, so no sample is seen twice or dropped, however uneven the split. At
