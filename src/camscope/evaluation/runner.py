@@ -311,6 +311,20 @@ def _names_and_options(
     return method_names, metric_names, by_method, by_metric
 
 
+def _dataset_pass(
+    network: nn.Module, model_name: str, data: Any, identity: dict[str, Any], options: dict[str, Any]
+) -> DatasetPass:
+    """The evaluation's pass: checkpoints name the model's fingerprint and ``identity``; ranks merge results."""
+    return DatasetPass(
+        network,
+        data,
+        description="evaluating",
+        restore=lambda state, _device: EvaluationResults([], []).load_state_dict(state),
+        identity=lambda: {"model": model_fingerprint(network, model_name), **identity},
+        **options,
+    )
+
+
 def _collect(plan: _Plan, batches: DatasetPass, samples: _Samples, limit: int | None) -> EvaluationResults:
     """The dataset pass: every batch measured, the per-sample results accumulated."""
     resumed = batches.resumed
@@ -421,14 +435,10 @@ def evaluate(
         plots: write the curve plots with ``out``.
         progress: progress bar on stderr (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
-        distributed: split the pass over the ranks of a ``torch.distributed`` process
-            group (None: when one is initialised; True: also start one from the
-            torchrun environment); every rank returns the whole report, in dataset
-            order, and only rank 0 writes ``out``.
-        workers: worker processes that load image folders and map-style datasets.
-        checkpoint, checkpoint_every, resume: save the per-sample results to
-            ``checkpoint`` every ``checkpoint_every`` batches, and with ``resume``
-            continue from it (see :class:`camscope.passes.engine.DatasetPass`).
+        distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+            ``torch.distributed`` process group (every rank returns the whole report, in dataset order;
+            only rank 0 writes ``out``), load with worker processes, checkpoint and resume (see
+            :class:`camscope.passes.engine.DatasetPass`).
 
     Returns:
         An :class:`EvaluationReport`.
@@ -456,25 +466,10 @@ def evaluate(
     network, model_name, config = _load(model, weights, resolve_device(device, distributed=bool(distributed)))
     methods, metric_names, by_method, by_metric = _names_and_options(methods, metrics, method_options, metric_options)
     data, folder = _evaluation_data(data, size, config, limit)
-    batches = DatasetPass(
-        network,
-        data,
-        batch_size=batch_size,
-        size=size,
-        progress=progress,
-        description="evaluating",
-        restore=lambda state, _device: EvaluationResults([], []).load_state_dict(state),
-        identity=lambda: {
-            "model": model_fingerprint(network, model_name),
-            "methods": methods,
-            "metrics": metric_names,
-            "layer": repr(layer),
-            "target": repr(target),
-            "limit": limit,
-            "options": repr((sorted(by_method.items()), sorted(by_metric.items()))),
-        },
-        **pass_options,
-    )
+    identity = dict(methods=methods, metrics=metric_names, layer=repr(layer), target=repr(target), limit=limit)
+    identity["options"] = repr((sorted(by_method.items()), sorted(by_metric.items())))
+    pass_options.update(batch_size=batch_size, size=size, progress=progress)
+    batches = _dataset_pass(network, model_name, data, identity, pass_options)
     plan = _Plan(
         network=network,
         layer=layer,
