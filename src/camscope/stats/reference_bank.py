@@ -157,7 +157,8 @@ class ReferenceBank:
             model: the network.
             data: a folder (ImageFolder layout ``root/CLASS/*.png`` gives labels
                 and class names; a flat folder is unlabelled), an
-                :class:`~camscope.data.folders.ImageFolderData`, a DataLoader or any
+                :class:`~camscope.data.folders.ImageFolderData`, a map-style torch
+                dataset of ``(image, label)`` samples, a DataLoader or any
                 iterable of ``(inputs, labels)`` batches or input tensors
                 (unlabelled), or one tensor batch.
             layer: the layer (default: the model's default layer).
@@ -172,13 +173,9 @@ class ReferenceBank:
             model_name: the model's name to record (default: its class name).
             progress: show a progress bar (default: when stderr is a terminal).
             layout, grid, prefix_tokens: as in :class:`camscope.Explainer`.
-            distributed: split the pass over the ranks of a ``torch.distributed``
-                process group (None: when one is initialised; True: also start one
-                from the torchrun environment); every rank returns the whole bank.
-            workers: worker processes that load folders and map-style datasets.
-            checkpoint, checkpoint_every, resume: save the bank's state to
-                ``checkpoint`` every ``checkpoint_every`` batches, and with
-                ``resume`` continue from it (see :class:`camscope.passes.engine.DatasetPass`).
+            distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+                ``torch.distributed`` process group (every rank returns the whole bank), load with
+                worker processes, checkpoint and resume (:class:`camscope.passes.engine.DatasetPass`).
 
         Returns:
             The bank.
