@@ -25,6 +25,7 @@ from camscope.cli.pass_options import (
 )
 from camscope.cli.pass_options import pass_options as cli_pass_options
 from camscope.errors import CamscopeError
+from camscope.passes.batches import ImageTransform
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
 
@@ -54,10 +55,10 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     unlabelled) and the model's class names.
     """
     from camscope.data.folders import ImageFolderData
-    from camscope.models import class_index, data_config, imagenet_classes, load_image
+    from camscope.models import class_index, data_config, imagenet_classes
 
     config = config or data_config(network)
-    dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    dataset = ImageFolderData(root, transform=ImageTransform(size, config), size=size)
     num_classes = _num_classes(network, size)
     names = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
     if dataset.class_names:

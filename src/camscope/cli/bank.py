@@ -32,6 +32,7 @@ from camscope.cli.pass_options import (
     same_random_weights,
 )
 from camscope.errors import CamscopeError
+from camscope.passes.batches import ImageTransform
 from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = ["DiffCAMOptions", "bank_app"]
@@ -61,9 +62,8 @@ def _regularization(text: str) -> str | float:
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
     from camscope.data.folders import ImageFolderData
-    from camscope.models import load_image
 
-    data = ImageFolderData(folder, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    data = ImageFolderData(folder, transform=ImageTransform(size, config), size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
 
 
@@ -105,14 +105,14 @@ def build(
 
     Under torchrun the pass is split over the processes; rank 0 writes the bank."""
     from camscope.data.folders import ImageFolderData
-    from camscope.models import data_config, load_image
+    from camscope.models import data_config
 
     options = pass_options(workers, checkpoint, checkpoint_every, resume)
     device = cli_device(device) or "cpu"
     same_random_weights(weights)
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
-    dataset = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
     bank = ReferenceBank.build(
         network,
         dataset,

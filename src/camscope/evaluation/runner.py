@@ -44,6 +44,7 @@ from camscope.metrics import (
     sparseness,
 )
 from camscope.metrics.common import progress_option
+from camscope.passes.batches import ImageTransform
 from camscope.passes.distributed import is_main_process, resolve_device
 from camscope.passes.engine import Batch, DatasetPass
 from camscope.stats.fingerprint import model_fingerprint
@@ -101,9 +102,7 @@ def _metric_name(name: str) -> str:
 def _evaluation_data(data: Any, size: int, config: Any, limit: int | None) -> tuple[Any, ImageFolderData | None]:
     """The data for the pass (folders without sidecar masks, cut to ``limit`` where the data allows) and the folder."""
     if isinstance(data, (str, os.PathLike)):
-        from camscope.models import load_image
-
-        data = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+        data = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
     if isinstance(data, ImageFolderData):
         folder = copy.copy(data)
         masks = sidecar_masks(folder.samples)

@@ -17,7 +17,15 @@ from camscope.data.folders import UNLABELLED, ImageFolderData
 from camscope.errors import CamscopeError
 from camscope.passes.distributed import Shard
 
-__all__ = ["FolderSamples", "SourceBatch", "is_map_dataset", "iter_batches", "sample_count", "shard_batches"]
+__all__ = [
+    "FolderSamples",
+    "ImageTransform",
+    "SourceBatch",
+    "is_map_dataset",
+    "iter_batches",
+    "sample_count",
+    "shard_batches",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,25 @@ class FolderSamples(Dataset[tuple[Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.folder.samples[index]
         return self.folder.transform(Path(path)), int(label)
+
+
+class ImageTransform:
+    """``path -> [C, H, W]``: an image prepared for a model at ``size`` (picklable, so loader workers can use it).
+
+    Example:
+        >>> import pickle
+        >>> pickle.loads(pickle.dumps(ImageTransform(64))).size
+        64
+    """
+
+    def __init__(self, size: int, config: Any = None) -> None:
+        self.size, self.config = size, config
+
+    def __call__(self, path: Path) -> Tensor:
+        from camscope.models import load_image
+
+        tensor, _ = load_image(path, size=self.size, config=self.config)
+        return tensor[0]
 
 
 def is_map_dataset(data: Any) -> bool:
