@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import camscope
 from camscope.errors import CamscopeError
@@ -24,7 +24,7 @@ _SETUP = """
 import time
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 
 def model():
@@ -187,3 +187,33 @@ def test_evaluation_and_consistency_resume_after_an_interruption(tmp_path: Path)
             assert torch.equal(got.values["gini"], expected.values["gini"])
         else:
             assert torch.equal(resumed.cam_sums, whole.cam_sums) and torch.equal(resumed.logits, whole.logits)
+
+
+def test_a_resumed_in_order_loader_loads_only_the_batches_not_done(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    x, y = torch.randn(12, 3, 8, 8), torch.arange(12) % 3
+    checkpoint = tmp_path / "loader.ckpt"
+    broken = _Counting(x, y)
+    broken.seen, broken.fail_from = [], 8  # batches of 4: two done, the third interrupted
+    with pytest.raises(KeyboardInterrupt):
+        ReferenceBank.build(model, DataLoader(broken, batch_size=4), "0", checkpoint=checkpoint, checkpoint_every=1)
+    seen: list[int] = []
+    counting = _Counting(x, y)
+    counting.seen = seen
+    resumed = ReferenceBank.build(
+        model, DataLoader(counting, batch_size=4), "0", checkpoint=checkpoint, resume=True, progress=False
+    )
+    assert seen == [8, 9, 10, 11]  # only the batch not done was loaded
+    whole = ReferenceBank.build(model, DataLoader(_Failing(x, y), batch_size=4), "0", progress=False)
+    _same("bank", resumed, whole)
+    with pytest.raises(CamscopeError, match=r"belongs to another pass.*data"):
+        ReferenceBank.build(model, DataLoader(counting, batch_size=3), "0", checkpoint=checkpoint, resume=True)
+
+
+class _Counting(_Failing):
+    seen: list[int]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        self.seen.append(index)
+        return super().__getitem__(index)

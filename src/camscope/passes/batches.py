@@ -205,13 +205,13 @@ def shard_batches(
             inputs, labels = _pair(item)
             yield SourceBatch(index, index * batch_size, inputs, labels)
         return
-    if shard.distributed and _sequential_loader(data):
+    if (shard.distributed or skip) and _sequential_loader(data):  # only the batches needed are loaded
         first, stop = shard.batch_range(len(data))
         for index, item in _indexed(data, batch_size, first + skip, stop, workers):
             inputs, labels = _pair(item)
             yield SourceBatch(index, index * data.batch_size, inputs, labels)
         return
-    if shard.distributed and isinstance(data, (list, tuple)):
+    if (shard.distributed or skip) and isinstance(data, (list, tuple)):
         first, stop = shard.batch_range(len(data))
         start = sum(_item_size(item) for item in data[: first + skip])
         for index in range(first + skip, stop):

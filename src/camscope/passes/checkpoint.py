@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from camscope.data.folders import ImageFolderData
 from camscope.errors import CamscopeError
@@ -106,6 +107,10 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
     if isinstance(samples, list) and samples:
         fingerprint["first"] = [str(s[0]) if isinstance(s, tuple) else str(s) for s in samples[:3]]
         fingerprint["last"] = str(samples[-1][0]) if isinstance(samples[-1], tuple) else str(samples[-1])
+    dataset = getattr(data, "dataset", None)
+    if isinstance(dataset, Dataset):  # a DataLoader: its dataset and batch size
+        fingerprint["dataset"] = data_fingerprint(dataset)
+        fingerprint["loader_batch_size"] = getattr(data, "batch_size", None)
     tensors = getattr(data, "tensors", None)
     if isinstance(tensors, tuple) and tensors and all(isinstance(t, Tensor) for t in tensors):
         fingerprint["digest"] = [_tensor_digest(t) for t in tensors]
