@@ -15,7 +15,18 @@ from torch import Tensor, nn
 
 from camscope.cli.common import ModelOption, WeightsOption, load_cli_model
 from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.cli.pass_options import (
+    CheckpointEveryOption,
+    CheckpointOption,
+    ResumeOption,
+    WorkersOption,
+    cli_device,
+    is_main_process,
+    same_random_weights,
+)
+from camscope.cli.pass_options import pass_options as cli_pass_options
 from camscope.errors import CamscopeError
+from camscope.passes.batches import ImageTransform
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
 
@@ -45,10 +56,10 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     unlabelled) and the model's class names.
     """
     from camscope.data.folders import ImageFolderData
-    from camscope.models import class_index, data_config, imagenet_classes, load_image
+    from camscope.models import class_index, data_config, imagenet_classes
 
     config = config or data_config(network)
-    dataset = ImageFolderData(root, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    dataset = ImageFolderData(root, transform=ImageTransform(size, config), size=size)
     num_classes = _num_classes(network, size)
     names = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
     if dataset.class_names:
@@ -100,10 +111,15 @@ def run_analysis(
     device: str | None = None,
     title: str = "",
     show_progress: bool | None = None,
+    pass_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyze ``data`` and write ``analysis.safetensors``, the plots and ``report.md`` into ``out``.
 
-    Returns a JSON-friendly summary with the written files.
+    ``pass_options`` (``distributed``, ``workers``, ``checkpoint``, ...) go to the
+    passes (the checkpoint to the main analysis only); under a process group
+    every rank runs the passes and only rank 0 writes.
+
+    Returns a JSON-friendly summary with the written files (none on other ranks).
     """
     import camscope
     from camscope.metrics.consistency import consistency
@@ -114,7 +130,9 @@ def run_analysis(
         raise CamscopeError(f"--fraction must be in (0, 1], got {fraction}")
     if device is not None:
         network = network.to(device)
-    options: dict[str, Any] = {"batch_size": batch_size, "size": size, "progress": show_progress}
+    extra = dict(pass_options or {})
+    checkpointing = {key: extra.pop(key) for key in ("checkpoint", "checkpoint_every", "resume") if key in extra}
+    options: dict[str, Any] = {"batch_size": batch_size, "size": size, "progress": show_progress, **extra}
     analysis = camscope.analyze(
         network,
         data,
@@ -125,17 +143,8 @@ def run_analysis(
         all_classes=all_classes,
         profiles=profiles,
         **options,
+        **checkpointing,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
-    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
-    present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
-    figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
-    if analysis.has_importance:
-        files["importance"] = save_figure(
-            out / "importance.png", importance_heatmap(analysis, class_names=figure_names)
-        )
-    files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
     other = None
     if compare_data is not None:
         other = camscope.analyze(
@@ -148,16 +157,30 @@ def run_analysis(
             all_classes=all_classes,
             **options,
         )
+    results: list[Any] = []
+    if check_consistency:
+        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
+        results = found if isinstance(found, list) else [found]
+    if not is_main_process():
+        return analysis.summary()
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
+    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
+    present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
+    figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
+    if analysis.has_importance:
+        files["importance"] = save_figure(
+            out / "importance.png", importance_heatmap(analysis, class_names=figure_names)
+        )
+    files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
+    if other is not None:
         files["compare_analysis"] = other.save(out / "compare.safetensors")
     busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
     if present:
         files["lines"] = save_figure(
             out / "lines.png", importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
         )
-    results: list[Any] = []
-    if check_consistency:
-        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
-        results = found if isinstance(found, list) else [found]
+    if results:
         files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
     report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
@@ -389,11 +412,16 @@ def analyze_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cpu).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    workers: WorkersOption = 0,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    resume: ResumeOption = False,
 ) -> None:
     """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report.
 
     Writes analysis.safetensors, report.md, distribution.png, importance.png, lines.png, consistency.png
     (and compare.safetensors with --compare) into --out; existing files are replaced only with --overwrite.
+    Under torchrun the passes are split over the processes; rank 0 prints and writes.
     """
     from camscope.models import data_config
 
@@ -402,7 +430,11 @@ def analyze_command(
     names = ["analysis.safetensors", "report.md", "distribution.png", "importance.png", "lines.png"]
     names += ["consistency.png"] if check_consistency else []
     names += ["compare.safetensors"] if compare is not None else []
-    claim_outputs([out / name for name in names], overwrite)
+    if is_main_process():
+        claim_outputs([out / name for name in names], overwrite)
+    options = cli_pass_options(workers, checkpoint, checkpoint_every, resume)
+    device = cli_device(device)
+    same_random_weights(weights)
     network = load_cli_model(model, weights)
     if device is not None:
         network = network.to(device)
@@ -430,7 +462,10 @@ def analyze_command(
         size=size,
         device=device,
         title=f"{model}{' (random weights: not a trained model)' if weights.strip().lower() == 'none' else ''} on {data}",
+        pass_options=options,
     )
+    if not is_main_process():
+        return
     if json_output:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return

@@ -22,7 +22,18 @@ from torch import Tensor, nn
 from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.common import WeightsOption, load_cli_model
 from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.pass_options import (
+    CheckpointEveryOption,
+    CheckpointOption,
+    ResumeOption,
+    WorkersOption,
+    cli_device,
+    is_main_process,
+    pass_options,
+    same_random_weights,
+)
 from camscope.errors import CamscopeError
+from camscope.passes.batches import ImageTransform
 from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = ["DiffCAMOptions", "bank_app"]
@@ -52,9 +63,8 @@ def _regularization(text: str) -> str | float:
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
     from camscope.data.folders import ImageFolderData
-    from camscope.models import load_image
 
-    data = ImageFolderData(folder, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    data = ImageFolderData(folder, transform=ImageTransform(size, config), size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
 
 
@@ -88,15 +98,25 @@ def build(
     device: Annotated[str, typer.Option(help="Device, e.g. cpu or cuda.")] = "cpu",
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    workers: WorkersOption = 0,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    resume: ResumeOption = False,
 ) -> None:
-    """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder."""
-    from camscope.data.folders import ImageFolderData
-    from camscope.models import data_config, load_image
+    """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
 
-    claim_outputs([out], overwrite)
+    Under torchrun the pass is split over the processes; rank 0 writes the bank."""
+    from camscope.data.folders import ImageFolderData
+    from camscope.models import data_config
+
+    if is_main_process():
+        claim_outputs([out], overwrite)
+    options = pass_options(workers, checkpoint, checkpoint_every, resume)
+    device = cli_device(device) or "cpu"
+    same_random_weights(weights)
     network = load_cli_model(model, weights).to(device)
     config = data_config(model)
-    dataset = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+    dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
     bank = ReferenceBank.build(
         network,
         dataset,
@@ -107,9 +127,11 @@ def build(
         size=size,
         scatter=scatter,
         model_name=model,
+        **options,
     )
-    path = bank.save(out)
-    _print_info(bank, path, json_output)
+    if is_main_process():
+        path = bank.save(out)
+        _print_info(bank, path, json_output)
 
 
 def _describe(bank: ReferenceBank, path: Path) -> dict[str, Any]:

@@ -10,6 +10,16 @@ import typer
 
 from camscope.cli.common import ModelOption, WeightsOption
 from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.cli.pass_options import (
+    CheckpointEveryOption,
+    CheckpointOption,
+    ResumeOption,
+    WorkersOption,
+    cli_device,
+    is_main_process,
+    pass_options,
+    same_random_weights,
+)
 from camscope.errors import CamscopeError
 
 __all__ = ["evaluate_command", "parse_options"]
@@ -98,8 +108,14 @@ def evaluate_command(
     plots: Annotated[bool, typer.Option(help="Write plots of the mean curves.")] = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
     overwrite: OverwriteOption = False,
+    workers: WorkersOption = 0,
+    checkpoint: CheckpointOption = None,
+    checkpoint_every: CheckpointEveryOption = None,
+    resume: ResumeOption = False,
 ) -> None:
-    """Evaluate methods with faithfulness, localisation and other metrics over an image folder."""
+    """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
+
+    Under torchrun the pass is split over the processes; rank 0 prints and writes."""
     from camscope.evaluation.runner import checked_names_and_options, evaluate
 
     if not data.is_dir():
@@ -110,7 +126,9 @@ def evaluate_command(
     metric_options = parse_options(metric_option, metric_names, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]
     curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
-    claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
+    if is_main_process():
+        claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
+    same_random_weights(weights)
     report = evaluate(
         model,
         data,
@@ -121,13 +139,16 @@ def evaluate_command(
         weights=None if weights.lower() == "none" else weights,
         batch_size=batch_size,
         size=size,
-        device=device,
+        device=cli_device(device),
         method_options=method_options,
         metric_options=metric_options,
         limit=limit,
         out=out,
         plots=plots,
+        **pass_options(workers, checkpoint, checkpoint_every, resume),
     )
+    if not is_main_process():
+        return
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:

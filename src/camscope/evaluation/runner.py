@@ -44,7 +44,10 @@ from camscope.metrics import (
     sparseness,
 )
 from camscope.metrics.common import progress_option
+from camscope.passes.batches import ImageTransform
+from camscope.passes.distributed import is_main_process, resolve_device
 from camscope.passes.engine import Batch, DatasetPass
+from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = ["METRICS", "checked_names_and_options", "evaluate"]
 
@@ -99,9 +102,7 @@ def _metric_name(name: str) -> str:
 def _evaluation_data(data: Any, size: int, config: Any, limit: int | None) -> tuple[Any, ImageFolderData | None]:
     """The data for the pass (folders without sidecar masks, cut to ``limit`` where the data allows) and the folder."""
     if isinstance(data, (str, os.PathLike)):
-        from camscope.models import load_image
-
-        data = ImageFolderData(data, transform=lambda path: load_image(path, size=size, config=config)[0][0], size=size)
+        data = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
     if isinstance(data, ImageFolderData):
         folder = copy.copy(data)
         masks = sidecar_masks(folder.samples)
@@ -309,16 +310,32 @@ def checked_names_and_options(
     return method_names, metric_names, by_method, by_metric
 
 
+def _dataset_pass(
+    network: nn.Module, model_name: str, data: Any, identity: dict[str, Any], options: dict[str, Any]
+) -> DatasetPass:
+    """The evaluation's pass: checkpoints name the model's fingerprint and ``identity``; ranks merge results."""
+    return DatasetPass(
+        network,
+        data,
+        description="evaluating",
+        restore=lambda state, _device: EvaluationResults([], []).load_state_dict(state),
+        identity=lambda: {"model": model_fingerprint(network, model_name), **identity},
+        **options,
+    )
+
+
 def _collect(plan: _Plan, batches: DatasetPass, samples: _Samples, limit: int | None) -> EvaluationResults:
     """The dataset pass: every batch measured, the per-sample results accumulated."""
-    results = EvaluationResults(list(plan.explainers), plan.metrics)
-    for batch in batches:
+    resumed = batches.resumed
+    results = resumed if resumed is not None else EvaluationResults(list(plan.explainers), plan.metrics)
+    for batch in batches.tracking(lambda: results):
         count = batch.inputs.shape[0] if limit is None else min(batch.inputs.shape[0], limit - batch.start)
         if count <= 0:
             break
         inputs, labels = batch.inputs[:count], batch.labels[:count]
         names, truths = samples.describe(batch, count)
-        results.update(names, plan.measure(inputs, labels, truths))
+        results.update(names, plan.measure(inputs, labels, truths), start=batch.start)
+    results = batches.finish(results, "an evaluation")
     if not results.samples:
         raise CamscopeError("the dataset is empty")
     return results
@@ -383,6 +400,11 @@ def evaluate(
     plots: bool = True,
     progress: bool | None = None,
     show_progress: bool | None = None,
+    distributed: bool | None = None,
+    workers: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> EvaluationReport:
     """Explain a dataset with several methods and measure several metrics.
 
@@ -412,6 +434,10 @@ def evaluate(
         plots: write the curve plots with ``out``.
         progress: progress bar on stderr (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
+        distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+            ``torch.distributed`` process group (every rank returns the whole report, in dataset order;
+            only rank 0 writes ``out``), load with worker processes, checkpoint and resume (see
+            :class:`camscope.passes.engine.DatasetPass`).
 
     Returns:
         An :class:`EvaluationReport`.
@@ -429,12 +455,22 @@ def evaluate(
     import camscope
 
     progress = progress_option(progress, show_progress, "evaluate")
-    network, model_name, config = _load(model, weights, device)
+    pass_options: dict[str, Any] = dict(
+        distributed=distributed,
+        workers=workers,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
+    network, model_name, config = _load(model, weights, resolve_device(device, distributed=bool(distributed)))
     methods, metric_names, by_method, by_metric = checked_names_and_options(
         methods, metrics, method_options, metric_options
     )
     data, folder = _evaluation_data(data, size, config, limit)
-    batches = DatasetPass(network, data, batch_size=batch_size, size=size, progress=progress, description="evaluating")
+    identity = dict(methods=methods, metrics=metric_names, layer=repr(layer), target=repr(target), limit=limit)
+    identity["options"] = repr((sorted(by_method.items()), sorted(by_metric.items())))
+    pass_options.update(batch_size=batch_size, size=size, progress=progress)
+    batches = _dataset_pass(network, model_name, data, identity, pass_options)
     plan = _Plan(
         network=network,
         layer=layer,
@@ -448,6 +484,6 @@ def evaluate(
     samples = _Samples(folder, annotations, size, getattr(config, "crop_pct", 0.875))
     results = _collect(plan, batches, samples, limit)
     report = _report(results, model_name, _params(plan, batch_size, size))
-    if out is not None:
+    if out is not None and is_main_process():
         report.save(out, plots=plots)
     return report

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from camscope.engine.maps import scaled_maps
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import Batch, DatasetPass
+from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = [
     "Consistency",
@@ -256,9 +258,9 @@ class ConsistencyStatistics:
     """The per-image numbers of a consistency pass: CAM sums (one row per map variant), logits, probabilities, classes.
 
     A mergeable accumulator (:class:`camscope.passes.engine.Accumulator`): ``update``
-    appends a batch, ``merge`` appends the images of a pass over another part of the
-    data (merge the later part into the earlier one to keep the dataset order), and
-    ``state_dict`` / ``load_state_dict`` restore it exactly. Values are float64 on
+    appends a batch, ``merge`` adds the images of a pass over another part of the
+    data (in dataset order when the parts' positions are disjoint, appended when
+    they were counted separately), and ``state_dict`` / ``load_state_dict`` restore it exactly. Values are float64 on
     the CPU.
 
     Example:
@@ -279,9 +281,11 @@ class ConsistencyStatistics:
         self._logits: list[Tensor] = []
         self._probabilities: list[Tensor] = []
         self._classes: list[Tensor] = []
+        self._positions: list[Tensor] = []
 
-    def update(self, cam_sums: Tensor, logits: Tensor, classes: Tensor) -> None:
-        """Add a batch: ``cam_sums`` ``[V, B]``, the model's ``logits`` ``[B, C]`` and the explained ``classes``."""
+    def update(self, cam_sums: Tensor, logits: Tensor, classes: Tensor, start: int | None = None) -> None:
+        """Add a batch: ``cam_sums`` ``[V, B]``, the model's ``logits`` ``[B, C]``, the explained ``classes``
+        and the dataset position of the batch's first image (default: after the last one)."""
         cam_sums = torch.as_tensor(cam_sums).reshape(self.variants, -1)
         index = classes.reshape(-1, 1).to(logits.device)
         if cam_sums.shape[1] != index.shape[0] or logits.shape[0] != index.shape[0]:
@@ -290,19 +294,31 @@ class ConsistencyStatistics:
                 f"and classes ({index.shape[0]})"
             )
         logits = logits.detach()
+        first = start if start is not None else (int(self.positions[-1]) + 1 if len(self) else 0)
         self._cam_sums.append(cam_sums.detach().double().cpu())
         self._logits.append(logits.gather(1, index)[:, 0].double().cpu())
         self._probabilities.append(logits.softmax(dim=1).gather(1, index)[:, 0].double().cpu())
         self._classes.append(classes.detach().reshape(-1).long().cpu())
+        self._positions.append(torch.arange(first, first + index.shape[0]))
 
     def merge(self, other: ConsistencyStatistics) -> ConsistencyStatistics:
         """Append the images of ``other`` (a pass over other data with the same variants)."""
         if other.variants != self.variants:
             raise CamscopeError(f"cannot merge consistency statistics of {other.variants} and {self.variants} variants")
+        mine, theirs = self.positions, other.positions
+        if len(mine) and len(theirs) and bool(torch.isin(theirs, mine).any()):
+            theirs = theirs - theirs.min() + mine.max() + 1  # parts counted separately: append
         self._cam_sums += other._cam_sums
         self._logits += other._logits
         self._probabilities += other._probabilities
         self._classes += other._classes
+        self._positions = [torch.cat([mine, theirs])]
+        positions = self._positions[0]
+        if len(positions) > 1 and bool((positions[1:] < positions[:-1]).any()):  # interleaved parts
+            order = torch.argsort(positions, stable=True)
+            self._cam_sums = [self.cam_sums[:, order]]
+            self._logits, self._probabilities = [self.logits[order]], [self.probabilities[order]]
+            self._classes, self._positions = [self.classes[order]], [positions[order]]
         return self
 
     def __len__(self) -> int:
@@ -326,6 +342,11 @@ class ConsistencyStatistics:
         return torch.cat(self._probabilities) if self._probabilities else torch.zeros(0, dtype=torch.float64)
 
     @property
+    def positions(self) -> Tensor:
+        """``[N]``: each image's position in the dataset."""
+        return torch.cat(self._positions) if self._positions else torch.zeros(0, dtype=torch.long)
+
+    @property
     def classes(self) -> Tensor:
         """``[N]``: the explained class."""
         return torch.cat(self._classes) if self._classes else torch.zeros(0, dtype=torch.long)
@@ -338,6 +359,7 @@ class ConsistencyStatistics:
             "logits": self.logits,
             "probabilities": self.probabilities,
             "classes": self.classes,
+            "positions": self.positions,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> ConsistencyStatistics:
@@ -347,6 +369,9 @@ class ConsistencyStatistics:
         self._logits = [torch.as_tensor(state["logits"], dtype=torch.float64)]
         self._probabilities = [torch.as_tensor(state["probabilities"], dtype=torch.float64)]
         self._classes = [torch.as_tensor(state["classes"], dtype=torch.long)]
+        positions = state.get("positions")
+        count = self._classes[0].numel()
+        self._positions = [torch.arange(count) if positions is None else torch.as_tensor(positions, dtype=torch.long)]
         return self
 
     def results(self, names: Sequence[str], alpha: float = 0.05) -> list[Consistency]:
@@ -410,6 +435,11 @@ def consistency(
     device: torch.device | str | None = None,
     progress: bool | None = None,
     show_progress: bool | None = None,
+    distributed: bool | None = None,
+    workers: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     **options: Any,
 ) -> Consistency | list[Consistency]:
     """Correlation between the per-image sum of a CAM and the model's logit (and probability).
@@ -438,6 +468,9 @@ def consistency(
             batches go, default the model's device; ``progress``: the progress bar,
             None for "when stderr is a terminal").
         show_progress: deprecated name of ``progress``.
+        distributed, workers, checkpoint, checkpoint_every, resume: split the pass
+            over a ``torch.distributed`` process group, load with worker processes,
+            checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
         **options: Explainer and method options.
 
     Returns:
@@ -455,19 +488,41 @@ def consistency(
     scales = list(scale) if isinstance(scale, (list, tuple)) else [scale]
     explainer = Explainer(model, layer=layer, method=method, **options)
     batches = DatasetPass(
-        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="consistency"
+        model,
+        data,
+        batch_size=batch_size,
+        size=size,
+        device=device,
+        progress=progress,
+        description="consistency",
+        restore=lambda state, _device: ConsistencyStatistics(len(scales)).load_state_dict(state),
+        identity=lambda: {
+            "model": model_fingerprint(model),
+            "method": method,
+            "layer": repr(layer),
+            "target": repr(target),
+            "variants": len(scales),
+        },
+        distributed=distributed,
+        workers=workers,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     mask = None if features is None else torch.as_tensor(features, device=batches.device)
-    statistics = ConsistencyStatistics(len(scales))
-    for batch in batches:
+    resumed = batches.resumed
+    statistics = resumed if resumed is not None else ConsistencyStatistics(len(scales))
+    for batch in batches.tracking(lambda: statistics):
         explanation = _explain(explainer, batch, _batch_target(target, batch), mask)
         classes = explanation.classes
         if classes is None:
             raise CamscopeError("consistency needs a class target (None, 'true' or a class index)")
         size_hw = batch.inputs.shape[2:]
         maps = [explanation.maps if v is None else scaled_maps(v, explanation, size_hw) for v in scales]
-        statistics.update(torch.stack([m.flatten(1).sum(dim=1) for m in maps]), explanation.logits, classes)
-    batches.require_batches("consistency")
+        statistics.update(
+            torch.stack([m.flatten(1).sum(dim=1) for m in maps]), explanation.logits, classes, start=batch.start
+        )
+    statistics = batches.finish(statistics if len(statistics) else None, "consistency")
     names = [_variant_name(explainer.method.name, variant, features) for variant in scales]
     results = statistics.results(names, alpha)
     return results if isinstance(scale, (list, tuple)) else results[0]

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +37,9 @@ from camscope.engine.capture import (
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
 from camscope.passes.engine import DatasetPass
+from camscope.stats.fingerprint import model_fingerprint
 
-__all__ = ["feature_masking_accuracy"]
+__all__ = ["MaskingCounts", "feature_masking_accuracy"]
 
 
 def _channel_axis(output: Tensor, channels: int, layout: str) -> int:
@@ -87,6 +89,40 @@ def _as_mask(keep: Any, name: str) -> Tensor | None:
     return mask.float()
 
 
+class MaskingCounts:
+    """Labelled samples and correct predictions per mask: the mergeable accumulator of a feature-masking pass.
+
+    Example:
+        >>> counts = MaskingCounts(["all"])
+        >>> counts.update(4, {"all": 3})
+        >>> counts.merge(MaskingCounts(["all"]).load_state_dict({"total": 2, "correct": {"all": 1}})).correct
+        {'all': 4}
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.total = 0
+        self.correct = dict.fromkeys(names, 0)
+
+    def update(self, labelled: int, correct: Mapping[str, int]) -> None:
+        """Add a batch: its labelled samples and the correct predictions under each mask."""
+        self.total += labelled
+        for name, count in correct.items():
+            self.correct[name] += count
+
+    def merge(self, other: MaskingCounts) -> MaskingCounts:
+        """Add the counts of a pass over other data."""
+        self.update(other.total, other.correct)
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "correct": dict(self.correct)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> MaskingCounts:
+        self.total = int(state["total"])
+        self.correct = {str(k): int(v) for k, v in state["correct"].items()}
+        return self
+
+
 def feature_masking_accuracy(
     model: nn.Module,
     data: Any,
@@ -99,6 +135,11 @@ def feature_masking_accuracy(
     layout: str = "auto",
     progress: bool | None = None,
     show_progress: bool | None = None,
+    distributed: bool | None = None,
+    workers: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> float | dict[str, float]:
     """Top-1 accuracy with only the kept channels of a layer.
 
@@ -117,6 +158,9 @@ def feature_masking_accuracy(
             progress bar, None for "when stderr is a terminal"); ``layout`` says
             where the channel axis is (``"auto"``: axis 1 of a grid, else the last axis).
         show_progress: deprecated name of ``progress``.
+        distributed, workers, checkpoint, checkpoint_every, resume: split the pass
+            over a ``torch.distributed`` process group, load with worker processes,
+            checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
 
     Returns:
         The accuracy, or a dict of accuracies for a dict of masks.
@@ -129,26 +173,41 @@ def feature_masking_accuracy(
         raise CamscopeError("feature masking works on one layer: pass a single layer name")
     module = resolved[0][1]
     batches = DatasetPass(
-        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="feature masking"
+        model,
+        data,
+        batch_size=batch_size,
+        size=size,
+        device=device,
+        progress=progress,
+        description="feature masking",
+        restore=lambda state, _device: MaskingCounts([]).load_state_dict(state),
+        identity=lambda: {"model": model_fingerprint(model), "layer": repr(layer), "masks": sorted(masks)},
+        distributed=distributed,
+        workers=workers,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
     )
     masks = {name: None if mask is None else mask.to(batches.device) for name, mask in masks.items()}
     hook = _ChannelMask(layout)
-    correct = dict.fromkeys(masks, 0)
-    total = 0
+    resumed = batches.resumed
+    counts = resumed if resumed is not None else MaskingCounts(list(masks))
     with model_state(model, True), torch.no_grad():
         handle = register_owned_hook(module, hook)
         try:
-            for batch in batches:
+            for batch in batches.tracking(lambda: counts):
                 inputs, labels = validate_inputs(model, batch.inputs), batch.labels
                 labelled = labels >= 0
-                total += int(labelled.sum())
+                correct = {}
                 for name, mask in masks.items():
                     hook.mask = mask
                     predictions = output_tensor(model(inputs)).argmax(dim=1)
-                    correct[name] += int(((predictions == labels) & labelled).sum())
+                    correct[name] = int(((predictions == labels) & labelled).sum())
+                counts.update(int(labelled.sum()), correct)
         finally:
             handle.remove()
-    if total == 0:
+    counts = batches.finish(counts, "feature masking")
+    if counts.total == 0:
         raise CamscopeError("feature_masking_accuracy needs labelled data: no sample had a label")
-    accuracies = {name: count / total for name, count in correct.items()}
+    accuracies = {name: count / counts.total for name, count in counts.correct.items()}
     return accuracies if isinstance(keep, Mapping) else accuracies["accuracy"]

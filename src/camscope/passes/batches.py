@@ -1,18 +1,228 @@
-"""Batches from DataLoaders, iterables, tensors or image folders: the source that a DatasetPass iterates."""
+"""Batches from DataLoaders, iterables, tensors, map-style datasets or image folders: the source that a DatasetPass iterates."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
 from camscope.data.folders import UNLABELLED, ImageFolderData
 from camscope.errors import CamscopeError
+from camscope.passes.distributed import Shard
 
-__all__ = ["iter_batches", "label_tensor"]
+__all__ = [
+    "FolderSamples",
+    "ImageTransform",
+    "SourceBatch",
+    "is_map_dataset",
+    "iter_batches",
+    "label_tensor",
+    "sample_count",
+    "shard_batches",
+]
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """A batch with its position in the whole dataset: ``index``-th batch, first sample at ``start``."""
+
+    index: int
+    start: int
+    inputs: Tensor
+    labels: Tensor
+
+
+class FolderSamples(Dataset[tuple[Tensor, int]]):
+    """An :class:`ImageFolderData` as a map-style dataset of ``(image [C, H, W], label)`` samples."""
+
+    def __init__(self, folder: ImageFolderData) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.folder.samples[index]
+        return self.folder.transform(Path(path)), int(label)
+
+
+class ImageTransform:
+    """``path -> [C, H, W]``: an image prepared for a model at ``size`` (picklable, so loader workers can use it).
+
+    Example:
+        >>> import pickle
+        >>> pickle.loads(pickle.dumps(ImageTransform(64))).size
+        64
+    """
+
+    def __init__(self, size: int, config: Any = None) -> None:
+        self.size, self.config = size, config
+
+    def __call__(self, path: Path) -> Tensor:
+        from camscope.models import load_image
+
+        tensor, _ = load_image(path, size=self.size, config=self.config)
+        return tensor[0]
+
+
+def is_map_dataset(data: Any) -> bool:
+    """Whether ``data`` is a map-style torch dataset of samples (``len`` and integer indexing, not iterable-style)."""
+    return (
+        isinstance(data, Dataset)
+        and not isinstance(data, IterableDataset)
+        and hasattr(data, "__len__")
+        and hasattr(data, "__getitem__")
+    )
+
+
+def sample_count(data: Any) -> int | None:
+    """The number of samples of a dataset that camscope batches itself (folders, tensors, map-style datasets)."""
+    if isinstance(data, ImageFolderData):
+        return len(data.samples)
+    if isinstance(data, Tensor):
+        return int(data.shape[0]) if data.ndim else 1
+    if is_map_dataset(data):
+        return len(data)
+    return None
+
+
+def _pair(item: Any) -> tuple[Tensor, Tensor]:
+    """``(inputs, labels)`` of one batch from a loader or iterable (labels -1 when there are none)."""
+    if isinstance(item, Tensor):
+        return item, torch.full((item.shape[0],), UNLABELLED, dtype=torch.long)
+    if isinstance(item, (tuple, list)) and len(item) == 1 and isinstance(item[0], Tensor):
+        return _pair(item[0])
+    if isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], Tensor):
+        inputs, count = item[0], item[0].shape[0] if item[0].ndim else 0
+        given = torch.as_tensor(item[1]).numel() if isinstance(item[1], (Tensor, int)) else None
+        if given == 1 and count != 1:
+            raise CamscopeError(
+                f"a batch has {count} inputs but 1 label (a sequence of single samples? pass a map-style torch "
+                "Dataset, e.g. a TensorDataset, and camscope batches it)"
+            )
+        labels = label_tensor(item[1], count)
+        return inputs, labels
+    raise CamscopeError(f"dataset items must be (inputs, labels) pairs or input tensors, got {type(item).__name__}")
+
+
+def _indexed(data: Any, batch_size: int, first: int, stop: int, workers: int) -> Iterator[tuple[int, Any]]:
+    """Batches ``first..stop-1`` of a dataset of known size, each with its index (only those samples are loaded)."""
+    if isinstance(data, Tensor):
+        for index in range(first, stop):
+            yield index, data[index * batch_size : (index + 1) * batch_size]
+        return
+    if isinstance(data, DataLoader):
+        size, total = data.batch_size or 1, len(data.dataset)  # type: ignore[arg-type]
+        plan = [list(range(i * size, min((i + 1) * size, total))) for i in range(first, stop)]
+        if not plan:
+            return
+        loader = DataLoader(
+            data.dataset,
+            batch_sampler=plan,
+            num_workers=data.num_workers,
+            collate_fn=data.collate_fn,
+            pin_memory=data.pin_memory,
+            timeout=data.timeout,
+            worker_init_fn=data.worker_init_fn,
+            multiprocessing_context=data.multiprocessing_context,
+        )
+    else:
+        total = sample_count(data) or 0
+        dataset = FolderSamples(data) if isinstance(data, ImageFolderData) else data
+        plan = [list(range(i * batch_size, min((i + 1) * batch_size, total))) for i in range(first, stop)]
+        if not plan:
+            return
+        loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers)
+    iterator = iter(loader)
+    for index in range(first, stop):
+        try:
+            item = next(iterator)
+        except (TypeError, RuntimeError) as error:
+            if "collate" not in str(error) and "stack expects" not in str(error):
+                raise
+            raise CamscopeError(
+                f"the dataset's samples cannot be batched ({str(error).splitlines()[0]}): a map-style dataset must "
+                "give (image tensor [C, H, W] of one size, integer label) samples, e.g. torchvision's ImageFolder "
+                "with transform=Compose([Resize((S, S)), ToTensor()])"
+            ) from error
+        yield index, item
+
+
+def _sequential_loader(data: Any) -> bool:
+    """Whether ``data`` is a DataLoader that batches a map-style dataset in order (so its batches can be picked)."""
+    return (
+        isinstance(data, DataLoader)
+        and is_map_dataset(data.dataset)
+        and isinstance(data.batch_sampler, BatchSampler)
+        and isinstance(data.batch_sampler.sampler, SequentialSampler)
+        and data.batch_size is not None
+    )
+
+
+def _item_size(item: Any) -> int:
+    if isinstance(item, Tensor):
+        return int(item.shape[0])
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], Tensor):
+        return int(item[0].shape[0])
+    return 0
+
+
+def shard_batches(
+    data: Any,
+    batch_size: int,
+    *,
+    shard: Shard | None = None,
+    skip: int = 0,
+    workers: int = 0,
+) -> Iterator[SourceBatch]:
+    """This rank's batches of ``data`` (on the CPU or where the loader puts them), after its first ``skip`` ones.
+
+    Datasets of known size (an :class:`ImageFolderData`, a tensor, a map-style
+    torch dataset) are cut into ``ceil(N / batch_size)`` batches and the rank
+    takes a contiguous range of them (:meth:`Shard.batch_range`), loaded through
+    a DataLoader with ``workers`` worker processes. Under a process group, a
+    list of batches and a DataLoader that batches a map-style dataset in order
+    (no shuffling, its own batch size and workers) are split the same way, and
+    only the rank's batches are loaded; any other iterable's batch ``i`` goes to
+    rank ``i % world`` (every rank iterates it).
+    """
+    shard = shard or Shard()
+    count = sample_count(data)
+    if count is not None:
+        first, stop = shard.batch_range(math.ceil(count / batch_size))
+        for index, item in _indexed(data, batch_size, first + skip, stop, workers):
+            inputs, labels = _pair(item)
+            yield SourceBatch(index, index * batch_size, inputs, labels)
+        return
+    if (shard.distributed or skip) and _sequential_loader(data):  # only the batches needed are loaded
+        first, stop = shard.batch_range(len(data))
+        for index, item in _indexed(data, batch_size, first + skip, stop, workers):
+            inputs, labels = _pair(item)
+            yield SourceBatch(index, index * data.batch_size, inputs, labels)
+        return
+    if (shard.distributed or skip) and isinstance(data, (list, tuple)):
+        first, stop = shard.batch_range(len(data))
+        start = sum(_item_size(item) for item in data[: first + skip])
+        for index in range(first + skip, stop):
+            inputs, labels = _pair(data[index])
+            yield SourceBatch(index, start, inputs, labels)
+            start += inputs.shape[0]
+        return
+    start, owned = 0, 0
+    for index, item in enumerate(data):
+        if shard.owns_iterated(index):
+            owned += 1
+            if owned > skip:
+                inputs, labels = _pair(item)
+                yield SourceBatch(index, start, inputs, labels)
+        start += _item_size(item)
 
 
 def label_tensor(labels: Any, count: int) -> Tensor:
@@ -57,27 +267,14 @@ def iter_batches(
     """Yield ``(inputs, labels)`` batches on ``device``.
 
     ``data`` may be a folder path (ImageFolder layout or flat), an
-    :class:`ImageFolderData`, a DataLoader or any iterable of ``(inputs, labels)``
-    pairs or of input tensors (labels are then -1), or a single tensor batch.
+    :class:`ImageFolderData`, a map-style torch dataset of ``(image, label)``
+    samples, a DataLoader or any iterable of ``(inputs, labels)`` pairs or of
+    input tensors (labels are then -1), or a single tensor batch.
     """
     if isinstance(data, (str, os.PathLike)):
         data = ImageFolderData(data, size=size)
-    if isinstance(data, ImageFolderData):
-        source: Iterable[Any] = data.batches(batch_size)
-    elif isinstance(data, Tensor):
-        source = [data[i : i + batch_size] for i in range(0, len(data), batch_size)]
-    else:
-        source = data
-    for item in source:
-        if isinstance(item, Tensor):
-            inputs, labels = item, torch.full((item.shape[0],), UNLABELLED, dtype=torch.long)
-        elif isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], Tensor):
-            inputs, labels = item[0], label_tensor(item[1], item[0].shape[0] if item[0].ndim else 0)
-        else:
-            raise CamscopeError(
-                f"dataset items must be (inputs, labels) pairs or input tensors, got {type(item).__name__}"
-            )
+    for batch in shard_batches(data, batch_size):
         yield (
-            inputs.to(device) if device is not None else inputs,
-            labels.to(inputs.device if device is None else device),
+            batch.inputs.to(device) if device is not None else batch.inputs,
+            batch.labels.to(batch.inputs.device if device is None else device),
         )

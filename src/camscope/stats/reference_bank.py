@@ -141,6 +141,11 @@ class ReferenceBank:
         layout: str = "auto",
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
+        distributed: bool | None = None,
+        workers: int = 0,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
     ) -> ReferenceBank:
         """Build a bank in one pass over a dataset.
 
@@ -153,7 +158,8 @@ class ReferenceBank:
             model: the network.
             data: a folder (ImageFolder layout ``root/CLASS/*.png`` gives labels
                 and class names; a flat folder is unlabelled), an
-                :class:`~camscope.data.folders.ImageFolderData`, a DataLoader or any
+                :class:`~camscope.data.folders.ImageFolderData`, a map-style torch
+                dataset of ``(image, label)`` samples, a DataLoader or any
                 iterable of ``(inputs, labels)`` batches or input tensors
                 (unlabelled), or one tensor batch.
             layer: the layer (default: the model's default layer).
@@ -168,6 +174,9 @@ class ReferenceBank:
             model_name: the model's name to record (default: its class name).
             progress: show a progress bar (default: when stderr is a terminal).
             layout, grid, prefix_tokens: as in :class:`camscope.Explainer`.
+            distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+                ``torch.distributed`` process group (every rank returns the whole bank), load with
+                worker processes, checkpoint and resume (:class:`camscope.passes.engine.DatasetPass`).
 
         Returns:
             The bank.
@@ -189,6 +198,11 @@ class ReferenceBank:
             layout=layout,
             grid=grid,
             prefix_tokens=prefix_tokens,
+            distributed=distributed,
+            workers=workers,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
         )
 
     def update(self, embeddings: Tensor, labels: Tensor | Sequence[int] | None = None) -> ReferenceBank:

@@ -54,12 +54,15 @@ def build_reference_bank(
     layout: str = "auto",
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
+    **pass_options: Any,
 ) -> ReferenceBank:
     """A ``bank_class`` bank of ``model``'s ``layer`` over ``data`` (the arguments of :meth:`ReferenceBank.build`).
 
     The bank is created at the first batch, once the layer's embedding size
     ``K`` and the input size are known; ``max_scatter_bytes=None`` keeps the
-    bank's default.
+    bank's default. ``pass_options`` (``distributed``, ``workers``,
+    ``checkpoint``, ``checkpoint_every``, ``resume``) go to the
+    :class:`~camscope.passes.engine.DatasetPass`.
 
     Raises:
         CamscopeError: for a model that is not a module, a bad batch size or
@@ -67,6 +70,7 @@ def build_reference_bank(
             that gave no batch.
     """
     embedding = check_embedding(embedding)
+    layout_options = dict(layout=layout, grid=grid, prefix_tokens=prefix_tokens)
     pass_ = DatasetPass(
         model,
         data,
@@ -75,22 +79,31 @@ def build_reference_bank(
         device=device,
         progress=progress,
         description="building reference bank",
+        restore=lambda state, where: bank_class.from_state_dict(state, device=where),
+        identity=lambda: {
+            "model": model_fingerprint(model, model_name),
+            "layer": repr(layer),
+            "embedding": embedding,
+            "layout": layout_options,
+        },
+        **pass_options,
     )
     names = class_names if class_names is not None else pass_.class_names
-    layout_options = dict(layout=layout, grid=grid, prefix_tokens=prefix_tokens)
     options: dict[str, Any] = {} if max_scatter_bytes is None else {"max_scatter_bytes": max_scatter_bytes}
-    bank: ReferenceBank | None = None
+    bank: ReferenceBank | None = pass_.resumed
     embedder: LayerEmbedder | None = None
     with model_state(model), ExitStack() as hooks:
-        for batch in pass_:
-            if embedder is None or bank is None:
-                inputs = validate_inputs(model, batch.inputs)
+        for batch in pass_.tracking(lambda: bank):  # noqa: B023 (the checkpoint saves the current bank)
+            inputs = batch.inputs
+            if embedder is None:
+                inputs = validate_inputs(model, inputs)
                 name, module = embedding_layer(model, layer, inputs[:1])
                 embedder = hooks.enter_context(LayerEmbedder(model, name, module, embedding, layout_options, True))
-                z = embedder(inputs)
+            z = embedder(inputs)
+            if bank is None:
                 bank = bank_class(
                     z.shape[1],
-                    name,
+                    embedder.layer,
                     embedding=embedding,
                     model=model_fingerprint(model, model_name),
                     class_names=names,
@@ -100,9 +113,5 @@ def build_reference_bank(
                     device=z.device,
                     **options,
                 )
-            else:
-                z = embedder(batch.inputs)
             bank.update(z, batch.labels)
-    pass_.require_batches("a reference bank")
-    assert bank is not None  # require_batches raised otherwise
-    return bank
+    return pass_.finish(bank, "a reference bank")

@@ -25,6 +25,7 @@ one and a sample's label differs), then, in torch on the model's device:
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -38,6 +39,7 @@ from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamMethod
 from camscope.errors import CamscopeError
 from camscope.passes.engine import DatasetPass
+from camscope.stats.fingerprint import model_fingerprint
 from camscope.targets.base import ClassTarget
 
 __all__ = ["analyze"]
@@ -86,6 +88,44 @@ def _batch_pass(
     return BatchPass(explainer, name, module, all_classes, chunk)
 
 
+def _dataset_pass(model: nn.Module, data: Any, identity: dict[str, Any], options: dict[str, Any]) -> DatasetPass:
+    """The pass over ``data``: checkpoints name the model's fingerprint and ``identity``; ranks merge analyses."""
+    return DatasetPass(
+        model,
+        data,
+        description="analyzing",
+        restore=lambda state, _device: Analysis.from_state_dict(state),
+        identity=lambda: {"model": model_fingerprint(model), **identity},
+        **options,
+    )
+
+
+def _collect(
+    batches: DatasetPass, explainer: Explainer, layer: Any, class_chunk: int | None, settings: dict[str, Any]
+) -> Analysis | None:
+    """The dataset pass: each batch through a :class:`BatchPass` into the :class:`Analysis` (None without batches)."""
+    model, explain, all_classes = explainer.model, settings["explain"], settings["all_classes"]
+    analysis: Analysis | None = batches.resumed
+    runner: BatchPass | None = None
+    for batch in batches.tracking(lambda: analysis):  # noqa: B023 (the checkpoint saves the current analysis)
+        inputs = validate_inputs(model, batch.inputs)
+        if runner is None:
+            runner = _batch_pass(explainer, layer, inputs, all_classes, class_chunk)
+        result: BatchResult = runner.run(inputs, batch.labels, explain)
+        if analysis is None:
+            analysis = Analysis(
+                method=explainer.method.name,
+                layer=runner.name,
+                num_features=result.num_features,
+                num_classes=result.num_classes,
+                device=batches.device,
+                info={"spatial": list(result.raw.shape[1:]), "input": list(inputs.shape[1:])},
+                **settings,
+            )
+        analysis.update(result)
+    return analysis
+
+
 def analyze(
     model: nn.Module,
     data: Any,
@@ -107,6 +147,11 @@ def analyze(
     layout: str = "auto",
     grid: tuple[int, int] | None = None,
     prefix_tokens: int | None = None,
+    distributed: bool | None = None,
+    workers: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
     **options: Any,
 ) -> Analysis:
     """One pass of integrated feature analysis over a dataset.
@@ -122,7 +167,8 @@ def analyze(
     Args:
         model: a classifier returning ``[B, C]`` scores.
         data: a DataLoader or iterable of ``(inputs, labels)`` batches (labels -1 for
-            none), input tensors, one tensor, or an image folder (``root/CLASS/*``;
+            none), input tensors, one tensor, a map-style torch dataset of
+            ``(image, label)`` samples, or an image folder (``root/CLASS/*``;
             classes by folder order).
         method: a CAM method with channel weights (all gradient methods, CAM,
             Score-CAM); methods without weights give the distribution only.
@@ -139,6 +185,9 @@ def analyze(
         progress: progress bar (default: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
         eval_mode, layout, grid, prefix_tokens, **options: as for :class:`camscope.Explainer`.
+        distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+            ``torch.distributed`` process group (every rank returns the whole analysis), load with
+            worker processes, checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
 
     Returns:
         An :class:`Analysis`.
@@ -158,9 +207,13 @@ def analyze(
     """
     progress = _progress_keyword(progress, show_progress)
     low, high = _check_arguments(explain, percentiles)
-    batches = DatasetPass(
-        model, data, batch_size=batch_size, size=size, device=device, progress=progress, description="analyzing"
-    )
+    identity: dict[str, Any] = dict(method=method if isinstance(method, str) else type(method).__name__)
+    identity["layer"] = repr(layer)
+    identity.update(explain=explain, all_classes=all_classes, profiles=profiles, bins=bins)
+    passing: dict[str, Any] = dict(batch_size=batch_size, size=size, device=device, progress=progress)
+    passing.update(distributed=distributed, workers=workers, checkpoint=checkpoint)
+    passing.update(checkpoint_every=checkpoint_every, resume=resume)
+    batches = _dataset_pass(model, data, identity, passing)
     explainer = Explainer(
         model,
         layer=layer,
@@ -172,28 +225,9 @@ def analyze(
         **options,
     )
     _check_single_class(explainer)
-    analysis: Analysis | None = None
-    runner: BatchPass | None = None
-    for batch in batches:
-        inputs = validate_inputs(model, batch.inputs)
-        if runner is None:
-            runner = _batch_pass(explainer, layer, inputs, all_classes, class_chunk)
-        result: BatchResult = runner.run(inputs, batch.labels, explain)
-        if analysis is None:
-            analysis = Analysis(
-                method=explainer.method.name,
-                layer=runner.name,
-                num_features=result.num_features,
-                num_classes=result.num_classes,
-                explain=explain,
-                percentiles=(low, high),
-                all_classes=all_classes,
-                profiles=profiles,
-                bins=bins,
-                device=batches.device,
-                info={"spatial": list(result.raw.shape[1:]), "input": list(inputs.shape[1:])},
-            )
-        analysis.update(result)
-    batches.require_batches("an analysis")
-    assert analysis is not None  # require_batches raised otherwise
-    return analysis.finish()
+    settings = dict(explain=explain, percentiles=(low, high), all_classes=all_classes, profiles=profiles, bins=bins)
+    analysis = _collect(batches, explainer, layer, class_chunk, settings)
+    if analysis is not None:
+        analysis.finish()  # profiles gathered before the ranks' analyses merge
+    merged: Analysis = batches.finish(analysis, "an analysis")
+    return merged.finish()

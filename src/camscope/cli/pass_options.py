@@ -1,0 +1,64 @@
+"""Options of the CLI commands that make a pass over a data folder (``bank build``, ``analyze``, ``evaluate``).
+
+Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) these commands split
+their pass over the N processes (``distributed=True``); only rank 0 prints and
+writes. ``--device cuda`` means ``cuda:LOCAL_RANK`` there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from camscope.passes.distributed import is_main_process, resolve_device, torchrun_world_size
+
+__all__ = [
+    "CheckpointEveryOption",
+    "CheckpointOption",
+    "ResumeOption",
+    "WorkersOption",
+    "cli_device",
+    "is_main_process",
+    "pass_options",
+    "same_random_weights",
+]
+
+WorkersOption = Annotated[
+    int, typer.Option("--workers", help="Worker processes that load the images (0: load them in this process).")
+]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", help="Save the pass's state to this file (one per process under torchrun)."),
+]
+CheckpointEveryOption = Annotated[
+    int | None, typer.Option("--checkpoint-every", help="Save the checkpoint every N batches (default: at the end).")
+]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="Continue from --checkpoint when it exists (same model, data and options).")
+]
+
+
+def pass_options(workers: int, checkpoint: Path | None, checkpoint_every: int | None, resume: bool) -> dict[str, Any]:
+    """The keyword arguments of a dataset pass: the CLI options, and ``distributed=True`` under torchrun."""
+    return {
+        "distributed": True if torchrun_world_size() > 1 else None,
+        "workers": workers,
+        "checkpoint": checkpoint,
+        "checkpoint_every": checkpoint_every,
+        "resume": resume,
+    }
+
+
+def same_random_weights(weights: str | None) -> None:
+    """Seed torch before a model with random weights (``--weights none``) is built: every run and rank agree."""
+    if weights is None or weights.lower() == "none":
+        torch.manual_seed(0)
+
+
+def cli_device(device: str | None) -> str | None:
+    """``--device``, with ``cuda`` meaning ``cuda:LOCAL_RANK`` under torchrun (None stays None)."""
+    resolved = resolve_device(device, distributed=torchrun_world_size() > 1)
+    return None if resolved is None else str(resolved)

@@ -1,0 +1,144 @@
+"""Checkpoints of a dataset pass: the accumulator's state, the position in the data, and what the pass was.
+
+A checkpoint is one safetensors file written atomically by :mod:`camscope.io`
+(kind ``"pass-checkpoint"``): the accumulator's tensors and, as JSON metadata,
+the rest of its state (:func:`~camscope.passes.state.flatten_state`), the
+batches and samples done, and a fingerprint of the pass (the model's
+:func:`~camscope.stats.fingerprint.model_fingerprint`, the settings that shape
+the result such as the layer and the batch size, the data's size and first
+samples, the rank and world size). Resuming refuses a checkpoint whose
+fingerprint differs, with the differences spelled out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from camscope.data.folders import ImageFolderData
+from camscope.errors import CamscopeError
+from camscope.io import load_tensors, save_tensors
+from camscope.passes.state import flatten_state, unflatten_state
+
+__all__ = ["CHECKPOINT_KIND", "Checkpoint", "data_fingerprint", "fingerprint_mismatches", "rank_path"]
+
+CHECKPOINT_KIND = "pass-checkpoint"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved position of a pass: the accumulator ``state`` after ``batches`` of this rank's batches."""
+
+    state: Any
+    batches: int
+    samples: int
+    fingerprint: dict[str, Any]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the checkpoint atomically (a crash leaves the previous one intact)."""
+        tensors, tree = flatten_state(self.state)
+        metadata = {"tree": tree, "batches": self.batches, "samples": self.samples, "fingerprint": self.fingerprint}
+        return save_tensors(path, tensors, metadata, CHECKPOINT_KIND)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: torch.device | None = None) -> Checkpoint:
+        """Read a checkpoint written by :meth:`save` (tensors onto ``device``).
+
+        Raises:
+            CamscopeError: for a file that is not a pass checkpoint.
+        """
+        tensors, header = load_tensors(path, CHECKPOINT_KIND)
+        if device is not None:
+            tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+        try:
+            return cls(
+                state=unflatten_state(tensors, header["tree"]),
+                batches=int(header["batches"]),
+                samples=int(header["samples"]),
+                fingerprint=dict(header["fingerprint"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise CamscopeError(f"{path} is not a complete pass checkpoint (bad entry {error})") from error
+
+
+def rank_path(path: str | os.PathLike[str], rank: int, world: int) -> Path:
+    """The checkpoint file of ``rank`` of ``world`` processes (``path`` itself for one process).
+
+    Example:
+        >>> rank_path("run/bank.ckpt", 1, 2).name, rank_path("run/bank.ckpt", 0, 1).name
+        ('bank.rank1-of-2.ckpt', 'bank.ckpt')
+    """
+    path = Path(path)
+    if world <= 1:
+        return path
+    return path.with_name(f"{path.stem}.rank{rank}-of-{world}{path.suffix}")
+
+
+def _tensor_digest(tensor: Tensor, limit: int = 1 << 20) -> str:
+    flat = tensor.detach().cpu().contiguous().reshape(-1)[: max(1, limit // max(tensor.element_size(), 1))]
+    return hashlib.sha256(flat.numpy().tobytes() if flat.numel() else b"").hexdigest()[:16]
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """What identifies a pass's data: its type, size and first samples (paths, or a hash of a tensor's values).
+
+    Example:
+        >>> import torch
+        >>> data_fingerprint(torch.zeros(4, 3))["length"]
+        4
+    """
+    fingerprint: dict[str, Any] = {"type": type(data).__name__}
+    if isinstance(data, Tensor):
+        fingerprint.update(length=int(data.shape[0]), shape=list(data.shape), digest=_tensor_digest(data))
+        return fingerprint
+    try:
+        fingerprint["length"] = len(data)
+    except TypeError:
+        fingerprint["length"] = None
+    samples = data.samples if isinstance(data, ImageFolderData) else getattr(data, "samples", None)
+    if isinstance(samples, list) and samples:
+        fingerprint["first"] = [str(s[0]) if isinstance(s, tuple) else str(s) for s in samples[:3]]
+        fingerprint["last"] = str(samples[-1][0]) if isinstance(samples[-1], tuple) else str(samples[-1])
+    dataset = getattr(data, "dataset", None)
+    if isinstance(dataset, Dataset):  # a DataLoader: its dataset and batch size
+        fingerprint["dataset"] = data_fingerprint(dataset)
+        fingerprint["loader_batch_size"] = getattr(data, "batch_size", None)
+    tensors = getattr(data, "tensors", None)
+    if isinstance(tensors, tuple) and tensors and all(isinstance(t, Tensor) for t in tensors):
+        fingerprint["digest"] = [_tensor_digest(t) for t in tensors]
+    return fingerprint
+
+
+def _model_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """A sentence when two model fingerprints differ (architecture, or weights beyond float64 rounding)."""
+    if saved.get("architecture") != now.get("architecture") or saved.get("class") != now.get("class"):
+        return (
+            f"model: the checkpoint has a {saved.get('class')} (architecture {saved.get('architecture')}), "
+            f"this pass a {now.get('class')} (architecture {now.get('architecture')})"
+        )
+    tolerance = 1e-6 * max(float(saved.get("weights_scale", 0.0)), float(now.get("weights_scale", 0.0)), 1e-12)
+    if abs(float(saved.get("weights", 0.0)) - float(now.get("weights", 0.0))) > tolerance:
+        return f"model: the checkpoint has the same architecture ({now.get('class')}) but other weights than this pass"
+    return None
+
+
+def fingerprint_mismatches(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """The entries of two pass fingerprints that differ, as sentences (empty when they match)."""
+    differences: list[str] = []
+    for key in sorted(set(expected) | set(actual)):
+        saved, now = expected.get(key), actual.get(key)
+        if key == "model" and isinstance(saved, dict) and isinstance(now, dict):
+            mismatch = _model_mismatch(saved, now)
+            if mismatch:
+                differences.append(mismatch)
+        elif json.dumps(saved, sort_keys=True, default=str) != json.dumps(now, sort_keys=True, default=str):
+            differences.append(f"{key}: the checkpoint has {saved!r}, this pass {now!r}")
+    return differences
