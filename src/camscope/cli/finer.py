@@ -128,11 +128,11 @@ def finer_figure(
     )
     explained_label = f"{names[explained][:24]} ({float(probabilities[explained]) * 100:.1f}%)"
     axes[1].imshow(overlay(rgb, base.maps[0]))
-    axes[1].set_title(f"{base_name}: {explained_label}", fontsize=8)
+    axes[1].set_title(f"{base_name}:\n{explained_label}", fontsize=8)
     axes[2].imshow(overlay(rgb, explanation.maps[index]))
     versus = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
     axes[2].set_title(
-        f"{method}: {names[explained][:18]}\nvs {versus} (gamma {target.gamma:g}, {target.aggregate})", fontsize=7
+        f"{method}: {names[explained][:18]}\nvs {versus}\n(gamma {target.gamma:g}, {target.aggregate})", fontsize=7
     )
     axes[2].text(
         0.02,
