@@ -120,3 +120,24 @@ def tiny_vit() -> nn.Module:
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+class FeatureNet(nn.Module):
+    """Conv features (the explained layer), global pooling, an optional linear head (float64 for exact checks)."""
+
+    def __init__(self, channels: int = 6, classes: int | None = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        )
+        self.head = nn.Linear(channels, classes) if classes else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(x).mean(dim=(2, 3))
+        return self.head(pooled) if self.head is not None else pooled
+
+
+def feature_net(classes: int | None = 3, seed: int = 0) -> nn.Module:
+    """A seeded float64 FeatureNet in eval mode (exact checks of DiffCAM and reference banks)."""
+    torch.manual_seed(seed)
+    return FeatureNet(classes=classes).double().eval()

@@ -16,25 +16,12 @@ from camscope.engine.embedding import embed
 from camscope.errors import CamscopeError
 from camscope.stats.reference_bank import ReferenceBank
 from camscope.stats.reference_group import ReferenceGroup
+from conftest import FeatureNet
+from conftest import feature_net as _net
 
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-class FeatureNet(nn.Module):
-    """Conv features (the explained layer), global pooling, an optional linear head (float64 for exact checks)."""
-
-    def __init__(self, channels: int = 6, classes: int | None = 3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-        )
-        self.head = nn.Linear(channels, classes) if classes else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(x).mean(dim=(2, 3))
-        return self.head(pooled) if self.head is not None else pooled
 
 
 class FeatureMapNet(nn.Module):
@@ -46,11 +33,6 @@ class FeatureMapNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-
-def _net(classes: int | None = 3, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return FeatureNet(classes=classes).double().eval()
 
 
 def _layer_embeddings(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
