@@ -93,7 +93,7 @@ def final_maps(raw: Tensor, size: Sequence[int], order: str = "relu-first") -> T
         >>> import torch
         >>> raw = torch.tensor([[[-4.0, 1.0]]])
         >>> final_maps(raw, (1, 4)).tolist(), final_maps(raw, (1, 4), "upsample-first").tolist()
-        ([[[0.0, 0.25, 0.75, 1.0]]], [[[0.0, 0.0, 0.5, 1.0]]])
+        ([[[0.0, 0.25, 0.75, 1.0]]], [[[0.0, 0.0, 0.0, 1.0]]])
     """
     if order == "relu-first":
         return normalize_maps(upsample(raw.clamp(min=0), size))
