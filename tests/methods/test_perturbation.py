@@ -142,6 +142,45 @@ def _brute_force_scores(model, x, baseline, activations, classes, scale=1.0, pro
     return scores
 
 
+def test_finer_scorecam_difference_is_eq9_brute_force(strided_cnn):
+    # Finer-CAM's Eq. 9: w_k = f(x o H_k)^c - gamma f(x o H_k)^d - f(x_b)^c, one masked pass per channel.
+    x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(7))
+    explained, versus, gamma = [1, 3], [2, 0], 0.6
+    ours = camscope.explain(
+        strided_cnn,
+        x,
+        method="scorecam",
+        layer="stage",
+        target=camscope.ClassDifference(explained, versus, gamma=gamma),
+        normalization="difference",
+        deduplicate=False,
+    )
+    activations = strided_cnn.stage(strided_cnn.stem(x)).detach()
+    base = torch.zeros_like(x)
+    with torch.no_grad():
+        explained_at_baseline = strided_cnn(base)[torch.arange(2), explained]
+    expected = (
+        _brute_force_scores(strided_cnn, x, base, activations, explained)
+        - gamma * _brute_force_scores(strided_cnn, x, base, activations, versus)
+        - explained_at_baseline[:, None]
+    )
+    constant = activations.flatten(2).std(dim=-1) == 0  # masked input = the baseline: f(x_b)^c - gamma f(x_b)^d
+    assert not constant.any(), "the check needs channels whose masked inputs differ from the baseline"
+    _rel_close(ours.weights, expected)
+    finer = camscope.explain(
+        strided_cnn,
+        x,
+        method="finer-scorecam",
+        layer="stage",
+        target=explained,
+        references=[[2], [0]],
+        gamma=gamma,
+        normalization="difference",
+        deduplicate=False,
+    )
+    _rel_close(finer.raw, ours.raw)
+
+
 def test_scorecam_difference_with_a_baseline_brute_force(strided_cnn):
     x = torch.randn(2, 3, 20, 20, generator=torch.Generator().manual_seed(4))
     baseline = torch.full((3, 20, 20), 0.25)
@@ -363,7 +402,11 @@ def test_class_difference_costs_no_extra_passes(tiny_cnn, images):
         compared = camscope.explain(tiny_cnn, images, target=camscope.ClassDifference(1, 4, gamma=0.6), **options)
     assert sum(recorder.sizes) == passes
     other = camscope.explain(tiny_cnn, images, target=4, **options)
-    _rel_close(compared.weights, single.weights - 0.6 * other.weights)
+    # Finer-CAM's Eq. 9 subtracts the explained class's baseline score only:
+    # w_k = y_1(x o H_k) - 0.6 y_4(x o H_k) - y_1(x_b) = single_k - 0.6 (other_k + y_4(x_b)).
+    with torch.no_grad():
+        y4_baseline = tiny_cnn(torch.zeros_like(images))[:, 4]
+    _rel_close(compared.weights, single.weights - 0.6 * (other.weights + y4_baseline[:, None]))
 
 
 def test_component_scores_are_averaged(tiny_cnn, images):

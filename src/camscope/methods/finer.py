@@ -60,6 +60,10 @@ class _Component(Target):
     def classes(self) -> Tensor | None:
         return self.target.classes()
 
+    def baseline_scores(self, outputs: Tensor) -> Tensor:
+        scores = self.target.baseline_scores(outputs)
+        return scores[:, self.index] if scores.ndim == 2 else scores
+
 
 class _FinerShortcut(CamMethod):
     """What every ``finer-*`` method adds to its base: its Finer options wrap the user's class target.

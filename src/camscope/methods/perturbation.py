@@ -150,13 +150,17 @@ def _schedule(codes: list[list[int]], batch_size: int, device: torch.device) -> 
     return _Schedule(tensor(image), tensor(channel), tensor(cell), chunks)
 
 
-def _score_function(ctx: CamContext, probability: bool = False) -> Callable[[Tensor], Tensor]:
-    """Outputs ``[B, ...]`` of one pass per image -> the target's score ``[B]`` (components averaged)."""
+def _score_function(ctx: CamContext, probability: bool = False, baseline: bool = False) -> Callable[[Tensor], Tensor]:
+    """Outputs ``[B, ...]`` of one pass per image -> the target's score ``[B]`` (components averaged).
+
+    With ``baseline``, the target's :meth:`~camscope.targets.base.Target.baseline_scores`: what the
+    increase ``S_k`` subtracts (the explained class alone for a comparison, Finer-CAM's Eq. 9).
+    """
 
     def score(outputs: Tensor) -> Tensor:
         if probability:
             outputs = outputs.softmax(dim=1)
-        scores = ctx.target(outputs)
+        scores = ctx.target.baseline_scores(outputs) if baseline else ctx.target(outputs)
         return scores.mean(dim=1) if scores.ndim == 2 else scores
 
     return score
@@ -271,10 +275,12 @@ class _ScoreFamily(CamMethod):
             passes = len(schedule.chunks) * len(evaluated) + int(need_baseline)
             progress = ProgressBar(passes, f"{self.name}: masked passes", opts["progress"], delay=1.0)
             try:
-                reference = None
+                reference = shift = None
                 if need_baseline:
                     reference_input = torch.zeros_like(x) if baseline is None else baseline.contiguous()
-                    reference = score(ctx.forward(reference_input)).to(_accumulator_dtype(ctx.outputs))
+                    reference_outputs = ctx.forward(reference_input)
+                    reference = score(reference_outputs).to(_accumulator_dtype(ctx.outputs))
+                    shift = _score_function(ctx, probability, baseline=True)(reference_outputs).to(reference.dtype)
                     progress.advance()
                 total_scores = torch.zeros(batch, total, dtype=_accumulator_dtype(ctx.outputs), device=x.device)
                 for scale in evaluated:
@@ -289,7 +295,7 @@ class _ScoreFamily(CamMethod):
                 assert reference is not None  # zero scales need the baseline pass
                 total_scores += zero_scales * reference[:, None]
             mean = total_scores / len(scales)
-            weights = _combine(mean, codes, reference, opts["normalization"])
+            weights = _combine(mean, codes, reference, shift, opts["normalization"])
         return CamResult(weights=ctx.expand(weights.to(activations.dtype)))
 
 
@@ -372,16 +378,21 @@ def _scaled_masks(maps: Tensor, size: torch.Size) -> Tensor:
     return torch.where(span.reshape(shape) > 0, (maps - low.reshape(shape)) / safe, torch.zeros_like(maps))
 
 
-def _combine(mean: Tensor, codes: Tensor, reference: Tensor | None, normalization: str) -> Tensor:
-    """Channel weights from the mean score per (image, channel) of the evaluated channels."""
+def _combine(mean: Tensor, codes: Tensor, reference: Tensor | None, shift: Tensor | None, normalization: str) -> Tensor:
+    """Channel weights from the mean score per (image, channel) of the evaluated channels.
+
+    ``reference`` is the target's score on the baseline (the score of a channel whose masked
+    input is the baseline), ``shift`` what every increase subtracts (equal to ``reference``
+    except for comparisons: Eq. 9 of Finer-CAM subtracts the explained class's score only).
+    """
     index = codes.clamp(min=0)
     mean = mean.gather(1, index)  # duplicates take their representative's score
     same = codes == _SAME_AS_REFERENCE
     left_out = codes == _LEFT_OUT
     if normalization == "probability":
         return torch.where(same | left_out, torch.zeros_like(mean), mean)
-    if reference is not None:
-        increase = torch.where(same, torch.zeros_like(mean), mean - reference[:, None])
+    if reference is not None and shift is not None:
+        increase = torch.where(same, (reference - shift)[:, None].expand_as(mean), mean - shift[:, None])
     else:  # softmax without a reference pass: softmax is shift-invariant
         increase = mean
     if normalization == "difference":
@@ -405,10 +416,11 @@ class ScoreCAM(_ScoreFamily):
       logits, and what pytorch-grad-cam 1.5.7 and torchcam 0.5.0 compute (softmax
       is shift-invariant, so ``y(x_b)`` cancels: grad-cam never computes it and
       torchcam subtracts the clean input's score instead).
-    * ``"difference"``: ``w_k = S_k``, the plain increase of Finer-CAM's Eq. 3
-      (Eq. 9 with a ``ClassDifference`` target; camscope subtracts the target's
-      baseline score ``y_c(x_b) - gamma y_d(x_b)`` where Eq. 9 subtracts
-      ``y_c(x_b)`` only: a constant shift of all weights).
+    * ``"difference"``: ``w_k = S_k``, the plain increase of Finer-CAM's Eq. 3;
+      with a comparison target (``ClassDifference``, ``Finer``) exactly Eq. 9,
+      ``w_k = f(x o H_k)^c - gamma f(x o H_k)^d - f(x_b)^c``: only the explained
+      class's baseline score is subtracted (0.1.0 subtracted the whole
+      ``y_c(x_b) - gamma y_d(x_b)``, which adds ``gamma y_d(x_b) sum_k A_k`` to the map).
     * ``"probability"``: ``w_k = target(softmax_classes(f(masked input)))``, what
       the authors' public code (``cam/scorecam.py``) does: the class probability
       of each masked input, no baseline, and weight 0 for constant channels.

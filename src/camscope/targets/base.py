@@ -55,6 +55,14 @@ class Target:
         """The explained class per sample, where the target has one."""
         return None
 
+    def baseline_scores(self, outputs: Tensor) -> Tensor:
+        """The score on a baseline input that Score-CAM's increase ``S_k`` subtracts.
+
+        The target's own score by default; a comparison subtracts only the explained
+        side's score (Finer-CAM's Eq. 9: ``f(x o H_k)^c - gamma f(x o H_k)^d - f(x_b)^c``).
+        """
+        return self(outputs)
+
 
 def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
@@ -201,6 +209,10 @@ class ClassDifference(Target):
     def __call__(self, outputs: Tensor) -> Tensor:
         return self.explained(outputs) - self.gamma * self.versus(outputs)
 
+    def baseline_scores(self, outputs: Tensor) -> Tensor:
+        """``y_c`` alone, as Finer-CAM's Eq. 9 subtracts ``f(x_b)^c``."""
+        return self.explained(outputs)
+
     def classes(self) -> Tensor | None:
         return self.explained.classes()
 
@@ -268,6 +280,9 @@ class FrozenTarget(Target):
 
     def classes(self) -> Tensor | None:
         return self.inner.classes()
+
+    def baseline_scores(self, outputs: Tensor) -> Tensor:
+        return self.inner.baseline_scores(outputs)
 
     def __repr__(self) -> str:
         return f"FrozenTarget({self.inner!r})"

@@ -366,6 +366,20 @@ class Finer(Target):
             components = components * (self._weights.shape[1] * self._weights.to(components))
         return components[:, 0] if components.shape[1] == 1 else components
 
+    def baseline_scores(self, outputs: Tensor) -> Tensor:
+        """The explained side's score alone, per component: Eq. 9 subtracts ``f(x_b)^c`` (reversed: ``f(x_b)^{d_t}``)."""
+        if self._classes is None or self._references is None:
+            return self.resolve(outputs).baseline_scores(outputs)
+        scores = _class_scores(outputs)
+        explained = scores.gather(1, self._classes[:, None].to(scores.device))
+        if self.gamma == 0 and not self.reverse:
+            return explained[:, 0]
+        compared = scores.gather(1, self._references.to(scores.device))
+        side = compared if self.reverse else explained.expand_as(compared)
+        if self._weights is not None:
+            side = side * (self._weights.shape[1] * self._weights.to(side))
+        return side[:, 0] if side.shape[1] == 1 else side
+
     def classes(self) -> Tensor | None:
         """The explained class per sample (after :meth:`resolve`)."""
         return self._classes
