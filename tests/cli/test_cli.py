@@ -101,3 +101,13 @@ def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
         ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"]
     )
     assert str(tmp_path.resolve()) in capsys.readouterr().out
+
+
+def test_version_and_short_help(capsys):
+    assert main(["--version"]) == 0
+    from camscope import __version__
+
+    assert capsys.readouterr().out.strip() == f"camscope {__version__}"
+    for argv in (["-h"], ["explain", "-h"], ["bank", "build", "-h"]):
+        assert main(argv) == 0
+        assert "Usage: " in capsys.readouterr().out

@@ -33,15 +33,33 @@ from camscope.cli.reproduce import reproduce_command
 __all__ = ["app", "build_app", "main"]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from camscope import __version__
+
+        typer.echo(f"camscope {__version__}")
+        raise typer.Exit()
+
+
+def _options(
+    version: bool = typer.Option(
+        False, "--version", help="Print camscope's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """Class activation maps that compare: Finer-CAM, DiffCAM, integrated feature analysis and the CAM family."""
+
+
 def build_app() -> typer.Typer:
-    """The ``camscope`` typer app with every command and group registered."""
+    """The ``camscope`` typer app with every command and group registered (``-h`` is ``--help`` everywhere)."""
     app = typer.Typer(
         name="camscope",
         help="Class activation maps that compare: Finer-CAM, DiffCAM, integrated feature analysis and the CAM family.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
+    app.callback()(_options)
     app.command("methods")(methods)
     app.command("layers")(layers)
     app.command("explain")(explain)
