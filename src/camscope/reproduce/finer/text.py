@@ -191,7 +191,10 @@ differing part covers {100 * stats["differing_area"]:.1f}% of an image on averag
 are upsampled bilinearly, even a map that singles out the part's cells puts much of its energy around it, so
 the table also gives how often the map's peak lies within {POINTING_TOLERANCE:g} px (one cell) of the part
 (the pointing game). Score-CAM uses the plain score increase (`normalization="difference"`,
-Eq. 3 and Eq. 9). The paper's Table 1 lost its row layout in our text copy, so its column quotes the
+Eq. 3), and Finer-Score-CAM Eq. 9 exactly: `f(x o H_k)^c - gamma f(x o H_k)^d - f(x_b)^c`, only the explained
+class's baseline score subtracted. Earlier versions of this report subtracted `f(x_b)^c - gamma f(x_b)^d`, which
+removed the term `gamma f(x_b)^d sum_k A_k` from the map; with the paper's equation that term stays, and it
+spreads Finer-Score-CAM's energy over the whole activation (its localisation and differing-part rows below). The paper's Table 1 lost its row layout in our text copy, so its column quotes the
 complete FishVista rows of the paper's Appendix Table 5 (CLIP; Loc. from its Aircraft columns); Table 1's
 Grad-CAM row on Birds-525 reads Del. 0.079, RD@5% 0.174, RD@10% 0.245, and Table 2 gives Finer-Grad-CAM
 Del. 0.076, RD@5% 0.192.
