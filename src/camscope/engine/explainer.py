@@ -148,8 +148,12 @@ class Explainer:
             explanations = []
             for name, _ in layers:
                 context = self._context(inputs, name, capture, native[name], logits, resolved, scores)
-                results = self._run_method(context, gradients.get(name), inputs, name)
-                explanations.append(self._assemble(results, context, resolved, inputs, name, features))
+                grads = gradients.get(name)
+                results = self._run_method(context, grads, inputs, name)
+                # Checked with the map, in one host synchronisation: a method can turn NaN gradients into a
+                # finite map (Eigen-Grad-CAM's projection gave zeros).
+                finite_grads = None if grads is None else torch.isfinite(grads).all()
+                explanations.append(self._assemble(results, context, resolved, inputs, name, features, finite_grads))
         return explanations
 
     def _context(
@@ -256,12 +260,6 @@ class Explainer:
         """The method's result, once per score component of the gradients."""
         if grads is None:
             return [self.method(context)]
-        if not bool(torch.isfinite(grads).all()):
-            raise CamscopeError(
-                f"the gradients of the {self.method.name} target at layer {name!r} have NaN or infinite values: "
-                "the model's scores are not finite for these inputs or overflow after the layer (check the model "
-                "on them; a float16 model may need float32)"
-            )
         results = []
         for component in grads:
             context.gradients = self.channels_first(component, inputs, name)
@@ -276,6 +274,7 @@ class Explainer:
         inputs: Tensor,
         name: str,
         features: Tensor | None,
+        finite_grads: Tensor | None = None,
     ) -> Explanation:
         activations = context.activations
         raws: list[Tensor] = []
@@ -301,12 +300,13 @@ class Explainer:
         raw = aggregate_maps(torch.stack(raws), target.aggregate)
         weights = torch.stack(weights_list).mean(dim=0) if len(weights_list) == len(results) else None
         contributions = torch.stack(contributions_list).mean(dim=0) if contributions_list else None
-        if not bool(torch.isfinite(raw).all()):  # one reduction and one sync per call
+        finite = torch.isfinite(raw).all()
+        if not bool(finite if finite_grads is None else finite & finite_grads):  # the one sync of the check
+            culprit = "scores" if not bool(torch.isfinite(context.scores).all()) else "activations or gradients"
             raise CamscopeError(
-                f"the {self.method.name} map at layer {name!r} has NaN or infinite values: the model's "
-                f"{'scores' if not bool(torch.isfinite(context.scores).all()) else 'activations or gradients'} "
-                "are not finite for these inputs (check the model on them, e.g. a division by zero or an overflow "
-                "after the layer; a float16 model may need float32)"
+                f"the {self.method.name} map at layer {name!r} has NaN or infinite values, or its gradients do: "
+                f"the model's {culprit} are not finite for these inputs (check the model on them, e.g. a division "
+                "by zero or an overflow after the layer; a float16 model may need float32)"
             )
         maps = final_maps(raw, inputs.shape[2:], self.map_order)
         return Explanation(
