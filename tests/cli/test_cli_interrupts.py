@@ -110,3 +110,43 @@ def test_an_explain_out_that_is_a_file_is_one_line_and_status_2(tmp_path, capsys
     monkeypatch.setattr(camscope.cli.explain, "load_cli_model", _raise(OSError(errno.ENOTDIR, "Not a directory")))
     assert main(["explain", str(tmp_path / "x.png"), "--out", str(tmp_path)]) == 2
     _only_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["bank", "build"], ["analyze"], ["evaluate"]])
+def test_an_empty_data_folder_is_one_line_and_status_2(tmp_path, capsys, command):
+    (tmp_path / "empty").mkdir()
+    code = main([*command, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--weights", "none"])
+    assert code == 2
+    assert _only_line(capsys).startswith("camscope: error: ")
+    assert _files(tmp_path) == ["empty"]
+
+
+@pytest.mark.slow
+def test_a_real_sigint_exits_130_and_writes_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    for i in range(300):
+        save_image(tmp_path / "data" / "cat" / f"{i}.png", np.full((48, 48, 3), i % 256, dtype=np.uint8))
+    checkpoint = tmp_path / "pass.ckpt"
+    command = [
+        *(sys.executable, "-m", "camscope", "bank", "build", "--data", str(tmp_path / "data")),
+        *("--model", "torchvision:resnet18", "--weights", "none", "--batch-size", "1"),
+        *("--checkpoint", str(checkpoint), "--checkpoint-every", "1", "--out", str(tmp_path / "b.bank")),
+    ]
+    # A shell that started the tests in the background may ignore SIGINT: give the child the default handler.
+    child = subprocess.Popen(
+        command, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first checkpoint says the pass is under way
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err.decode()
+    assert err.decode().strip().splitlines()[-1] == "camscope: interrupted"
+    assert not (tmp_path / "b.bank").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pass.ckpt"]  # no temporary file left
