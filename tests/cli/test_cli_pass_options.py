@@ -83,3 +83,22 @@ def test_evaluate_and_analyze_take_the_pass_options(tmp_path: Path, capsys: pyte
     )
     assert code == 0, capsys.readouterr().err
     assert Checkpoint.load(analysis).batches == 2 and (tmp_path / "ifa" / "analysis.safetensors").is_file()
+
+
+def test_bank_build_at_bf16_is_close_to_fp32_and_a_bad_precision_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from camscope.cli.app import main
+
+    data = _image_folder(tmp_path / "data")
+    common = ["bank", "build", "--data", str(data), *MODEL, "--batch-size", "3"]
+    assert main([*common, "--out", str(tmp_path / "fp32.bank")]) == 0
+    assert main([*common, "--out", str(tmp_path / "bf16.bank"), "--precision", "bf16"]) == 0
+    fp32, bf16 = ReferenceBank.load(tmp_path / "fp32.bank"), ReferenceBank.load(tmp_path / "bf16.bank")
+    assert not torch.equal(fp32.means, bf16.means)
+    torch.testing.assert_close(bf16.means, fp32.means, rtol=0.05, atol=0.05 * fp32.means.abs().max().item())
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "x.bank"), "--precision", "fp8"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "precision must be one of fp32, bf16, fp16" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "x.bank").exists()

@@ -217,3 +217,15 @@ class _Counting(_Failing):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         self.seen.append(index)
         return super().__getitem__(index)
+
+
+def test_resuming_with_another_number_of_processes_is_refused(tmp_path: Path) -> None:
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    ReferenceBank.build(model, TensorDataset(x, y), "0", batch_size=2, checkpoint=tmp_path / "one.ckpt", progress=False)
+    for rank in (0, 1):  # what two torchrun processes leave for --checkpoint bank.ckpt
+        (tmp_path / f"bank.rank{rank}-of-2.ckpt").write_bytes((tmp_path / "one.ckpt").read_bytes())
+    with pytest.raises(CamscopeError, match=r"written by 2 process\(es\), this pass runs 1.*nproc_per_node=2"):
+        ReferenceBank.build(model, TensorDataset(x, y), "0", checkpoint=tmp_path / "bank.ckpt", resume=True)
+    assert not (tmp_path / "bank.ckpt").exists()  # nothing was started or written

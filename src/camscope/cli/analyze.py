@@ -18,6 +18,7 @@ from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
+    PrecisionOption,
     ResumeOption,
     WorkersOption,
     cli_device,
@@ -416,6 +417,7 @@ def analyze_command(
     checkpoint: CheckpointOption = None,
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report.
 
@@ -432,7 +434,7 @@ def analyze_command(
     names += ["compare.safetensors"] if compare is not None else []
     if is_main_process():
         claim_outputs([out / name for name in names], overwrite)
-    options = cli_pass_options(workers, checkpoint, checkpoint_every, resume)
+    options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     device = cli_device(device)
     same_random_weights(weights)
     network = load_cli_model(model, weights)

@@ -25,6 +25,7 @@ from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, o
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
+    PrecisionOption,
     ResumeOption,
     WorkersOption,
     cli_device,
@@ -102,6 +103,7 @@ def build(
     checkpoint: CheckpointOption = None,
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
 
@@ -111,7 +113,7 @@ def build(
 
     if is_main_process():
         claim_outputs([out], overwrite)
-    options = pass_options(workers, checkpoint, checkpoint_every, resume)
+    options = pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     device = cli_device(device) or "cpu"
     same_random_weights(weights)
     network = load_cli_model(model, weights).to(device)

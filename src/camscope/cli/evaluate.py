@@ -13,6 +13,7 @@ from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
+    PrecisionOption,
     ResumeOption,
     WorkersOption,
     cli_device,
@@ -112,6 +113,7 @@ def evaluate_command(
     checkpoint: CheckpointOption = None,
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
@@ -145,7 +147,7 @@ def evaluate_command(
         limit=limit,
         out=out,
         plots=plots,
-        **pass_options(workers, checkpoint, checkpoint_every, resume),
+        **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
     )
     if not is_main_process():
         return

@@ -18,6 +18,7 @@ from camscope.passes.distributed import is_main_process, resolve_device, torchru
 __all__ = [
     "CheckpointEveryOption",
     "CheckpointOption",
+    "PrecisionOption",
     "ResumeOption",
     "WorkersOption",
     "cli_device",
@@ -40,10 +41,21 @@ ResumeOption = Annotated[
     bool, typer.Option("--resume", help="Continue from --checkpoint when it exists (same model, data and options).")
 ]
 
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32, bf16 or fp16: the model's forward under autocast (statistics stay in float64).",
+    ),
+]
 
-def pass_options(workers: int, checkpoint: Path | None, checkpoint_every: int | None, resume: bool) -> dict[str, Any]:
+
+def pass_options(
+    workers: int, checkpoint: Path | None, checkpoint_every: int | None, resume: bool, precision: str = "fp32"
+) -> dict[str, Any]:
     """The keyword arguments of a dataset pass: the CLI options, and ``distributed=True`` under torchrun."""
     return {
+        "precision": precision,
         "distributed": True if torchrun_world_size() > 1 else None,
         "workers": workers,
         "checkpoint": checkpoint,

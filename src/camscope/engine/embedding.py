@@ -58,6 +58,8 @@ def embedding_of(
             )
         return output[:, 0]
     grid = to_channels_first(output, inputs_shape, layer, model, **layout)
+    if grid.dtype in (torch.float16, torch.bfloat16):  # a half-precision sum over positions would round the mean
+        return grid.float().mean(dim=tuple(range(2, grid.ndim)))
     return grid.mean(dim=tuple(range(2, grid.ndim)))
 
 

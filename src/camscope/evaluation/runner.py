@@ -405,6 +405,7 @@ def evaluate(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    precision: str | None = None,
 ) -> EvaluationReport:
     """Explain a dataset with several methods and measure several metrics.
 
@@ -434,10 +435,12 @@ def evaluate(
         plots: write the curve plots with ``out``.
         progress: progress bar on stderr (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
-        distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass over a
             ``torch.distributed`` process group (every rank returns the whole report, in dataset order;
             only rank 0 writes ``out``), load with worker processes, checkpoint and resume (see
             :class:`camscope.passes.engine.DatasetPass`).
+            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
+            (:mod:`camscope.passes.precision`).
 
     Returns:
         An :class:`EvaluationReport`.
@@ -461,6 +464,7 @@ def evaluate(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         resume=resume,
+        precision=precision,
     )
     network, model_name, config = _load(model, weights, resolve_device(device, distributed=bool(distributed)))
     methods, metric_names, by_method, by_metric = checked_names_and_options(

@@ -440,6 +440,7 @@ def consistency(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    precision: str | None = None,
     **options: Any,
 ) -> Consistency | list[Consistency]:
     """Correlation between the per-image sum of a CAM and the model's logit (and probability).
@@ -468,9 +469,11 @@ def consistency(
             batches go, default the model's device; ``progress``: the progress bar,
             None for "when stderr is a terminal").
         show_progress: deprecated name of ``progress``.
-        distributed, workers, checkpoint, checkpoint_every, resume: split the pass
+        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass
             over a ``torch.distributed`` process group, load with worker processes,
             checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
+            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
+            (:mod:`camscope.passes.precision`).
         **options: Explainer and method options.
 
     Returns:
@@ -508,6 +511,7 @@ def consistency(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         resume=resume,
+        precision=precision,
     )
     mask = None if features is None else torch.as_tensor(features, device=batches.device)
     resumed = batches.resumed

@@ -140,6 +140,7 @@ def feature_masking_accuracy(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    precision: str | None = None,
 ) -> float | dict[str, float]:
     """Top-1 accuracy with only the kept channels of a layer.
 
@@ -158,9 +159,11 @@ def feature_masking_accuracy(
             progress bar, None for "when stderr is a terminal"); ``layout`` says
             where the channel axis is (``"auto"``: axis 1 of a grid, else the last axis).
         show_progress: deprecated name of ``progress``.
-        distributed, workers, checkpoint, checkpoint_every, resume: split the pass
+        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass
             over a ``torch.distributed`` process group, load with worker processes,
             checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
+            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
+            (:mod:`camscope.passes.precision`).
 
     Returns:
         The accuracy, or a dict of accuracies for a dict of masks.
@@ -187,6 +190,7 @@ def feature_masking_accuracy(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         resume=resume,
+        precision=precision,
     )
     masks = {name: None if mask is None else mask.to(batches.device) for name, mask in masks.items()}
     hook = _ChannelMask(layout)

@@ -12,9 +12,11 @@ fingerprint differs, with the differences spelled out.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,14 @@ from camscope.errors import CamscopeError
 from camscope.io import load_tensors, save_tensors
 from camscope.passes.state import flatten_state, unflatten_state
 
-__all__ = ["CHECKPOINT_KIND", "Checkpoint", "data_fingerprint", "fingerprint_mismatches", "rank_path"]
+__all__ = [
+    "CHECKPOINT_KIND",
+    "Checkpoint",
+    "data_fingerprint",
+    "fingerprint_mismatches",
+    "other_world_sizes",
+    "rank_path",
+]
 
 CHECKPOINT_KIND = "pass-checkpoint"
 
@@ -80,6 +89,25 @@ def rank_path(path: str | os.PathLike[str], rank: int, world: int) -> Path:
     if world <= 1:
         return path
     return path.with_name(f"{path.stem}.rank{rank}-of-{world}{path.suffix}")
+
+
+def other_world_sizes(path: str | os.PathLike[str], world: int) -> list[int]:
+    """The numbers of processes, other than ``world``, that left checkpoint files for ``path``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "bank.rank0-of-2.ckpt").write_bytes(b""), (folder / "bank.rank1-of-2.ckpt").write_bytes(b"")
+        >>> other_world_sizes(folder / "bank.ckpt", 1), other_world_sizes(folder / "bank.ckpt", 2)
+        ([2], [])
+    """
+    path = Path(path)
+    worlds = {1} if path.is_file() else set()
+    for sibling in path.parent.glob(f"{glob.escape(path.stem)}.rank*-of-*{glob.escape(path.suffix)}"):
+        match = re.fullmatch(rf"{re.escape(path.stem)}\.rank\d+-of-(\d+){re.escape(path.suffix)}", sibling.name)
+        if match:
+            worlds.add(int(match.group(1)))
+    return sorted(worlds - {world})
 
 
 def _tensor_digest(tensor: Tensor, limit: int = 1 << 20) -> str:

@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -27,8 +28,15 @@ from torch import Tensor, nn
 from camscope.data.folders import ImageFolderData
 from camscope.errors import CamscopeError
 from camscope.passes.batches import sample_count, shard_batches
-from camscope.passes.checkpoint import Checkpoint, data_fingerprint, fingerprint_mismatches, rank_path
+from camscope.passes.checkpoint import (
+    Checkpoint,
+    data_fingerprint,
+    fingerprint_mismatches,
+    other_world_sizes,
+    rank_path,
+)
 from camscope.passes.distributed import current_shard, gather_json, merge_across_ranks, resolve_device
+from camscope.passes.precision import autocast_forward, check_precision
 from camscope.progress import ProgressBar
 
 __all__ = ["Accumulator", "Batch", "DatasetPass", "batch_count", "dataset_class_names", "model_device"]
@@ -172,6 +180,9 @@ class DatasetPass:
             (needed for ``resume`` and distributed passes).
         identity: what else identifies the pass in a checkpoint (model fingerprint, layer, settings),
             or a function that returns it (called only when a checkpoint is read or written).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward
+            passes run under ``torch.autocast`` at that precision while the
+            accumulators keep theirs (:mod:`camscope.passes.precision`).
 
     Raises:
         CamscopeError: for a model that is not a module, a bad batch size, a
@@ -203,6 +214,7 @@ class DatasetPass:
         resume: bool = False,
         restore: Callable[[dict[str, Any], torch.device], Any] | None = None,
         identity: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        precision: str | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -212,11 +224,13 @@ class DatasetPass:
         self.data = ImageFolderData(data, size=size) if isinstance(data, (str, os.PathLike)) else data
         resolved = resolve_device(device, distributed=bool(distributed))
         self.device = resolved if resolved is not None else model_device(model)
+        self.precision = check_precision(precision, self.device)
         self.shard = current_shard(distributed, self.device)
         self.progress = progress if self.shard.rank == 0 else False
         self.description = description
         self.workers = _check_count(workers, "workers", minimum=0)
         self.checkpoint_every = None if checkpoint_every is None else _check_count(checkpoint_every, "checkpoint_every")
+        self.checkpoint_given = None if checkpoint is None else Path(checkpoint)
         self.checkpoint = None if checkpoint is None else rank_path(checkpoint, self.shard.rank, self.shard.world)
         if self.checkpoint is not None and self.checkpoint.is_dir():
             raise CamscopeError(f"checkpoint must be a file, but {self.checkpoint} is a folder: give a file name in it")
@@ -232,7 +246,9 @@ class DatasetPass:
         self.resumed: Any = self._resume() if resume else None
 
     def _identity(self) -> dict[str, Any]:
-        return (self.identity() if callable(self.identity) else self.identity) or {}
+        identity = (self.identity() if callable(self.identity) else self.identity) or {}
+        # fp32 adds nothing, so checkpoints written before precisions existed still resume.
+        return identity if self.precision == "fp32" else {**identity, "precision": self.precision}
 
     def _check_ranks_agree(self) -> None:
         """Raise on every rank when the ranks run different models or settings (e.g. other random weights)."""
@@ -263,6 +279,7 @@ class DatasetPass:
         """The accumulator saved in the checkpoint (None when there is no file yet); later batches only."""
         assert self.checkpoint is not None
         if not self.checkpoint.is_file():
+            self._refuse_other_world_size()
             return None
         if self.restore is None:
             raise CamscopeError(f"the {self.description} pass cannot resume from a checkpoint")
@@ -277,6 +294,19 @@ class DatasetPass:
         self._skip = self.batches_seen = saved.batches
         self.samples_seen = saved.samples
         return None if saved.state is None else self.restore(saved.state, self.device)
+
+    def _refuse_other_world_size(self) -> None:
+        """Raise when only checkpoints of another number of processes exist (resuming would start again silently)."""
+        given = self.checkpoint_given
+        assert given is not None
+        others = other_world_sizes(given, self.shard.world)
+        if others:
+            counts = " or ".join(str(world) for world in others)
+            raise CamscopeError(
+                f"the checkpoint {given} was written by {counts} process(es), this pass runs {self.shard.world}: "
+                f"resume with the same number (torchrun --nproc_per_node={others[0]}), "
+                "or give another checkpoint file to start again"
+            )
 
     def save_checkpoint(self, accumulator: Any) -> None:
         """Write ``accumulator``'s state and the position reached to the checkpoint file (when there is one)."""
@@ -308,7 +338,10 @@ class DatasetPass:
         """
         total = batch_count(self.data, self.batch_size)
         world = self.shard.world
-        with ProgressBar(total, self.description, enabled=self.progress) as bar:
+        with (
+            autocast_forward(self.model, self.precision, self.device),
+            ProgressBar(total, self.description, enabled=self.progress) as bar,
+        ):
             if self._skip:
                 bar.advance(min(self._skip * world, total or self._skip * world))
             for source in shard_batches(

@@ -146,6 +146,7 @@ class ReferenceBank:
         checkpoint: str | os.PathLike[str] | None = None,
         checkpoint_every: int | None = None,
         resume: bool = False,
+        precision: str | None = None,
     ) -> ReferenceBank:
         """Build a bank in one pass over a dataset.
 
@@ -174,9 +175,11 @@ class ReferenceBank:
             model_name: the model's name to record (default: its class name).
             progress: show a progress bar (default: when stderr is a terminal).
             layout, grid, prefix_tokens: as in :class:`camscope.Explainer`.
-            distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+            distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass over a
                 ``torch.distributed`` process group (every rank returns the whole bank), load with
                 worker processes, checkpoint and resume (:class:`camscope.passes.engine.DatasetPass`).
+                ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
+                (:mod:`camscope.passes.precision`).
 
         Returns:
             The bank.
@@ -203,6 +206,7 @@ class ReferenceBank:
             checkpoint=checkpoint,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            precision=precision,
         )
 
     def update(self, embeddings: Tensor, labels: Tensor | Sequence[int] | None = None) -> ReferenceBank:

@@ -152,6 +152,7 @@ def analyze(
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    precision: str | None = None,
     **options: Any,
 ) -> Analysis:
     """One pass of integrated feature analysis over a dataset.
@@ -185,9 +186,11 @@ def analyze(
         progress: progress bar (default: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
         eval_mode, layout, grid, prefix_tokens, **options: as for :class:`camscope.Explainer`.
-        distributed, workers, checkpoint, checkpoint_every, resume: split the pass over a
+        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass over a
             ``torch.distributed`` process group (every rank returns the whole analysis), load with
             worker processes, checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
+            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
+            (:mod:`camscope.passes.precision`).
 
     Returns:
         An :class:`Analysis`.
@@ -212,7 +215,7 @@ def analyze(
     identity.update(explain=explain, all_classes=all_classes, profiles=profiles, bins=bins)
     passing: dict[str, Any] = dict(batch_size=batch_size, size=size, device=device, progress=progress)
     passing.update(distributed=distributed, workers=workers, checkpoint=checkpoint)
-    passing.update(checkpoint_every=checkpoint_every, resume=resume)
+    passing.update(checkpoint_every=checkpoint_every, resume=resume, precision=precision)
     batches = _dataset_pass(model, data, identity, passing)
     explainer = Explainer(
         model,
