@@ -353,6 +353,31 @@ def test_a_pass_resumed_from_a_state_dict_equals_one_pass(tiny_cnn):
     assert resumed.profile_ids.tolist() == list(range(24))
 
 
+def test_profiles_of_interleaved_parts_merge_in_dataset_order(tiny_cnn):
+    from camscope.analyses.ifa.batch import BatchPass
+    from camscope.engine.capture import resolve_layers
+
+    data = _dataset(batches=4)
+    whole = camscope.analyze(tiny_cnn, data, layer="features.2", profiles=True, progress=False)
+    ((name, module),) = resolve_layers(tiny_cnn, "features.2")
+    runner = BatchPass(camscope.Explainer(tiny_cnn, layer="features.2"), name, module, False, None)
+    settings = dict(num_features=whole.num_features, num_classes=whole.num_classes, bins=whole.values.bins)
+    parts = [Analysis(method="gradcam", layer=name, profiles=True, **settings) for _ in range(2)]
+    start = 0
+    for index, (inputs, labels) in enumerate(data):  # batch i to part i % 2, as ranks take an iterable's batches
+        parts[index % 2].update(runner.run(inputs, labels, "predicted"), start=start)
+        start += inputs.shape[0]
+    merged = parts[0].finish().merge(parts[1].finish())
+    assert merged.profile_ids.tolist() == list(range(start))
+    torch.testing.assert_close(merged.profiles, whole.profiles)
+    # chunks saved without ids (camscope 0.1 states) count on from the profiles gathered before them
+    state = parts[0].state_dict()
+    state["profile_chunks"] = [[whole.profiles[:2], whole.profile_labels[:2], whole.profile_predictions[:2]]]
+    restored = Analysis.from_state_dict(state)
+    gathered = parts[0].profile_ids.numel()
+    assert restored.finish().profile_ids[-2:].tolist() == [gathered, gathered + 1]
+
+
 # --------------------------------------------------------------------------------------
 # Principal features and feature masking on a model with known signal channels
 # --------------------------------------------------------------------------------------

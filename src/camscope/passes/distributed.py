@@ -12,8 +12,8 @@ for CUDA ones) every rank of a pass takes a disjoint part of the data:
   samples are loaded;
 * other iterables (generators, shuffling or iterable-style loaders) give batch
   ``i`` to rank ``i % w`` (every rank iterates the iterable and skips the other
-  ranks' batches); evaluation and consistency tables still come out in
-  dataset order (an analysis's per-sample profiles come in rank order there).
+  ranks' batches); evaluation and consistency tables and an analysis's
+  per-sample profiles still come out in dataset order.
 
 Every batch keeps the composition and dataset position it has in a single
 process, so no sample is seen twice or dropped, however uneven the split. At

@@ -41,6 +41,31 @@ def _profile_parts(parts: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Ten
     return contributions, labels, predictions, ids
 
 
+def _merged_profiles(
+    first: tuple[Tensor, Tensor, Tensor, Tensor], second: tuple[Tensor, Tensor, Tensor, Tensor], offset: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Two parts' profiles in dataset order: by their ids when these are disjoint (shards of one pass,
+    e.g. batch ``i`` of an iterable on rank ``i % world``), else the second after the first (separate passes)."""
+    if bool(torch.isin(second[3], first[3]).any()):
+        second = (*second[:3], second[3] + offset)
+    parts = [torch.cat(pair) for pair in zip(first, second)]
+    order = torch.argsort(parts[3], stable=True)
+    return _profile_parts([part[order] for part in parts])
+
+
+def _chunks_with_ids(
+    chunks: Sequence[Sequence[Tensor]], gathered: tuple[Tensor, ...] | None
+) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Profile chunks of a saved state; chunks saved without ids (camscope 0.1) count on from the gathered ones."""
+    restored: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    count = 0 if gathered is None else gathered[3].numel()
+    for chunk in chunks:
+        ids = chunk[3].clone() if len(chunk) > 3 else torch.arange(count, count + chunk[1].numel())
+        restored.append((chunk[0].clone(), chunk[1].clone(), chunk[2].clone(), ids))
+        count += chunk[1].numel()
+    return restored
+
+
 class Analysis:
     """What one pass of :func:`analyze` collected; merges, saves and loads exactly.
 
@@ -98,13 +123,17 @@ class Analysis:
         self.correct = torch.tensor(0, dtype=torch.int64, device=device)
         self.stand_ins = torch.tensor(0, dtype=torch.int64, device=device)
         self.keep_profiles = profiles
-        self._profile_chunks: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._profile_chunks: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         self._profiles: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     # -- accumulation -----------------------------------------------------------------
 
-    def update(self, result: BatchResult) -> None:
-        """Add one batch: its raw maps to the sketches and moments, its contributions to the matrices."""
+    def update(self, result: BatchResult, start: int | None = None) -> None:
+        """Add one batch: its raw maps to the sketches and moments, its contributions to the matrices.
+
+        ``start`` is the dataset position of the batch's first sample (the profiles' ids;
+        default: counted on from the samples added so far).
+        """
         raw = result.raw
         self.values.update(raw)
         flat = raw.flatten(1)
@@ -120,8 +149,10 @@ class Analysis:
             self.im_sum.index_add_(1, classes, result.contributions.to(torch.float64).T)
             self.class_counts.index_add_(0, classes, torch.ones_like(classes))
             if self.keep_profiles:
+                first = self.n_samples if start is None else start
+                ids = torch.arange(first, first + raw.shape[0])
                 self._profile_chunks.append(
-                    (result.contributions.float().cpu(), result.labels.cpu(), result.predictions.cpu())
+                    (result.contributions.float().cpu(), result.labels.cpu(), result.predictions.cpu(), ids)
                 )
         if result.all_sum is not None and self.im_all_sum is not None:
             self.im_all_sum += result.all_sum
@@ -130,9 +161,7 @@ class Analysis:
     def finish(self) -> Analysis:
         """End the pass: gather the profiles and check that the maps were finite; returns ``self``."""
         if self._profile_chunks:
-            contributions, labels, predictions = (torch.cat(parts) for parts in zip(*self._profile_chunks))
-            start = 0 if self._profiles is None else self._profiles[3].numel()
-            profiles = (contributions, labels, predictions, torch.arange(start, start + len(labels)))
+            profiles = _profile_parts([torch.cat(parts) for parts in zip(*self._profile_chunks)])
             if self._profiles is not None:  # a pass resumed from a state dict continues the profiles
                 profiles = _profile_parts([torch.cat(pair) for pair in zip(self._profiles, profiles)])
             self._profiles = profiles
@@ -408,10 +437,7 @@ class Analysis:
         for name in ("labelled", "correct", "stand_ins"):
             setattr(merged, name, getattr(self, name).cpu() + getattr(other, name).cpu())
         if self._profiles is not None and other._profiles is not None:
-            parts = list(zip(self._profiles, other._profiles))
-            contributions, labels, predictions = (torch.cat(pair) for pair in parts[:3])
-            ids = torch.cat([self._profiles[3], other._profiles[3] + self.n_samples])
-            merged._profiles = (contributions, labels, predictions, ids)
+            merged._profiles = _merged_profiles(self._profiles, other._profiles, self.n_samples)
         return merged
 
     def state_dict(self) -> dict[str, Any]:
@@ -462,7 +488,7 @@ class Analysis:
             self.im_all_sum = None if state["im_all_sum"] is None else state["im_all_sum"].clone()
             profiles = state["profiles"]
             self._profiles = None if profiles is None else _profile_parts([t.clone() for t in profiles])
-            self._profile_chunks = [(a.clone(), b.clone(), c.clone()) for a, b, c in state["profile_chunks"]]
+            self._profile_chunks = _chunks_with_ids(state["profile_chunks"], self._profiles)
             check_tensors(self)
         except KeyError as error:
             raise CamscopeError(f"an incomplete analysis state (missing {error})") from error

@@ -122,7 +122,7 @@ def _collect(
                 info={"spatial": list(result.raw.shape[1:]), "input": list(inputs.shape[1:])},
                 **settings,
             )
-        analysis.update(result)
+        analysis.update(result, start=batch.start)
     return analysis
 
 
