@@ -112,7 +112,9 @@ def _pair(item: Any) -> tuple[Tensor, Tensor]:
     raise CamscopeError(f"dataset items must be (inputs, labels) pairs or input tensors, got {type(item).__name__}")
 
 
-def _indexed(data: Any, batch_size: int, first: int, stop: int, workers: int) -> Iterator[tuple[int, Any]]:
+def _indexed(
+    data: Any, batch_size: int, first: int, stop: int, workers: int, pin_memory: bool = False
+) -> Iterator[tuple[int, Any]]:
     """Batches ``first..stop-1`` of a dataset of known size, each with its index (only those samples are loaded)."""
     if isinstance(data, Tensor):
         for index in range(first, stop):
@@ -139,7 +141,7 @@ def _indexed(data: Any, batch_size: int, first: int, stop: int, workers: int) ->
         plan = [list(range(i * batch_size, min((i + 1) * batch_size, total))) for i in range(first, stop)]
         if not plan:
             return
-        loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers)
+        loader = DataLoader(dataset, batch_sampler=plan, num_workers=workers, pin_memory=pin_memory)
     iterator = iter(loader)
     for index in range(first, stop):
         try:
@@ -181,6 +183,7 @@ def shard_batches(
     shard: Shard | None = None,
     skip: int = 0,
     workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterator[SourceBatch]:
     """This rank's batches of ``data`` (on the CPU or where the loader puts them), after its first ``skip`` ones.
 
@@ -191,13 +194,14 @@ def shard_batches(
     list of batches and a DataLoader that batches a map-style dataset in order
     (no shuffling, its own batch size and workers) are split the same way, and
     only the rank's batches are loaded; any other iterable's batch ``i`` goes to
-    rank ``i % world`` (every rank iterates it).
+    rank ``i % world`` (every rank iterates it). ``pin_memory`` pins the batches
+    that camscope's own loader makes (for non-blocking copies to a GPU).
     """
     shard = shard or Shard()
     count = sample_count(data)
     if count is not None:
         first, stop = shard.batch_range(math.ceil(count / batch_size))
-        for index, item in _indexed(data, batch_size, first + skip, stop, workers):
+        for index, item in _indexed(data, batch_size, first + skip, stop, workers, pin_memory):
             inputs, labels = _pair(item)
             yield SourceBatch(index, index * batch_size, inputs, labels)
         return

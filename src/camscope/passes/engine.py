@@ -344,10 +344,12 @@ class DatasetPass:
         ):
             if self._skip:
                 bar.advance(min(self._skip * world, total or self._skip * world))
+            pinned = self.device.type == "cuda"  # page-locked host batches copy to the GPU asynchronously
             for source in shard_batches(
-                self.data, self.batch_size, shard=self.shard, skip=self._skip, workers=self.workers
+                self.data, self.batch_size, shard=self.shard, skip=self._skip, workers=self.workers, pin_memory=pinned
             ):
-                inputs, labels = source.inputs.to(self.device), source.labels.to(self.device)
+                inputs = source.inputs.to(self.device, non_blocking=pinned)
+                labels = source.labels.to(self.device, non_blocking=pinned)
                 yield Batch(inputs, labels, source.index, source.start)
                 self.batches_seen += 1
                 self.samples_seen += inputs.shape[0]
