@@ -450,9 +450,7 @@ class Workbench:
         if key not in self.data_banks:
             root = self.images.data
             dataset = ImageFolderData(root, transform=ImageTransform(self.size, model.config), size=self.size)
-            dataset.samples = [(path, label) for path, label in dataset.samples if _inside(path, root)]
-            if not dataset.samples:
-                raise CamscopeError(f"no images inside {root}")
+            _keep_inside(dataset, root)
             self.data_banks[key] = camscope.ReferenceBank.build(
                 model.network,
                 dataset,
@@ -539,6 +537,19 @@ class Workbench:
             ),
             extra=extra,
         )
+
+
+def _keep_inside(dataset: Any, root: Any) -> None:
+    """Drop the samples (and classes) of an image folder dataset whose files resolve outside ``root``."""
+    samples = [(path, label) for path, label in dataset.samples if _inside(path, root)]
+    if not samples:
+        raise CamscopeError(f"no images inside {root}")
+    if dataset.class_names:
+        used = sorted({label for _, label in samples})
+        renumber = {old: new for new, old in enumerate(used)}
+        dataset.class_names = [dataset.class_names[old] for old in used]
+        samples = [(path, renumber[label]) for path, label in samples]
+    dataset.samples = samples
 
 
 def _inside(path: Any, root: Any) -> bool:
