@@ -66,20 +66,40 @@ async function init() {
   bindControls();
 }
 
+const GROUPS = [
+  ["Gradient", (m) => ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "smoothgradcampp"].includes(m)],
+  ["Comparisons", (m) => m.startsWith("finer-") || m === "diffcam"],
+  ["Perturbation (slow)", (m) => ["scorecam", "sscam", "iscam", "ablationcam"].includes(m)],
+  ["Projection", (m) => m.startsWith("eigen")],
+  ["Other", () => true],
+];
+
 function renderMethods(methods) {
   const box = $("methods");
-  for (const name of methods) {
-    const label = document.createElement("label");
-    const input = document.createElement("input");
-    input.type = "checkbox";
-    input.id = "method-" + name;
-    input.value = name;
-    input.checked = name === "gradcam";
-    input.addEventListener("change", schedule);
-    label.appendChild(input);
-    label.appendChild(document.createTextNode(name + (SLOW.has(name) ? " (slow)" : "")));
-    if (SLOW.has(name)) label.classList.add("slow");
-    box.appendChild(label);
+  const left = [...methods];
+  for (const [title, member] of GROUPS) {
+    const chosen = left.filter(member);
+    if (!chosen.length) continue;
+    for (const name of chosen) left.splice(left.indexOf(name), 1);
+    const heading = document.createElement("div");
+    heading.className = "group";
+    heading.textContent = title;
+    box.appendChild(heading);
+    const order = ["gradcam", "finer-gradcam", "diffcam"];
+    chosen.sort((a, b) => (order.includes(b) - order.includes(a)) || (order.indexOf(a) - order.indexOf(b)) || a.localeCompare(b));
+    for (const name of chosen) {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.id = "method-" + name;
+      input.value = name;
+      input.checked = name === "gradcam";
+      input.addEventListener("change", schedule);
+      label.appendChild(input);
+      label.appendChild(document.createTextNode(name + (SLOW.has(name) ? " (slow)" : "")));
+      if (SLOW.has(name)) label.classList.add("slow");
+      box.appendChild(label);
+    }
   }
 }
 
@@ -111,7 +131,7 @@ function bindControls() {
   $("data-image").addEventListener("change", () => { if ($("data-image").value) selectImage($("data-image").value, $("data-image").value.slice(5)); });
   $("upload").addEventListener("change", upload);
   $("explain").addEventListener("click", explain);
-  $("cancel").addEventListener("click", cancel);
+  $("cancel").addEventListener("click", async () => { await cancel(); busy(false); show($("error"), "cancelled"); });
   updateDiffcamBoxes();
 }
 
@@ -141,6 +161,7 @@ async function upload() {
 
 async function selectImage(ref, label) {
   state.image = ref;
+  if (!ref.startsWith("upload:")) show($("upload-error"), "");
   for (const button of document.querySelectorAll(".photos button")) button.classList.toggle("selected", button.dataset.ref === ref);
   $("input-image").src = "/api/image?ref=" + encodeURIComponent(ref) + "&max_side=448";
   $("input-caption").textContent = label;
@@ -208,8 +229,13 @@ function renderVersus() {
   }
 }
 
+function busy(flag) {
+  document.body.dataset.busy = flag ? "1" : "0";
+}
+
 function schedule() {
   if (!state.image) return;
+  busy(true);
   clearTimeout(state.timer);
   state.timer = setTimeout(explain, 250);
 }
@@ -231,6 +257,7 @@ function request() {
 async function explain() {
   clearTimeout(state.timer);
   if (!state.image) { show($("error"), "Choose an image first."); return; }
+  busy(true);
   if (state.job) await cancel();
   show($("error"), "");
   try {
@@ -238,12 +265,14 @@ async function explain() {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request()),
     });
     state.job = started.job;
+    $("status").dataset.job = started.job;
     $("status").hidden = false;
     $("status-text").textContent = "queued";
     $("progress").removeAttribute("value");
     poll(started.job);
   } catch (error) {
     show($("error"), error.message);
+    busy(false);
   }
 }
 
@@ -263,6 +292,7 @@ async function poll(job) {
     status = await api("/api/jobs/" + job);
   } catch (error) {
     show($("error"), error.message);
+    busy(false);
     return;
   }
   if (state.job !== job) return;
@@ -280,6 +310,7 @@ async function poll(job) {
   }
   state.job = null;
   $("status").hidden = true;
+  busy(false);
   if (status.status === "done") render(job, status.result);
   else if (status.status === "failed") show($("error"), status.error);
   else show($("error"), "cancelled");
@@ -371,4 +402,5 @@ function chart(title, rows) {
   return box;
 }
 
+busy(false);
 init().catch((error) => show($("error"), error.message));
