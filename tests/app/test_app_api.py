@@ -205,7 +205,9 @@ def test_a_bad_upload_gets_a_clear_error_and_a_good_one_is_explained(client, mod
     text = client.post("/api/upload", files={"file": ("notes.png", b"just some text\n", "image/png")})
     assert text.status_code == 400 and "not an image" in text.json()["error"]
     big = client.post("/api/upload", files={"file": ("big.png", b"\0" * 300_000, "image/png")})
-    assert big.status_code == 400 and "limit" in big.json()["error"]
+    assert big.status_code == 413 and "limit" in big.json()["error"]  # refused before its body is read
+    just_over = client.post("/api/upload", files={"file": ("over.png", b"\0" * 200_001, "image/png")})
+    assert just_over.status_code == 400 and "limit" in just_over.json()["error"]
     truncated = client.post(
         "/api/upload", files={"file": ("cut.png", _png(sample_image("coffee"))[:2000], "image/png")}
     )

@@ -147,8 +147,12 @@ class JobQueue:
             raise CamscopeError(f"{kind} did not finish within {timeout:g} s (the worker is busy): try again")
         raise CamscopeError(job.error or f"{kind} was cancelled")
 
-    def close(self) -> None:
-        """Stop the worker after the jobs already queued."""
+    def close(self, cancel: bool = False) -> None:
+        """Stop the worker after the jobs already queued (``cancel``: cancel them, and the running one, first)."""
+        if cancel:
+            with self._lock:
+                for job in self.jobs.values():
+                    job.cancel_requested.set()
         self._queue.put(None)
         self._thread.join(timeout=30)
 

@@ -58,6 +58,17 @@ def create_app(workbench: Workbench, queue: JobQueue | None = None) -> FastAPI:
     static = resources.files("camscope.app") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
+    @app.middleware("http")
+    async def upload_limit(request: Request, call_next: Any) -> Any:
+        """Refuse an upload whose declared size is over the limit before its body is read."""
+        if request.url.path == "/api/upload":
+            declared = request.headers.get("content-length", "")
+            limit = workbench.images.max_upload_bytes
+            if declared.isdigit() and int(declared) > limit + 65536:
+                message = f"the upload is {int(declared) / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB: choose a smaller image"
+                return JSONResponse({"error": message}, status_code=413)
+        return await call_next(request)
+
     @app.exception_handler(CamscopeError)
     def user_mistake(request: Request, error: CamscopeError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=400)
@@ -205,4 +216,4 @@ def run_server(app: FastAPI, sock: socket.socket) -> None:
     try:
         server.run(sockets=[sock])
     finally:
-        app.state.queue.close()
+        app.state.queue.close(cancel=True)

@@ -170,6 +170,7 @@ async function selectImage(ref, label) {
 
 async function predict() {
   show($("error"), "");
+  if (state.job) await cancel();  // a new image: the running job's maps are no longer wanted
   try {
     const result = await api("/api/predict", {
       method: "POST", headers: { "Content-Type": "application/json" },
