@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import camscope
 from camscope.models import data_config, imagenet_classes, load_image, load_model, sample_image
@@ -55,9 +56,13 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _chromium()
+    data = tmp_path_factory.mktemp("explorer-data")
+    for folder, name in [("cats", "chelsea"), ("cats", "astronaut"), ("cups", "coffee"), ("cups", "rocket")]:
+        (data / folder).mkdir(exist_ok=True)
+        Image.fromarray(sample_image(name)).resize((128, 96)).save(data / folder / f"{name}.png")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "camscope", "serve", "--port", "0"],
+        [sys.executable, "-m", "camscope", "serve", "--port", "0", "--data", str(data)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -186,6 +191,25 @@ def test_a_text_file_named_png_shows_an_error_in_the_page(page):
     error.wait_for(state="visible")
     assert "not an image" in error.inner_text()
     _shot(page, "bad-upload")
+
+
+def test_an_image_of_the_data_folder_and_diffcam_against_one_of_its_classes(page):
+    page.select_option("#data-image", "data:cups/coffee.png")
+    page.wait_for_function("() => document.getElementById('input-caption').textContent === 'cups/coffee.png'")
+    page.wait_for_function("() => document.querySelector('#predictions li')?.textContent.includes('espresso')")
+    page.check("#method-diffcam")
+    page.select_option("#diffcam-source", "data")
+    page.select_option("#diffcam-group", "class")
+    assert page.locator("#diffcam-class option").all_inner_texts() == ["cats", "cups"]
+    page.select_option("#diffcam-class", "cats")
+    page.wait_for_function(
+        "() => (document.querySelector('.panel[data-key=\"diffcam\"] .caption') || {}).textContent?.includes('class:cats (data folder)')"
+    )
+    _settled(page)
+    _shot(page, "data-folder-diffcam")
+    page.select_option("#diffcam-source", "photos")
+    page.uncheck("#method-diffcam")
+    _settled(page)
 
 
 def test_a_slow_method_shows_progress_and_can_be_cancelled(page, server):

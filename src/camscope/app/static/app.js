@@ -4,7 +4,7 @@
 const SLOW = new Set(["scorecam", "sscam", "iscam", "ablationcam", "finer-scorecam", "smoothgradcampp"]);
 const state = {
   image: null, model: null, predictions: [], target: null, versus: [], job: null, timer: null,
-  info: null, pollDelay: 250,
+  info: null, pollDelay: 250, dataClasses: [],
 };
 const $ = (id) => document.getElementById(id);
 
@@ -40,7 +40,6 @@ async function init() {
   renderMethods(info.methods);
   if (info.bank) {
     option($("diffcam-source"), "bank", "the reference bank (" + info.bank.samples + " samples)", true);
-    for (const name of info.bank.classes) option($("diffcam-class"), name, name);
   }
   if (info.data) option($("diffcam-source"), "data", "the data folder (a bank is built once)", !info.bank);
   if (info.analysis) {
@@ -58,6 +57,8 @@ async function init() {
     button.addEventListener("click", () => selectImage("photo:" + name, name));
     $("photos").appendChild(button);
   }
+  // The classes of a bank of the data folder are its sub-folders.
+  state.dataClasses = [...new Set(listing.data.filter((path) => path.includes("/")).map((path) => path.split("/")[0]))];
   if (listing.data.length) {
     $("data-box").hidden = false;
     for (const path of listing.data) option($("data-image"), "data:" + path, path);
@@ -137,7 +138,15 @@ function bindControls() {
 
 function updateDiffcamBoxes() {
   const group = $("diffcam-group").value;
-  const photos = $("diffcam-source").value === "photos";
+  const source = $("diffcam-source").value;
+  const photos = source === "photos";
+  const classes = source === "bank" ? state.info.bank.classes : (source === "data" ? state.dataClasses : []);
+  const box = $("diffcam-class");
+  if (box.dataset.source !== source) {
+    box.dataset.source = source;
+    box.innerHTML = "";
+    for (const name of classes) option(box, name, name);
+  }
   $("diffcam-group").disabled = photos;
   $("diffcam-k-box").hidden = photos || group !== "knn";
   $("diffcam-class-box").hidden = photos || group !== "class";
@@ -201,11 +210,6 @@ function renderPredictions() {
     item.classList.toggle("explained", p.class === state.target);
     item.addEventListener("click", () => setTarget(p.class));
     list.appendChild(item);
-  }
-  const box = $("diffcam-class");
-  if (!state.info.bank) {
-    box.innerHTML = "";
-    for (const p of state.predictions) option(box, p.name, p.name);
   }
 }
 
