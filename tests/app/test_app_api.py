@@ -318,3 +318,48 @@ def test_an_s_cam_panel_uses_the_analysis_scale_and_lists_principal_features(fol
         assert panel["principal_features"][0]["feature"] == int(column.argmax())
         assert panel["principal_features"][0]["share"] == pytest.approx(float(column.max() / column.clamp(min=0).sum()))
     app.state.queue.close()
+
+
+def test_a_preloaded_bank_gives_diffcam_its_groups(folders, model, tmp_path):
+    dataset = ImageFolderData(folders[0] / "b", transform=ImageTransform(SIZE, data_config(model)), size=SIZE)
+    labelled = [(x, torch.tensor([i % 3])) for i, (x, _) in enumerate(dataset.batches(1))]
+    bank = camscope.ReferenceBank.build(model, labelled * 2, progress=False)
+    workbench = Workbench({"tiny": model}, bank=bank, size=SIZE)
+    app = create_app(workbench)
+    with TestClient(app) as client:
+        info = client.get("/api/models").json()["bank"]
+        assert info["samples"] == 6 and info["layer"] == bank.layer and len(info["classes"]) == 3
+        state = _explain(client, methods=["diffcam"], source="bank", reference="knn:1")
+        assert state["status"] == "done", state
+        expected = camscope.explain(model, _inputs(model), method="diffcam", bank=bank, reference="knn:1")
+        torch.testing.assert_close(_npy(client, state["id"], "diffcam"), expected.maps[0])
+        assert state["result"]["panels"][0]["caption"] == "vs knn:1 (bank)"
+    app.state.queue.close()
+
+
+def test_a_model_with_random_weights_is_offered_with_a_note_and_its_layers():
+    workbench = Workbench({"torchvision:resnet18": "torchvision:resnet18"}, weights={"torchvision:resnet18": None})
+    app = create_app(workbench)
+    with TestClient(app) as client:
+        (entry,) = client.get("/api/models").json()["models"]
+        assert entry["weights"] == "random" and "not a trained model" in entry["note"]
+        layers = client.get("/api/layers", params={"model": "torchvision:resnet18"}).json()
+        assert layers["default"] == "layer4" and "layer4" in [layer["name"] for layer in layers["layers"]]
+    app.state.queue.close()
+
+
+def test_closing_the_queue_with_cancel_stops_the_running_job():
+    queue = JobQueue()
+    started = threading.Event()
+
+    def long(job):
+        started.set()
+        while True:
+            job.check()
+            time.sleep(0.01)
+
+    job = queue.submit("long", long)
+    waiting = queue.submit("next", lambda job: 1)
+    assert started.wait(30)
+    queue.close(cancel=True)
+    assert job.status == "cancelled" and waiting.status == "cancelled"
