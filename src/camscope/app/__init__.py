@@ -8,6 +8,7 @@ it) and uses camscope's public API:
   cancellation;
 * :mod:`camscope.app.images`: the bundled photos, an allowed data folder (no path outside it is
   read) and uploads (size limit, decoded safely by Pillow);
+* :mod:`camscope.app.schema`: the page's explanation requests and their results (one panel per map);
 * :mod:`camscope.app.workbench`: layers, top-5 predictions and the maps of a request
   (Grad-CAM family, Finer-CAM, DiffCAM against a reference group, S-CAMs of an analysis);
 * :mod:`camscope.app.downloads`: overlays as PNG, maps as ``.npy`` and safetensors, settings as JSON;

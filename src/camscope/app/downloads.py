@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from camscope.app.workbench import ExplainResult, Panel
+from camscope.app.schema import ExplainResult, Panel
 
 __all__ = ["npy_bytes", "overlay_png", "png_bytes", "safetensors_bytes", "settings_json"]
 

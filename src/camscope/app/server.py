@@ -36,7 +36,8 @@ from fastapi.staticfiles import StaticFiles
 
 from camscope.app.downloads import npy_bytes, overlay_png, png_bytes, safetensors_bytes, settings_json
 from camscope.app.jobs import JobQueue
-from camscope.app.workbench import ExplainRequest, ExplainResult, Workbench
+from camscope.app.schema import ExplainRequest, ExplainResult
+from camscope.app.workbench import Workbench
 from camscope.errors import CamscopeError
 
 __all__ = ["bind_socket", "create_app", "run_server"]
