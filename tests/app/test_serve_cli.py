@@ -35,6 +35,7 @@ def test_model_specs_name_their_weights(tmp_path):
     assert main(["serve", "--data", str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.slow
 def test_serve_prints_its_url_and_answers(tmp_path):
     pytest.importorskip("fastapi", reason="the app extra is not installed: pip install 'camscope[app]'")
     httpx = pytest.importorskip("httpx", reason="httpx is not installed")
