@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Modules whose docstring examples run as doctests in `make test` (fast: tiny models, no data).
 DOCTEST ?= src/camscope/__init__.py src/camscope/engine src/camscope/targets src/camscope/passes \
-	src/camscope/progress.py src/camscope/errors.py src/camscope/io.py src/camscope/viz/figures.py
+	src/camscope/progress.py src/camscope/errors.py src/camscope/io.py src/camscope/viz/figures.py \
+	src/camscope/viz/overview.py src/camscope/app/jobs.py src/camscope/app/images.py src/camscope/app/workbench.py src/camscope/app/schema.py \
+	src/camscope/app/downloads.py src/camscope/cli/serve.py
 LINTED := src tests benchmarks scripts
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench chromium
 
 $(BIN)/camscope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +34,16 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest --doctest-modules $(DOCTEST)
 	$(BIN)/python -m pytest
+
+# The browser of the explorer's browser tests (tests/app/test_explorer_browser.py): Debian's chromium,
+# installed with apt-get when /usr/bin/chromium is missing. Never fails: without it those tests skip and say why.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: /usr/bin/chromium"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=""; if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi; \
+		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) \
+			|| echo "chromium could not be installed: the browser tests will be skipped"; \
+	else echo "no apt-get: chromium not installed, the browser tests will be skipped"; fi
 
 bench: install
 	$(BIN)/python benchmarks/speed.py

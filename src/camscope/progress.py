@@ -1,13 +1,53 @@
-"""One progress bar for every long loop: dataset passes and the perturbation methods' extra passes."""
+"""One progress bar for every long loop: dataset passes and the perturbation methods' extra passes.
+
+Besides drawing a bar on a terminal, every :class:`ProgressBar` reports its steps to the
+observer installed with :func:`observe_progress` in the current thread (or asyncio task), so
+that an application (``camscope serve``) can show the progress of a long call and cancel it: an
+observer that raises stops the loop at its next step (the bar is closed and the hooks of the
+call are removed as on any error).
+"""
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "ProgressObserver", "observe_progress"]
+
+#: Called as ``observer(description, done, total)`` after every step of every bar.
+ProgressObserver = Callable[[str, int, "int | None"], None]
+
+_OBSERVER: contextvars.ContextVar[ProgressObserver | None] = contextvars.ContextVar("camscope_progress", default=None)
+
+
+@contextmanager
+def observe_progress(observer: ProgressObserver) -> Iterator[None]:
+    """Report the steps of every :class:`ProgressBar` advanced in this context to ``observer``.
+
+    The observer is called as ``observer(description, done, total)`` after each step, in
+    the thread that advances the bar; it may raise (for example to cancel a job): the
+    exception leaves the loop that advanced the bar. Observers do not nest: the inner one
+    replaces the outer one until it exits.
+
+    Example:
+        >>> seen = []
+        >>> with observe_progress(lambda text, done, total: seen.append((done, total))):
+        ...     with ProgressBar(2, "work", enabled=False) as bar:
+        ...         bar.advance()
+        ...         bar.advance()
+        >>> seen
+        [(1, 2), (2, 2)]
+    """
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 
 
 class ProgressBar:
@@ -40,8 +80,11 @@ class ProgressBar:
         self._task: Any = None
 
     def advance(self, steps: int = 1) -> None:
-        """Count ``steps`` more steps done."""
+        """Count ``steps`` more steps done (and tell the observer of :func:`observe_progress`, if any)."""
         self.done += steps
+        observer = _OBSERVER.get()
+        if observer is not None:
+            observer(self.description, self.done, self.total)
         if not self.enabled:
             return
         if self._bar is None:

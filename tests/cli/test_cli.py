@@ -96,7 +96,8 @@ def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
     files = sorted(p.name for p in tmp_path.glob("*.png"))
     methods = "cam+gradcam+gradcampp+xgradcam+layercam+hirescam+smoothgradcampp"
     photos = ["astronaut", "chelsea", "coffee", "grace_hopper", "motorcycle", "rocket"]
-    assert files == sorted([f"{name}.png__{methods}.png" for name in photos] + [f"overview__{methods}.png"])
+    expected = [f"{name}.png__{methods}.png" for name in photos] + [f"overview__{methods}.png", "overview.png"]
+    assert files == sorted(expected)
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(
         ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"]
     )

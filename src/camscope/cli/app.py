@@ -9,6 +9,7 @@ its parameters); :func:`build_app` adds them in the order ``camscope --help`` li
 * :mod:`camscope.cli.analyze`: ``analyze`` (integrated feature analysis);
 * :mod:`camscope.cli.evaluate`: ``evaluate``;
 * :mod:`camscope.cli.reproduce`: ``reproduce``;
+* :mod:`camscope.cli.serve`: ``serve`` (the explorer in the browser);
 * :mod:`camscope.cli.bank`: the ``bank`` group (DiffCAM reference banks).
 
 Example:
@@ -29,6 +30,7 @@ from camscope.cli.evaluate import evaluate_command
 from camscope.cli.explain import explain, layers, methods
 from camscope.cli.finer import prompts, similarity
 from camscope.cli.reproduce import reproduce_command
+from camscope.cli.serve import serve
 
 __all__ = ["app", "build_app", "main"]
 
@@ -69,6 +71,7 @@ def build_app() -> typer.Typer:
     app.command("analyze")(analyze_command)
     app.command("evaluate")(evaluate_command)
     app.command("reproduce")(reproduce_command)
+    app.command("serve")(serve)
     app.add_typer(bank_app, name="bank")
     return app
 

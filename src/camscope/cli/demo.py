@@ -1,4 +1,9 @@
-"""``camscope demo``: explain the bundled photos with the default model and every gradient method."""
+"""``camscope demo``: the bundled photos explained by the default model: the comparisons first, then the classic family.
+
+``overview.png`` shows, per photo, Grad-CAM, Finer-CAM against the model's next classes, DiffCAM
+against the other photos and an S-CAM on a scale fitted over the photos (integrated feature
+analysis of the six photos); ``overview__METHODS.png`` the classic family side by side.
+"""
 
 from __future__ import annotations
 
@@ -11,34 +16,37 @@ import typer
 
 from camscope.cli.outputs import OverwriteOption
 
-__all__ = ["DEMO_METHODS", "demo", "run_demo"]
+__all__ = ["DEMO_METHODS", "comparison_columns", "demo", "run_demo"]
 
 #: The methods shown side by side.
 DEMO_METHODS = ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "smoothgradcampp")
 
 
 def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite: bool = False) -> list[Path]:
-    """Explain every bundled photo; write one figure per photo, an overview figure, and the photos.
+    """Explain every bundled photo; write one figure per photo, two overview figures, and the photos.
 
     The photos go to ``out/photos/NAME.png`` as they ship (full resolution), so that
     the README's examples have real files to work on; the figures are named like those of
-    ``camscope explain`` on those photos (``NAME.png__cam+gradcam+....png``), the overview
-    ``overview__cam+gradcam+....png``. Existing files are replaced only with ``overwrite``.
+    ``camscope explain`` on those photos (``NAME.png__cam+gradcam+....png``), the classic
+    family's overview ``overview__cam+gradcam+....png`` and the comparisons' overview
+    ``overview.png`` (:func:`comparison_columns`). Existing files are replaced only with ``overwrite``.
 
     Returns:
-        The written files, the overview last.
+        The written files, the comparisons' overview last.
     """
     import camscope
     from camscope.cli.outputs import claim_outputs, output_name
     from camscope.models import imagenet_classes, load_image, load_model, sample_images
     from camscope.viz.figures import explanation_figure, save_figure, save_image
+    from camscope.viz.overview import overview_grid
 
     out = Path(out)
     photos = sample_images()
     photo_files = {name: out / "photos" / f"{name}.png" for name in photos}
     figure_files = {name: out / output_name(f"{name}.png", list(methods)) for name in photos}
     overview_file = out / output_name("overview", list(methods))
-    claim_outputs([*photo_files.values(), *figure_files.values(), overview_file], overwrite)
+    comparison_file = out / "overview.png"
+    claim_outputs([*photo_files.values(), *figure_files.values(), overview_file, comparison_file], overwrite)
     model = load_model()
     loaded = {name: load_image(array) for name, array in photos.items()}
     batch = torch.cat([tensor for tensor, _ in loaded.values()])
@@ -69,7 +77,60 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
     rgbs = [rgb for _, rgb in loaded.values()]
     figure = overview_figure(rgbs, {m: explanations[m].maps for m in methods}, labels)
     written.append(save_figure(overview_file, figure, dpi=80))
+    columns = comparison_columns(model, batch, names)
+    figure = overview_grid(rgbs, columns, list(loaded))
+    written.append(save_figure(comparison_file, figure, dpi=80))
     return written
+
+
+def comparison_columns(model: torch.nn.Module, batch: torch.Tensor, names: list[str]) -> list[Any]:
+    """The comparisons of the overview, each cell captioned with what it explains.
+
+    * Grad-CAM of the predicted class (its probability);
+    * Finer-CAM (``finer-gradcam``, gamma 0.6) of the predicted class against the model's next three classes;
+    * DiffCAM of each photo against the other photos (one reference group per photo);
+    * S-CAM (Grad-CAM on the common ``tanh`` scale of an integrated feature analysis of the
+      photos themselves, the paper's 10th and 90th percentiles mapped to 0.1 and 0.9), signed.
+    """
+    import camscope
+    from camscope.viz.overview import OverviewColumn
+
+    gradcam = camscope.explain(model, batch, method="gradcam")
+    probabilities = gradcam.logits.softmax(dim=1)
+    predicted = gradcam.logits.argmax(dim=1)
+
+    def named(c: int, i: int) -> str:
+        return f"{names[c][:16]} {float(probabilities[i, c]) * 100:.0f}%"
+
+    finer = camscope.explain(model, batch, method="finer-gradcam")
+    target = finer.targets
+    references = target.references() if isinstance(target, camscope.Finer) else None
+    assert references is not None  # a finer-* method explains a Finer target
+    diffcam = torch.cat(
+        [
+            camscope.explain(
+                model, batch[i : i + 1], method="diffcam", reference=torch.cat([batch[:i], batch[i + 1 :]])
+            ).maps
+            for i in range(batch.shape[0])
+        ]
+    )
+    analysis = camscope.analyze(model, batch, method="gradcam", progress=False)
+    scaled = camscope.explain(model, batch, method="gradcam", scale=analysis)
+    rows = range(batch.shape[0])
+    return [
+        OverviewColumn("Grad-CAM\nof the predicted class", gradcam.maps, [named(int(predicted[i]), i) for i in rows]),
+        OverviewColumn(
+            "Finer-CAM\nvs the next classes",
+            finer.maps,
+            ["vs " + ", ".join(names[int(d)][:14] for d in references[i]) for i in rows],
+        ),
+        OverviewColumn(
+            "DiffCAM\nvs the other photos", diffcam, [f"vs the {batch.shape[0] - 1} other photos" for _ in rows]
+        ),
+        OverviewColumn(
+            "S-CAM\non the photos' scale", scaled.maps, [named(int(predicted[i]), i) for i in rows], signed=True
+        ),
+    ]
 
 
 def overview_figure(images: list[np.ndarray], maps: dict[str, torch.Tensor], row_labels: list[str]) -> Any:
@@ -97,9 +158,10 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Explain the bundled photos with the default model and every gradient method.
+    """Explain the bundled photos with the default model: the comparisons, then every gradient method.
 
-    Writes photos/NAME.png, NAME.png__METHODS.png (one figure per photo) and overview__METHODS.png.
+    Writes overview.png (Grad-CAM, Finer-CAM, DiffCAM and S-CAM per photo), overview__METHODS.png
+    (the classic family), NAME.png__METHODS.png (one figure per photo) and photos/NAME.png.
     """
     written = run_demo(out, overwrite=overwrite)
     typer.echo(f"camscope demo: wrote {len(written)} files (figures, overview, photos/) to {out.resolve()}")

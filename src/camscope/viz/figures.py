@@ -79,8 +79,8 @@ def map_colormap(signed: bool = False, cmap: str | None = None) -> tuple[Any, fl
     return matplotlib.colormaps[cmap or ("RdBu_r" if signed else "jet")], (-1.0 if signed else 0.0), 1.0
 
 
-def colorbar(figure: Figure, axes: Any, signed: bool = False, label: str | None = None) -> Any:
-    """A colour bar of the overlays' colormap next to ``axes`` (one axis or a list).
+def colorbar(figure: Figure, axes: Any, signed: bool = False, label: str | None = None, cax: Any = None) -> Any:
+    """A colour bar of the overlays' colormap next to ``axes`` (one axis or a list), or in the axis ``cax``.
 
     Signed maps (S-CAMs, raw maps) get the diverging colormap centred on 0, with its ends
     labelled as negative and positive evidence.
@@ -96,7 +96,10 @@ def colorbar(figure: Figure, axes: Any, signed: bool = False, label: str | None 
 
     colours, low, high = map_colormap(signed)
     mappable = ScalarMappable(norm=Normalize(low, high), cmap=colours)
-    bar = figure.colorbar(mappable, ax=axes, fraction=0.03, pad=0.02)
+    if cax is not None:
+        bar = figure.colorbar(mappable, cax=cax)
+    else:
+        bar = figure.colorbar(mappable, ax=axes, fraction=0.03, pad=0.02)
     if signed:
         bar.set_ticks([-1.0, 0.0, 1.0])
         bar.set_ticklabels(["-1 against", "0", "+1 for"])

@@ -1,0 +1,243 @@
+"""The explorer in a real browser: headless Chromium driven by Playwright, against ``camscope serve``.
+
+One server (the real command, ``python -m camscope serve --port 0``, default model) and one
+browser are shared by the module. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
+``CAMSCOPE_CHROMIUM``); without it or without Playwright for Python, every test here is skipped with
+the reason. Screenshots go to ``$CAMSCOPE_ARTIFACTS`` (default ``build/test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import camscope
+from camscope.models import data_config, imagenet_classes, load_image, load_model, sample_image
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("CAMSCOPE_ARTIFACTS", ROOT / "build" / "test-artifacts"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 120_000
+
+pytestmark = pytest.mark.slow
+
+
+def _chromium() -> str:
+    """The Chromium binary, or a skip that says what is missing."""
+    pytest.importorskip("fastapi", reason="the app extra is not installed: pip install 'camscope[app]'")
+    pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python is not installed: pip install 'camscope[test]'"
+    )
+    path = os.environ.get("CAMSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        pytest.skip(
+            f"no Chromium browser at {path}: install Debian's chromium (apt-get install chromium) to run the browser tests"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _chromium()
+    data = tmp_path_factory.mktemp("explorer-data")
+    for folder, name in [("cats", "chelsea"), ("cats", "astronaut"), ("cups", "coffee"), ("cups", "rocket")]:
+        (data / folder).mkdir(exist_ok=True)
+        Image.fromarray(sample_image(name)).resize((128, 96)).save(data / folder / f"{name}.png")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "camscope", "serve", "--port", "0", "--data", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("camscope explorer: "):
+        process.kill()
+        pytest.fail(f"camscope serve did not start: {line}{process.stdout.read()}")
+    yield line.split()[2]
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Exception as error:  # a browser that cannot start here (missing libraries)
+            pytest.skip(f"Chromium at {executable} does not start: {error}")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server)
+    page.wait_for_selector("#photo-chelsea img")
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"explorer-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _settled(page) -> None:
+    """Wait until no job is running and the panels' images are loaded."""
+    page.wait_for_function("() => document.body.dataset.busy === '0'")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.panel img.map')].every((img) => img.complete && img.naturalWidth > 0)"
+    )
+
+
+def _panel_job(page) -> str:
+    return page.eval_on_selector("#panels", "element => element.dataset.job")
+
+
+def test_pick_chelsea_shows_the_top5_and_a_grad_cam(page, model):
+    page.click("#photo-chelsea")
+    page.wait_for_selector("#predictions li:nth-child(5)")
+    _settled(page)
+    page.wait_for_selector('.panel[data-key="gradcam"] img.map')
+    items = page.locator("#predictions li").all_inner_texts()
+    x, _ = load_image(sample_image("chelsea"), config=data_config("efficientnet_lite0"))
+    with torch.no_grad():
+        top = model(x).softmax(dim=1)[0].topk(5)
+    names = imagenet_classes()
+    assert len(items) == 5
+    for item, p, c in zip(items, top.values, top.indices):
+        assert item.endswith(names[int(c)]) and item.startswith(f"{float(p) * 100:.1f}%")
+    assert "tiger cat" in page.inner_text('.panel[data-key="gradcam"] h3')
+    _shot(page, "chelsea-gradcam")
+
+
+def test_finer_cam_follows_gamma_and_its_download_equals_camscope_explain(page, model, server):
+    import httpx
+
+    page.check("#method-finer-gradcam")
+    _settled(page)
+    page.wait_for_selector('.panel[data-key="finer-gradcam"]')
+    page.locator("#gamma").fill("1.2")
+    page.wait_for_function(
+        "() => (document.querySelector('.panel[data-key=\"finer-gradcam\"] .caption') || {}).textContent?.includes('gamma 1.2')"
+    )
+    _settled(page)
+    assert page.locator(".panel").count() == 2
+    with page.expect_download() as event:
+        page.click('.panel[data-key="finer-gradcam"] a.download-npy')
+    downloaded = np.load(io.BytesIO(Path(event.value.path()).read_bytes()), allow_pickle=False)
+    settings = httpx.get(f"{server}api/download/{_panel_job(page)}/settings.json", timeout=30).json()["settings"]
+    predictions = page.locator("#predictions li").evaluate_all(
+        "items => items.map((item) => Number(item.dataset.class))"
+    )
+    assert settings["gamma"] == 1.2 and settings["target"] == predictions[0] and settings["versus"] == predictions[1:4]
+    x, _ = load_image(sample_image("chelsea"), config=data_config("efficientnet_lite0"))
+    expected = camscope.explain(
+        model, x, method="finer-gradcam", target=predictions[0], references=predictions[1:4], gamma=1.2
+    )
+    np.testing.assert_allclose(downloaded, expected.maps[0].numpy(), atol=1e-5)
+    _shot(page, "chelsea-finer-gamma")
+
+
+def test_clicking_a_class_explains_it(page):
+    second = page.locator("#predictions li").nth(1)
+    name = second.inner_text().split("%", 1)[1].strip()
+    second.click()
+    page.wait_for_function(
+        f"() => (document.querySelector('.panel[data-key=\"gradcam\"] h3') || {{}}).textContent?.includes({name!r})"
+    )
+    _settled(page)
+    assert "explained" in (second.get_attribute("class") or "")
+    page.locator("#predictions li").nth(0).click()
+    _settled(page)
+
+
+def test_a_text_file_named_png_shows_an_error_in_the_page(page):
+    page.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image\n"}])
+    error = page.locator("#upload-error")
+    error.wait_for(state="visible")
+    assert "not an image" in error.inner_text()
+    _shot(page, "bad-upload")
+
+
+def test_an_image_of_the_data_folder_and_diffcam_against_one_of_its_classes(page):
+    page.select_option("#data-image", "data:cups/coffee.png")
+    page.wait_for_function("() => document.getElementById('input-caption').textContent === 'cups/coffee.png'")
+    page.wait_for_function("() => document.querySelector('#predictions li')?.textContent.includes('espresso')")
+    page.check("#method-diffcam")
+    page.select_option("#diffcam-source", "data")
+    page.select_option("#diffcam-group", "class")
+    assert page.locator("#diffcam-class option").all_inner_texts() == ["cats", "cups"]
+    page.select_option("#diffcam-class", "cats")
+    page.wait_for_function(
+        "() => (document.querySelector('.panel[data-key=\"diffcam\"] .caption') || {}).textContent?.includes('class:cats (data folder)')"
+    )
+    _settled(page)
+    _shot(page, "data-folder-diffcam")
+    page.select_option("#diffcam-source", "photos")
+    page.uncheck("#method-diffcam")
+    _settled(page)
+
+
+def test_a_slow_method_shows_progress_and_can_be_cancelled(page, server):
+    import httpx
+
+    page.uncheck("#method-finer-gradcam")
+    page.uncheck("#method-gradcam")
+    page.check("#method-scorecam")
+    page.wait_for_function("() => document.getElementById('status-text').textContent.includes('masked passes')")
+    job = page.eval_on_selector("#status", "element => element.dataset.job")
+    _shot(page, "scorecam-progress")
+    page.click("#cancel")
+    deadline = time.monotonic() + 60
+    while (state := httpx.get(f"{server}api/jobs/{job}", timeout=30).json())["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["status"] == "cancelled" and state["progress"]["done"] < state["progress"]["total"]
+    page.uncheck("#method-scorecam")
+    page.check("#method-gradcam")
+    page.check("#method-finer-gradcam")
+    page.check("#method-diffcam")
+    page.click("#photo-chelsea")  # clears the upload's error message
+    page.wait_for_selector('.panel[data-key="diffcam"] img.map')
+    _settled(page)
+    assert page.locator("#upload-error").is_hidden()
+    assert [p.get_attribute("data-key") for p in page.locator(".panel").all()] == [
+        "gradcam",
+        "finer-gradcam",
+        "diffcam",
+    ]
+    _shot(page, "overview")
