@@ -55,6 +55,10 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
     ):
         assert heading in report
     assert "0.000" in report  # the same folder twice: no difference between the matrices
+    outliers = report.split("Outliers:")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(outliers) == 9 and all(
+        line.startswith("| `") and ".png` |" in line for line in outliers
+    )  # named by file
     assert "random weights" in report.splitlines()[0]
     # S- and FS-S-CAMs from the command line.
     image = data / "1" / "0.png"

@@ -182,7 +182,8 @@ def run_analysis(
         )
     if results:
         files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
-    report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
+    samples = _sample_names(data)
+    report = _report(analysis, other, results, names, present, fraction, busiest, title, files, samples)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
     summary = analysis.summary()
     summary["files"] = {key: str(path) for key, path in files.items()}
@@ -203,13 +204,14 @@ def _report(
     busiest: int,
     title: str,
     files: dict[str, Path],
+    samples: list[str] | None = None,
 ) -> str:
     """The Markdown report: distribution, scale, importance matrix, consistency, comparison and the files."""
     lines = _distribution_lines(analysis, title)
     if not present:
         lines += ["", f"Method {analysis.method} has no channel weights: no importance matrix.", ""]
     else:
-        lines += _importance_lines(analysis, names, present, fraction, busiest)
+        lines += _importance_lines(analysis, names, present, fraction, busiest, samples)
     if results:
         lines += _consistency_lines(results)
     if other is not None and present:
@@ -269,7 +271,23 @@ def _distribution_lines(analysis: Any, title: str) -> list[str]:
     return lines
 
 
-def _importance_lines(analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int) -> list[str]:
+def _sample_names(data: Any) -> list[str] | None:
+    """The file of each sample of an image folder (relative to the folder), for the report; None for other data."""
+    samples, root = getattr(data, "samples", None), getattr(data, "root", None)
+    if not isinstance(samples, list) or root is None:
+        return None
+    names = []
+    for path, _ in samples:
+        try:
+            names.append(str(Path(path).relative_to(root)))
+        except ValueError:
+            names.append(str(path))
+    return names
+
+
+def _importance_lines(
+    analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int, samples: list[str] | None
+) -> list[str]:
     """The importance matrix: principal features, redundancy, confounder candidates, outliers, one class's column."""
     lines: list[str] = []
     lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
@@ -317,14 +335,13 @@ def _importance_lines(analysis: Any, names: list[str], present: list[int], fract
         lines += [
             "Outliers: samples whose feature profile departs most from their class's column (cosine distance).",
             "",
-            "| sample | label | prediction | distance |",
-            "|---:|---|---|---:|",
+            "| file | label | prediction | distance |",
+            "|---|---|---|---:|",
         ]
         for item in analysis.outliers(10):
             label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
-            lines.append(
-                f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |"
-            )
+            sample = f"`{samples[item.index]}`" if samples and 0 <= item.index < len(samples) else f"#{item.index}"
+            lines.append(f"| {sample} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |")
         lines.append("")
     lines += [
         f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):",

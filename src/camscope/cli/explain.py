@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer
 from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.errors import CamscopeError
 
-__all__ = ["explain", "explain_output_stems", "layers", "methods"]
+__all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
 
 def methods(
@@ -45,14 +46,32 @@ def methods(
     from camscope.engine.method import available_methods, describe_options, method_class
 
     registry = available_methods()
-    chosen = {name: method_class(name)} if name is not None else registry
+    chosen = {method_class(name).name: method_class(name)} if name is not None else registry
     for method, cls in chosen.items():
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        typer.echo(f"{method:18s} {summary}")
+        typer.echo(f"{method:18s} {plain_text(summary)}")
         if not details:
             continue
         for option in describe_options(cls):
-            typer.echo(f"    {option.name:14s} {option.allowed}; default {option.default!r}. {option.doc}")
+            typer.echo(
+                f"    {option.name:14s} {plain_text(option.allowed)}; default {option.default!r}. {plain_text(option.doc)}"
+            )
+
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|obj|exc):`~?([^`]+)`")
+_PATH = re.compile(r",?\s*(?:see )?(?:src|docs|tests|scripts)/[\w./-]*\w")
+
+
+def plain_text(text: str) -> str:
+    """Docstring text for a terminal: no reStructuredText markup, no source paths.
+
+    Example:
+        >>> plain_text("Eigen-CAM of ``G * A`` (:class:`~camscope.methods.EigenCAM`, see src/camscope/methods/eigen.py)")
+        'Eigen-CAM of G * A (EigenCAM)'
+    """
+    text = _ROLE.sub(lambda match: match.group(1).rsplit(".", 1)[-1], str(text))
+    text = _PATH.sub("", text).replace("``", "").replace(" ()", "")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def layers(
@@ -275,7 +294,8 @@ def _save_maps(results: dict[str, Any], index: int, path: Path, model: str, file
     first = next(iter(results.values()))
     tensors = {f"{name}.raw": e.raw[index] for name, e in results.items()}
     tensors.update({f"{name}.maps": e.maps[index] for name, e in results.items()})
-    meta = {"image": str(path), "model": model, "layer": str(first.layer), "methods": list(results)}
+    layer = first.layer if isinstance(first.layer, str) else list(first.layer)
+    meta = {"image": str(path), "model": model, "layer": layer, "methods": list(results)}
     return save_tensors(file, tensors, meta, kind="maps")
 
 
