@@ -286,16 +286,12 @@ def checked_names_and_options(
     method_options: Mapping[str, Mapping[str, Any]] | None,
     metric_options: Mapping[str, Mapping[str, Any]] | None,
 ) -> tuple[list[str], list[str], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Checked method names, canonical metric names and the options of each."""
-    import camscope
+    """Canonical method and metric names (``GradCAM`` is ``gradcam``) and the options of each."""
+    from camscope.engine.method import canonical_method_name
 
-    method_names = [str(m) for m in methods]
+    method_names = list(dict.fromkeys(canonical_method_name(str(m)) for m in methods))
     if not method_names:
         raise CamscopeError("give at least one method")
-    available = camscope.available_methods()
-    for method in method_names:
-        if method not in available:
-            raise CamscopeError(f"unknown method {method!r}; available: {', '.join(available)}")
     metric_names = list(dict.fromkeys(_metric_name(m) for m in metrics))
     if not metric_names:
         raise CamscopeError("give at least one metric")
@@ -303,7 +299,7 @@ def checked_names_and_options(
     for name in by_metric:
         if name not in metric_names:
             raise CamscopeError(f"options were given for metric {name!r}, which is not evaluated")
-    by_method = {str(k): dict(v) for k, v in (method_options or {}).items()}
+    by_method = {canonical_method_name(str(k)): dict(v) for k, v in (method_options or {}).items()}
     for name in by_method:
         if name not in method_names:
             raise CamscopeError(f"options were given for method {name!r}, which is not evaluated")
