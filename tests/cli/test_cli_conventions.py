@@ -142,3 +142,18 @@ def test_reproduce_defaults_to_its_own_folder_not_docs():
 
     out = inspect.signature(reproduce_command).parameters["out"].default
     assert Path(out) == Path("camscope-out/reproduce")
+
+
+def test_evaluate_reports_progress_per_image_method_and_metric_off_a_terminal(folder, tmp_path, monkeypatch, capsys):
+    import camscope.progress as progress
+
+    clock = iter(range(0, 10_000, 20))  # every reading of the clock is 20 s later: every step is due a line
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: float(next(clock)))
+    argv = ["evaluate", "--data", str(folder), *FAST, "--limit", "4", "--batch-size", "4", "--no-plots", "--json"]
+    argv += ["--method", "gradcam,layercam", "--metric", "sparseness,entropy", "--out", str(tmp_path / "ev")]
+    assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("camscope: evaluating")]
+    counts = [line.split(": ")[-1].split(" ")[0] for line in lines]
+    # one batch of 4 images, 2 methods x 2 metrics: the count moves inside the batch, to 16 of 16
+    assert counts == ["4/16", "8/16", "12/16", "16/16"], lines
+    assert not progress._LOG_OFF_TERMINAL  # the CLI's setting does not leak into library calls

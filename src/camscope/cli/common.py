@@ -159,6 +159,16 @@ def run_cli(app: typer.Typer, argv: list[str] | None = None) -> int:
         2 for a user mistake or a file that cannot be read or written, 130 when
         interrupted, or the status a command exits with.
     """
+    from camscope.progress import log_off_terminal
+
+    log_off_terminal()  # long steps report progress as plain lines when stderr is not a terminal
+    try:
+        return _run(app, argv)
+    finally:
+        log_off_terminal(False)
+
+
+def _run(app: typer.Typer, argv: list[str] | None) -> int:
     try:
         # Without standalone mode, typer returns the status of a command that exits early,
         # and turns Ctrl-C into status 130.
