@@ -339,6 +339,10 @@ def _figure_labels(
         c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
         if 0 <= c < len(names):
             by_method[name] = f"{names[c][:24]} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
+        references = finer_references(explanation, index, names)
+        if references and name in by_method:  # Finer-CAM: the classes it is compared with
+            listed = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
+            by_method[name] += "\n" + textwrap.fill(f"vs {listed}", 34)
     group = ""
     bank_only = False
     if "diffcam" in results:
