@@ -181,7 +181,7 @@ def explanation_figure(
     heading = " | ".join(part for part in (f"layer {layer}" if layer else "", note) if part)
     if heading:
         figure.suptitle(heading, fontsize=8, color="firebrick" if note else "black")
-        figure.subplots_adjust(top=0.97 - (0.07 + 0.045 * lines) * 3.4 / (3.4 + extra))
+        figure.subplots_adjust(top=0.93 - 0.03 * lines * 3.4 / (3.4 + extra))
     colorbar(figure, list(axes[1:]) or axes[0], signed=signed)
     return figure
 
