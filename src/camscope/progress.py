@@ -49,7 +49,7 @@ class ProgressBar:
         self.description = description
         terminal = sys.stderr.isatty()
         self.enabled = (terminal or _LOG_OFF_TERMINAL) if enabled is None else bool(enabled)
-        self.plain = not terminal
+        self.plain = enabled is None and not terminal  # forced on: the rich bar, as asked
         self.delay = delay
         self.start = time.perf_counter()
         self.done = 0
