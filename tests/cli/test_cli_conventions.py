@@ -115,6 +115,12 @@ def test_bank_commands_use_the_banks_model_weights_and_seed_and_say_what_they_ex
     assert main([*argv, "--overwrite"]) == 0
     text = capsys.readouterr().out
     assert "DiffCAM: bank class tabby" in text and "%" not in text  # no ImageNet top-5 for bank classes
+    assert main([*argv, "--reference", "class:lynx,cheetah", "--json"]) == 0
+    entry = json.loads(capsys.readouterr().out)[0]
+    assert (
+        "__ref-class-lynx-cheetah__refs-6" in entry["files"][0]
+        and "class lynx, cheetah: 6 images" in entry["diffcam.group"]
+    )
     counter = ["bank", "counterfactual", str(image), "--bank", str(bank), "--out", str(out), "--json"]
     assert main([*counter, "--versus", "lynx"]) == 0
     report = json.loads(capsys.readouterr().out)

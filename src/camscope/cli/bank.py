@@ -448,6 +448,23 @@ class DiffCAMOptions:
             return f"the {argument or 'k'} nearest classes of the bank ({len(counts)} classes, {bank.count} images)"
         return f"{spec} ({bank.count} images in the bank)"
 
+    def fixed_size(self) -> int | None:
+        """The reference group's size when it does not depend on the image (folder, class, all), else None."""
+        if not self.active:
+            return None
+        kind, _, argument = (self.reference or "").strip().partition(":")
+        kind = kind.lower()
+        if kind == "folder":
+            return self.folder_size
+        if self.bank is None:
+            return None
+        if kind == "all":
+            return int(self.bank.count)
+        if kind == "class":
+            counts = dict(zip(self.bank.labels, self.bank.counts.tolist()))
+            return sum(counts.get(self.bank.label_of(part.strip()), 0) for part in argument.split(",") if part.strip())
+        return None
+
     @property
     def owns_target(self) -> bool:
         """``--target`` is a class of the bank (so the model's class names do not apply)."""

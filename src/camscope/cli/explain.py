@@ -202,6 +202,7 @@ def explain(
         bank=bank,
         reference=reference,
         regularization=regularization,
+        refs=diffcam.fixed_size(),
         scale=scale,
         principal=principal,
     )
@@ -256,8 +257,8 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
     """The output names (without suffix) of ``camscope explain``: ``INPUT__METHODS[__OPTION-VALUE]...``.
 
     ``options`` are the command's options (``model``, ``weights``, ``seed``, ``layer``, ``size``, ``target``,
-    ``versus``, ``gamma``, ``references``, ``bank``, ``reference``, ``regularization``, ``scale``,
-    ``principal``); those at their default add nothing (a checkpoint file adds ``__weights-STEM``,
+    ``versus``, ``gamma``, ``references``, ``bank``, ``reference``, ``refs`` (the reference group's size
+    where it is fixed), ``regularization``, ``scale``, ``principal``); those at their default add nothing (a checkpoint file adds ``__weights-STEM``,
     a seed other than 0 of random weights ``__seed-N``).
 
     Example:
@@ -281,6 +282,7 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
         ("references", get("references")),
         ("bank", Path(bank).stem if bank is not None else None),
         ("ref", get("reference")),
+        ("refs", get("refs")),
         ("reg", get("regularization")),
         ("scaled", Path(scale).stem if scale is not None else None),
         ("principal", get("principal")),
