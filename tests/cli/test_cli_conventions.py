@@ -163,3 +163,25 @@ def test_evaluate_reports_progress_per_image_method_and_metric_off_a_terminal(fo
     # one batch of 4 images, 2 methods x 2 metrics: the count moves inside the batch, to 16 of 16
     assert counts == ["4/16", "8/16", "12/16", "16/16"], lines
     assert not progress._LOG_OFF_TERMINAL  # the CLI's setting does not leak into library calls
+
+
+def test_weights_takes_a_checkpoint_file_read_without_unpickling(tmp_path, capsys):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(1)
+    model = resnet18().eval()
+    torch.save(model.state_dict(), tmp_path / "ckpt.pt")
+    image = _picture(tmp_path / "a.png", 0)
+    argv = ["explain", str(image), "--model", "torchvision:resnet18", "--size", "32", "--out", str(tmp_path), "--json"]
+    assert main([*argv, "--weights", str(tmp_path / "ckpt.pt")]) == 0
+    entry = json.loads(capsys.readouterr().out)[0]
+    assert "__weights-ckpt__" in entry["files"][0]
+    with torch.no_grad():
+        from camscope.models import data_config, load_image
+
+        x = load_image(image, size=32, config=data_config("torchvision:resnet18"))[0]
+        expected = int(model(x).argmax())
+    assert entry["predictions"][0]["class"] == expected
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main([*argv, "--weights", str(tmp_path / "bad.pt"), "--overwrite"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
