@@ -277,15 +277,24 @@ def counterfactual_command(
             f"--explained and --versus are the same class {loaded.class_name(loaded.label_of(versus))!r}: "
             "'why c, not d' needs two different classes"
         )
-    pair = counterfactual(
-        network,
-        x.to(device_of),
-        loaded,
-        versus=versus,
-        explained=explained,
-        counter_inputs=counter[0].to(device_of) if counter else None,
-        regularization=_regularization(regularization),
-    )
+    try:
+        pair = counterfactual(
+            network,
+            x.to(device_of),
+            loaded,
+            versus=versus,
+            explained=explained,
+            counter_inputs=counter[0].to(device_of) if counter else None,
+            regularization=_regularization(regularization),
+        )
+    except CamscopeError as error:
+        if "input(s) [0] are explained as class" in str(error):  # one image: say which, in the CLI's words
+            name = loaded.class_name(loaded.label_of(versus))
+            raise CamscopeError(
+                f"{image} is explained as class {name!r}, the class of --versus itself: choose another --versus, "
+                f"or pass --explained with the class it should be explained as"
+            ) from None
+        raise
     c, d = int(pair.explained[0]), pair.versus
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
     counts = dict(zip(loaded.labels, loaded.counts.tolist()))

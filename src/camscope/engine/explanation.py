@@ -52,6 +52,7 @@ class Explanation:
         layer: the layer's name (a list for several layers).
         activations: the layer's activations ``[B, K, *spatial]``, detached.
         layers: per-layer explanations when several layers were asked.
+        options: the method's options (and, for a loaded explanation, the recorded model).
 
     Example:
         >>> import camscope, torch
