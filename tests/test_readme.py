@@ -35,21 +35,23 @@ def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     namespace: dict = {}
     exec(snippets[0], namespace)  # tour: default model and photo
+    assert camscope.Explanation.load("fused.safetensors").layer == ["blocks.5", "bn2"]
     exec(snippets[1], namespace)  # Finer-CAM
     assert namespace["e"].maps.shape == (1, 224, 224)
 
-    # DiffCAM and IFA snippets name a ResNet layer and a loader: give them small ones.
+    # DiffCAM and IFA snippets name a ResNet layer and read train/: give them a small ResNet and folder.
     torch.manual_seed(0)
-    labels = torch.tensor([281, 282, 283, 281, 282, 283])
     images = torch.rand(6, 3, 64, 64)
-    namespace.update(
-        model=resnet18(num_classes=1000).eval(),
-        x=images[:1],
-        loader=[(images[:3], labels[:3]), (images[3:], labels[3:])],
-    )
+    for index, name in enumerate(["tabby", "lynx", "espresso"] * 2):
+        for split in ("train", "test"):
+            (tmp_path / split / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray((images[index].permute(1, 2, 0).numpy() * 255).astype("uint8")).save(
+                tmp_path / split / name / f"{index}.png"
+            )
+    namespace.update(model=resnet18(num_classes=1000).eval(), x=images[:1])
     exec(snippets[2], namespace)
     assert namespace["e"].method == "diffcam"
-    test_loader = [(images.flip(-1), labels)]
-    namespace["test_analysis"] = camscope.analyze(namespace["model"], test_loader, layer="layer4", progress=False)
+    assert sorted(namespace["bank"].class_names) == ["espresso", "lynx", "tabby"]
     exec(snippets[3], namespace)
+    assert namespace["analysis"].class_counts[[281, 287, 967]].tolist() == [2, 2, 2]  # folders named by classes
     assert namespace["e"].raw.shape == (1, 2, 2)

@@ -17,7 +17,23 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ProgressBar", "ProgressObserver", "observe_progress"]
+__all__ = ["ProgressBar", "ProgressObserver", "log_off_terminal", "observe_progress"]
+
+#: Seconds between two progress lines off a terminal.
+LOG_INTERVAL = 10.0
+
+_LOG_OFF_TERMINAL = False
+
+
+def log_off_terminal(enabled: bool = True) -> None:
+    """Report progress off a terminal too, as plain lines on stderr (the command line turns this on).
+
+    Without it, progress that is not asked for explicitly (``progress=None``) is shown on a
+    terminal only, so library users whose stderr is a log file see nothing.
+    """
+    global _LOG_OFF_TERMINAL
+    _LOG_OFF_TERMINAL = bool(enabled)
+
 
 #: Called as ``observer(description, done, total)`` after every step of every bar.
 ProgressObserver = Callable[[str, int, "int | None"], None]
@@ -51,13 +67,13 @@ def observe_progress(observer: ProgressObserver) -> Iterator[None]:
 
 
 class ProgressBar:
-    """A rich progress bar on stderr.
+    """A rich progress bar on stderr; off a terminal, a plain line every ``LOG_INTERVAL`` seconds.
 
     Args:
         total: the number of steps, or None when unknown (a generator).
         description: the text before the bar.
-        enabled: True or False forces the bar on or off; None shows it when
-            stderr is a terminal.
+        enabled: True or False forces progress on or off; None shows it when
+            stderr is a terminal (and, after :func:`log_off_terminal`, as lines otherwise).
         delay: seconds of work before the bar appears, so that short loops
             print nothing.
 
@@ -72,12 +88,17 @@ class ProgressBar:
     def __init__(self, total: int | None, description: str, enabled: bool | None = None, delay: float = 0.0) -> None:
         self.total = total
         self.description = description
-        self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
+        terminal = sys.stderr.isatty()
+        self.enabled = (terminal or _LOG_OFF_TERMINAL) if enabled is None else bool(enabled)
+        self.plain = enabled is None and not terminal  # forced on: the rich bar, as asked
         self.delay = delay
         self.start = time.perf_counter()
         self.done = 0
         self._bar: Any = None
         self._task: Any = None
+        self._logged = self.start
+        self._lines = 0
+        self._finished = False
 
     def advance(self, steps: int = 1) -> None:
         """Count ``steps`` more steps done (and tell the observer of :func:`observe_progress`, if any)."""
@@ -86,6 +107,9 @@ class ProgressBar:
         if observer is not None:
             observer(self.description, self.done, self.total)
         if not self.enabled:
+            return
+        if self.plain:
+            self._log_line()
             return
         if self._bar is None:
             if time.perf_counter() - self.start < self.delay or (
@@ -100,6 +124,23 @@ class ProgressBar:
             self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)
         else:
             self._bar.update(self._task, completed=self.done)
+
+    def _log_line(self) -> None:
+        """Off a terminal: one line every ``LOG_INTERVAL`` seconds, and a last one when done."""
+        now = time.perf_counter()
+        finished = self.total is not None and self.done >= self.total
+        due = now - self._logged >= LOG_INTERVAL and now - self.start >= self.delay
+        last = finished and self._lines > 0 and not self._finished
+        if not (due or last) or self._finished:
+            return
+        self._finished = finished
+        counted = (
+            f"{self.done}/{self.total} ({100 * self.done / max(self.total, 1):.0f}%)" if self.total else str(self.done)
+        )
+        sys.stderr.write(f"camscope: {self.description}: {counted}, {now - self.start:.0f} s\n")
+        sys.stderr.flush()
+        self._logged = now
+        self._lines += 1
 
     def close(self) -> None:
         """Remove the bar from the terminal."""

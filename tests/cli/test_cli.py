@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from safetensors.torch import load_file
 
+import camscope
 from camscope.cli.app import main
 from camscope.models import sample_images
 from camscope.viz.figures import save_image
@@ -41,8 +41,12 @@ def test_explain_prints_predictions_and_writes_json_overlays_and_maps(chelsea_fi
     assert {"tabby", "tiger cat", "Egyptian cat"} & set(names)
     assert report[0]["explained_class"] == report[0]["predictions"][0]["class"]
     assert (tmp_path / "chelsea.png__gradcam+layercam.png").is_file()
-    maps = load_file(str(tmp_path / "chelsea.png__gradcam+layercam.safetensors"))
-    assert maps["gradcam.raw"].shape == (7, 7) and maps["layercam.maps"].shape == (224, 224)
+    gradcam = camscope.Explanation.load(tmp_path / "chelsea.png__gradcam.safetensors")
+    layercam = camscope.Explanation.load(tmp_path / "chelsea.png__layercam.safetensors")
+    assert gradcam.raw.shape == (1, 7, 7) and layercam.maps.shape == (1, 224, 224)
+    assert gradcam.options["model"] == "efficientnet_lite0" and gradcam.classes.tolist() == [
+        report[0]["explained_class"]
+    ]
 
 
 @pytest.mark.slow

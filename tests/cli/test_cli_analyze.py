@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from camscope.analyses.ifa import Analysis
 
@@ -55,6 +56,10 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
     ):
         assert heading in report
     assert "0.000" in report  # the same folder twice: no difference between the matrices
+    outliers = report.split("Outliers:")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(outliers) == 9 and all(
+        line.startswith("| `") and ".png` |" in line for line in outliers
+    )  # named by file
     assert "random weights" in report.splitlines()[0]
     # S- and FS-S-CAMs from the command line.
     image = data / "1" / "0.png"
@@ -72,27 +77,27 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
     assert "--scale" in capsys.readouterr().err
 
 
-def test_cli_analyze_rejects_folders_that_are_not_classes(tmp_path, capsys):
-    from camscope.cli.app import main
+@pytest.mark.parametrize(
+    "folders, labels",
+    [(["tabby", "lynx"], [281, 287]), (["0", "surely-no-such-class-xyz"], [0, 1])],
+)
+def test_a_folder_gets_the_same_labels_through_the_cli_and_the_api(folders, labels, tmp_path, capsys):
+    import torch
 
-    data = _image_folder(tmp_path / "data", ["0", "surely-no-such-class-xyz"], per_class=1)
-    code = main(
-        [
-            "analyze",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "out"),
-            "--model",
-            "timm:resnet10t",
-            "--weights",
-            "none",
-            "--size",
-            "64",
-        ]
-    )
-    assert code == 2
-    assert "not a class of the model" in capsys.readouterr().err
+    import camscope
+    from camscope.cli.app import main
+    from camscope.models import load_model
+
+    data = _image_folder(tmp_path / "data", folders, per_class=1, size=32)
+    out = tmp_path / "out"
+    fast = ["--model", "torchvision:resnet18", "--weights", "none", "--size", "32", "--no-consistency"]
+    assert main(["analyze", "--data", str(data), "--out", str(out), *fast]) == 0, capsys.readouterr().err
+    from_cli = Analysis.load(out / "analysis.safetensors")
+    torch.manual_seed(0)
+    model = load_model("torchvision:resnet18", weights=None)
+    from_api = camscope.analyze(model, data, size=32, progress=False)
+    for analysis in (from_cli, from_api):
+        assert torch.nonzero(analysis.class_counts).flatten().tolist() == sorted(labels)
     assert main(["analyze", "--data", str(tmp_path / "missing"), "--model", "timm:resnet10t", "--weights", "none"]) == 2
 
 

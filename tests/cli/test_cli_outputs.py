@@ -133,7 +133,10 @@ def test_explain_rejects_the_same_image_twice(tmp_path, capsys):
         (["analyze", "--data", "{data}", "--out", "{out}", *FAST], "report.md"),
         (["evaluate", "--data", "{data}", "--out", "{out}", *FAST], "summary.csv"),
         (["bank", "build", "--data", "{data}", "--out", "{out}/bank.safetensors"], "bank.safetensors"),
-        (["similarity", "torchvision:resnet18", "--weights", "none", "--output", "{out}/curve.png"], "curve.png"),
+        (
+            ["similarity", "--model", "torchvision:resnet18", "--weights", "none", "--out", "{out}/curve.png"],
+            "curve.png",
+        ),
         (["reproduce", "--quick", "--out", "{out}", "--section", "finer"], "REPRODUCTION.md"),
         (["demo", "--out", "{out}"], "overview__cam+gradcam+gradcampp+xgradcam+layercam+hirescam+smoothgradcampp.png"),
     ],
@@ -153,7 +156,7 @@ def test_every_writing_command_refuses_to_replace_a_file(command, existing, tmp_
 
 def test_similarity_default_output_names_the_model(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["similarity", "torchvision:resnet18", "--weights", "none", "--json"]) == 0
+    assert main(["similarity", "--model", "torchvision:resnet18", "--weights", "none", "--json"]) == 0
     curve = json.loads(capsys.readouterr().out)["curve"]
-    assert Path(curve) == Path("camscope-out/similarity__torchvision-resnet18__random-weights.png")
-    assert main(["similarity", "torchvision:resnet18", "--weights", "none"]) == 2
+    assert Path(curve) == Path("camscope-out/similarity/similarity__torchvision-resnet18__random-weights.png")
+    assert main(["similarity", "--model", "torchvision:resnet18", "--weights", "none"]) == 2

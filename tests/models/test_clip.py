@@ -239,6 +239,23 @@ def test_load_clip_from_a_folder_and_the_prompts_cli(saved_clip: Path, tmp_path:
     assert "base method" in capsys.readouterr().err
 
 
+def test_a_local_clip_folder_is_read_without_any_network_request(saved_clip: Path, monkeypatch) -> None:
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(self, address):  # every connection attempt is recorded and fails at once
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    loaded = load_clip(str(saved_clip))
+    loaded.classifier(["bird"])
+    assert attempts == []
+
+
 # ---------------------------------------------------------------- open_clip
 
 

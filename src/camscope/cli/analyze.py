@@ -13,7 +13,7 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.common import ModelOption, WeightsOption, load_cli_model
+from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, load_cli_model, method_list
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -23,7 +23,6 @@ from camscope.cli.pass_options import (
     WorkersOption,
     cli_device,
     is_main_process,
-    same_random_weights,
 )
 from camscope.cli.pass_options import pass_options as cli_pass_options
 from camscope.errors import CamscopeError
@@ -51,29 +50,24 @@ def _num_classes(network: nn.Module, size: int) -> int:
 
 
 def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None) -> tuple[Any, list[str]]:
-    """An image folder whose class sub-folders are named by the model's classes (index or ImageNet name).
+    """An image folder labelled as everywhere in camscope, and the names of its labels.
 
-    Returns the dataset (labels are the model's class indices; a flat folder is
-    unlabelled) and the model's class names.
+    Class folders that all name classes of the model (index or ImageNet name) are labelled by
+    those classes; otherwise by their sorted positions 0..C-1, named by the folders
+    (:func:`camscope.data.folders.label_by_model_classes`). A flat folder is unlabelled.
     """
-    from camscope.data.folders import ImageFolderData
-    from camscope.models import class_index, data_config, imagenet_classes
+    from camscope.data.folders import ImageFolderData, label_by_model_classes
+    from camscope.models import data_config, imagenet_classes
 
     config = config or data_config(network)
     dataset = ImageFolderData(root, transform=ImageTransform(size, config), size=size)
     num_classes = _num_classes(network, size)
     names = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
-    if dataset.class_names:
-        mapping = []
-        for folder in dataset.class_names:
-            try:
-                mapping.append(class_index(folder, num_classes))
-            except CamscopeError as error:
-                raise CamscopeError(
-                    f"class folder {folder!r} of {root} is not a class of the model ({error}): name the class "
-                    "folders by class index or ImageNet class name, or put the images in one flat folder (unlabelled)"
-                ) from None
-        dataset.samples = [(path, mapping[label]) for path, label in dataset.samples]
+    if dataset.class_names and not label_by_model_classes(dataset, num_classes):
+        names = [
+            f"{dataset.class_names[i]} (folder {i})" if i < len(dataset.class_names) else name
+            for i, name in enumerate(names)
+        ]
     return dataset, names
 
 
@@ -183,7 +177,8 @@ def run_analysis(
         )
     if results:
         files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
-    report = _report(analysis, other, results, names, present, fraction, busiest, title, files)
+    samples = _sample_names(data)
+    report = _report(analysis, other, results, names, present, fraction, busiest, title, files, samples)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
     summary = analysis.summary()
     summary["files"] = {key: str(path) for key, path in files.items()}
@@ -204,13 +199,14 @@ def _report(
     busiest: int,
     title: str,
     files: dict[str, Path],
+    samples: list[str] | None = None,
 ) -> str:
     """The Markdown report: distribution, scale, importance matrix, consistency, comparison and the files."""
     lines = _distribution_lines(analysis, title)
     if not present:
         lines += ["", f"Method {analysis.method} has no channel weights: no importance matrix.", ""]
     else:
-        lines += _importance_lines(analysis, names, present, fraction, busiest)
+        lines += _importance_lines(analysis, names, present, fraction, busiest, samples)
     if results:
         lines += _consistency_lines(results)
     if other is not None and present:
@@ -270,7 +266,23 @@ def _distribution_lines(analysis: Any, title: str) -> list[str]:
     return lines
 
 
-def _importance_lines(analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int) -> list[str]:
+def _sample_names(data: Any) -> list[str] | None:
+    """The file of each sample of an image folder (relative to the folder), for the report; None for other data."""
+    samples, root = getattr(data, "samples", None), getattr(data, "root", None)
+    if not isinstance(samples, list) or root is None:
+        return None
+    names = []
+    for path, _ in samples:
+        try:
+            names.append(str(Path(path).relative_to(root)))
+        except ValueError:
+            names.append(str(path))
+    return names
+
+
+def _importance_lines(
+    analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int, samples: list[str] | None
+) -> list[str]:
     """The importance matrix: principal features, redundancy, confounder candidates, outliers, one class's column."""
     lines: list[str] = []
     lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
@@ -318,14 +330,13 @@ def _importance_lines(analysis: Any, names: list[str], present: list[int], fract
         lines += [
             "Outliers: samples whose feature profile departs most from their class's column (cosine distance).",
             "",
-            "| sample | label | prediction | distance |",
-            "|---:|---|---|---:|",
+            "| file | label | prediction | distance |",
+            "|---|---|---|---:|",
         ]
         for item in analysis.outliers(10):
             label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
-            lines.append(
-                f"| {item.index} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |"
-            )
+            sample = f"`{samples[item.index]}`" if samples and 0 <= item.index < len(samples) else f"#{item.index}"
+            lines.append(f"| {sample} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |")
         lines.append("")
     lines += [
         f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):",
@@ -387,10 +398,12 @@ def analyze_command(
             "--data", help="Image folder: root/CLASS/* (CLASS = class index or ImageNet name) or a flat folder."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("camscope-analysis"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("camscope-out/analyze"),
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    method: Annotated[str, typer.Option(help="CAM method with channel weights.")] = "gradcam",
+    method: Annotated[
+        str, typer.Option(help="CAM method with channel weights (one; spelling forgiven: GradCAM is gradcam).")
+    ] = "gradcam",
     layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
     explain: Annotated[str, typer.Option(help="Class whose values are collected: predicted or true.")] = "predicted",
     percentiles: Annotated[str, typer.Option(help="Percentiles mapped to 0.1 and 0.9: LOW,HIGH.")] = "10,90",
@@ -410,7 +423,8 @@ def analyze_command(
     ] = True,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cpu).")] = None,
+    device: DeviceOption = None,
+    seed: SeedOption = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
     workers: WorkersOption = 0,
@@ -435,9 +449,9 @@ def analyze_command(
     if is_main_process():
         claim_outputs([out / name for name in names], overwrite)
     options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
+    method = _one_method(method)
     device = cli_device(device)
-    same_random_weights(weights)
-    network = load_cli_model(model, weights)
+    network = load_cli_model(model, weights, seed)
     if device is not None:
         network = network.to(device)
     try:
@@ -474,6 +488,15 @@ def analyze_command(
     typer.echo(f"camscope analyze: {summary['samples']} images, {summary['method']} at {summary['layer']}")
     for path in summary["files"].values():
         typer.echo(f"  wrote {path}")
+
+
+def _one_method(text: str) -> str:
+    names = method_list([text])
+    if len(names) > 1:
+        raise CamscopeError(
+            f"analyze runs one method (one common scale), got {', '.join(names)}: run it once per method"
+        )
+    return names[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ import typer
 from torch import Tensor, nn
 
 from camscope.analyses.counterfactual import counterfactual
-from camscope.cli.common import WeightsOption, load_cli_model
+from camscope.cli.common import (
+    DeviceOption,
+    SeedOption,
+    WeightsOption,
+    image_files,
+    load_cli_model,
+    random_weights,
+)
 from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -31,7 +38,6 @@ from camscope.cli.pass_options import (
     cli_device,
     is_main_process,
     pass_options,
-    same_random_weights,
 )
 from camscope.errors import CamscopeError
 from camscope.passes.batches import ImageTransform
@@ -69,9 +75,16 @@ def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     return torch.cat([inputs for inputs, _ in data.batches(64)])
 
 
-def _model_for_bank(bank: ReferenceBank, model: str | None, weights: str) -> tuple[str, nn.Module]:
-    name = model or (bank.model or {}).get("name") or _DEFAULT_MODEL
-    return name, load_cli_model(name, weights)
+def _model_for_bank(
+    bank: ReferenceBank, model: str | None, weights: str | None, seed: int | None, device: str | None
+) -> tuple[str, nn.Module, str, int]:
+    """The model of a bank command: by default the bank's model, weights and seed (as ``bank build`` recorded them)."""
+    built = bank.model or {}
+    name = model or built.get("name") or _DEFAULT_MODEL
+    same_model = model is None or model == built.get("name")
+    weights_name = weights or (built.get("cli_weights") if same_model else None) or "default"
+    seed_value = seed if seed is not None else int(built.get("cli_seed", 0) or 0)
+    return name, load_cli_model(name, weights_name, seed_value, cli_device(device)), weights_name, seed_value
 
 
 # ----------------------------------------------------------------------------- bank build
@@ -97,6 +110,7 @@ def build(
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     scatter: Annotated[str, typer.Option(help="'auto', 'class' (per-class scatters) or 'shared'.")] = "auto",
     device: Annotated[str, typer.Option(help="Device, e.g. cpu or cuda.")] = "cpu",
+    seed: SeedOption = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
     workers: WorkersOption = 0,
@@ -115,8 +129,7 @@ def build(
         claim_outputs([out], overwrite)
     options = pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     device = cli_device(device) or "cpu"
-    same_random_weights(weights)
-    network = load_cli_model(model, weights).to(device)
+    network = load_cli_model(model, weights, seed, device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
     bank = ReferenceBank.build(
@@ -132,6 +145,12 @@ def build(
         **options,
     )
     if is_main_process():
+        # the bank remembers how its model was made, so that its users load the same one by default
+        bank.model = {
+            **(bank.model or {}),
+            "cli_weights": weights,
+            **({"cli_seed": seed} if random_weights(weights) else {}),
+        }
         path = bank.save(out)
         _print_info(bank, path, json_output)
 
@@ -207,88 +226,137 @@ def counterfactual_command(
         str | None, typer.Option("--explained", help="Class c (default: the image's class as DiffCAM finds it).")
     ] = None,
     counter_image: Annotated[
-        Path | None, typer.Option("--counter-image", help="An image of class d for the counterpart map.")
+        Path | None,
+        typer.Option(
+            "--counter-image",
+            help="An image of class d for the counterpart map (default: the counterpart on IMAGE, from the mean of d).",
+        ),
     ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Default: the model the bank was built with.")
     ] = None,
-    weights: WeightsOption = "default",
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="'default', 'none' (random, seeded by --seed) or a checkpoint file (.pt/.pth state dict read with "
+            "weights_only=True, or .safetensors). Default: the weights the bank was built with.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of random weights (default: the bank's, else 0).")
+    ] = None,
     regularization: RegularizationOption = "oas",
+    device: DeviceOption = None,
     out: Annotated[
         Path,
         typer.Option(
-            help="Output folder: INPUT__why-C-not-D[__OPTION-VALUE]....png and the counterpart "
-            "(COUNTER-INPUT or INPUT)__why-D-not-C....png; existing files need --overwrite."
+            help="Output folder: INPUT__why-C-not-D__refs-N[__OPTION-VALUE]....png and the counterpart "
+            "(COUNTER-INPUT or INPUT)__why-D-not-C__refs-N....png; existing files need --overwrite."
         ),
-    ] = Path("camscope-out"),
+    ] = Path("camscope-out/counterfactual"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'."""
+    """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'.
+
+    Without --counter-image the counterpart is drawn on IMAGE itself, from the bank's mean of class d
+    (the figure and the report say so)."""
     from camscope.models import data_config, load_image
     from camscope.viz.figures import save_figure
 
     loaded = ReferenceBank.load(bank)
-    model_name, network = _model_for_bank(loaded, model, weights)
+    model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)
     size = int((loaded.input_size or [224])[-1])
-    for path in [image] + ([counter_image] if counter_image else []):
-        if not path.is_file():
-            raise CamscopeError(f"no such image file: {path}")
+    image, *rest = image_files([image] + ([counter_image] if counter_image else []))
+    counter_image = rest[0] if rest else None
+    device_of = next(network.parameters()).device
     x, rgb = load_image(image, size=size, config=config)
     counter = load_image(counter_image, size=size, config=config) if counter_image else None
-    pair = counterfactual(
-        network,
-        x,
-        loaded,
-        versus=versus,
-        explained=explained,
-        counter_inputs=counter[0] if counter else None,
-        regularization=_regularization(regularization),
-    )
+    if explained is not None and loaded.label_of(explained) == loaded.label_of(versus):
+        raise CamscopeError(
+            f"--explained and --versus are the same class {loaded.class_name(loaded.label_of(versus))!r}: "
+            "'why c, not d' needs two different classes"
+        )
+    try:
+        pair = counterfactual(
+            network,
+            x.to(device_of),
+            loaded,
+            versus=versus,
+            explained=explained,
+            counter_inputs=counter[0].to(device_of) if counter else None,
+            regularization=_regularization(regularization),
+        )
+    except CamscopeError as error:
+        if "input(s) [0] are explained as class" in str(error):  # one image: say which, in the CLI's words
+            name = loaded.class_name(loaded.label_of(versus))
+            raise CamscopeError(
+                f"{image} is explained as class {name!r}, the class of --versus itself: choose another --versus, "
+                f"or pass --explained with the class it should be explained as"
+            ) from None
+        raise
     c, d = int(pair.explained[0]), pair.versus
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
+    counts = dict(zip(loaded.labels, loaded.counts.tolist()))
     base, base_rgb = (counter_image, counter[1]) if counter_image is not None and counter else (image, rgb)
     labels = input_labels([image, counter_image] if counter_image is not None else [image])
+    random = random_weights(weights_name)
     naming = [
         ("model", model),
-        ("random-weights", weights.strip().lower() == "none"),
+        ("random-weights", random),
+        ("seed", seed_value if random and seed_value else None),
         ("bank", bank.stem),
         ("reg", None if regularization.strip().lower() == "oas" else regularization),
     ]
-    why_path = out / output_name(labels[0], f"why-{_slug(c_name)}-not-{_slug(d_name)}", naming)
-    other_path = out / output_name(labels[-1], f"why-{_slug(d_name)}-not-{_slug(c_name)}", naming)
+    why_what = f"why-{_slug(c_name)}-not-{_slug(d_name)}__refs-{counts.get(d, 0)}"
+    other_what = f"why-{_slug(d_name)}-not-{_slug(c_name)}__refs-{counts.get(c, 0)}"
+    why_path = out / output_name(labels[0], why_what, naming)
+    other_path = out / output_name(labels[-1], other_what, naming)
     claim_outputs([why_path, other_path], overwrite)
-    layer = str(pair.why.layer) + (
-        " | random weights: not a trained model" if weights.strip().lower() == "none" else ""
+    note = f" | random weights (seed {seed_value}): not a trained model" if random else ""
+    layer = str(pair.why.layer) + note
+    why_group = f"reference group: bank class {d_name}, {counts.get(d, 0)} images"
+    if counter_image is not None:
+        other_group = f"reference group: bank class {c_name}, {counts.get(c, 0)} images"
+        counterpart_on = str(counter_image)
+    else:
+        other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
+        counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
+    why = save_figure(
+        why_path, _pair_figure(rgb, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
     )
-    why = save_figure(why_path, _pair_figure(rgb, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer))
     other = save_figure(
-        other_path, _pair_figure(base_rgb, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer)
+        other_path,
+        _pair_figure(base_rgb, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
     )
     report = {
         "image": str(image),
-        "explained": {"label": c, "name": c_name},
-        "versus": {"label": d, "name": d_name},
+        "model": model_name,
+        "weights": weights_name,
+        **({"seed": seed_value} if random else {}),
+        "explained": {"label": c, "name": c_name, "count": counts.get(c, 0)},
+        "versus": {"label": d, "name": d_name, "count": counts.get(d, 0)},
         "why": str(why),
         "counterpart": str(other),
-        "counterpart_on": str(counter_image) if counter_image else "image (mean of the versus class)",
+        "counterpart_on": counterpart_on,
     }
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{image}: why {c_name}, not {d_name}: wrote {why}")
-    typer.echo(f"{base}: why {d_name}, not {c_name}: wrote {other}")
+    typer.echo(f"{image}: why {c_name}, not {d_name} ({why_group}): wrote {why}")
+    typer.echo(f"{base}: why {d_name}, not {c_name} ({other_group}): wrote {other}")
 
 
-def _pair_figure(rgb: Any, cam: Tensor, title: str, image: Path, layer: str) -> Any:
-    """One DiffCAM counterfactual map over its image, titled with the question, the image and the layer."""
+def _pair_figure(rgb: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
+    """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer."""
     from camscope.viz.figures import colorbar, new_figure, overlay
 
-    figure = new_figure((3.6, 3.4))
+    figure = new_figure((3.8, 3.7))
     axis = figure.add_subplot()
     axis.imshow(overlay(rgb, cam))
-    axis.set_title(f"DiffCAM: {title}\n{image.name}, layer {layer}", fontsize=8)
+    axis.set_title(f"DiffCAM: {title}\n{group}\n{image.name}, layer {layer}", fontsize=7)
     axis.axis("off")
     colorbar(figure, axis)
     return figure
@@ -307,6 +375,8 @@ class DiffCAMOptions:
     ``--reference``: ``others``, ``all``, ``intra``, ``knn[:K]``, ``class:NAME[,NAME]``
     (with ``--bank``) or ``folder:PATH`` (the images of a folder, embedded with the
     explained model; no bank needed). ``--target`` names a bank class when the bank has it.
+    The bank is read first, so that its model (and weights, seed) are the defaults;
+    :meth:`prepare` then embeds a ``folder:`` reference with the model's preprocessing.
     """
 
     def __init__(
@@ -316,39 +386,95 @@ class DiffCAMOptions:
         regularization: str | None,
         target: str | None,
         methods: list[str],
-        config: Any,
-        size: int,
         model: str | None = None,
     ) -> None:
-        self.active = any(m.lower() == "diffcam" for m in methods)
+        self.active = "diffcam" in methods
+        self.bank: ReferenceBank | None = None
+        self.options: dict[str, Any] = {}
+        self.target: int | None = None
+        self.reference = reference
+        self.folder_size = 0
         if not self.active:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
             return
         self.bank = ReferenceBank.load(bank) if bank is not None else None
-        built_with = (self.bank.model or {}).get("name") if self.bank is not None else None
+        built_with = self.built_with.get("name")
         if built_with and model and built_with.strip().lower() != model.strip().lower():
             raise CamscopeError(
-                f"the bank {bank} was built with model {built_with!r}, not {model!r}: pass --model {built_with}"
+                f"the bank {bank} was built with model {built_with!r}, not {model!r}: pass --model {built_with} "
+                "(or leave --model out: the bank's model is the default)"
             )
-        self.options: dict[str, Any] = {}
         if self.bank is not None:
             self.options["bank"] = self.bank
         if regularization is not None:
             self.options["regularization"] = _regularization(regularization)
-        if reference is not None:
-            kind, _, argument = reference.partition(":")
-            if kind.strip().lower() == "folder":
-                folder = Path(argument).expanduser()
-                self.options["reference"] = _folder_images(folder, size, config)
-            else:
-                self.options["reference"] = reference
-        self.target = None
         if target is not None and self.bank is not None:
             try:
                 self.target = self.bank.label_of(target)
             except CamscopeError:
                 self.target = None
+
+    @property
+    def built_with(self) -> dict[str, Any]:
+        """The bank's record of its model: ``name`` and, when built by the CLI, ``cli_weights`` and ``cli_seed``."""
+        return dict((self.bank.model or {}) if self.bank is not None else {})
+
+    def prepare(self, size: int, config: Any) -> None:
+        """The reference of ``--reference``: a ``folder:PATH`` is embedded with the model's preprocessing."""
+        if not self.active or self.reference is None:
+            return
+        kind, _, argument = self.reference.partition(":")
+        if kind.strip().lower() == "folder":
+            images = _folder_images(Path(argument).expanduser(), size, config)
+            self.folder_size = int(images.shape[0])
+            self.options["reference"] = images
+        else:
+            self.options["reference"] = self.reference
+
+    def describe(self, explained: int | None) -> str:
+        """The reference group in words, with its size: ``others than tabby: 40 images of 2 classes``."""
+        spec = (self.reference or ("others" if self.bank is not None and self.bank.is_labelled else "all")).strip()
+        kind, _, argument = spec.partition(":")
+        kind = kind.lower()
+        if kind == "folder":
+            return f"folder {argument}: {self.folder_size} images"
+        bank = self.bank
+        if bank is None:
+            return spec
+        counts = dict(zip(bank.labels, bank.counts.tolist()))
+        name = bank.class_name(explained) if explained is not None and explained in counts else None
+        if kind == "all":
+            return f"all {bank.count} images of the bank"
+        if kind == "class":
+            labels = [bank.label_of(part.strip()) for part in argument.split(",") if part.strip()]
+            listed = ", ".join(bank.class_name(label) for label in labels)
+            return f"class {listed}: {sum(counts.get(label, 0) for label in labels)} images"
+        if kind == "intra" and name is not None and explained is not None:
+            return f"its own class {name}: {counts[explained]} images"
+        if kind == "others" and name is not None:
+            others = [label for label in counts if label != explained]
+            return f"others than {name}: {sum(counts[label] for label in others)} images of {len(others)} classes"
+        if kind == "knn":
+            return f"the {argument or 'k'} nearest classes of the bank ({len(counts)} classes, {bank.count} images)"
+        return f"{spec} ({bank.count} images in the bank)"
+
+    def fixed_size(self) -> int | None:
+        """The reference group's size when it does not depend on the image (folder, class, all), else None."""
+        if not self.active:
+            return None
+        kind, _, argument = (self.reference or "").strip().partition(":")
+        kind = kind.lower()
+        if kind == "folder":
+            return self.folder_size
+        if self.bank is None:
+            return None
+        if kind == "all":
+            return int(self.bank.count)
+        if kind == "class":
+            counts = dict(zip(self.bank.labels, self.bank.counts.tolist()))
+            return sum(counts.get(self.bank.label_of(part.strip()), 0) for part in argument.split(",") if part.strip())
+        return None
 
     @property
     def owns_target(self) -> bool:
@@ -365,4 +491,4 @@ class DiffCAMOptions:
         return self.target if self._is(method) and self.target is not None else default
 
     def _is(self, method: str) -> bool:
-        return self.active and method.lower() == "diffcam"
+        return self.active and method == "diffcam"

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -20,30 +22,105 @@ import typer
 from camscope.errors import CamscopeError
 
 __all__ = [
+    "MODEL_HELP",
+    "DeviceOption",
     "JsonOption",
+    "MethodOption",
     "ModelOption",
+    "SeedOption",
     "WeightsOption",
     "class_names_for",
+    "cli_message",
+    "image_files",
     "load_cli_model",
+    "method_list",
+    "model_option",
+    "random_weights",
     "resolve_class",
     "run_cli",
     "top_predictions",
 ]
 
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")
-]
+MODEL_HELP = "efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME."
+ModelOption = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 WeightsOption = Annotated[
-    str, typer.Option("--weights", help="'default' (pretrained; needs network except for the default model) or 'none'.")
+    str,
+    typer.Option(
+        "--weights",
+        help="'default' (pretrained; needs network except for the default model), 'none' (random, seeded by --seed) "
+        "or a checkpoint file: a state dict saved with torch.save (.pt/.pth, read with weights_only=True) "
+        "or .safetensors.",
+    ),
+]
+SeedOption = Annotated[
+    int, typer.Option("--seed", help="Seed of the random weights of --weights none (recorded in the outputs).")
+]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps, ... (default: cpu).")]
+MethodOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--method",
+        help="Method; repeat or separate by commas for several. Spelling is forgiven: GradCAM, Grad-CAM and "
+        "gradcam are gradcam (camscope methods lists them).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-def load_cli_model(model: str, weights: str) -> torch.nn.Module:
-    """The model named on the command line (``--weights none``: randomly initialised)."""
+def random_weights(weights: str | None) -> bool:
+    """``--weights none``: a randomly initialised model."""
+    return weights is not None and str(weights).strip().lower() == "none"
+
+
+def load_cli_model(model: str, weights: str, seed: int = 0, device: str | None = None) -> torch.nn.Module:
+    """The model named on the command line (``--weights none``: randomly initialised from ``seed``)."""
     from camscope.models import load_model
 
-    return load_model(model, weights=None if weights.lower() == "none" else weights)
+    if random_weights(weights):
+        torch.manual_seed(seed)  # the same random weights on every run (and every torchrun rank)
+    return load_model(model, weights=None if random_weights(weights) else weights, device=device)
+
+
+def model_option(option: str | None, argument: str | None, default: str = "efficientnet_lite0") -> str:
+    """``--model``, or the model given the old way, as a positional argument (still accepted, not shown)."""
+    if option is not None and argument is not None and option != argument:
+        raise CamscopeError(f"give the model once, as --model {option} (also got {argument!r} as an argument)")
+    return option or argument or default
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The images of ``camscope explain``: files as given, folders as their images (sorted, sub-folders included)."""
+    from camscope.data.folders import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise CamscopeError(
+                    f"{path} is a folder with no images ({', '.join(IMAGE_SUFFIXES)}): give image files"
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CamscopeError(f"no such image file or folder: {path}")
+    return files
+
+
+def method_list(values: list[str] | None, default: str = "gradcam") -> list[str]:
+    """The methods of ``--method A --method B,C``: split at commas, canonical names, each once.
+
+    Example:
+        >>> method_list(["GradCAM,layercam", "Grad-CAM"])
+        ['gradcam', 'layercam']
+    """
+    from camscope.engine.method import canonical_method_name
+
+    parts = [part.strip() for value in values or [default] for part in value.split(",") if part.strip()]
+    if not parts:
+        raise CamscopeError("--method needs a method name (camscope methods lists them)")
+    return list(dict.fromkeys(canonical_method_name(part) for part in parts))
 
 
 def class_names_for(model: torch.nn.Module, num_classes: int) -> list[str]:
@@ -82,12 +159,22 @@ def run_cli(app: typer.Typer, argv: list[str] | None = None) -> int:
         2 for a user mistake or a file that cannot be read or written, 130 when
         interrupted, or the status a command exits with.
     """
+    from camscope.progress import log_off_terminal
+
+    log_off_terminal()  # long steps report progress as plain lines when stderr is not a terminal
+    try:
+        return _run(app, argv)
+    finally:
+        log_off_terminal(False)
+
+
+def _run(app: typer.Typer, argv: list[str] | None) -> int:
     try:
         # Without standalone mode, typer returns the status of a command that exits early,
         # and turns Ctrl-C into status 130.
         status = app(args=argv, standalone_mode=False)
     except CamscopeError as error:
-        typer.echo(f"camscope: error: {error}", err=True)
+        typer.echo(f"camscope: error: {cli_message(str(error), _flags(app))}", err=True)
         return 2
     except KeyboardInterrupt:
         return _interrupted()
@@ -114,6 +201,57 @@ def run_cli(app: typer.Typer, argv: list[str] | None = None) -> int:
     if isinstance(status, int) and not isinstance(status, bool) and status:
         return _interrupted() if status == 130 else status
     return 0
+
+
+#: API keywords whose command-line flag has another name.
+_KEYWORD_FLAGS = {"features": "--principal", "counter_inputs": "--counter-image", "weights": "--weights"}
+_KEYWORD = re.compile(r"\b([a-z][a-z0-9_]*)=(True|False|'[^']*'|\"[^\"]*\"|[\w.:-]+)?")
+_CALL = re.compile(r"\b(?:camscope\.)?([a-z][a-z_]*)\(\.\.\.,\s*([^()]*)\)")
+
+
+def cli_message(text: str, flags: set[str]) -> str:
+    """An API error in the command line's words: ``name=VALUE`` keywords become ``--name VALUE`` flags.
+
+    Only keywords that are flags of the CLI (``flags``) are translated; ``analyze(..., k=v)`` reads
+    ``camscope analyze ... --k v``.
+
+    Example:
+        >>> cli_message("no Eq. 3 matrix: run analyze(..., all_classes=True)", {"--all-classes"})
+        'no Eq. 3 matrix: run camscope analyze ... --all-classes'
+        >>> cli_message("use regularization='oas' (default)", {"--regularization"})
+        'use --regularization oas (default)'
+    """
+
+    def keyword(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        flag = _KEYWORD_FLAGS.get(name, "--" + name.replace("_", "-"))
+        if flag not in flags:
+            return match.group(0)
+        if value is None or value == "True":
+            return flag
+        if value == "False":
+            return f"--no-{flag[2:]}" if f"--no-{flag[2:]}" in flags else match.group(0)
+        return f"{flag} {value.strip(chr(39) + chr(34))}"
+
+    text = _CALL.sub(lambda match: f"camscope {match.group(1)} ... {match.group(2)}", text)
+    return _KEYWORD.sub(keyword, text)
+
+
+def _flags(app: typer.Typer) -> set[str]:
+    """Every option name of the app's commands (for :func:`cli_message`)."""
+    flags: set[str] = set()
+
+    def walk(command: Any) -> None:
+        for param in command.params:
+            flags.update(name for name in (*param.opts, *param.secondary_opts) if name.startswith("--"))
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    try:
+        walk(typer.main.get_command(app))
+    except Exception:  # the translation is a courtesy: never hide the error behind another
+        return set()
+    return flags
 
 
 def _interrupted() -> int:

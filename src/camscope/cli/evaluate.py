@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import typer
 
-from camscope.cli.common import ModelOption, WeightsOption
+from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, random_weights
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -19,7 +20,6 @@ from camscope.cli.pass_options import (
     cli_device,
     is_main_process,
     pass_options,
-    same_random_weights,
 )
 from camscope.errors import CamscopeError
 
@@ -68,12 +68,18 @@ def evaluate_command(
     ],
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    methods: Annotated[list[str], typer.Option("--methods", help="Comma-separated methods (repeatable).")] = [  # noqa: B006
-        "gradcam"
-    ],
+    methods: Annotated[
+        list[str],
+        typer.Option(
+            "--method",
+            "--methods",
+            help="Method; repeat or separate by commas for several (spelling forgiven: GradCAM is gradcam).",
+        ),
+    ] = ["gradcam"],  # noqa: B006
     metrics: Annotated[
         list[str],
         typer.Option(
+            "--metric",
             "--metrics",
             help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency.",
         ),
@@ -92,7 +98,8 @@ def evaluate_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 16,
     size: Annotated[int, typer.Option(help="Input size.")] = 224,
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
-    device: Annotated[str | None, typer.Option(help="Device, e.g. cpu or cuda.")] = None,
+    device: DeviceOption = None,
+    seed: SeedOption = 0,
     metric_option: Annotated[
         list[str] | None,
         typer.Option(
@@ -122,7 +129,7 @@ def evaluate_command(
 
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
-    method_names = _split(methods)
+    method_names = method_list(methods)
     metric_names = _split(metrics)
     method_options = parse_options(method_option, method_names, "method")
     metric_options = parse_options(metric_option, metric_names, "metric")
@@ -130,7 +137,8 @@ def evaluate_command(
     curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
-    same_random_weights(weights)
+    if random_weights(weights):
+        torch.manual_seed(seed)  # evaluate builds the model: the same random weights on every run and rank
     report = evaluate(
         model,
         data,

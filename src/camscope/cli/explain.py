@@ -10,6 +10,8 @@ Examples::
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,19 +22,26 @@ import typer
 from camscope.cli.analyze import ScaleOptions
 from camscope.cli.bank import DiffCAMOptions
 from camscope.cli.common import (
+    MODEL_HELP,
+    DeviceOption,
     JsonOption,
-    ModelOption,
+    MethodOption,
+    SeedOption,
     WeightsOption,
     class_names_for,
+    image_files,
     load_cli_model,
+    method_list,
+    model_option,
+    random_weights,
     resolve_class,
     top_predictions,
 )
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
 from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
-from camscope.errors import CamscopeError
+from camscope.cli.pass_options import cli_device
 
-__all__ = ["explain", "explain_output_stems", "layers", "methods"]
+__all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
 
 def methods(
@@ -45,28 +54,47 @@ def methods(
     from camscope.engine.method import available_methods, describe_options, method_class
 
     registry = available_methods()
-    chosen = {name: method_class(name)} if name is not None else registry
+    chosen = {method_class(name).name: method_class(name)} if name is not None else registry
     for method, cls in chosen.items():
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        typer.echo(f"{method:18s} {summary}")
+        typer.echo(f"{method:18s} {plain_text(summary)}")
         if not details:
             continue
         for option in describe_options(cls):
-            typer.echo(f"    {option.name:14s} {option.allowed}; default {option.default!r}. {option.doc}")
+            typer.echo(
+                f"    {option.name:14s} {plain_text(option.allowed)}; default {option.default!r}. {plain_text(option.doc)}"
+            )
+
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|obj|exc):`~?([^`]+)`")
+_PATH = re.compile(r",?\s*(?:see )?(?:src|docs|tests|scripts)/[\w./-]*\w")
+
+
+def plain_text(text: str) -> str:
+    """Docstring text for a terminal: no reStructuredText markup, no source paths.
+
+    Example:
+        >>> plain_text("Eigen-CAM of ``G * A`` (:class:`~camscope.methods.EigenCAM`, see src/camscope/methods/eigen.py)")
+        'Eigen-CAM of G * A (EigenCAM)'
+    """
+    text = _ROLE.sub(lambda match: match.group(1).rsplit(".", 1)[-1], str(text))
+    text = _PATH.sub("", text).replace("``", "").replace(" ()", "")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def layers(
-    model: Annotated[
-        str, typer.Argument(help="efficientnet_lite0, torchvision:NAME or timm:NAME.")
-    ] = "efficientnet_lite0",
+    model_argument: Annotated[str | None, typer.Argument(hidden=True, metavar="(use --model)")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     weights: WeightsOption = "none",
+    seed: SeedOption = 0,
     size: Annotated[int, typer.Option(help="Input size used to trace the output shapes.")] = 224,
+    device: DeviceOption = None,
 ) -> None:
     """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
     from camscope.engine.capture import candidate_layers, default_layer
 
-    network = load_cli_model(model, weights)
-    x = torch.zeros(1, 3, size, size)
+    network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
+    x = torch.zeros(1, 3, size, size, device=next(network.parameters()).device)
     default = default_layer(network, x)
     for name, shape in candidate_layers(network, x):
         marker = "  (default)" if name == default else ""
@@ -74,19 +102,38 @@ def layers(
 
 
 def explain(
-    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=False)],
-    model: ModelOption = "efficientnet_lite0",
-    weights: WeightsOption = "default",
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders (their images, sub-folders included).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help=MODEL_HELP + " Default: the bank's model with --bank, else efficientnet_lite0."
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="'default' (pretrained), 'none' (random, seeded by --seed) or a checkpoint file (.pt/.pth state dict "
+            "read with weights_only=True, or .safetensors). Default: the bank's with --bank, else 'default'.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the random weights of --weights none (default 0, or the bank's)."),
+    ] = None,
     layer: Annotated[
         list[str] | None,
         typer.Option("--layer", "-l", help="Layer name (repeat for several; default: the model's default)."),
     ] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", help="Method (repeat for several).")] = None,
+    method: MethodOption = None,
     target: Annotated[str | None, typer.Option(help="Class index or name to explain (default: predicted).")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)] = Path("camscope-out"),
+    out: Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)] = Path("camscope-out/explain"),
     json_output: JsonOption = False,
-    save: Annotated[bool, typer.Option(help="Also save the raw maps as safetensors.")] = False,
-    size: Annotated[int, typer.Option(help="Input size.")] = 224,
+    save: Annotated[
+        bool, typer.Option(help="Also save the maps: one Explanation file per method (camscope.Explanation.load).")
+    ] = False,
+    size: Annotated[int | None, typer.Option(help="Input size (default: the bank's with --bank, else 224).")] = None,
+    device: DeviceOption = None,
     versus: Annotated[
         list[str] | None,
         typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
@@ -97,7 +144,8 @@ def explain(
         typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3)."),
     ] = None,
     bank: Annotated[
-        Path | None, typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build).")
+        Path | None,
+        typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build); its model is the default."),
     ] = None,
     reference: Annotated[
         str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")
@@ -123,27 +171,28 @@ def explain(
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
     import camscope
-    from camscope.engine.method import method_class
     from camscope.models import data_config, load_image
 
-    method_names = method or ["gradcam"]
-    for name in method_names:
-        method_class(name)  # an unknown method fails before anything is loaded or written
+    method_names = method_list(method)
     check_finer_cli_options(method_names, versus, gamma, references)
-    for image in images:
-        if not image.is_file():
-            raise CamscopeError(f"no such image file: {image}")
-    network = load_cli_model(model, weights)
-    config = data_config(model if model else network)
-    loaded = [load_image(path, size=size, config=config) for path in images]
-    batch = torch.cat([tensor for tensor, _ in loaded])
-    diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, config, size, model)
+    files = image_files(images)
+    diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
+    model_name = model or diffcam.built_with.get("name") or "efficientnet_lite0"
+    same_model = model is None or model == diffcam.built_with.get("name")
+    weights_name = weights or (diffcam.built_with.get("cli_weights") if same_model else None) or "default"
+    seed_value = seed if seed is not None else int(diffcam.built_with.get("cli_seed", 0) or 0)
+    if size is None:
+        size = int((diffcam.bank.input_size or [224])[-1]) if diffcam.bank is not None else 224
+    network = load_cli_model(model_name, weights_name, seed_value, cli_device(device))
+    config = data_config(model_name)
+    diffcam.prepare(size, config)
+    loaded = [load_image(path, size=size, config=config) for path in files]
+    batch = torch.cat([tensor for tensor, _ in loaded]).to(next(network.parameters()).device)
     ifa = ScaleOptions(scale, principal)
-    stems = explain_output_stems(
-        images,
-        method_names,
+    options = dict(
         model=model,
-        weights=weights,
+        weights=weights_name,
+        seed=seed_value,
         layer=layer,
         size=size,
         target=target,
@@ -153,11 +202,17 @@ def explain(
         bank=bank,
         reference=reference,
         regularization=regularization,
+        refs=diffcam.fixed_size(),
         scale=scale,
         principal=principal,
     )
-    suffixes = [".png", ".safetensors"] if save else [".png"]
-    claim_outputs([out / (stem + suffix) for stem in stems for suffix in suffixes], overwrite)
+    stems = explain_output_stems(files, method_names, **options)
+    saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
+    claim_outputs(
+        [out / f"{stem}.png" for stem in stems]
+        + [out / f"{stem}.safetensors" for each in saved.values() for stem in each],
+        overwrite,
+    )
     target_spec = None
     if target is not None and not diffcam.owns_target:
         with torch.no_grad():
@@ -173,25 +228,38 @@ def explain(
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
     predictions = top_predictions(first.logits, names)
+    random = random_weights(weights_name)
     report = []
-    for index, (path, (_, rgb)) in enumerate(zip(images, loaded)):
-        figure_path = out / f"{stems[index]}.png"
-        labels = _figure_labels(results, index, names, reference, weights)
+    for index, (path, (_, rgb)) in enumerate(zip(files, loaded)):
+        labels = _figure_labels(results, index, names, diffcam, random, seed_value)
+        shown = [] if labels["bank_only"] else predictions[index]
         written = _write_image(
-            network, batch, results, index, figure_path, rgb, names, predictions[index], ifa.signed, str(path), labels
+            network,
+            batch,
+            results,
+            index,
+            out / f"{stems[index]}.png",
+            rgb,
+            names,
+            shown,
+            ifa.signed,
+            str(path),
+            labels,
         )
-        if save:
-            written.append(_save_maps(results, index, path, model, out / f"{stems[index]}.safetensors"))
-        report.append(_entry(results, index, path, names, predictions[index], written))
+        for name, method_stems in saved.items():
+            file = out / f"{method_stems[index]}.safetensors"
+            written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
+        report.append(_entry(results, index, path, names, predictions[index], written, labels))
     _print_report(report, json_output)
 
 
 def explain_output_stems(images: list[Path], methods: list[str], **options: Any) -> list[str]:
     """The output names (without suffix) of ``camscope explain``: ``INPUT__METHODS[__OPTION-VALUE]...``.
 
-    ``options`` are the command's options (``model``, ``weights``, ``layer``, ``size``, ``target``,
-    ``versus``, ``gamma``, ``references``, ``bank``, ``reference``, ``regularization``, ``scale``,
-    ``principal``); those at their default add nothing.
+    ``options`` are the command's options (``model``, ``weights``, ``seed``, ``layer``, ``size``, ``target``,
+    ``versus``, ``gamma``, ``references``, ``bank``, ``reference``, ``refs`` (the reference group's size
+    where it is fixed), ``regularization``, ``scale``, ``principal``); those at their default add nothing (a checkpoint file adds ``__weights-STEM``,
+    a seed other than 0 of random weights ``__seed-N``).
 
     Example:
         >>> explain_output_stems([Path("a/cat.jpg")], ["finer-gradcam"], versus=["tabby"], gamma=1.0)
@@ -199,9 +267,13 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
     """
     get = options.get
     model, weights, bank, scale = get("model"), get("weights") or "default", get("bank"), get("scale")
+    random = random_weights(weights)
+    checkpoint = weights.strip().lower() not in ("default", "none")
     naming = [
         ("model", None if model in (None, "efficientnet_lite0") else model),
-        ("random-weights", weights.strip().lower() == "none"),
+        ("random-weights", random),
+        ("seed", get("seed") if random and get("seed") not in (None, 0) else None),
+        ("weights", Path(weights).stem if checkpoint else None),
         ("layer", get("layer") or None),
         ("size", None if get("size") in (None, 224) else get("size")),
         ("target", get("target")),
@@ -210,6 +282,7 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
         ("references", get("references")),
         ("bank", Path(bank).stem if bank is not None else None),
         ("ref", get("reference")),
+        ("refs", get("refs")),
         ("reg", get("regularization")),
         ("scaled", Path(scale).stem if scale is not None else None),
         ("principal", get("principal")),
@@ -228,7 +301,7 @@ def _write_image(
     predictions: list[dict[str, Any]],
     signed: bool,
     title: str,
-    labels: dict[str, str],
+    labels: dict[str, Any],
 ) -> list[Path]:
     """The Finer figure (one finer-* method) or the figure of the image and one overlay per method."""
     from camscope.viz.figures import explanation_figure, save_figure
@@ -244,39 +317,77 @@ def _write_image(
         [(p["name"], p["probability"]) for p in predictions],
         title=title,
         signed=signed,
-        **labels,
+        layer=labels["layer"],
+        note=labels["note"],
+        explained_by=labels["by_method"],
     )
     return [save_figure(path, figure)]
 
 
 def _figure_labels(
-    results: dict[str, Any], index: int, names: list[str], reference: str | None, weights: str
-) -> dict[str, str]:
-    """What a figure says besides the maps: the explained class and its probability, the layer, a warning."""
+    results: dict[str, Any], index: int, names: list[str], diffcam: DiffCAMOptions, random: bool, seed: int
+) -> dict[str, Any]:
+    """What a figure says besides the maps: per method the explained class and its probability, the layer, a warning.
+
+    DiffCAM with a bank explains the bank's classes: its map names the bank class and the reference
+    group with its size, and a figure of DiffCAM alone leaves out the model's top-5 (``bank_only``).
+    """
     first = next(iter(results.values()))
-    classes = first.classes
-    explained = ""
-    if classes is not None:
+    by_method: dict[str, str] = {}
+    for name, explanation in results.items():
+        classes = explanation.classes
+        if classes is None:
+            continue
         c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
         if 0 <= c < len(names):
-            explained = f"{names[c][:24]} {float(first.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
-    if any(name.lower() == "diffcam" for name in results):
-        group = f"DiffCAM reference group: {reference or 'others'}"
-        explained = group if len(results) == 1 else f"{explained}; {group}"
+            by_method[name] = f"{names[c][:24]} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
+        references = finer_references(explanation, index, names)
+        if references and name in by_method:  # Finer-CAM: the classes it is compared with
+            listed = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
+            by_method[name] += "\n" + textwrap.fill(f"vs {listed}", 34)
+    group = ""
+    bank_only = False
+    if "diffcam" in results:
+        found = results["diffcam"].classes
+        label = None if found is None else int(found.reshape(-1)[index if found.numel() > 1 else 0])
+        group = diffcam.describe(label)
+        if diffcam.bank is not None and label is not None and label in diffcam.bank.labels:
+            group = f"bank class {diffcam.bank.class_name(label)} vs {group}"
+            bank_only = len(results) == 1
+        by_method["diffcam"] = textwrap.fill(group, 34)
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
-    note = "random weights (--weights none): not a trained model" if weights.strip().lower() == "none" else ""
-    return {"explained": explained, "layer": layer, "note": note}
+    note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
+    return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_only": bank_only}
 
 
-def _save_maps(results: dict[str, Any], index: int, path: Path, model: str, file: Path) -> Path:
-    """The raw and final maps of one image as safetensors, with the image, model, layer and methods."""
-    from camscope.io import save_tensors
+def _save_explanation(explanation: Any, index: int, file: Path, model: str, weights: str, seed: int) -> Path:
+    """One image's explanation as a file (:meth:`camscope.Explanation.save`): maps, raw, weights, target, method, layer."""
+    import camscope
+    from camscope.engine.explanation import SavedTarget
 
-    first = next(iter(results.values()))
-    tensors = {f"{name}.raw": e.raw[index] for name, e in results.items()}
-    tensors.update({f"{name}.maps": e.maps[index] for name, e in results.items()})
-    meta = {"image": str(path), "model": model, "layer": str(first.layer), "methods": list(results)}
-    return save_tensors(file, tensors, meta, kind="maps")
+    def one(e: Any) -> Any:
+        def cut(tensor: Any) -> Any:
+            return None if tensor is None else tensor[index : index + 1]
+
+        classes = e.classes
+        kind = type(getattr(e.targets, "inner", e.targets)).__name__
+        return camscope.Explanation(
+            raw=cut(e.raw),
+            maps=cut(e.maps),
+            weights=cut(e.weights),
+            contributions=cut(e.contributions),
+            logits=cut(e.logits),
+            targets=SavedTarget(
+                None if classes is None else classes.reshape(-1)[index : index + 1], kind, repr(e.targets)
+            ),
+            scores=cut(e.scores),
+            method=e.method,
+            layer=e.layer,
+            layers={name: one(per_layer) for name, per_layer in e.layers.items()},
+            options={**e.options, "weights": weights, **({"seed": seed} if random_weights(weights) else {})},
+        )
+
+    return one(explanation).save(file, model=model)
 
 
 def _entry(
@@ -286,8 +397,9 @@ def _entry(
     names: list[str],
     predictions: list[dict[str, Any]],
     written: list[Path],
+    labels: dict[str, Any],
 ) -> dict[str, Any]:
-    """The report of one image: predictions, explained class, layer, methods, files and Finer references."""
+    """The report of one image: predictions, explained class, layer, methods, files, Finer references, DiffCAM group."""
     first = next(iter(results.values()))
     classes = first.classes
     return {
@@ -297,6 +409,8 @@ def _entry(
         "layer": first.layer,
         "methods": list(results),
         "files": [str(p) for p in written],
+        **({"diffcam.group": labels["group"]} if labels.get("group") else {}),
+        **({"bank_classes_explained": True} if labels.get("bank_only") else {}),
         **{f"{name}.references": refs for name, e in results.items() if (refs := finer_references(e, index, names))},
     }
 
@@ -307,7 +421,10 @@ def _print_report(report: list[dict[str, Any]], json_output: bool) -> None:
         return
     for entry in report:
         typer.echo(entry["image"])
-        for p in entry["predictions"]:
-            typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
+        if not entry.get("bank_classes_explained"):  # DiffCAM with a bank explains the bank's classes
+            for p in entry["predictions"]:
+                typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
+        if entry.get("diffcam.group"):
+            typer.echo(f"  DiffCAM: {entry['diffcam.group']}")
         for file in entry["files"]:
             typer.echo(f"  wrote {file}")

@@ -12,8 +12,20 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.common import WeightsOption, load_cli_model, resolve_class
+from camscope.cli.common import (
+    MODEL_HELP,
+    DeviceOption,
+    SeedOption,
+    WeightsOption,
+    image_files,
+    load_cli_model,
+    method_list,
+    model_option,
+    random_weights,
+    resolve_class,
+)
 from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name, slug
+from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
 from camscope.targets.finer import Finer
 from camscope.viz.analysis import similarity_curve
@@ -158,22 +170,24 @@ def finer_figure(
 
 
 def similarity(
-    model: Annotated[
-        str, typer.Argument(help="efficientnet_lite0 (default, offline), torchvision:NAME or timm:NAME.")
-    ] = "efficientnet_lite0",
+    model_argument: Annotated[str | None, typer.Argument(hidden=True, metavar="(use --model)")] = None,
+    model_name: Annotated[str | None, typer.Option("--model", "-m", help=MODEL_HELP)] = None,
     weights: WeightsOption = "default",
+    seed: SeedOption = 0,
     classes: Annotated[
         list[str] | None,
         typer.Option("--class", "-c", help="Class (index or name) to list the most similar classes of; repeat."),
     ] = None,
     top: Annotated[int, typer.Option(help="How many similar classes (or pairs) to list.")] = 5,
-    output: Annotated[
-        Path | None,
+    out: Annotated[
+        Path,
         typer.Option(
-            help="PNG of the sorted-similarity curve (the Finer-CAM paper's Fig. 1); "
-            "default camscope-out/similarity__MODEL[__random-weights].png. Existing files need --overwrite."
+            "--out",
+            help="Output folder of the sorted-similarity curve (the Finer-CAM paper's Fig. 1), "
+            "similarity__MODEL[__random-weights].png, or a .png file. Existing files need --overwrite.",
         ),
-    ] = None,
+    ] = Path("camscope-out/similarity"),
+    output: Annotated[Path | None, typer.Option("--output", hidden=True, help="Old name of --out FILE.png.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -182,11 +196,13 @@ def similarity(
 
     if top < 1:
         raise CamscopeError(f"--top must be at least 1, got {top}")
-    random_weights = weights.strip().lower() == "none"
+    model = model_option(model_name, model_argument)
+    random = random_weights(weights)
     if output is None:
-        output = Path("camscope-out") / output_name("similarity", model, [("random-weights", random_weights)])
+        naming = [("random-weights", random), ("seed", seed if random and seed else None)]
+        output = out if out.suffix.lower() == ".png" else out / output_name("similarity", model, naming)
     claim_outputs([output], overwrite)
-    network = load_cli_model(model, weights)
+    network = load_cli_model(model, weights, seed)
     result = class_similarity(network)
     count = result.matrix.shape[0]
     indices = [_class_of(result, spec, count) for spec in classes or []]
@@ -207,7 +223,7 @@ def similarity(
             for p, q, value in ([] if indices else result.most_similar_pairs(top))
         ],
     }
-    label = f"{model} (random weights)" if random_weights else model
+    label = f"{model} (random weights, seed {seed})" if random else model
     report["curve"] = str(save_figure(output, similarity_curve(result, label=label), dpi=120))
     if json_output:
         typer.echo(json.dumps(report, indent=2))
@@ -249,7 +265,9 @@ def prompts(
     model: Annotated[
         str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")
     ] = "openai/clip-vit-base-patch16",
-    method: Annotated[str, typer.Option(help="Base CAM method.")] = "gradcam",
+    method: Annotated[
+        list[str] | None, typer.Option("--method", help="Base CAM method (one; spelling forgiven: GradCAM is gradcam).")
+    ] = None,
     gamma: Annotated[float, typer.Option(help="Comparison strength of the Finer map.")] = 0.6,
     layer: Annotated[
         str | None,
@@ -261,13 +279,13 @@ def prompts(
             help="Output folder: INPUT__prompts-METHOD__PROMPTS[__vs-VERSUS][__gamma-G][__layer-L][__model-M].png; "
             "existing files need --overwrite."
         ),
-    ] = Path("camscope-out"),
+    ] = Path("camscope-out/prompts"),
+    device: DeviceOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import camscope
-    from camscope.engine.method import get_method
     from camscope.models import load_image
     from camscope.models.clip import load_clip
     from camscope.viz.figures import save_figure
@@ -276,14 +294,15 @@ def prompts(
     if not texts:
         raise CamscopeError("give at least one non-empty --prompt")
     others = [v for v in (versus or []) if v.strip()]
-    if method.lower().startswith("finer-"):
+    chosen = method_list(method)
+    if len(chosen) > 1:
+        raise CamscopeError(f"give one base --method for prompts, got {', '.join(chosen)}")
+    method_name = chosen[0]
+    if method_name.startswith("finer-"):
         raise CamscopeError(
-            f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method!r}"
+            f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method_name!r}"
         )
-    get_method(method)  # fail early on an unknown name
-    for image in images:
-        if not image.is_file():
-            raise CamscopeError(f"no such image file: {image}")
+    images = image_files(images)
     naming = [
         ("prompts", texts),
         ("vs", others),
@@ -291,14 +310,14 @@ def prompts(
         ("layer", layer),
         ("model", None if model == "openai/clip-vit-base-patch16" else model),
     ]
-    files = [out / output_name(label, f"prompts-{slug(method)}", naming) for label in input_labels(images)]
+    files = [out / output_name(label, f"prompts-{slug(method_name)}", naming) for label in input_labels(images)]
     claim_outputs(files, overwrite)
-    loaded = load_clip(model)
+    loaded = load_clip(model, device=cli_device(device))
     classifier = loaded.classifier(texts + others)
     size = int(loaded.config.input_size)
     pictures = [load_image(path, size=size, config=loaded.config) for path in images]
-    batch = torch.cat([tensor for tensor, _ in pictures])
-    explainer = camscope.Explainer(classifier, layer=layer, method=method)
+    batch = torch.cat([tensor for tensor, _ in pictures]).to(next(loaded.model.parameters()).device)
+    explainer = camscope.Explainer(classifier, layer=layer, method=method_name)
     rows = []
     for i, text in enumerate(texts):
         base = explainer(batch, target=i)
@@ -311,7 +330,7 @@ def prompts(
     labels = list(classifier.prompts)
     report: list[dict[str, Any]] = []
     for index, (path, (_, rgb)) in enumerate(zip(images, pictures)):
-        figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method, gamma, title=path.stem)
+        figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method_name, gamma, title=path.stem)
         written = save_figure(files[index], figure)
         report.append(
             {

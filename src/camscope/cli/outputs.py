@@ -48,8 +48,8 @@ OverwriteOption = Annotated[
 NAMING_HELP = (
     "Files are named INPUT__METHOD[__OPTION-VALUE]...: INPUT is the image's path with / as __ "
     "(the fewest trailing parts that tell the inputs apart, suffix kept), METHOD the method(s) joined by +, "
-    "and each option that changes the maps adds __OPTION-VALUE (target, vs, gamma, references, ref, reg, "
-    "bank, layer, model, random-weights, size, scaled, principal). Existing files are never replaced "
+    "and each option that changes the maps adds __OPTION-VALUE (target, vs, gamma, references, ref, refs, reg, "
+    "bank, layer, model, random-weights, seed, weights, size, scaled, principal). Existing files are never replaced "
     "without --overwrite."
 )
 

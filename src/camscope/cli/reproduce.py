@@ -16,7 +16,9 @@ def reproduce_command(
     quick: Annotated[
         bool, typer.Option("--quick", help="Few images per section: a check of the pipeline (minutes), noisy numbers.")
     ] = False,
-    out: Annotated[Path, typer.Option(help="Report folder: REPRODUCTION.md and figures/.")] = Path("docs"),
+    out: Annotated[
+        Path, typer.Option(help="Report folder: REPRODUCTION.md and figures/ (the repository's report: --out docs).")
+    ] = Path("camscope-out/reproduce"),
     section: Annotated[
         list[str] | None,
         typer.Option("--section", help="Only this section (repeatable): finer, diffcam, ifa, localisation."),
@@ -24,7 +26,7 @@ def reproduce_command(
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Re-measure the papers' claims on data with known answers and write the report (docs/REPRODUCTION.md).
+    """Re-measure the papers' claims on data with known answers and write the report (OUT/REPRODUCTION.md).
 
     An existing report (REPRODUCTION.md, or figures/SECTION_*.png of a chosen section) is replaced only with --overwrite.
     """

@@ -320,6 +320,7 @@ class Explainer:
             method=self.method.name,
             layer=name,
             activations=activations,
+            options=dict(self.method.options),
         )
 
     def plain_forward(self, inputs: Tensor, capture: LayerCapture) -> Tensor:
@@ -378,6 +379,7 @@ class Explainer:
             layer=names,
             activations=None,
             layers=dict(zip(names, per_layer)),
+            options=dict(first.options),
         )
 
 

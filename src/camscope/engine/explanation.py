@@ -1,14 +1,32 @@
-"""``Explanation``: what explaining a batch gives (maps, weights, scores, the resolved target)."""
+"""``Explanation``: what explaining a batch gives (maps, weights, scores, the resolved target), and its file.
+
+An explanation saves as one safetensors file (kind ``explanation``, with the
+format version of :mod:`camscope.io`): the tensors ``raw``, ``maps``, ``logits``,
+``scores`` and, where present, ``weights``, ``contributions`` and the explained
+``classes``, plus those of each layer of a multi-layer explanation; JSON metadata
+holds the method, the layer (a list for several layers), the model's name, the
+method's options and a description of the target. Activations are not saved.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor
 
-from camscope.targets.base import Target
+from camscope.errors import CamscopeError
+from camscope.io import checked_tensor, load_tensors, save_tensors
+from camscope.targets.base import ClassTarget, FrozenTarget, Target
 
-__all__ = ["Explanation"]
+__all__ = ["Explanation", "SavedTarget"]
+
+_KIND = "explanation"
+_OPTIONAL = ("weights", "contributions")
 
 
 @dataclass
@@ -34,6 +52,7 @@ class Explanation:
         layer: the layer's name (a list for several layers).
         activations: the layer's activations ``[B, K, *spatial]``, detached.
         layers: per-layer explanations when several layers were asked.
+        options: the method's options (and, for a loaded explanation, the recorded model).
 
     Example:
         >>> import camscope, torch
@@ -54,6 +73,7 @@ class Explanation:
     layer: str | list[str]
     activations: Tensor | None = None
     layers: dict[str, Explanation] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """A one-line summary: method, layer, batch, shapes and explained classes (never the tensors)."""
@@ -85,3 +105,174 @@ class Explanation:
     def classes(self) -> Tensor | None:
         """The explained class per sample, where the target has one."""
         return self.targets.classes()
+
+    def save(self, path: str | os.PathLike[str], *, model: str | None = None) -> Path:
+        """Write the explanation to ``path`` (safetensors + JSON metadata), atomically.
+
+        Args:
+            path: the file to write (replaced if it exists).
+            model: the model's name to record (e.g. ``"torchvision:resnet50"``).
+
+        Returns:
+            The path written. :meth:`load` reads it back.
+
+        Example:
+            >>> import camscope, tempfile, pathlib, torch
+            >>> from torchvision.models import resnet18
+            >>> e = camscope.explain(resnet18(num_classes=10), torch.randn(2, 3, 64, 64), target=[1, 2])
+            >>> path = e.save(pathlib.Path(tempfile.mkdtemp()) / "e.safetensors", model="resnet18")
+            >>> back = camscope.Explanation.load(path)
+            >>> bool(torch.equal(back.maps, e.maps)), back.classes.tolist(), back.layer
+            (True, [1, 2], 'layer4')
+        """
+        tensors = _tensors(self, "")
+        for index, per_layer in enumerate(self.layers.values()):
+            tensors.update(_tensors(per_layer, f"layers.{index}."))
+        metadata = {
+            "method": self.method,
+            "layer": self.layer if isinstance(self.layer, str) else list(self.layer),
+            "layers": list(self.layers),
+            "model": model,
+            "options": {key: _json_value(value) for key, value in self.options.items()},
+            "target": _describe_target(self.targets),
+        }
+        return save_tensors(path, tensors, metadata, kind=_KIND)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Explanation:
+        """Read an explanation written by :meth:`save`.
+
+        The target comes back as a :class:`SavedTarget`: it knows the explained
+        classes and what the target was; a plain class target can also score outputs again.
+        The model's name is in ``explanation.options["model"]`` when it was recorded.
+
+        Raises:
+            CamscopeError: for a missing, truncated or corrupt file, or one that holds something else.
+        """
+        path = Path(path)
+        tensors, header = load_tensors(path, _KIND)
+        target = SavedTarget.from_header(header.get("target"), tensors.get("classes"), path)
+        layers = header.get("layers") or []
+        if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers):
+            raise CamscopeError(f"{path} has corrupt metadata: 'layers' must be a list of layer names")
+        per_layer = {
+            name: _explanation(tensors, f"layers.{i}.", header, name, target, path) for i, name in enumerate(layers)
+        }
+        layer = header.get("layer")
+        if not (isinstance(layer, str) or (isinstance(layer, list) and all(isinstance(n, str) for n in layer))):
+            raise CamscopeError(f"{path} has corrupt metadata: 'layer' must be a name or a list of names")
+        loaded = _explanation(tensors, "", header, layer, target, path)
+        loaded.layers = per_layer
+        return loaded
+
+
+def _tensors(explanation: Explanation, prefix: str) -> dict[str, Tensor]:
+    tensors = {f"{prefix}raw": explanation.raw, f"{prefix}maps": explanation.maps}
+    if prefix == "":  # the layers of a multi-layer explanation share its logits and scores
+        tensors.update(logits=explanation.logits, scores=explanation.scores)
+    for name in _OPTIONAL:
+        value = getattr(explanation, name)
+        if value is not None:
+            tensors[f"{prefix}{name}"] = value
+    classes = explanation.classes if prefix == "" else None
+    if classes is not None:
+        tensors["classes"] = classes.reshape(-1)
+    return {name: tensor.detach().float() if tensor.is_floating_point() else tensor for name, tensor in tensors.items()}
+
+
+def _explanation(
+    tensors: dict[str, Tensor], prefix: str, header: dict[str, Any], layer: Any, target: Target, path: Path
+) -> Explanation:
+    def get(name: str, required: bool = True) -> Tensor | None:
+        value = tensors.get(prefix + name)
+        if value is None and required:
+            raise CamscopeError(f"{path} has no tensor {prefix + name!r}: the file is incomplete; write it again")
+        if value is None:
+            return None
+        return checked_tensor(value, prefix + name, [-1] * value.dim(), value.dtype, allow_infinite=name == "logits")
+
+    maps, raw = get("maps"), get("raw")
+    assert maps is not None and raw is not None
+    if maps.shape[0] != raw.shape[0]:
+        raise CamscopeError(f"{path} has {maps.shape[0]} maps but {raw.shape[0]} raw maps: the file is corrupt")
+    method = header.get("method")
+    if not isinstance(method, str):
+        raise CamscopeError(f"{path} has corrupt metadata: 'method' must be a name")
+    options = header.get("options") or {}
+    if not isinstance(options, dict):
+        raise CamscopeError(f"{path} has corrupt metadata: 'options' must be an object")
+    if header.get("model") is not None:
+        options = {**options, "model": header["model"]}
+    logits, scores = tensors.get("logits"), tensors.get("scores")
+    if logits is None or scores is None:
+        raise CamscopeError(f"{path} has no logits or scores: the file is incomplete; write it again")
+    return Explanation(
+        raw=raw,
+        maps=maps,
+        weights=get("weights", required=False),
+        contributions=get("contributions", required=False),
+        logits=logits,
+        targets=target,
+        scores=scores,
+        method=method,
+        layer=layer,
+        options=options,
+    )
+
+
+def _json_value(value: Any) -> Any:
+    """An option's value as JSON: numbers, text, lists and objects as they are; a tensor by its shape; else its type."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, Tensor):
+        return {"tensor": list(value.shape)} if value.numel() > 16 else value.tolist()
+    return {"object": type(value).__name__}
+
+
+def _describe_target(target: Target) -> dict[str, Any]:
+    inner = target.inner if isinstance(target, FrozenTarget) else target
+    description = target.description if isinstance(target, SavedTarget) else repr(target)
+    kind = target.kind if isinstance(target, SavedTarget) else type(inner).__name__
+    return {"type": kind, "description": description[:2000]}
+
+
+class SavedTarget(Target):
+    """The target of a loaded :class:`Explanation`: its explained classes and what it was.
+
+    ``kind`` is the original target's class name and ``description`` its text. A
+    saved class target (``ClassTarget``) still scores outputs (``y_c`` per sample);
+    any other cannot be rebuilt from a file and says so when called.
+    """
+
+    def __init__(self, classes: Tensor | None, kind: str, description: str) -> None:
+        self._classes = classes
+        self.kind = kind
+        self.description = description
+
+    @classmethod
+    def from_header(cls, entry: Any, classes: Tensor | None, path: Path) -> SavedTarget:
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise CamscopeError(f"{path} has corrupt metadata: 'target' must describe the target")
+        if classes is not None:
+            classes = checked_tensor(classes, "classes", [-1], torch.long, nonnegative=True)
+        return cls(classes, entry["type"], str(entry.get("description", "")))
+
+    def classes(self) -> Tensor | None:
+        return self._classes
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        if self.kind != "ClassTarget" or self._classes is None:
+            raise CamscopeError(
+                f"a loaded explanation's target ({self.description}) cannot score outputs: "
+                "explain again with the original target"
+            )
+        return ClassTarget(self._classes.to(outputs.device)).resolve(outputs)(outputs)
+
+    def __repr__(self) -> str:
+        return f"SavedTarget({self.description})"

@@ -28,6 +28,7 @@ __all__ = [
     "CamMethod",
     "CamResult",
     "available_methods",
+    "canonical_method_name",
     "describe_options",
     "get_method",
     "method_class",
@@ -175,20 +176,37 @@ def available_methods() -> dict[str, type[CamMethod]]:
     return dict(sorted(_REGISTRY.items()))
 
 
-_ALIASES = {"grad-cam": "gradcam", "gradcam++": "gradcampp", "grad-cam++": "gradcampp", "hires-cam": "hirescam"}
+_ALIASES = {"gradcamplusplus": "gradcampp", "smoothgradcamplusplus": "smoothgradcampp"}
+
+
+def _key(name: str) -> str:
+    """A method name compared without case and punctuation (``++`` reads ``pp``)."""
+    text = str(name).lower().replace("++", "pp")
+    key = "".join(ch for ch in text if ch.isalnum())
+    return _ALIASES.get(key, key)
+
+
+def canonical_method_name(name: str) -> str:
+    """The registered name of a method, whatever its spelling: case, ``-``, ``_``, spaces and ``++`` forgiven.
+
+    Example:
+        >>> canonical_method_name("GradCAM"), canonical_method_name("Grad-CAM++"), canonical_method_name("Finer_GradCAM")
+        ('gradcam', 'gradcampp', 'finer-gradcam')
+    """
+    return method_class(name).name
 
 
 def method_class(name: str) -> type[CamMethod]:
-    """The registered method class of a name (case, ``_``/``-`` and common spellings forgiven)."""
-    key = str(name).lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
+    """The registered method class of a name (case, punctuation and common spellings forgiven)."""
+    key = _key(name)
+    found = [cls for registered, cls in _REGISTRY.items() if _key(registered) == key]
+    if not found:
         import difflib
 
-        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(str(name).lower().replace("_", "-"), list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise CamscopeError(f"unknown method {name!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[key]
+    return found[0]
 
 
 def get_method(method: str | CamMethod, **options: Any) -> CamMethod:

@@ -44,9 +44,10 @@ from camscope.metrics import (
     sparseness,
 )
 from camscope.metrics.common import progress_option
-from camscope.passes.batches import ImageTransform
+from camscope.passes.batches import ImageTransform, sample_count
 from camscope.passes.distributed import is_main_process, resolve_device
 from camscope.passes.engine import Batch, DatasetPass
+from camscope.progress import ProgressBar
 from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = ["METRICS", "checked_names_and_options", "evaluate"]
@@ -206,15 +207,19 @@ class _Plan:
     method_options: dict[str, dict[str, Any]]
     metric_options: dict[str, dict[str, Any]]
 
-    def measure(self, inputs: Tensor, labels: Tensor, truths: list[GroundTruth]) -> dict[str, dict[str, MetricResult]]:
-        """``[method][metric]``: the results of one batch."""
+    def measure(
+        self, inputs: Tensor, labels: Tensor, truths: list[GroundTruth], bar: ProgressBar | None = None
+    ) -> dict[str, dict[str, MetricResult]]:
+        """``[method][metric]``: the results of one batch (``bar`` advances by its images per method and metric)."""
         target = self.batch_target(inputs, labels, truths)
         results: dict[str, dict[str, MetricResult]] = {}
         for method, explainer in self.explainers.items():
             explanation = explainer(inputs, target=target)
-            results[method] = {
-                metric: self.measure_one(metric, method, inputs, explanation, truths) for metric in self.metrics
-            }
+            results[method] = {}
+            for metric in self.metrics:
+                results[method][metric] = self.measure_one(metric, method, inputs, explanation, truths)
+                if bar is not None:
+                    bar.advance(inputs.shape[0])
         return results
 
     def batch_target(self, inputs: Tensor, labels: Tensor, truths: list[GroundTruth]) -> Any:
@@ -286,16 +291,12 @@ def checked_names_and_options(
     method_options: Mapping[str, Mapping[str, Any]] | None,
     metric_options: Mapping[str, Mapping[str, Any]] | None,
 ) -> tuple[list[str], list[str], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Checked method names, canonical metric names and the options of each."""
-    import camscope
+    """Canonical method and metric names (``GradCAM`` is ``gradcam``) and the options of each."""
+    from camscope.engine.method import canonical_method_name
 
-    method_names = [str(m) for m in methods]
+    method_names = list(dict.fromkeys(canonical_method_name(str(m)) for m in methods))
     if not method_names:
         raise CamscopeError("give at least one method")
-    available = camscope.available_methods()
-    for method in method_names:
-        if method not in available:
-            raise CamscopeError(f"unknown method {method!r}; available: {', '.join(available)}")
     metric_names = list(dict.fromkeys(_metric_name(m) for m in metrics))
     if not metric_names:
         raise CamscopeError("give at least one metric")
@@ -303,7 +304,7 @@ def checked_names_and_options(
     for name in by_metric:
         if name not in metric_names:
             raise CamscopeError(f"options were given for metric {name!r}, which is not evaluated")
-    by_method = {str(k): dict(v) for k, v in (method_options or {}).items()}
+    by_method = {canonical_method_name(str(k)): dict(v) for k, v in (method_options or {}).items()}
     for name in by_method:
         if name not in method_names:
             raise CamscopeError(f"options were given for method {name!r}, which is not evaluated")
@@ -324,17 +325,30 @@ def _dataset_pass(
     )
 
 
-def _collect(plan: _Plan, batches: DatasetPass, samples: _Samples, limit: int | None) -> EvaluationResults:
-    """The dataset pass: every batch measured, the per-sample results accumulated."""
+def _collect(
+    plan: _Plan, batches: DatasetPass, samples: _Samples, limit: int | None, progress: bool | None = None
+) -> EvaluationResults:
+    """The dataset pass: every batch measured, the per-sample results accumulated.
+
+    Progress counts images x methods x metrics, so it moves inside a batch too.
+    """
     resumed = batches.resumed
     results = resumed if resumed is not None else EvaluationResults(list(plan.explainers), plan.metrics)
-    for batch in batches.tracking(lambda: results):
-        count = batch.inputs.shape[0] if limit is None else min(batch.inputs.shape[0], limit - batch.start)
-        if count <= 0:
-            break
-        inputs, labels = batch.inputs[:count], batch.labels[:count]
-        names, truths = samples.describe(batch, count)
-        results.update(names, plan.measure(inputs, labels, truths), start=batch.start)
+    images = sample_count(batches.data)
+    if images is not None and limit is not None:
+        images = min(images, limit)
+    steps = len(plan.explainers) * len(plan.metrics)
+    total = None if images is None else images * steps // max(batches.shard.world, 1)
+    description = f"evaluating {len(plan.explainers)} method(s) x {len(plan.metrics)} metric(s) per image"
+    shown = progress if batches.shard.rank == 0 else False
+    with ProgressBar(total, description, enabled=shown, delay=1.0) as bar:
+        for batch in batches.tracking(lambda: results):
+            count = batch.inputs.shape[0] if limit is None else min(batch.inputs.shape[0], limit - batch.start)
+            if count <= 0:
+                break
+            inputs, labels = batch.inputs[:count], batch.labels[:count]
+            names, truths = samples.describe(batch, count)
+            results.update(names, plan.measure(inputs, labels, truths, bar), start=batch.start)
     results = batches.finish(results, "an evaluation")
     if not results.samples:
         raise CamscopeError("the dataset is empty")
@@ -473,7 +487,8 @@ def evaluate(
     data, folder = _evaluation_data(data, size, config, limit)
     identity = dict(methods=methods, metrics=metric_names, layer=repr(layer), target=repr(target), limit=limit)
     identity["options"] = repr((sorted(by_method.items()), sorted(by_metric.items())))
-    pass_options.update(batch_size=batch_size, size=size, progress=progress)
+    # the pass's own bar counts batches: evaluate's counts images x methods x metrics instead
+    pass_options.update(batch_size=batch_size, size=size, progress=False)
     batches = _dataset_pass(network, model_name, data, identity, pass_options)
     plan = _Plan(
         network=network,
@@ -486,7 +501,7 @@ def evaluate(
         metric_options=by_metric,
     )
     samples = _Samples(folder, annotations, size, getattr(config, "crop_pct", 0.875))
-    results = _collect(plan, batches, samples, limit)
+    results = _collect(plan, batches, samples, limit, progress)
     report = _report(results, model_name, _params(plan, batch_size, size))
     if out is not None and is_main_process():
         report.save(out, plots=plots)

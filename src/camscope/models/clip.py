@@ -175,7 +175,7 @@ class CLIPClassifier(nn.Module):
         try:
             from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(name)
+            return AutoTokenizer.from_pretrained(name, local_files_only=Path(name).expanduser().exists())
         except Exception as error:
             raise CamscopeError(f"could not load the tokenizer of {name!r} ({error}): pass tokenizer=") from error
 
@@ -327,10 +327,12 @@ def _load_transformers(name: str) -> LoadedCLIP:
     looks_local = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1  # ids are NAME or ORG/NAME
     if looks_local and not path.exists():
         raise CamscopeError(f"no such model folder: {name}")
-    source = str(path) if path.exists() else name
+    local = path.exists()
+    source = str(path) if local else name
     try:
-        model = AutoModel.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        # A local folder is read as it is: no hub request (and no retries when there is no network).
+        model = AutoModel.from_pretrained(source, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
     except Exception as error:
         raise CamscopeError(
             f"could not load the CLIP model {name!r} ({type(error).__name__}: {error}); a model id is downloaded "
@@ -344,7 +346,7 @@ def _load_transformers(name: str) -> LoadedCLIP:
     try:
         from transformers import AutoImageProcessor
 
-        processor = AutoImageProcessor.from_pretrained(source)
+        processor = AutoImageProcessor.from_pretrained(source, local_files_only=local)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
     except Exception:
         pass

@@ -116,17 +116,17 @@ def batch_count(data: Any, batch_size: int) -> int | None:
 
 
 def dataset_class_names(data: Any) -> list[str] | None:
-    """Class names carried by ``data``: an :class:`ImageFolderData`'s folders or a torchvision dataset's ``classes``.
+    """Class names carried by ``data`` (or its DataLoader's dataset): an :class:`ImageFolderData`'s folders or ``classes``.
 
     Example:
         >>> from types import SimpleNamespace
         >>> dataset_class_names(SimpleNamespace(classes=["cat", "dog"])), dataset_class_names([1, 2])
         (['cat', 'dog'], None)
     """
-    names = getattr(data, "class_names", None)
+    dataset = getattr(data, "dataset", data)  # a DataLoader's dataset
+    names = getattr(data, "class_names", None) or getattr(dataset, "class_names", None)
     if names:
         return list(names)
-    dataset = getattr(data, "dataset", data)
     classes = getattr(dataset, "classes", None)
     if classes and all(isinstance(c, str) for c in classes):
         return list(classes)

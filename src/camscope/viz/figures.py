@@ -148,6 +148,7 @@ def explanation_figure(
     explained: str = "",
     layer: str = "",
     note: str = "",
+    explained_by: dict[str, str] | None = None,
 ) -> Figure:
     """The image, its top predictions, one overlay per map side by side, and a colour bar.
 
@@ -160,9 +161,13 @@ def explanation_figure(
         explained: the explained class with its probability (e.g. ``"tabby 17.0%"``).
         layer: the explained layer.
         note: a warning shown under the title (e.g. random weights).
+        explained_by: per map, what it explains (replaces ``explained`` for that map).
     """
     columns = 1 + len(maps)
-    figure = new_figure((2.6 * columns + 0.6, 3.4))
+    titles = {name: (explained_by or {}).get(name, explained) for name in maps}
+    lines = max([1 + title.count("\n") + bool(title) for title in titles.values()] or [1])
+    extra = 0.16 * max(0, lines - 2)
+    figure = new_figure((2.6 * columns + 0.6, 3.4 + extra))
     axes = figure.subplots(1, columns, squeeze=False)[0]
     axes[0].imshow(image)
     axes[0].set_title(title or "input", fontsize=9)
@@ -173,12 +178,13 @@ def explanation_figure(
         )
     for axis, (name, cam) in zip(axes[1:], maps.items()):
         axis.imshow(overlay(image, cam, signed=signed))
-        axis.set_title(f"{name}\n{explained}" if explained else name, fontsize=8)
+        axis.set_title(f"{name}\n{titles[name]}" if titles[name] else name, fontsize=8)
     for axis in axes:
         axis.axis("off")
     heading = " | ".join(part for part in (f"layer {layer}" if layer else "", note) if part)
     if heading:
         figure.suptitle(heading, fontsize=8, color="firebrick" if note else "black")
+        figure.subplots_adjust(top=0.93 - 0.03 * lines * 3.4 / (3.4 + extra))
     colorbar(figure, list(axes[1:]) or axes[0], signed=signed)
     return figure
 

@@ -88,6 +88,21 @@ def _batch_pass(
     return BatchPass(explainer, name, module, all_classes, chunk)
 
 
+def _folder(model: nn.Module, root: str | os.PathLike[str], size: int) -> Any:
+    """An image folder labelled as everywhere: by the model's classes when every class folder names one, else 0..C-1."""
+    from camscope.data.folders import ImageFolderData, label_by_model_classes
+    from camscope.engine.capture import model_state, output_tensor
+
+    folder = ImageFolderData(root, size=size)
+    if folder.class_names:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.no_grad(), model_state(model):
+            logits = output_tensor(model(torch.zeros(1, 3, size, size, device=device)))
+        if logits.ndim == 2:
+            label_by_model_classes(folder, logits.shape[1])
+    return folder
+
+
 def _dataset_pass(model: nn.Module, data: Any, identity: dict[str, Any], options: dict[str, Any]) -> DatasetPass:
     """The pass over ``data``: checkpoints name the model's fingerprint and ``identity``; ranks merge analyses."""
     return DatasetPass(
@@ -169,8 +184,10 @@ def analyze(
         model: a classifier returning ``[B, C]`` scores.
         data: a DataLoader or iterable of ``(inputs, labels)`` batches (labels -1 for
             none), input tensors, one tensor, a map-style torch dataset of
-            ``(image, label)`` samples, or an image folder (``root/CLASS/*``;
-            classes by folder order).
+            ``(image, label)`` samples, or an image folder (``root/CLASS/*``: labelled
+            by the model's classes when every folder names one, such as ``281`` or
+            ``tabby``, else 0..C-1 in folder-name order; see
+            :func:`camscope.data.folders.label_by_model_classes`).
         method: a CAM method with channel weights (all gradient methods, CAM,
             Score-CAM); methods without weights give the distribution only.
         layer: the layer (one); None picks the default.
@@ -216,6 +233,8 @@ def analyze(
     passing: dict[str, Any] = dict(batch_size=batch_size, size=size, device=device, progress=progress)
     passing.update(distributed=distributed, workers=workers, checkpoint=checkpoint)
     passing.update(checkpoint_every=checkpoint_every, resume=resume, precision=precision)
+    if isinstance(data, (str, os.PathLike)):
+        data = _folder(model, data, size)
     batches = _dataset_pass(model, data, identity, passing)
     explainer = Explainer(
         model,

@@ -1,0 +1,116 @@
+"""Every ``camscope`` command of the README runs as written (the README is the fixture).
+
+The commands are read from the README's ``bash`` blocks in order (a line ending in ``\\`` continues
+on the next one) and run in a fresh folder holding what they name: the photos ``make demo``
+writes to ``camscope-out/photos/``, ``img.jpg``, and ImageFolder trees ``train/``, ``test/`` and
+``val/`` of the bundled photos (class folders named by ImageNet classes). ``camscope ...``
+runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
+as a subprocess. The commands that cannot run here are listed in ``NOT_RUN`` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camscope.cli.app import main
+from camscope.models import sample_images
+from camscope.viz.figures import save_image
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+#: Commands (by their start) that this suite does not run, and why.
+NOT_RUN = {
+    "make demo": "installs the packages into .venv (needs the package registries); the command it runs, "
+    "`camscope demo --out camscope-out --overwrite`, is tested in tests/cli/test_cli.py",
+    "make test": "installs the packages into .venv and runs the test suite, this file included",
+    ".venv/bin/camscope prompts photo.jpg --model DIR": "needs a CLIP model folder (DIR is a placeholder for "
+    "one saved with save_pretrained): the same command runs on a tiny saved CLIP in "
+    "tests/models/test_clip.py::test_load_clip_from_a_folder_and_the_prompts_cli",
+}
+
+
+def readme_commands() -> list[str]:
+    """The shell commands of the README's bash blocks, continuation lines joined, comments kept."""
+    commands: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        pending = ""
+        for line in block.splitlines():
+            text = pending + line.strip()
+            if text.endswith("\\"):
+                pending = text[:-1] + " "
+                continue
+            pending = ""
+            if text and not text.startswith("#"):
+                commands.append(text)
+    return commands
+
+
+def _listed(command: str) -> str | None:
+    return next((reason for start, reason in NOT_RUN.items() if command.startswith(start)), None)
+
+
+def test_every_readme_command_is_a_camscope_command_that_runs_or_is_listed_with_a_reason():
+    commands = readme_commands()
+    assert len(commands) >= 15, commands
+    for command in commands:
+        first = shlex.split(command, comments=True)[0]
+        assert first in (".venv/bin/camscope", "torchrun", "make"), command
+    for start in NOT_RUN:
+        assert any(command.startswith(start) for command in commands), f"{start!r} is no longer in the README"
+
+
+def _photos(root: Path) -> None:
+    """What the commands name: the demo's photos, img.jpg, and train/, test/, val/ of the bundled photos."""
+    photos = sample_images()
+    for name, rgb in photos.items():
+        save_image(root / "camscope-out" / "photos" / f"{name}.png", rgb / 255.0)
+    save_image(root / "img.jpg", photos["coffee"] / 255.0)
+    # class folders named by ImageNet classes: two views of each photo
+    classes = {"tabby": photos["chelsea"], "espresso": photos["coffee"], "missile": photos["rocket"]}
+    for split in ("train", "test"):
+        for name, rgb in classes.items():
+            save_image(root / split / name / "0.jpg", rgb / 255.0)
+            save_image(root / split / name / "1.jpg", np.ascontiguousarray(rgb[:, ::-1]) / 255.0)
+    save_image(root / "val" / "espresso" / "0.jpg", photos["coffee"] / 255.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _photos(tmp_path)
+    ran = 0
+    for command in readme_commands():
+        if _listed(command) is not None:
+            continue
+        argv = shlex.split(command, comments=True)
+        if argv[0] == "torchrun":
+            torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+            environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+            environment["PET_MASTER_PORT"] = str(_free_port())  # torchrun's --master-port, set from outside
+            done = subprocess.run(
+                [torchrun, *argv[1:]], env=environment, capture_output=True, text=True, timeout=900, check=False
+            )
+            assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+        else:
+            status = main(argv[1:])
+            assert status == 0, f"{command}\n{capsys.readouterr().err[-3000:]}"
+        ran += 1
+    assert ran == len(readme_commands()) - len(NOT_RUN)
+    assert (tmp_path / "camscope-out" / "explain" / "chelsea.png__gradcam+layercam.png").is_file()
+    assert (tmp_path / "ifa" / "report.md").is_file() and (tmp_path / "eval" / "summary.csv").is_file()
