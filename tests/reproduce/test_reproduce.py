@@ -75,3 +75,16 @@ def test_unknown_section_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert main(["reproduce", "--quick", "--out", str(tmp_path), "--section", "nope"]) == 2
     assert "unknown report section" in capsys.readouterr().err
     assert not (tmp_path / "REPRODUCTION.md").exists()
+
+
+def test_effect_size_rule_and_changed_verdicts() -> None:
+    from camscope.reproduce.report import judge_difference
+
+    assert judge_difference(0.748, 0.023, 0.033, 0.044) == "tie"  # significant but 4.4% of the base
+    assert judge_difference(0.5, 0.03, 0.05, 0.07) == "better"
+    assert judge_difference(0.5, -0.07, -0.05, -0.03) == "worse"
+    assert judge_difference(0.5, -0.01, 0.05, 0.11) == "tie"  # not significant
+    assert Claim("c", HOLDS, "e", previous=FAILS).changed and not Claim("c", HOLDS, "e", previous=HOLDS).changed
+    assert Claim("c", HOLDS, "e").changed  # a new claim
+    with pytest.raises(ValueError, match="previous verdict"):
+        Claim("c", HOLDS, "e", previous="maybe")

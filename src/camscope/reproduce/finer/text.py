@@ -67,6 +67,18 @@ def _table1(n: int, n_score: int, numbers: dict[str, float]) -> str:
                     " / ".join(f"{v:.3f}" for v in paper) + f" / {loc:.3f}",
                 ]
             )
+    if "cam-subtraction.deletion" in numbers:
+        rows.insert(
+            2,
+            [
+                "Grad-CAM maps subtracted after the ReLU (Fig. 9b)",
+                n,
+                *[numbers[f"cam-subtraction.{key}"] for key in ("deletion", "rd@0.05", "rd@0.1", "share_box")],
+                numbers["cam-subtraction.share_differing"],
+                numbers["cam-subtraction.pointing"],
+                "–",
+            ],
+        )
     table1 = markdown_table(
         [
             "method",
@@ -88,7 +100,12 @@ def _deltas_and_drops(numbers: dict[str, float], comparisons: dict[tuple[str, st
     """The paired differences Finer - base, and where RD comes from (the two drops)."""
     deltas = markdown_table(
         ["Finer - base", "Del.", "RD@5%", "RD@10%", "Loc. (box)", "differing part", "peak on part"],
-        [[METHOD_NAMES[base]] + [comparisons[(base, key)].text() for key in COMPARED] for base in BASES],
+        [[METHOD_NAMES[base]] + [comparisons[(base, key)].text() for key in COMPARED] for base in BASES]
+        + (
+            [["CAM subtraction − Grad-CAM"] + [comparisons[("cam-subtraction", key)].text() for key in COMPARED]]
+            if ("cam-subtraction", "deletion") in comparisons
+            else []
+        ),
     )
     drops = markdown_table(
         ["method", "drop of p_c @5%", "drop of p_d @5%", "RD@5%", "empty maps"],
@@ -201,7 +218,12 @@ Del. 0.076, RD@5% 0.192.
 
 {table1}
 
-Paired differences over the same images (mean and 95% interval):
+The row "subtracted after the ReLU" is the baseline of the paper's Fig. 9b: `ReLU(ReLU(M_c) − 0.6 · mean_d ReLU(M_d))`
+with the Grad-CAM maps of the class and of the same three references, where Finer-CAM subtracts the channel weights
+*before* the ReLU; the paper shows it to explain why the comparison must be made on the weights (cells where both
+classes have evidence cancel there, but stay positive in `ReLU(M_c)`).
+
+Paired differences over the same images (mean and 95% interval, then the difference relative to the base's mean):
 
 {deltas}
 
