@@ -8,7 +8,7 @@ planted, so each analysis is scored:
 
 * **Models** trained inside the report (seeded, deterministic on the CPU):
   :class:`~camscope.models.zoo.SmallCNN` ``stages=[[8], [16, 32]]`` (K = 32
-  channels at 16x16) on scikit-learn's digits at 32 px, AdamW (lr 3e-3, batch 64,
+  channels at 16x16) on scikit-learn's digits at 32 px, AdamW (lr 3e-3, batch 32,
   cosine schedule), the same number of steps for every model.
 * **Confounder.** Every training image of class :data:`CONFOUNDED` gets a white
   5x5 square in its top-left corner (the "mark"; no other image has it). The
@@ -94,7 +94,7 @@ def add_mark(images: Tensor) -> Tensor:
 
 
 def train_small(images: Tensor, labels: Tensor, steps: int, seed: int, classes: int = 10) -> SmallCNN:
-    """A seeded SmallCNN trained for ``steps`` AdamW steps (batch 64, lr 3e-3, cosine), returned in eval mode."""
+    """A seeded SmallCNN trained for ``steps`` AdamW steps (batch 32, lr 3e-3, cosine), returned in eval mode."""
     torch.manual_seed(seed)
     model = SmallCNN(images.shape[1], classes, _STAGES)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
@@ -102,7 +102,7 @@ def train_small(images: Tensor, labels: Tensor, steps: int, seed: int, classes: 
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
-        index = torch.randint(0, labels.numel(), (min(64, labels.numel()),), generator=generator)
+        index = torch.randint(0, labels.numel(), (min(32, labels.numel()),), generator=generator)
         loss = F.cross_entropy(model(images[index]), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -435,7 +435,7 @@ def _body(
     return f"""
 The analyses of an importance matrix, scored where the answer is planted (protocol: the module
 `camscope.reproduce.planted`). The models are small CNNs (`SmallCNN`, stages [[8], [16, 32]], K = 32 channels)
-trained here on scikit-learn's digits at 32 px for {steps} AdamW steps each (batch 64, seeded); the analyses use
+trained here on scikit-learn's digits at 32 px for {steps} AdamW steps each (batch 32, seeded); the analyses use
 Grad-CAM's importance matrix (Eq. 4) at `features`.
 
 **Confounder.** Every training image of class {CONFOUNDED} carries a white 5x5 square in its top-left corner; no
@@ -466,7 +466,7 @@ def run(context: Context) -> Section:
     train = context.data("digits", "train", context.count(None, 400))  # type: ignore[arg-type]
     test = context.data("digits", "test", context.count(None, 200))  # type: ignore[arg-type]
     data = {"train_x": train.images, "train_y": train.labels, "test_x": test.images, "test_y": test.labels}
-    steps = context.count(300, 30)
+    steps = context.count(250, 30)
     overfitting, control = _overfitting(context, data, steps)
     context.log("  planted: overfitting done")
     confounder = _confounder(context, data, control, steps)
