@@ -8,9 +8,9 @@ from camscope.reproduce import planted
 
 
 def test_mark_and_planted_outliers() -> None:
-    images = torch.rand(30, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(30, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     marked = planted.add_mark(images)
-    assert torch.equal(marked[..., 6:, :], images[..., 6:, :]) and bool((marked[..., 1:6, 1:6] == 1).all())
+    assert torch.equal(marked[..., 4:, :], images[..., 4:, :]) and bool((marked[..., 1:4, 1:4] == 1).all())
     labels = torch.arange(30) % 5
     x, y, index = planted.plant_outliers(images, labels, "mislabelled", seed=3, count=4)
     moved = torch.zeros(30, dtype=torch.bool)
