@@ -280,7 +280,7 @@ def notes(
             if not comparisons[(b, k)].better
         ]
         notes.append(
-            "**RD** (no clear gain for "
+            "**RD** (no significant gain of at least 5% of the base for "
             + ", ".join(missing)
             + "): the model is nearly certain of its class, and masking "
             f"5% of the pixels removes {numbers['gradcam.drop_target@0.05']:.2f} of `p_c` on average with Grad-CAM and "
@@ -297,7 +297,7 @@ def notes(
     if verdicts["box"] != HOLDS:
         worse = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_box")].better]
         notes.append(
-            f"**Loc.** (no gain for {', '.join(worse)}; plausibly the distractors): the base maps already put "
+            f"**Loc.** (no significant gain of at least 5% for {', '.join(worse)}; plausibly the distractors): the base maps already put "
             f"{numbers['gradcam.share_box']:.2f} (Grad-CAM) of their energy in the object's box. The backgrounds carry "
             "distractor shapes in the same palette colours and textures as the parts, independent of the class, so "
             "the channels that tell the key-part colours of `c` and `d` apart also respond to distractors of those "
@@ -307,7 +307,7 @@ def notes(
     if verdicts["parts"] != HOLDS:
         missing = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_differing")].better]
         notes.append(
-            f"**Differing part** (no clear gain for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
+            f"**Differing part** (no significant gain of at least 5% for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
             "fields, the layer cannot isolate a part of a few cells; see the pointing game for where the peak goes."
         )
     if verdicts["gamma_rd"] != HOLDS:

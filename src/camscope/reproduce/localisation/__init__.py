@@ -275,9 +275,9 @@ def _sizes(context: Context) -> dict[str, int]:
         "main": context.count(512, 12),
         "perturbation": context.count(64, 2),
         "sampled": context.count(16, 1),
-        "sanity": context.count(32, 2),
+        "sanity": context.count(64, 2),
         "sanity_perturbation": context.count(8, 2),
-        "sanity_sampled": context.count(6, 2),
+        "sanity_sampled": context.count(4, 2),
         "road": context.count(64, 4),
         "bank": context.count(1024, 128),  # as the IFA section's training split
         "sanity_bank": context.count(256, 128),
