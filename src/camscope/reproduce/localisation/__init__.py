@@ -65,7 +65,13 @@ import camscope
 from camscope.errors import CamscopeError
 from camscope.metrics import auprc, energy_pointing_game, iou, pointing_game, road, sanity_check
 from camscope.models.zoo import SmallCNN
-from camscope.reproduce.localisation.claims import DIFFCAM_BASELINES, ROAD_FRACTIONS, claims, sanity_status
+from camscope.reproduce.localisation.claims import (
+    DIFFCAM_BASELINES,
+    RANDOM_MAP,
+    ROAD_FRACTIONS,
+    claims,
+    sanity_status,
+)
 from camscope.reproduce.report import Context, Section, markdown_table
 from camscope.viz.figures import new_figure
 
@@ -456,7 +462,9 @@ interval contains 0.5 (too few images to tell). Methods whose maps coincide on t
 **DiffCAM's faithfulness (its Fig. 6, ROAD)**: the drop of the explained class's probability when the top 25, 50
 and 75% of the pixels by each map are removed and filled by noisy linear imputation (`camscope.metrics.road`, MoRF;
 higher is better), on the first {sizes["road"]} test images, DiffCAM against the paper's baselines
-(Score-CAM's 64 channels cost one pass each: the same first images as its row above):
+(Score-CAM's 64 channels cost one pass each: the same first images as its row above) and a uniform random map (the
+floor: removing that many pixels at random). Every map's top quarter removes most of the confidence of this nearly
+certain model, so the maps differ little from each other, but all of them far from the random floor:
 
 {road_table}
 
@@ -509,7 +517,7 @@ def _road(
 ) -> dict[str, dict[str, Tensor]]:
     """ROAD (noisy linear imputation, MoRF) at DiffCAM's 25/50/75% for DiffCAM and the paper's baselines."""
     found = {}
-    for name in ("diffcam", *KNN_READINGS, *DIFFCAM_BASELINES):
+    for name in ("diffcam", *KNN_READINGS, *DIFFCAM_BASELINES, RANDOM_MAP):
         if name not in kept:
             continue
         count = kept[name].shape[0]
@@ -548,6 +556,8 @@ def run(context: Context) -> Section:
         measured.kept[label] = maps[: sizes["road"]]
     for label, maps in _baselines(context, tuple(masks.shape)).items():
         results[label] = {"family": "reference", "n": masks.shape[0], **_measure(maps, masks, boxes)}
+        if label == RANDOM_MAP:
+            measured.kept[label] = maps[: sizes["road"]]
 
     numbers: dict[str, float] = {}
     table = _results_table(results, sanity, numbers)

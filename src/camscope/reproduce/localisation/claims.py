@@ -19,8 +19,9 @@ or worse only when the interval excludes 0 *and* the mean difference is at least
 * DiffCAM's faithfulness (ROAD at 25/50/75%, Fig. 6: "competitive level of
   faithfulness among various state-of-the-art baseline methods"): the drop of the
   explained class's probability after removing the top pixels (MoRF, noisy linear
-  imputation) against each baseline at each fraction: holds when worse in none,
-  partly in fewer than half, else fails.
+  imputation) against each baseline at each fraction: holds when worse in none
+  and better than a uniform random map at every fraction (else the test cannot
+  tell maps apart), partly when worse in fewer than half, else fails.
 * Adebayo et al.: a method's maps must change after cascading randomisation. A
   method passes when the 95% interval of its mean final Spearman correlation
   lies below 0.5, fails when above, and is undecided otherwise; methods whose maps
@@ -37,10 +38,12 @@ from torch import Tensor
 
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim, judge_difference
 
-__all__ = ["DIFFCAM_BASELINES", "ROAD_FRACTIONS", "claims", "paired", "sanity_status"]
+__all__ = ["DIFFCAM_BASELINES", "RANDOM_MAP", "ROAD_FRACTIONS", "claims", "paired", "sanity_status"]
 
 #: The baselines of DiffCAM's Table 1 and Fig. 6 (the paper's columns).
 DIFFCAM_BASELINES: tuple[str, ...] = ("gradcam", "scorecam", "layercam", "xgradcam")
+#: The reference row of a uniform random map (ROAD's floor: what removing the pixels does whatever the map).
+RANDOM_MAP = "(reference) uniform random"
 #: ROAD's removed fractions in the DiffCAM paper.
 ROAD_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75)
 
@@ -161,7 +164,14 @@ def _diffcam_road(road: dict[str, dict[str, Tensor]]) -> list[Claim]:
         for i, fraction in enumerate(ROAD_FRACTIONS):
             cases[(b, fraction)] = _judge(road["diffcam"]["drop"][:, i], road[b]["drop"][:, i])
     worse = [case for case, (j, _) in cases.items() if j == "worse"]
-    verdict = HOLDS if not worse else PARTLY if 2 * len(worse) < len(cases) else FAILS
+    floor = (
+        [_judge(road["diffcam"]["drop"][:, i], road[RANDOM_MAP]["drop"][:, i]) for i in range(len(ROAD_FRACTIONS))]
+        if RANDOM_MAP in road
+        else []
+    )
+    informative = bool(floor) and all(j == "better" for j, _ in floor)
+    verdict = HOLDS if not worse and informative else PARTLY if 2 * len(worse) < len(cases) else FAILS
+    against_random = "; ".join(f"@{round(100 * f)}% {text} ({j})" for f, (j, text) in zip(ROAD_FRACTIONS, floor))
     return [
         Claim(
             "DiffCAM Fig. 6: ROAD at 25/50/75% removed pixels shows 'a competitive level of faithfulness among "
@@ -170,8 +180,9 @@ def _diffcam_road(road: dict[str, dict[str, Tensor]]) -> list[Claim]:
             "drop of the class probability after removing the top pixels (MoRF, higher is better), DiffCAM − "
             "baseline: "
             + "; ".join(f"{b} @{round(100 * f)}% {text} ({j})" for (b, f), (j, text) in cases.items())
-            + f". Worse in {len(worse)} of {len(cases)} cases. Rule: worse in none → holds, in fewer than half → "
-            "partly, else fails.",
+            + f". Worse in {len(worse)} of {len(cases)} cases. Against a uniform random map: {against_random or 'n/a'}. "
+            "Rule: worse in none and better than the random map at every fraction (else the test cannot tell the "
+            "maps apart) → holds; worse in fewer than half → partly; else fails.",
             previous=None,
         )
     ]
