@@ -61,6 +61,7 @@ PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {
         "bank": None,
         "regularization": "oas",
         "k": 100,
+        "knn_group": "samples",  # new in this version: the previous behaviour
         "embedding": None,
         "predict": "auto",
         "check_model": True,

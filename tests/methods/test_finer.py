@@ -52,7 +52,7 @@ def _reference_gradients(
     grads = []
     for t in range(references.shape[1]):
         y_c, y_d = logits[rows, classes], logits[rows, references[:, t]]
-        score = y_d - gamma * y_c if reverse else y_c - gamma * y_d
+        score = y_d - y_c if reverse else y_c - gamma * y_d  # reverse: App. C.3's y^d - y^c
         (grad,) = torch.autograd.grad(score.sum(), activations, retain_graph=True)
         grads.append(grad)
     return activations.detach(), grads
@@ -226,6 +226,31 @@ def test_reverse_and_extrapolation(batch) -> None:
         torch.testing.assert_close(explanation.raw, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_reverse_is_the_papers_y_d_minus_y_c_at_any_gamma(batch) -> None:
+    """Finer-CAM App. C.3: the reverse comparison maximises y^d - y^c, whatever gamma is given."""
+    model, x, logits, classes = batch
+    references = _top_others(logits, classes, 1)
+    rows = torch.arange(x.shape[0])
+
+    def by_hand(score_of: object) -> Tensor:
+        outputs, activations = _by_hand(model, x, model.features)
+        score = score_of(outputs[rows, classes], outputs[rows, references[:, 0]])  # type: ignore[operator]
+        (grad,) = torch.autograd.grad(score.sum(), activations)
+        return (grad.mean(dim=(2, 3))[:, :, None, None] * activations.detach()).sum(dim=1)
+
+    expected = by_hand(lambda y_c, y_d: y_d - y_c)
+    for gamma in (0.0, 0.6, 2.0):
+        explanation = camscope.explain(
+            model, x, method="finer-gradcam", layer=LAYER, gamma=gamma, reverse=True, references=references
+        )
+        torch.testing.assert_close(explanation.raw, expected, rtol=1e-5, atol=1e-6)
+    # The swapped comparison at a strength gamma is plain Finer-CAM explaining d against c.
+    swapped = camscope.explain(
+        model, x, method="finer-gradcam", layer=LAYER, gamma=0.6, target=references[:, 0], references=classes[:, None]
+    )
+    torch.testing.assert_close(swapped.raw, by_hand(lambda y_c, y_d: y_d - 0.6 * y_c), rtol=1e-5, atol=1e-6)
+
+
 def test_explicit_references_per_sample_and_one_reference(batch) -> None:
     model, x, _, classes = batch
     per_sample = torch.stack([torch.tensor([c for c in range(5) if c != int(k)][:2]) for k in classes])
@@ -340,7 +365,7 @@ def test_component_scores() -> None:
     target = Finer(references=2, gamma=0.5).resolve(logits)
     torch.testing.assert_close(target(logits), torch.tensor([[2.5, 3.0]]))
     reverse = Finer(references=2, gamma=0.5, reverse=True).resolve(logits)
-    torch.testing.assert_close(reverse(logits), torch.tensor([[1.0, 0.0]]))
+    torch.testing.assert_close(reverse(logits), torch.tensor([[-1.0, -2.0]]))  # y_d - y_c, gamma not used
     assert Finer(gamma=0).resolve(logits)(logits).shape == (1,)
     assert Finer(references=[2], explained=0).resolve(logits)(logits).shape == (1,)
     weighted = Finer(references=2, gamma=1.0, weighting="probability").resolve(logits)

@@ -75,3 +75,44 @@ def test_unknown_section_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     assert main(["reproduce", "--quick", "--out", str(tmp_path), "--section", "nope"]) == 2
     assert "unknown report section" in capsys.readouterr().err
     assert not (tmp_path / "REPRODUCTION.md").exists()
+
+
+def test_effect_size_rule_and_changed_verdicts() -> None:
+    from camscope.reproduce.report import judge_difference
+
+    assert judge_difference(0.748, 0.023, 0.033, 0.044) == "tie"  # significant but 4.4% of the base
+    assert judge_difference(0.5, 0.03, 0.05, 0.07) == "better"
+    assert judge_difference(0.5, -0.07, -0.05, -0.03) == "worse"
+    assert judge_difference(0.5, -0.01, 0.05, 0.11) == "tie"  # not significant
+    assert Claim("c", HOLDS, "e", previous=FAILS).changed and not Claim("c", HOLDS, "e", previous=HOLDS).changed
+    assert Claim("c", HOLDS, "e").changed  # a new claim
+    with pytest.raises(ValueError, match="previous verdict"):
+        Claim("c", HOLDS, "e", previous="maybe")
+
+
+def test_a_section_run_merges_into_the_existing_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--section X`` replaces section X of an existing report and keeps the others (and their verdicts)."""
+    import types
+
+    import camscope.reproduce as package
+    from camscope.reproduce import Section
+
+    def fake(title: str, verdict: str, previous: str | None) -> types.SimpleNamespace:
+        claim = Claim(f"claim of {title}", verdict, f"evidence of {title}", previous=previous, change=f"why {title}")
+        return types.SimpleNamespace(run=lambda context: Section(title, f"body of {title}", [claim]))
+
+    modules = {f"camscope.reproduce.{name}": fake(name.upper(), HOLDS, FAILS) for name in SECTIONS}
+    real = package.importlib.import_module
+    monkeypatch.setattr(package.importlib, "import_module", lambda name: modules.get(name) or real(name))
+    reproduce(tmp_path, log=lambda _: None)
+    first = (tmp_path / "REPRODUCTION.md").read_text()
+    assert f"Verdicts: {len(SECTIONS)} holds, 0 partly holds, 0 does not hold." in first
+    modules["camscope.reproduce.ifa"] = fake("IFA", PARTLY, PARTLY)
+    report = reproduce(tmp_path, sections=["ifa"], log=lambda _: None)
+    text = report.path.read_text()
+    assert f"Verdicts: {len(SECTIONS) - 1} holds, 1 partly holds, 0 does not hold." in text
+    assert "Only ifa ran this time" in text
+    for name in SECTIONS:
+        assert text.count(f"## {name.upper()}\n") == 1 and f"body of {name.upper()}" in text
+    assert text.index("## FINER") < text.index("## IFA") < text.index("## LOCALISATION")
+    assert "why FINER" in text and "why IFA" not in text  # kept sections keep their changed-verdict rows

@@ -56,3 +56,35 @@ def test_all_or_some() -> None:
     assert all_or_some([True, False, False]) == PARTLY
     assert all_or_some([False, False]) == FAILS
     assert all_or_some([]) == FAILS
+
+
+def test_effect_size_rule_needs_five_percent_of_the_base() -> None:
+    base = torch.full((400,), 1.0)
+    small = paired_difference(base + 0.03 + 0.001 * torch.randn(400, generator=torch.Generator().manual_seed(2)), base)
+    assert small.significant and not small.better and small.outcome == "no clear difference"
+    large = paired_difference(base + 0.06, base)
+    assert large.better and large.relative == pytest.approx(0.06)
+
+
+def test_cam_subtraction_matches_a_per_image_loop() -> None:
+    import camscope
+    from camscope.models.zoo import SmallCNN
+    from camscope.reproduce.finer.measure import FinerData, cam_subtraction_maps
+
+    torch.manual_seed(0)
+    model = SmallCNN(3, 5, [[4], [8]]).eval()
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2])
+    ranked = torch.tensor([[1, 2, 3], [0, 2, 4], [4, 3, 1]])
+    data = FinerData(images, labels, None, ranked, None, None, None, None, None, None, None)  # type: ignore[arg-type]
+    maps = cam_subtraction_maps(model, data, gamma=0.6, references=3)
+    for i in range(3):
+        x = images[i : i + 1]
+
+        def relu_cam(c: int, x: torch.Tensor = x) -> torch.Tensor:
+            return camscope.explain(model, x, "gradcam", layer="features", target=c).raw[0].clamp(min=0)
+
+        diff = relu_cam(int(labels[i])) - 0.6 * sum(relu_cam(int(d)) for d in ranked[i]) / 3
+        up = torch.nn.functional.interpolate(diff.clamp(min=0)[None, None], size=(16, 16), mode="bilinear")[0, 0]
+        expected = (up - up.min()) / (up.max() - up.min()) if up.max() > up.min() else torch.zeros_like(up)
+        torch.testing.assert_close(maps[i], expected, rtol=1e-5, atol=1e-6)

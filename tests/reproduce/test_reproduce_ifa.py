@@ -46,3 +46,18 @@ def test_gradient_maps_of_a_gap_linear_model_sum_to_the_logit(small) -> None:
     assert ifa._max_difference(model, images[:8], "features") < 1e-5
     raw = consistency(model, [(images, labels)], "gradcam", layer="features", scale=[ifa._identity])[0]
     assert raw.logit.pearson > 0.99
+
+
+def test_distinct_groups_and_the_drop_interval() -> None:
+    from scipy import stats
+
+    from camscope.reproduce.ifa.claims import distinct_groups, drop_interval
+
+    methods = ["gradcam", "hirescam", "gradcampp", "xgradcam"]
+    assert distinct_groups(methods, 1e-7) == [("gradcam", "hirescam", "xgradcam"), ("gradcampp",)]
+    assert distinct_groups(methods, 0.1) == [(m,) for m in methods]
+    low, drop, high = drop_interval(0.988, 0.889, 1024)
+    se = ((0.988 * 0.012 + 0.889 * 0.111) / 1024) ** 0.5
+    z = stats.norm.ppf(0.975)
+    assert (low, drop, high) == pytest.approx((0.099 - z * se, 0.099, 0.099 + z * se), abs=1e-3)
+    assert low < 0.10 < high  # the borderline case of earlier versions: not decided by 1,024 images

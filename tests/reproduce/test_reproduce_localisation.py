@@ -50,3 +50,17 @@ def test_noisy_methods_go_through_the_sanity_check_with_fresh_noise_and_the_orig
     assert result.curves["spearman"].shape == (2, len(result.params["layers"]))
     for name in ("gradcam", "finer-gradcam"):
         assert localisation._sanity_method(name, model, {}, images, torch.tensor([0, 1])) == name
+
+
+def test_sanity_status_needs_its_interval_off_the_threshold_and_groups_coinciding_maps() -> None:
+    from camscope.reproduce.localisation.claims import paired, sanity_status
+
+    assert sanity_status(torch.tensor([0.46, 0.50])) == "undecided"  # 2 images cannot separate 0.48 from 0.5
+    assert sanity_status(torch.full((32,), 0.1) + 0.01 * torch.arange(32)) == "pass"
+    assert sanity_status(torch.full((32,), 0.9)) == "fail"
+    assert sanity_status(torch.tensor([float("nan"), float("nan"), 0.0])) == "pass"  # constant maps count as 0
+    a = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(0))
+    groups = localisation._groups({"x": a, "y": a + 1e-6, "z": a.flip(-1)})
+    assert groups == [["x", "y"], ["z"]]
+    base, low, mean, high = paired(torch.tensor([2.0, 3.0, 5.0]), torch.tensor([1.0, 1.0, 2.0]))
+    assert base == pytest.approx(4 / 3) and mean == pytest.approx(2.0) and low < mean < high

@@ -21,14 +21,18 @@ def reproduce_command(
     ] = Path("camscope-out/reproduce"),
     section: Annotated[
         list[str] | None,
-        typer.Option("--section", help="Only this section (repeatable): finer, diffcam, ifa, localisation."),
+        typer.Option(
+            "--section",
+            help="Only this section (repeatable): finer, diffcam, ifa, planted, localisation; merged into an existing report.",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Re-measure the papers' claims on data with known answers and write the report (OUT/REPRODUCTION.md).
 
-    An existing report (REPRODUCTION.md, or figures/SECTION_*.png of a chosen section) is replaced only with --overwrite.
+    An existing report (REPRODUCTION.md, or figures/SECTION_*.png of a chosen section) is replaced only with --overwrite;
+    with --section, only that section's part of an existing report is replaced and the other sections are kept.
     """
     from camscope.reproduce import SECTIONS, reproduce
 

@@ -53,7 +53,13 @@ A group of classes ``G`` has the pooled scatter
 
 * ``"others"`` every class but the example's: "why is it c" (default),
 * ``"knn"`` the ``k`` classes whose means are nearest to the example's
-  embedding, its own class excluded (the paper's ImageNet setting, k = 100),
+  embedding, its own class excluded (the paper's ImageNet setting, k = 100).
+  The paper says "we retrieve the top 100 most similar mean features as the
+  reference group": ``knn_group="means"`` takes those ``k`` class means
+  themselves as the group (mean of the means, scatter of the means around it:
+  at most ``k - 1`` directions, so it needs the regularisation), while
+  ``knn_group="samples"`` (the default) pools every bank sample of the ``k``
+  classes (``S_G`` below); the paper does not say which it used,
 * ``"class"`` one class (or several) d: "why not d" (counterfactual; both
   maps of a pair: :func:`camscope.analyses.counterfactual.counterfactual`),
 * ``"intra"`` the example's own class: what makes it atypical,
@@ -94,6 +100,8 @@ from camscope.targets.example import ExampleTarget
 
 __all__ = ["DiffCAM"]
 
+#: Readings of the "knn" group: the pooled samples of the k nearest classes, or their k class means only.
+KNN_GROUPS = ("samples", "means")
 #: Reference groups a DiffCAM instance keeps for reference inputs (one per model state, layer, ...).
 GROUP_CACHE_SIZE = 4
 
@@ -157,6 +165,8 @@ class DiffCAM(CamMethod):
         regularization: ``"oas"`` (default) or a number ``r >= 0`` for
             ``lambda = r tr(Sigma) / K`` (0: none).
         k: neighbours of ``"knn"`` (default 100).
+        knn_group: the "knn" group: ``"samples"`` (pooled samples of the ``k`` classes, default) or
+            ``"means"`` (the ``k`` class means themselves, the paper's words).
         embedding: ``"mean"`` or ``"cls"`` (default: the bank's, else ``"mean"``).
         predict: how an example's class is found when ``target`` is not given,
             for ``others``/``intra``/``knn``: ``"auto"`` (the model's top class
@@ -201,6 +211,13 @@ class DiffCAM(CamMethod):
             check=regularization_key,
         ),
         Option("k", int, DEFAULT_K, "neighbours of the 'knn' reference", positive=True),
+        Option(
+            "knn_group",
+            str,
+            "samples",
+            "the 'knn' group: 'samples' (every sample of the k classes) or 'means' (the k class means)",
+            choices=KNN_GROUPS,
+        ),
         Option("embedding", str, None, "'mean' or 'cls' (None: the bank's, else 'mean')", choices=EMBEDDINGS),
         Option(
             "predict",
@@ -217,6 +234,7 @@ class DiffCAM(CamMethod):
         super().__init__(**options)
         self.regularization = self.options["regularization"]
         self.k = self.options["k"]
+        self.knn_group = self.options["knn_group"]
         self.predict = self.options["predict"]
         self.check_model = self.options["check_model"]
         self.batch_size = self.options["batch_size"]
@@ -463,7 +481,10 @@ class DiffCAM(CamMethod):
         for i, key in enumerate(keys):
             positions.setdefault(key, []).append(i)
         for key, indices in positions.items():
-            if self.kind == "knn":
+            if self.kind == "knn" and self.knn_group == "means":
+                rows = [bank.moments.labels.index(label) for label in key]
+                group = ReferenceGroup.from_embeddings(bank.moments.means[rows], name=f"knn{self.k}-means")
+            elif self.kind == "knn":
                 group = bank.group_of_labels(key, name=f"knn{self.k}")
             else:
                 group = bank.group(kind, key[0])

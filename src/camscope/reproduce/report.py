@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILS",
     "HOLDS",
+    "MIN_RELATIVE_CHANGE",
     "PARTLY",
     "VERDICTS",
     "Claim",
@@ -34,6 +35,7 @@ __all__ = [
     "Report",
     "Section",
     "Verdict",
+    "judge_difference",
     "markdown_table",
     "write_line",
 ]
@@ -72,15 +74,29 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits
 
 @dataclass
 class Claim:
-    """One claim of a paper, what was measured here, and the verdict."""
+    """One claim of a paper, what was measured here, and the verdict.
+
+    ``previous`` is the verdict the previous version of the report gave (``None`` for a
+    new claim) and ``change`` says why a different verdict differs (the protocol or
+    rule that changed); the report lists every claim whose verdict changed.
+    """
 
     claim: str
     verdict: Verdict
     evidence: str
+    previous: Verdict | None = None
+    change: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.previous is not None and self.previous not in VERDICTS:
+            raise ValueError(f"previous verdict must be one of {VERDICTS} or None, got {self.previous!r}")
+
+    @property
+    def changed(self) -> bool:
+        """Whether the verdict differs from the previous version's (a new claim counts as changed)."""
+        return self.previous != self.verdict
 
 
 @dataclass
@@ -179,3 +195,29 @@ class Report:
         return self.sections[self.names.index(name)]
 
     names: list[str] = field(default_factory=list)
+
+
+#: The effect-size criterion of every "better / worse" verdict: a difference counts only when its 95% interval
+#: excludes 0 *and* its mean is at least this share of the baseline's value (5% relative).
+MIN_RELATIVE_CHANGE = 0.05
+
+
+def judge_difference(base: float, low: float, mean: float, high: float, minimum: float = MIN_RELATIVE_CHANGE) -> str:
+    """``"better"``, ``"worse"`` or ``"tie"`` for a paired difference (new - base) with 95% interval ``[low, high]``.
+
+    Better: ``low > 0`` and ``mean >= minimum * |base|``; worse: ``high < 0`` and
+    ``-mean >= minimum * |base|``; anything else (not significant, or significant but
+    smaller than the effect-size criterion) is a tie.
+
+    Example:
+        >>> judge_difference(0.10, 0.004, 0.005, 0.006)  # significant, but 5% of 0.10 is 0.005: just enough
+        'better'
+        >>> judge_difference(0.748, 0.023, 0.033, 0.044)  # significant, 4.4% of the base: too small
+        'tie'
+    """
+    floor = minimum * abs(base) - 1e-12
+    if low > 0 and mean >= floor:
+        return "better"
+    if high < 0 and -mean >= floor:
+        return "worse"
+    return "tie"

@@ -123,7 +123,7 @@ FINER_OPTIONS: tuple[Option, ...] = (
     ),
     Option("aggregate", str, "mean-before-relu", "how the maps of the comparisons combine", choices=AGGREGATIONS),
     Option("weighting", str, "uniform", "how the comparisons are weighted in the aggregate", choices=WEIGHTINGS),
-    Option("reverse", bool, False, "explain y_d - gamma y_c: the reference classes' traits"),
+    Option("reverse", bool, False, "explain y_d - y_c (App. C.3; gamma not used): the reference classes' traits"),
     Option("classifier", (nn.Module, Tensor), None, "model, linear layer or [C, K] weights for weight-similarity"),
 )
 _DECLARED = {option.name: option for option in FINER_OPTIONS}
@@ -167,7 +167,7 @@ class Finer(Target):
     """The Finer-CAM target: the class against ``T`` similar reference classes.
 
     Its score is the ``[B, T]`` components ``y_c - gamma * y_{d_t}`` (with
-    ``reverse``: ``y_{d_t} - gamma * y_c``), which the engine combines by
+    ``reverse``: ``y_{d_t} - y_c``), which the engine combines by
     ``aggregate``; with the default mean before the ReLU, the map is Eq. 8,
     ``ReLU(sum_k mean_t(alpha_k^{c,d_t}) A_k)``.
 
@@ -211,8 +211,11 @@ class Finer(Target):
             gradient flows through them (those implementations differentiate
             through the softmax too). Component ``t`` is scaled by
             ``T p_t / sum_s p_s`` so that the engine's mean is the weighted mean.
-        reverse: explain ``y_{d_t} - gamma * y_c`` instead (App. C.3): the traits
-            of the reference classes found in the image.
+        reverse: explain ``y_{d_t} - y_c`` instead: the paper's reverse comparison
+            (App. C.3: the features that "maximize y^d - y^c", the traits of the
+            reference classes found in the image); ``gamma`` does not enter. The
+            swapped comparison at another strength, ``y_d - gamma * y_c``, is plain
+            Finer-CAM explaining ``d`` with ``references=[c]``.
         classifier: the model, its last linear layer or a ``[C, K]`` weight
             matrix, for ``select="weight-similarity"``.
 
@@ -361,7 +364,8 @@ class Finer(Target):
         if self.gamma == 0 and not self.reverse:
             return explained[:, 0]  # exactly the base method's score
         compared = scores.gather(1, self._references.to(scores.device))
-        components = compared - self.gamma * explained if self.reverse else explained - self.gamma * compared
+        # App. C.3's reverse comparison maximises y^d - y^c: gamma does not enter.
+        components = compared - explained if self.reverse else explained - self.gamma * compared
         if self._weights is not None:
             components = components * (self._weights.shape[1] * self._weights.to(components))
         return components[:, 0] if components.shape[1] == 1 else components

@@ -64,7 +64,8 @@ at 32 px with the shipped digits model, a bank over the whole digits train split
 **Verdicts** (computed, never written in): a comparison of DiffCAM with a
 baseline is *better* or *worse* when the 95% interval of a paired bootstrap
 (2,000 seeded resamples of the test images) of the mean per-image difference
-excludes 0, else a *tie*. A claim that DiffCAM beats the baselines **holds**
+excludes 0 and the mean difference is at least 5% of the baseline's mean (the
+report's effect-size criterion), else a *tie*. A claim that DiffCAM beats the baselines **holds**
 when it is better than all of them, **partly holds** when better than some,
 and **does not hold** otherwise. The intra-class claim holds when the
 atypicality separates the errors (AUROC >= 0.75) and correlates with

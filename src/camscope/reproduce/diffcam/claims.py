@@ -80,6 +80,9 @@ def species_claims(
                 f"Grad-CAM {result.mean('gradcam', 'f1_mean'):.3f}, Finer-CAM {result.mean('finer', 'f1_mean'):.3f}; "
                 f"DiffCAM − baseline [95% CI]: {describe(found, labels)}; {result.parts_differing:.1f} differing parts "
                 f"per pair, a map selecting every part has precision {result.chance_precision:.2f}{note}",
+                previous=PARTLY,
+                change="the effect-size criterion is new (a better difference must also be at least 5% of the "
+                "baseline's mean)",
             )
         )
     piou = comparisons["similar"]["part_iou"]
@@ -99,6 +102,8 @@ def species_claims(
             evidence=f"PIoU at t = {HEADLINE_THRESHOLD}: DiffCAM {similar.mean('diffcam', 'part_iou'):.3f}, Grad-CAM "
             f"{similar.mean('gradcam', 'part_iou'):.3f}, Finer-CAM {similar.mean('finer', 'part_iou'):.3f}; "
             f"{describe(piou, labels)}{piou_note}",
+            previous=PARTLY,
+            change="the effect-size criterion is new: DiffCAM's significant PIoU gain over Finer-CAM is under 5%",
         )
     )
     return claims
@@ -138,6 +143,7 @@ def ink_claim(
         evidence=f"share of a digit's ink inside the map's region >= 0.5, {digits['images'].shape[0]} test digits: "
         + ", ".join(f"{digit_labels[k]} {numbers[f'digits_ink_recall_{k}']:.3f}" for k, _ in DIGIT_METHODS)
         + f"; DiffCAM − baseline: {describe(ink_comparisons, digit_labels)}{ink_note}",
+        previous=FAILS,
     )
     return claim, ink_comparisons
 
@@ -167,5 +173,6 @@ def intra_claim(digits: dict[str, Any], numbers: dict[str, float]) -> Claim:
         evidence=f"distance from the own class: AUROC for the model's {errors} errors {auroc:.3f} "
         f"({errors_top} of them among the 10% most atypical); Spearman ρ with 1 − p(true class) {rho:.3f} "
         f"(p = {p_value:.1e}), {digits['images'].shape[0]} test digits",
+        previous=HOLDS,
     )
     return claim

@@ -21,7 +21,7 @@ from torch import Tensor
 import camscope
 from camscope.metrics import part_scores
 from camscope.models.zoo import SmallCNN
-from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Context, Verdict
+from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Context, Verdict, judge_difference
 from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = [
@@ -105,15 +105,15 @@ class Comparison:
     low: float
     high: float
     count: int
+    base: float = math.nan
 
     @property
     def outcome(self) -> str:
-        """``"better"`` (interval above 0), ``"worse"`` (below) or ``"tie"``."""
-        if self.low > 0:
-            return "better"
-        if self.high < 0:
-            return "worse"
-        return "tie"
+        """``"better"`` / ``"worse"``: the interval excludes 0 and the mean difference is at least 5% of the
+        baseline's mean (:func:`~camscope.reproduce.report.judge_difference`); ``"tie"`` otherwise."""
+        if math.isnan(self.base):
+            return "better" if self.low > 0 else "worse" if self.high < 0 else "tie"
+        return judge_difference(self.base, self.low, self.difference, self.high)
 
     def text(self, digits: int = 3) -> str:
         return f"{self.difference:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
@@ -134,14 +134,16 @@ def paired_bootstrap(a: Tensor, b: Tensor, generator: torch.Generator, resamples
         (1.0, 1.0, 1.0, 'better')
     """
     difference = (a.double() - b.double()).flatten().cpu()
-    difference = difference[~torch.isnan(difference)]
+    defined = ~torch.isnan(difference)
+    difference = difference[defined]
     count = int(difference.numel())
     if count == 0:
         return Comparison(math.nan, math.nan, math.nan, 0)
+    base = float(b.double().flatten().cpu()[defined].mean())
     index = torch.randint(0, count, (resamples, count), generator=generator)
     means = difference[index].mean(dim=1)
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
-    return Comparison(float(difference.mean()), float(low), float(high), count)
+    return Comparison(float(difference.mean()), float(low), float(high), count, base)
 
 
 def comparison_verdict(outcomes: Sequence[str]) -> Verdict:

@@ -162,5 +162,5 @@ and DiffCAM's intra-class maps (what departs most from the class) below:
 ![intra-class variance on the digits]({figures[3]})
 
 Verdict rule: a paired bootstrap (2,000 resamples) of the per-image difference DiffCAM − baseline; "better" when its 95%
-interval lies above 0. The claim holds when DiffCAM is better than every baseline, partly when better than some.
+interval lies above 0 and the mean gain is at least 5% of the baseline's mean (the report's effect-size criterion). The claim holds when DiffCAM is better than every baseline, partly when better than some.
 """

@@ -64,7 +64,8 @@ Protocol:
 
 Verdict rules (computed, never fixed in advance) are stated beside each claim in
 the report; in short: a claim about "Finer-CAM vs its base" holds when Finer is
-better (interval above 0) for every base method (and both p for RD), partly when
+better (interval above 0 and a gain of at least 5% of the base's mean: the
+report's effect-size criterion) for every base method (and both p for RD), partly when
 for some, and does not hold when for none.
 
 Example:

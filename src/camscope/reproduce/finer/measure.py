@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from camscope.models.zoo import SmallCNN
-from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Context
+from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Context, judge_difference
 
 __all__ = [
     "BASES",
@@ -35,6 +35,7 @@ __all__ = [
     "FinerData",
     "Measurements",
     "all_or_some",
+    "cam_subtraction_maps",
     "energy_share",
     "explain_maps",
     "finite_mean",
@@ -83,23 +84,35 @@ class Comparison:
     low: float
     high: float
     n: int
+    base: float = math.nan
 
     @property
-    def better(self) -> bool:
-        """The whole interval lies above 0."""
+    def significant(self) -> bool:
+        """The whole interval lies above 0 (significance alone, without the effect-size criterion)."""
         return self.low > 0
 
     @property
+    def better(self) -> bool:
+        """The whole interval lies above 0 and the gain is at least 5% of the base's mean (the report's rule)."""
+        return judge_difference(self.base, self.low, self.mean, self.high) == "better"
+
+    @property
     def worse(self) -> bool:
-        """The whole interval lies below 0."""
-        return self.high < 0
+        """The whole interval lies below 0 and the loss is at least 5% of the base's mean."""
+        return judge_difference(self.base, self.low, self.mean, self.high) == "worse"
+
+    @property
+    def relative(self) -> float:
+        """The mean difference relative to the base's mean."""
+        return self.mean / abs(self.base) if self.base else math.nan
 
     @property
     def outcome(self) -> str:
         return "better" if self.better else "worse" if self.worse else "no clear difference"
 
     def text(self, digits: int = 3) -> str:
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        relative = f", {100 * self.relative:+.1f}%" if math.isfinite(self.relative) else ""
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{relative}"
 
 
 def paired_difference(new: Tensor, old: Tensor) -> Comparison:
@@ -114,14 +127,16 @@ def paired_difference(new: Tensor, old: Tensor) -> Comparison:
         (2.0, True)
     """
     difference = (new.double() - old.double()).flatten()
-    difference = difference[torch.isfinite(difference)]
+    finite = torch.isfinite(difference)
+    difference = difference[finite]
     n = int(difference.numel())
     if n == 0:
         return Comparison(float("nan"), float("nan"), float("nan"), 0)
+    base = float(old.double().flatten()[finite].mean())
     mean = float(difference.mean())
     spread = float(difference.std()) if n > 1 else 0.0
     half = _Z * spread / math.sqrt(n)
-    return Comparison(mean, mean - half, mean + half, n)
+    return Comparison(mean, mean - half, mean + half, n, base)
 
 
 def energy_share(maps: Tensor, regions: Tensor) -> Tensor:
@@ -224,6 +239,31 @@ def explain_maps(model: SmallCNN, data: FinerData, method: str, **options: Any) 
     return explanation.maps.detach()
 
 
+def cam_subtraction_maps(model: SmallCNN, data: FinerData, gamma: float = GAMMA, references: int = COUNT) -> Tensor:
+    """Finer-CAM's Fig. 9b baseline: subtract the reference classes' Grad-CAMs *after* their ReLU.
+
+    ``L = ReLU(ReLU(M_c) - gamma * mean_d ReLU(M_d))`` at the layer's resolution (``M``: the signed
+    Grad-CAM maps of the class and of the 2nd to ``references + 1``-th predicted classes), then
+    upsampled and min-max scaled like every map. Finer-CAM instead subtracts the *weights* before the
+    ReLU, so evidence shared by both classes cancels inside each cell.
+
+    Example:
+        >>> import torch
+        >>> relu = torch.relu
+        >>> m_c, m_d = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, 1.0])
+        >>> relu(relu(m_c) - 0.6 * relu(m_d)).tolist(), relu(m_c - 0.6 * m_d).tolist()
+        ([2.0, 0.0], [3.799999952316223, 0.0])
+    """
+    import camscope
+    from camscope.engine.maps import final_maps
+
+    def raw(target: Tensor) -> Tensor:
+        return camscope.explain(model, data.images, "gradcam", layer=model.cam_layer, target=target).raw.detach()
+
+    subtracted = torch.stack([raw(data.ranked[:, j]).clamp(min=0) for j in range(references)]).mean(dim=0)
+    return final_maps(raw(data.labels).clamp(min=0) - gamma * subtracted, data.images.shape[-2:])
+
+
 def measure(
     model: SmallCNN,
     data: FinerData,
@@ -288,6 +328,8 @@ def measure_bases(
             maps[method] = explain_maps(model, subset, method, **_BASE_OPTIONS[base], **options)
             measured[method] = measure(model, subset, maps[method])
             log(f"finer: {method} done")
+    maps["cam-subtraction"] = cam_subtraction_maps(model, data)
+    measured["cam-subtraction"] = measure(model, data, maps["cam-subtraction"])
     return maps, measured
 
 

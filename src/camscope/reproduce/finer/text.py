@@ -67,6 +67,18 @@ def _table1(n: int, n_score: int, numbers: dict[str, float]) -> str:
                     " / ".join(f"{v:.3f}" for v in paper) + f" / {loc:.3f}",
                 ]
             )
+    if "cam-subtraction.deletion" in numbers:
+        rows.insert(
+            2,
+            [
+                "Grad-CAM maps subtracted after the ReLU (Fig. 9b)",
+                n,
+                *[numbers[f"cam-subtraction.{key}"] for key in ("deletion", "rd@0.05", "rd@0.1", "share_box")],
+                numbers["cam-subtraction.share_differing"],
+                numbers["cam-subtraction.pointing"],
+                "–",
+            ],
+        )
     table1 = markdown_table(
         [
             "method",
@@ -88,7 +100,12 @@ def _deltas_and_drops(numbers: dict[str, float], comparisons: dict[tuple[str, st
     """The paired differences Finer - base, and where RD comes from (the two drops)."""
     deltas = markdown_table(
         ["Finer - base", "Del.", "RD@5%", "RD@10%", "Loc. (box)", "differing part", "peak on part"],
-        [[METHOD_NAMES[base]] + [comparisons[(base, key)].text() for key in COMPARED] for base in BASES],
+        [[METHOD_NAMES[base]] + [comparisons[(base, key)].text() for key in COMPARED] for base in BASES]
+        + (
+            [["CAM subtraction − Grad-CAM"] + [comparisons[("cam-subtraction", key)].text() for key in COMPARED]]
+            if ("cam-subtraction", "deletion") in comparisons
+            else []
+        ),
     )
     drops = markdown_table(
         ["method", "drop of p_c @5%", "drop of p_d @5%", "RD@5%", "empty maps"],
@@ -201,7 +218,12 @@ Del. 0.076, RD@5% 0.192.
 
 {table1}
 
-Paired differences over the same images (mean and 95% interval):
+The row "subtracted after the ReLU" is the baseline of the paper's Fig. 9b: `ReLU(ReLU(M_c) − 0.6 · mean_d ReLU(M_d))`
+with the Grad-CAM maps of the class and of the same three references, where Finer-CAM subtracts the channel weights
+*before* the ReLU; the paper shows it to explain why the comparison must be made on the weights (cells where both
+classes have evidence cancel there, but stay positive in `ReLU(M_c)`).
+
+Paired differences over the same images (mean and 95% interval, then the difference relative to the base's mean):
 
 {deltas}
 
@@ -258,7 +280,7 @@ def notes(
             if not comparisons[(b, k)].better
         ]
         notes.append(
-            "**RD** (no clear gain for "
+            "**RD** (no significant gain of at least 5% of the base for "
             + ", ".join(missing)
             + "): the model is nearly certain of its class, and masking "
             f"5% of the pixels removes {numbers['gradcam.drop_target@0.05']:.2f} of `p_c` on average with Grad-CAM and "
@@ -275,7 +297,7 @@ def notes(
     if verdicts["box"] != HOLDS:
         worse = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_box")].better]
         notes.append(
-            f"**Loc.** (no gain for {', '.join(worse)}; plausibly the distractors): the base maps already put "
+            f"**Loc.** (no significant gain of at least 5% for {', '.join(worse)}; plausibly the distractors): the base maps already put "
             f"{numbers['gradcam.share_box']:.2f} (Grad-CAM) of their energy in the object's box. The backgrounds carry "
             "distractor shapes in the same palette colours and textures as the parts, independent of the class, so "
             "the channels that tell the key-part colours of `c` and `d` apart also respond to distractors of those "
@@ -285,7 +307,7 @@ def notes(
     if verdicts["parts"] != HOLDS:
         missing = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_differing")].better]
         notes.append(
-            f"**Differing part** (no clear gain for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
+            f"**Differing part** (no significant gain of at least 5% for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
             "fields, the layer cannot isolate a part of a few cells; see the pointing game for where the peak goes."
         )
     if verdicts["gamma_rd"] != HOLDS:
