@@ -102,3 +102,15 @@ def test_bank_build_at_bf16_is_close_to_fp32_and_a_bad_precision_is_one_line(
     error = capsys.readouterr().err.strip()
     assert "precision must be one of fp32, bf16, fp16" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "x.bank").exists()
+
+
+def test_reproduce_under_torchrun_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from camscope.cli.app import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["reproduce", "--quick", "--out", str(tmp_path / "report")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "runs in one process" in error and "without torchrun" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "report").exists()

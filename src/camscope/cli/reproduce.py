@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.errors import CamscopeError
+from camscope.passes.distributed import torchrun_world_size
 
 __all__ = ["reproduce_command"]
 
@@ -36,6 +38,11 @@ def reproduce_command(
     """
     from camscope.reproduce import SECTIONS, reproduce
 
+    if torchrun_world_size() > 1:  # every process would run and write the whole report
+        raise CamscopeError(
+            "camscope reproduce runs in one process (its data sets are small and generated in place): "
+            "run it without torchrun"
+        )
     chosen = section or list(SECTIONS)
     existing = [path for name in chosen for path in sorted((out / "figures").glob(f"{name}_*"))]
     claim_outputs([out / "REPRODUCTION.md", *existing], overwrite)
