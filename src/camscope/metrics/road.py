@@ -510,12 +510,13 @@ def _removal_ranks(maps: Tensor, tie_break: float, generator: torch.Generator) -
 class _Perturbations:
     """The imputed inputs of ROAD's steps (MoRF steps ``0..P-1``, then LeRF), for :func:`score_perturbed`.
 
-    With the linear imputation, each step's system is solved starting from the
-    noiseless result of the previous step of the same order and rows when that removal
-    was nested in this one (MoRF removes the ``count`` top-ranked pixels, LeRF the
-    ``count`` bottom-ranked ones, so a smaller count of the same order is nested):
-    the residual then starts on the newly removed pixels only. The noise is drawn
-    as :func:`noisy_linear_impute` draws it for the whole call (chunks of 8 rows on the CPU).
+    With the linear imputation on the CPU, each step's system is solved starting from
+    the noiseless result of the previous step of the same order and rows when that
+    removal was nested in this one (MoRF removes the ``count`` top-ranked pixels, LeRF
+    the ``count`` bottom-ranked ones, so a smaller count of the same order is nested):
+    the residual then starts on the newly removed pixels only. On other devices all
+    steps of a call are solved together instead. The noise is drawn as
+    :func:`noisy_linear_impute` draws it for the whole call (chunks of 8 rows on the CPU).
     """
 
     def __init__(
@@ -556,7 +557,12 @@ class _Perturbations:
             )
         n = images.shape[0]
         out = images.new_empty(len(steps) * n, *images.shape[1:])
-        chunk = self.chunk or n
+        if self.chunk is None:  # a GPU: every step of the call in one solve (fewer, larger kernels)
+            expanded = images.expand(len(steps), *images.shape).reshape(-1, *images.shape[1:])
+            _solve_chunks(expanded, flat_removed, self.atol, 100, self.work, len(out), None, out)
+            if self.noise:
+                _add_noise(out, flat_removed, self.noise, self.generator, len(out), self.work)
+            return out
         touched = set()
         for i, step in enumerate(steps.tolist()):
             key = (step < len(self.counts), rows.start)
@@ -564,14 +570,14 @@ class _Perturbations:
             previous = self.previous.get(key)
             initial = previous[1] if previous is not None and previous[0] <= count else None
             part = out[i * n : (i + 1) * n]
-            _solve_chunks(images, removed[i], self.atol, 100, self.work, chunk, initial, part)
+            _solve_chunks(images, removed[i], self.atol, 100, self.work, self.chunk, initial, part)
             self.previous[key] = (count, part)
             touched.add(key)
         for key in touched:  # the next call starts from the noiseless results
             count, part = self.previous[key]
             self.previous[key] = (count, part.clone())
         if self.noise:
-            _add_noise(out, flat_removed, self.noise, self.generator, self.chunk or len(out), self.work)
+            _add_noise(out, flat_removed, self.noise, self.generator, self.chunk, self.work)
         return out
 
 
@@ -626,7 +632,9 @@ def road(
         score: ``"probability"`` (softmax of the target class; ROAD), ``"logit"`` or a callable.
         tie_break: scale of the ranking noise (1e-4 as in the reference; 0 for raster-order ties).
         seed: seeds the ranking and imputation noise.
-        batch_size: imputed images solved and scored together.
+        batch_size: perturbed images per forward pass (several percentages and orders of the
+            batch together); the imputation solves 8 images at a time on the CPU, a whole
+            step on other devices.
         atol: accuracy of the imputation solve (see :func:`noisy_linear_impute`).
 
     Returns:
