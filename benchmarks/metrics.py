@@ -166,6 +166,7 @@ def main() -> None:
         f"{args.images} images of {args.size} px, {device}, torch threads {torch.get_num_threads()}, "
         f"deletion/insertion step {step} ({-(-pixels // step)} steps), median of {args.repeats}\n"
     )
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}\n")
     print("| metric | forwards (images) | floor s (CPU s) | camscope s (CPU s) | ratio wall (CPU) | peer s (CPU s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, group in times.items():

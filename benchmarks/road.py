@@ -31,6 +31,7 @@ Run: ``python benchmarks/road.py [--images 16] [--repeats 1] [--threads 2] [--de
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -197,6 +198,7 @@ def main() -> None:
         f"median of {args.repeats}; forward floor: {len(recorder.shapes)} batches, "
         f"{sum(s[0] for s in recorder.shapes)} images\n"
     )
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}\n")
     print("| comparison | contender | wall s | CPU s | ratio to the first row (wall / CPU) |")
     print("|---|---|---:|---:|---:|")
     table(timings["end to end"], "forward floor", "end to end")
