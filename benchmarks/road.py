@@ -1,30 +1,37 @@
-"""ROAD speed: camscope's batched torch imputation against grad-cam 1.5.7's ROADCombined.
+"""ROAD speed: camscope's ``road`` against its forward floor and grad-cam 1.5.7's ROADCombined.
 
 Workload: 16 images of 224 px (the bundled sample photos, mirrored and shifted to make
 16), Grad-CAM maps of the default EfficientNet-Lite0 (bundled weights, offline), ROAD at
-9 percentages (10%..90%) in both orders: 288 imputations. Both contenders run on the same
-CPU in the same process, interleaved (round-robin) when ``--repeats`` > 1.
+9 percentages (10%..90%) in both orders: 288 imputations and forward passes. All
+contenders run on the same device in the same process, interleaved (round-robin) when
+``--repeats`` > 1.
 
-Two comparisons:
+Rows:
 
 * **imputation**: the same 288 (image, mask) pairs (grad-cam's own ``np.percentile``
   masks) filled by noisy linear imputation: ``camscope.metrics.noisy_linear_impute`` on
   batches against grad-cam's ``NoisyLinearImputer`` (one scipy ``spsolve`` per pair);
   the maximum difference of the noiseless solutions is printed too;
-* **end to end**: ``camscope.metrics.road`` against ``ROADCombined`` (imputation plus the
-  model's forward passes; grad-cam also re-runs the clean batch for each of its 18
-  calls). A camscope row with ``imputation="zero"`` shows the forward passes alone,
-  which bound the end-to-end ratio.
+* **end to end**: ``camscope.metrics.road`` against its **forward floor** and against
+  ``ROADCombined``. The floor is the same forward passes alone: every batch the model
+  saw during the metric's run (recorded by a forward pre-hook: the clean pass and the
+  perturbed batches, at the metric's batch size of 64, i.e. 4 percentages x 16 images
+  per pass) run again on ready inputs under ``torch.inference_mode``. The ratio
+  metric / floor is the cost of everything but the model: ranking, masks, imputation,
+  scoring. grad-cam also re-runs the clean batch for each of its 18 calls.
 
 Times are wall-clock seconds and process CPU seconds (all threads), medians of
-``--repeats``; on a shared machine CPU seconds are the steadier measure.
+``--repeats``; on a shared machine CPU seconds are the steadier measure. ``--device
+cuda`` runs everything on the GPU (the imputation included; times are synchronised).
 
-Run: ``python benchmarks/road.py [--images 16] [--repeats 1] [--threads N]``.
+Run: ``python benchmarks/road.py [--images 16] [--repeats 1] [--threads 2] [--device cpu]
+[--quick] [--no-peers]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -32,6 +39,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 import camscope
 from camscope.metrics import noisy_linear_impute, road
@@ -67,86 +75,138 @@ def grad_cam_masks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(keeps), torch.tensor(owners)
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one call, synchronised on a GPU."""
+    sync(device)
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
+    sync(device)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+class ForwardRecorder:
+    """Records the shape of every batch the model sees (a forward pre-hook) while active."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.shapes: list[torch.Size] = []
+
+    def __enter__(self) -> ForwardRecorder:
+        self.shapes = []
+        self.handle = self.model.register_forward_pre_hook(lambda module, args: self.shapes.append(args[0].shape))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+
+def forward_floor(model: nn.Module, shapes: list[torch.Size], images: torch.Tensor) -> Callable[[], None]:
+    """The same forward passes alone: batches of ``shapes`` cut from ``images`` repeated, prepared in advance."""
+    largest = max(shape[0] for shape in shapes)
+    pool = images.repeat(-(-largest // images.shape[0]), 1, 1, 1)
+    batches = [pool[: shape[0]].contiguous() for shape in shapes]
+
+    def run() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                model(batch)
+
+    return run
+
+
+def table(rows: dict[str, list[tuple[float, float]]], reference: str, title: str) -> None:
+    """Markdown rows: medians and each row's ratio to ``reference`` (wall / CPU)."""
+    ref_wall = statistics.median(t[0] for t in rows[reference])
+    ref_cpu = statistics.median(t[1] for t in rows[reference])
+    for name, times in rows.items():
+        wall, cpu = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+        print(f"| {title} | {name} | {wall:.1f} | {cpu:.1f} | {wall / ref_wall:.2f}x / {cpu / ref_cpu:.2f}x |")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="4 images, no imputation comparison")
+    parser.add_argument("--no-peers", action="store_true", help="skip grad-cam (its ROADCombined is slow)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    if args.quick:
+        args.images = min(args.images, 4)
+    device = torch.device(args.device)
 
-    model = load_model()
-    x = workload(args.images, args.size)
+    model = load_model(device=device)
+    x = workload(args.images, args.size).to(device)
     explanation = camscope.explain(model, x, "gradcam")
     maps, classes = explanation.maps, explanation.classes.tolist()
-    keeps, owners = grad_cam_masks(maps)
-    images = x[owners]
-
-    ours_clean = noisy_linear_impute(images[:8], keeps[:8], noise=0.0)
-    peer_clean = torch.stack([NoisyLinearImputer(noise=0.0)(images[i], keeps[i].float()) for i in range(8)])
-    difference = float((ours_clean - peer_clean).abs().max())
-
     scores: dict[str, float] = {}
 
     def ours_road() -> None:
         scores["camscope"] = float(road(model, x, maps, target=classes, percentages=PERCENTAGES)["combined"].mean())
 
-    def peer_road() -> None:
-        metric = ROADCombined(percentiles=[round(100 * p) for p in PERCENTAGES])
-        scores["grad-cam"] = float(
-            np.mean(metric(x, maps.numpy(), [ClassifierOutputSoftmaxTarget(c) for c in classes], model))
-        )
+    with ForwardRecorder(model) as recorder:
+        road(model, x, maps, target=classes, percentages=PERCENTAGES)  # warm-up; records the forward batches
+    floor = forward_floor(model, recorder.shapes, x)
+    end_to_end: dict[str, Callable[[], object]] = {"forward floor": floor, "camscope road": ours_road}
+    imputation: dict[str, Callable[[], object]] = {}
+    difference = None
+    if not args.no_peers:
+        from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    groups: dict[str, dict[str, Callable[[], object]]] = {
-        "imputation": {
-            "camscope noisy_linear_impute (batched torch)": lambda: noisy_linear_impute(images, keeps),
-            "grad-cam 1.5.7 NoisyLinearImputer (spsolve per image)": lambda: [
-                NoisyLinearImputer()(images[i], keeps[i].float()) for i in range(len(images))
-            ],
-        },
-        "end to end": {
-            "camscope road": ours_road,
-            "grad-cam 1.5.7 ROADCombined": peer_road,
-            "camscope road, imputation='zero' (forward passes only)": lambda: road(
-                model, x, maps, target=classes, percentages=PERCENTAGES, imputation="zero"
-            ),
-        },
+        def peer_road() -> None:
+            metric = ROADCombined(percentiles=[round(100 * p) for p in PERCENTAGES])
+            targets = [ClassifierOutputSoftmaxTarget(c) for c in classes]
+            scores["grad-cam"] = float(np.mean(metric(x, maps.cpu().numpy(), targets, model)))
+
+        end_to_end["grad-cam 1.5.7 ROADCombined"] = peer_road
+        if not args.quick:
+            keeps, owners = grad_cam_masks(maps.cpu())
+            images, keeps = x[owners], keeps.to(device)
+            ours_clean = noisy_linear_impute(images[:8], keeps[:8], noise=0.0).cpu()
+            host = images[:8].cpu()
+            peer_clean = torch.stack([NoisyLinearImputer(noise=0.0)(host[i], keeps[i].cpu().float()) for i in range(8)])
+            difference = float((ours_clean - peer_clean).abs().max())
+            imputation = {
+                "camscope noisy_linear_impute (batched torch)": lambda: noisy_linear_impute(images, keeps),
+                "grad-cam 1.5.7 NoisyLinearImputer (spsolve per image)": lambda: [
+                    NoisyLinearImputer()(images[i].cpu(), keeps[i].cpu().float()) for i in range(len(images))
+                ],
+            }
+    groups = {"end to end": end_to_end, "imputation": imputation}
+    timings: dict[str, dict[str, list[tuple[float, float]]]] = {
+        g: {name: [] for name in group} for g, group in groups.items()
     }
-    timings: dict[str, list[tuple[float, float]]] = {name: [] for group in groups.values() for name in group}
     for _ in range(args.repeats):
-        for group in groups.values():
+        for g, group in groups.items():
             for name, fn in group.items():
-                timings[name].append(_timed(fn))
+                timings[g][name].append(timed(fn, device))
 
     print(
         f"ROAD, {args.images} images of {args.size} px, {len(PERCENTAGES)} percentages x MoRF/LeRF "
-        f"({len(images)} imputations), torch threads {torch.get_num_threads()}, median of {args.repeats}\n"
+        f"({2 * len(PERCENTAGES) * args.images} imputations), {device}, torch threads {torch.get_num_threads()}, "
+        f"median of {args.repeats}; forward floor: {len(recorder.shapes)} batches, "
+        f"{sum(s[0] for s in recorder.shapes)} images\n"
     )
-    print("| comparison | contender | wall s | CPU s | speed-up (wall / CPU) |")
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}\n")
+    print("| comparison | contender | wall s | CPU s | ratio to the first row (wall / CPU) |")
     print("|---|---|---:|---:|---:|")
-    for group_name, group in groups.items():
-        names = list(group)
-        reference = names[1]
-        ref_wall = statistics.median(t[0] for t in timings[reference])
-        ref_cpu = statistics.median(t[1] for t in timings[reference])
-        for name in names:
-            wall = statistics.median(t[0] for t in timings[name])
-            cpu = statistics.median(t[1] for t in timings[name])
-            ratio = "1.0x / 1.0x" if name == reference else f"{ref_wall / wall:.1f}x / {ref_cpu / cpu:.1f}x"
-            print(f"| {group_name} | {name} | {wall:.1f} | {cpu:.1f} | {ratio} |")
+    table(timings["end to end"], "forward floor", "end to end")
+    if imputation:
+        table(timings["imputation"], "camscope noisy_linear_impute (batched torch)", "imputation")
     print()
-    print(f"max |camscope - grad-cam| of noiseless imputations (8 pairs): {difference:.1e}")
+    if difference is not None:
+        print(f"max |camscope - grad-cam| of noiseless imputations (8 pairs): {difference:.1e}")
     for name, value in scores.items():
         print(f"mean combined ROAD score, {name}: {value:.4f}")
 

@@ -180,3 +180,71 @@ def test_road_rewards_the_true_evidence() -> None:
         road(SquareModel(), x, good, **kwargs)["combined"].item()
         > road(SquareModel(), x, 1 - good, **kwargs)["combined"].item()
     )
+
+
+def _brute_road(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, fractions: list[float]) -> np.ndarray:
+    """ROAD written per image, order and fraction: rank, mask, scipy direct solve, one forward pass each."""
+    batch, _, h, w = images.shape
+    curves = np.zeros((2, batch, len(fractions)))
+    with torch.no_grad():
+        classes = model(images).argmax(1).tolist()
+    for b in range(batch):
+        flat = maps[b].flatten().double()
+        scaled = (flat - flat.min()) / (flat.max() - flat.min())
+        order = sorted(range(h * w), key=lambda k: (-float(scaled[k]), k))
+        for i, fraction in enumerate(fractions):
+            count = int(h * w * fraction + 1e-9)
+            for o, removed in enumerate((order[:count], order[h * w - count :])):
+                keep = np.ones((h, w), dtype=bool)
+                keep.flat[removed] = False
+                imputed = _direct_solve(images[b].double().numpy(), keep)
+                with torch.no_grad():
+                    logits = model(torch.from_numpy(imputed).float()[None])
+                curves[o, b, i] = float(torch.softmax(logits.double(), 1)[0, classes[b]])
+    return curves
+
+
+@pytest.mark.parametrize("batch_size", [64, 2])
+def test_road_matches_a_per_image_loop_with_direct_solves(tiny_cnn: nn.Module, batch_size: int) -> None:
+    """Warm starts across the nested removals, batching over steps and split rows leave the curves exact."""
+    images = torch.randn(3, 3, 20, 20, generator=torch.Generator().manual_seed(8))
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(9)), size=(20, 20), mode="bilinear"
+    )[:, 0]
+    fractions = [0.1, 0.3, 0.5, 0.7, 0.9]
+    ours = road(tiny_cnn, images, smooth, percentages=fractions, noise=0.0, tie_break=0.0, batch_size=batch_size)
+    reference = _brute_road(tiny_cnn, images, smooth, fractions)
+    np.testing.assert_allclose(ours.curves["morf"].numpy(), reference[0], atol=2e-5)
+    np.testing.assert_allclose(ours.curves["lerf"].numpy(), reference[1], atol=2e-5)
+
+
+def test_road_noise_is_the_imputers_noise(tiny_cnn: nn.Module) -> None:
+    """Each step's images equal noisy_linear_impute of the same batch with the same generator state."""
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    maps = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(3))
+    seen: list[torch.Tensor] = []
+    handle = tiny_cnn.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        road(tiny_cnn, images, maps, percentages=(0.2, 0.6), tie_break=0.0, seed=4)
+    finally:
+        handle.remove()
+    perturbed = seen[1]  # after the clean pass: one batch of 2 orders x 2 fractions x 2 images
+    flat = maps.flatten(1)
+    ranks = flat.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    removed = [ranks < c for c in (51, 153)] + [ranks >= 256 - c for c in (51, 153)]
+    keep = ~torch.cat(removed).reshape(-1, 16, 16)
+    generator = torch.Generator().manual_seed(4)
+    expected = noisy_linear_impute(images.repeat(4, 1, 1, 1), keep, generator=generator)
+    torch.testing.assert_close(perturbed, expected, atol=3e-4, rtol=0)
+    assert (perturbed - images.repeat(4, 1, 1, 1))[keep[:, None].expand(-1, 3, -1, -1)].abs().max() == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_road_on_the_gpu_matches_the_cpu(tiny_cnn: nn.Module) -> None:
+    images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    maps = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(2))
+    cpu = road(tiny_cnn, images, maps, noise=0.0)
+    gpu = road(tiny_cnn.cuda(), images.cuda(), maps.cuda(), noise=0.0)
+    assert gpu["combined"].device.type == "cuda"
+    torch.testing.assert_close(gpu.curves["morf"].cpu(), cpu.curves["morf"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(gpu.curves["lerf"].cpu(), cpu.curves["lerf"], atol=1e-4, rtol=0)

@@ -303,7 +303,7 @@ def score_perturbed(
     batch = clean_outputs.shape[0]
     device = clean_outputs.device
     scores: Tensor | None = None
-    with model_state(model, True), torch.no_grad():
+    with model_state(model, True), torch.inference_mode():
         for t, rows in _chunks(steps, batch, batch_size, device):
             inputs = make_inputs(t, rows)
             outputs = _forward(model, inputs).detach()
@@ -321,7 +321,7 @@ def score_perturbed(
                 scores[step, rows] = value
     if scores is None:
         raise CamscopeError("no perturbed copies to score")
-    return scores
+    return scores.clone()  # a normal tensor: inference tensors refuse later in-place updates
 
 
 def _chunks(steps: int, batch: int, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, slice]]:

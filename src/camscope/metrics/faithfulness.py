@@ -390,7 +390,7 @@ def relative_drop(
         removed = (ranks[rows][None] < counts[t][:, None, None]).reshape(-1, *inputs.shape[2:])
         images = inputs[rows].expand(shape).reshape(-1, *inputs.shape[1:])
         if base is None:
-            from camscope.metrics.road import noisy_linear_impute
+            from camscope.metrics.imputation import noisy_linear_impute
 
             return noisy_linear_impute(images, ~removed, noise, generator=generator)
         return torch.where(removed[:, None], base[rows].expand(shape).reshape(-1, *inputs.shape[1:]), images)

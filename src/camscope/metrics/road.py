@@ -1,34 +1,17 @@
-"""ROAD: RemOve And Debias (Rong et al., ICML 2022), with batched noisy linear imputation in torch.
+"""ROAD: RemOve And Debias (Rong et al., "A Consistent and Efficient Evaluation Strategy for
+Attribution Methods", ICML 2022, arXiv:2202.00449).
 
-Removed pixels are imputed from their neighbours by *noisy linear imputation*: every
-removed pixel ``i`` takes the weighted mean of its 8 neighbours (weight 1/6 for the
-4 direct neighbours, 1/12 for the 4 diagonal ones; neighbours outside the image are
-dropped and the mean divides by the sum ``d_i`` of the remaining weights, exactly as
-in the reference code), where neighbours that are removed too are unknowns of the
-same linear system::
-
-    d_i x_i - sum_{j removed} w_ij x_j = sum_{j kept} w_ij v_j,   d_i = sum_{j in image} w_ij
-
-then Gaussian noise of standard deviation ``noise`` (0.01) is added to the imputed
-pixels only. The reference (``tleemann/road_evaluation``, copied into grad-cam 1.5.7
-as ``NoisyLinearImputer``) builds a scipy sparse matrix and calls ``spsolve`` once
-per image, percentage and order on the CPU. Here all systems of a batch are solved
-together in torch, on the inputs' device, by conjugate gradients preconditioned with
-a geometric multigrid V-cycle (coarsening by 2 with bilinear interpolation, Galerkin
-coarse operators restricted to the removed pixels, one damped-Jacobi sweep before and
-after each coarse correction, a dense Cholesky solve on the coarsest grid of at most
-8 x 8). The system is symmetric positive definite whenever at least one pixel is
-kept, so the preconditioned CG converges to the solution of the direct solve; about
-5-9 iterations reach 1e-4, independently of the image size. On the CPU the systems
-are solved 8 at a time (their vectors stay in cache); the 3x3 neighbour sum uses
-in-place slice additions, several times faster than a one-channel ``conv2d``.
+The imputation (noisy linear imputation, batched and solved in torch on the inputs'
+device) lives in :mod:`camscope.metrics.imputation`; its public names are re-exported
+here. The metric removes the most (MoRF) or least (LeRF) relevant pixels at each
+percentage, imputes them and re-scores the model, the forward passes batched over
+percentages and orders.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,373 +27,11 @@ from camscope.metrics.common import (
     prepare_maps,
     score_perturbed,
 )
+from camscope.metrics.imputation import NEIGHBOUR_WEIGHTS, add_noise, noisy_linear_impute, solve_chunks
 
 __all__ = ["NEIGHBOUR_WEIGHTS", "noisy_linear_impute", "road"]
 
-#: Weights of the 3x3 neighbourhood in noisy linear imputation (ROAD reference code).
-NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
-
-_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-_CENTRE = 4
 _DEFAULT_PERCENTAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-# ----------------------------------------------------------------------------------------------
-# The solver
-# ----------------------------------------------------------------------------------------------
-
-
-def _box121(x: Tensor) -> Tensor:
-    """``[1, 2, 1] (x) [1, 2, 1]`` filter with zeros outside the image, ``x [..., h, w]``.
-
-    In-place slice additions are several times faster on the CPU than a 1-channel conv2d.
-    """
-    rows = x * 2
-    rows[..., :, 1:] += x[..., :, :-1]
-    rows[..., :, :-1] += x[..., :, 1:]
-    both = rows * 2
-    both[..., 1:, :] += rows[..., :-1, :]
-    both[..., :-1, :] += rows[..., 1:, :]
-    return both
-
-
-def _neighbour_sum(x: Tensor) -> Tensor:
-    """``sum_j w_ij x_j`` over the 8 neighbours inside the image (zero outside), ``x [..., h, w]``.
-
-    The kernel is separable up to its centre: ``(1/12) [1,2,1] (x) [1,2,1] - (1/3) delta``.
-    """
-    return _box121(x).mul_(1 / 12).sub_(x, alpha=1 / 3)
-
-
-def _span(offset: int, size: int) -> tuple[slice, slice]:
-    """Slices of outputs ``i`` and inputs ``i + offset`` that stay inside ``[0, size)``."""
-    return slice(max(0, -offset), size - max(0, offset)), slice(max(0, offset), size - max(0, -offset))
-
-
-def _apply_stencil(stencil: Tensor, x: Tensor) -> Tensor:
-    """``y_i = sum_o S_o(i) x_{i+o}`` for a 9-point stencil ``[9, N, 1, h, w]`` and ``x [N, C, h, w]``."""
-    h, w = x.shape[-2:]
-    out = stencil[_CENTRE] * x
-    for index, (dy, dx) in enumerate(_OFFSETS):
-        if index == _CENTRE:
-            continue
-        (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
-        out[..., oy, ox].addcmul_(stencil[index][..., oy, ox], x[..., iy, ix])
-    return out
-
-
-def _prolong_1d(coarse: Tensor, size: int, dim: int) -> Tensor:
-    """Linear interpolation from ``size // 2 + 1`` nodes (fine ``2I``) to ``size`` along ``dim`` (-1 or -2)."""
-    shape = list(coarse.shape)
-    shape[dim] = size
-    fine = coarse.new_empty(shape)
-    even, odd = (size + 1) // 2, size // 2
-    first = coarse.narrow(dim, 0, odd)
-    if dim == -1:
-        fine[..., 0::2] = coarse[..., :even]
-        fine[..., 1::2].copy_(first).add_(coarse[..., 1 : odd + 1]).mul_(0.5)
-    else:
-        fine[..., 0::2, :] = coarse[..., :even, :]
-        fine[..., 1::2, :].copy_(first).add_(coarse[..., 1 : odd + 1, :]).mul_(0.5)
-    return fine
-
-
-def _restrict_1d(fine: Tensor, dim: int) -> Tensor:
-    """The transpose of :func:`_prolong_1d` along ``dim`` (-1 or -2)."""
-    size = fine.shape[dim]
-    even, odd = (size + 1) // 2, size // 2
-    shape = list(fine.shape)
-    shape[dim] = size // 2 + 1
-    coarse = fine.new_zeros(shape)
-    if dim == -1:
-        coarse[..., :even] += fine[..., 0::2]
-        half = fine[..., 1::2] * 0.5
-        coarse[..., :odd] += half
-        coarse[..., 1 : odd + 1] += half
-    else:
-        coarse[..., :even, :] += fine[..., 0::2, :]
-        half = fine[..., 1::2, :] * 0.5
-        coarse[..., :odd, :] += half
-        coarse[..., 1 : odd + 1, :] += half
-    return coarse
-
-
-def _prolong(coarse: Tensor, h: int, w: int) -> Tensor:
-    return _prolong_1d(_prolong_1d(coarse, w, -1), h, -2)
-
-
-def _restrict(fine: Tensor) -> Tensor:
-    return _restrict_1d(_restrict_1d(fine, -1), -2)
-
-
-@dataclass
-class _Level:
-    unknown: Tensor  # [N, 1, h, w] float, 1 where the value is an unknown
-    stencil: Tensor | None  # [9, N, 1, h, w] Galerkin operator (None on the finest level)
-    step: Tensor  # damped Jacobi step omega / diag, zero on known cells
-    cholesky: Tensor | None = None  # dense factor on the coarsest level, [N, h*w, h*w] (float64)
-
-
-class _Multigrid:
-    """Batched conjugate gradients preconditioned by a geometric multigrid V-cycle.
-
-    Levels coarsen by 2 with bilinear interpolation from the nodes ``2I`` (``h -> h // 2 + 1``);
-    coarse operators are Galerkin products ``P^T A P`` with ``P`` restricted to the
-    unknowns, computed by probing with 9 colours (the coarse operator is again a
-    9-point stencil). One damped-Jacobi sweep before and after the coarse correction
-    keeps the preconditioner symmetric positive definite.
-    """
-
-    def __init__(self, unknown: Tensor, omega: float = 0.8, coarsest: int = 8) -> None:
-        self.omega = omega
-        h, w = unknown.shape[-2:]
-        self.weight_sum = _neighbour_sum(torch.ones(1, 1, h, w, dtype=unknown.dtype, device=unknown.device))
-        fine_step = torch.where(unknown > 0, omega / self.weight_sum, torch.zeros_like(unknown))
-        # A x = U (d x - N x) = (d + 1/3) U x - (U / 12) [1,2,1](x)[1,2,1] x
-        self.centre = (self.weight_sum + 1 / 3) * unknown
-        self.edge = unknown / 12
-        self.levels = [_Level(unknown, None, fine_step)]
-        while max(self.levels[-1].unknown.shape[-2:]) > coarsest:
-            self.levels.append(self._coarsen(len(self.levels) - 1))
-        last = self.levels[-1]
-        if last.stencil is None:  # a tiny image: the finest level is the coarsest
-            last.stencil = self._fine_stencil(unknown)
-        last.cholesky = self._factor(last)
-
-    def _fine_stencil(self, unknown: Tensor) -> Tensor:
-        h, w = unknown.shape[-2:]
-        stencil = torch.zeros(9, *unknown.shape, dtype=unknown.dtype, device=unknown.device)
-        for index, (dy, dx) in enumerate(_OFFSETS):
-            if index == _CENTRE:
-                continue
-            (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
-            weight = NEIGHBOUR_WEIGHTS[dy + 1][dx + 1]
-            stencil[index][..., oy, ox] = -weight * unknown[..., oy, ox] * unknown[..., iy, ix]
-        stencil[_CENTRE] = torch.where(unknown > 0, self.weight_sum.expand_as(unknown), torch.ones_like(unknown))
-        return stencil
-
-    def operator(self, depth: int, x: Tensor) -> Tensor:
-        """``A x`` at a level (``x`` is zero on known cells)."""
-        level = self.levels[depth]
-        if depth == 0:
-            return (self.centre * x).addcmul_(self.edge, _box121(x), value=-1)
-        if level.stencil is None:
-            raise AssertionError("only the finest level has no Galerkin stencil")
-        return _apply_stencil(level.stencil, x).mul_(level.unknown)
-
-    def _coarsen(self, depth: int) -> _Level:
-        fine = self.levels[depth].unknown
-        n, _, h, w = fine.shape
-        coarse = (_restrict(fine) > 0).to(fine.dtype)
-        hc, wc = coarse.shape[-2:]
-        device = fine.device
-        ys = torch.arange(hc, device=device)[:, None] % 3
-        xs = torch.arange(wc, device=device)[None, :] % 3
-        colour = ys * 3 + xs  # [hc, wc]
-        probes = (colour[None] == torch.arange(9, device=device)[:, None, None]).to(fine.dtype)  # [9, hc, wc]
-        probes = probes[None] * coarse  # [n, 9, hc, wc]
-        response = _restrict(self.operator(depth, _prolong(probes, h, w) * fine)) * coarse
-        stencil = torch.empty(9, n, 1, hc, wc, dtype=fine.dtype, device=device)
-        for index, (dy, dx) in enumerate(_OFFSETS):
-            source = (((ys + dy) % 3) * 3 + (xs + dx) % 3).expand(n, 1, hc, wc)
-            stencil[index] = torch.gather(response, 1, source)
-        diagonal = stencil[_CENTRE]
-        step = torch.where(coarse > 0, self.omega / torch.where(coarse > 0, diagonal, torch.ones_like(diagonal)), 0.0)
-        stencil[_CENTRE] = torch.where(coarse > 0, diagonal, torch.ones_like(diagonal))
-        return _Level(coarse, stencil, step)
-
-    @staticmethod
-    def _factor(level: _Level) -> Tensor:
-        if level.stencil is None:
-            raise AssertionError("the coarsest level has a Galerkin stencil")
-        stencil = level.stencil[:, :, 0].double()  # [9, N, h, w]
-        n, h, w = stencil.shape[1:]
-        index = torch.arange(h * w, device=stencil.device).reshape(h, w)
-        dense = torch.zeros(n, h * w, h * w, dtype=torch.float64, device=stencil.device)
-        for k, (dy, dx) in enumerate(_OFFSETS):
-            (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
-            rows, cols = index[oy, ox].reshape(-1), index[iy, ix].reshape(-1)
-            if rows.numel():
-                dense[:, rows, cols] += stencil[k][:, oy, ox].reshape(n, -1)
-        # Masking P can make coarse unknowns linearly dependent: a relative ridge keeps the factor defined.
-        diagonal = dense.diagonal(dim1=1, dim2=2)
-        diagonal += 1e-9 * diagonal.abs() + 1e-30
-        factor, info = torch.linalg.cholesky_ex(dense)
-        if bool((info != 0).any()):
-            diagonal += 1e-6 * diagonal.abs()
-            factor, info = torch.linalg.cholesky_ex(dense)
-        if bool((info != 0).any()):
-            raise CamscopeError("noisy linear imputation: the coarse system could not be factored")
-        return factor
-
-    def precondition(self, residual: Tensor, depth: int = 0) -> Tensor:
-        """One symmetric V-cycle approximating ``A^{-1} residual``."""
-        level = self.levels[depth]
-        if level.cholesky is not None:
-            n, c, h, w = residual.shape
-            rhs = residual.reshape(n, c, h * w).transpose(1, 2).double()
-            solution = torch.cholesky_solve(rhs, level.cholesky)
-            return solution.transpose(1, 2).reshape(n, c, h, w).to(residual.dtype).mul_(level.unknown)
-        h, w = residual.shape[-2:]
-        x = level.step * residual
-        defect = residual - self.operator(depth, x)
-        correction = self.precondition(_restrict(defect) * self.levels[depth + 1].unknown, depth + 1)
-        x.addcmul_(_prolong(correction, h, w), level.unknown)
-        x.addcmul_(level.step, residual - self.operator(depth, x))
-        return x
-
-    def solve(self, rhs: Tensor, atol: float, max_iter: int) -> tuple[Tensor, int, Tensor]:
-        """Preconditioned conjugate gradients, every system and channel at once.
-
-        A system (image and channel) stops when its last update changes no value by more
-        than ``atol``: with this preconditioner each iteration shrinks the error about
-        four-fold, so the remaining error is about a third of the last update.
-        """
-        tiny = torch.finfo(rhs.dtype).tiny
-        x = torch.zeros_like(rhs)
-        residual = rhs.clone()
-        z = self.precondition(residual)
-        direction = z.clone()
-        rz = torch.linalg.vecdot(residual.flatten(2), z.flatten(2))[..., None, None]
-        active = rhs.flatten(2).abs().amax(dim=2)[..., None, None] > 0
-        iterations = 0
-        while iterations < max_iter and bool(active.any()):
-            iterations += 1
-            a_dir = self.operator(0, direction)
-            curvature = torch.linalg.vecdot(direction.flatten(2), a_dir.flatten(2))[..., None, None]
-            alpha = torch.where(active & (curvature > 0), rz / curvature.clamp_min(tiny), 0.0)
-            update = alpha * direction
-            x.add_(update)
-            residual.addcmul_(alpha, a_dir, value=-1)
-            active = active & (update.flatten(2).abs().amax(dim=2)[..., None, None] > atol)
-            if not bool(active.any()):
-                break
-            z = self.precondition(residual)
-            rz_new = torch.linalg.vecdot(residual.flatten(2), z.flatten(2))[..., None, None]
-            beta = torch.where(active & (rz > 0), rz_new / rz.clamp_min(tiny), 0.0)
-            direction = z.addcmul_(beta, direction)
-            rz = torch.where(active, rz_new, rz)
-        norm_b = torch.linalg.vector_norm(rhs.flatten(2), dim=2)
-        relative = torch.linalg.vector_norm(residual.flatten(2), dim=2) / norm_b.clamp_min(tiny)
-        return x, iterations, relative
-
-
-@overload
-def noisy_linear_impute(
-    inputs: Tensor,
-    keep: Tensor,
-    noise: float = ...,
-    *,
-    generator: torch.Generator | None = ...,
-    atol: float = ...,
-    max_iter: int = ...,
-    dtype: torch.dtype | None = ...,
-    chunk: int | None = ...,
-    return_info: Literal[False] = ...,
-) -> Tensor: ...
-
-
-@overload
-def noisy_linear_impute(
-    inputs: Tensor,
-    keep: Tensor,
-    noise: float = ...,
-    *,
-    generator: torch.Generator | None = ...,
-    atol: float = ...,
-    max_iter: int = ...,
-    dtype: torch.dtype | None = ...,
-    chunk: int | None = ...,
-    return_info: Literal[True],
-) -> tuple[Tensor, dict[str, Any]]: ...
-
-
-def noisy_linear_impute(
-    inputs: Tensor,
-    keep: Tensor,
-    noise: float = 0.01,
-    *,
-    generator: torch.Generator | None = None,
-    atol: float = 1e-4,
-    max_iter: int = 100,
-    dtype: torch.dtype | None = None,
-    chunk: int | None = None,
-    return_info: bool = False,
-) -> Tensor | tuple[Tensor, dict[str, Any]]:
-    """Fill removed pixels by ROAD's noisy linear imputation, all images at once.
-
-    Each removed pixel becomes the weighted mean of its 8 neighbours (1/6 direct,
-    1/12 diagonal; see the module docstring for the exact system), then
-    ``noise * N(0, 1)`` is added to it. Kept pixels are returned unchanged.
-
-    Args:
-        inputs: ``[B, C, H, W]`` images (any normalisation; channels share the system).
-        keep: ``[B, H, W]`` bool, True where the pixel is kept. Each image must keep
-            at least one pixel.
-        noise: standard deviation of the added Gaussian noise (ROAD: 0.01; 0 gives
-            the plain linear imputation).
-        generator: random generator for the noise (on the CPU); seeded 0 when None.
-        atol: accuracy of the solve, in the units of ``inputs``: a system stops when
-            its last conjugate-gradient update moves no pixel by more than ``atol`` (the
-            remaining error is then about ``atol / 3``).
-        max_iter: most preconditioned CG iterations; typically 3-8 are needed,
-            independently of the image size.
-        dtype: solver precision (default: float32, or the inputs' dtype if float64).
-        chunk: images solved together; default 8 on the CPU (their vectors stay in
-            cache), all of them on other devices.
-        return_info: also return ``{"iterations", "relative_residual"}`` (the most
-            iterations of any chunk, and the final relative residual per image and channel).
-
-    Returns:
-        The imputed images ``[B, C, H, W]`` (and the solver info).
-
-    Example:
-        >>> import torch
-        >>> from camscope.metrics import noisy_linear_impute
-        >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
-        >>> keep = torch.ones(1, 4, 4, dtype=torch.bool); keep[0, 1:3, 1:3] = False
-        >>> noisy_linear_impute(x, keep, noise=0.0)[0, 0, 1:3, 1:3]  # a linear ramp is kept
-        tensor([[ 5.,  6.],
-                [ 9., 10.]])
-    """
-    if inputs.ndim != 4:
-        raise CamscopeError(f"noisy linear imputation needs images [B, C, H, W], got {list(inputs.shape)}")
-    keep = torch.as_tensor(keep, device=inputs.device)
-    if keep.shape != (inputs.shape[0], *inputs.shape[2:]):
-        raise CamscopeError(f"keep must have shape {[inputs.shape[0], *inputs.shape[2:]]}, got {list(keep.shape)}")
-    keep = keep.bool()
-    if bool((~keep.flatten(1).any(dim=1)).any()):
-        raise CamscopeError(
-            "noisy linear imputation needs at least one kept pixel per image: lower the removal fraction"
-        )
-    work = dtype or (torch.float64 if inputs.dtype == torch.float64 else torch.float32)
-    if chunk is None:
-        chunk = 8 if inputs.device.type == "cpu" else inputs.shape[0]
-    if chunk < 1:
-        raise CamscopeError(f"chunk must be a positive integer, got {chunk}")
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    removed = ~keep
-    result = inputs.clone()
-    iterations = 0
-    relative = torch.zeros(inputs.shape[:2])
-    for start in range(0, inputs.shape[0], chunk):
-        rows = slice(start, start + chunk)
-        if not bool(removed[rows].any()):
-            continue
-        unknown = removed[rows, None].to(work)
-        known_values = inputs[rows].to(work) * (1 - unknown)
-        solver = _Multigrid(unknown)
-        rhs = _neighbour_sum(known_values).mul_(unknown)
-        solution, steps, residual = solver.solve(rhs, atol, max_iter)
-        iterations = max(iterations, steps)
-        relative[rows] = residual.cpu().float()
-        if noise:
-            solution = solution + noise * torch.randn(solution.shape, generator=gen, dtype=work, device=gen.device).to(
-                solution.device
-            )
-        result[rows] = torch.where(removed[rows, None], solution.to(inputs.dtype), inputs[rows])
-    info = {"iterations": iterations, "relative_residual": relative}
-    return (result, info) if return_info else result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,6 +69,80 @@ def _removal_ranks(maps: Tensor, tie_break: float, generator: torch.Generator) -
         scaled = scaled + tie_break * noise.to(scaled.device)
     order = torch.argsort(scaled, dim=1, descending=True, stable=True)
     return torch.argsort(order, dim=1)
+
+
+class _Perturbations:
+    """The imputed inputs of ROAD's steps (MoRF steps ``0..P-1``, then LeRF), for :func:`score_perturbed`.
+
+    With the linear imputation on the CPU, each step's system is solved starting from
+    the noiseless result of the previous step of the same order and rows when that
+    removal was nested in this one (MoRF removes the ``count`` top-ranked pixels, LeRF
+    the ``count`` bottom-ranked ones, so a smaller count of the same order is nested):
+    the residual then starts on the newly removed pixels only. On other devices all
+    steps of a call are solved together instead. The noise is drawn as
+    :func:`noisy_linear_impute` draws it for the whole call (chunks of 8 rows on the CPU).
+    """
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        ranks: Tensor,
+        counts: list[int],
+        imputation: str | Callable[[Tensor, Tensor], Tensor],
+        noise: float,
+        generator: torch.Generator,
+        atol: float,
+    ) -> None:
+        self.inputs, self.ranks, self.counts = inputs, ranks, counts
+        self.imputation, self.noise, self.generator, self.atol = imputation, noise, generator, atol
+        self.linear = isinstance(imputation, str) and imputation == "linear"
+        self.work = torch.float64 if inputs.dtype == torch.float64 else torch.float32
+        self.chunk = 8 if inputs.device.type == "cpu" else None
+        self.previous: dict[tuple[bool, int], tuple[int, Tensor]] = {}
+
+    def removed(self, step: int, rows: slice) -> Tensor:
+        """``[n, H, W]`` bool: the pixels removed at ``step`` in the images ``rows``."""
+        n_steps, pixels = len(self.counts), self.ranks.shape[1]
+        count = self.counts[step % n_steps]
+        rank = self.ranks[rows]
+        removed = rank < count if step < n_steps else rank >= pixels - count
+        return removed.reshape(-1, *self.inputs.shape[2:])
+
+    def __call__(self, steps: Tensor, rows: slice) -> Tensor:
+        images = self.inputs[rows]
+        removed = torch.stack([self.removed(step, rows) for step in steps.tolist()])  # [t, n, H, W]
+        flat_removed = removed.reshape(-1, *removed.shape[2:])
+        if not self.linear:
+            expanded = images.expand(len(steps), *images.shape).reshape(-1, *images.shape[1:])
+            return _impute(expanded, ~flat_removed, self.imputation, self.noise, self.generator, self.atol)
+        if bool((removed.flatten(2).all(dim=2)).any()):
+            raise CamscopeError(
+                "noisy linear imputation needs at least one kept pixel per image: lower the removal fraction"
+            )
+        n = images.shape[0]
+        out = images.new_empty(len(steps) * n, *images.shape[1:])
+        if self.chunk is None:  # a GPU: every step of the call in one solve (fewer, larger kernels)
+            expanded = images.expand(len(steps), *images.shape).reshape(-1, *images.shape[1:])
+            solve_chunks(expanded, flat_removed, self.atol, 100, self.work, len(out), None, out)
+            if self.noise:
+                add_noise(out, flat_removed, self.noise, self.generator, len(out), self.work)
+            return out
+        touched = set()
+        for i, step in enumerate(steps.tolist()):
+            key = (step < len(self.counts), rows.start)
+            count = self.counts[step % len(self.counts)]
+            previous = self.previous.get(key)
+            initial = previous[1] if previous is not None and previous[0] <= count else None
+            part = out[i * n : (i + 1) * n]
+            solve_chunks(images, removed[i], self.atol, 100, self.work, self.chunk, initial, part)
+            self.previous[key] = (count, part)
+            touched.add(key)
+        for key in touched:  # the next call starts from the noiseless results
+            count, part = self.previous[key]
+            self.previous[key] = (count, part.clone())
+        if self.noise:
+            add_noise(out, flat_removed, self.noise, self.generator, self.chunk, self.work)
+        return out
 
 
 def road(
@@ -501,7 +196,9 @@ def road(
         score: ``"probability"`` (softmax of the target class; ROAD), ``"logit"`` or a callable.
         tie_break: scale of the ranking noise (1e-4 as in the reference; 0 for raster-order ties).
         seed: seeds the ranking and imputation noise.
-        batch_size: imputed images solved and scored together.
+        batch_size: perturbed images per forward pass (several percentages and orders of the
+            batch together); the imputation solves 8 images at a time on the CPU, a whole
+            step on other devices.
         atol: accuracy of the imputation solve (see :func:`noisy_linear_impute`).
 
     Returns:
@@ -529,20 +226,11 @@ def road(
 
     generator = torch.Generator().manual_seed(int(seed))
     ranks = _removal_ranks(maps, tie_break, generator)
-    counts = torch.tensor([pixel_count(pixels, p) for p in fractions], device=inputs.device)
+    counts = [pixel_count(pixels, p) for p in fractions]
+    if imputation == "linear" and inputs.device.type != "cpu":
+        generator = torch.Generator(device=inputs.device).manual_seed(int(seed))  # the noise is drawn on the device
+    make_inputs = _Perturbations(inputs, ranks, counts, imputation, noise, generator, atol)
     n_steps = len(fractions)
-
-    def make_inputs(steps: Tensor, rows: slice) -> Tensor:
-        morf = steps < n_steps
-        count = counts[steps % n_steps]
-        rank = ranks[rows][None]  # [1, n, N]
-        removed_morf = rank < count[:, None, None]
-        removed_lerf = rank >= pixels - count[:, None, None]
-        removed = torch.where(morf[:, None, None], removed_morf, removed_lerf)  # [t, n, N]
-        images = inputs[rows].expand(len(steps), *inputs[rows].shape).reshape(-1, *inputs.shape[1:])
-        keep = ~removed.reshape(-1, *inputs.shape[2:])
-        return _impute(images, keep, imputation, noise, generator, atol)
-
     scores = score_perturbed(model, scorer, logits, make_inputs, 2 * n_steps, batch_size)  # [2P, B]
     morf_curve, lerf_curve = scores[:n_steps].T, scores[n_steps:].T
     steps = torch.tensor(fractions)

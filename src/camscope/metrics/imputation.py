@@ -1,0 +1,465 @@
+"""ROAD's noisy linear imputation (Rong et al., ICML 2022), batched in torch.
+
+Removed pixels are imputed from their neighbours by *noisy linear imputation*: every
+removed pixel ``i`` takes the weighted mean of its 8 neighbours (weight 1/6 for the
+4 direct neighbours, 1/12 for the 4 diagonal ones; neighbours outside the image are
+dropped and the mean divides by the sum ``d_i`` of the remaining weights, exactly as
+in the reference code), where neighbours that are removed too are unknowns of the
+same linear system::
+
+    d_i x_i - sum_{j removed} w_ij x_j = sum_{j kept} w_ij v_j,   d_i = sum_{j in image} w_ij
+
+then Gaussian noise of standard deviation ``noise`` (0.01) is added to the imputed
+pixels only. The reference (``tleemann/road_evaluation``, copied into grad-cam 1.5.7
+as ``NoisyLinearImputer``) builds a scipy sparse matrix and calls ``spsolve`` once
+per image, percentage and order on the CPU. Here all systems of a batch are solved
+together in torch, on the inputs' device, by conjugate gradients preconditioned with
+a geometric multigrid V-cycle (coarsening by 2 with bilinear interpolation, Galerkin
+coarse operators restricted to the removed pixels, one Jacobi sweep before and after
+each coarse correction, a dense Cholesky solve on the coarsest grid of at most
+8 x 8, applied as a precomputed dense inverse). The system is symmetric positive
+definite whenever at least one pixel is kept, so the preconditioned CG converges to
+the solution of the direct solve; about 5-8 iterations reach 1e-4, independently of
+the image size. On the CPU the systems are solved 8 at a time (their vectors stay in
+cache); the 3x3 neighbour sum uses in-place slice additions, several times faster
+than a one-channel ``conv2d``. The Jacobi sweep is undamped (``omega = 1``): for this
+9-point operator the high-frequency eigenvalues of ``D^-1 A`` lie in ``[2/3, 4/3]``,
+which ``omega = 1`` reduces by at least 3-fold (``omega = 0.8``, the 5-point Laplacian's
+choice, only by about 2-fold): one CG iteration fewer in most solves. On the CPU
+:func:`road` starts each percentage's solve from the noiseless result of the previous,
+nested removal of the same order (a warm start; the same solution to the same tolerance).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+import torch
+from torch import Tensor
+
+from camscope.errors import CamscopeError
+
+__all__ = ["NEIGHBOUR_WEIGHTS", "add_noise", "noisy_linear_impute", "solve_chunks"]
+
+#: Weights of the 3x3 neighbourhood in noisy linear imputation (ROAD reference code).
+NEIGHBOUR_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
+
+_OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+_CENTRE = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# The solver
+# ----------------------------------------------------------------------------------------------
+
+
+def _box121(x: Tensor) -> Tensor:
+    """``[1, 2, 1] (x) [1, 2, 1]`` filter with zeros outside the image, ``x [..., h, w]``.
+
+    In-place slice additions are several times faster on the CPU than a 1-channel conv2d.
+    """
+    rows = x * 2
+    rows[..., :, 1:] += x[..., :, :-1]
+    rows[..., :, :-1] += x[..., :, 1:]
+    both = rows * 2
+    both[..., 1:, :] += rows[..., :-1, :]
+    both[..., :-1, :] += rows[..., 1:, :]
+    return both
+
+
+def _neighbour_sum(x: Tensor) -> Tensor:
+    """``sum_j w_ij x_j`` over the 8 neighbours inside the image (zero outside), ``x [..., h, w]``.
+
+    The kernel is separable up to its centre: ``(1/12) [1,2,1] (x) [1,2,1] - (1/3) delta``.
+    """
+    return _box121(x).mul_(1 / 12).sub_(x, alpha=1 / 3)
+
+
+def _span(offset: int, size: int) -> tuple[slice, slice]:
+    """Slices of outputs ``i`` and inputs ``i + offset`` that stay inside ``[0, size)``."""
+    return slice(max(0, -offset), size - max(0, offset)), slice(max(0, offset), size - max(0, -offset))
+
+
+def _apply_stencil(stencil: Tensor, x: Tensor) -> Tensor:
+    """``y_i = sum_o S_o(i) x_{i+o}`` for a 9-point stencil ``[9, N, 1, h, w]`` and ``x [N, C, h, w]``."""
+    h, w = x.shape[-2:]
+    out = stencil[_CENTRE] * x
+    for index, (dy, dx) in enumerate(_OFFSETS):
+        if index == _CENTRE:
+            continue
+        (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
+        out[..., oy, ox].addcmul_(stencil[index][..., oy, ox], x[..., iy, ix])
+    return out
+
+
+def _prolong_1d(coarse: Tensor, size: int, dim: int) -> Tensor:
+    """Linear interpolation from ``size // 2 + 1`` nodes (fine ``2I``) to ``size`` along ``dim`` (-1 or -2)."""
+    shape = list(coarse.shape)
+    shape[dim] = size
+    fine = coarse.new_empty(shape)
+    even, odd = (size + 1) // 2, size // 2
+    first = coarse.narrow(dim, 0, odd)
+    if dim == -1:
+        fine[..., 0::2] = coarse[..., :even]
+        fine[..., 1::2].copy_(first).add_(coarse[..., 1 : odd + 1]).mul_(0.5)
+    else:
+        fine[..., 0::2, :] = coarse[..., :even, :]
+        fine[..., 1::2, :].copy_(first).add_(coarse[..., 1 : odd + 1, :]).mul_(0.5)
+    return fine
+
+
+def _restrict_1d(fine: Tensor, dim: int) -> Tensor:
+    """The transpose of :func:`_prolong_1d` along ``dim`` (-1 or -2)."""
+    size = fine.shape[dim]
+    even, odd = (size + 1) // 2, size // 2
+    shape = list(fine.shape)
+    shape[dim] = size // 2 + 1
+    coarse = fine.new_zeros(shape)
+    if dim == -1:
+        coarse[..., :even] += fine[..., 0::2]
+        half = fine[..., 1::2] * 0.5
+        coarse[..., :odd] += half
+        coarse[..., 1 : odd + 1] += half
+    else:
+        coarse[..., :even, :] += fine[..., 0::2, :]
+        half = fine[..., 1::2, :] * 0.5
+        coarse[..., :odd, :] += half
+        coarse[..., 1 : odd + 1, :] += half
+    return coarse
+
+
+def _prolong(coarse: Tensor, h: int, w: int) -> Tensor:
+    return _prolong_1d(_prolong_1d(coarse, w, -1), h, -2)
+
+
+def _restrict(fine: Tensor) -> Tensor:
+    return _restrict_1d(_restrict_1d(fine, -1), -2)
+
+
+@dataclass
+class _Level:
+    unknown: Tensor  # [N, 1, h, w] float, 1 where the value is an unknown
+    stencil: Tensor | None  # [9, N, 1, h, w] Galerkin operator (None on the finest level)
+    step: Tensor  # damped Jacobi step omega / diag, zero on known cells
+    inverse: Tensor | None = None  # dense inverse on the coarsest level, [N, h*w, h*w] (float64)
+
+
+class _Multigrid:
+    """Batched conjugate gradients preconditioned by a geometric multigrid V-cycle.
+
+    Levels coarsen by 2 with bilinear interpolation from the nodes ``2I`` (``h -> h // 2 + 1``);
+    coarse operators are Galerkin products ``P^T A P`` with ``P`` restricted to the
+    unknowns, computed by probing with 9 colours (the coarse operator is again a
+    9-point stencil). One Jacobi sweep (step ``omega / diag``) before and after the
+    coarse correction keeps the preconditioner symmetric positive definite.
+    """
+
+    def __init__(self, unknown: Tensor, omega: float = 1.0, coarsest: int = 8) -> None:
+        self.omega = omega
+        h, w = unknown.shape[-2:]
+        self.weight_sum = _neighbour_sum(torch.ones(1, 1, h, w, dtype=unknown.dtype, device=unknown.device))
+        fine_step = torch.where(unknown > 0, omega / self.weight_sum, torch.zeros_like(unknown))
+        # A x = U (d x - N x) = (d + 1/3) U x - (U / 12) [1,2,1](x)[1,2,1] x
+        self.centre = (self.weight_sum + 1 / 3) * unknown
+        self.edge = unknown / 12
+        self.levels = [_Level(unknown, None, fine_step)]
+        while max(self.levels[-1].unknown.shape[-2:]) > coarsest:
+            self.levels.append(self._coarsen(len(self.levels) - 1))
+        last = self.levels[-1]
+        if last.stencil is None:  # a tiny image: the finest level is the coarsest
+            last.stencil = self._fine_stencil(unknown)
+        last.inverse = self._invert(last)
+
+    def _fine_stencil(self, unknown: Tensor) -> Tensor:
+        h, w = unknown.shape[-2:]
+        stencil = torch.zeros(9, *unknown.shape, dtype=unknown.dtype, device=unknown.device)
+        for index, (dy, dx) in enumerate(_OFFSETS):
+            if index == _CENTRE:
+                continue
+            (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
+            weight = NEIGHBOUR_WEIGHTS[dy + 1][dx + 1]
+            stencil[index][..., oy, ox] = -weight * unknown[..., oy, ox] * unknown[..., iy, ix]
+        stencil[_CENTRE] = torch.where(unknown > 0, self.weight_sum.expand_as(unknown), torch.ones_like(unknown))
+        return stencil
+
+    def operator(self, depth: int, x: Tensor) -> Tensor:
+        """``A x`` at a level (``x`` is zero on known cells)."""
+        level = self.levels[depth]
+        if depth == 0:
+            return (self.centre * x).addcmul_(self.edge, _box121(x), value=-1)
+        if level.stencil is None:
+            raise AssertionError("only the finest level has no Galerkin stencil")
+        return _apply_stencil(level.stencil, x).mul_(level.unknown)
+
+    def _coarsen(self, depth: int) -> _Level:
+        fine = self.levels[depth].unknown
+        n, _, h, w = fine.shape
+        coarse = (_restrict(fine) > 0).to(fine.dtype)
+        hc, wc = coarse.shape[-2:]
+        device = fine.device
+        ys = torch.arange(hc, device=device)[:, None] % 3
+        xs = torch.arange(wc, device=device)[None, :] % 3
+        colour = ys * 3 + xs  # [hc, wc]
+        probes = (colour[None] == torch.arange(9, device=device)[:, None, None]).to(fine.dtype)  # [9, hc, wc]
+        probes = probes[None] * coarse  # [n, 9, hc, wc]
+        response = _restrict(self.operator(depth, _prolong(probes, h, w) * fine)) * coarse
+        stencil = torch.empty(9, n, 1, hc, wc, dtype=fine.dtype, device=device)
+        for index, (dy, dx) in enumerate(_OFFSETS):
+            source = (((ys + dy) % 3) * 3 + (xs + dx) % 3).expand(n, 1, hc, wc)
+            stencil[index] = torch.gather(response, 1, source)
+        diagonal = stencil[_CENTRE]
+        step = torch.where(coarse > 0, self.omega / torch.where(coarse > 0, diagonal, torch.ones_like(diagonal)), 0.0)
+        stencil[_CENTRE] = torch.where(coarse > 0, diagonal, torch.ones_like(diagonal))
+        return _Level(coarse, stencil, step)
+
+    @staticmethod
+    def _invert(level: _Level) -> Tensor:
+        if level.stencil is None:
+            raise AssertionError("the coarsest level has a Galerkin stencil")
+        stencil = level.stencil[:, :, 0].double()  # [9, N, h, w]
+        n, h, w = stencil.shape[1:]
+        index = torch.arange(h * w, device=stencil.device).reshape(h, w)
+        dense = torch.zeros(n, h * w, h * w, dtype=torch.float64, device=stencil.device)
+        for k, (dy, dx) in enumerate(_OFFSETS):
+            (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
+            rows, cols = index[oy, ox].reshape(-1), index[iy, ix].reshape(-1)
+            if rows.numel():
+                dense[:, rows, cols] += stencil[k][:, oy, ox].reshape(n, -1)
+        # Masking P can make coarse unknowns linearly dependent: a relative ridge keeps the factor defined.
+        diagonal = dense.diagonal(dim1=1, dim2=2)
+        diagonal += 1e-9 * diagonal.abs() + 1e-30
+        factor, info = torch.linalg.cholesky_ex(dense)
+        if bool((info != 0).any()):
+            diagonal += 1e-6 * diagonal.abs()
+            factor, info = torch.linalg.cholesky_ex(dense)
+        if bool((info != 0).any()):
+            raise CamscopeError("noisy linear imputation: the coarse system could not be factored")
+        # One batched product per V-cycle instead of two triangular solves per system.
+        return torch.cholesky_inverse(factor)
+
+    def precondition(self, residual: Tensor, depth: int = 0) -> Tensor:
+        """One symmetric V-cycle approximating ``A^{-1} residual``."""
+        level = self.levels[depth]
+        if level.inverse is not None:
+            n, c, h, w = residual.shape
+            solution = torch.bmm(residual.reshape(n, c, h * w).double(), level.inverse)  # the inverse is symmetric
+            return solution.reshape(n, c, h, w).to(residual.dtype).mul_(level.unknown)
+        h, w = residual.shape[-2:]
+        x = level.step * residual
+        defect = residual - self.operator(depth, x)
+        correction = self.precondition(_restrict(defect) * self.levels[depth + 1].unknown, depth + 1)
+        x.addcmul_(_prolong(correction, h, w), level.unknown)
+        x.addcmul_(level.step, residual - self.operator(depth, x))
+        return x
+
+    def solve(
+        self, rhs: Tensor, atol: float, max_iter: int, initial: Tensor | None = None
+    ) -> tuple[Tensor, int, Tensor]:
+        """Preconditioned conjugate gradients, every system and channel at once.
+
+        A system (image and channel) stops when its last update changes no value by more
+        than ``atol``: with this preconditioner each iteration shrinks the error about
+        four-fold, so the remaining error is about a third of the last update.
+        ``initial`` (read on the unknowns only) starts the iteration from a guess, for
+        instance the solution of a nested system with fewer unknowns.
+        """
+        tiny = torch.finfo(rhs.dtype).tiny
+        active = _max_abs(rhs) > 0
+        if initial is None:
+            x = torch.zeros_like(rhs)
+            residual = rhs.clone()
+        else:
+            x = initial.to(rhs.dtype) * (self.levels[0].unknown * active)
+            residual = rhs - self.operator(0, x)
+        z = self.precondition(residual)
+        direction = z.clone()
+        rz = _dot(residual, z)
+        iterations = 0
+        while iterations < max_iter and bool(active.any()):
+            iterations += 1
+            a_dir = self.operator(0, direction)
+            curvature = _dot(direction, a_dir)
+            alpha = torch.where(active & (curvature > 0), rz / curvature.clamp_min(tiny), 0.0)
+            x.addcmul_(alpha, direction)
+            residual.addcmul_(alpha, a_dir, value=-1)
+            active = active & (alpha.abs() * _max_abs(direction) > atol)
+            if not bool(active.any()):
+                break
+            z = self.precondition(residual)
+            rz_new = _dot(residual, z)
+            beta = torch.where(active & (rz > 0), rz_new / rz.clamp_min(tiny), 0.0)
+            direction = z.addcmul_(beta, direction)
+            rz = torch.where(active, rz_new, rz)
+        norm_b = torch.linalg.vector_norm(rhs.flatten(2), dim=2)
+        relative = torch.linalg.vector_norm(residual.flatten(2), dim=2) / norm_b.clamp_min(tiny)
+        return x, iterations, relative
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per system (image and channel) dot products of ``[N, C, h, w]`` tensors, ``[N, C, 1, 1]``."""
+    return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
+
+
+def _max_abs(a: Tensor) -> Tensor:
+    """Per system largest absolute value of ``[N, C, h, w]``, ``[N, C, 1, 1]`` (one pass, no temporary)."""
+    return torch.linalg.vector_norm(a.flatten(2), ord=float("inf"), dim=2)[..., None, None]
+
+
+@overload
+def noisy_linear_impute(
+    inputs: Tensor,
+    keep: Tensor,
+    noise: float = ...,
+    *,
+    generator: torch.Generator | None = ...,
+    atol: float = ...,
+    max_iter: int = ...,
+    dtype: torch.dtype | None = ...,
+    chunk: int | None = ...,
+    return_info: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def noisy_linear_impute(
+    inputs: Tensor,
+    keep: Tensor,
+    noise: float = ...,
+    *,
+    generator: torch.Generator | None = ...,
+    atol: float = ...,
+    max_iter: int = ...,
+    dtype: torch.dtype | None = ...,
+    chunk: int | None = ...,
+    return_info: Literal[True],
+) -> tuple[Tensor, dict[str, Any]]: ...
+
+
+def noisy_linear_impute(
+    inputs: Tensor,
+    keep: Tensor,
+    noise: float = 0.01,
+    *,
+    generator: torch.Generator | None = None,
+    atol: float = 1e-4,
+    max_iter: int = 100,
+    dtype: torch.dtype | None = None,
+    chunk: int | None = None,
+    return_info: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Any]]:
+    """Fill removed pixels by ROAD's noisy linear imputation, all images at once.
+
+    Each removed pixel becomes the weighted mean of its 8 neighbours (1/6 direct,
+    1/12 diagonal; see the module docstring for the exact system), then
+    ``noise * N(0, 1)`` is added to it. Kept pixels are returned unchanged.
+
+    Args:
+        inputs: ``[B, C, H, W]`` images (any normalisation; channels share the system).
+        keep: ``[B, H, W]`` bool, True where the pixel is kept. Each image must keep
+            at least one pixel.
+        noise: standard deviation of the added Gaussian noise (ROAD: 0.01; 0 gives
+            the plain linear imputation).
+        generator: random generator for the noise (on the CPU); seeded 0 when None.
+        atol: accuracy of the solve, in the units of ``inputs``: a system stops when
+            its last conjugate-gradient update moves no pixel by more than ``atol`` (the
+            remaining error is then about ``atol / 3``).
+        max_iter: most preconditioned CG iterations; typically 3-8 are needed,
+            independently of the image size.
+        dtype: solver precision (default: float32, or the inputs' dtype if float64).
+        chunk: images solved together; default 8 on the CPU (their vectors stay in
+            cache), all of them on other devices.
+        return_info: also return ``{"iterations", "relative_residual"}`` (the most
+            iterations of any chunk, and the final relative residual per image and channel).
+
+    Returns:
+        The imputed images ``[B, C, H, W]`` (and the solver info).
+
+    Example:
+        >>> import torch
+        >>> from camscope.metrics import noisy_linear_impute
+        >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+        >>> keep = torch.ones(1, 4, 4, dtype=torch.bool); keep[0, 1:3, 1:3] = False
+        >>> noisy_linear_impute(x, keep, noise=0.0)[0, 0, 1:3, 1:3]  # a linear ramp is kept
+        tensor([[ 5.,  6.],
+                [ 9., 10.]])
+    """
+    if inputs.ndim != 4:
+        raise CamscopeError(f"noisy linear imputation needs images [B, C, H, W], got {list(inputs.shape)}")
+    keep = torch.as_tensor(keep, device=inputs.device)
+    if keep.shape != (inputs.shape[0], *inputs.shape[2:]):
+        raise CamscopeError(f"keep must have shape {[inputs.shape[0], *inputs.shape[2:]]}, got {list(keep.shape)}")
+    keep = keep.bool()
+    if bool((~keep.flatten(1).any(dim=1)).any()):
+        raise CamscopeError(
+            "noisy linear imputation needs at least one kept pixel per image: lower the removal fraction"
+        )
+    work = dtype or (torch.float64 if inputs.dtype == torch.float64 else torch.float32)
+    if chunk is None:
+        chunk = 8 if inputs.device.type == "cpu" else inputs.shape[0]
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+        raise CamscopeError(f"chunk must be a positive integer, got {chunk!r}")
+    chunk = int(chunk)
+    removed = ~keep
+    result, iterations, relative = solve_chunks(inputs, removed, atol, max_iter, work, chunk)
+    if noise:
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        add_noise(result, removed, noise, gen, chunk, work)
+    info = {"iterations": iterations, "relative_residual": relative.cpu().float()}
+    return (result, info) if return_info else result
+
+
+def solve_chunks(
+    inputs: Tensor,
+    removed: Tensor,
+    atol: float,
+    max_iter: int,
+    work: torch.dtype,
+    chunk: int,
+    initial: Tensor | None = None,
+    out: Tensor | None = None,
+) -> tuple[Tensor, int, Tensor]:
+    """Noiseless linear imputation, ``chunk`` images at a time, optionally warm-started.
+
+    ``removed`` is ``[B, H, W]`` bool. ``initial`` ``[B, C, H, W]`` is a guess of the result,
+    read on the removed pixels: the result of a nested, smaller removal is a good one
+    (the iteration then starts with a residual on the newly removed pixels only, and the
+    original values there). ``out`` receives the result.
+
+    Returns:
+        The imputed images, the most CG iterations of any chunk, and the final relative
+        residual per image and channel ``[B, C]`` (on the inputs' device).
+    """
+    result = torch.empty_like(inputs) if out is None else out
+    iterations = 0
+    relative = torch.zeros(inputs.shape[:2], device=inputs.device)
+    for start in range(0, inputs.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        mask = removed[rows, None]
+        if not bool(mask.any()):
+            result[rows] = inputs[rows]
+            continue
+        unknown = mask.to(work)
+        solver = _Multigrid(unknown)
+        rhs = _neighbour_sum(inputs[rows].to(work).masked_fill(mask, 0.0)).mul_(unknown)
+        guess = None if initial is None else initial[rows]
+        solution, steps, residual = solver.solve(rhs, atol, max_iter, guess)
+        iterations = max(iterations, steps)
+        relative[rows] = residual.float()
+        result[rows] = torch.where(mask, solution.to(inputs.dtype), inputs[rows])
+    return result, iterations, relative
+
+
+def add_noise(
+    images: Tensor, removed: Tensor, noise: float, generator: torch.Generator, chunk: int, work: torch.dtype
+) -> None:
+    """Add ``noise * N(0, 1)`` to the removed pixels in place, one draw per chunk that has any."""
+    for start in range(0, images.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        mask = removed[rows, None]
+        if not bool(mask.any()):
+            continue
+        draw = torch.randn(images[rows].shape, generator=generator, dtype=work, device=generator.device)
+        noisy = images[rows].to(work, copy=True).add_(draw.to(images.device), alpha=noise)
+        images[rows] = torch.where(mask, noisy.to(images.dtype), images[rows])
