@@ -5,7 +5,9 @@ on the next one) and run in a fresh folder holding what they name: the photos ``
 writes to ``camscope-out/photos/``, ``img.jpg``, and ImageFolder trees ``train/``, ``test/`` and
 ``val/`` of the bundled photos (class folders named by ImageNet classes). ``camscope ...``
 runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
-as a subprocess. The commands that cannot run here are listed in ``NOT_RUN`` with the reason.
+as a subprocess; ``camscope serve`` (a server that runs until stopped) runs last, as a subprocess
+that must print its address and answer there before it is stopped. The commands that cannot run
+here are listed in ``NOT_RUN`` with the reason.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ NOT_RUN = {
     ".venv/bin/camscope prompts photo.jpg --model DIR": "needs a CLIP model folder (DIR is a placeholder for "
     "one saved with save_pretrained): the same command runs on a tiny saved CLIP in "
     "tests/models/test_clip.py::test_load_clip_from_a_folder_and_the_prompts_cli",
+    "torchrun --nproc_per_node=8": "needs 8 GPUs and ImageNet: the same command on 2 CPU processes runs above",
+    "torchrun --nnodes=2": "needs two machines with GPUs and ImageNet: the same command on 2 CPU processes runs above",
 }
 
 
@@ -90,15 +94,42 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _serve_answers(argv: list[str]) -> None:
+    """Start ``camscope serve`` as written, wait for its address, check that the page answers, stop it."""
+    import urllib.request
+
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "camscope", *argv[1:]], env=environment, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        line = ""
+        while "http://" not in line:
+            line = server.stdout.readline()
+            assert line or server.poll() is None, f"{' '.join(argv)} exited with {server.poll()}"
+        address = re.search(r"http://\S+", line)
+        assert address is not None, line
+        with urllib.request.urlopen(address.group(0), timeout=60) as page:
+            assert page.status == 200 and b"camscope" in page.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 @pytest.mark.slow
 def test_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.chdir(tmp_path)
     _photos(tmp_path)
     ran = 0
+    servers = []
     for command in readme_commands():
         if _listed(command) is not None:
             continue
         argv = shlex.split(command, comments=True)
+        if argv[1:2] == ["serve"]:
+            servers.append(argv)  # after the commands that build the bank and the analysis it loads
+            continue
         if argv[0] == "torchrun":
             torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
             environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
@@ -110,6 +141,9 @@ def test_readme_commands_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
         else:
             status = main(argv[1:])
             assert status == 0, f"{command}\n{capsys.readouterr().err[-3000:]}"
+        ran += 1
+    for argv in servers:
+        _serve_answers(argv)
         ran += 1
     assert ran == len(readme_commands()) - len(NOT_RUN)
     assert (tmp_path / "camscope-out" / "explain" / "chelsea.png__gradcam+layercam.png").is_file()
