@@ -17,7 +17,8 @@ together in torch, on the inputs' device, by conjugate gradients preconditioned 
 a geometric multigrid V-cycle (coarsening by 2 with bilinear interpolation, Galerkin
 coarse operators restricted to the removed pixels, one Jacobi sweep before and after
 each coarse correction, a dense Cholesky solve on the coarsest grid of at most
-8 x 8, applied as a precomputed dense inverse). The system is symmetric positive
+16 x 16, applied as a precomputed dense inverse; an exact solve on 16 x 16 rather
+than 8 x 8 saves up to two iterations on large removals for little setup). The system is symmetric positive
 definite whenever at least one pixel is kept, so the preconditioned CG converges to
 the solution of the direct solve; about 5-8 iterations reach 1e-4, independently of
 the image size. On the CPU the systems are solved 8 at a time (their vectors stay in
@@ -156,7 +157,7 @@ class _Multigrid:
     coarse correction keeps the preconditioner symmetric positive definite.
     """
 
-    def __init__(self, unknown: Tensor, omega: float = 1.0, coarsest: int = 8) -> None:
+    def __init__(self, unknown: Tensor, omega: float = 1.0, coarsest: int = 16) -> None:
         self.omega = omega
         h, w = unknown.shape[-2:]
         self.weight_sum = _neighbour_sum(torch.ones(1, 1, h, w, dtype=unknown.dtype, device=unknown.device))
