@@ -89,3 +89,22 @@ def test_analysis_at_bf16_is_close_to_fp32_and_checkpoints_name_the_precision(tm
     camscope.analyze(model, data, layer="2", batch_size=4, progress=False, precision="bf16", checkpoint=checkpoint)
     with pytest.raises(CamscopeError, match=r"belongs to another pass.*precision"):
         camscope.analyze(model, data, layer="2", batch_size=4, checkpoint=checkpoint, resume=True)
+
+
+def test_another_threads_forward_is_not_autocast() -> None:
+    import threading
+
+    model = _model()
+    seen: list[tuple[str, torch.dtype]] = []
+    model[2].register_forward_hook(lambda _m, _i, out: seen.append((threading.current_thread().name, out.dtype)))
+
+    def user_inference() -> None:  # a user's own forward of the same model beside the pass
+        with torch.no_grad():
+            model(torch.randn(1, 3, 12, 12))
+
+    with autocast_forward(model, "bf16", torch.device("cpu")):
+        worker = threading.Thread(target=user_inference, name="user")
+        worker.start()
+        worker.join()
+        model(torch.randn(1, 3, 12, 12))
+    assert seen == [("user", torch.float32), (threading.current_thread().name, torch.bfloat16)]

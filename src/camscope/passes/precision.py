@@ -8,11 +8,13 @@ analyses add float64 statistics of the captured activations and maps. The
 autocast region is exactly the model's ``forward`` (entered by a forward
 pre-hook, left by a forward hook that runs on every path), so the
 accumulators' own arithmetic is never autocast, and the model's output is
-returned in float32.
+returned in float32. The hooks act only on the forward passes of the thread
+that runs the pass.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -73,12 +75,20 @@ def autocast_forward(model: nn.Module, precision: str, device: torch.device) -> 
         return
     active: list[torch.autocast] = []
 
+    # Only this thread's forwards, as camscope.engine.locking.register_owned_hook does (passes may not import
+    # the engine): a user's own inference of the same model in another thread is not autocast.
+    owner = threading.get_ident()
+
     def enter(_module: nn.Module, _args: Any) -> None:
+        if threading.get_ident() != owner:
+            return
         context = torch.autocast(device.type, dtype=dtype)
         context.__enter__()
         active.append(context)
 
     def leave(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
         if active:
             active.pop().__exit__(None, None, None)
         return _to_float32(output)
