@@ -22,8 +22,18 @@ def _image_folder(root: Path, classes: list[str], per_class: int = 3, size: int 
     return root
 
 
-def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
+def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys, monkeypatch):
+    import camscope.viz.figures as figures
     from camscope.cli.app import main
+
+    headings = []
+    save_figure = figures.save_figure
+
+    def recording_save(path, figure, **options):
+        headings.append(figure._suptitle.get_text() if figure._suptitle is not None else "")
+        return save_figure(path, figure, **options)
+
+    monkeypatch.setattr(figures, "save_figure", recording_save)
 
     data = _image_folder(tmp_path / "data", ["0", "1", "2"])
     out = tmp_path / "out"
@@ -42,6 +52,9 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys):
         "report.md",
     ):
         assert (out / name).is_file(), name
+    # every plot names the model (with its random weights), the data and the layer
+    heading = f"timm:resnet10t (random weights: not a trained model) on {data} | layer layer4"
+    assert headings == [heading] * 4, headings
     analysis = Analysis.load(out / "analysis.safetensors")
     assert analysis.n_samples == 9 and analysis.class_counts[:3].tolist() == [3, 3, 3] and analysis.num_classes == 1000
     assert analysis.profiles.shape == (9, analysis.num_features)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,7 +167,17 @@ def test_evaluate_errors(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
         camscope.evaluate(tiny_cnn, images, metrics=["sparseness"], target="label")
 
 
-def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import camscope.viz.figures as figures
+
+    headings = []
+    save_figure = figures.save_figure
+
+    def recording_save(path: Any, figure: Any, **options: Any) -> Path:
+        headings.append(figure._suptitle.get_text() if figure._suptitle is not None else "")
+        return save_figure(path, figure, **options)
+
+    monkeypatch.setattr(figures, "save_figure", recording_save)
     root = _folder(tmp_path / "data")
     out = tmp_path / "out"
     code = main(
@@ -201,6 +212,10 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert saved["metrics"] == ["deletion", "relative_drop", "iou"] and len(saved["samples"]) == 4
     assert saved["protocols"]["relative_drop"]["fractions"] == [0.1, 0.2]
     assert (out / "curves_relative_drop.png").is_file()
+    # every curve plot names the model, says its weights are random, and counts the images
+    assert len(headings) == len(list(out.glob("curves_*.png"))) and all(
+        h == "efficientnet_lite0 (random weights: not a trained model), 4 images" for h in headings
+    ), headings
     code = main(
         [
             "evaluate",

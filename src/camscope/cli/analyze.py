@@ -163,20 +163,26 @@ def run_analysis(
     names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
     present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
     figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
+
+    def titled(figure: Any) -> Any:
+        # Every plot names the model and the data it was computed on (and random weights in red).
+        heading = " | ".join(part for part in (title, f"layer {analysis.layer}") if part)
+        figure.suptitle(heading, fontsize=8, color="firebrick" if "random weights" in title else "black")
+        return figure
+
     if analysis.has_importance:
         files["importance"] = save_figure(
-            out / "importance.png", importance_heatmap(analysis, class_names=figure_names)
+            out / "importance.png", titled(importance_heatmap(analysis, class_names=figure_names))
         )
-    files["distribution"] = save_figure(out / "distribution.png", distribution_plot(analysis))
+    files["distribution"] = save_figure(out / "distribution.png", titled(distribution_plot(analysis)))
     if other is not None:
         files["compare_analysis"] = other.save(out / "compare.safetensors")
     busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
     if present:
-        files["lines"] = save_figure(
-            out / "lines.png", importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
-        )
+        lines = importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
+        files["lines"] = save_figure(out / "lines.png", titled(lines))
     if results:
-        files["consistency"] = save_figure(out / "consistency.png", consistency_scatter(results))
+        files["consistency"] = save_figure(out / "consistency.png", titled(consistency_scatter(results)))
     samples = _sample_names(data)
     report = _report(analysis, other, results, names, present, fraction, busiest, title, files, samples)
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())

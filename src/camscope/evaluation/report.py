@@ -131,11 +131,21 @@ class EvaluationReport:
             columns += [(metric, key, result.higher_is_better.get(key)) for key in keys if key in result.values]
         return columns
 
+    @property
+    def random_weights(self) -> bool:
+        """The model was built by name with random weights (``weights=None``): not a trained model."""
+        return "weights" in self.params and self.params["weights"] is None
+
+    def heading(self) -> str:
+        """What the figures show: the model (and whether its weights are random) and the number of images."""
+        note = " (random weights: not a trained model)" if self.random_weights else ""
+        return f"{self.model}{note}, {len(self.samples)} images"
+
     def table(self) -> Any:
         """A ``rich`` table: one row per metric value (arrow: the better direction), one column per method."""
         from rich.table import Table
 
-        table = Table(title=f"camscope evaluate: {self.model}, {len(self.samples)} images")
+        table = Table(title=f"camscope evaluate: {self.heading()}")
         table.add_column("metric")
         for method in self.methods:
             table.add_column(method, justify="right")
@@ -242,6 +252,7 @@ class EvaluationReport:
                 axis.set_ylabel(_YLABELS.get(metric, key))
                 axis.grid(alpha=0.3)
             axes[0][0].legend(fontsize=8)
+            figure.suptitle(self.heading(), fontsize=9, color="firebrick" if self.random_weights else "black")
             figure.tight_layout()
             written[f"curves_{metric}"] = save_figure(Path(out) / f"curves_{metric}.png", figure)
         return written

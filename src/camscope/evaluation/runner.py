@@ -355,10 +355,11 @@ def _collect(
     return results
 
 
-def _params(plan: _Plan, batch_size: int, size: int) -> dict[str, Any]:
-    """The run's settings, JSON-ready."""
+def _params(plan: _Plan, batch_size: int, size: int, weights: str | None) -> dict[str, Any]:
+    """The run's settings, JSON-ready (``weights``: as given for a model name, ``"module"`` for a module)."""
     layer, target = plan.layer, plan.target
     return {
+        "weights": weights,
         "layer": layer if layer is None or isinstance(layer, str) else str(layer),
         "target": target if target is None or isinstance(target, (str, int)) else repr(target),
         "batch_size": batch_size,
@@ -502,7 +503,8 @@ def evaluate(
     )
     samples = _Samples(folder, annotations, size, getattr(config, "crop_pct", 0.875))
     results = _collect(plan, batches, samples, limit, progress)
-    report = _report(results, model_name, _params(plan, batch_size, size))
+    given = weights if isinstance(model, str) else "module"
+    report = _report(results, model_name, _params(plan, batch_size, size, given))
     if out is not None and is_main_process():
         report.save(out, plots=plots)
     return report
