@@ -262,7 +262,7 @@ def counterfactual_command(
 
     Without --counter-image the counterpart is drawn on IMAGE itself, from the bank's mean of class d
     (the figure and the report say so)."""
-    from camscope.models import data_config, load_image
+    from camscope.models import data_config, load_photo
     from camscope.viz.figures import save_figure
 
     loaded = ReferenceBank.load(bank)
@@ -272,8 +272,8 @@ def counterfactual_command(
     image, *rest = image_files([image] + ([counter_image] if counter_image else []))
     counter_image = rest[0] if rest else None
     device_of = next(network.parameters()).device
-    x, rgb = load_image(image, size=size, config=config)
-    counter = load_image(counter_image, size=size, config=config) if counter_image else None
+    x, photo = load_photo(image, size=size, config=config)
+    counter = load_photo(counter_image, size=size, config=config) if counter_image else None
     if explained is not None and loaded.label_of(explained) == loaded.label_of(versus):
         raise CamscopeError(
             f"--explained and --versus are the same class {loaded.class_name(loaded.label_of(versus))!r}: "
@@ -300,7 +300,7 @@ def counterfactual_command(
     c, d = int(pair.explained[0]), pair.versus
     c_name, d_name = loaded.class_name(c), loaded.class_name(d)
     counts = dict(zip(loaded.labels, loaded.counts.tolist()))
-    base, base_rgb = (counter_image, counter[1]) if counter_image is not None and counter else (image, rgb)
+    base, base_photo = (counter_image, counter[1]) if counter_image is not None and counter else (image, photo)
     labels = input_labels([image, counter_image] if counter_image is not None else [image])
     random = random_weights(weights_name)
     naming = [
@@ -325,11 +325,11 @@ def counterfactual_command(
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
     why = save_figure(
-        why_path, _pair_figure(rgb, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
+        why_path, _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
     )
     other = save_figure(
         other_path,
-        _pair_figure(base_rgb, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
+        _pair_figure(base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
     )
     report = {
         "image": str(image),
@@ -349,13 +349,13 @@ def counterfactual_command(
     typer.echo(f"{base}: why {d_name}, not {c_name} ({other_group}): wrote {other}")
 
 
-def _pair_figure(rgb: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
+def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
     """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer."""
     from camscope.viz.figures import colorbar, new_figure, overlay
 
     figure = new_figure((3.8, 3.7))
     axis = figure.add_subplot()
-    axis.imshow(overlay(rgb, cam))
+    axis.imshow(overlay(photo, cam))
     axis.set_title(f"DiffCAM: {title}\n{group}\n{image.name}, layer {layer}", fontsize=7)
     axis.axis("off")
     colorbar(figure, axis)

@@ -7,14 +7,15 @@ analysis of the six photos); ``overview__METHODS.png`` the classic family side b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import typer
 
 from camscope.cli.outputs import OverwriteOption
+from camscope.viz.figures import Picture
 
 __all__ = ["DEMO_METHODS", "comparison_columns", "demo", "run_demo"]
 
@@ -36,7 +37,7 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
     """
     import camscope
     from camscope.cli.outputs import claim_outputs, output_name
-    from camscope.models import imagenet_classes, load_image, load_model, sample_images
+    from camscope.models import imagenet_classes, load_model, load_photo, sample_images
     from camscope.viz.figures import explanation_figure, save_figure, save_image
     from camscope.viz.overview import overview_grid
 
@@ -48,7 +49,7 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
     comparison_file = out / "overview.png"
     claim_outputs([*photo_files.values(), *figure_files.values(), overview_file, comparison_file], overwrite)
     model = load_model()
-    loaded = {name: load_image(array) for name, array in photos.items()}
+    loaded = {name: load_photo(array) for name, array in photos.items()}
     batch = torch.cat([tensor for tensor, _ in loaded.values()])
     names = imagenet_classes()
     explanations = {}
@@ -58,11 +59,11 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
     probabilities = explanations[methods[0]].logits.softmax(dim=1)
     top = probabilities.topk(5, dim=1)
     written = [save_image(photo_files[name], array) for name, array in photos.items()]
-    for index, (name, (_, rgb)) in enumerate(loaded.items()):
+    for index, (name, (_, photo)) in enumerate(loaded.items()):
         predictions = [(names[int(i)], float(p)) for p, i in zip(top.values[index], top.indices[index])]
         c = int(top.indices[index, 0])  # the predicted class is the explained one
         figure = explanation_figure(
-            rgb,
+            photo,
             {m: e.maps[index] for m, e in explanations.items()},
             predictions,
             title=name,
@@ -74,11 +75,11 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
         f"{name}\n{names[int(c)][:18]} {float(probabilities[i, c]) * 100:.0f}%"
         for i, (name, c) in enumerate(zip(loaded, explanations[methods[0]].logits.argmax(dim=1)))
     ]
-    rgbs = [rgb for _, rgb in loaded.values()]
-    figure = overview_figure(rgbs, {m: explanations[m].maps for m in methods}, labels)
+    shown = [photo for _, photo in loaded.values()]
+    figure = overview_figure(shown, {m: explanations[m].maps for m in methods}, labels)
     written.append(save_figure(overview_file, figure, dpi=80))
     columns = comparison_columns(model, batch, names)
-    figure = overview_grid(rgbs, columns, list(loaded))
+    figure = overview_grid(shown, columns, list(loaded))
     written.append(save_figure(comparison_file, figure, dpi=80))
     return written
 
@@ -133,18 +134,18 @@ def comparison_columns(model: torch.nn.Module, batch: torch.Tensor, names: list[
     ]
 
 
-def overview_figure(images: list[np.ndarray], maps: dict[str, torch.Tensor], row_labels: list[str]) -> Any:
+def overview_figure(images: Sequence[Picture], maps: dict[str, torch.Tensor], row_labels: list[str]) -> Any:
     """Rows: the images (labelled with their name and explained class); columns: the input and one overlay per method."""
-    from camscope.viz.figures import colorbar, new_figure, overlay
+    from camscope.viz.figures import colorbar, framed, new_figure, overlay
 
     columns = 1 + len(maps)
     figure = new_figure((1.9 * columns + 0.8, 1.9 * len(images) + 0.4))
     axes = figure.subplots(len(images), columns, squeeze=False)
-    for row, (rgb, label) in enumerate(zip(images, row_labels)):
-        axes[row][0].imshow(rgb)
+    for row, (image, label) in enumerate(zip(images, row_labels)):
+        axes[row][0].imshow(framed(image))
         axes[row][0].set_ylabel(label, fontsize=7)
         for column, cam in enumerate(maps.values(), start=1):
-            axes[row][column].imshow(overlay(rgb, cam[row]))
+            axes[row][column].imshow(overlay(image, cam[row]))
     for column, title in enumerate(["input", *maps]):
         axes[0][column].set_title(title, fontsize=9)
     for axis in axes.flat:

@@ -15,7 +15,6 @@ import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import typer
 
@@ -40,6 +39,7 @@ from camscope.cli.common import (
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
 from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.cli.pass_options import cli_device
+from camscope.models.preprocessing import Photo
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -171,7 +171,7 @@ def explain(
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
     import camscope
-    from camscope.models import data_config, load_image
+    from camscope.models import data_config, load_photo
 
     method_names = method_list(method)
     check_finer_cli_options(method_names, versus, gamma, references)
@@ -186,7 +186,7 @@ def explain(
     network = load_cli_model(model_name, weights_name, seed_value, cli_device(device))
     config = data_config(model_name)
     diffcam.prepare(size, config)
-    loaded = [load_image(path, size=size, config=config) for path in files]
+    loaded = [load_photo(path, size=size, config=config) for path in files]
     batch = torch.cat([tensor for tensor, _ in loaded]).to(next(network.parameters()).device)
     ifa = ScaleOptions(scale, principal)
     options = dict(
@@ -230,7 +230,7 @@ def explain(
     predictions = top_predictions(first.logits, names)
     random = random_weights(weights_name)
     report = []
-    for index, (path, (_, rgb)) in enumerate(zip(files, loaded)):
+    for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
         labels = _figure_labels(results, index, names, diffcam, random, seed_value)
         shown = [] if labels["bank_only"] else predictions[index]
         written = _write_image(
@@ -239,7 +239,7 @@ def explain(
             results,
             index,
             out / f"{stems[index]}.png",
-            rgb,
+            photo,
             names,
             shown,
             ifa.signed,
@@ -296,7 +296,7 @@ def _write_image(
     results: dict[str, Any],
     index: int,
     path: Path,
-    rgb: np.ndarray,
+    photo: Photo,
     names: list[str],
     predictions: list[dict[str, Any]],
     signed: bool,
@@ -309,10 +309,10 @@ def _write_image(
     if len(results) == 1:
         (explanation,) = results.values()
         if finer_references(explanation, index, names):
-            figure = finer_figure(network, batch, explanation, index, rgb, names, title=title, note=labels["note"])
+            figure = finer_figure(network, batch, explanation, index, photo, names, title=title, note=labels["note"])
             return [save_figure(path, figure)]
     figure = explanation_figure(
-        rgb,
+        photo,
         {name: e.maps[index] for name, e in results.items()},
         [(p["name"], p["probability"]) for p in predictions],
         title=title,

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import typer
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
 from camscope.targets.finer import Finer
 from camscope.viz.analysis import similarity_curve
-from camscope.viz.figures import new_figure, save_figure
+from camscope.viz.figures import Picture, new_figure, save_figure
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
@@ -100,7 +99,7 @@ def finer_figure(
     batch: Tensor,
     explanation: Any,
     index: int,
-    rgb: np.ndarray,
+    image: Picture,
     names: Sequence[str],
     title: str = "",
     note: str = "",
@@ -111,7 +110,7 @@ def finer_figure(
     """
 
     import camscope
-    from camscope.viz.figures import colorbar, overlay
+    from camscope.viz.figures import colorbar, framed, overlay
 
     target = explanation.targets
     method = str(explanation.method)
@@ -125,7 +124,7 @@ def finer_figure(
     figure = new_figure((8.4, 3.6))
     axes = figure.subplots(1, 3, squeeze=False)
     axes = axes[0]
-    axes[0].imshow(rgb)
+    axes[0].imshow(framed(image))
     axes[0].set_title(title or "input", fontsize=9)
     top = probabilities.topk(min(5, probabilities.numel()))
     axes[0].text(
@@ -139,9 +138,9 @@ def finer_figure(
         family="monospace",
     )
     explained_label = f"{names[explained][:24]} ({float(probabilities[explained]) * 100:.1f}%)"
-    axes[1].imshow(overlay(rgb, base.maps[0]))
+    axes[1].imshow(overlay(image, base.maps[0]))
     axes[1].set_title(f"{base_name}:\n{explained_label}", fontsize=8)
-    axes[2].imshow(overlay(rgb, explanation.maps[index]))
+    axes[2].imshow(overlay(image, explanation.maps[index]))
     versus = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
     axes[2].set_title(
         f"{method}: {names[explained][:18]}\nvs {versus}\n(gamma {target.gamma:g}, {target.aggregate})", fontsize=7
@@ -286,7 +285,7 @@ def prompts(
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import camscope
-    from camscope.models import load_image
+    from camscope.models import load_photo
     from camscope.models.clip import load_clip
     from camscope.viz.figures import save_figure
 
@@ -315,7 +314,7 @@ def prompts(
     loaded = load_clip(model, device=cli_device(device))
     classifier = loaded.classifier(texts + others)
     size = int(loaded.config.input_size)
-    pictures = [load_image(path, size=size, config=loaded.config) for path in images]
+    pictures = [load_photo(path, size=size, config=loaded.config) for path in images]
     batch = torch.cat([tensor for tensor, _ in pictures]).to(next(loaded.model.parameters()).device)
     explainer = camscope.Explainer(classifier, layer=layer, method=method_name)
     rows = []
@@ -329,8 +328,8 @@ def prompts(
     probabilities = rows[0][1].logits.softmax(dim=1)
     labels = list(classifier.prompts)
     report: list[dict[str, Any]] = []
-    for index, (path, (_, rgb)) in enumerate(zip(images, pictures)):
-        figure = _prompts_figure(rgb, rows, index, labels, probabilities[index], method_name, gamma, title=path.stem)
+    for index, (path, (_, photo)) in enumerate(zip(images, pictures)):
+        figure = _prompts_figure(photo, rows, index, labels, probabilities[index], method_name, gamma, title=path.stem)
         written = save_figure(files[index], figure)
         report.append(
             {
@@ -360,7 +359,7 @@ def prompts(
 
 
 def _prompts_figure(
-    rgb: np.ndarray,
+    image: Picture,
     rows: list[tuple[str, Any, Any, list[int]]],
     index: int,
     labels: Sequence[str],
@@ -370,19 +369,19 @@ def _prompts_figure(
     title: str,
 ) -> Any:
 
-    from camscope.viz.figures import colorbar, overlay
+    from camscope.viz.figures import colorbar, framed, overlay
 
     figure = new_figure((8.4, 3.0 * len(rows)))
 
     axes = figure.subplots(len(rows), 3, squeeze=False)
     for row, (text, base, finer, references) in zip(axes, rows):
-        row[0].imshow(rgb)
+        row[0].imshow(framed(image))
         row[0].set_title(title, fontsize=9)
-        row[1].imshow(overlay(rgb, base.maps[index]))
+        row[1].imshow(overlay(image, base.maps[index]))
         position = labels.index(text)
         row[1].set_title(f"{method}: '{text[:28]}' ({float(probabilities[position]) * 100:.1f}%)", fontsize=8)
         if finer is not None:
-            row[2].imshow(overlay(rgb, finer.maps[index]))
+            row[2].imshow(overlay(image, finer.maps[index]))
             versus = ", ".join(f"'{labels[j][:18]}'" for j in references)
             row[2].set_title(f"'{text[:20]}' vs {versus} (gamma {gamma:g})", fontsize=8)
         for axis in row:

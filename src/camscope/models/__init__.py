@@ -8,11 +8,12 @@ from camscope.models.efficientnet_lite0 import (
 )
 from camscope.models.loading import load_model
 from camscope.models.photos import sample_image, sample_images
-from camscope.models.preprocessing import DataConfig, data_config, load_image, preprocess
+from camscope.models.preprocessing import DataConfig, Photo, data_config, load_image, load_photo, preprocess
 
 __all__ = [
     "DEFAULT_MODEL",
     "DataConfig",
+    "Photo",
     "class_index",
     "convert_efficientnet_lite0_state_dict",
     "data_config",
@@ -20,6 +21,7 @@ __all__ = [
     "imagenet_classes",
     "load_image",
     "load_model",
+    "load_photo",
     "preprocess",
     "sample_image",
     "sample_images",

@@ -27,7 +27,7 @@ from camscope.errors import CamscopeError
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, TIMM_LITE0
 from camscope.models.loading import ACCEPTED_FORMS, TIMM_PREFIX, TORCHVISION_PREFIX
 
-__all__ = ["DataConfig", "ImageInput", "data_config", "load_image", "pil_to_rgb", "preprocess"]
+__all__ = ["DataConfig", "ImageInput", "Photo", "data_config", "load_image", "load_photo", "pil_to_rgb", "preprocess"]
 
 # ImageNet statistics used by torchvision (and by most timm models).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -247,7 +247,33 @@ def _to_pil_rgb(image: ImageInput) -> Image.Image:
     raise CamscopeError(f"Expected a PIL image or an HxWx3 uint8 numpy array, got {type(image).__name__}.")
 
 
-def _prepare(image: ImageInput, size: int, config: DataConfig | None) -> tuple[torch.Tensor, np.ndarray]:
+@dataclass(frozen=True)
+class Photo:
+    """A whole photo as the model's preprocessing resized it, and where the model's square crop lies in it.
+
+    Figures draw maps on the whole photo with the crop in its place (:func:`camscope.viz.overlay`
+    accepts a ``Photo``), so that what the model did not see stays visible.
+
+    Attributes:
+        image: ``[H, W, 3]`` float32 RGB in [0, 1]: the photo with its shorter side resized to
+            ``floor(size / crop_pct)`` (the step before the center crop).
+        top: first row of the crop in ``image``.
+        left: first column of the crop in ``image``.
+        size: side of the crop.
+    """
+
+    image: np.ndarray
+    top: int
+    left: int
+    size: int
+
+    @property
+    def crop(self) -> np.ndarray:
+        """``[size, size, 3]``: the crop the model saw (un-normalised), as :func:`load_image` returns it."""
+        return self.image[self.top : self.top + self.size, self.left : self.left + self.size]
+
+
+def _prepare(image: ImageInput, size: int, config: DataConfig | None) -> tuple[torch.Tensor, Photo]:
     """Resize, crop, scale and normalise an image.
 
     Args:
@@ -256,7 +282,7 @@ def _prepare(image: ImageInput, size: int, config: DataConfig | None) -> tuple[t
         config: Preprocessing; the default model's when ``None``.
 
     Returns:
-        The normalised ``1x3xSxS`` tensor and the un-normalised ``SxSx3`` float32 RGB crop in [0, 1].
+        The normalised ``1x3xSxS`` tensor and the resized photo with the crop's place.
     """
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
@@ -266,15 +292,17 @@ def _prepare(image: ImageInput, size: int, config: DataConfig | None) -> tuple[t
     cfg = config if config is not None else data_config(DEFAULT_MODEL)
     pil = _to_pil_rgb(image)
     scale = math.floor(size / cfg.crop_pct)
-    pil = TF.resize(pil, scale, interpolation=InterpolationMode(cfg.interpolation))
-    pil = TF.center_crop(pil, [size, size])
-    crop = torch.from_numpy(np.array(pil, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
-    scaled = crop.to(torch.float32).div(255)
-    rgb = scaled.permute(1, 2, 0).numpy().copy()
+    resized = TF.resize(pil, scale, interpolation=InterpolationMode(cfg.interpolation))
+    if min(resized.size) < size:  # crop_pct > 1: center_crop pads, so the crop is the whole picture
+        resized = TF.center_crop(resized, [size, size])
+    # torchvision's center_crop offsets
+    top, left = round((resized.height - size) / 2.0), round((resized.width - size) / 2.0)
+    photo = Photo(np.asarray(resized, dtype=np.float32) / np.float32(255), top, left, size)
+    scaled = torch.from_numpy(np.ascontiguousarray(photo.crop)).permute(2, 0, 1)
     mean = torch.tensor(cfg.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32).view(-1, 1, 1)
     tensor = scaled.sub(mean).div(std).unsqueeze(0)
-    return tensor, rgb
+    return tensor, photo
 
 
 def preprocess(image: ImageInput, size: int = 224, *, config: DataConfig | None = None) -> torch.Tensor:
@@ -301,6 +329,21 @@ def preprocess(image: ImageInput, size: int = 224, *, config: DataConfig | None 
     return _prepare(image, size, config)[0]
 
 
+def _opened(path_or_array: str | os.PathLike[str] | ImageInput) -> ImageInput:
+    """The image of a file (EXIF orientation applied), or the given image."""
+    if not isinstance(path_or_array, (str, os.PathLike)):
+        return path_or_array
+    path = Path(path_or_array).expanduser()
+    if not path.is_file():
+        raise CamscopeError(f"Image file {str(path)!r} does not exist.")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return pil_to_rgb(ImageOps.exif_transpose(opened))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CamscopeError(f"Could not read {str(path)!r} as an image: {exc}") from exc
+
+
 def load_image(
     path_or_array: str | os.PathLike[str] | ImageInput,
     size: int = 224,
@@ -323,17 +366,26 @@ def load_image(
     Raises:
         CamscopeError: If the file is missing or not an image, or on an unsupported array.
     """
-    image: ImageInput
-    if isinstance(path_or_array, (str, os.PathLike)):
-        path = Path(path_or_array).expanduser()
-        if not path.is_file():
-            raise CamscopeError(f"Image file {str(path)!r} does not exist.")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = pil_to_rgb(ImageOps.exif_transpose(opened))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CamscopeError(f"Could not read {str(path)!r} as an image: {exc}") from exc
-    else:
-        image = path_or_array
-    return _prepare(image, size, config)
+    tensor, photo = _prepare(_opened(path_or_array), size, config)
+    return tensor, np.ascontiguousarray(photo.crop)
+
+
+def load_photo(
+    path_or_array: str | os.PathLike[str] | ImageInput,
+    size: int = 224,
+    *,
+    config: DataConfig | None = None,
+) -> tuple[torch.Tensor, Photo]:
+    """Like :func:`load_image`, with the whole photo and the crop's place in it, for figures.
+
+    Returns:
+        ``(tensor, photo)``: the model input and a :class:`Photo` (``photo.crop`` is the
+        ``rgb`` of :func:`load_image`).
+
+    Example:
+        >>> import numpy as np
+        >>> x, photo = load_photo(np.zeros((300, 400, 3), dtype=np.uint8), size=224)
+        >>> photo.image.shape, (photo.top, photo.left), photo.crop.shape
+        ((256, 341, 3), (16, 58), (224, 224, 3))
+    """
+    return _prepare(_opened(path_or_array), size, config)

@@ -21,8 +21,25 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from camscope.io import atomic_write_bytes
+from camscope.models.preprocessing import Photo
 
-__all__ = ["colorbar", "explanation_figure", "map_colormap", "new_figure", "overlay", "save_figure", "save_image"]
+__all__ = [
+    "Picture",
+    "colorbar",
+    "explanation_figure",
+    "framed",
+    "map_colormap",
+    "new_figure",
+    "overlay",
+    "save_figure",
+    "save_image",
+]
+
+#: What figures draw on: the model's crop (``[H, W, 3]`` RGB in [0, 1]) or a whole :class:`Photo`.
+Picture = np.ndarray | torch.Tensor | Photo
+
+# Outside the model's crop the photo is faded this much towards white.
+_FADE = 0.55
 
 
 def new_figure(figsize: tuple[float, float] = (6.4, 4.8)) -> Figure:
@@ -45,8 +62,26 @@ def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
+def framed(image: Picture) -> np.ndarray:
+    """The picture to show: a :class:`Photo` whole, faded outside the model's crop; a crop as it is.
+
+    Example:
+        >>> import numpy as np
+        >>> from camscope.models.preprocessing import Photo
+        >>> photo = Photo(np.zeros((4, 6, 3), dtype=np.float32), top=0, left=1, size=4)
+        >>> framed(photo)[0, :, 0].round(2).tolist()  # columns 0 and 5 lie outside the crop
+        [0.55, 0.0, 0.0, 0.0, 0.0, 0.55]
+    """
+    if not isinstance(image, Photo):
+        return _to_numpy(image)
+    shown = image.image * (1 - _FADE) + _FADE
+    rows, columns = slice(image.top, image.top + image.size), slice(image.left, image.left + image.size)
+    shown[rows, columns] = image.crop
+    return shown
+
+
 def overlay(
-    image: np.ndarray | torch.Tensor,
+    image: Picture,
     cam: np.ndarray | torch.Tensor,
     alpha: float = 0.5,
     cmap: str | None = None,
@@ -55,7 +90,9 @@ def overlay(
     """Blend a map over an RGB image.
 
     Args:
-        image: ``[H, W, 3]`` RGB in [0, 1].
+        image: ``[H, W, 3]`` RGB in [0, 1] (the model's crop, the size of the map), or a
+            :class:`Photo`: the map is then blended over its crop's place in the whole photo,
+            and the rest of the photo, which the model did not see, is faded.
         cam: ``[H, W]``: in [0, 1], or in [-1, 1] when ``signed`` (S-CAMs).
         alpha: weight of the map's colours.
         cmap: colormap; default ``jet`` for [0, 1] maps and the diverging
@@ -63,8 +100,13 @@ def overlay(
         signed: the map keeps negative evidence in [-1, 1].
 
     Returns:
-        ``[H, W, 3]`` RGB in [0, 1].
+        ``[H, W, 3]`` RGB in [0, 1] (the whole photo's size for a :class:`Photo`).
     """
+    if isinstance(image, Photo):
+        shown = framed(image)
+        rows, columns = slice(image.top, image.top + image.size), slice(image.left, image.left + image.size)
+        shown[rows, columns] = overlay(image.crop, cam, alpha, cmap, signed)
+        return shown
     image, cam = _to_numpy(image), _to_numpy(cam)
     if image.shape[:2] != cam.shape:
         raise ValueError(f"image {image.shape[:2]} and map {cam.shape} differ in size")
@@ -139,7 +181,7 @@ def save_figure(path: str | os.PathLike[str], figure: Figure, dpi: int = 100) ->
 
 
 def explanation_figure(
-    image: np.ndarray,
+    image: Picture,
     maps: dict[str, np.ndarray | torch.Tensor],
     predictions: Sequence[tuple[str, float]] = (),
     title: str = "",
@@ -153,7 +195,7 @@ def explanation_figure(
     """The image, its top predictions, one overlay per map side by side, and a colour bar.
 
     Args:
-        image: ``[H, W, 3]`` RGB in [0, 1].
+        image: ``[H, W, 3]`` RGB in [0, 1], or a :class:`Photo` (the maps are drawn in its crop's place).
         maps: method name -> ``[H, W]`` map.
         predictions: the top classes, ``(name, probability)``.
         title: the input's name.
@@ -167,9 +209,11 @@ def explanation_figure(
     titles = {name: (explained_by or {}).get(name, explained) for name in maps}
     lines = max([1 + title.count("\n") + bool(title) for title in titles.values()] or [1])
     extra = 0.16 * max(0, lines - 2)
-    figure = new_figure((2.6 * columns + 0.6, 3.4 + extra))
+    shown = framed(image)
+    aspect = min(max(shown.shape[1] / shown.shape[0], 0.5), 2.5)  # a wide photo gets wider columns
+    figure = new_figure((2.6 * aspect * columns + 0.6, 3.4 + extra))
     axes = figure.subplots(1, columns, squeeze=False)[0]
-    axes[0].imshow(image)
+    axes[0].imshow(shown)
     axes[0].set_title(title or "input", fontsize=9)
     if predictions:
         text = "\n".join(f"{p * 100:5.1f}%  {name[:22]}" for name, p in predictions)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from camscope.viz.figures import colorbar, new_figure, overlay
+from camscope.viz.figures import Picture, colorbar, framed, new_figure, overlay
 
 __all__ = ["OverviewColumn", "overview_grid"]
 
@@ -39,9 +39,11 @@ class OverviewColumn:
 
 
 def overview_grid(
-    images: Sequence[np.ndarray], columns: Sequence[OverviewColumn], row_labels: Sequence[str], cell: float = 1.9
+    images: Sequence[Picture], columns: Sequence[OverviewColumn], row_labels: Sequence[str], cell: float = 1.9
 ) -> Figure:
     """Rows: the images (labelled); columns: the input and one overlay per column, each cell captioned.
+
+    Images may be whole :class:`~camscope.models.Photo` objects: maps are drawn in their crop's place.
 
     One colour bar for the [0, 1] maps and, when a column is signed, one diverging bar for it
     (to the right of the grid, so that every cell keeps the same size).
@@ -55,12 +57,12 @@ def overview_grid(
         left=0.2 / width, right=right, top=1 - 0.42 / height, bottom=0.3 / height, wspace=0.06, hspace=0.22
     )
     axes = figure.subplots(rows, count, squeeze=False)
-    for row, (rgb, label) in enumerate(zip(images, row_labels)):
-        axes[row][0].imshow(rgb)
+    for row, (image, label) in enumerate(zip(images, row_labels)):
+        axes[row][0].imshow(framed(image))
         axes[row][0].set_ylabel(label, fontsize=8)
         for index, column in enumerate(columns, start=1):
             axis = axes[row][index]
-            axis.imshow(overlay(rgb, column.maps[row], signed=column.signed))
+            axis.imshow(overlay(image, column.maps[row], signed=column.signed))
             axis.set_xlabel(column.captions[row], fontsize=6.5, labelpad=2)
     for index, title in enumerate(["input", *(column.title for column in columns)]):
         axes[0][index].set_title(title, fontsize=8)
