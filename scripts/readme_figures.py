@@ -7,7 +7,8 @@ temporary folder, runs ``camscope explain`` as a user would, and stores the figu
 * ``chelsea_compare.jpg``: ``explain camscope-out/photos/chelsea.png --method gradcam,finer-gradcam,diffcam
   --reference folder:camscope-out/photos`` (Grad-CAM, Finer-CAM against the similar cats, DiffCAM against
   the photos);
-* ``chelsea_finer.jpg``: ``explain chelsea.png --method finer-gradcam`` (the Finer figure).
+* ``chelsea_finer.jpg``: ``explain chelsea.png --method finer-gradcam`` (the Finer figure);
+* ``overview.jpg``: ``camscope demo``'s ``overview.png`` (the comparisons on every bundled photo).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def regenerate(target: Path = IMAGES) -> list[Path]:
                 (png,) = sorted(Path(figure).glob("*.png"))
                 Image.open(png).convert("RGB").save(target / figure, quality=88, optimize=True)
                 written.append(target / figure)
+            if main(["demo", "--out", "demo"]) != 0:
+                raise SystemExit("camscope demo failed")
+            Image.open("demo/overview.png").convert("RGB").save(target / "overview.jpg", quality=88, optimize=True)
+            written.append(target / "overview.jpg")
         finally:
             os.chdir(here)
     return written
