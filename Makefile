@@ -22,7 +22,7 @@ $(BIN)/camscope: pyproject.toml
 install: $(BIN)/camscope
 
 demo: install
-	$(BIN)/camscope demo --out camscope-out --overwrite
+	$(BIN)/camscope demo --out camscope-out/demo --overwrite
 
 # The quality gates, in order, then the test suite.
 lint: install

@@ -4,8 +4,8 @@ Run from the repository root: ``python scripts/readme_figures.py``. It writes th
 temporary folder, runs ``camscope explain`` as a user would, and stores the figures as JPEG in
 ``docs/images/``:
 
-* ``chelsea_compare.jpg``: ``explain camscope-out/photos/chelsea.png --method gradcam,finer-gradcam,diffcam
-  --reference folder:camscope-out/photos`` (Grad-CAM, Finer-CAM against the similar cats, DiffCAM against
+* ``chelsea_compare.jpg``: ``explain camscope-out/demo/photos/chelsea.png --method gradcam,finer-gradcam,diffcam
+  --reference folder:camscope-out/demo/photos`` (Grad-CAM, Finer-CAM against the similar cats, DiffCAM against
   the photos);
 * ``chelsea_finer.jpg``: ``explain chelsea.png --method finer-gradcam`` (the Finer figure);
 * ``overview.jpg``: ``camscope demo``'s ``overview.png`` (the comparisons on every bundled photo).
@@ -27,7 +27,12 @@ from camscope.viz.figures import save_image
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 FIGURES = {
-    "chelsea_compare.jpg": ["--method", "gradcam,finer-gradcam,diffcam", "--reference", "folder:camscope-out/photos"],
+    "chelsea_compare.jpg": [
+        "--method",
+        "gradcam,finer-gradcam,diffcam",
+        "--reference",
+        "folder:camscope-out/demo/photos",
+    ],
     "chelsea_finer.jpg": ["--method", "finer-gradcam"],
 }
 
@@ -41,9 +46,9 @@ def regenerate(target: Path = IMAGES) -> list[Path]:
         os.chdir(work)
         try:
             for name, rgb in sample_images().items():
-                save_image(Path("camscope-out/photos") / f"{name}.png", rgb / 255.0)
+                save_image(Path("camscope-out/demo/photos") / f"{name}.png", rgb / 255.0)
             for figure, options in FIGURES.items():
-                argv = ["explain", "camscope-out/photos/chelsea.png", *options, "--out", figure]
+                argv = ["explain", "camscope-out/demo/photos/chelsea.png", *options, "--out", figure]
                 if main(argv) != 0:
                     raise SystemExit(f"camscope {' '.join(argv)} failed")
                 (png,) = sorted(Path(figure).glob("*.png"))

@@ -30,8 +30,9 @@ def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     snippets = _snippets()
     assert len(snippets) == 4, "the README's snippets changed: update this test"
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "camscope-out" / "photos").mkdir(parents=True)
-    Image.fromarray(sample_image("chelsea")).save(tmp_path / "camscope-out" / "photos" / "chelsea.png")
+    photos = tmp_path / "camscope-out" / "demo" / "photos"
+    photos.mkdir(parents=True)
+    Image.fromarray(sample_image("chelsea")).save(photos / "chelsea.png")
 
     namespace: dict = {}
     exec(snippets[0], namespace)  # tour: default model and photo

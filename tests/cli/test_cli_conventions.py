@@ -142,13 +142,14 @@ def test_evaluate_takes_method_and_metric_like_every_command(folder, tmp_path, c
     assert {"gradcam", "layercam"} <= set(json.dumps(summary).replace('"', " ").split())
 
 
-def test_reproduce_defaults_to_its_own_folder_not_docs():
+def test_reproduce_and_demo_default_to_their_own_folders():
     import inspect
 
+    from camscope.cli.demo import demo
     from camscope.cli.reproduce import reproduce_command
 
-    out = inspect.signature(reproduce_command).parameters["out"].default
-    assert Path(out) == Path("camscope-out/reproduce")
+    assert Path(inspect.signature(reproduce_command).parameters["out"].default) == Path("camscope-out/reproduce")
+    assert Path(inspect.signature(demo).parameters["out"].default) == Path("camscope-out/demo")
 
 
 def test_evaluate_reports_progress_per_image_method_and_metric_off_a_terminal(folder, tmp_path, monkeypatch, capsys):

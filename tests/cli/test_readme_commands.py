@@ -2,7 +2,7 @@
 
 The commands are read from the README's ``bash`` blocks in order (a line ending in ``\\`` continues
 on the next one) and run in a fresh folder holding what they name: the photos ``make demo``
-writes to ``camscope-out/photos/``, ``img.jpg``, and ImageFolder trees ``train/``, ``test/`` and
+writes to ``camscope-out/demo/photos/``, ``img.jpg``, and ImageFolder trees ``train/``, ``test/`` and
 ``val/`` of the bundled photos (class folders named by ImageNet classes). ``camscope ...``
 runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
 as a subprocess; ``camscope serve`` (a server that runs until stopped) runs last, as a subprocess
@@ -33,7 +33,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 #: Commands (by their start) that this suite does not run, and why.
 NOT_RUN = {
     "make demo": "installs the packages into .venv (needs the package registries); the command it runs, "
-    "`camscope demo --out camscope-out --overwrite`, is tested in tests/cli/test_cli.py",
+    "`camscope demo --out camscope-out/demo --overwrite`, is tested in tests/cli/test_cli.py",
     "make test": "installs the packages into .venv and runs the test suite, this file included",
     ".venv/bin/camscope prompts photo.jpg --model DIR": "needs a CLIP model folder (DIR is a placeholder for "
     "one saved with save_pretrained): the same command runs on a tiny saved CLIP in "
@@ -77,7 +77,7 @@ def _photos(root: Path) -> None:
     """What the commands name: the demo's photos, img.jpg, and train/, test/, val/ of the bundled photos."""
     photos = sample_images()
     for name, rgb in photos.items():
-        save_image(root / "camscope-out" / "photos" / f"{name}.png", rgb / 255.0)
+        save_image(root / "camscope-out" / "demo" / "photos" / f"{name}.png", rgb / 255.0)
     save_image(root / "img.jpg", photos["coffee"] / 255.0)
     # class folders named by ImageNet classes: two views of each photo
     classes = {"tabby": photos["chelsea"], "espresso": photos["coffee"], "missile": photos["rocket"]}

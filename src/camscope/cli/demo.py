@@ -156,7 +156,7 @@ def overview_figure(images: Sequence[Picture], maps: dict[str, torch.Tensor], ro
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out"),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("camscope-out/demo"),
     overwrite: OverwriteOption = False,
 ) -> None:
     """Explain the bundled photos with the default model: the comparisons, then every gradient method.
