@@ -244,16 +244,39 @@ def test_a_local_clip_folder_is_read_without_any_network_request(saved_clip: Pat
 
     attempts: list[object] = []
 
-    def refuse(self, address):  # every connection attempt is recorded and fails at once
-        attempts.append(address)
+    def refuse(*args: object, **kwargs: object) -> None:  # every lookup or connection is recorded and fails at once
+        attempts.append(args)
         raise OSError("network disabled in this test")
 
+    # A request to the hub resolves the host name first: with no network that lookup, not connect, fails.
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     loaded = load_clip(str(saved_clip))
     loaded.classifier(["bird"])
     assert attempts == []
+
+
+def test_every_from_pretrained_of_a_local_folder_says_local_files_only(saved_clip: Path, monkeypatch) -> None:
+    """Whatever a transformers version does for a folder, ``local_files_only`` forbids it the hub.
+
+    (Some versions look a local tokenizer up on the hub too; without network each lookup is retried.)
+    """
+    calls: list[tuple[str, object]] = []
+    for name in ("AutoModel", "AutoTokenizer", "AutoImageProcessor"):
+        auto = getattr(transformers, name)
+        original = auto.from_pretrained.__func__
+
+        def recording(cls, source, *args, _name=name, _original=original, **kwargs):
+            calls.append((_name, kwargs.get("local_files_only")))
+            return _original(cls, source, *args, **kwargs)
+
+        monkeypatch.setattr(auto, "from_pretrained", classmethod(recording))
+    loaded = load_clip(str(saved_clip))
+    loaded.classifier(["bird"])
+    assert {name for name, _ in calls} == {"AutoModel", "AutoTokenizer", "AutoImageProcessor"}
+    assert all(local is True for _, local in calls), calls
 
 
 # ---------------------------------------------------------------- open_clip
