@@ -24,8 +24,9 @@ from camscope.app.server import create_app
 from camscope.app.workbench import Workbench
 from camscope.data.folders import ImageFolderData
 from camscope.engine.capture import candidate_layers, default_layer
-from camscope.models import data_config, load_image, sample_image
+from camscope.models import data_config, load_image, load_photo, sample_image
 from camscope.passes.batches import ImageTransform
+from camscope.viz import overlay
 from conftest import TinyStridedCNN
 
 SIZE = 32
@@ -146,7 +147,11 @@ def test_downloads_equal_camscope_explain_on_the_same_settings(client, model):
     settings = client.get(f"/api/download/{job}/settings.json").json()
     assert settings["settings"]["target"] == 2 and settings["explained"]["class"] == 2
     png = client.get(f"/api/download/{job}/gradcam/overlay.png")
-    assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.content)).size == (SIZE, SIZE)
+    assert png.headers["content-type"] == "image/png"
+    # the map over the whole photo, in the place of the model's crop
+    photo = load_photo(sample_image("chelsea"), size=SIZE, config=data_config(model))[1]
+    drawn = np.asarray(Image.open(io.BytesIO(png.content)), dtype=np.float64) / 255
+    np.testing.assert_allclose(drawn, overlay(photo, expected.maps[0]), atol=0.5 / 255 + 1e-6)
 
 
 def _load_safetensors(data: bytes):

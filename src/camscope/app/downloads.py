@@ -1,6 +1,6 @@
 """The files the explorer serves: overlays and images as PNG, maps as ``.npy`` and safetensors, settings as JSON.
 
-* ``overlay.png``: the map over the model's input crop (``jet`` over [0, 1]; the
+* ``overlay.png``: the map over the whole photo, in the place of the model's input crop (``jet`` over [0, 1]; the
   diverging ``RdBu_r`` over [-1, 1] for S-CAMs), :func:`camscope.viz.figures.overlay`;
 * ``map.npy``: the drawn map ``[H, W]`` float32 (``Explanation.maps[0]``), and ``raw.npy``
   the signed map at the layer's resolution (``Explanation.raw[0]``), written by
@@ -45,10 +45,10 @@ def png_bytes(rgb: np.ndarray, max_side: int | None = None) -> bytes:
 
 
 def overlay_png(result: ExplainResult, panel: Panel) -> bytes:
-    """The panel's map blended over the input crop, as PNG bytes."""
+    """The panel's map blended over its crop's place in the whole photo (the rest faded), as PNG bytes."""
     from camscope.viz.figures import overlay
 
-    return png_bytes(overlay(result.rgb, panel.maps, signed=panel.signed))
+    return png_bytes(overlay(result.photo, panel.maps, signed=panel.signed))
 
 
 def npy_bytes(tensor: Tensor) -> bytes:

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from torch import Tensor
 
 from camscope.errors import CamscopeError
+from camscope.models.preprocessing import Photo
 
 __all__ = [
     "DIFFCAM_SOURCES",
@@ -168,7 +168,7 @@ class Panel:
 class ExplainResult:
     """The panels of one request, with the image they are drawn over and the settings."""
 
-    rgb: np.ndarray  # [H, W, 3] in [0, 1], the model's input crop
+    photo: Photo  # the whole photo, with the place of the model's input crop
     panels: list[Panel]
     settings: dict[str, Any]
     explained: dict[str, Any]

@@ -16,7 +16,7 @@ Choices made here:
 
 * Inputs are prepared as ``camscope explain`` prepares them: :func:`camscope.models.load_image`
   at ``size`` with the model's data config (resize, centre crop, normalise); maps are drawn over
-  the cropped image.
+  the whole photo, in the crop's place, the rest faded.
 * Finer-CAM (``finer-*`` methods): ``versus`` lists the compared classes (the page preselects
   the model's next predictions); an empty list lets Finer-CAM choose three by prediction.
 * DiffCAM's reference group: the loaded bank (``--bank``; DiffCAM runs at the bank's layer),
@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +50,7 @@ from camscope.app.schema import (
     top_predictions,
 )
 from camscope.errors import CamscopeError
+from camscope.models.preprocessing import Photo
 
 __all__ = ["Workbench"]
 
@@ -134,12 +134,12 @@ class Workbench:
             entry.network = network
         return entry
 
-    def inputs(self, image: str, model: _Model) -> tuple[Tensor, np.ndarray]:
-        """The model's input ``[1, 3, size, size]`` of an image and the crop it shows, ``[size, size, 3]`` in [0, 1]."""
-        from camscope.models import load_image
+    def inputs(self, image: str, model: _Model) -> tuple[Tensor, Photo]:
+        """The model's input ``[1, 3, size, size]`` of an image and the whole photo with the crop's place."""
+        from camscope.models import load_photo
 
-        x, rgb = load_image(self.images.rgb(image), size=self.size, config=model.config)
-        return x.to(self.device), rgb
+        x, photo = load_photo(self.images.rgb(image), size=self.size, config=model.config)
+        return x.to(self.device), photo
 
     def layers(self, name: str) -> dict[str, Any]:
         """The candidate layers with their output shapes and the default, as ``camscope layers`` lists them."""
@@ -172,7 +172,7 @@ class Workbench:
         model = self.model(request.model)
         network = model.network
         assert network is not None
-        x, rgb = self.inputs(request.image, model)
+        x, photo = self.inputs(request.image, model)
         with torch.no_grad():
             logits = network(x)
         target = request.target if request.target is not None else int(logits.argmax(dim=1)[0])
@@ -199,7 +199,7 @@ class Workbench:
             "size": self.size,
             "image_label": self.images.label(request.image),
         }
-        return ExplainResult(rgb, panels, settings, explained, top_predictions(logits, model.names)[0])
+        return ExplainResult(photo, panels, settings, explained, top_predictions(logits, model.names)[0])
 
     def _method_options(
         self, method: str, request: ExplainRequest, model: _Model, x: Tensor
