@@ -101,67 +101,85 @@ def layers(
         typer.echo(f"{name:40s} {list(shape)}{marker}")
 
 
+# explain's options (declared once here so that its signature reads as a list)
+_ImagesArgument = Annotated[
+    list[Path], typer.Argument(help="Image files, or folders (their images, sub-folders included).")
+]
+_ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help=MODEL_HELP + " Default: the bank's model with --bank, else efficientnet_lite0."),
+]
+_WeightsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="'default' (pretrained), 'none' (random, seeded by --seed) or a checkpoint file (.pt/.pth state dict "
+        "read with weights_only=True, or .safetensors). Default: the bank's with --bank, else 'default'.",
+    ),
+]
+_SeedOption = Annotated[
+    int | None, typer.Option("--seed", help="Seed of the random weights of --weights none (default 0, or the bank's).")
+]
+_LayerOption = Annotated[
+    list[str] | None,
+    typer.Option("--layer", "-l", help="Layer name (repeat for several; default: the model's default)."),
+]
+_TargetOption = Annotated[str | None, typer.Option(help="Class index or name to explain (default: predicted).")]
+_OutOption = Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)]
+_SaveOption = Annotated[
+    bool, typer.Option(help="Also save the maps: one Explanation file per method (camscope.Explanation.load).")
+]
+_SizeOption = Annotated[int | None, typer.Option(help="Input size (default: the bank's with --bank, else 224).")]
+_VersusOption = Annotated[
+    list[str] | None,
+    typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
+]
+_GammaOption = Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")]
+_ReferencesOption = Annotated[
+    int | None, typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3).")
+]
+_BankOption = Annotated[
+    Path | None,
+    typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build); its model is the default."),
+]
+_ReferenceOption = Annotated[
+    str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")
+]
+_RegularizationOption = Annotated[str | None, typer.Option(help="DiffCAM: 'oas' (default) or a number r >= 0.")]
+_ScaleOption = Annotated[
+    Path | None,
+    typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale."),
+]
+_PrincipalOption = Annotated[
+    float | None,
+    typer.Option(
+        "--principal",
+        help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).",
+    ),
+]
+
+
 def explain(
-    images: Annotated[list[Path], typer.Argument(help="Image files, or folders (their images, sub-folders included).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help=MODEL_HELP + " Default: the bank's model with --bank, else efficientnet_lite0."
-        ),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            "--weights",
-            help="'default' (pretrained), 'none' (random, seeded by --seed) or a checkpoint file (.pt/.pth state dict "
-            "read with weights_only=True, or .safetensors). Default: the bank's with --bank, else 'default'.",
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option("--seed", help="Seed of the random weights of --weights none (default 0, or the bank's)."),
-    ] = None,
-    layer: Annotated[
-        list[str] | None,
-        typer.Option("--layer", "-l", help="Layer name (repeat for several; default: the model's default)."),
-    ] = None,
+    images: _ImagesArgument,
+    model: _ModelOption = None,
+    weights: _WeightsOption = None,
+    seed: _SeedOption = None,
+    layer: _LayerOption = None,
     method: MethodOption = None,
-    target: Annotated[str | None, typer.Option(help="Class index or name to explain (default: predicted).")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)] = Path("camscope-out/explain"),
+    target: _TargetOption = None,
+    out: _OutOption = Path("camscope-out/explain"),
     json_output: JsonOption = False,
-    save: Annotated[
-        bool, typer.Option(help="Also save the maps: one Explanation file per method (camscope.Explanation.load).")
-    ] = False,
-    size: Annotated[int | None, typer.Option(help="Input size (default: the bank's with --bank, else 224).")] = None,
+    save: _SaveOption = False,
+    size: _SizeOption = None,
     device: DeviceOption = None,
-    versus: Annotated[
-        list[str] | None,
-        typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
-    ] = None,
-    gamma: Annotated[float | None, typer.Option(help="Finer-CAM: comparison strength (default 0.6).")] = None,
-    references: Annotated[
-        int | None,
-        typer.Option("--references", help="Finer-CAM: how many similar classes to compare with (default 3)."),
-    ] = None,
-    bank: Annotated[
-        Path | None,
-        typer.Option("--bank", help="DiffCAM: reference bank file (camscope bank build); its model is the default."),
-    ] = None,
-    reference: Annotated[
-        str | None, typer.Option("--reference", help="DiffCAM: others, all, intra, knn:K, class:NAME or folder:PATH.")
-    ] = None,
-    regularization: Annotated[str | None, typer.Option(help="DiffCAM: 'oas' (default) or a number r >= 0.")] = None,
-    scale: Annotated[
-        Path | None,
-        typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale."),
-    ] = None,
-    principal: Annotated[
-        float | None,
-        typer.Option(
-            "--principal",
-            help="FS-CAMs: keep the top FRACTION (e.g. 0.05) of the explained class's features (with --scale).",
-        ),
-    ] = None,
+    versus: _VersusOption = None,
+    gamma: _GammaOption = None,
+    references: _ReferencesOption = None,
+    bank: _BankOption = None,
+    reference: _ReferenceOption = None,
+    regularization: _RegularizationOption = None,
+    scale: _ScaleOption = None,
+    principal: _PrincipalOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
@@ -170,19 +188,13 @@ def explain(
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
-    import camscope
     from camscope.models import data_config, load_photo
 
     method_names = method_list(method)
     check_finer_cli_options(method_names, versus, gamma, references)
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
-    model_name = model or diffcam.built_with.get("name") or "efficientnet_lite0"
-    same_model = model is None or model == diffcam.built_with.get("name")
-    weights_name = weights or (diffcam.built_with.get("cli_weights") if same_model else None) or "default"
-    seed_value = seed if seed is not None else int(diffcam.built_with.get("cli_seed", 0) or 0)
-    if size is None:
-        size = int((diffcam.bank.input_size or [224])[-1]) if diffcam.bank is not None else 224
+    model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
     network = load_cli_model(model_name, weights_name, seed_value, cli_device(device))
     config = data_config(model_name)
     diffcam.prepare(size, config)
@@ -213,18 +225,8 @@ def explain(
         + [out / f"{stem}.safetensors" for each in saved.values() for stem in each],
         overwrite,
     )
-    target_spec = None
-    if target is not None and not diffcam.owns_target:
-        with torch.no_grad():
-            target_spec = resolve_class(target, network(batch[:1]).shape[1])
-    results: dict[str, camscope.Explanation] = {}
-    for name in method_names:
-        finer_options = finer_cli_options(name, versus, gamma, references, network, batch)
-        explainer = camscope.Explainer(
-            network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name)
-        )
-        name_target = diffcam.target_for(name, target_spec)
-        results[name] = explainer(batch, target=name_target, **ifa.call_options(network, batch, name_target))
+    finer = {"versus": versus, "gamma": gamma, "references": references}
+    results = _run_methods(network, batch, method_names, layer, target, diffcam, ifa, finer)
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
     predictions = top_predictions(first.logits, names)
@@ -251,6 +253,48 @@ def explain(
             written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
         report.append(_entry(results, index, path, names, predictions[index], written, labels))
     _print_report(report, json_output)
+
+
+def _bank_defaults(
+    diffcam: DiffCAMOptions, model: str | None, weights: str | None, seed: int | None, size: int | None
+) -> tuple[str, str, int, int]:
+    """The model, weights, seed and input size: as given, else the bank's (``--bank``), else the defaults."""
+    built_with = diffcam.built_with
+    model_name = model or built_with.get("name") or "efficientnet_lite0"
+    same_model = model is None or model == built_with.get("name")
+    weights_name = weights or (built_with.get("cli_weights") if same_model else None) or "default"
+    seed_value = seed if seed is not None else int(built_with.get("cli_seed", 0) or 0)
+    if size is None:
+        size = int((diffcam.bank.input_size or [224])[-1]) if diffcam.bank is not None else 224
+    return model_name, weights_name, seed_value, size
+
+
+def _run_methods(
+    network: torch.nn.Module,
+    batch: torch.Tensor,
+    method_names: list[str],
+    layer: list[str] | None,
+    target: str | None,
+    diffcam: DiffCAMOptions,
+    ifa: ScaleOptions,
+    finer: dict[str, Any],
+) -> dict[str, Any]:
+    """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options."""
+    import camscope
+
+    target_spec = None
+    if target is not None and not diffcam.owns_target:
+        with torch.no_grad():
+            target_spec = resolve_class(target, network(batch[:1]).shape[1])
+    results: dict[str, camscope.Explanation] = {}
+    for name in method_names:
+        finer_options = finer_cli_options(name, finer["versus"], finer["gamma"], finer["references"], network, batch)
+        explainer = camscope.Explainer(
+            network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name)
+        )
+        name_target = diffcam.target_for(name, target_spec)
+        results[name] = explainer(batch, target=name_target, **ifa.call_options(network, batch, name_target))
+    return results
 
 
 def explain_output_stems(images: list[Path], methods: list[str], **options: Any) -> list[str]:
