@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.locking import model_lock, register_owned_hook
 from camscope.errors import CamscopeError
+from camscope.locking import model_lock, register_owned_hook
 
 __all__ = [
     "LayerCapture",
