@@ -4,8 +4,9 @@ Every camscope call that changes a model's train/eval mode or ``requires_grad``
 flags, or installs forward hooks on it, holds the model's re-entrant lock
 (:func:`model_lock`) for its whole duration, so concurrent calls on one model
 object are serialised while calls on different models run in parallel. Hooks
-are registered with :func:`register_owned_hook`, so a forward pass of the same
-module in another thread (a user's own inference) goes through untouched.
+are registered with :func:`register_owned_hook` (or wrapped by :func:`owned_by_this_thread`),
+so a forward pass of the same module in another thread (a user's own inference) goes through
+untouched.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["model_lock", "register_owned_hook"]
+__all__ = ["model_lock", "owned_by_this_thread", "register_owned_hook"]
 
 _MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _MODEL_LOCKS_GUARD = threading.Lock()
@@ -45,6 +46,22 @@ def model_lock(model: nn.Module) -> threading.RLock:
         return lock
 
 
+def owned_by_this_thread(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` made to act only when called by the thread that wraps it (else it returns None).
+
+    For hooks of any kind (``register_forward_pre_hook``, ``always_call`` forward hooks) that must leave other
+    threads' forward passes of the same module alone.
+    """
+    owner = threading.get_ident()
+
+    def owned(*args: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        return hook(*args)
+
+    return owned
+
+
 def register_owned_hook(module: nn.Module, hook: Callable[..., Any]) -> torch.utils.hooks.RemovableHandle:
     """A forward hook that acts only on forward passes run by the thread that registers it.
 
@@ -60,11 +77,4 @@ def register_owned_hook(module: nn.Module, hook: Callable[..., Any]) -> torch.ut
         >>> seen
         [torch.Size([1, 2])]
     """
-    owner = threading.get_ident()
-
-    def owned(module_: nn.Module, inputs: Any, output: Any) -> Any:
-        if threading.get_ident() != owner:
-            return None
-        return hook(module_, inputs, output)
-
-    return module.register_forward_hook(owned)
+    return module.register_forward_hook(owned_by_this_thread(hook))

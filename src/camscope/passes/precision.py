@@ -14,7 +14,6 @@ that runs the pass.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from camscope.errors import CamscopeError
+from camscope.locking import owned_by_this_thread
 
 __all__ = ["PRECISIONS", "autocast_forward", "check_precision"]
 
@@ -75,20 +75,15 @@ def autocast_forward(model: nn.Module, precision: str, device: torch.device) -> 
         return
     active: list[torch.autocast] = []
 
-    # Only this thread's forwards, as camscope.engine.locking.register_owned_hook does (passes may not import
-    # the engine): a user's own inference of the same model in another thread is not autocast.
-    owner = threading.get_ident()
-
+    # Only this thread's forwards: a user's own inference of the same model in another thread is not autocast.
+    @owned_by_this_thread
     def enter(_module: nn.Module, _args: Any) -> None:
-        if threading.get_ident() != owner:
-            return
         context = torch.autocast(device.type, dtype=dtype)
         context.__enter__()
         active.append(context)
 
+    @owned_by_this_thread
     def leave(_module: nn.Module, _args: Any, output: Any) -> Any:
-        if threading.get_ident() != owner:
-            return None
         if active:
             active.pop().__exit__(None, None, None)
         return _to_float32(output)
