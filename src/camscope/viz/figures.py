@@ -69,7 +69,7 @@ def framed(image: Picture) -> np.ndarray:
         >>> import numpy as np
         >>> from camscope.models.preprocessing import Photo
         >>> photo = Photo(np.zeros((4, 6, 3), dtype=np.float32), top=0, left=1, size=4)
-        >>> framed(photo)[0, :, 0].round(2).tolist()  # columns 0 and 5 lie outside the crop
+        >>> [round(float(v), 2) for v in framed(photo)[0, :, 0]]  # columns 0 and 5 lie outside the crop
         [0.55, 0.0, 0.0, 0.0, 0.0, 0.55]
     """
     if not isinstance(image, Photo):
