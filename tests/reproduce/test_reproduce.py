@@ -22,7 +22,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
 def test_report_has_every_section_with_claims_figures_and_finite_numbers(quick_report: Report) -> None:
     text = quick_report.path.read_text()
     assert text.startswith("# Reproduction report")
-    assert "camscope reproduce --quick" in text
+    assert f"`camscope reproduce --quick --out {quick_report.path.parent.as_posix()}`" in text  # as it was made
     assert quick_report.names == list(SECTIONS)
     for section in quick_report.sections:
         assert f"## {section.title}" in text

@@ -88,3 +88,21 @@ def test_cam_subtraction_matches_a_per_image_loop() -> None:
         up = torch.nn.functional.interpolate(diff.clamp(min=0)[None, None], size=(16, 16), mode="bilinear")[0, 0]
         expected = (up - up.min()) / (up.max() - up.min()) if up.max() > up.min() else torch.zeros_like(up)
         torch.testing.assert_close(maps[i], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_fig_9b_claim_compares_finer_with_cam_subtraction_on_both_shares() -> None:
+    from camscope.reproduce.finer.claims import subtraction_claim
+    from camscope.reproduce.finer.measure import COMPARED
+
+    noise = 0.001 * torch.randn(200, generator=torch.Generator().manual_seed(0))
+    base = torch.full((200,), 0.5) + noise
+
+    def comparisons(box_gain: float, part_gain: float) -> dict:
+        gains = dict.fromkeys(COMPARED, 0.0) | {"share_box": box_gain, "share_differing": part_gain}
+        return {("finer-vs-subtraction", key): paired_difference(base + gain, base) for key, gain in gains.items()}
+
+    assert subtraction_claim({}) is None
+    assert subtraction_claim(comparisons(0.1, 0.1)).verdict == HOLDS
+    assert subtraction_claim(comparisons(0.1, -0.1)).verdict == PARTLY
+    claim = subtraction_claim(comparisons(-0.1, 0.01))  # +2% is under the 5% effect size
+    assert claim.verdict == FAILS and "Fig. 9b" in claim.claim and claim.previous is None

@@ -83,16 +83,15 @@ def _header(
     seconds: float,
     cpu_seconds: float,
     partial: Sequence[str] = (),
+    out: Path = Path("docs"),
 ) -> str:
     """The report's header: how it was made, the tally, the changed verdicts (Markdown rows) and the contents."""
     from camscope import __version__
     from camscope.models import zoo
 
-    mode = (
-        "`camscope reproduce --quick` (a pipeline check on few images: numbers are noisy)"
-        if quick
-        else "`camscope reproduce`"
-    )
+    command = " ".join(["camscope reproduce", *(["--quick"] if quick else []), "--out", out.as_posix()])
+    command += "".join(f" --section {name}" for name in partial)
+    mode = f"`{command}`" + (" (a pipeline check on few images: numbers are noisy)" if quick else "")
     models = ", ".join(
         f"`{name}` ({100 * zoo.model_info(name)['test_accuracy']:.1f}% test accuracy)" for name in zoo.SMALL_MODELS
     )
@@ -213,7 +212,7 @@ def reproduce(
         blocks = merge_blocks(old_blocks, blocks)
         partial = names
     counts = count_verdicts(list(blocks.values()))
-    header = _header(quick, list(blocks), counts, changes, seconds, cpu_seconds, partial)
+    header = _header(quick, list(blocks), counts, changes, seconds, cpu_seconds, partial, Path(out))
     text = header + "\n" + "\n".join(block.rstrip("\n") + "\n" for block in blocks.values())
     from camscope.io import atomic_write_bytes
 

@@ -76,7 +76,13 @@ Example:
 
 from __future__ import annotations
 
-from camscope.reproduce.finer.claims import base_claims, collect_numbers, gamma_claims, reference_claim
+from camscope.reproduce.finer.claims import (
+    base_claims,
+    collect_numbers,
+    gamma_claims,
+    reference_claim,
+    subtraction_claim,
+)
 from camscope.reproduce.finer.figures import example_figure, gamma_figure
 from camscope.reproduce.finer.measure import (
     BASES,
@@ -119,7 +125,9 @@ def run(context: Context) -> Section:
     numbers, comparisons = collect_numbers(stats, n_score, measured)
     gamma = gamma_claims(measured.sweep, measured.sweep_values, gammas)
     reference, rd_choice = reference_claim(measured.choices)
+    subtraction = subtraction_claim(comparisons)
     claims = base_claims(numbers, comparisons, stats) + gamma.claims + [reference]
+    claims += [subtraction] if subtraction is not None else []
 
     maps = {k: v[:n_score] for k, v in measured.maps.items()}
     example_figure(context.figures / "finer_examples.png", score_data, maps, class_names)

@@ -102,7 +102,11 @@ def _deltas_and_drops(numbers: dict[str, float], comparisons: dict[tuple[str, st
         ["Finer - base", "Del.", "RD@5%", "RD@10%", "Loc. (box)", "differing part", "peak on part"],
         [[METHOD_NAMES[base]] + [comparisons[(base, key)].text() for key in COMPARED] for base in BASES]
         + (
-            [["CAM subtraction − Grad-CAM"] + [comparisons[("cam-subtraction", key)].text() for key in COMPARED]]
+            [
+                ["CAM subtraction − Grad-CAM"] + [comparisons[("cam-subtraction", key)].text() for key in COMPARED],
+                ["Finer-CAM − CAM subtraction"]
+                + [comparisons[("finer-vs-subtraction", key)].text() for key in COMPARED],
+            ]
             if ("cam-subtraction", "deletion") in comparisons
             else []
         ),
