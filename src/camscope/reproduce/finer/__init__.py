@@ -135,7 +135,10 @@ def run(context: Context) -> Section:
 
     text = body(n, n_score, stats, numbers, comparisons, measured, rd_choice, gammas)
     verdicts = dict(
-        zip(("rd", "deletion", "box", "parts", "gamma_rd", "gamma_share", "references"), (c.verdict for c in claims))
+        zip(
+            ("rd", "deletion", "box", "parts", "gamma_rd", "gamma_share", "references", "subtraction"),
+            (c.verdict for c in claims),
+        )
     )
     text += notes(verdicts, n_score, stats, numbers, comparisons, gamma, rd_choice)
     return Section(

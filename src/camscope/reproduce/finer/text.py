@@ -338,6 +338,16 @@ def notes(
             "which is also RD's own `d` (the paper notes that this choice 'directly' optimises RD). The paper's data "
             "sets have several close neighbours per class; these have one."
         )
+    if verdicts.get("subtraction", HOLDS) != HOLDS:
+        versus = {key: comparisons[("finer-vs-subtraction", key)] for key in ("rd@0.05", "pointing")}
+        notes.append(
+            "**CAM subtraction** (Fig. 9b): subtracting the references' maps after their ReLU removes map energy "
+            "wherever the classes share evidence, here mostly the shared parts and the distractors around the "
+            "object, so what remains sits slightly more inside the box and on the differing part. Finer-CAM's own "
+            f"advantages are elsewhere: RD@5% {versus['rd@0.05'].text()} and its peak on the differing part "
+            f"{versus['pointing'].text()}. The paper's evidence for this claim is visual ('noisy' maps against 'clean "
+            "backgrounds'); the energy shares measured here do not show it."
+        )
     if not notes:
         return ""
     return (
