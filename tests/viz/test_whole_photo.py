@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from camscope.models import data_config, load_image, load_photo
+from camscope.models import DataConfig, data_config, load_image, load_photo
 from camscope.models.preprocessing import Photo
 from camscope.viz.figures import framed, overlay
 from camscope.viz.overview import OverviewColumn, overview_grid
@@ -34,6 +34,16 @@ def test_the_photo_is_torchvisions_resize_and_the_crop_its_center_crop(shape: tu
     np.testing.assert_array_equal(photo.image, reference)
     np.testing.assert_array_equal(photo.crop, np.asarray(transforms.CenterCrop(224)(resized), dtype=np.float32) / 255)
     np.testing.assert_array_equal(photo.crop, load_image(array, size=224, config=config)[1])
+
+
+def test_a_crop_larger_than_the_resized_photo_is_padded_as_torchvision_pads_it() -> None:
+    config = DataConfig((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic", crop_pct=1.2, input_size=224)
+    array = _photo(300, 451)
+    _, photo = load_photo(array, size=224, config=config)
+    resized = transforms.Resize(186, interpolation=transforms.InterpolationMode.BICUBIC)(Image.fromarray(array))
+    reference = np.asarray(transforms.CenterCrop(224)(resized), dtype=np.float32) / 255
+    assert (photo.top, photo.left) == (0, 0)
+    np.testing.assert_array_equal(photo.crop, reference)
 
 
 def test_an_overlay_on_a_photo_is_the_crops_overlay_in_place_and_the_rest_faded() -> None:
