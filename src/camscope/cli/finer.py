@@ -94,6 +94,26 @@ def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list
     ]
 
 
+#: A Finer figure lists at most this many compared classes, then one line for the rest.
+SHOWN_REFERENCES = 8
+
+
+def reference_list(references: Sequence[dict[str, Any]], shown: int = SHOWN_REFERENCES) -> str:
+    """The compared classes under a Finer map: the first ``shown`` with their probabilities, then a summary line.
+
+    Example:
+        >>> rows = [{"name": f"class {i}", "probability": 0.001} for i in range(300)]
+        >>> reference_list(rows, shown=2).splitlines()
+        ['versus', '  0.1%  class 0', '  0.1%  class 1', '+ 298 more classes (total 29.8%)']
+    """
+    lines = [f"{r['probability'] * 100:5.1f}%  {r['name'][:22]}" for r in references[:shown]]
+    rest = references[shown:]
+    if rest:
+        total = sum(r["probability"] for r in rest) * 100
+        lines.append(f"+ {len(rest)} more classes (total {total:.1f}%)")
+    return "\n".join(["versus", *lines])
+
+
 def finer_figure(
     network: nn.Module,
     batch: Tensor,
@@ -148,7 +168,7 @@ def finer_figure(
     axes[2].text(
         0.02,
         -0.04,
-        "versus\n" + "\n".join(f"{r['probability'] * 100:5.1f}%  {r['name'][:22]}" for r in references),
+        reference_list(references),
         transform=axes[2].transAxes,
         va="top",
         ha="left",
