@@ -402,7 +402,8 @@ def _prompts_figure(
         row[1].set_title(f"{method}: '{text[:28]}' ({float(probabilities[position]) * 100:.1f}%)", fontsize=8)
         if finer is not None:
             row[2].imshow(overlay(image, finer.maps[index]))
-            versus = ", ".join(f"'{labels[j][:18]}'" for j in references)
+            versus = ", ".join(f"'{labels[j][:18]}'" for j in references[:3])
+            versus += f" + {len(references) - 3} more" if len(references) > 3 else ""
             row[2].set_title(f"'{text[:20]}' vs {versus} (gamma {gamma:g})", fontsize=8)
         for axis in row:
             axis.axis("off")
