@@ -15,7 +15,8 @@ as ``NoisyLinearImputer``) builds a scipy sparse matrix and calls ``spsolve`` on
 per image, percentage and order on the CPU. Here all systems of a batch are solved
 together in torch, on the inputs' device, by conjugate gradients preconditioned with
 a geometric multigrid V-cycle (coarsening by 2 with bilinear interpolation, Galerkin
-coarse operators restricted to the removed pixels, one Jacobi sweep before and after
+coarse operators restricted to the removed pixels and summed in closed form from the
+finer level's 9-point stencil (no probing), one Jacobi sweep before and after
 each coarse correction, a dense Cholesky solve on the coarsest grid of at most
 16 x 16, factored once per chunk; an exact solve on 16 x 16 rather
 than 8 x 8 saves up to two iterations on large removals for little setup). The system is symmetric positive
@@ -139,10 +140,59 @@ def _restrict(fine: Tensor) -> Tensor:
     return _restrict_1d(_restrict_1d(fine, -1), -2)
 
 
+def _bordered(n: int, h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """A zeroed stencil buffer ``[9, n, 1, h + 3, w + 3]`` and its interior ``[9, n, 1, h, w]`` (from row/column 1).
+
+    The zero border is the padding :func:`_galerkin` reads around the fine grid.
+    """
+    buffer = like.new_zeros(9, n, 1, h + 3, w + 3)
+    return buffer, buffer[..., 1 : h + 1, 1 : w + 1]
+
+
+def _galerkin(bordered: Tensor, hc: int, wc: int) -> tuple[Tensor, Tensor]:
+    """``P^T A P`` of a 9-point stencil given by its :func:`_bordered` buffer, on ``hc x wc`` coarse nodes.
+
+    ``P`` interpolates bilinearly from the coarse nodes at the fine ``2I``: ``P(2I + a, I) = p(a_y) p(a_x)``
+    with ``p(0) = 1``, ``p(+-1) = 1/2``, so ``(P^T A P)(I, I + O) = sum p(a) p(b) S_{2O + b - a}(2I + a)``
+    over the fine offsets ``a``, ``b`` whose stencil offset ``2O + b - a`` is in the 3x3 neighbourhood
+    (fine rows ``2I + a`` run from -1 to ``2 hc - 1``: the buffer's border). The sum is separable
+    (rows, then columns) and ``P^T A P`` is symmetric, so only the centre and four offsets are
+    summed; the others are shifted copies. Where the stencil is zero in the rows and columns of
+    known cells, so is the product in those of coarse nodes with no unknown under them.
+    Returns the coarse stencil's own :func:`_bordered` buffer and interior.
+    """
+    rows = [slice(1 + a, 2 * hc + a, 2) for a in (-1, 0, 1)]
+    cols = [slice(1 + a, 2 * wc + a, 2) for a in (-1, 0, 1)]
+    weight = (0.5, 1.0, 0.5)
+    # (a, b, 2 O + b - a) along one axis, for O = 0 and O = 1
+    pairs = {
+        o: [(a, b, 2 * o + b - a) for a in (-1, 0, 1) for b in (-1, 0, 1) if abs(2 * o + b - a) <= 1] for o in (0, 1)
+    }
+    by_rows = {}  # (O_y, o_x) -> the sum over rows, [N, 1, hc, columns of the buffer]
+    for oy in (0, 1):
+        for ox in (-1, 0, 1):
+            total = bordered.new_zeros(bordered.shape[1:-2] + (hc, bordered.shape[-1]))
+            for a, b, o in pairs[oy]:
+                total.add_(bordered[(o + 1) * 3 + ox + 1][..., rows[a + 1], :], alpha=weight[a + 1] * weight[b + 1])
+            by_rows[oy, ox] = total
+    buffer, coarse = _bordered(bordered.shape[1], hc, wc, bordered)
+    for oy, ox in ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1)):
+        out = coarse[(oy + 1) * 3 + ox + 1]
+        sign = 1 if ox >= 0 else -1
+        for a, b, o in pairs[abs(ox)]:
+            a, b, o = sign * a, sign * b, sign * o
+            out.add_(by_rows[oy, o][..., cols[a + 1]], alpha=weight[a + 1] * weight[b + 1])
+        if oy or ox:  # symmetry: S_{-O}(I) = S_O(I - O)
+            (ty, sy), (tx, sx) = _span(-oy, hc), _span(-ox, wc)
+            coarse[(1 - oy) * 3 + 1 - ox][..., ty, tx] = out[..., sy, sx]
+    return buffer, coarse
+
+
 @dataclass
 class _Level:
     unknown: Tensor  # [N, 1, h, w] float, 1 where the value is an unknown
-    stencil: Tensor | None  # [9, N, 1, h, w] Galerkin operator (None on the finest level)
+    bordered: Tensor  # the operator as a 9-point stencil, zero in rows and columns of known cells,
+    stencil: Tensor  # in a _bordered buffer and its interior [9, N, 1, h, w]
     step: Tensor  # damped Jacobi step omega / diag, zero on known cells
     factor: Tensor | None = None  # Cholesky factor on the coarsest level, [N, h*w, h*w] (float64)
 
@@ -152,8 +202,8 @@ class _Multigrid:
 
     Levels coarsen by 2 with bilinear interpolation from the nodes ``2I`` (``h -> h // 2 + 1``);
     coarse operators are Galerkin products ``P^T A P`` with ``P`` restricted to the
-    unknowns, computed by probing with 9 colours (the coarse operator is again a
-    9-point stencil). One Jacobi sweep (step ``omega / diag``) before and after the
+    unknowns, summed in closed form from the finer 9-point stencil (:func:`_galerkin`; the
+    product is again a 9-point stencil). One Jacobi sweep (step ``omega / diag``) before and after the
     coarse correction keeps the preconditioner symmetric positive definite.
     """
 
@@ -165,60 +215,41 @@ class _Multigrid:
         # A x = U (d x - N x) = (d + 1/3) U x - (U / 12) [1,2,1](x)[1,2,1] x
         self.centre = (self.weight_sum + 1 / 3) * unknown
         self.edge = unknown / 12
-        self.levels = [_Level(unknown, None, fine_step)]
+        self.levels = [_Level(unknown, *self._fine_stencil(unknown), fine_step)]
         while max(self.levels[-1].unknown.shape[-2:]) > coarsest:
-            self.levels.append(self._coarsen(len(self.levels) - 1))
-        last = self.levels[-1]
-        if last.stencil is None:  # a tiny image: the finest level is the coarsest
-            last.stencil = self._fine_stencil(unknown)
-        last.factor = self._factor(last)
+            self.levels.append(self._coarsen(self.levels[-1]))
+        self.levels[-1].factor = self._factor(self.levels[-1])
 
-    def _fine_stencil(self, unknown: Tensor) -> Tensor:
-        h, w = unknown.shape[-2:]
-        stencil = torch.zeros(9, *unknown.shape, dtype=unknown.dtype, device=unknown.device)
+    def _fine_stencil(self, unknown: Tensor) -> tuple[Tensor, Tensor]:
+        """The finest operator's stencil ``S_o(i) = -w_o U_i U_(i+o)``, ``S_0(i) = d_i U_i``, :func:`_bordered`."""
+        n, _, h, w = unknown.shape
+        buffer, stencil = _bordered(n, h, w, unknown)
+        # Buffer cell q is fine cell q - 1, padded cell q + 1: its neighbours stay inside the padding.
+        padded = torch.nn.functional.pad(unknown, (2, 3, 2, 3))
+        here = padded[..., 1 : h + 4, 1 : w + 4]
         for index, (dy, dx) in enumerate(_OFFSETS):
-            if index == _CENTRE:
-                continue
-            (oy, iy), (ox, ix) = _span(dy, h), _span(dx, w)
-            weight = NEIGHBOUR_WEIGHTS[dy + 1][dx + 1]
-            stencil[index][..., oy, ox] = -weight * unknown[..., oy, ox] * unknown[..., iy, ix]
-        stencil[_CENTRE] = torch.where(unknown > 0, self.weight_sum.expand_as(unknown), torch.ones_like(unknown))
-        return stencil
+            if index != _CENTRE:
+                torch.mul(here, padded[..., 1 + dy : h + 4 + dy, 1 + dx : w + 4 + dx], out=buffer[index])
+                buffer[index].mul_(-NEIGHBOUR_WEIGHTS[dy + 1][dx + 1])
+        torch.mul(self.weight_sum, unknown, out=stencil[_CENTRE])
+        return buffer, stencil
 
     def operator(self, depth: int, x: Tensor) -> Tensor:
         """``A x`` at a level (``x`` is zero on known cells)."""
         level = self.levels[depth]
         if depth == 0:
             return (self.centre * x).addcmul_(self.edge, _box121(x), value=-1)
-        if level.stencil is None:
-            raise AssertionError("only the finest level has no Galerkin stencil")
-        return _apply_stencil(level.stencil, x).mul_(level.unknown)
+        return _apply_stencil(level.stencil, x)
 
-    def _coarsen(self, depth: int) -> _Level:
-        fine = self.levels[depth].unknown
-        n, _, h, w = fine.shape
-        coarse = (_restrict(fine) > 0).to(fine.dtype)
-        hc, wc = coarse.shape[-2:]
-        device = fine.device
-        ys = torch.arange(hc, device=device)[:, None] % 3
-        xs = torch.arange(wc, device=device)[None, :] % 3
-        colour = ys * 3 + xs  # [hc, wc]
-        probes = (colour[None] == torch.arange(9, device=device)[:, None, None]).to(fine.dtype)  # [9, hc, wc]
-        probes = probes[None] * coarse  # [n, 9, hc, wc]
-        response = _restrict(self.operator(depth, _prolong(probes, h, w) * fine)) * coarse
-        stencil = torch.empty(9, n, 1, hc, wc, dtype=fine.dtype, device=device)
-        for index, (dy, dx) in enumerate(_OFFSETS):
-            source = (((ys + dy) % 3) * 3 + (xs + dx) % 3).expand(n, 1, hc, wc)
-            stencil[index] = torch.gather(response, 1, source)
+    def _coarsen(self, fine: _Level) -> _Level:
+        coarse = (_restrict(fine.unknown) > 0).to(fine.unknown.dtype)
+        bordered, stencil = _galerkin(fine.bordered, *coarse.shape[-2:])
         diagonal = stencil[_CENTRE]
         step = torch.where(coarse > 0, self.omega / torch.where(coarse > 0, diagonal, torch.ones_like(diagonal)), 0.0)
-        stencil[_CENTRE] = torch.where(coarse > 0, diagonal, torch.ones_like(diagonal))
-        return _Level(coarse, stencil, step)
+        return _Level(coarse, bordered, stencil, step)
 
     @staticmethod
     def _factor(level: _Level) -> Tensor:
-        if level.stencil is None:
-            raise AssertionError("the coarsest level has a Galerkin stencil")
         stencil = level.stencil[:, :, 0].double()  # [9, N, h, w]
         n, h, w = stencil.shape[1:]
         index = torch.arange(h * w, device=stencil.device).reshape(h, w)
@@ -228,8 +259,10 @@ class _Multigrid:
             rows, cols = index[oy, ox].reshape(-1), index[iy, ix].reshape(-1)
             if rows.numel():
                 dense[:, rows, cols] += stencil[k][:, oy, ox].reshape(n, -1)
-        # Masking P can make coarse unknowns linearly dependent: a relative ridge keeps the factor defined.
+        # Known cells get a unit diagonal; masking P can make coarse unknowns linearly
+        # dependent: a relative ridge keeps the factor defined.
         diagonal = dense.diagonal(dim1=1, dim2=2)
+        diagonal += 1 - level.unknown.reshape(n, h * w).double()
         diagonal += 1e-9 * diagonal.abs() + 1e-30
         factor, info = torch.linalg.cholesky_ex(dense)
         if bool((info != 0).any()):
