@@ -35,6 +35,7 @@ nested removal of the same order (a warm start; the same solution to the same to
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -57,26 +58,45 @@ _CENTRE = 4
 # ----------------------------------------------------------------------------------------------
 
 
-def _box121(x: Tensor) -> Tensor:
+class _Buffers:
+    """Work tensors kept by name between uses (``store`` may outlive one solve).
+
+    The solver's loops are memory-bound: on the CPU a fresh large tensor is mapped anew by the
+    allocator and page-faulted on first touch, which costs as much as the arithmetic on it.
+    """
+
+    def __init__(self, store: dict[str, Tensor] | None = None) -> None:
+        self.store = {} if store is None else store
+
+    def get(self, name: str, shape: Sequence[int], like: Tensor) -> Tensor:
+        """A tensor of ``shape`` with ``like``'s dtype and device (its values are left over)."""
+        tensor = self.store.get(name)
+        if tensor is None or tensor.shape != tuple(shape) or tensor.dtype != like.dtype or tensor.device != like.device:
+            tensor = self.store[name] = like.new_empty(tuple(shape))
+        return tensor
+
+
+def _box121(x: Tensor, out: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
     """``[1, 2, 1] (x) [1, 2, 1]`` filter with zeros outside the image, ``x [..., h, w]``.
 
     In-place slice additions are several times faster on the CPU than a 1-channel conv2d.
+    ``out`` and ``rows`` (work space for the row pass) are optional tensors shaped like ``x``.
     """
-    rows = x * 2
+    rows = torch.mul(x, 2, out=rows)
     rows[..., :, 1:] += x[..., :, :-1]
     rows[..., :, :-1] += x[..., :, 1:]
-    both = rows * 2
+    both = torch.mul(rows, 2, out=out)
     both[..., 1:, :] += rows[..., :-1, :]
     both[..., :-1, :] += rows[..., 1:, :]
     return both
 
 
-def _neighbour_sum(x: Tensor) -> Tensor:
+def _neighbour_sum(x: Tensor, out: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
     """``sum_j w_ij x_j`` over the 8 neighbours inside the image (zero outside), ``x [..., h, w]``.
 
     The kernel is separable up to its centre: ``(1/12) [1,2,1] (x) [1,2,1] - (1/3) delta``.
     """
-    return _box121(x).mul_(1 / 12).sub_(x, alpha=1 / 3)
+    return _box121(x, out, rows).mul_(1 / 12).sub_(x, alpha=1 / 3)
 
 
 def _span(offset: int, size: int) -> tuple[slice, slice]:
@@ -84,10 +104,10 @@ def _span(offset: int, size: int) -> tuple[slice, slice]:
     return slice(max(0, -offset), size - max(0, offset)), slice(max(0, offset), size - max(0, -offset))
 
 
-def _apply_stencil(stencil: Tensor, x: Tensor) -> Tensor:
+def _apply_stencil(stencil: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     """``y_i = sum_o S_o(i) x_{i+o}`` for a 9-point stencil ``[9, N, 1, h, w]`` and ``x [N, C, h, w]``."""
     h, w = x.shape[-2:]
-    out = stencil[_CENTRE] * x
+    out = torch.mul(stencil[_CENTRE], x, out=out)
     for index, (dy, dx) in enumerate(_OFFSETS):
         if index == _CENTRE:
             continue
@@ -96,11 +116,11 @@ def _apply_stencil(stencil: Tensor, x: Tensor) -> Tensor:
     return out
 
 
-def _prolong_1d(coarse: Tensor, size: int, dim: int) -> Tensor:
+def _prolong_1d(coarse: Tensor, size: int, dim: int, out: Tensor | None = None) -> Tensor:
     """Linear interpolation from ``size // 2 + 1`` nodes (fine ``2I``) to ``size`` along ``dim`` (-1 or -2)."""
     shape = list(coarse.shape)
     shape[dim] = size
-    fine = coarse.new_empty(shape)
+    fine = coarse.new_empty(shape) if out is None else out
     even, odd = (size + 1) // 2, size // 2
     first = coarse.narrow(dim, 0, odd)
     if dim == -1:
@@ -112,44 +132,54 @@ def _prolong_1d(coarse: Tensor, size: int, dim: int) -> Tensor:
     return fine
 
 
-def _restrict_1d(fine: Tensor, dim: int) -> Tensor:
+def _restrict_1d(fine: Tensor, dim: int, out: Tensor | None = None) -> Tensor:
     """The transpose of :func:`_prolong_1d` along ``dim`` (-1 or -2)."""
     size = fine.shape[dim]
     even, odd = (size + 1) // 2, size // 2
     shape = list(fine.shape)
     shape[dim] = size // 2 + 1
-    coarse = fine.new_zeros(shape)
+    coarse = fine.new_empty(shape) if out is None else out
     if dim == -1:
-        coarse[..., :even] += fine[..., 0::2]
-        half = fine[..., 1::2] * 0.5
-        coarse[..., :odd] += half
-        coarse[..., 1 : odd + 1] += half
+        coarse[..., :even] = fine[..., 0::2]
+        coarse[..., even:] = 0  # the node past an even-sized grid
+        coarse[..., :odd].add_(fine[..., 1::2], alpha=0.5)
+        coarse[..., 1 : odd + 1].add_(fine[..., 1::2], alpha=0.5)
     else:
-        coarse[..., :even, :] += fine[..., 0::2, :]
-        half = fine[..., 1::2, :] * 0.5
-        coarse[..., :odd, :] += half
-        coarse[..., 1 : odd + 1, :] += half
+        coarse[..., :even, :] = fine[..., 0::2, :]
+        coarse[..., even:, :] = 0
+        coarse[..., :odd, :].add_(fine[..., 1::2, :], alpha=0.5)
+        coarse[..., 1 : odd + 1, :].add_(fine[..., 1::2, :], alpha=0.5)
     return coarse
 
 
-def _prolong(coarse: Tensor, h: int, w: int) -> Tensor:
-    return _prolong_1d(_prolong_1d(coarse, w, -1), h, -2)
+def _prolong(coarse: Tensor, h: int, w: int, buffers: _Buffers | None = None, key: str = "") -> Tensor:
+    """Bilinear interpolation to ``h x w``; with ``buffers``, into the work tensors ``key``."""
+    if buffers is None:
+        return _prolong_1d(_prolong_1d(coarse, w, -1), h, -2)
+    n, c, hc, _ = coarse.shape
+    rows = _prolong_1d(coarse, w, -1, buffers.get(key + "-rows", (n, c, hc, w), coarse))
+    return _prolong_1d(rows, h, -2, buffers.get(key, (n, c, h, w), coarse))
 
 
-def _restrict(fine: Tensor) -> Tensor:
-    return _restrict_1d(_restrict_1d(fine, -1), -2)
+def _restrict(fine: Tensor, buffers: _Buffers | None = None, key: str = "") -> Tensor:
+    """The transpose of :func:`_prolong`; with ``buffers``, into the work tensors ``key``."""
+    if buffers is None:
+        return _restrict_1d(_restrict_1d(fine, -1), -2)
+    n, c, h, w = fine.shape
+    columns = _restrict_1d(fine, -1, buffers.get(key + "-columns", (n, c, h, w // 2 + 1), fine))
+    return _restrict_1d(columns, -2, buffers.get(key, (n, c, h // 2 + 1, w // 2 + 1), fine))
 
 
-def _bordered(n: int, h: int, w: int, like: Tensor) -> tuple[Tensor, Tensor]:
-    """A zeroed stencil buffer ``[9, n, 1, h + 3, w + 3]`` and its interior ``[9, n, 1, h, w]`` (from row/column 1).
+def _bordered(n: int, h: int, w: int, buffers: _Buffers, key: str, like: Tensor) -> tuple[Tensor, Tensor]:
+    """A stencil buffer ``[9, n, 1, h + 3, w + 3]`` and its interior ``[9, n, 1, h, w]`` (from row/column 1).
 
-    The zero border is the padding :func:`_galerkin` reads around the fine grid.
+    The border, zero where it is read, is the padding :func:`_galerkin` reads around the fine grid.
     """
-    buffer = like.new_zeros(9, n, 1, h + 3, w + 3)
+    buffer = buffers.get(key, (9, n, 1, h + 3, w + 3), like)
     return buffer, buffer[..., 1 : h + 1, 1 : w + 1]
 
 
-def _galerkin(bordered: Tensor, hc: int, wc: int) -> tuple[Tensor, Tensor]:
+def _galerkin(bordered: Tensor, hc: int, wc: int, buffers: _Buffers, key: str) -> tuple[Tensor, Tensor]:
     """``P^T A P`` of a 9-point stencil given by its :func:`_bordered` buffer, on ``hc x wc`` coarse nodes.
 
     ``P`` interpolates bilinearly from the coarse nodes at the fine ``2I``: ``P(2I + a, I) = p(a_y) p(a_x)``
@@ -159,7 +189,7 @@ def _galerkin(bordered: Tensor, hc: int, wc: int) -> tuple[Tensor, Tensor]:
     (rows, then columns) and ``P^T A P`` is symmetric, so only the centre and four offsets are
     summed; the others are shifted copies. Where the stencil is zero in the rows and columns of
     known cells, so is the product in those of coarse nodes with no unknown under them.
-    Returns the coarse stencil's own :func:`_bordered` buffer and interior.
+    Returns the coarse stencil's own :func:`_bordered` buffer (work tensor ``key``) and interior.
     """
     rows = [slice(1 + a, 2 * hc + a, 2) for a in (-1, 0, 1)]
     cols = [slice(1 + a, 2 * wc + a, 2) for a in (-1, 0, 1)]
@@ -175,7 +205,8 @@ def _galerkin(bordered: Tensor, hc: int, wc: int) -> tuple[Tensor, Tensor]:
             for a, b, o in pairs[oy]:
                 total.add_(bordered[(o + 1) * 3 + ox + 1][..., rows[a + 1], :], alpha=weight[a + 1] * weight[b + 1])
             by_rows[oy, ox] = total
-    buffer, coarse = _bordered(bordered.shape[1], hc, wc, bordered)
+    buffer, coarse = _bordered(bordered.shape[1], hc, wc, buffers, key, bordered)
+    buffer.zero_()
     for oy, ox in ((0, 0), (0, 1), (1, -1), (1, 0), (1, 1)):
         out = coarse[(oy + 1) * 3 + ox + 1]
         sign = 1 if ox >= 0 else -1
@@ -207,14 +238,17 @@ class _Multigrid:
     coarse correction keeps the preconditioner symmetric positive definite.
     """
 
-    def __init__(self, unknown: Tensor, omega: float = 1.0, coarsest: int = 16) -> None:
+    def __init__(
+        self, unknown: Tensor, omega: float = 1.0, coarsest: int = 16, buffers: _Buffers | None = None
+    ) -> None:
         self.omega = omega
+        self.buffers = _Buffers() if buffers is None else buffers
         h, w = unknown.shape[-2:]
         self.weight_sum = _neighbour_sum(torch.ones(1, 1, h, w, dtype=unknown.dtype, device=unknown.device))
         fine_step = torch.where(unknown > 0, omega / self.weight_sum, torch.zeros_like(unknown))
         # A x = U (d x - N x) = (d + 1/3) U x - (U / 12) [1,2,1](x)[1,2,1] x
         self.centre = (self.weight_sum + 1 / 3) * unknown
-        self.edge = unknown / 12
+        self.edge = unknown / -12
         self.levels = [_Level(unknown, *self._fine_stencil(unknown), fine_step)]
         while max(self.levels[-1].unknown.shape[-2:]) > coarsest:
             self.levels.append(self._coarsen(self.levels[-1]))
@@ -223,7 +257,7 @@ class _Multigrid:
     def _fine_stencil(self, unknown: Tensor) -> tuple[Tensor, Tensor]:
         """The finest operator's stencil ``S_o(i) = -w_o U_i U_(i+o)``, ``S_0(i) = d_i U_i``, :func:`_bordered`."""
         n, _, h, w = unknown.shape
-        buffer, stencil = _bordered(n, h, w, unknown)
+        buffer, stencil = _bordered(n, h, w, self.buffers, "stencil0", unknown)
         # Buffer cell q is fine cell q - 1, padded cell q + 1: its neighbours stay inside the padding.
         padded = torch.nn.functional.pad(unknown, (2, 3, 2, 3))
         here = padded[..., 1 : h + 4, 1 : w + 4]
@@ -231,19 +265,20 @@ class _Multigrid:
             if index != _CENTRE:
                 torch.mul(here, padded[..., 1 + dy : h + 4 + dy, 1 + dx : w + 4 + dx], out=buffer[index])
                 buffer[index].mul_(-NEIGHBOUR_WEIGHTS[dy + 1][dx + 1])
-        torch.mul(self.weight_sum, unknown, out=stencil[_CENTRE])
+        torch.mul(here, torch.nn.functional.pad(self.weight_sum, (1, 2, 1, 2)), out=buffer[_CENTRE])
         return buffer, stencil
 
-    def operator(self, depth: int, x: Tensor) -> Tensor:
-        """``A x`` at a level (``x`` is zero on known cells)."""
-        level = self.levels[depth]
+    def operator(self, depth: int, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``A x`` at a level (``x`` is zero on known cells), optionally into ``out``."""
         if depth == 0:
-            return (self.centre * x).addcmul_(self.edge, _box121(x), value=-1)
-        return _apply_stencil(level.stencil, x)
+            rows = self.buffers.get("box-rows", x.shape, x)
+            return _box121(x, out, rows).mul_(self.edge).addcmul_(self.centre, x)
+        return _apply_stencil(self.levels[depth].stencil, x, out)
 
     def _coarsen(self, fine: _Level) -> _Level:
         coarse = (_restrict(fine.unknown) > 0).to(fine.unknown.dtype)
-        bordered, stencil = _galerkin(fine.bordered, *coarse.shape[-2:])
+        hc, wc = coarse.shape[-2:]
+        bordered, stencil = _galerkin(fine.bordered, hc, wc, self.buffers, f"stencil{len(self.levels)}")
         diagonal = stencil[_CENTRE]
         step = torch.where(coarse > 0, self.omega / torch.where(coarse > 0, diagonal, torch.ones_like(diagonal)), 0.0)
         return _Level(coarse, bordered, stencil, step)
@@ -273,19 +308,24 @@ class _Multigrid:
         # Two triangular solves per V-cycle cost less than forming the inverse once per chunk.
         return factor
 
-    def precondition(self, residual: Tensor, depth: int = 0) -> Tensor:
-        """One symmetric V-cycle approximating ``A^{-1} residual``."""
+    def precondition(self, residual: Tensor, depth: int = 0, out: Tensor | None = None) -> Tensor:
+        """One symmetric V-cycle approximating ``A^{-1} residual`` (into ``out`` if given)."""
         level = self.levels[depth]
         if level.factor is not None:
             n, c, h, w = residual.shape
             solution = torch.cholesky_solve(residual.reshape(n, c, h * w).mT.double(), level.factor)
             return solution.mT.reshape(n, c, h, w).to(residual.dtype).mul_(level.unknown)
-        h, w = residual.shape[-2:]
-        x = level.step * residual
-        defect = residual - self.operator(depth, x)
-        correction = self.precondition(_restrict(defect) * self.levels[depth + 1].unknown, depth + 1)
-        x.addcmul_(_prolong(correction, h, w), level.unknown)
-        x.addcmul_(level.step, residual - self.operator(depth, x))
+        buffers, h, w = self.buffers, *residual.shape[-2:]
+        x = torch.mul(
+            level.step, residual, out=buffers.get(f"x{depth}", residual.shape, residual) if out is None else out
+        )
+        defect = self.operator(depth, x, buffers.get(f"defect{depth}", residual.shape, residual))
+        defect = torch.sub(residual, defect, out=defect)
+        coarse = _restrict(defect, buffers, f"restricted{depth}").mul_(self.levels[depth + 1].unknown)
+        correction = self.precondition(coarse, depth + 1)
+        x.addcmul_(_prolong(correction, h, w, buffers, f"prolonged{depth}"), level.unknown)
+        defect = self.operator(depth, x, defect)
+        x.addcmul_(level.step, torch.sub(residual, defect, out=defect))
         return x
 
     def solve(
@@ -300,40 +340,46 @@ class _Multigrid:
         instance the solution of a nested system with fewer unknowns.
         """
         tiny = torch.finfo(rhs.dtype).tiny
+        buffers = self.buffers
         active = _max_abs(rhs) > 0
+        x, residual = buffers.get("solution", rhs.shape, rhs), buffers.get("residual", rhs.shape, rhs)
+        a_dir, product = buffers.get("a-direction", rhs.shape, rhs), buffers.get("product", rhs.shape, rhs)
         if initial is None:
-            x = torch.zeros_like(rhs)
-            residual = rhs.clone()
+            x.zero_()
+            residual.copy_(rhs)
         else:
-            x = initial.to(rhs.dtype) * (self.levels[0].unknown * active)
-            residual = rhs - self.operator(0, x)
-        z = self.precondition(residual)
-        direction = z.clone()
-        rz = _dot(residual, z)
+            torch.mul(initial.to(rhs.dtype), self.levels[0].unknown, out=x).mul_(active)
+            torch.sub(rhs, self.operator(0, x, a_dir), out=residual)
+        z = self.precondition(residual, out=buffers.get("z", rhs.shape, rhs))
+        direction = buffers.get("direction", rhs.shape, rhs).copy_(z)
+        rz = _dot(residual, z, product)
         iterations = 0
         while iterations < max_iter and bool(active.any()):
             iterations += 1
-            a_dir = self.operator(0, direction)
-            curvature = _dot(direction, a_dir)
+            self.operator(0, direction, a_dir)
+            curvature = _dot(direction, a_dir, product)
             alpha = torch.where(active & (curvature > 0), rz / curvature.clamp_min(tiny), 0.0)
             x.addcmul_(alpha, direction)
             residual.addcmul_(alpha, a_dir, value=-1)
             active = active & (alpha.abs() * _max_abs(direction) > atol)
             if not bool(active.any()):
                 break
-            z = self.precondition(residual)
-            rz_new = _dot(residual, z)
+            z = self.precondition(residual, out=z)
+            rz_new = _dot(residual, z, product)
             beta = torch.where(active & (rz > 0), rz_new / rz.clamp_min(tiny), 0.0)
-            direction = z.addcmul_(beta, direction)
+            z, direction = direction, z.addcmul_(beta, direction)  # the old direction's tensor takes the next z
             rz = torch.where(active, rz_new, rz)
         norm_b = torch.linalg.vector_norm(rhs.flatten(2), dim=2)
         relative = torch.linalg.vector_norm(residual.flatten(2), dim=2) / norm_b.clamp_min(tiny)
         return x, iterations, relative
 
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Per system (image and channel) dot products of ``[N, C, h, w]`` tensors, ``[N, C, 1, 1]``."""
-    return torch.linalg.vecdot(a.flatten(2), b.flatten(2))[..., None, None]
+def _dot(a: Tensor, b: Tensor, product: Tensor) -> Tensor:
+    """Per system (image and channel) dot products of ``[N, C, h, w]`` tensors, ``[N, C, 1, 1]``.
+
+    ``product`` (shaped like ``a``) is the work space of the elementwise products.
+    """
+    return torch.mul(a, b, out=product).sum(dim=(2, 3), keepdim=True)
 
 
 def _max_abs(a: Tensor) -> Tensor:
@@ -457,19 +503,23 @@ def solve_chunks(
     chunk: int,
     initial: Tensor | None = None,
     out: Tensor | None = None,
+    workspace: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, int, Tensor]:
     """Noiseless linear imputation, ``chunk`` images at a time, optionally warm-started.
 
     ``removed`` is ``[B, H, W]`` bool. ``initial`` ``[B, C, H, W]`` is a guess of the result,
     read on the removed pixels: the result of a nested, smaller removal is a good one
     (the iteration then starts with a residual on the newly removed pixels only, and the
-    original values there). ``out`` receives the result.
+    original values there). ``out`` receives the result. ``workspace`` (a dict, initially
+    empty) keeps the solver's work tensors for the next call with the same shapes: on the
+    CPU, allocating them afresh costs about a quarter of the solve.
 
     Returns:
         The imputed images, the most CG iterations of any chunk, and the final relative
         residual per image and channel ``[B, C]`` (on the inputs' device).
     """
     result = torch.empty_like(inputs) if out is None else out
+    buffers = _Buffers(workspace)
     iterations = 0
     relative = torch.zeros(inputs.shape[:2], device=inputs.device)
     for start in range(0, inputs.shape[0], chunk):
@@ -479,25 +529,36 @@ def solve_chunks(
             result[rows] = inputs[rows]
             continue
         unknown = mask.to(work)
-        solver = _Multigrid(unknown)
-        rhs = _neighbour_sum(inputs[rows].to(work).masked_fill(mask, 0.0)).mul_(unknown)
+        solver = _Multigrid(unknown, buffers=buffers)
+        shape = inputs[rows].shape
+        kept = buffers.get("kept", shape, unknown).copy_(inputs[rows]).masked_fill_(mask, 0.0)
+        rhs = _neighbour_sum(kept, buffers.get("rhs", shape, kept), buffers.get("box-rows", shape, kept)).mul_(unknown)
         guess = None if initial is None else initial[rows]
         solution, steps, residual = solver.solve(rhs, atol, max_iter, guess)
         iterations = max(iterations, steps)
         relative[rows] = residual.float()
-        result[rows] = torch.where(mask, solution.to(inputs.dtype), inputs[rows])
+        torch.where(mask, solution.to(inputs.dtype), inputs[rows], out=result[rows])
     return result, iterations, relative
 
 
 def add_noise(
-    images: Tensor, removed: Tensor, noise: float, generator: torch.Generator, chunk: int, work: torch.dtype
+    images: Tensor,
+    removed: Tensor,
+    noise: float,
+    generator: torch.Generator,
+    chunk: int,
+    work: torch.dtype,
+    workspace: dict[str, Tensor] | None = None,
 ) -> None:
-    """Add ``noise * N(0, 1)`` to the removed pixels in place, one draw per chunk that has any."""
+    """Add ``noise * N(0, 1)`` to the removed pixels in place, one draw per chunk that has any.
+
+    ``workspace`` keeps the draw's tensor for the next call, as in :func:`solve_chunks`.
+    """
+    buffers, like = _Buffers(workspace), images.new_empty(0, dtype=work, device=generator.device)
     for start in range(0, images.shape[0], chunk):
         rows = slice(start, start + chunk)
         mask = removed[rows, None]
         if not bool(mask.any()):
             continue
-        draw = torch.randn(images[rows].shape, generator=generator, dtype=work, device=generator.device)
-        noisy = images[rows].to(work, copy=True).add_(draw.to(images.device), alpha=noise)
-        images[rows] = torch.where(mask, noisy.to(images.dtype), images[rows])
+        draw = torch.randn(images[rows].shape, generator=generator, out=buffers.get("noise", images[rows].shape, like))
+        images[rows] += draw.to(images.device).mul_(mask).mul_(noise)
