@@ -153,7 +153,10 @@ def _restrict_1d(fine: Tensor, dim: int, out: Tensor | None = None) -> Tensor:
 
 
 def _prolong(coarse: Tensor, h: int, w: int, buffers: _Buffers | None = None, key: str = "") -> Tensor:
-    """Bilinear interpolation to ``h x w``; with ``buffers``, into the work tensors ``key``."""
+    """Bilinear interpolation to ``h x w``; with ``buffers``, into the work tensors ``key``.
+
+    Columns first: the strided pass along the rows then writes a grid of half the size.
+    """
     if buffers is None:
         return _prolong_1d(_prolong_1d(coarse, w, -1), h, -2)
     n, c, hc, _ = coarse.shape
@@ -162,12 +165,15 @@ def _prolong(coarse: Tensor, h: int, w: int, buffers: _Buffers | None = None, ke
 
 
 def _restrict(fine: Tensor, buffers: _Buffers | None = None, key: str = "") -> Tensor:
-    """The transpose of :func:`_prolong`; with ``buffers``, into the work tensors ``key``."""
+    """The transpose of :func:`_prolong`; with ``buffers``, into the work tensors ``key``.
+
+    Rows first: the strided pass along the rows then reads a grid of half the size.
+    """
     if buffers is None:
-        return _restrict_1d(_restrict_1d(fine, -1), -2)
+        return _restrict_1d(_restrict_1d(fine, -2), -1)
     n, c, h, w = fine.shape
-    columns = _restrict_1d(fine, -1, buffers.get(key + "-columns", (n, c, h, w // 2 + 1), fine))
-    return _restrict_1d(columns, -2, buffers.get(key, (n, c, h // 2 + 1, w // 2 + 1), fine))
+    rows = _restrict_1d(fine, -2, buffers.get(key + "-rows", (n, c, h // 2 + 1, w), fine))
+    return _restrict_1d(rows, -1, buffers.get(key, (n, c, h // 2 + 1, w // 2 + 1), fine))
 
 
 def _bordered(n: int, h: int, w: int, buffers: _Buffers, key: str, like: Tensor) -> tuple[Tensor, Tensor]:
