@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from camscope.errors import CamscopeError
+from camscope.metrics import imputation as imputation_module
 from camscope.metrics import noisy_linear_impute, road
 
 
@@ -66,6 +69,45 @@ def test_imputation_matches_a_sparse_direct_solve(size: int, fraction: float) ->
     for b in range(3):
         reference = _direct_solve(images[b].double().numpy(), keep[b].numpy())
         np.testing.assert_allclose(ours[b].numpy(), reference, atol=1e-4)
+
+
+def _dense(stencil: torch.Tensor) -> torch.Tensor:
+    """``[N, h*w, h*w]`` matrices of a 9-point stencil ``[9, N, 1, h, w]``, entry by entry."""
+    n, h, w = stencil.shape[1], *stencil.shape[-2:]
+    matrix = torch.zeros(n, h * w, h * w, dtype=torch.float64)
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    for k, (dy, dx) in enumerate(offsets):
+        for i in range(h):
+            for j in range(w):
+                if 0 <= i + dy < h and 0 <= j + dx < w:
+                    matrix[:, i * w + j, (i + dy) * w + j + dx] = stencil[k, :, 0, i, j].double()
+    return matrix
+
+
+@pytest.mark.parametrize(("h", "w"), [(12, 12), (13, 11), (7, 10)])
+def test_coarse_operators_are_dense_galerkin_products(h: int, w: int) -> None:
+    """Every coarse stencil equals ``P^T A P`` formed from dense matrices, ``P`` the bilinear interpolation."""
+    unknown = (torch.rand(2, 1, h, w, generator=torch.Generator().manual_seed(h)) < 0.6).double()
+    levels = imputation_module._Multigrid(unknown, coarsest=2).levels
+    assert len(levels) >= 3
+    expected = torch.zeros(2, h * w, h * w, dtype=torch.float64)  # the ROAD system, written pixel by pixel
+    weights = torch.tensor(imputation_module.NEIGHBOUR_WEIGHTS, dtype=torch.float64)
+    for i in range(h * w):
+        y, x = divmod(i, w)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w:
+                    expected[:, i, i] += weights[dy + 1, dx + 1]
+                    expected[:, i, (y + dy) * w + x + dx] = -weights[dy + 1, dx + 1]
+    mask = unknown.reshape(2, h * w, 1)
+    expected = expected * mask * mask.mT
+    torch.testing.assert_close(_dense(levels[0].stencil), expected, atol=1e-15, rtol=0)
+    for fine, coarse in itertools.pairwise(levels):
+        hf, wf, hc, wc = *fine.unknown.shape[-2:], *coarse.unknown.shape[-2:]
+        eye = torch.eye(hc * wc, dtype=torch.float64).reshape(hc * wc, 1, hc, wc)
+        prolong = imputation_module._prolong(eye, hf, wf).reshape(hc * wc, hf * wf).mT  # [fine, coarse]
+        expected = prolong.mT @ _dense(fine.stencil) @ prolong
+        torch.testing.assert_close(_dense(coarse.stencil), expected, atol=1e-14, rtol=0)
 
 
 def test_imputation_matches_grad_cam_imputer() -> None:

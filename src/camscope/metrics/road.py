@@ -99,6 +99,7 @@ class _Perturbations:
         self.work = torch.float64 if inputs.dtype == torch.float64 else torch.float32
         self.chunk = 8 if inputs.device.type == "cpu" else None
         self.previous: dict[tuple[bool, int], tuple[int, Tensor]] = {}
+        self.workspace: dict[str, Tensor] = {}  # the solver's work tensors, reused by every step
 
     def removed(self, step: int, rows: slice) -> Tensor:
         """``[n, H, W]`` bool: the pixels removed at ``step`` in the images ``rows``."""
@@ -134,14 +135,14 @@ class _Perturbations:
             previous = self.previous.get(key)
             initial = previous[1] if previous is not None and previous[0] <= count else None
             part = out[i * n : (i + 1) * n]
-            solve_chunks(images, removed[i], self.atol, 100, self.work, self.chunk, initial, part)
+            solve_chunks(images, removed[i], self.atol, 100, self.work, self.chunk, initial, part, self.workspace)
             self.previous[key] = (count, part)
             touched.add(key)
         for key in touched:  # the next call starts from the noiseless results
             count, part = self.previous[key]
             self.previous[key] = (count, part.clone())
         if self.noise:
-            add_noise(out, flat_removed, self.noise, self.generator, self.chunk, self.work)
+            add_noise(out, flat_removed, self.noise, self.generator, self.chunk, self.work, self.workspace)
         return out
 
 
