@@ -26,11 +26,12 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys, monk
     import camscope.viz.figures as figures
     from camscope.cli.app import main
 
-    headings = []
+    headings, colours = [], []
     save_figure = figures.save_figure
 
     def recording_save(path, figure, **options):
         headings.append(figure._suptitle.get_text() if figure._suptitle is not None else "")
+        colours.append(figure._suptitle.get_color() if figure._suptitle is not None else None)
         return save_figure(path, figure, **options)
 
     monkeypatch.setattr(figures, "save_figure", recording_save)
@@ -55,6 +56,7 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys, monk
     # every plot names the model (with its random weights), the data and the layer
     heading = f"timm:resnet10t (random weights: not a trained model) on {data} | layer layer4"
     assert headings == [heading] * 4, headings
+    assert colours == ["firebrick"] * 4  # random weights are flagged in red
     analysis = Analysis.load(out / "analysis.safetensors")
     assert analysis.n_samples == 9 and analysis.class_counts[:3].tolist() == [3, 3, 3] and analysis.num_classes == 1000
     assert analysis.profiles.shape == (9, analysis.num_features)

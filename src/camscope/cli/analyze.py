@@ -13,7 +13,15 @@ import torch
 import typer
 from torch import Tensor, nn
 
-from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, load_cli_model, method_list
+from camscope.cli.common import (
+    DeviceOption,
+    ModelOption,
+    SeedOption,
+    WeightsOption,
+    load_cli_model,
+    method_list,
+    random_weights,
+)
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -105,6 +113,7 @@ def run_analysis(
     size: int = 224,
     device: str | None = None,
     title: str = "",
+    random: bool = False,
     show_progress: bool | None = None,
     pass_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -113,6 +122,8 @@ def run_analysis(
     ``pass_options`` (``distributed``, ``workers``, ``checkpoint``, ...) go to the
     passes (the checkpoint to the main analysis only); under a process group
     every rank runs the passes and only rank 0 writes.
+
+    ``title`` heads the report and every plot (in red when ``random``: the weights are random).
 
     Returns a JSON-friendly summary with the written files (none on other ranks).
     """
@@ -167,7 +178,7 @@ def run_analysis(
     def titled(figure: Any) -> Any:
         # Every plot names the model and the data it was computed on (and random weights in red).
         heading = " | ".join(part for part in (title, f"layer {analysis.layer}") if part)
-        figure.suptitle(heading, fontsize=8, color="firebrick" if "random weights" in title else "black")
+        figure.suptitle(heading, fontsize=8, color="firebrick" if random else "black")
         return figure
 
     if analysis.has_importance:
@@ -483,7 +494,8 @@ def analyze_command(
         batch_size=batch_size,
         size=size,
         device=device,
-        title=f"{model}{' (random weights: not a trained model)' if weights.strip().lower() == 'none' else ''} on {data}",
+        title=f"{model}{' (random weights: not a trained model)' if random_weights(weights) else ''} on {data}",
+        random=random_weights(weights),
         pass_options=options,
     )
     if not is_main_process():
