@@ -141,3 +141,41 @@ def feature_net(classes: int | None = 3, seed: int = 0) -> nn.Module:
     """A seeded float64 FeatureNet in eval mode (exact checks of DiffCAM and reference banks)."""
     torch.manual_seed(seed)
     return FeatureNet(classes=classes).double().eval()
+
+
+@pytest.fixture(scope="module")
+def start_serve():
+    """Start ``python -m camscope serve --port 0 ARGS...`` with this checkout's sources; returns the URL line.
+
+    A server that does not print its URL fails the test with its output; every server is stopped
+    when the module's tests are done.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    processes: list[subprocess.Popen] = []
+
+    def start(*args: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "camscope", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("camscope explorer: "):
+            process.kill()
+            pytest.fail(f"camscope serve did not start: {line}{process.stdout.read()}")
+        return line
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=30)

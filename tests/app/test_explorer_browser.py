@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -54,28 +52,13 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, start_serve):
     _chromium()
     data = tmp_path_factory.mktemp("explorer-data")
     for folder, name in [("cats", "chelsea"), ("cats", "astronaut"), ("cups", "coffee"), ("cups", "rocket")]:
         (data / folder).mkdir(exist_ok=True)
         Image.fromarray(sample_image(name)).resize((128, 96)).save(data / folder / f"{name}.png")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "camscope", "serve", "--port", "0", "--data", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("camscope explorer: "):
-        process.kill()
-        pytest.fail(f"camscope serve did not start: {line}{process.stdout.read()}")
-    yield line.split()[2]
-    process.terminate()
-    process.wait(timeout=30)
+    return start_serve("--data", str(data)).split()[2]
 
 
 @pytest.fixture(scope="module")

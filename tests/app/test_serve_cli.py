@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from camscope.cli.app import main
 from camscope.cli.serve import parse_model_specs
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serve_without_the_app_extra_says_how_to_install_it(monkeypatch, capsys):
@@ -36,25 +30,12 @@ def test_model_specs_name_their_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_serve_prints_its_url_and_answers(tmp_path):
+def test_serve_prints_its_url_and_answers(tmp_path, start_serve):
     pytest.importorskip("fastapi", reason="the app extra is not installed: pip install 'camscope[app]'")
     httpx = pytest.importorskip("httpx", reason="httpx is not installed")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "camscope", "serve", "--port", "0", "--data", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("camscope explorer: http://127.0.0.1:"), line
-        url = line.split()[2]
-        listing = httpx.get(url + "api/photos", timeout=30).json()
-        assert "chelsea" in listing["photos"] and listing["data"] == []
-        assert httpx.get(url, timeout=30).text.startswith("<!doctype html>")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    line = start_serve("--data", str(tmp_path))
+    assert line.startswith("camscope explorer: http://127.0.0.1:"), line
+    url = line.split()[2]
+    listing = httpx.get(url + "api/photos", timeout=30).json()
+    assert "chelsea" in listing["photos"] and listing["data"] == []
+    assert httpx.get(url, timeout=30).text.startswith("<!doctype html>")
