@@ -281,6 +281,20 @@ def test_road_noise_is_the_imputers_noise(tiny_cnn: nn.Module) -> None:
     assert (perturbed - images.repeat(4, 1, 1, 1))[keep[:, None].expand(-1, 3, -1, -1)].abs().max() == 0
 
 
+def test_road_in_two_threads_at_once_gives_each_call_its_own_results(tiny_cnn: nn.Module) -> None:
+    """The solver's reused work tensors belong to one call: concurrent calls do not share them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = torch.randn(4, 3, 24, 24, generator=torch.Generator().manual_seed(5))
+    maps = [torch.rand(4, 24, 24, generator=torch.Generator().manual_seed(seed)) for seed in (1, 2)]
+    alone = [road(tiny_cnn, inputs, m, percentages=(0.2, 0.5, 0.8)).curves for m in maps]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda m: road(tiny_cnn, inputs, m, percentages=(0.2, 0.5, 0.8)).curves, maps * 2))
+    for curves, expected in zip(together, alone * 2):
+        for key in ("morf", "lerf"):
+            torch.testing.assert_close(curves[key], expected[key])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_road_on_the_gpu_matches_the_cpu(tiny_cnn: nn.Module) -> None:
     images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(1))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camscope.models.preprocessing import DataConfig, load_image
+from camscope.errors import CamscopeError
+from camscope.models.preprocessing import DataConfig, load_image, load_photo
 
 SIDE = 16
 # Identity preprocessing: no resize (crop_pct 1, nearest), no normalisation.
@@ -88,6 +89,7 @@ def test_every_mode_loads_with_its_real_content(name, tmp_path):
     assert rgb.shape == (SIDE, SIDE, 3)
     np.testing.assert_allclose(rgb, reference, atol=0.5 / 255 + 1e-6)
     np.testing.assert_allclose(x[0].permute(1, 2, 0).numpy(), rgb, atol=1e-6)
+    np.testing.assert_array_equal(load_photo(path, size=SIDE, config=IDENTITY)[1].crop, rgb)  # figures see the same
 
 
 def test_a_16_bit_grayscale_png_is_not_blank(tmp_path):
@@ -101,3 +103,16 @@ def test_pil_images_of_any_mode_are_accepted_directly():
     image, _, reference = CASES["I;16"]
     _, rgb = load_image(image, size=SIDE, config=IDENTITY)
     np.testing.assert_allclose(rgb, reference, atol=0.5 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("loader", [load_image, load_photo])
+def test_a_truncated_or_empty_file_is_a_clear_error(loader, tmp_path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(_ramp(255, np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CamscopeError, match=r"Could not read .*cut\.png.* as an image"):
+        loader(path, size=SIDE, config=IDENTITY)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(CamscopeError, match="as an image"):
+        loader(tmp_path / "empty.png", size=SIDE, config=IDENTITY)
