@@ -30,6 +30,7 @@ __all__ = [
     "available_methods",
     "canonical_method_name",
     "describe_options",
+    "display_name",
     "get_method",
     "method_class",
     "register_method",
@@ -110,6 +111,7 @@ class CamMethod:
 
     Class attributes:
         name: the registry name (``method="..."``).
+        display_name: the name as people write it in papers and figures (``"Grad-CAM++"``).
         declared_options: the method's options (:class:`camscope.options.Option`):
             ``__init__`` validates the given ones and fills the defaults, so
             ``self.options[name]`` always holds a valid value.
@@ -134,6 +136,7 @@ class CamMethod:
     """
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     linear_in_gradient: ClassVar[bool] = False
     declared_options: ClassVar[tuple[Option, ...]] = ()
@@ -207,6 +210,24 @@ def method_class(name: str) -> type[CamMethod]:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise CamscopeError(f"unknown method {name!r}{hint} (available: {', '.join(sorted(_REGISTRY))})")
     return found[0]
+
+
+def display_name(method: str | type[CamMethod] | CamMethod) -> str:
+    """The method as people write it (``"Grad-CAM++"`` for ``gradcampp``); unknown names are returned as given.
+
+    Example:
+        >>> import camscope
+        >>> display_name("gradcampp"), display_name("finer-gradcam"), display_name("my-own")
+        ('Grad-CAM++', 'Finer-CAM (Grad-CAM)', 'my-own')
+    """
+    if isinstance(method, str):
+        try:
+            cls = method_class(method)
+        except CamscopeError:
+            return method
+    else:
+        cls = method if isinstance(method, type) else type(method)
+    return cls.display_name or cls.name
 
 
 def get_method(method: str | CamMethod, **options: Any) -> CamMethod:

@@ -192,6 +192,7 @@ class DiffCAM(CamMethod):
     """
 
     name = "diffcam"
+    display_name = "DiffCAM"
     uses_gradients = False
     linear_in_gradient = False
 

@@ -134,6 +134,7 @@ def finer_method(base: type[CamMethod], label: str, note: str) -> type[CamMethod
             f"({', '.join(option.name for option in FINER_OPTIONS)}), then those of ``{base.name}``.\n"
         ),
         "name": f"finer-{base.name}",
+        "display_name": f"Finer-CAM ({base.display_name or base.name})",
         "base_name": base.name,
         "declared_options": (
             *FINER_OPTIONS,

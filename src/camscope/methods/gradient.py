@@ -51,6 +51,7 @@ class CAM(CamMethod):
     """
 
     name = "cam"
+    display_name = "CAM"
     uses_gradients = False
     linear_in_gradient = True
 
@@ -81,6 +82,7 @@ class GradCAM(CamMethod):
     """
 
     name = "gradcam"
+    display_name = "Grad-CAM"
     linear_in_gradient = True
 
     def __call__(self, ctx: CamContext) -> CamResult:
@@ -109,6 +111,7 @@ class GradCAMpp(CamMethod):
     """
 
     name = "gradcampp"
+    display_name = "Grad-CAM++"
 
     def __call__(self, ctx: CamContext) -> CamResult:
         grads = ctx.require_gradients()
@@ -127,6 +130,7 @@ class XGradCAM(CamMethod):
     """
 
     name = "xgradcam"
+    display_name = "XGrad-CAM"
     linear_in_gradient = True
 
     def __call__(self, ctx: CamContext) -> CamResult:
@@ -144,6 +148,7 @@ class LayerCAM(CamMethod):
     """
 
     name = "layercam"
+    display_name = "LayerCAM"
 
     def __call__(self, ctx: CamContext) -> CamResult:
         return CamResult(weights=ctx.require_gradients().clamp(min=0))
@@ -158,6 +163,7 @@ class HiResCAM(CamMethod):
     """
 
     name = "hirescam"
+    display_name = "HiResCAM"
     linear_in_gradient = True
 
     def __call__(self, ctx: CamContext) -> CamResult:
@@ -180,6 +186,7 @@ class SmoothGradCAMpp(CamMethod):
     """
 
     name = "smoothgradcampp"
+    display_name = "Smooth Grad-CAM++"
     declared_options = (
         Option("samples", int, 4, "number of noisy copies of the input", positive=True),
         Option("std", float, 0.3, "standard deviation of the input noise", min=0),

@@ -459,6 +459,7 @@ class ScoreCAM(_ScoreFamily):
     """
 
     name = "scorecam"
+    display_name = "Score-CAM"
 
 
 @register_method
@@ -498,6 +499,7 @@ class SSCAM(_ScoreFamily):
     """
 
     name = "sscam"
+    display_name = "SS-CAM"
     declared_options = (
         *_ScoreFamily.declared_options,
         Option("samples", int, 35, "noise draws N", positive=True),
@@ -570,6 +572,7 @@ class ISCAM(_ScoreFamily):
     """
 
     name = "iscam"
+    display_name = "IS-CAM"
     declared_options = (
         *_ScoreFamily.declared_options,
         Option("samples", int, 10, "steps N of the integration path", positive=True),
@@ -676,6 +679,7 @@ class AblationCAM(CamMethod):
     """
 
     name = "ablationcam"
+    display_name = "Ablation-CAM"
     uses_gradients = False
 
     declared_options = (

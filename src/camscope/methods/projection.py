@@ -99,6 +99,7 @@ class EigenCAM(CamMethod):
     """
 
     name = "eigencam"
+    display_name = "Eigen-CAM"
     uses_gradients = False
 
     declared_options = (CENTER,)
@@ -129,6 +130,7 @@ class EigenGradCAM(CamMethod):
     """
 
     name = "eigengradcam"
+    display_name = "Eigen-Grad-CAM"
     uses_gradients = True
 
     declared_options = (CENTER,)
