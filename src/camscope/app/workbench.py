@@ -99,7 +99,9 @@ class Workbench:
         self.bank = bank
         self.analysis = analysis
         self.size = size
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        from camscope.models import check_device
+
+        self.device = check_device(device) or torch.device("cpu")
         self.data_banks: dict[tuple[str, str], Any] = {}
 
     # -- models and inputs ------------------------------------------------------------------
@@ -151,7 +153,10 @@ class Workbench:
         return {
             "model": name,
             "default": default_layer(network, x),
-            "layers": [{"name": layer, "shape": list(shape)} for layer, shape in candidate_layers(network, x)],
+            "layers": [
+                {"name": layer, "shape": list(shape)}
+                for layer, shape in candidate_layers(network, x, all_layers=False)
+            ],
         }
 
     def predict(self, image: str, name: str) -> dict[str, Any]:

@@ -458,6 +458,7 @@ def analyze_command(
     """
     from camscope.models import data_config
 
+    device = cli_device(device)
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")
     names = ["analysis.safetensors", "report.md", "distribution.png", "importance.png", "lines.png"]
@@ -467,7 +468,6 @@ def analyze_command(
         claim_outputs([out / name for name in names], overwrite)
     options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     method = _one_method(method)
-    device = cli_device(device)
     network = load_cli_model(model, weights, seed)
     if device is not None:
         network = network.to(device)

@@ -48,6 +48,7 @@ __all__ = ["DiffCAMOptions", "bank_app"]
 bank_app = typer.Typer(
     help="Reference banks for DiffCAM: build one from an image folder, inspect, merge, counterfactual maps.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 _DEFAULT_MODEL = "efficientnet_lite0"
@@ -84,7 +85,7 @@ def _model_for_bank(
     same_model = model is None or model == built.get("name")
     weights_name = weights or (built.get("cli_weights") if same_model else None) or "default"
     seed_value = seed if seed is not None else int(built.get("cli_seed", 0) or 0)
-    return name, load_cli_model(name, weights_name, seed_value, cli_device(device)), weights_name, seed_value
+    return name, load_cli_model(name, weights_name, seed_value, device), weights_name, seed_value
 
 
 # ----------------------------------------------------------------------------- bank build
@@ -125,10 +126,10 @@ def build(
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config
 
+    device = cli_device(device) or "cpu"
     if is_main_process():
         claim_outputs([out], overwrite)
     options = pass_options(workers, checkpoint, checkpoint_every, resume, precision)
-    device = cli_device(device) or "cpu"
     network = load_cli_model(model, weights, seed, device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
@@ -265,6 +266,7 @@ def counterfactual_command(
     from camscope.models import data_config, load_photo
     from camscope.viz.figures import save_figure
 
+    device = cli_device(device)
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)

@@ -60,8 +60,8 @@ MethodOption = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Method; repeat or separate by commas for several. Spelling is forgiven: GradCAM, Grad-CAM and "
-        "gradcam are gradcam (camscope methods lists them).",
+        help="Method (default: gradcam); repeat or separate by commas for several. Spelling is forgiven: "
+        "GradCAM, Grad-CAM and gradcam are gradcam (camscope methods lists them).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]

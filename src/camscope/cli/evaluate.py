@@ -127,6 +127,7 @@ def evaluate_command(
     Under torchrun the pass is split over the processes; rank 0 prints and writes."""
     from camscope.evaluation.runner import checked_names_and_options, evaluate
 
+    device = cli_device(device)
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = method_list(methods)
@@ -149,7 +150,7 @@ def evaluate_command(
         weights=None if weights.lower() == "none" else weights,
         batch_size=batch_size,
         size=size,
-        device=cli_device(device),
+        device=device,
         method_options=method_options,
         metric_options=metric_options,
         limit=limit,

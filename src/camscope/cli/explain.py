@@ -89,14 +89,25 @@ def layers(
     seed: SeedOption = 0,
     size: Annotated[int, typer.Option(help="Input size used to trace the output shapes.")] = 224,
     device: DeviceOption = None,
+    all_layers: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also list the names that give no map of their own: no-op modules (identity, dropout) and "
+            "modules whose output is that of the module around them.",
+        ),
+    ] = False,
 ) -> None:
-    """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
+    """List candidate layers (outputs with a spatial grid or tokens) with their output shapes.
+
+    No-op modules and modules whose output is that of the module around them are left out (--all lists them).
+    """
     from camscope.engine.capture import candidate_layers, default_layer
 
     network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
     x = torch.zeros(1, 3, size, size, device=next(network.parameters()).device)
     default = default_layer(network, x)
-    for name, shape in candidate_layers(network, x):
+    for name, shape in candidate_layers(network, x, all_layers=all_layers):
         marker = "  (default)" if name == default else ""
         typer.echo(f"{name:40s} {list(shape)}{marker}")
 
@@ -190,12 +201,13 @@ def explain(
     """
     from camscope.models import data_config, load_photo
 
+    device = cli_device(device)  # first: a missing GPU is one line before anything is read
     method_names = method_list(method)
     check_finer_cli_options(method_names, versus, gamma, references)
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
-    network = load_cli_model(model_name, weights_name, seed_value, cli_device(device))
+    network = load_cli_model(model_name, weights_name, seed_value, device)
     config = data_config(model_name)
     diffcam.prepare(size, config)
     loaded = [load_photo(path, size=size, config=config) for path in files]

@@ -309,6 +309,7 @@ def prompts(
     from camscope.models.clip import load_clip
     from camscope.viz.figures import save_figure
 
+    device = cli_device(device)
     texts = [p for p in prompt if p.strip()]
     if not texts:
         raise CamscopeError("give at least one non-empty --prompt")
@@ -331,7 +332,7 @@ def prompts(
     ]
     files = [out / output_name(label, f"prompts-{slug(method_name)}", naming) for label in input_labels(images)]
     claim_outputs(files, overwrite)
-    loaded = load_clip(model, device=cli_device(device))
+    loaded = load_clip(model, device=device)
     classifier = loaded.classifier(texts + others)
     size = int(loaded.config.input_size)
     pictures = [load_photo(path, size=size, config=loaded.config) for path in images]
