@@ -195,11 +195,11 @@ def candidate_layers(
     Example:
         >>> import torch
         >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Identity(), nn.Flatten(), nn.LazyLinear(2))
-        >>> candidate_layers(model, torch.zeros(1, 3, 8, 8))
-        [('0', (1, 4, 6, 6)), ('1', (1, 4, 6, 6))]
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Identity(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> [name for name, _ in candidate_layers(model, torch.zeros(1, 3, 8, 8))]
+        ['0', '1', '2']
         >>> candidate_layers(model, torch.zeros(1, 3, 8, 8), all_layers=False)
-        [('0', (1, 4, 6, 6))]
+        [('0', (1, 4, 6, 6)), ('2', (1, 4, 6, 6))]
     """
     with model_lock(model):
         traced = _trace_locked(model, inputs, identities=True)
