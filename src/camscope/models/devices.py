@@ -12,7 +12,7 @@ Example:
     ...     check_device("tpu")
     ... except Exception as error:
     ...     print(error)
-    device='tpu' is not a device: use device='cpu', 'cuda', 'cuda:N' or 'mps'
+    device='tpu' is not a device: use device='cpu' (or 'cuda', 'cuda:N', 'mps' where there is one)
 """
 
 from __future__ import annotations
