@@ -41,7 +41,7 @@ from camscope.cli.pass_options import (
 )
 from camscope.errors import CamscopeError
 from camscope.passes.batches import ImageTransform
-from camscope.stats.reference_bank import ReferenceBank
+from camscope.stats.reference_bank import GROUP_KINDS, ReferenceBank
 
 __all__ = ["DiffCAMOptions", "bank_app"]
 
@@ -68,12 +68,23 @@ def _regularization(text: str) -> str | float:
         raise CamscopeError(f"--regularization must be 'oas' or a number >= 0, got {text!r}") from None
 
 
-def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
-    """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
+def _folder_images(folder: Path, size: int, config: Any, leave_out: list[Path]) -> tuple[Tensor, int]:
+    """The images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``,
+    without the files of ``leave_out`` (the explained images: an example is not its own reference);
+    and how many were left out."""
     from camscope.data.folders import ImageFolderData
 
     data = ImageFolderData(folder, transform=ImageTransform(size, config), size=size)
-    return torch.cat([inputs for inputs, _ in data.batches(64)])
+    explained = {path.resolve() for path in leave_out}
+    kept = [(path, label) for path, label in data.samples if Path(path).resolve() not in explained]
+    if not kept:
+        raise CamscopeError(
+            f"--reference folder:{folder} holds only the explained image(s), which are left out of their own "
+            "reference group: give a folder with other images"
+        )
+    left_out = len(data.samples) - len(kept)
+    data.samples = kept
+    return torch.cat([inputs for inputs, _ in data.batches(64)]), left_out
 
 
 def _model_for_bank(
@@ -364,6 +375,12 @@ def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, g
     return figure
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 image``, ``3 images``, ``1 class``, ``2 classes``."""
+    plural = noun + ("es" if noun.endswith("s") else "s")
+    return f"{number} {noun if number == 1 else plural}"
+
+
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name.strip())[:40] or "class"
 
@@ -396,6 +413,7 @@ class DiffCAMOptions:
         self.target: int | None = None
         self.reference = reference
         self.folder_size = 0
+        self.left_out = 0
         if not self.active:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
@@ -407,6 +425,7 @@ class DiffCAMOptions:
                 f"the bank {bank} was built with model {built_with!r}, not {model!r}: pass --model {built_with} "
                 "(or leave --model out: the bank's model is the default)"
             )
+        self._check_reference()
         if self.bank is not None:
             self.options["bank"] = self.bank
         if regularization is not None:
@@ -417,18 +436,40 @@ class DiffCAMOptions:
             except CamscopeError:
                 self.target = None
 
+    def _check_reference(self) -> None:
+        """A reference group the command line can build: a folder, or a group of --bank (said in flags)."""
+        spec = (self.reference or "").strip()
+        kind, _, argument = spec.partition(":")
+        kind = kind.strip().lower()
+        groups = "others, all, intra, knn:K or class:NAME"
+        if not spec and self.bank is None:
+            raise CamscopeError(
+                "--method diffcam compares the image with a reference group: give --reference folder:PATH (the "
+                f"images of a folder), or --bank FILE (camscope bank build) with --reference {groups} (default others)"
+            )
+        if kind == "folder" and not argument.strip():
+            raise CamscopeError("--reference folder:PATH needs the folder, e.g. --reference folder:photos/")
+        if spec and kind not in ("folder", *GROUP_KINDS):
+            raise CamscopeError(f"unknown --reference {spec!r}: use folder:PATH, or with --bank: {groups}")
+        if spec and kind != "folder" and self.bank is None:
+            raise CamscopeError(
+                f"--reference {spec} is a group of a reference bank: give --bank FILE (camscope bank build), "
+                "or compare with the images of a folder: --reference folder:PATH"
+            )
+
     @property
     def built_with(self) -> dict[str, Any]:
         """The bank's record of its model: ``name`` and, when built by the CLI, ``cli_weights`` and ``cli_seed``."""
         return dict((self.bank.model or {}) if self.bank is not None else {})
 
-    def prepare(self, size: int, config: Any) -> None:
-        """The reference of ``--reference``: a ``folder:PATH`` is embedded with the model's preprocessing."""
+    def prepare(self, size: int, config: Any, explained: list[Path]) -> None:
+        """The reference of ``--reference``: a ``folder:PATH`` is embedded with the model's preprocessing,
+        without the ``explained`` images (an example is not part of its own reference group)."""
         if not self.active or self.reference is None:
             return
         kind, _, argument = self.reference.partition(":")
         if kind.strip().lower() == "folder":
-            images = _folder_images(Path(argument).expanduser(), size, config)
+            images, self.left_out = _folder_images(Path(argument.strip()).expanduser(), size, config, explained)
             self.folder_size = int(images.shape[0])
             self.options["reference"] = images
         else:
@@ -440,7 +481,14 @@ class DiffCAMOptions:
         kind, _, argument = spec.partition(":")
         kind = kind.lower()
         if kind == "folder":
-            return f"folder {argument}: {self.folder_size} images"
+            left_out = (
+                ""
+                if not self.left_out
+                else " (the explained image left out)"
+                if self.left_out == 1
+                else f" ({self.left_out} explained images left out)"
+            )
+            return f"folder {argument}: {_count(self.folder_size, 'image')}{left_out}"
         bank = self.bank
         if bank is None:
             return spec
@@ -451,15 +499,19 @@ class DiffCAMOptions:
         if kind == "class":
             labels = [bank.label_of(part.strip()) for part in argument.split(",") if part.strip()]
             listed = ", ".join(bank.class_name(label) for label in labels)
-            return f"class {listed}: {sum(counts.get(label, 0) for label in labels)} images"
+            return f"class {listed}: {_count(sum(counts.get(label, 0) for label in labels), 'image')}"
         if kind == "intra" and name is not None and explained is not None:
-            return f"its own class {name}: {counts[explained]} images"
+            return f"its own class {name}: {_count(counts[explained], 'image')}"
         if kind == "others" and name is not None:
             others = [label for label in counts if label != explained]
-            return f"others than {name}: {sum(counts[label] for label in others)} images of {len(others)} classes"
+            images = _count(sum(counts[label] for label in others), "image")
+            return f"others than {name}: {images} of {_count(len(others), 'class')}"
         if kind == "knn":
-            return f"the {argument or 'k'} nearest classes of the bank ({len(counts)} classes, {bank.count} images)"
-        return f"{spec} ({bank.count} images in the bank)"
+            return (
+                f"the {argument or 'k'} nearest classes of the bank "
+                f"({_count(len(counts), 'class')}, {_count(bank.count, 'image')})"
+            )
+        return f"{spec} ({_count(bank.count, 'image')} in the bank)"
 
     def fixed_size(self) -> int | None:
         """The reference group's size when it does not depend on the image (folder, class, all), else None."""

@@ -209,7 +209,7 @@ def explain(
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
     network = load_cli_model(model_name, weights_name, seed_value, device)
     config = data_config(model_name)
-    diffcam.prepare(size, config)
+    diffcam.prepare(size, config, files)
     loaded = [load_photo(path, size=size, config=config) for path in files]
     batch = torch.cat([tensor for tensor, _ in loaded]).to(next(network.parameters()).device)
     ifa = ScaleOptions(scale, principal)
@@ -246,7 +246,6 @@ def explain(
     report = []
     for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
         labels = _figure_labels(results, index, names, diffcam, random, seed_value)
-        shown = [] if labels["bank_only"] else predictions[index]
         written = _write_image(
             network,
             batch,
@@ -255,7 +254,7 @@ def explain(
             out / f"{stems[index]}.png",
             photo,
             names,
-            shown,
+            predictions[index],
             ifa.signed,
             str(path),
             labels,
@@ -385,14 +384,14 @@ def _figure_labels(
 ) -> dict[str, Any]:
     """What a figure says besides the maps: per method the explained class and its probability, the layer, a warning.
 
-    DiffCAM with a bank explains the bank's classes: its map names the bank class and the reference
-    group with its size, and a figure of DiffCAM alone leaves out the model's top-5 (``bank_only``).
+    DiffCAM with a bank explains the bank's classes: its map names the bank class (by the bank's name,
+    never the model's class of the same number) and the reference group with its size.
     """
     first = next(iter(results.values()))
     by_method: dict[str, str] = {}
     for name, explanation in results.items():
         classes = explanation.classes
-        if classes is None:
+        if classes is None or name == "diffcam":  # DiffCAM's class is a bank label: named below
             continue
         c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
         if 0 <= c < len(names):
@@ -402,18 +401,18 @@ def _figure_labels(
             listed = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
             by_method[name] += "\n" + textwrap.fill(f"vs {listed}", 34)
     group = ""
-    bank_only = False
+    bank_class = None
     if "diffcam" in results:
         found = results["diffcam"].classes
         label = None if found is None else int(found.reshape(-1)[index if found.numel() > 1 else 0])
         group = diffcam.describe(label)
         if diffcam.bank is not None and label is not None and label in diffcam.bank.labels:
-            group = f"bank class {diffcam.bank.class_name(label)} vs {group}"
-            bank_only = len(results) == 1
+            bank_class = {"label": label, "name": diffcam.bank.class_name(label)}
+            group = f"bank class {bank_class['name']} vs {group}"
         by_method["diffcam"] = textwrap.fill(group, 34)
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
     note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
-    return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_only": bank_only}
+    return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_class": bank_class}
 
 
 def _save_explanation(explanation: Any, index: int, file: Path, model: str, weights: str, seed: int) -> Path:
@@ -455,18 +454,26 @@ def _entry(
     written: list[Path],
     labels: dict[str, Any],
 ) -> dict[str, Any]:
-    """The report of one image: predictions, explained class, layer, methods, files, Finer references, DiffCAM group."""
+    """The report of one image: the model's top-5, explained class (a bank's class for DiffCAM with --bank,
+    by the bank's name), layer, methods, files, Finer references, DiffCAM group."""
     first = next(iter(results.values()))
     classes = first.classes
+    explained = None if classes is None else int(classes[index])
+    bank_class = labels.get("bank_class")
+    if first.method == "diffcam":
+        name = None if bank_class is None else bank_class["name"]
+    else:
+        name = None if explained is None or not 0 <= explained < len(names) else names[explained]
     return {
         "image": str(path),
         "predictions": predictions,
-        "explained_class": None if classes is None else int(classes[index]),
+        "explained_class": explained,
+        "explained_name": name,
         "layer": first.layer,
         "methods": list(results),
         "files": [str(p) for p in written],
         **({"diffcam.group": labels["group"]} if labels.get("group") else {}),
-        **({"bank_classes_explained": True} if labels.get("bank_only") else {}),
+        **({"diffcam.bank_class": bank_class} if bank_class is not None else {}),
         **{f"{name}.references": refs for name, e in results.items() if (refs := finer_references(e, index, names))},
     }
 
@@ -477,9 +484,8 @@ def _print_report(report: list[dict[str, Any]], json_output: bool) -> None:
         return
     for entry in report:
         typer.echo(entry["image"])
-        if not entry.get("bank_classes_explained"):  # DiffCAM with a bank explains the bank's classes
-            for p in entry["predictions"]:
-                typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
+        for p in entry["predictions"]:
+            typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
         if entry.get("diffcam.group"):
             typer.echo(f"  DiffCAM: {entry['diffcam.group']}")
         for file in entry["files"]:
