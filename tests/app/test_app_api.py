@@ -114,7 +114,9 @@ def test_models_methods_and_layers_are_those_of_camscope_layers(client, model):
     layers = client.get("/api/layers", params={"model": "tiny"}).json()
     x = torch.zeros(1, 3, SIZE, SIZE)
     assert layers["default"] == default_layer(model, x)
-    assert [(entry["name"], tuple(entry["shape"])) for entry in layers["layers"]] == candidate_layers(model, x, all_layers=False)
+    assert [(entry["name"], tuple(entry["shape"])) for entry in layers["layers"]] == candidate_layers(
+        model, x, all_layers=False
+    )
     assert client.get("/api/layers", params={"model": "nope"}).status_code == 400
 
 

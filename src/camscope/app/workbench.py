@@ -154,8 +154,7 @@ class Workbench:
             "model": name,
             "default": default_layer(network, x),
             "layers": [
-                {"name": layer, "shape": list(shape)}
-                for layer, shape in candidate_layers(network, x, all_layers=False)
+                {"name": layer, "shape": list(shape)} for layer, shape in candidate_layers(network, x, all_layers=False)
             ],
         }
 

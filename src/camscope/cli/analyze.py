@@ -17,10 +17,13 @@ from camscope.cli.common import (
     DeviceOption,
     ModelOption,
     SeedOption,
+    SkipBadOption,
     WeightsOption,
     load_cli_model,
     method_list,
     random_weights,
+    skip_bad_hint,
+    skip_unreadable,
 )
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
@@ -449,6 +452,7 @@ def analyze_command(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    skip_bad: SkipBadOption = False,
 ) -> None:
     """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report.
 
@@ -477,27 +481,30 @@ def analyze_command(
         config = data_config(network)
     dataset, names = folder_dataset(data, network, size, config)
     compared = folder_dataset(compare, network, size, config)[0] if compare is not None else None
-    summary = run_analysis(
-        network,
-        dataset,
-        out,
-        method=method,
-        layer=layer,
-        explain=explain,
-        percentiles=_percentiles(percentiles),
-        all_classes=all_classes,
-        profiles=profiles,
-        fraction=fraction,
-        compare_data=compared,
-        check_consistency=check_consistency,
-        class_names=names,
-        batch_size=batch_size,
-        size=size,
-        device=device,
-        title=f"{model}{' (random weights: not a trained model)' if random_weights(weights) else ''} on {data}",
-        random=random_weights(weights),
-        pass_options=options,
-    )
+    for folder in (dataset, compared) if compared is not None else (dataset,):
+        skip_unreadable(folder, skip_bad, workers, report=is_main_process())
+    with skip_bad_hint():
+        summary = run_analysis(
+            network,
+            dataset,
+            out,
+            method=method,
+            layer=layer,
+            explain=explain,
+            percentiles=_percentiles(percentiles),
+            all_classes=all_classes,
+            profiles=profiles,
+            fraction=fraction,
+            compare_data=compared,
+            check_consistency=check_consistency,
+            class_names=names,
+            batch_size=batch_size,
+            size=size,
+            device=device,
+            title=f"{model}{' (random weights: not a trained model)' if random_weights(weights) else ''} on {data}",
+            random=random_weights(weights),
+            pass_options=options,
+        )
     if not is_main_process():
         return
     if json_output:

@@ -23,10 +23,13 @@ from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.common import (
     DeviceOption,
     SeedOption,
+    SkipBadOption,
     WeightsOption,
     image_files,
     load_cli_model,
     random_weights,
+    skip_bad_hint,
+    skip_unreadable,
 )
 from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.cli.pass_options import (
@@ -130,6 +133,7 @@ def build(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    skip_bad: SkipBadOption = False,
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
 
@@ -144,18 +148,20 @@ def build(
     network = load_cli_model(model, weights, seed, device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
-    bank = ReferenceBank.build(
-        network,
-        dataset,
-        layer=layer,
-        embedding=embedding,
-        batch_size=batch_size,
-        device=device,
-        size=size,
-        scatter=scatter,
-        model_name=model,
-        **options,
-    )
+    skip_unreadable(dataset, skip_bad, workers, report=is_main_process())
+    with skip_bad_hint():
+        bank = ReferenceBank.build(
+            network,
+            dataset,
+            layer=layer,
+            embedding=embedding,
+            batch_size=batch_size,
+            device=device,
+            size=size,
+            scatter=scatter,
+            model_name=model,
+            **options,
+        )
     if is_main_process():
         # the bank remembers how its model was made, so that its users load the same one by default
         bank.model = {
@@ -337,12 +343,17 @@ def counterfactual_command(
     else:
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
+    why_empty = _empty_note(pair.why, c_name, d_name)
+    other_empty = _empty_note(pair.counterpart, d_name, c_name)
     why = save_figure(
-        why_path, _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
+        why_path,
+        _pair_figure(photo, pair.why, f"why {c_name}, not {d_name}", image, layer, why_group, why_empty),
     )
     other = save_figure(
         other_path,
-        _pair_figure(base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
+        _pair_figure(
+            base_photo, pair.counterpart, f"why {d_name}, not {c_name}", base, layer, other_group, other_empty
+        ),
     )
     report = {
         "image": str(image),
@@ -354,24 +365,54 @@ def counterfactual_command(
         "why": str(why),
         "counterpart": str(other),
         "counterpart_on": counterpart_on,
+        "why_empty": bool(why_empty),
+        "counterpart_empty": bool(other_empty),
+        **({"why_note": why_empty} if why_empty else {}),
+        **({"counterpart_note": other_empty} if other_empty else {}),
     }
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{image}: why {c_name}, not {d_name} ({why_group}): wrote {why}")
-    typer.echo(f"{base}: why {d_name}, not {c_name} ({other_group}): wrote {other}")
+    for shown, question, group, note, path in [
+        (image, f"why {c_name}, not {d_name}", why_group, why_empty, why),
+        (base, f"why {d_name}, not {c_name}", other_group, other_empty, other),
+    ]:
+        typer.echo(f"{shown}: {question} ({group}): {'EMPTY map: ' + note + ': ' if note else ''}wrote {path}")
 
 
-def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
-    """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer."""
+def _empty_note(explanation: Any, c_name: str, d_name: str) -> str:
+    """For an empty map (no positive cell in its raw map), what it means and what the figure shows; else ''."""
+    from camscope.analyses.counterfactual import empty_maps
+
+    if not bool(empty_maps(explanation)[0]):
+        return ""
+    raw = explanation.raw[0]
+    negative, cells = int((raw < 0).sum()), raw.numel()
+    return (
+        f"the raw map is negative in {negative} of {cells} cells{'' if negative == cells else ' (the rest 0)'}: "
+        f"nothing here argues for {c_name} against {d_name}; the figure shows the signed raw map (blue: against)"
+    )
+
+
+def _pair_figure(photo: Any, explanation: Any, title: str, image: Path, layer: str, group: str, empty: str = "") -> Any:
+    """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer.
+
+    An empty map (``empty``: why) is drawn as its signed raw map on a diverging scale, and the title says so.
+    """
+    from camscope.analyses.counterfactual import signed_maps
     from camscope.viz.figures import colorbar, new_figure, overlay
 
-    figure = new_figure((3.8, 3.7))
+    figure = new_figure((3.8, 3.9 if empty else 3.7))
     axis = figure.add_subplot()
-    axis.imshow(overlay(photo, cam))
-    axis.set_title(f"DiffCAM: {title}\n{group}\n{image.name}, layer {layer}", fontsize=7)
+    if empty:
+        axis.imshow(overlay(photo, signed_maps(explanation)[0], signed=True))
+        note = "\nEMPTY map: no cell argues for it; shown: the signed raw map"
+    else:
+        axis.imshow(overlay(photo, explanation.maps[0]))
+        note = ""
+    axis.set_title(f"DiffCAM: {title}{note}\n{group}\n{image.name}, layer {layer}", fontsize=7)
     axis.axis("off")
-    colorbar(figure, axis)
+    colorbar(figure, axis, signed=bool(empty), label="raw map / max |raw| (blue: against)" if empty else None)
     return figure
 
 

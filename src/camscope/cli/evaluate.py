@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, random_weights
+from camscope.cli.common import (
+    DeviceOption,
+    ModelOption,
+    SeedOption,
+    SkipBadOption,
+    WeightsOption,
+    method_list,
+    random_weights,
+    skip_bad_hint,
+    skip_unreadable,
+)
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -57,6 +67,19 @@ def parse_options(items: list[str] | None, names: list[str], what: str) -> dict[
 
 def _split(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _folder(data: Path, model: str, size: int, skip_bad: bool, workers: int) -> Any:
+    """The folder as given, or with ``--skip-bad`` the folder without its unreadable images (reported)."""
+    if not skip_bad:
+        return data
+    from camscope.data.folders import ImageFolderData
+    from camscope.models import data_config
+    from camscope.passes.batches import ImageTransform
+
+    folder = ImageFolderData(data, transform=ImageTransform(size, data_config(model)), size=size)
+    skip_unreadable(folder, skip_bad, workers, report=is_main_process())
+    return folder
 
 
 def evaluate_command(
@@ -121,6 +144,7 @@ def evaluate_command(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    skip_bad: SkipBadOption = False,
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
@@ -140,30 +164,36 @@ def evaluate_command(
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
     if random_weights(weights):
         torch.manual_seed(seed)  # evaluate builds the model: the same random weights on every run and rank
-    report = evaluate(
-        model,
-        data,
-        methods=method_names,
-        metrics=metric_names,
-        layer=layer or None,
-        target=None if target == "predicted" else (int(target) if target.isdigit() else target),
-        weights=None if weights.lower() == "none" else weights,
-        batch_size=batch_size,
-        size=size,
-        device=device,
-        method_options=method_options,
-        metric_options=metric_options,
-        limit=limit,
-        out=out,
-        plots=plots,
-        **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
-    )
+    with skip_bad_hint():
+        report = evaluate(
+            model,
+            _folder(data, model, size, skip_bad, workers),
+            methods=method_names,
+            metrics=metric_names,
+            layer=layer or None,
+            target=None if target == "predicted" else (int(target) if target.isdigit() else target),
+            weights=None if weights.lower() == "none" else weights,
+            batch_size=batch_size,
+            size=size,
+            device=device,
+            method_options=method_options,
+            metric_options=metric_options,
+            limit=limit,
+            out=out,
+            plots=plots,
+            **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
+        )
     if not is_main_process():
         return
+    for note in report.missing_ground_truth():  # never a silent "-" or an empty plot
+        typer.echo(f"camscope evaluate: warning: {note}", err=True)
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:
         from rich.console import Console
 
         Console().print(report.table())
-        typer.echo(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (" and curve plots" if plots else ""))
+        drawn = [f"curves_{metric}.png" for metric in report.curve_metrics()] if plots else []
+        typer.echo(
+            f"wrote {out}/summary.csv, per_sample.csv, results.json" + (f", {', '.join(drawn)}" if drawn else "")
+        )

@@ -26,6 +26,7 @@ from camscope.cli.common import (
     JsonOption,
     MethodOption,
     SeedOption,
+    SkipBadOption,
     WeightsOption,
     class_names_for,
     image_files,
@@ -33,12 +34,15 @@ from camscope.cli.common import (
     method_list,
     model_option,
     random_weights,
+    report_skipped,
     resolve_class,
+    skip_bad_hint,
     top_predictions,
 )
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
 from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.cli.pass_options import cli_device
+from camscope.errors import CamscopeError
 from camscope.models.preprocessing import Photo
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
@@ -192,6 +196,7 @@ def explain(
     scale: _ScaleOption = None,
     principal: _PrincipalOption = None,
     overwrite: OverwriteOption = False,
+    skip_bad: SkipBadOption = False,
 ) -> None:
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
@@ -199,7 +204,7 @@ def explain(
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
-    from camscope.models import data_config, load_photo
+    from camscope.models import data_config
 
     device = cli_device(device)  # first: a missing GPU is one line before anything is read
     method_names = method_list(method)
@@ -209,8 +214,8 @@ def explain(
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
     network = load_cli_model(model_name, weights_name, seed_value, device)
     config = data_config(model_name)
+    files, loaded = _load_photos(files, size, config, skip_bad)
     diffcam.prepare(size, config, files)
-    loaded = [load_photo(path, size=size, config=config) for path in files]
     batch = torch.cat([tensor for tensor, _ in loaded]).to(next(network.parameters()).device)
     ifa = ScaleOptions(scale, principal)
     options = dict(
@@ -264,6 +269,33 @@ def explain(
             written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
         report.append(_entry(results, index, path, names, predictions[index], written, labels))
     _print_report(report, json_output)
+
+
+def _load_photos(files: list[Path], size: int, config: Any, skip_bad: bool) -> tuple[list[Path], list[Any]]:
+    """The images (model input and photo); with ``skip_bad``, those that cannot be read are left out and reported."""
+    from camscope.data.folders import UnreadableImageError, read_image
+    from camscope.models import load_photo
+
+    def load(path: Path) -> Any:
+        return load_photo(path, size=size, config=config)
+
+    kept, loaded, skipped = [], [], []
+    for path in files:
+        try:
+            if len(files) > 1 and not skip_bad:
+                with skip_bad_hint():  # one bad file among many: say which, and how to go on without it
+                    loaded.append(read_image(load, path))
+            else:
+                loaded.append(read_image(load, path))
+            kept.append(path)
+        except UnreadableImageError as error:
+            if not skip_bad:
+                raise
+            skipped.append((path, str(error)))
+    report_skipped(skipped, len(files))
+    if not kept:
+        raise CamscopeError(f"none of the {len(files)} images can be read")
+    return kept, loaded
 
 
 def _bank_defaults(

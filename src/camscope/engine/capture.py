@@ -14,7 +14,7 @@ import difflib
 import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
@@ -180,9 +180,7 @@ def _trace_locked(
 _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
 
 
-def candidate_layers(
-    model: nn.Module, inputs: Tensor, *, all_layers: bool = True
-) -> list[tuple[str, tuple[int, ...]]]:
+def candidate_layers(model: nn.Module, inputs: Tensor, *, all_layers: bool = True) -> list[tuple[str, tuple[int, ...]]]:
     """Layers whose output has a spatial grid or tokens, with their output shapes.
 
     Each name appears once, with the shape of its last call, in execution order.
@@ -211,10 +209,8 @@ def candidate_layers(
             enclosing = (".".join(parts[:cut]) for cut in range(1, len(parts)))
             if no_op or any(last.get(outer) == key for outer in enclosing):
                 hidden.add(name)
-        try:
+        with suppress(CamscopeError):  # no layer with a grid or tokens: nothing is listed anyway
             hidden.discard(_choose_default(model, [(name, shape) for name, shape, _, _ in traced]))
-        except CamscopeError:  # no layer with a grid or tokens: nothing is listed anyway
-            pass
     seen: dict[str, tuple[int, ...]] = {}
     for name, shape, _, _ in traced:
         if len(shape) >= 3 and name not in hidden:

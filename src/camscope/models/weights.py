@@ -74,7 +74,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             loaded = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
-        raise CamscopeError(f"Could not read weights file {path}: {_unreadable(path, exc)}") from exc
+        raise CamscopeError(f"Could not read weights file {path}: {_unreadable(path)}") from exc
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -83,10 +83,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 #: The first bytes of image files: a picture passed as weights gets a message that says so.
-_IMAGE_SIGNATURES = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"GIF8": "a GIF image", b"BM": "a BMP image"}
+_IMAGE_SIGNATURES = {
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x89PNG": "a PNG image",
+    b"GIF8": "a GIF image",
+    b"BM": "a BMP image",
+}
 
 
-def _unreadable(path: Path, error: Exception) -> str:
+def _unreadable(path: Path) -> str:
     """Why a weights file could not be read, on one line (torch's own messages span many lines)."""
     try:
         with path.open("rb") as file:
@@ -98,10 +103,10 @@ def _unreadable(path: Path, error: Exception) -> str:
         return f"it is {kind}, not weights; give a checkpoint (.pt/.pth state dict or .safetensors)"
     if not head:
         return "it is empty; give a checkpoint (.pt/.pth state dict or .safetensors)"
-    reader = "safetensors" if path.suffix == ".safetensors" else "torch.load(weights_only=True)"
+    reader = "safetensors" if path.suffix == ".safetensors" else "torch.load with weights_only=True"
     return (
-        f"it is not a state dict saved with torch.save or as .safetensors ({reader} failed with "
-        f"{type(error).__name__}); give such a checkpoint, 'default' or 'none'"
+        f"it is not a state dict saved with torch.save or as .safetensors ({reader} cannot read it); "
+        "give such a checkpoint, 'default' or 'none'"
     )
 
 
