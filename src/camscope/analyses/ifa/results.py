@@ -61,11 +61,12 @@ class Comparison:
 
 
 def _absent(which: str, classes: Tensor) -> str:
-    """``; 2 classes only in the first dataset, not compared: 3, 7`` (at most 8 listed)."""
+    """``; 2 classes only in the first dataset, not compared: 3, 7`` (at most 8 listed; '' for none)."""
     if not len(classes):
         return ""
     listed = ", ".join(str(int(c)) for c in classes[:8]) + (", ..." if len(classes) > 8 else "")
-    return f"; {len(classes)} classes only in the {which} dataset, not compared: {listed}"
+    count = f"{len(classes)} class" if len(classes) == 1 else f"{len(classes)} classes"
+    return f"; {count} only in the {which} dataset, not compared: {listed}"
 
 
 @dataclass
