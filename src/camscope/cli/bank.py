@@ -281,7 +281,6 @@ def counterfactual_command(
     Without --counter-image the counterpart is drawn on IMAGE itself, from the bank's mean of class d
     (the figure and the report say so)."""
     from camscope.models import data_config, load_photo
-    from camscope.viz.figures import save_figure
 
     device = cli_device(device)
     loaded = ReferenceBank.load(bank)
@@ -343,18 +342,8 @@ def counterfactual_command(
     else:
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
-    why_empty = _empty_note(pair.why, c_name, d_name)
-    other_empty = _empty_note(pair.counterpart, d_name, c_name)
-    why = save_figure(
-        why_path,
-        _pair_figure(photo, pair.why, f"why {c_name}, not {d_name}", image, layer, why_group, why_empty),
-    )
-    other = save_figure(
-        other_path,
-        _pair_figure(
-            base_photo, pair.counterpart, f"why {d_name}, not {c_name}", base, layer, other_group, other_empty
-        ),
-    )
+    why, why_empty = _draw(photo, pair.why, (c_name, d_name), image, layer, why_group, why_path)
+    other, other_empty = _draw(base_photo, pair.counterpart, (d_name, c_name), base, layer, other_group, other_path)
     report = {
         "image": str(image),
         "model": model_name,
@@ -378,6 +367,17 @@ def counterfactual_command(
         (base, f"why {d_name}, not {c_name}", other_group, other_empty, other),
     ]:
         typer.echo(f"{shown}: {question} ({group}): {'EMPTY map: ' + note + ': ' if note else ''}wrote {path}")
+
+
+def _draw(
+    photo: Any, explanation: Any, names: tuple[str, str], image: Path, layer: str, group: str, path: Path
+) -> tuple[Path, str]:
+    """Save the figure of one map of the pair ("why names[0], not names[1]"); the file and the note of an empty map."""
+    from camscope.viz.figures import save_figure
+
+    note = _empty_note(explanation, *names)
+    title = f"why {names[0]}, not {names[1]}"
+    return save_figure(path, _pair_figure(photo, explanation, title, image, layer, group, note)), note
 
 
 def _empty_note(explanation: Any, c_name: str, d_name: str) -> str:
