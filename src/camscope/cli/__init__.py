@@ -1,5 +1,49 @@
-"""The ``camscope`` command line."""
+"""The ``camscope`` command line.
 
-from camscope.cli.app import app, main
+:func:`main` catches Ctrl-C from its first instruction: the command line imports typer
+and its commands inside it, and each command imports torch, matplotlib and the rest
+when it runs, so an interrupt at any moment of start-up prints one line and exits
+with status 130. ``camscope --version`` and ``camscope -h`` never import torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typer import Typer
 
 __all__ = ["app", "main"]
+
+#: The line a Ctrl-C prints (status 130).
+INTERRUPTED = "camscope: interrupted"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: the process's arguments); returns the exit status.
+
+    A user mistake prints one line on stderr and returns 2; Ctrl-C, at any moment
+    from here on (start-up included), prints ``camscope: interrupted`` and returns 130.
+    """
+    try:
+        from camscope.cli.app import run
+
+        return run(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(INTERRUPTED + "\n")
+        sys.stderr.flush()
+        return 130
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the typer app (imports typer and the commands on first access)."""
+    if name == "app":
+        from camscope.cli.app import app
+
+        return app
+    raise AttributeError(f"module 'camscope.cli' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    app: Typer

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.errors import CamscopeError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MODEL_HELP",
@@ -74,6 +76,8 @@ def random_weights(weights: str | None) -> bool:
 
 def load_cli_model(model: str, weights: str, seed: int = 0, device: str | None = None) -> torch.nn.Module:
     """The model named on the command line (``--weights none``: randomly initialised from ``seed``)."""
+    import torch
+
     from camscope.models import load_model
 
     if random_weights(weights):

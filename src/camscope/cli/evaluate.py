@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, random_weights
@@ -138,6 +137,8 @@ def evaluate_command(
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
     if random_weights(weights):
+        import torch
+
         torch.manual_seed(seed)  # evaluate builds the model: the same random weights on every run and rank
     report = evaluate(
         model,

@@ -13,6 +13,7 @@ New methods register with :func:`register_method`; the built-in ones live in
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -166,6 +167,17 @@ class CamMethod:
 _REGISTRY: dict[str, type[CamMethod]] = {}
 
 
+def _registry() -> dict[str, type[CamMethod]]:
+    """The registry, with the built-in methods in it.
+
+    The built-in methods use the engine, so the engine cannot import them: they
+    register when their package is first imported, here on the first lookup
+    (as a plugin would), whatever the caller imported before.
+    """
+    importlib.import_module("camscope.methods")
+    return _REGISTRY
+
+
 def register_method(cls: type[CamMethod]) -> type[CamMethod]:
     """Class decorator that makes a method available by its ``name``."""
     if not cls.name:
@@ -176,7 +188,7 @@ def register_method(cls: type[CamMethod]) -> type[CamMethod]:
 
 def available_methods() -> dict[str, type[CamMethod]]:
     """Registered methods by name."""
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted(_registry().items()))
 
 
 _ALIASES = {"gradcamplusplus": "gradcampp", "smoothgradcamplusplus": "smoothgradcampp"}
@@ -202,7 +214,7 @@ def canonical_method_name(name: str) -> str:
 def method_class(name: str) -> type[CamMethod]:
     """The registered method class of a name (case, punctuation and common spellings forgiven)."""
     key = _key(name)
-    found = [cls for registered, cls in _REGISTRY.items() if _key(registered) == key]
+    found = [cls for registered, cls in _registry().items() if _key(registered) == key]
     if not found:
         import difflib
 
