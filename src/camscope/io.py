@@ -11,7 +11,9 @@ normal file under the user's umask.
 Reading checks the file before trusting it: a truncated or corrupted file, or
 camscope metadata that is not a JSON object of the right kind and a known
 format version, raises :class:`~camscope.errors.CamscopeError`;
-:func:`checked_tensor` checks the tensors' shapes, dtypes and values.
+:func:`check_file_tensors` checks that a file holds exactly the tensors, dtypes
+and shapes camscope writes (every loader calls it), and :func:`checked_tensor`
+checks values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,9 @@ from camscope.errors import CamscopeError
 
 __all__ = [
     "FORMAT_VERSION",
+    "TensorSpec",
     "atomic_write_bytes",
+    "check_file_tensors",
     "checked_float",
     "checked_int",
     "checked_tensor",
@@ -242,6 +247,136 @@ def _safetensors_metadata(data: bytes) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ValueError("__metadata__ is not an object")
     return metadata
+
+
+#: Any floating-point dtype (see :class:`TensorSpec`).
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What one tensor of a file must be: its dtype and its shape.
+
+    Attributes:
+        dtype: the dtype, or a tuple of the dtypes allowed (e.g. :data:`FLOATING`).
+        shape: one entry per dimension: an ``int`` (that size), a name (a size
+            shared by every tensor of the file that uses the name, or given to
+            :func:`check_file_tensors` in ``sizes``), ``"_"`` (any size) or, last
+            only, ``"..."`` (any number of further dimensions, of any size).
+        required: whether the file must hold the tensor.
+    """
+
+    dtype: torch.dtype | tuple[torch.dtype, ...]
+    shape: tuple[int | str, ...]
+    required: bool = True
+
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        return self.dtype if isinstance(self.dtype, tuple) else (self.dtype,)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _expected(spec: TensorSpec, sizes: Mapping[str, int]) -> str:
+    dtypes = spec.dtypes()
+    kind = "a floating-point dtype" if set(dtypes) == set(FLOATING) else "/".join(map(_dtype_name, dtypes))
+
+    def dim(entry: int | str) -> str:
+        if isinstance(entry, int) or entry in ("_", "..."):
+            return {"_": "*"}.get(str(entry), str(entry))
+        return f"{entry}={sizes[entry]}" if entry in sizes else entry
+
+    return f"{kind} [{', '.join(dim(entry) for entry in spec.shape)}]"
+
+
+def _shape_fits(shape: Sequence[int], spec: TensorSpec, sizes: dict[str, int]) -> bool:
+    """Whether ``shape`` fits ``spec.shape``, binding the names not yet in ``sizes`` (only when it fits)."""
+    wanted = list(spec.shape)
+    open_ended = bool(wanted) and wanted[-1] == "..."
+    if open_ended:
+        wanted.pop()
+    if len(shape) < len(wanted) or (not open_ended and len(shape) != len(wanted)):
+        return False
+    bound: dict[str, int] = {}
+    for size, entry in zip(shape, wanted):
+        if isinstance(entry, int):
+            if size != entry:
+                return False
+        elif entry != "_":
+            known = sizes.get(entry, bound.get(entry))
+            if known is not None and known != size:
+                return False
+            bound[entry] = size
+    sizes.update(bound)
+    return True
+
+
+def check_file_tensors(
+    tensors: Mapping[str, Tensor],
+    specs: Mapping[str, TensorSpec],
+    source: object,
+    *,
+    sizes: Mapping[str, int] | None = None,
+    strict: bool = True,
+) -> dict[str, int]:
+    """Check that a file's ``tensors`` are exactly those of ``specs``: names, dtypes and shapes.
+
+    Every file camscope reads goes through this check, so that a tensor stored
+    with another dtype (a float16 mean where camscope writes float64) or shape is
+    refused instead of converted. Names in a shape are bound in the order of
+    ``specs`` (or given in ``sizes``) and must agree across tensors.
+
+    Args:
+        tensors: the tensors read from the file, by name.
+        specs: what each tensor must be (see :class:`TensorSpec`).
+        source: the file (or what to call it) for the message.
+        sizes: sizes known beforehand (e.g. from the file's metadata), by name.
+        strict: refuse tensors that ``specs`` does not name (else ignore them).
+
+    Returns:
+        Every named size, as bound.
+
+    Raises:
+        CamscopeError: one line naming the tensor, its dtype and shape, and the expected ones.
+
+    Example:
+        >>> import torch
+        >>> specs = {"means": TensorSpec(torch.float64, ("C", "K")), "counts": TensorSpec(torch.int64, ("C",))}
+        >>> check_file_tensors({"means": torch.zeros(2, 3, dtype=torch.float64), "counts": torch.ones(2, dtype=torch.int64)}, specs, "bank.safetensors")
+        {'C': 2, 'K': 3}
+        >>> check_file_tensors({"means": torch.zeros(2, 3, dtype=torch.float16), "counts": torch.ones(2, dtype=torch.int64)}, specs, "bank.safetensors")
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: bank.safetensors: the tensor 'means' is float16 [2, 3], expected float64 [C, K]: the file was altered or not written by camscope; write it again
+    """
+    bound = dict(sizes or {})
+    for name, spec in specs.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            if spec.required:
+                raise CamscopeError(
+                    f"{source} has no tensor {name!r} (expected {_expected(spec, bound)}): "
+                    "the file is incomplete; write it again"
+                )
+            continue
+        if not isinstance(tensor, Tensor):
+            raise CamscopeError(f"{source}: {name!r} is a {type(tensor).__name__}, expected a tensor")
+        expected = _expected(spec, bound)
+        if tensor.dtype not in spec.dtypes() or not _shape_fits(tuple(tensor.shape), spec, bound):
+            raise CamscopeError(
+                f"{source}: the tensor {name!r} is {_dtype_name(tensor.dtype)} {list(tensor.shape)}, "
+                f"expected {expected}: the file was altered or not written by camscope; write it again"
+            )
+    unexpected = sorted(set(tensors) - set(specs)) if strict else []
+    if unexpected:
+        tensor = tensors[unexpected[0]]
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CamscopeError(
+            f"{source} holds a tensor {unexpected[0]!r} ({_dtype_name(tensor.dtype)} {list(tensor.shape)}){more} "
+            "that camscope does not write: the file was altered; write it again"
+        )
+    return bound
 
 
 _INTEGRAL = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)

