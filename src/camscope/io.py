@@ -24,6 +24,7 @@ import math
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +263,8 @@ class TensorSpec:
         shape: one entry per dimension: an ``int`` (that size), a name (a size
             shared by every tensor of the file that uses the name, or given to
             :func:`check_file_tensors` in ``sizes``), ``"_"`` (any size) or, last
-            only, ``"..."`` (any number of further dimensions, of any size).
+            only, ``"*name"`` (one or more further dimensions, as many as in every
+            tensor that uses the name) or ``"..."`` (any number of further dimensions).
         required: whether the file must hold the tensor.
     """
 
@@ -283,33 +285,46 @@ def _expected(spec: TensorSpec, sizes: Mapping[str, int]) -> str:
     kind = "a floating-point dtype" if set(dtypes) == set(FLOATING) else "/".join(map(_dtype_name, dtypes))
 
     def dim(entry: int | str) -> str:
-        if isinstance(entry, int) or entry in ("_", "..."):
-            return {"_": "*"}.get(str(entry), str(entry))
+        if isinstance(entry, int) or entry == "...":
+            return str(entry)
+        if entry == "_":
+            return "*"
+        if entry.startswith("*"):
+            return f"{sizes[entry]} {entry[1:]} dims" if entry in sizes else f"{entry[1:]} dims"
         return f"{entry}={sizes[entry]}" if entry in sizes else entry
 
     return f"{kind} [{', '.join(dim(entry) for entry in spec.shape)}]"
 
 
-def _shape_fits(shape: Sequence[int], spec: TensorSpec, sizes: dict[str, int]) -> bool:
-    """Whether ``shape`` fits ``spec.shape``, binding the names not yet in ``sizes`` (only when it fits)."""
+def _named(shape: Sequence[int], spec: TensorSpec) -> dict[str, int] | None:
+    """The named sizes of ``shape`` under ``spec.shape`` (a ``*name`` counts dimensions), or None when it cannot fit."""
     wanted = list(spec.shape)
-    open_ended = bool(wanted) and wanted[-1] == "..."
-    if open_ended:
-        wanted.pop()
-    if len(shape) < len(wanted) or (not open_ended and len(shape) != len(wanted)):
-        return False
-    bound: dict[str, int] = {}
+    rest = wanted.pop() if wanted and isinstance(wanted[-1], str) and wanted[-1].startswith(("*", "...")) else None
+    if len(shape) < len(wanted) + (1 if rest not in (None, "...") else 0):
+        return None
+    if rest is None and len(shape) != len(wanted):
+        return None
+    named: dict[str, int] = {}
     for size, entry in zip(shape, wanted):
         if isinstance(entry, int):
             if size != entry:
-                return False
-        elif entry != "_":
-            known = sizes.get(entry, bound.get(entry))
-            if known is not None and known != size:
-                return False
-            bound[entry] = size
-    sizes.update(bound)
-    return True
+                return None
+        elif entry != "_" and named.setdefault(entry, size) != size:
+            return None
+    if rest not in (None, "..."):
+        named[str(rest)] = len(shape) - len(wanted)
+    return named
+
+
+def _voted_sizes(tensors: Mapping[str, Tensor], specs: Mapping[str, TensorSpec]) -> dict[str, int]:
+    """Each named size as most of the tensors that use it have it (so the message names the odd tensor out)."""
+    votes: dict[str, Counter[int]] = {}
+    for name, spec in specs.items():
+        tensor = tensors.get(name)
+        named = _named(tuple(tensor.shape), spec) if isinstance(tensor, Tensor) else None
+        for entry, size in (named or {}).items():
+            votes.setdefault(entry, Counter())[size] += 1
+    return {entry: counts.most_common(1)[0][0] for entry, counts in votes.items()}
 
 
 def check_file_tensors(
@@ -319,13 +334,15 @@ def check_file_tensors(
     *,
     sizes: Mapping[str, int] | None = None,
     strict: bool = True,
+    remedy: str = "write it again",
 ) -> dict[str, int]:
     """Check that a file's ``tensors`` are exactly those of ``specs``: names, dtypes and shapes.
 
     Every file camscope reads goes through this check, so that a tensor stored
     with another dtype (a float16 mean where camscope writes float64) or shape is
-    refused instead of converted. Names in a shape are bound in the order of
-    ``specs`` (or given in ``sizes``) and must agree across tensors.
+    refused instead of converted. A name in a shape takes the size that most of
+    the tensors using it have (or the one given in ``sizes``), so that the message
+    names the tensor that differs.
 
     Args:
         tensors: the tensors read from the file, by name.
@@ -333,6 +350,7 @@ def check_file_tensors(
         source: the file (or what to call it) for the message.
         sizes: sizes known beforehand (e.g. from the file's metadata), by name.
         strict: refuse tensors that ``specs`` does not name (else ignore them).
+        remedy: what to do, at the end of the message.
 
     Returns:
         Every named size, as bound.
@@ -348,33 +366,36 @@ def check_file_tensors(
         >>> check_file_tensors({"means": torch.zeros(2, 3, dtype=torch.float16), "counts": torch.ones(2, dtype=torch.int64)}, specs, "bank.safetensors")
         Traceback (most recent call last):
         ...
-        camscope.errors.CamscopeError: bank.safetensors: the tensor 'means' is float16 [2, 3], expected float64 [C, K]: the file was altered or not written by camscope; write it again
+        camscope.errors.CamscopeError: bank.safetensors: the tensor 'means' is float16 [2, 3], expected float64 [C=2, K=3]: the file was altered or not written by camscope; write it again
     """
-    bound = dict(sizes or {})
+    bound = {**_voted_sizes(tensors, specs), **(sizes or {})}
     for name, spec in specs.items():
         tensor = tensors.get(name)
         if tensor is None:
             if spec.required:
                 raise CamscopeError(
                     f"{source} has no tensor {name!r} (expected {_expected(spec, bound)}): "
-                    "the file is incomplete; write it again"
+                    f"the file is incomplete; {remedy}"
                 )
             continue
         if not isinstance(tensor, Tensor):
             raise CamscopeError(f"{source}: {name!r} is a {type(tensor).__name__}, expected a tensor")
-        expected = _expected(spec, bound)
-        if tensor.dtype not in spec.dtypes() or not _shape_fits(tuple(tensor.shape), spec, bound):
+        named = _named(tuple(tensor.shape), spec)
+        fits = named is not None and all(bound.get(entry, size) == size for entry, size in named.items())
+        if tensor.dtype not in spec.dtypes() or not fits:
+            expected = _expected(spec, bound)
             raise CamscopeError(
                 f"{source}: the tensor {name!r} is {_dtype_name(tensor.dtype)} {list(tensor.shape)}, "
-                f"expected {expected}: the file was altered or not written by camscope; write it again"
+                f"expected {expected}: the file was altered or not written by camscope; {remedy}"
             )
+        bound.update(named or {})
     unexpected = sorted(set(tensors) - set(specs)) if strict else []
     if unexpected:
         tensor = tensors[unexpected[0]]
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise CamscopeError(
             f"{source} holds a tensor {unexpected[0]!r} ({_dtype_name(tensor.dtype)} {list(tensor.shape)}){more} "
-            "that camscope does not write: the file was altered; write it again"
+            f"that camscope does not write: the file was altered; {remedy}"
         )
     return bound
 

@@ -37,8 +37,8 @@ def _file_specs(layers: int) -> dict[str, TensorSpec]:
         "classes": TensorSpec(torch.int64, ("B",), required=False),
     }
     for index, prefix in enumerate(["", *(f"layers.{i}." for i in range(layers))]):
-        specs[f"{prefix}raw"] = TensorSpec(torch.float32, ("B", "_", "..."))
-        specs[f"{prefix}maps"] = TensorSpec(torch.float32, ("B", "_", "..."))
+        specs[f"{prefix}raw"] = TensorSpec(torch.float32, ("B", "*spatial"))
+        specs[f"{prefix}maps"] = TensorSpec(torch.float32, ("B", "*spatial"))
         for name in _OPTIONAL:  # K channels at each layer
             specs[f"{prefix}{name}"] = TensorSpec(torch.float32, ("B", f"K{index}"), required=False)
     return specs
