@@ -334,7 +334,7 @@ def check_file_tensors(
     *,
     sizes: Mapping[str, int] | None = None,
     strict: bool = True,
-    remedy: str = "write it again",
+    remedy: str = "the file was altered or not written by camscope; write it again",
 ) -> dict[str, int]:
     """Check that a file's ``tensors`` are exactly those of ``specs``: names, dtypes and shapes.
 
@@ -350,7 +350,7 @@ def check_file_tensors(
         source: the file (or what to call it) for the message.
         sizes: sizes known beforehand (e.g. from the file's metadata), by name.
         strict: refuse tensors that ``specs`` does not name (else ignore them).
-        remedy: what to do, at the end of the message.
+        remedy: what went wrong and what to do, at the end of the message.
 
     Returns:
         Every named size, as bound.
@@ -373,10 +373,7 @@ def check_file_tensors(
         tensor = tensors.get(name)
         if tensor is None:
             if spec.required:
-                raise CamscopeError(
-                    f"{source} has no tensor {name!r} (expected {_expected(spec, bound)}): "
-                    f"the file is incomplete; {remedy}"
-                )
+                raise CamscopeError(f"{source} has no tensor {name!r} (expected {_expected(spec, bound)}): {remedy}")
             continue
         if not isinstance(tensor, Tensor):
             raise CamscopeError(f"{source}: {name!r} is a {type(tensor).__name__}, expected a tensor")
@@ -386,7 +383,7 @@ def check_file_tensors(
             expected = _expected(spec, bound)
             raise CamscopeError(
                 f"{source}: the tensor {name!r} is {_dtype_name(tensor.dtype)} {list(tensor.shape)}, "
-                f"expected {expected}: the file was altered or not written by camscope; {remedy}"
+                f"expected {expected}: {remedy}"
             )
         bound.update(named or {})
     unexpected = sorted(set(tensors) - set(specs)) if strict else []
@@ -395,7 +392,7 @@ def check_file_tensors(
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise CamscopeError(
             f"{source} holds a tensor {unexpected[0]!r} ({_dtype_name(tensor.dtype)} {list(tensor.shape)}){more} "
-            f"that camscope does not write: the file was altered; {remedy}"
+            f"that camscope does not write: {remedy}"
         )
     return bound
 

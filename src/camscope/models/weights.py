@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             loaded: Any = load_file(str(path), device="cpu")
         else:
-            loaded = torch.load(path, weights_only=True, map_location="cpu")
+            with warnings.catch_warnings():  # torch warns of a pickle protocol it may not read: the refusal says it
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                loaded = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch's unpickler refusing a class, a corrupt file, safetensors' own errors
         raise unsafe from exc
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
@@ -126,7 +129,13 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         state_dict: The weights.
         source: Where they came from (for the message).
     """
-    check_file_tensors(state_dict, weight_specs(model), f"Weights file {source}", strict=False)
+    check_file_tensors(
+        state_dict,
+        weight_specs(model),
+        f"Weights file {source}",
+        strict=False,
+        remedy="it does not fit the model (the weights of another architecture or size)",
+    )
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:

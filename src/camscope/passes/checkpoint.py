@@ -106,9 +106,7 @@ class Checkpoint:
         tensors, header = load_tensors(path, CHECKPOINT_KIND)
         unused = sorted(set(tensors) - set(_referenced(header.get("tree"))))
         if unused:
-            raise CamscopeError(
-                f"{path} holds a tensor {unused[0]!r} that its state does not use: the checkpoint was altered; {_REMEDY}"
-            )
+            raise CamscopeError(f"{path} holds a tensor {unused[0]!r} that its state does not use: {_REMEDY}")
         try:
             checkpoint = cls(
                 state=unflatten_state(tensors, header["tree"]),
@@ -154,7 +152,7 @@ class Checkpoint:
 
 
 #: What to do with a checkpoint that cannot be resumed.
-_REMEDY = "give another checkpoint file, or drop --resume / resume=True to start again"
+_REMEDY = "the checkpoint was altered; give another checkpoint file, or drop --resume / resume=True to start again"
 
 
 def _recorded(entry: Any, path: object) -> dict[str, TensorSpec] | None:
@@ -169,7 +167,7 @@ def _recorded(entry: Any, path: object) -> dict[str, TensorSpec] | None:
                 raise TypeError(dtype)
             specs[name] = TensorSpec(found, tuple(shape))
     except (AttributeError, TypeError, ValueError) as error:
-        raise CamscopeError(f"{path} has a corrupt record of its tensors ({error}); {_REMEDY}") from error
+        raise CamscopeError(f"{path} has a corrupt record of its tensors ({error}): {_REMEDY}") from error
     return specs
 
 
