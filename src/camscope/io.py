@@ -45,6 +45,7 @@ __all__ = [
     "checked_float",
     "checked_int",
     "checked_tensor",
+    "discard_temporaries",
     "load_tensors",
     "make_folder",
     "read_header",
@@ -128,6 +129,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
         temporary = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        _WRITING.add(temporary)
         # O_EXCL: never follow or reuse an existing name; mode 0o666 is narrowed by the umask.
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(handle, "wb") as file:
@@ -135,7 +137,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-        temporary = None
     except OSError as error:
         raise CamscopeError(
             f"cannot write {path}: {_reason(error)} (check that the folder exists, is writable and has space)"
@@ -143,8 +144,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     finally:
         if temporary is not None:
             with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
+                temporary.unlink(missing_ok=True)  # none after the rename
+            _WRITING.discard(temporary)
     return path
+
+
+#: The temporary files this process is writing (see :func:`discard_temporaries`).
+_WRITING: set[Path] = set()
+
+
+def discard_temporaries() -> None:
+    """Remove the temporary files this process is writing, now (for an exit that skips ``finally`` blocks).
+
+    The command line exits at once on Ctrl-C (see :func:`camscope.cli.main`); it calls
+    this first, so that no ``.NAME.PID.RANDOM.tmp`` file is left behind.
+    """
+    for temporary in list(_WRITING):
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def make_folder(path: str | os.PathLike[str]) -> Path:
