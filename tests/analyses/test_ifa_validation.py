@@ -62,7 +62,7 @@ TENSOR_EDITS = {
     "sketch exponent": (_set("image_max.scalars_i64", 0, 5000), "exponent"),
     "sketch too small": (
         _replace("values.counts", lambda t: t[:8]),
-        r"'image_max.counts' is int64 \[64\], expected int64 \[bins=8\]",
+        r"'values.counts' is int64 \[8\], expected int64 \[bins=64\]",
     ),
     "sketch scalars short": (_replace("values.scalars_i64", lambda t: t[:2]), r"'values.scalars_i64' is int64 \[2\]"),
     "NaN profiles": (_set("profiles", (0, 0), float("nan")), "profiles holds NaN"),
