@@ -216,10 +216,6 @@ def test_the_default_photo_models_bundled_weights_are_checked_too(tmp_path, monk
     state = torch.load(lite0.efficientnet_lite0_weights_path(), weights_only=True, map_location="cpu")
     name = next(key for key, tensor in state.items() if tensor.dim() == 4)  # the stem's convolution
     monkeypatch.setattr(lite0, "efficientnet_lite0_weights_path", lambda: tmp_path / "lite0.pth")
-    for edited, pattern in (
-        (state[name].half(), r"is float16 \[32, 3, 3, 3\], expected float32 \[32, 3, 3, 3\]"),
-        (state[name][:16], r"does not fit EfficientNet-Lite0 .*\(16, 3, 3, 3\) vs \(32, 3, 3, 3\).*reinstall"),
-    ):
-        torch.save({**state, name: edited}, tmp_path / "lite0.pth")
-        with pytest.raises(CamscopeError, match=pattern):
-            lite0.build_efficientnet_lite0("default")
+    torch.save({**state, name: state[name].half()}, tmp_path / "lite0.pth")
+    with pytest.raises(CamscopeError, match=r"is float16 \[32, 3, 3, 3\], expected float32 \[32, 3, 3, 3\]"):
+        lite0.build_efficientnet_lite0("default")
