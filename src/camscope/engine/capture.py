@@ -97,7 +97,9 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
 Forward = Callable[[Tensor], Any]
 
 
-def _trace_shapes(model: nn.Module, inputs: Tensor, forward: Forward | None = None) -> list[tuple[str, tuple[int, ...]]]:
+def _trace_shapes(
+    model: nn.Module, inputs: Tensor, forward: Forward | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """Run one sample and list ``(name, output shape)`` in the order modules finish."""
     with model_lock(model):
         return _trace_locked(model, inputs, forward or model)
@@ -129,7 +131,9 @@ def _trace_locked(model: nn.Module, inputs: Tensor, forward: Forward) -> list[tu
 _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
 
 
-def candidate_layers(model: nn.Module, inputs: Tensor, forward: Forward | None = None) -> list[tuple[str, tuple[int, ...]]]:
+def candidate_layers(
+    model: nn.Module, inputs: Tensor, forward: Forward | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """Layers whose output has a spatial grid or tokens, with their output shapes.
 
     Each name appears once, with the shape of its last call, in execution order.

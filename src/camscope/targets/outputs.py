@@ -20,9 +20,14 @@ from torch import Tensor
 
 from camscope.errors import CamscopeError
 
-__all__ = ["is_detections", "output_tensor"]
+__all__ = ["TargetWarning", "is_detections", "output_tensor"]
 
 _DETECTION_KEYS = {"boxes", "scores"}
+
+
+class TargetWarning(UserWarning):
+    """A target scores 0 on the explained inputs for part of what it names (a box that matches no detection,
+    an empty predicted region): those parts get no gradient and an empty map."""
 
 
 def is_detections(outputs: Any) -> bool:
@@ -36,7 +41,7 @@ def is_detections(outputs: Any) -> bool:
     return (
         isinstance(outputs, (list, tuple))
         and bool(outputs)
-        and all(isinstance(item, Mapping) and _DETECTION_KEYS <= set(item) for item in outputs)
+        and all(isinstance(item, Mapping) and set(item) >= _DETECTION_KEYS for item in outputs)
     )
 
 
