@@ -74,6 +74,14 @@ class Target:
         """Return a target with every batch-dependent choice fixed."""
         return self
 
+    def pool(self, activations: Tensor, size: Sequence[int]) -> Tensor | None:
+        """The embedding ``[B, K]`` of the explained part of each input, from activations ``[B, K, *spatial]``.
+
+        DiffCAM compares it with its references. None (the default): the whole input's,
+        the spatial mean; a box target gives the mean over its box.
+        """
+        return None
+
     def __call__(self, outputs: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -303,6 +311,9 @@ class FrozenTarget(Target):
 
     def read(self, outputs: Any) -> Tensor:
         return self.inner.read(outputs)
+
+    def pool(self, activations: Tensor, size: Sequence[int]) -> Tensor | None:
+        return self.inner.pool(activations, size)
 
     def __call__(self, outputs: Tensor) -> Tensor:
         return self.inner(outputs)

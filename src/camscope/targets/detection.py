@@ -337,7 +337,7 @@ class BoxTarget(Target):
         >>> x = torch.rand(1, 3, 128, 128)
         >>> found = model(x)[0]
         >>> target = BoxTarget(labels=found["labels"][:1], boxes=found["boxes"][:1])
-        >>> e = camscope.explain(model, x, layer="backbone.fpn.layer_blocks.1", target=target)
+        >>> e = camscope.explain(model, x, layer="backbone.fpn.layer_blocks.0", target=target)
         >>> e.maps.shape, bool(e.scores[0] > 1)  # IoU 1 with itself + its score
         (torch.Size([1, 128, 128]), True)
     """
@@ -526,7 +526,11 @@ class OnBox(Target):
         return self.inner.classes()
 
     def pool(self, activations: Tensor, size: Sequence[int]) -> Tensor:
-        """The box's embedding: the mean of ``activations`` ``[B, K, h, w]`` over the box (see :func:`box_pool`)."""
+        """The box's embedding, the mean of ``activations`` ``[B, K, h, w]`` over the box (:func:`box_pool`).
+
+        DiffCAM compares it with its references: with a group of other classes' box
+        embeddings (:func:`camscope.engine.regions.box_embeddings`), what sets this box apart.
+        """
         boxes = self.boxes.to(device=activations.device).expand(activations.shape[0], 4)
         return box_pool(activations, boxes, size)
 
