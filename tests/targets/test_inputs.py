@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -177,3 +179,36 @@ def test_several_inputs_mistakes_get_one_clear_error(rgbd):
         camscope.explain(_embedder(), rgb, layer="0.3", target=camscope.SimilarityTarget(torch.ones(5)))
     for parameter in model.parameters():
         assert parameter.requires_grad  # the flags the dependence check turns off are restored
+
+
+class InPlaceRGBD(RGBD):
+    """Changes its inputs in place before the branches (a hostile but legal model)."""
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        rgb.mul_(2.0)
+        return super().forward(rgb, depth, meta)
+
+
+def test_in_place_inputs_and_two_threads(rgbd):
+    model, (rgb, depth, meta) = rgbd
+    hostile = InPlaceRGBD().eval()
+    before = rgb.clone()
+    ours = camscope.explain(hostile, (rgb, depth, meta), layer="rgb.1", target=[0, 1])
+    reference = camscope.explain(model, (2 * rgb, depth, meta), layer="rgb.1", target=[0, 1])
+    torch.testing.assert_close(ours.raw, reference.raw)
+    assert torch.equal(rgb, before)  # the caller's tensor is untouched
+
+    results: dict[int, torch.Tensor] = {}
+
+    def run(index: int) -> None:
+        inputs = (rgb, depth, meta) if index % 2 else {"rgb": rgb, "depth": depth, "meta": meta}
+        results[index] = camscope.explain(model, inputs, layer="rgb.1", target=[0, 1]).raw
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = camscope.explain(model, (rgb, depth, meta), layer="rgb.1", target=[0, 1]).raw
+    assert all(torch.equal(results[i], expected) for i in range(4))
+    assert all(parameter.requires_grad for parameter in model.parameters())

@@ -298,7 +298,8 @@ class Explainer:
         """
         if bound is not None:
             with torch.enable_grad():
-                return self._model_forward(inputs.detach().requires_grad_(True), bound)
+                # A clone of the marked leaf, so that a model may change its input in place.
+                return self._model_forward(inputs.detach().requires_grad_(True).clone(), bound)
         grad_mode = torch.is_grad_enabled()
         try:
             with torch.no_grad():

@@ -163,7 +163,8 @@ def _class_scores(outputs: Tensor) -> Tensor:
     if outputs.ndim != 2:
         raise CamscopeError(
             f"a class target needs outputs of shape [batch, classes], got {list(outputs.shape)}; "
-            "for segmentation or embeddings pass target=ScoreTarget(fn) with fn(outputs) -> [batch]"
+            "for segmentation pass target=camscope.SegmentationTarget(category, mask), for embeddings "
+            "camscope.SimilarityTarget(reference), for anything else ScoreTarget(fn) with fn(outputs) -> [batch]"
         )
     return outputs
 
@@ -257,8 +258,9 @@ class ClassDifference(Target):
 class ScoreTarget(Target):
     """Any differentiable score ``fn(outputs) -> [B]``.
 
-    Use it for segmentation (sum of a class's logits inside a mask), regression,
-    or embeddings (similarity to a reference vector).
+    For a score no named target gives (segmentation: :class:`camscope.SegmentationTarget`,
+    regression: :class:`camscope.RegressionTarget`, embeddings:
+    :class:`camscope.SimilarityTarget`, boxes: :class:`camscope.BoxTarget`).
 
     Args:
         fn: maps the model's output tensor to one score per sample.
