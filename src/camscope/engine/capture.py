@@ -241,6 +241,8 @@ def validate_inputs(model: nn.Module, inputs: Any, check_channels: bool = True) 
     ``[B, C, T]`` signals when the model's first convolution is a ``Conv1d``
     (maps then run over time). An empty batch (``B = 0``) is refused, and the
     inputs' dtype must be the dtype of the model's parameters (nothing is cast).
+    ``check_channels=False`` skips the channel check (one input of a model of several,
+    whose first convolution may belong to another input's branch).
 
     Raises:
         CamscopeError: for a model without parameters, a non-tensor, a wrong

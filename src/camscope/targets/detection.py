@@ -529,7 +529,9 @@ class OnBox(Target):
         """The box's embedding, the mean of ``activations`` ``[B, K, h, w]`` over the box (:func:`box_pool`).
 
         DiffCAM compares it with its references: with a group of other classes' box
-        embeddings (:func:`camscope.engine.regions.box_embeddings`), what sets this box apart.
+        embeddings (:func:`camscope.engine.regions.box_embeddings`, passed as a
+        ``ReferenceGroup``), what sets this box apart. Reference *images* given to DiffCAM
+        as a tensor are embedded whole, not by box.
         """
         boxes = self.boxes.to(device=activations.device).expand(activations.shape[0], 4)
         return box_pool(activations, boxes, size)
