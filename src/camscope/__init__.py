@@ -23,48 +23,82 @@ if TYPE_CHECKING:
     from camscope.analyses.similarity import class_similarity
     from camscope.engine.explainer import Explainer, Explanation, explain
     from camscope.engine.method import available_methods, register_method
+    from camscope.engine.pairs import explain_pair
     from camscope.errors import CamscopeError
     from camscope.evaluation.runner import evaluate
     from camscope.stats.reference_bank import ReferenceBank
     from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
+    from camscope.targets.detection import BoxTarget, OnBox, YoloOutputs
+    from camscope.targets.embedding import SimilarityTarget
     from camscope.targets.finer import Finer
+    from camscope.targets.heads import BinaryTarget, MultiLabel, RawScores, RegressionTarget, ReSTTarget, SoftmaxTarget
+    from camscope.targets.outputs import TargetWarning
+    from camscope.targets.segmentation import OnRegion, SegmentationTarget
 
 __all__ = [
     "Analysis",
+    "BinaryTarget",
+    "BoxTarget",
     "CamscopeError",
     "ClassDifference",
     "ClassTarget",
     "Explainer",
     "Explanation",
     "Finer",
+    "MultiLabel",
+    "OnBox",
+    "OnRegion",
+    "RawScores",
+    "ReSTTarget",
     "ReferenceBank",
+    "RegressionTarget",
     "ScoreTarget",
+    "SegmentationTarget",
+    "SimilarityTarget",
+    "SoftmaxTarget",
     "Target",
+    "TargetWarning",
+    "YoloOutputs",
     "analyze",
     "available_methods",
     "class_similarity",
     "evaluate",
     "explain",
+    "explain_pair",
     "register_method",
 ]
 
 #: Where each public name is defined (imported on first access).
 _WHERE = {
     "Analysis": "camscope.analyses.ifa",
+    "BinaryTarget": "camscope.targets.heads",
+    "BoxTarget": "camscope.targets.detection",
     "CamscopeError": "camscope.errors",
     "ClassDifference": "camscope.targets.base",
     "ClassTarget": "camscope.targets.base",
     "Explainer": "camscope.engine.explainer",
     "Explanation": "camscope.engine.explainer",
     "Finer": "camscope.targets.finer",
+    "MultiLabel": "camscope.targets.heads",
+    "OnBox": "camscope.targets.detection",
+    "OnRegion": "camscope.targets.segmentation",
+    "RawScores": "camscope.targets.heads",
+    "ReSTTarget": "camscope.targets.heads",
     "ReferenceBank": "camscope.stats.reference_bank",
+    "RegressionTarget": "camscope.targets.heads",
     "ScoreTarget": "camscope.targets.base",
+    "SegmentationTarget": "camscope.targets.segmentation",
+    "SimilarityTarget": "camscope.targets.embedding",
+    "SoftmaxTarget": "camscope.targets.heads",
     "Target": "camscope.targets.base",
+    "TargetWarning": "camscope.targets.outputs",
+    "YoloOutputs": "camscope.targets.detection",
     "analyze": "camscope.analyses.ifa",
     "available_methods": "camscope.engine.method",
     "class_similarity": "camscope.analyses.similarity",
     "evaluate": "camscope.evaluation.runner",
     "explain": "camscope.engine.explainer",
+    "explain_pair": "camscope.engine.pairs",
     "register_method": "camscope.engine.method",
 }
 

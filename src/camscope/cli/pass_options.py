@@ -21,7 +21,6 @@ __all__ = [
     "cli_device",
     "is_main_process",
     "pass_options",
-    "same_random_weights",
 ]
 
 WorkersOption = Annotated[
@@ -68,14 +67,6 @@ def pass_options(
         "checkpoint_every": checkpoint_every,
         "resume": resume,
     }
-
-
-def same_random_weights(weights: str | None) -> None:
-    """Seed torch before a model with random weights (``--weights none``) is built: every run and rank agree."""
-    if weights is None or weights.lower() == "none":
-        import torch
-
-        torch.manual_seed(0)
 
 
 def cli_device(device: str | None) -> str | None:
