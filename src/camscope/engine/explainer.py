@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.engine.augmentation import aug_smoothed
 from camscope.engine.capture import (
     LayerCapture,
     LayerSpec,
@@ -29,10 +30,14 @@ from camscope.engine.maps import (
     upsample,
 )
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.engine.projection import first_component_projection
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
-__all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
+__all__ = ["FUSIONS", "Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
+
+#: How the maps of several layers are combined (``fuse=``).
+FUSIONS = ("mean", "max", "product")
 
 # Old private names, kept while other modules move to camscope.engine.maps.
 
@@ -46,8 +51,9 @@ class Explainer:
         layer: a dotted name, a module, or a list of them; None picks a default
             (see :func:`camscope.engine.capture.default_layer`).
         method: a registered method name (``camscope.available_methods()``) or instance.
-        fuse: how several layers are fused: ``"mean"`` or ``"max"`` of the
-            normalised maps.
+        fuse: how several layers are fused: ``"mean"``, ``"max"`` or ``"product"``
+            of the normalised maps (None: the method's choice, else the mean;
+            ``refinecam`` multiplies them).
         eval_mode: put the model in eval mode during the call (restored after).
         layout: activation layout, ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
         grid: the token grid ``(h, w)`` when it cannot be inferred.
@@ -56,6 +62,13 @@ class Explainer:
             layer's resolution, then upsampling, as the Grad-CAM paper and the peer libraries
             do) or ``"upsample-first"`` (camscope 0.1.0); see :func:`camscope.engine.maps.final_maps`.
             ``raw`` and S-CAMs (``scale=``) keep their signed values either way.
+        eigen_smooth: replace the sum over channels ``sum_k w_k A_k`` by the projection of
+            the weighted activations ``w_k A_k`` on their first principal component
+            (pytorch-grad-cam's ``eigen_smooth``; channels centred, sign fixed so that the
+            map correlates with ``sum_k w_k A_k``); for methods with weights.
+        aug_smooth: average the maps over six augmentations of the inputs, flipped
+            left-right or not and multiplied by 0.9, 1 or 1.1 (pytorch-grad-cam's
+            ``aug_smooth``; see :mod:`camscope.engine.augmentation`); six times the cost.
         **options: options of the method.
 
     Example:
@@ -74,16 +87,21 @@ class Explainer:
         layer: LayerSpec | None = None,
         method: str | CamMethod = "gradcam",
         *,
-        fuse: str = "mean",
+        fuse: str | None = None,
         eval_mode: bool = True,
         layout: str = "auto",
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
         map_order: str = "relu-first",
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
         **options: Any,
     ) -> None:
-        if fuse not in ("mean", "max"):
-            raise CamscopeError(f"fuse must be 'mean' or 'max', got {fuse!r}")
+        if fuse is not None and fuse not in FUSIONS:
+            raise CamscopeError(f"fuse must be one of {', '.join(map(repr, FUSIONS))}, got {fuse!r}")
+        for flag, value in (("eigen_smooth", eigen_smooth), ("aug_smooth", aug_smooth)):
+            if not isinstance(value, bool):
+                raise CamscopeError(f"{flag} must be True or False, got {value!r}")
         if not isinstance(model, nn.Module):
             raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -97,6 +115,8 @@ class Explainer:
         if map_order not in MAP_ORDERS:
             raise CamscopeError(f"map_order must be one of {', '.join(MAP_ORDERS)}, got {map_order!r}")
         self.map_order = map_order
+        self.eigen_smooth = eigen_smooth
+        self.aug_smooth = aug_smooth
         if layer is not None:
             resolve_layers(model, layer)  # fail early on a wrong name
 
@@ -125,16 +145,26 @@ class Explainer:
         inputs = validate_inputs(self.model, inputs)
         layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
         layers = resolve_layers(self.model, layer)
+        prepared = self.method.prepare_target(as_target(target), self.model)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
-            per_layer = self._explain(
-                inputs, layers, self.method.prepare_target(as_target(target), self.model), features
-            )
-        explanation = (
-            per_layer[0] if len(per_layer) == 1 else self._fused([name for name, _ in layers], per_layer, inputs)
-        )
+            if self.aug_smooth:
+                explanation = aug_smoothed(
+                    partial(self._explain_layers, layers=layers, features=features), inputs, prepared
+                )
+            else:
+                explanation = self._explain_layers(inputs, prepared, layers, features)
         if scale is not None:
             explanation.maps = scaled_maps(scale, explanation, inputs.shape[2:])
         return explanation
+
+    def _explain_layers(
+        self, inputs: Tensor, target: Target, layers: list[tuple[str, nn.Module]], features: Tensor | None
+    ) -> Explanation:
+        """One explanation of ``inputs`` at the layers, several layers fused."""
+        per_layer = self._explain(inputs, layers, target, features)
+        if len(per_layer) == 1:
+            return per_layer[0]
+        return self._fused([name for name, _ in layers], per_layer, inputs)
 
     def _explain(
         self, inputs: Tensor, layers: list[tuple[str, nn.Module]], target: Target, features: Tensor | None
@@ -179,6 +209,7 @@ class Explainer:
             forward=partial(self.plain_forward, capture=capture),
             gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target),
             activations_at=partial(self.activations_at, name=name, capture=capture),
+            channels_first=partial(self.channels_first, inputs=inputs, name=name),
         )
 
     def forward_pass(
@@ -282,10 +313,9 @@ class Explainer:
         contributions_list: list[Tensor] = []
         for result in results:
             if result.raw is not None:
-                if features is not None:
-                    raise CamscopeError(
-                        f"method {self.method.name!r} has no channel weights, so features= cannot apply"
-                    )
+                if features is not None or self.eigen_smooth:
+                    given = "features=" if features is not None else "eigen_smooth"
+                    raise CamscopeError(f"method {self.method.name!r} has no channel weights, so {given} cannot apply")
                 raws.append(result.raw)
                 continue
             if result.weights is None:
@@ -294,7 +324,7 @@ class Explainer:
             if features is not None:
                 weighted = weighted * feature_mask(features, activations)
             contributions_list.append(weighted.sum(dim=context.spatial_dims))
-            raws.append(weighted.sum(dim=1))
+            raws.append(first_component_projection(weighted) if self.eigen_smooth else weighted.sum(dim=1))
             if all(size == 1 for size in result.weights.shape[2:]):
                 weights_list.append(result.weights.flatten(1))
         raw = aggregate_maps(torch.stack(raws), target.aggregate)
@@ -360,16 +390,24 @@ class Explainer:
         """One explanation of several layers: their normalised maps fused, their raw maps rescaled and averaged."""
         size = inputs.shape[2:]
         stacked = torch.stack([explanation.maps for explanation in per_layer])
-        maps = stacked.mean(dim=0) if self.fuse == "mean" else stacked.max(dim=0).values
+        fuse = self.fuse or self.method.fusion or "mean"
+        if fuse == "product":
+            product = stacked.prod(dim=0)
+            return self._fused_explanation(names, per_layer, product, normalize_maps(product))
+        maps = stacked.mean(dim=0) if fuse == "mean" else stacked.max(dim=0).values
         raws = []
         for explanation in per_layer:
             up = upsample(explanation.raw, size)
             scale = up.flatten(1).abs().max(dim=1).values.clamp(min=torch.finfo(up.dtype).tiny)
             raws.append(up / scale.reshape(-1, *([1] * (up.ndim - 1))))
+        return self._fused_explanation(names, per_layer, torch.stack(raws).mean(dim=0), normalize_maps(maps))
+
+    @staticmethod
+    def _fused_explanation(names: list[str], per_layer: list[Explanation], raw: Tensor, maps: Tensor) -> Explanation:
         first = per_layer[0]
         return Explanation(
-            raw=torch.stack(raws).mean(dim=0),
-            maps=normalize_maps(maps),
+            raw=raw,
+            maps=maps,
             weights=None,
             contributions=None,
             logits=first.logits,

@@ -60,6 +60,9 @@ class CamContext:
             ``[N, K, *spatial]`` like ``activations``, ``activations_at(x, native=True)``
             the layer's output as the model produced it (e.g. ``[N, T, K]``
             tokens with the class token; used by DiffCAM for reference inputs).
+        channels_first: brings a tensor shaped like the layer's own output (e.g.
+            ``[B, T, K]`` tokens) to ``[B, K, *spatial]`` as ``activations`` are
+            (used by methods that differentiate the layer's output themselves).
     """
 
     model: nn.Module
@@ -74,6 +77,7 @@ class CamContext:
     gradients_at: Callable[[Tensor], tuple[Tensor, Tensor]]
     options: dict[str, Any] = field(default_factory=dict)
     activations_at: Callable[..., Tensor] | None = None
+    channels_first: Callable[[Tensor], Tensor] | None = None
 
     @property
     def spatial_dims(self) -> tuple[int, ...]:
@@ -119,6 +123,8 @@ class CamMethod:
         linear_in_gradient: the weights are linear in G, so the weights of an
             average of scores equal the average of the weights; the engine then
             back-propagates the averaged score once.
+        fusion: how the maps of several layers are combined when the user gives
+            no ``fuse=`` (None: their mean; RefineCAM: ``"product"``).
 
     A subclass that overrides :meth:`option_names` without declaring options
     (the older way) still gets those names accepted, unchecked and without defaults.
@@ -139,6 +145,7 @@ class CamMethod:
     display_name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     linear_in_gradient: ClassVar[bool] = False
+    fusion: ClassVar[str | None] = None
     declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
