@@ -6,8 +6,9 @@ from typing import Any
 
 from torch import nn
 
-from camscope.engine.method import CamContext, CamMethod, CamResult, get_method, register_method
+from camscope.engine.method import CamContext, CamMethod, CamResult, get_method, method_class, register_method
 from camscope.errors import CamscopeError
+from camscope.methods.gradient import GradCAMpp
 from camscope.options import Option
 from camscope.targets.base import Target
 
@@ -69,7 +70,7 @@ class RefineCAM(CamMethod):
     def __new__(cls, **options: Any) -> RefineCAM:
         # The engine reads uses_gradients and linear_in_gradient from the class: take them from the base's.
         if cls is RefineCAM:
-            cls = _refined(type(_base_method(options.get("base", "gradcampp"))))
+            cls = _refined(_base_class(options.get("base", "gradcampp")))
         return super().__new__(cls)
 
     def __init__(self, **options: Any) -> None:
@@ -81,6 +82,16 @@ class RefineCAM(CamMethod):
 
     def __call__(self, ctx: CamContext) -> CamResult:
         return self.base(ctx)
+
+
+def _base_class(base: Any) -> type[CamMethod]:
+    """The class of a base given as a name or an instance (Grad-CAM++'s for a bad one: ``__init__`` reports it)."""
+    if isinstance(base, CamMethod):
+        return type(base)
+    try:
+        return method_class(base) if isinstance(base, str) else GradCAMpp
+    except CamscopeError:
+        return GradCAMpp
 
 
 def _base_method(base: Any) -> CamMethod:

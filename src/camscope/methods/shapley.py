@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camscope.engine.capture import register_owned_hook, split_output
 from camscope.engine.maps import aggregate_maps
@@ -18,7 +19,8 @@ def differentiable_pass(ctx: CamContext) -> tuple[Tensor, Tensor]:
 
     Autograd records from the layer on only. The layer passes a clone of ``A``
     downstream, so in-place operations after it cannot change ``A``; the hook is
-    removed on every path.
+    removed on every path. Attention runs with the composite (math) kernel, whose
+    backward can itself be differentiated.
     """
     module = dict(ctx.model.named_modules()).get(ctx.layer)
     if module is None or module is ctx.model:
@@ -34,7 +36,9 @@ def differentiable_pass(ctx: CamContext) -> tuple[Tensor, Tensor]:
 
     handle = register_owned_hook(module, hook)
     try:
-        outputs = ctx.forward(ctx.inputs)
+        # Fused attention kernels have no second derivative: the composite one has.
+        with sdpa_kernel(SDPBackend.MATH):
+            outputs = ctx.forward(ctx.inputs)
     finally:
         handle.remove()
     return leaves[0], outputs
