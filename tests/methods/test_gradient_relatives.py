@@ -14,7 +14,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, Classifie
 from torch import nn
 
 import camscope
-from camscope.methods.shapley import shapley_terms
+from camscope.methods.shapley import ShapleyCAM, hessian_vector_product
 
 # Small eigen-decompositions and element-wise ops: one thread is much faster on a shared machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,7 +156,9 @@ def test_shapley_terms_are_the_exact_shapley_values_of_a_quadratic_game():
 
     with torch.enable_grad():
         leaf = activations.clone().requires_grad_(True)
-        closed_form = (shapley_terms(utility(leaf), leaf) * activations).sum(dim=2)[0]
+        (grads,) = torch.autograd.grad(utility(leaf).sum(), leaf, create_graph=True)
+        terms = grads - 0.5 * hessian_vector_product(grads, leaf, activations, lambda tensor: tensor)
+    closed_form = (terms.detach() * activations).sum(dim=2)[0]
     exact = torch.zeros(channels, dtype=torch.float64)
     for player in range(channels):
         others = [k for k in range(channels) if k != player]
@@ -183,7 +185,6 @@ def test_shapleycam_finer_max_combines_the_per_reference_maps(tiny_cnn, images):
         for d in (1, 2)
     ]
     torch.testing.assert_close(ours.raw, torch.stack(per_reference).max(dim=0).values, rtol=1e-5, atol=1e-7)
-    assert ours.weights is None
     mean = camscope.explain(
         tiny_cnn,
         images[:2],
@@ -192,6 +193,19 @@ def test_shapleycam_finer_max_combines_the_per_reference_maps(tiny_cnn, images):
         target=camscope.Finer(references=[1, 2], explained=0),
     )
     torch.testing.assert_close(mean.raw, torch.stack(per_reference).mean(dim=0), rtol=1e-5, atol=1e-7)
+
+
+class _OwnPass(ShapleyCAM):
+    """ShapleyCAM as a context without the engine's second-order pass sees it (a dataset analysis)."""
+
+    second_order = False
+
+
+def test_shapleycam_without_the_engines_graph_takes_its_own_pass(tiny_cnn, images):
+    target = _rest(CLASSES)
+    engine = camscope.explain(tiny_cnn, images, method="shapleycam", layer="features.0", target=target)
+    own = camscope.explain(tiny_cnn, images, method=_OwnPass(), layer="features.0", target=target)
+    torch.testing.assert_close(own.weights, engine.weights, rtol=1e-5, atol=1e-9)
 
 
 def test_shapleycam_guarantees(strided_cnn, tiny_vit):

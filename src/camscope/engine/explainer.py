@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camscope.engine.augmentation import aug_smoothed
 from camscope.engine.capture import (
@@ -171,8 +173,11 @@ class Explainer:
     ) -> list[Explanation]:
         method = self.method
         need_grad = method.uses_gradients
+        # Fused attention kernels have no second derivative: second-order methods record the composite one.
+        kernels = sdpa_kernel(SDPBackend.MATH) if method.second_order else nullcontext()
         with LayerCapture(layers, need_grad=need_grad, model=self.model) as capture:
-            logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad)
+            with kernels:
+                logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad)
             native = {name: capture.activations[name] for name, _ in layers}
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
             explanations = []
@@ -210,6 +215,7 @@ class Explainer:
             gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target),
             activations_at=partial(self.activations_at, name=name, capture=capture),
             channels_first=partial(self.channels_first, inputs=inputs, name=name),
+            layer_output=native if self.method.second_order else None,
         )
 
     def forward_pass(
@@ -269,14 +275,16 @@ class Explainer:
         names = list(native)
         tensors = [native[name] for name in names]
         shortcut = method.linear_in_gradient and aggregation == "mean-before-relu"
+        create_graph = method.second_order
         grads: list[Tensor | None]
         if scores.ndim == 1 or shortcut:
             total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
             grads = [
-                None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)
+                None if g is None else g.unsqueeze(0)
+                for g in torch.autograd.grad(total, tensors, allow_unused=True, create_graph=create_graph)
             ]
         else:
-            grads = _component_gradients(scores, tensors)
+            grads = _component_gradients(scores, tensors, create_graph)
         components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
         return {
             name: torch.zeros_like(tensor).expand(components, *tensor.shape) if grad is None else grad
@@ -421,19 +429,27 @@ class Explainer:
         )
 
 
-def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor | None]:
+def _component_gradients(scores: Tensor, tensors: list[Tensor], create_graph: bool = False) -> list[Tensor | None]:
     """Gradients of each of the ``R`` score components, ``[R, B, ...]``, in one batched backward."""
     batch, components = scores.shape
     eye = torch.eye(components, dtype=scores.dtype, device=scores.device)
     grad_outputs = eye[:, None, :].expand(components, batch, components)
     try:
         grads = torch.autograd.grad(
-            scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True
+            scores,
+            tensors,
+            grad_outputs=grad_outputs,
+            is_grads_batched=True,
+            allow_unused=True,
+            retain_graph=True,
+            create_graph=create_graph,
         )
     except RuntimeError:
         # Some operators have no batched backward: one backward per component.
         per_component = [
-            torch.autograd.grad(scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True)
+            torch.autograd.grad(
+                scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True, create_graph=create_graph
+            )
             for r in range(components)
         ]
         stacked: list[Tensor | None] = []

@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camscope.engine.capture import register_owned_hook, split_output
-from camscope.engine.maps import aggregate_maps
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
 
-__all__ = ["ShapleyCAM", "differentiable_pass", "shapley_terms"]
+__all__ = ["ShapleyCAM", "differentiable_pass", "hessian_vector_product"]
+
+
+def hessian_vector_product(
+    grads: Tensor, layer_output: Tensor, activations: Tensor, channels_first: Callable[[Tensor], Tensor]
+) -> Tensor | None:
+    """``H A``: the gradients ``grads = d score / dA`` (channels first, with their graph) differentiated again.
+
+    Args:
+        grads: ``[B, K, *spatial]``, built with ``create_graph`` from ``layer_output``.
+        layer_output: the layer's own output (a leaf of the graph).
+        activations: ``A`` channels first, the vector of the product.
+        channels_first: brings a tensor shaped like ``layer_output`` to ``[B, K, *spatial]``.
+
+    Returns:
+        ``[B, K, *spatial]``, or None where the gradients do not depend on the layer's
+        output (a score that is piecewise linear in it, such as a logit after ReLU layers).
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[1.0, 2.0]], requires_grad=True)
+        >>> with torch.enable_grad():
+        ...     (g,) = torch.autograd.grad((a**3).sum(), a, create_graph=True)  # g = 3a^2, H = 6 diag(a)
+        ...     hessian_vector_product(g, a, a.detach(), lambda t: t).tolist()
+        [[6.0, 24.0]]
+    """
+    if not grads.requires_grad:
+        return None
+    (product,) = torch.autograd.grad(
+        grads, layer_output, grad_outputs=activations, retain_graph=True, allow_unused=True
+    )
+    return None if product is None else channels_first(product).detach()
 
 
 def differentiable_pass(ctx: CamContext) -> tuple[Tensor, Tensor]:
-    """``(A, outputs)``: one forward pass of ``ctx.inputs`` whose layer output ``A`` is a leaf that requires grad.
+    """``(output, scores)``: a forward pass of ``ctx.inputs`` whose layer output is a leaf that requires grad.
 
-    Autograd records from the layer on only. The layer passes a clone of ``A``
-    downstream, so in-place operations after it cannot change ``A``; the hook is
-    removed on every path. Attention runs with the composite (math) kernel, whose
-    backward can itself be differentiated.
+    For contexts made without the engine's second-order pass (a dataset analysis).
+    Autograd records from the layer on; the layer passes a clone downstream, so
+    in-place operations after it cannot change the leaf; the hook is removed on
+    every path. Attention runs with the composite (math) kernel, whose backward
+    can itself be differentiated.
     """
     module = dict(ctx.model.named_modules()).get(ctx.layer)
     if module is None or module is ctx.model:
@@ -29,44 +62,25 @@ def differentiable_pass(ctx: CamContext) -> tuple[Tensor, Tensor]:
 
     def hook(_module: torch.nn.Module, _inputs: object, output: object) -> object:
         tensor, rebuild = split_output(output, ctx.layer)
-        torch.set_grad_enabled(True)  # the engine's extra passes run under no_grad; record from here on
+        torch.set_grad_enabled(True)  # the extra passes run under no_grad: record from here on
         leaf = tensor.detach().requires_grad_(True)
         leaves.append(leaf)
         return rebuild(leaf.clone())
 
     handle = register_owned_hook(module, hook)
     try:
-        # Fused attention kernels have no second derivative: the composite one has.
         with sdpa_kernel(SDPBackend.MATH):
             outputs = ctx.forward(ctx.inputs)
     finally:
         handle.remove()
-    return leaves[0], outputs
-
-
-def shapley_terms(scores: Tensor, activations: Tensor) -> Tensor:
-    """``g - H A / 2`` for a score ``[B]`` built from ``activations`` (a leaf): ``g = d score / dA``, ``H`` its Hessian.
-
-    ``H A`` is a Hessian-vector product (a second backward through the first one's
-    graph); it is zero where the score is piecewise linear in ``A`` (ReLU layers
-    and a logit).
-
-    Example:
-        >>> import torch
-        >>> a = torch.tensor([[1.0, 2.0]], requires_grad=True)
-        >>> with torch.enable_grad():
-        ...     shapley_terms((a**2).sum(dim=1), a).tolist()  # g = 2a, H = 2I: 2a - a
-        [[1.0, 2.0]]
-    """
-    (grads,) = torch.autograd.grad(scores.sum(), activations, create_graph=True)
-    hvp = None
-    if grads.requires_grad:
-        (hvp,) = torch.autograd.grad(
-            grads, activations, grad_outputs=activations.detach(), retain_graph=True, allow_unused=True
+    with torch.enable_grad():
+        scores = ctx.target(outputs)
+    if not scores.requires_grad:
+        raise CamscopeError(
+            "the target score does not depend on the layer's activations through autograd (the model may detach "
+            "or run under no_grad): choose another layer or a gradient-free method"
         )
-    if hvp is None:
-        return grads.detach()
-    return (grads - 0.5 * hvp).detach()
+    return leaves[0], scores.mean(dim=1) if scores.ndim == 2 else scores
 
 
 @register_method
@@ -84,20 +98,24 @@ class ShapleyCAM(CamMethod):
 
         ``w_k = (1/Z) sum_ij (dy/dA_k^ij - 1/2 (H A)_k^ij)``;  ``M = sum_k w_k A_k``
 
-    ``H A`` is a Hessian-vector product: one extra forward pass, recorded by
-    autograd from the layer on, and two backward passes down to the layer (not
-    below it, unlike pytorch-grad-cam 1.5.7, which differentiates down to the
-    input). Where the score is piecewise linear in ``A`` (ReLU networks and a
-    logit) ``H A = 0`` and ShapleyCAM is Grad-CAM; the paper recommends its ReST
-    utility, ``y_c + log softmax(y)_c``, which is a
+    ``H A`` is a Hessian-vector product: the engine keeps the graph of its
+    backward pass (from the layer on only: no graph below the layer) and the
+    gradients are differentiated once more, so ShapleyCAM costs one forward pass
+    and two backward passes down to the layer (pytorch-grad-cam 1.5.7
+    differentiates twice down to the input). Where the score is piecewise linear
+    in ``A`` (ReLU networks and a logit) ``H A = 0`` and ShapleyCAM is Grad-CAM;
+    the paper recommends its ReST utility, ``y_c + log softmax(y)_c``, which is a
     ``camscope.ScoreTarget(lambda y: y[:, c] + y.log_softmax(dim=1)[:, c])`` (pytorch-grad-cam's
-    ``ClassifierOutputReST``). Equal to pytorch-grad-cam's ``ShapleyCAM``.
+    ``ClassifierOutputReST``). Equal to pytorch-grad-cam's ``ShapleyCAM``. For
+    token layers the game is over the patch tokens (class and register tokens
+    held fixed): ``A`` in ``H A`` is the grid of patch tokens, where
+    pytorch-grad-cam also moves the prefix tokens.
 
     Targets: any differentiable score. The weights are linear in the score, so a
     Finer target with the paper's mean before the ReLU is explained with its
-    averaged score (one gradient and one Hessian-vector product); its other
-    aggregations take one pair per reference and return the combined map without
-    channel weights. DiffCAM's direction is not a gradient, so it does not apply.
+    averaged score (one gradient, one Hessian-vector product); its other
+    aggregations take one pair per reference. DiffCAM's direction is not a
+    gradient, so it does not apply.
 
     Example:
         >>> import camscope, torch
@@ -110,36 +128,34 @@ class ShapleyCAM(CamMethod):
 
     name = "shapleycam"
     display_name = "ShapleyCAM"
-    # The engine's gradients have no graph, so the method differentiates its own pass twice.
-    uses_gradients = False
+    linear_in_gradient = True
+    second_order = True
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        leaf, outputs = differentiable_pass(ctx)
+        layer_output = ctx.layer_output
+        channels_first = ctx.channels_first or _same_layout(ctx)
+        if layer_output is None:
+            layer_output, scores = differentiable_pass(ctx)
+            with torch.enable_grad():
+                (native,) = torch.autograd.grad(scores.sum(), layer_output, create_graph=True)
+                grads = channels_first(native)
+        else:
+            grads = ctx.require_gradients()
         with torch.enable_grad():
-            scores = ctx.target(outputs)
-            if not scores.requires_grad:
-                raise CamscopeError(
-                    "the target score does not depend on the layer's activations through autograd (the model may "
-                    "detach or run under no_grad): choose another layer or a gradient-free method"
-                )
-            aggregate = getattr(ctx.target, "aggregate", "mean-before-relu")
-            if scores.ndim == 1 or aggregate == "mean-before-relu":
-                components = [scores if scores.ndim == 1 else scores.mean(dim=1)]
-            else:
-                components = list(scores.unbind(dim=1))
-            weights = [self._channels_first(ctx, shapley_terms(score, leaf)) for score in components]
-        dims = ctx.spatial_dims
-        if len(weights) == 1:
-            return CamResult(weights=weights[0].mean(dim=dims, keepdim=True))
-        maps = torch.stack([(w.mean(dim=dims, keepdim=True) * ctx.activations).sum(dim=1) for w in weights])
-        return CamResult(raw=aggregate_maps(maps, aggregate))
+            product = hessian_vector_product(grads, layer_output, ctx.activations, channels_first)
+        terms = grads.detach() if product is None else grads.detach() - 0.5 * product
+        return CamResult(weights=terms.mean(dim=ctx.spatial_dims, keepdim=True))
 
-    @staticmethod
-    def _channels_first(ctx: CamContext, tensor: Tensor) -> Tensor:
-        converted = ctx.channels_first(tensor) if ctx.channels_first is not None else tensor
-        if converted.shape != ctx.activations.shape:
+
+def _same_layout(ctx: CamContext) -> Callable[[Tensor], Tensor]:
+    """The identity for a context without a layout (its layer's output must be channels first already)."""
+
+    def check(tensor: Tensor) -> Tensor:
+        if tensor.shape != ctx.activations.shape:
             raise CamscopeError(
                 f"shapleycam needs the layer's layout to bring its output {list(tensor.shape)} to the activations' "
                 f"{list(ctx.activations.shape)}: call it through camscope.explain or camscope.Explainer"
             )
-        return converted.to(ctx.activations.dtype)
+        return tensor
+
+    return check
