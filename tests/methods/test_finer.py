@@ -402,7 +402,7 @@ def test_option_errors(kwargs: dict, message: str) -> None:
 
 def test_bools_nested_in_references_are_not_classes(tiny_cnn, images) -> None:
     """``[[True], [0]]`` was read as classes 1 and 0; the finer-* methods check their option the same way."""
-    with pytest.raises(CamscopeError, match="option references: .*bool"):
+    with pytest.raises(CamscopeError, match=r"option references: .*bool"):
         camscope.explain(tiny_cnn, images[:2], method="finer-gradcam", references=[[True], [0]])
 
 
