@@ -29,7 +29,7 @@ def test_nan_after_the_layer_is_an_error_or_an_exact_map(method: str) -> None:
     options: dict = {"reference": torch.rand(4, 3, 8, 8)} if method == "diffcam" else {}
     if method.startswith("finer"):
         options["references"] = [1]
-    if method in {"cam", "eigencam", "diffcam"}:
+    if method in {"cam", "eigencam", "diffcam", "kpcacam", "fem", "randomcam"}:
         # These read the activations (and CAM the classifier's weights), not the NaN scores: exact maps.
         explanation = camscope.explain(model, x, method=method, layer="conv", target=[0, 2], **options)
     else:

@@ -53,7 +53,9 @@ class Explanation:
             resolution, before ReLU and any scaling, ``[B, h, w]`` (``[B, d, h, w]``
             for volumes). For several layers: the mean over layers of each
             layer's raw map upsampled to the input and divided by its per-image
-            maximum absolute value.
+            maximum absolute value (``fuse="product"`` and RefineCAM: the product
+            of the layers' ``maps``). With ``aug_smooth``: the mean of the
+            augmentations' raw maps, flipped back.
         maps: ``raw`` upsampled to the input size, ReLU, min-max scaled per
             image to [0, 1], ``[B, H, W]``; a constant map gives zeros. With
             ``scale=`` (S-CAMs): ``scale(upsampled raw)``, signed, in (-1, 1).

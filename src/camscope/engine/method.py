@@ -61,6 +61,12 @@ class CamContext:
             ``[N, K, *spatial]`` like ``activations``, ``activations_at(x, native=True)``
             the layer's output as the model produced it (e.g. ``[N, T, K]``
             tokens with the class token; used by DiffCAM for reference inputs).
+        layer_output: for second-order methods, the layer's own output (e.g. ``[B, T, K]``
+            tokens), the leaf of the gradients' graph: ``gradients`` can be differentiated
+            with respect to it again.
+        channels_first: brings a tensor shaped like the layer's own output (e.g.
+            ``[B, T, K]`` tokens) to ``[B, K, *spatial]`` as ``activations`` are
+            (used by methods that differentiate the layer's output themselves).
     """
 
     model: nn.Module
@@ -75,6 +81,8 @@ class CamContext:
     gradients_at: Callable[[Tensor], tuple[Tensor, Tensor]]
     options: dict[str, Any] = field(default_factory=dict)
     activations_at: Callable[..., Tensor] | None = None
+    channels_first: Callable[[Tensor], Tensor] | None = None
+    layer_output: Tensor | None = None
 
     @property
     def spatial_dims(self) -> tuple[int, ...]:
@@ -120,6 +128,11 @@ class CamMethod:
         linear_in_gradient: the weights are linear in G, so the weights of an
             average of scores equal the average of the weights; the engine then
             back-propagates the averaged score once.
+        second_order: the engine keeps the graph of the gradients (``create_graph``) and
+            gives the method ``CamContext.layer_output``, so that it can take Hessian-vector
+            products (ShapleyCAM).
+        fusion: how the maps of several layers are combined when the user gives
+            no ``fuse=`` (None: their mean; RefineCAM: ``"product"``).
 
     A subclass that overrides :meth:`option_names` without declaring options
     (the older way) still gets those names accepted, unchecked and without defaults.
@@ -140,6 +153,8 @@ class CamMethod:
     display_name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     linear_in_gradient: ClassVar[bool] = False
+    second_order: ClassVar[bool] = False
+    fusion: ClassVar[str | None] = None
     declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
