@@ -319,12 +319,13 @@ def test_legrad_equals_torchcam(one_thread: None) -> None:
     for readout, projection, blocks in [
         ("token-mean", None, None),  # torchcam's own head: heads(ln(tokens.mean(1)))
         ("model", lambda t: model.heads(model.encoder.ln(t)[:, 0]), None),  # the model's head, given to torchcam
-        ("model", lambda t: model.heads(model.encoder.ln(t)[:, 0]), 1),  # the last block only
+        ("model", lambda t: model.heads(model.encoder.ln(t)[:, 0]), [1]),  # the last block only
+        ("model", lambda t: model.heads(model.encoder.ln(t)[:, 0]), [0]),  # the first: the last one is not read
     ]:
-        layers = list(model.encoder.layers)[-blocks:] if blocks else list(model.encoder.layers)
+        layers = [model.encoder.layers[i] for i in blocks] if blocks else list(model.encoder.layers)
         with TorchcamLeGrad(model, layers, score_projection=projection) as extractor:
             scores = model(x)
             peer = extractor(class_idx=classes, scores=scores)[0]
         ours = camscope.explain(model, x, method="legrad", target=classes, readout=readout, blocks=blocks)
-        results[(readout, blocks)] = float((normalize_maps(ours.raw) - peer).abs().max())
+        results[(readout, str(blocks))] = float((normalize_maps(ours.raw) - peer).abs().max())
     assert max(results.values()) < 1e-5, results
