@@ -274,3 +274,57 @@ def test_localisation_metrics_read_the_maps(vit: nn.Module, x: Tensor, method: s
     whole = torch.tensor([[0, 0, 32, 32]] * 2)
     torch.testing.assert_close(energy_pointing_game(explanation, boxes=whole).values["proportion"], torch.ones(2))
     torch.testing.assert_close(auprc(explanation, masks=maps >= 0.5).values["auprc"], torch.ones(2))
+
+
+@pytest.mark.parametrize("method", ATTENTION_METHODS)
+def test_empty_and_non_finite_inputs(vit: nn.Module, x: Tensor, method: str) -> None:
+    with pytest.raises(CamscopeError, match="empty batch"):
+        camscope.explain(vit, x[:0], method=method)
+    poisoned = x.clone()
+    poisoned[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CamscopeError, match="NaN or infinite"):
+        camscope.explain(vit, poisoned, method=method)
+    assert hook_count(vit) == 0
+
+
+class PooledViT(SmallViT):
+    """A head that pools the tokens with a learned query (cross-attention): part of the head, not a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, 16))
+        self.pool = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = self.norm(self.blocks(torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)))
+        pooled = self.pool(self.query.expand(tokens.shape[0], -1, -1), tokens, tokens, need_weights=False)[0]
+        return self.head(pooled[:, 0])
+
+
+def test_a_cross_attention_pooler_belongs_to_the_head(one_thread: None) -> None:
+    from camscope.methods.attention import attention_layers
+
+    torch.manual_seed(0)
+    model = PooledViT().eval()
+    assert attention_layers(model, SMALL_X) == ["blocks.0.attn", "blocks.1.attn"]
+    explanation = camscope.explain(model, SMALL_X, method="legrad", target=[1, 2])
+    assert explanation.raw.shape == (2, 4, 4) and bool(torch.isfinite(explanation.raw).all())
+    assert float(explanation.raw.abs().max()) > 0
+
+
+def test_an_attention_pooled_timm_head(one_thread: None) -> None:
+    """timm's attention pooling (global_pool='map'): rollouts need a token they can follow; LeGrad reads the pooler."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_so150m_patch16_reg4_map_256", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2,
+        num_heads=2, num_classes=5,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for method in ("rollout", "gradrollout"):
+        with pytest.raises(CamscopeError, match=r"attention pooling \(global_pool='map'\): use legrad"):
+            camscope.explain(model, x, method=method)
+    assert bool(torch.isfinite(camscope.explain(model, x, method="legrad").raw).all())
+    assert hook_count(model) == 0
