@@ -188,13 +188,15 @@ def test_in_place_ops_around_the_attention_do_not_change_the_map(one_thread: Non
 
 
 @pytest.mark.parametrize("method", ATTENTION_METHODS)
-def test_frozen_parameters_no_grad_and_flags(vit: nn.Module, x: Tensor, method: str) -> None:
+def test_frozen_parameters_no_grad_inference_mode_and_flags(vit: nn.Module, x: Tensor, method: str) -> None:
     expected = camscope.explain(vit, x, method=method, target=[0, 5]).raw
     for parameter in vit.parameters():
         parameter.requires_grad_(False)
     try:
         with torch.no_grad():
             got = camscope.explain(vit, x, method=method, target=[0, 5]).raw
+        with torch.inference_mode():
+            torch.testing.assert_close(camscope.explain(vit, x.clone(), method=method, target=[0, 5]).raw, got)
         assert not any(parameter.requires_grad for parameter in vit.parameters())
     finally:
         for parameter in vit.parameters():
