@@ -15,11 +15,17 @@ from camscope.analyses.ifa import Analysis, analyze
 from camscope.analyses.similarity import class_similarity
 from camscope.engine.explainer import Explainer, Explanation, explain
 from camscope.engine.method import available_methods, register_method
+from camscope.engine.pairs import explain_pair
 from camscope.errors import CamscopeError
 from camscope.evaluation.runner import evaluate
 from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
+from camscope.targets.detection import BoxTarget, OnBox, YoloOutputs
+from camscope.targets.embedding import SimilarityTarget
 from camscope.targets.finer import Finer
+from camscope.targets.heads import BinaryTarget, MultiLabel, RawScores, RegressionTarget, ReSTTarget, SoftmaxTarget
+from camscope.targets.outputs import TargetWarning
+from camscope.targets.segmentation import OnRegion, SegmentationTarget
 
 try:
     __version__ = _metadata.version("camscope")
@@ -28,19 +34,33 @@ except _metadata.PackageNotFoundError:  # a source tree on sys.path, not install
 
 __all__ = [
     "Analysis",
+    "BinaryTarget",
+    "BoxTarget",
     "CamscopeError",
     "ClassDifference",
     "ClassTarget",
     "Explainer",
     "Explanation",
     "Finer",
+    "MultiLabel",
+    "OnBox",
+    "OnRegion",
+    "RawScores",
+    "ReSTTarget",
     "ReferenceBank",
+    "RegressionTarget",
     "ScoreTarget",
+    "SegmentationTarget",
+    "SimilarityTarget",
+    "SoftmaxTarget",
     "Target",
+    "TargetWarning",
+    "YoloOutputs",
     "analyze",
     "available_methods",
     "class_similarity",
     "evaluate",
     "explain",
+    "explain_pair",
     "register_method",
 ]

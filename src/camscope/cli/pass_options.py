@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 
 from camscope.passes.distributed import is_main_process, resolve_device, torchrun_world_size
@@ -24,7 +23,6 @@ __all__ = [
     "cli_device",
     "is_main_process",
     "pass_options",
-    "same_random_weights",
 ]
 
 WorkersOption = Annotated[
@@ -62,12 +60,6 @@ def pass_options(
         "checkpoint_every": checkpoint_every,
         "resume": resume,
     }
-
-
-def same_random_weights(weights: str | None) -> None:
-    """Seed torch before a model with random weights (``--weights none``) is built: every run and rank agree."""
-    if weights is None or weights.lower() == "none":
-        torch.manual_seed(0)
 
 
 def cli_device(device: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -19,6 +20,8 @@ from camscope.engine.capture import (
     validate_inputs,
 )
 from camscope.engine.explanation import Explanation
+from camscope.engine.inputs import BoundInputs
+from camscope.engine.levels import LevelSpec, check_levels, combine_levels
 from camscope.engine.maps import (
     MAP_ORDERS,
     aggregate_maps,
@@ -42,7 +45,9 @@ class Explainer:
 
     Args:
         model: any ``torch.nn.Module`` returning scores (a tensor, a tuple, a
-            dict with ``logits``/``out``, or an object with ``.logits``).
+            dict with ``logits``/``out``, or an object with ``.logits``), or
+            what the target reads (a detector's list of dicts for
+            :class:`camscope.BoxTarget`; see :meth:`camscope.targets.base.Target.read`).
         layer: a dotted name, a module, or a list of them; None picks a default
             (see :func:`camscope.engine.capture.default_layer`).
         method: a registered method name (``camscope.available_methods()``) or instance.
@@ -56,6 +61,13 @@ class Explainer:
             layer's resolution, then upsampling, as the Grad-CAM paper and the peer libraries
             do) or ``"upsample-first"`` (camscope 0.1.0); see :func:`camscope.engine.maps.final_maps`.
             ``raw`` and S-CAMs (``scale=``) keep their signed values either way.
+        levels: how a layer that returns a dict of feature levels (a feature pyramid) is
+            explained: ``"smallest-grid"`` (default), ``"largest-grid"``, ``"each"`` or a
+            function of the dict (see :mod:`camscope.engine.levels`).
+        explained_input: for a model of several inputs (``inputs`` a tuple, called
+            ``model(*inputs)``, or a dict, called ``model(**inputs)``): the index or key of
+            the input to explain, the others held fixed (default: the first; see
+            :mod:`camscope.engine.inputs`). The layer must lie on that input's path.
         **options: options of the method.
 
     Example:
@@ -80,6 +92,8 @@ class Explainer:
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
         map_order: str = "relu-first",
+        levels: LevelSpec = "smallest-grid",
+        explained_input: int | str | None = None,
         **options: Any,
     ) -> None:
         if fuse not in ("mean", "max"):
@@ -97,6 +111,8 @@ class Explainer:
         if map_order not in MAP_ORDERS:
             raise CamscopeError(f"map_order must be one of {', '.join(MAP_ORDERS)}, got {map_order!r}")
         self.map_order = map_order
+        self.levels = check_levels(levels)
+        self.explained_input = explained_input
         if layer is not None:
             resolve_layers(model, layer)  # fail early on a wrong name
 
@@ -108,12 +124,13 @@ class Explainer:
         return None
 
     def __call__(
-        self, inputs: Tensor, target: Any = None, *, features: Tensor | None = None, scale: Any = None
+        self, inputs: Any, target: Any = None, *, features: Tensor | None = None, scale: Any = None
     ) -> Explanation:
         """Explain a batch.
 
         Args:
-            inputs: ``[B, C, H, W]`` (or ``[B, C, D, H, W]``) on the model's device.
+            inputs: ``[B, C, H, W]`` (or ``[B, C, D, H, W]``) on the model's device; for a
+                model of several inputs a tuple or dict of them (see ``explained_input``).
             target: None (predicted class), an int, one int per sample, or a
                 :class:`~camscope.targets.base.Target`.
             features: a channel mask ``[K]`` or ``[B, K]`` (bool or float) that
@@ -122,72 +139,139 @@ class Explainer:
                 ``camscope.analyze`` (its default scale) or ``Analysis.scale(...)``;
                 ``maps`` are then ``tanh(a * upsampled raw + b)``, signed, in (-1, 1).
         """
-        inputs = validate_inputs(self.model, inputs)
-        layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
+        bound = self._bind(inputs)
+        x = validate_inputs(self.model, inputs if bound is None else bound.explained, check_channels=bound is None)
+        wanted = as_target(target).prepare(self.model)
+        rows, wanted = wanted.expand(partial(self._predict, x, wanted, bound))
+        if rows is not None:
+            x = x[rows.to(x.device)]
+            bound = None if bound is None else bound.select(rows)
+        # The default layer is traced on the first sample (the other inputs' first rows with it).
+        forward = None if bound is None else partial(bound.select(torch.zeros(1, dtype=torch.long)).call, self.model)
+        layer = self.layer if self.layer is not None else default_layer(self.model, x, forward)
         layers = resolve_layers(self.model, layer)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
-            per_layer = self._explain(
-                inputs, layers, self.method.prepare_target(as_target(target), self.model), features
-            )
+            if bound is not None:
+                # Autograd then marks what depends on the explained input (flags restored by model_state).
+                for parameter in self.model.parameters():
+                    parameter.requires_grad_(False)
+            per_layer = self._explain(x, layers, self.method.prepare_target(wanted, self.model), features, bound)
         explanation = (
-            per_layer[0] if len(per_layer) == 1 else self._fused([name for name, _ in layers], per_layer, inputs)
+            per_layer[0] if len(per_layer) == 1 else self._fused([str(e.layer) for e in per_layer], per_layer, x)
         )
         if scale is not None:
-            explanation.maps = scaled_maps(scale, explanation, inputs.shape[2:])
+            explanation.maps = scaled_maps(scale, explanation, x.shape[2:])
         return explanation
 
+    def _bind(self, inputs: Any) -> BoundInputs | None:
+        """The inputs of a model of several inputs (a tuple or a dict), with the explained one chosen."""
+        if isinstance(inputs, (tuple, Mapping)):
+            return BoundInputs.of(inputs, self.explained_input)
+        if self.explained_input is not None:
+            raise CamscopeError(
+                "explained_input= picks one of several inputs, but inputs is one tensor: pass a tuple or a dict"
+            )
+        if isinstance(inputs, list):
+            raise CamscopeError(
+                "inputs is a list: pass one batch tensor [B, C, H, W] (torch.stack(images)), or a tuple or dict "
+                "for a model of several inputs"
+            )
+        return None
+
+    def _predict(self, inputs: Tensor, target: Target, bound: BoundInputs | None) -> Tensor:
+        """The outputs (as the target reads them) of a clean forward pass, without autograd."""
+        with model_state(self.model, self.eval_mode), torch.no_grad():
+            return target.read(self._model_forward(inputs, bound)).detach()
+
     def _explain(
-        self, inputs: Tensor, layers: list[tuple[str, nn.Module]], target: Target, features: Tensor | None
+        self,
+        inputs: Tensor,
+        layers: list[tuple[str, nn.Module]],
+        target: Target,
+        features: Tensor | None,
+        bound: BoundInputs | None = None,
     ) -> list[Explanation]:
         method = self.method
         need_grad = method.uses_gradients
-        with LayerCapture(layers, need_grad=need_grad, model=self.model) as capture:
-            logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad)
-            native = {name: capture.activations[name] for name, _ in layers}
+        source = None if bound is None else bound.name
+        with LayerCapture(layers, need_grad=need_grad, model=self.model, source=source) as capture:
+            logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad, bound=bound)
+            native = {key: t for name, _ in layers for key, t in capture.captured(name).items()}
+            _check_batch(native, inputs.shape[0])
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
             explanations = []
-            for name, _ in layers:
-                context = self._context(inputs, name, capture, native[name], logits, resolved, scores)
-                grads = gradients.get(name)
-                results = self._run_method(context, grads, inputs, name)
+            for unit in self._units(layers, capture):
+                activations = self._unit_tensor(capture.activations, unit, capture, inputs)
+                grads = None
+                if need_grad:
+                    components = next(iter(gradients.values())).shape[0]
+                    grads = torch.stack(
+                        [self._unit_tensor(_component(gradients, r), unit, capture, inputs) for r in range(components)]
+                    )
+                context = self._context(inputs, unit, capture, activations, logits, resolved, scores, bound)
+                results = self._run_method(context, grads)
                 # Checked with the map, in one host synchronisation: a method can turn NaN gradients into a
                 # finite map (Eigen-Grad-CAM's projection gave zeros).
                 finite_grads = None if grads is None else torch.isfinite(grads).all()
-                explanations.append(self._assemble(results, context, resolved, inputs, name, features, finite_grads))
+                explanations.append(self._assemble(results, context, resolved, inputs, unit, features, finite_grads))
         return explanations
+
+    def _units(self, layers: list[tuple[str, nn.Module]], capture: LayerCapture) -> list[str]:
+        """What is explained: each layer, or each level of a layer of feature levels with ``levels="each"``."""
+        units: list[str] = []
+        for name, _ in layers:
+            if name in capture.levels and self.levels == "each":
+                units.extend(f"{name}[{key}]" for key in capture.levels[name])
+            else:
+                units.append(name)
+        return units
+
+    def _unit_tensor(self, tensors: Mapping[str, Tensor], unit: str, capture: LayerCapture, inputs: Tensor) -> Tensor:
+        """A unit's captured tensor (or its gradient) as ``[B, K, *spatial]``; feature levels brought to one grid."""
+        if unit in capture.levels:
+            levels = {key: tensors[f"{unit}[{key}]"] for key in capture.levels[unit]}
+            return combine_levels(levels, self.levels, unit)
+        return self.channels_first(tensors[unit], inputs, unit)
 
     def _context(
         self,
         inputs: Tensor,
         name: str,
         capture: LayerCapture,
-        native: Tensor,
+        activations: Tensor,
         logits: Tensor,
         target: Target,
         scores: Tensor,
+        bound: BoundInputs | None = None,
     ) -> CamContext:
         """What the method sees at one layer; gradients are filled in per score component."""
         return CamContext(
             model=self.model,
             inputs=inputs,
             layer=name,
-            activations=self.channels_first(native, inputs, name).detach(),
+            activations=activations.detach(),
             gradients=None,
             outputs=logits.detach(),
             target=target,
             scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
-            forward=partial(self.plain_forward, capture=capture),
-            gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target),
-            activations_at=partial(self.activations_at, name=name, capture=capture),
+            forward=partial(self.plain_forward, capture=capture, target=target, bound=bound),
+            gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target, bound=bound),
+            activations_at=partial(self.activations_at, name=name, capture=capture, bound=bound),
         )
 
     def forward_pass(
-        self, inputs: Tensor, capture: LayerCapture, target: Target, need_grad: bool
+        self,
+        inputs: Tensor,
+        capture: LayerCapture,
+        target: Target,
+        need_grad: bool,
+        *,
+        bound: BoundInputs | None = None,
     ) -> tuple[Tensor, Target, Tensor]:
         """One forward pass: autograd off until the first captured layer when gradients are needed."""
-        outputs = self._hooked_forward(inputs)
+        outputs = self._hooked_forward(inputs, bound)
         capture.check_calls()
-        logits = output_tensor(outputs)
+        logits = target.read(outputs)
         resolved = target.resolve(logits.detach())
         with torch.set_grad_enabled(need_grad):
             scores = resolved(logits)
@@ -195,19 +279,27 @@ class Explainer:
             # The model switched autograd off after the layer (an internal no_grad): run with autograd on.
             capture.reset()
             with torch.enable_grad():
-                outputs = self._model_forward(inputs)
-                scores = resolved(output_tensor(outputs))
+                outputs = self._model_forward(inputs, bound)
+                logits = resolved.read(outputs)
+                scores = resolved(logits)
             capture.check_calls()
             if not scores.requires_grad:
                 raise CamscopeError(
                     "the target score does not depend on the layer's activations through autograd "
                     "(the model may detach or run under no_grad): choose another layer or a gradient-free method"
                 )
-            logits = output_tensor(outputs)
         return logits, resolved, scores
 
-    def _hooked_forward(self, inputs: Tensor) -> Any:
-        """The model's outputs without autograd below the captured layers (their hooks switch it on)."""
+    def _hooked_forward(self, inputs: Tensor, bound: BoundInputs | None = None) -> Any:
+        """The model's outputs without autograd below the captured layers (their hooks switch it on).
+
+        With several inputs, autograd runs from the explained input, which requires grad, so that the
+        hooks see which calls of a layer depend on it (the parameters' flags are off during the call).
+        """
+        if bound is not None:
+            with torch.enable_grad():
+                # A clone of the marked leaf, so that a model may change its input in place.
+                return self._model_forward(inputs.detach().requires_grad_(True).clone(), bound)
         grad_mode = torch.is_grad_enabled()
         try:
             with torch.no_grad():
@@ -215,9 +307,9 @@ class Explainer:
         finally:
             torch.set_grad_enabled(grad_mode)
 
-    def _model_forward(self, inputs: Tensor) -> Any:
+    def _model_forward(self, inputs: Tensor, bound: BoundInputs | None = None) -> Any:
         try:
-            return self.model(inputs)
+            return self.model(inputs) if bound is None else bound.call(self.model, inputs)
         except CamscopeError:
             raise
         except (RuntimeError, ValueError, AssertionError) as error:
@@ -256,13 +348,13 @@ class Explainer:
         """A captured tensor as ``[B, K, *spatial]`` under this explainer's layout settings."""
         return to_channels_first(tensor, inputs.shape, name, self.model, self.layout, self.grid, self.prefix_tokens)
 
-    def _run_method(self, context: CamContext, grads: Tensor | None, inputs: Tensor, name: str) -> list[CamResult]:
-        """The method's result, once per score component of the gradients."""
+    def _run_method(self, context: CamContext, grads: Tensor | None) -> list[CamResult]:
+        """The method's result, once per score component of the gradients (``[R, B, K, ...]``, channels first)."""
         if grads is None:
             return [self.method(context)]
         results = []
         for component in grads:
-            context.gradients = self.channels_first(component, inputs, name)
+            context.gradients = component
             results.append(self.method(context))
         return results
 
@@ -323,37 +415,59 @@ class Explainer:
             options=dict(self.method.options),
         )
 
-    def plain_forward(self, inputs: Tensor, capture: LayerCapture) -> Tensor:
-        """The model's scores on other inputs, hooks silent, no autograd."""
+    def plain_forward(
+        self, inputs: Tensor, capture: LayerCapture, target: Target | None = None, *, bound: BoundInputs | None = None
+    ) -> Tensor:
+        """The model's scores on other inputs (as ``target`` reads them), hooks silent, no autograd."""
         capture.enabled = False
         try:
             with torch.no_grad():
-                return output_tensor(self._model_forward(inputs))
+                outputs = self._model_forward(inputs, bound)
+                return output_tensor(outputs) if target is None else target.read(outputs)
         finally:
             capture.enabled = True
 
-    def activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
+    def activations_at(
+        self,
+        inputs: Tensor,
+        name: str,
+        capture: LayerCapture,
+        native: bool = False,
+        *,
+        bound: BoundInputs | None = None,
+    ) -> Tensor:
         """Activations at one layer for other inputs (detached; channels first unless ``native``)."""
         capture.reset()
-        self._hooked_forward(inputs)
+        self._hooked_forward(inputs, bound)
         capture.check_calls()
-        activations = capture.activations[name].detach()
-        return activations if native else self.channels_first(activations, inputs, name)
+        if native and name in capture.activations:
+            return capture.activations[name].detach()
+        return self._unit_tensor(capture.activations, name, capture, inputs).detach()
 
-    def gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
+    def gradients_at(
+        self,
+        inputs: Tensor,
+        name: str,
+        capture: LayerCapture,
+        target: Target,
+        *,
+        bound: BoundInputs | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Activations and gradients at one layer for other inputs, the same resolved target."""
         capture.reset()
-        outputs = self._hooked_forward(inputs)
+        outputs = self._hooked_forward(inputs, bound)
+        keys = [f"{name}[{key}]" for key in capture.levels[name]] if name in capture.levels else [name]
         with torch.enable_grad():
-            scores = target(output_tensor(outputs))
+            scores = target(target.read(outputs))
             if scores.ndim == 2:
                 scores = scores.mean(dim=1)
-            activations = capture.activations[name]
-            (grads,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
-        grads = torch.zeros_like(activations) if grads is None else grads
+            tensors = [capture.activations[key] for key in keys]
+            found = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+        grads = {key: torch.zeros_like(t) if g is None else g for key, t, g in zip(keys, tensors, found)}
+        activations = {key: t.detach() for key, t in zip(keys, tensors)}
         return (
-            self.channels_first(activations.detach(), inputs, name),
-            self.channels_first(grads, inputs, name),
+            self._unit_tensor(activations, name, capture, inputs),
+            self._unit_tensor(grads, name, capture, inputs),
         )
 
     def _fused(self, names: list[str], per_layer: list[Explanation], inputs: Tensor) -> Explanation:
@@ -381,6 +495,22 @@ class Explainer:
             layers=dict(zip(names, per_layer)),
             options=dict(first.options),
         )
+
+
+def _component(gradients: dict[str, Tensor], index: int) -> dict[str, Tensor]:
+    """The gradients of score component ``index`` (``[R, B, ...]`` -> ``[B, ...]``) for every captured tensor."""
+    return {key: grads[index] for key, grads in gradients.items()}
+
+
+def _check_batch(captured: dict[str, Tensor], batch: int) -> None:
+    """Every captured tensor has one row per input: a layer on regions (a detector's box head) has not."""
+    for key, tensor in captured.items():
+        if tensor.ndim == 0 or tensor.shape[0] != batch:
+            rows = tensor.shape[0] if tensor.ndim else 0
+            raise CamscopeError(
+                f"layer {key!r} outputs {rows} rows for a batch of {batch} inputs: it works on regions or proposals "
+                "(a detector's box head), not on whole inputs; choose a layer of the backbone"
+            )
 
 
 def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor | None]:
