@@ -330,3 +330,26 @@ def test_an_attention_pooled_timm_head(one_thread: None) -> None:
             camscope.explain(model, x, method=method)
     assert bool(torch.isfinite(camscope.explain(model, x, method="legrad").raw).all())
     assert hook_count(model) == 0
+
+
+class WithBias(nn.Module):
+    """A model of two inputs: an image and a per-sample bias added to the logits."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        return self.vit(x) + bias
+
+
+def test_a_model_of_several_inputs(vit: nn.Module, x: Tensor) -> None:
+    """The image is explained, the other input held fixed; LeGrad's extra rows cannot meet a per-sample input."""
+    model = WithBias(vit).eval()
+    bias = torch.randn(2, 6, generator=torch.Generator().manual_seed(4))
+    for method in ("rollout", "gradrollout"):
+        alone = camscope.explain(vit, x, method=method, target=[1, 4]).raw
+        torch.testing.assert_close(camscope.explain(model, (x, bias), method=method, target=[1, 4]).raw, alone)
+    with pytest.raises(CamscopeError, match="as extra rows of the batch"):
+        camscope.explain(model, (x, bias), method="legrad", target=[1, 4])
+    assert hook_count(model) == 0

@@ -414,10 +414,12 @@ def _no_attention_error(model: nn.Module) -> CamscopeError:
 _LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], list[str]]] = weakref.WeakKeyDictionary()
 
 
-def attention_layers(model: nn.Module, inputs: Tensor) -> list[str]:
+def attention_layers(model: nn.Module, inputs: Tensor, forward: Callable[[Tensor], object] | None = None) -> list[str]:
     """The supported self-attention modules that the model's forward pass runs, in execution order.
 
-    One traced forward pass of the first sample (no autograd), cached per model and input shape.
+    One traced forward pass without autograd, cached per model and input shape: of the first
+    sample with ``model``, or of ``inputs`` with ``forward`` (a method's ``ctx.forward``, which
+    also calls a model of several inputs with its other inputs).
 
     Raises:
         CamscopeError: when none runs (the message names the model's unsupported attention
@@ -430,11 +432,12 @@ def attention_layers(model: nn.Module, inputs: Tensor) -> list[str]:
         cache = _LAYER_CACHE.setdefault(model, {})
         key = tuple(inputs.shape[1:])
         if key not in cache:
-            cache[key] = _trace(model, inputs, candidates)
+            run = forward if forward is not None else (lambda x: model(x[:1]))
+            cache[key] = _trace(model, lambda: run(inputs), candidates)
         return list(cache[key])
 
 
-def _trace(model: nn.Module, inputs: Tensor, candidates: dict[str, nn.Module]) -> list[str]:
+def _trace(model: nn.Module, run: Callable[[], object], candidates: dict[str, nn.Module]) -> list[str]:
     calls: list[tuple[str, bool]] = []
 
     def hook(name: str, adapter: _Adapter) -> Callable[..., None]:
@@ -449,7 +452,7 @@ def _trace(model: nn.Module, inputs: Tensor, candidates: dict[str, nn.Module]) -
                 module.register_forward_pre_hook(owned_by_this_thread(hook(name, adapter)), with_kwargs=True)
             )
         with torch.no_grad():
-            model(inputs[:1])
+            run()
     finally:
         for handle in handles:
             handle.remove()
@@ -550,7 +553,10 @@ def _leaf(tensor: Tensor) -> Tensor:
 def gradients_from(model: nn.Module, blocks: Sequence[str], every_block: bool = False) -> Iterator[None]:
     """Autograd off for the forward passes inside, switched on where the first of ``blocks`` takes its tokens.
 
-    Nothing below the first block is recorded. With ``every_block``, each block's input tokens
+    Nothing below the first block is recorded; the pass may run under ``no_grad`` (a method's
+    ``ctx.forward``, which reads the outputs as the target does and calls a model of several
+    inputs with the others): the hook switches autograd on until that ``no_grad`` ends, so the
+    outputs it returns carry the graph. With ``every_block``, each block's input tokens
     start a graph of their own: a score read from one block's tokens then depends, through
     autograd, only on that block (LeGrad differentiates each block's score with respect to that
     block's attention, so one backward of the sum of all blocks' scores gives every block its own
@@ -692,7 +698,7 @@ class AttentionMethod(CamMethod):
 
     def blocks_of(self, ctx: CamContext) -> tuple[list[str], list[int]]:
         """The model's attention layers and the indices of the chosen ones."""
-        names = attention_layers(ctx.model, ctx.inputs)
+        names = attention_layers(ctx.model, ctx.inputs, ctx.forward)
         return names, select_blocks(len(names), self.options["blocks"])
 
     @staticmethod

@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from camscope.engine.capture import output_tensor
 from camscope.engine.method import CamContext, CamResult, register_method
 from camscope.methods.attention import (
     AttentionCapture,
@@ -85,7 +84,7 @@ class GradRollout(AttentionMethod):
             AttentionCapture(ctx.model, attention, want={"qk", "v", "grad"}) as capture,
             gradients_from(ctx.model, [block_name(attention[0])]),
         ):
-            outputs = output_tensor(ctx.model(ctx.inputs))
+            outputs = ctx.forward(ctx.inputs)
         records = capture.complete()
         tokens = common_tokens(records)
         prefix, gh, gw = token_layout(ctx, tokens)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camscope.engine.capture import output_tensor, register_owned_hook, split_output
+from camscope.engine.capture import register_owned_hook, split_output
 from camscope.engine.method import CamContext, CamResult, register_method
 from camscope.errors import CamscopeError
 from camscope.methods.attention import (
@@ -200,14 +200,17 @@ class LeGrad(AttentionMethod):
             gradients_from(ctx.model, blocks, every_block=True),
         ):
             try:
-                outputs = output_tensor(ctx.model(ctx.inputs))
-            except (RuntimeError, ValueError, AssertionError) as error:
-                if isinstance(error, CamscopeError):
+                outputs = ctx.forward(ctx.inputs)
+            except CamscopeError as error:
+                cause = error.__cause__
+                if not isinstance(cause, (RuntimeError, ValueError, AssertionError)) or isinstance(
+                    cause, CamscopeError
+                ):
                     raise
                 raise CamscopeError(
                     f"LeGrad runs the model's layers after its last block on every chosen block's tokens at once "
-                    f"(as extra rows of the batch), and this model failed on that: {error}"
-                ) from error
+                    f"(as extra rows of the batch), and this model failed on that: {cause}"
+                ) from cause
         expected = len(blocks) * ctx.inputs.shape[0]
         if outputs.shape[0] != expected:
             raise CamscopeError(
