@@ -80,6 +80,11 @@ PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {
     "fem": {"k": 2.0, "summed": "masks"},
     "randomcam": {"generator": None},
     "refinecam": {"base": "gradcampp"},
+    "rollout": {"blocks": None},
+    "gradrollout": {"blocks": None},
+    "legrad": {"blocks": None, "readout": "model"},
+    "finer-gradrollout": {**_FINER, "blocks": None},
+    "finer-legrad": {**_FINER, "blocks": None, "readout": "model"},
 }
 #: What a method needs to be constructed at all.
 REQUIRED: dict[str, dict[str, Any]] = {"diffcam": {"reference": torch.zeros(4, 3)}}
