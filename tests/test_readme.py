@@ -45,7 +45,7 @@ def test_every_public_name_imports() -> None:
 @pytest.mark.slow
 def test_readme_snippets_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     snippets = _snippets()
-    assert len(snippets) >= 4, "the README lost its Python snippets"
+    assert len(snippets) >= 5, "the README lost Python snippets"
     monkeypatch.chdir(tmp_path)
     _folders(tmp_path)
     namespace: dict = {"__name__": "readme"}
@@ -58,3 +58,5 @@ def test_readme_snippets_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     assert bank.class_names == ["espresso", "missile", "tabby"] and bank.layer == "bn2"
     assert analysis.layer == "bn2" and analysis.class_counts[[281, 657, 967]].tolist() == [2, 1, 2]
     assert e.classes.tolist() == [281] and e.raw.shape == (1, 7, 7)
+    # detection, segmentation, heads, embeddings, several inputs
+    assert namespace["labels"].maps.shape == (3, 64, 64) and namespace["colour"].maps.shape == (2, 64, 64)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.common import (
@@ -16,7 +15,7 @@ from camscope.cli.common import (
     SkipBadOption,
     WeightsOption,
     method_list,
-    random_weights,
+    seeded_random_weights,
     skip_bad_hint,
     skip_unreadable,
 )
@@ -162,9 +161,8 @@ def evaluate_command(
     curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
-    if random_weights(weights):
-        torch.manual_seed(seed)  # evaluate builds the model: the same random weights on every run and rank
-    with skip_bad_hint():
+    # evaluate builds the model: the same random weights on every run and rank
+    with seeded_random_weights(weights, seed), skip_bad_hint():
         report = evaluate(
             model,
             _folder(data, model, size, skip_bad, workers),

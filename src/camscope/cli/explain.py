@@ -13,9 +13,8 @@ import json
 import re
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.analyze import ScaleOptions
@@ -43,7 +42,11 @@ from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer
 from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
-from camscope.models.preprocessing import Photo
+
+if TYPE_CHECKING:
+    import torch
+
+    from camscope.models.preprocessing import Photo
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -106,6 +109,8 @@ def layers(
 
     No-op modules and modules whose output is that of the module around them are left out (--all lists them).
     """
+    import torch
+
     from camscope.engine.capture import candidate_layers, default_layer
 
     network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
@@ -204,6 +209,8 @@ def explain(
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
+    import torch
+
     from camscope.models import data_config
 
     device = cli_device(device)  # first: a missing GPU is one line before anything is read
@@ -323,6 +330,8 @@ def _run_methods(
     finer: dict[str, Any],
 ) -> dict[str, Any]:
     """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options."""
+    import torch
+
     import camscope
 
     target_spec = None
