@@ -123,7 +123,7 @@ def model():
 def _shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"explorer-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    path.write_bytes(page.screenshot(full_page=True))  # (with path=, the driver writes through a thread it keeps)
     return path
 
 
