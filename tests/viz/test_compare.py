@@ -92,6 +92,7 @@ def test_finer_cam_removes_the_references_share_in_grad_cam_units(explained):
     assert shift.removed is not None
     for i in range(3):
         difference, moved, removed = _brute_force(gradcam.raw[i].flatten().tolist(), finer.raw[i].flatten().tolist())
+        assert shift.difference[i].flatten().tolist() == pytest.approx(difference, abs=1e-9)
         assert float(shift.moved[i]) == pytest.approx(moved, abs=1e-9)
         assert float(shift.removed[i]) == pytest.approx(removed, abs=1e-9)
     references = finer.targets.references()

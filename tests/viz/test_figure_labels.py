@@ -108,7 +108,6 @@ def test_headed_plots_keep_the_heading_clear_of_the_titles():
 
 def _tiny_analysis(classes: int, present: list[int]):
     import camscope
-
     from conftest import TinyCNN
 
     model = TinyCNN(classes=classes).eval()
@@ -135,7 +134,6 @@ def every_figure():
     shift = mass_shift(base, compared, common_units=True)
     analysis = _tiny_analysis(5, [0, 1, 2])
     from camscope.metrics.consistency import consistency
-
     from conftest import TinyCNN
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import camscope
-from camscope.cli.demo import comparison_columns, compare_photos, pair_columns, photo_comparisons
+from camscope.cli.demo import compare_photos, comparison_columns, pair_columns, photo_comparisons
 from camscope.viz.compare import explanation_shift, mass_shift
 from camscope.viz.overview import Comparison, OverviewColumn, comparison_grid, overview_grid
 from conftest import TinyStridedCNN

@@ -134,7 +134,10 @@ def _classic_figures(
         f"{name}\n{shorten(names[int(top.indices[i, 0])], 18)} {float(top.values[i, 0]) * 100:.0f}%"
         for i, name in enumerate(labels)
     ]
-    figure = overview_figure(shown, {m: e.maps for m, e in explanations.items()}, row_labels, style=style)
+    maps = {m: e.maps for m, e in explanations.items()}
+    figure = overview_figure(
+        shown, maps, row_labels, style=style, heading=f"model efficientnet_lite0 | layer {first.layer}"
+    )
     written.append(save_figure(overview_file, figure, style=style))
     return written
 
@@ -403,14 +406,18 @@ def _comparison_figures(
 
 
 def overview_figure(
-    images: Sequence[Picture], maps: dict[str, torch.Tensor], row_labels: list[str], style: FigureStyle | None = None
+    images: Sequence[Picture],
+    maps: dict[str, torch.Tensor],
+    row_labels: list[str],
+    style: FigureStyle | None = None,
+    heading: str = "model efficientnet_lite0",
 ) -> Any:
     """Rows: the images (labelled with their name and explained class); columns: the input and one overlay per method."""
     from camscope.viz.figures import map_title
     from camscope.viz.overview import overview_grid
 
     columns = [OverviewColumn(map_title(method), cams, [""] * len(images)) for method, cams in maps.items()]
-    return overview_grid(images, columns, row_labels, heading="model efficientnet_lite0", style=style)
+    return overview_grid(images, columns, row_labels, heading=heading, style=style)
 
 
 def demo(
