@@ -49,7 +49,7 @@ from camscope.cli.outputs import (
 )
 from camscope.cli.pass_options import cli_device
 from camscope.models.preprocessing import Photo
-from camscope.viz.style import shorten, wrap
+from camscope.viz.style import shorten
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -422,8 +422,8 @@ def _figure_labels(
             by_method[name] = f"{shorten(names[c], 24)} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
         references = finer_references(explanation, index, names)
         if references and name in by_method:  # Finer-CAM: the classes it is compared with
-            listed = ", ".join(shorten(r["name"], 14) for r in references[:3]) + (" ..." if len(references) > 3 else "")
-            by_method[name] += "\n" + wrap(f"vs {listed}", 34)
+            listed = ", ".join(shorten(r["name"], 22) for r in references[:3]) + (" ..." if len(references) > 3 else "")
+            by_method[name] += f"\nvs {listed}"  # the figure wraps it to its column
     group = ""
     bank_only = False
     if "diffcam" in results:
@@ -433,7 +433,7 @@ def _figure_labels(
         if diffcam.bank is not None and label is not None and label in diffcam.bank.labels:
             group = f"bank class {diffcam.bank.class_name(label)} vs {group}"
             bank_only = len(results) == 1
-        by_method["diffcam"] = wrap(group, 34, lines=3)
+        by_method["diffcam"] = group
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
     note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
     return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_only": bank_only}

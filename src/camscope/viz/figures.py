@@ -333,13 +333,23 @@ def explanation_figure(
     """
     differences = {name: pair for name, pair in (differences or {}).items() if name in maps}
     prefix = ("S-" if scaled is None else scaled) if signed else ""
-    captions = {name: (explained_by or {}).get(name, explained) for name in maps}
-    lines = max([1 + caption.count("\n") + bool(caption) for caption in captions.values()] or [1])
     shown = framed(image)
     aspect = min(max(shown.shape[1] / shown.shape[0], 0.5), 2.5)  # a wide photo gets wider columns
     width = max(2.6 * aspect, 2.4)
+    fits = int(width * 12)  # characters of a title line at 9 pt that fit the column
+    captions = {
+        name: "\n".join(wrap(line, fits, lines=3) for line in (explained_by or {}).get(name, explained).splitlines())
+        for name in maps
+    }
+    lines = max([1 + caption.count("\n") + bool(caption) for caption in captions.values()] or [1])
     rows = 2 if differences else 1
-    figure = new_figure((width * (1 + len(maps)) + 1.0, (2.4 / aspect + 0.3 + 0.17 * lines) * rows + 0.9))
+    cell = width * 0.92 / aspect  # the height of a picture at the column's width
+    top = 0.3 + 0.17 * lines + 0.25  # the maps' titles and the heading (inches)
+    between = 0.25 + 0.17 * 3  # the differences' titles
+    bottom = 0.15 if differences or not predictions else 0.95  # room for the top classes under the input
+    height = top + rows * cell + (rows - 1) * between + bottom
+    figure = new_figure((width * (1 + len(maps)) + 1.0, height))
+    figure.subplots_adjust(top=1 - top / height, bottom=bottom / height, hspace=between / cell, left=0.02, right=0.9)
     grid = figure.subplots(rows, 1 + len(maps), squeeze=False)
     axes = grid[0]
     axes[0].imshow(shown)
@@ -365,12 +375,11 @@ def explanation_figure(
         axis.axis("off")
     heading = " | ".join(part for part in (model and f"model {model}", layer and f"layer {layer}", note) if part)
     if heading:
-        figure.suptitle(heading, fontsize=MIN_FONT + 1, color="firebrick" if note else "black")
+        figure.suptitle(heading, fontsize=MIN_FONT + 1, color="firebrick" if note else "black", y=1 - 0.08 / height)
     colorbar(figure, list(axes[1:]) or axes[0], signed=signed, cmap=cmap)
     if differences:
-        colorbar(
-            figure, list(grid[1][1:]), signed=True, ends=("lost", "gained"), numbered=False, label=DIFFERENCE_LABEL
-        )
+        label = wrap(DIFFERENCE_LABEL, 30)
+        colorbar(figure, list(grid[1][1:]), signed=True, ends=("lost", "gained"), numbered=False, label=label)
     return figure
 
 

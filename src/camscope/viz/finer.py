@@ -14,7 +14,7 @@ Example:
     >>> figure = finer_figure(
     ...     np.zeros((8, 8, 3)), base[0], finer[0], method="finer-gradcam", explained="tiger cat 39.3%",
     ...     references=[("Egyptian cat", 0.356)], shift=mass_shift(base, finer, common_units=True))
-    >>> figure.axes[2].get_title().splitlines()[0]
+    >>> figure.axes[2].get_title().splitlines()[0]  # the input, the base map, the Finer map, ...
     'Finer-CAM (Grad-CAM): tiger cat 39.3%'
 """
 
@@ -90,9 +90,9 @@ def finer_figure(
         style: the colour map of the maps.
     """
     cmap = style.cmap if style is not None else None
-    figure = new_figure((11.6, 4.4))
-    axes = figure.subplots(1, 4, squeeze=False)[0]
-    figure.subplots_adjust(left=0.01, right=0.93, top=0.76, bottom=0.3, wspace=0.08)
+    figure = new_figure((12.4, 4.4))
+    axes = figure.subplots(1, 6, width_ratios=[1, 1, 1, 0.05, 1, 0.05], squeeze=False)[0]
+    figure.subplots_adjust(left=0.01, right=0.9, top=0.76, bottom=0.3, wspace=0.3)
     axes[0].imshow(framed(image))
     axes[0].set_title(wrap(title or "input", 30), fontsize=MIN_FONT + 1)
     if predictions:
@@ -105,17 +105,18 @@ def finer_figure(
     axes[2].set_title(f"{map_title(method)}: {explained}\n{versus}\n(gamma {gamma:g}, {aggregate})", fontsize=MIN_FONT)
     _text_under(axes[2], reference_list(references))
     size = tuple(np.shape(finer)[-2:])
-    axes[3].imshow(overlay(image, shift.display(size)[0], signed=True))
-    axes[3].set_title("what Finer-CAM changed\n(red: more of the mass, blue: less)", fontsize=MIN_FONT + 1)
-    axes[3].text(
-        0.5, -0.04, shift.caption(base=base_name), transform=axes[3].transAxes, va="top", ha="center", fontsize=MIN_FONT
+    axes[4].imshow(overlay(image, shift.display(size)[0], signed=True))
+    axes[4].set_title("what Finer-CAM changed\n(red: more of the mass, blue: less)", fontsize=MIN_FONT + 1)
+    axes[4].text(
+        0.5, -0.04, shift.caption(base=base_name), transform=axes[4].transAxes, va="top", ha="center", fontsize=MIN_FONT
     )
-    for axis in axes:
+    for axis in (*axes[:3], axes[4]):
         axis.axis("off")
     heading = " | ".join(part for part in (model and f"model {model}", layer and f"layer {layer}", note) if part)
     figure.suptitle(heading, fontsize=MIN_FONT + 1, color="firebrick" if note else "black")
-    colorbar(figure, list(axes[1:3]), cmap=cmap)
-    colorbar(figure, axes[3], signed=True, ends=("lost", "gained"), numbered=False, label=wrap(DIFFERENCE_LABEL, 24, 3))
+    colorbar(figure, None, cax=axes[3], cmap=cmap)
+    label = wrap(DIFFERENCE_LABEL, 24, 3)
+    colorbar(figure, None, signed=True, cax=axes[5], ends=("lost", "gained"), numbered=False, label=label)
     return figure
 
 
