@@ -23,7 +23,7 @@ from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteO
 from camscope.viz.compare import MassShift, explanation_shift, mass_shift
 from camscope.viz.figures import Picture
 from camscope.viz.overview import Comparison, OverviewColumn
-from camscope.viz.style import FigureStyle, shorten
+from camscope.viz.style import FigureStyle, shorten, wrap
 
 __all__ = [
     "DEMO_METHODS",
@@ -310,8 +310,6 @@ def comparison_columns(found: Comparisons) -> list[OverviewColumn]:
 
 
 def _versus(classes: Sequence[str], width: int = 28) -> str:
-    from camscope.viz.style import wrap
-
     return wrap("vs " + ", ".join(classes), width)
 
 
@@ -357,7 +355,7 @@ def photo_comparisons(found: Comparisons, row: int) -> list[Comparison]:
     c_name, d_name = shorten(names[c], 18), shorten(names[d], 18)
     rows = [
         ("Finer-CAM\nvs the next 3 classes", "gradcam", grad_c, "finer",
-         "Finer-CAM " + _versus([names[int(r)] for r in found.references[row]], 30)),
+         wrap("Finer-CAM vs " + ", ".join(names[int(r)] for r in found.references[row]), 30)),
         (f"why {c_name},\nnot {d_name}?", "gradcam", grad_c, "why", f"Finer-CAM: {c_name}\nvs {d_name}"),
         (f"why {d_name},\nnot {c_name}?", "runner_up", grad_d, "why_not", f"Finer-CAM: {d_name}\nvs {c_name}"),
         (f"DiffCAM\nvs the {count} other photos", "gradcam", grad_c, "diffcam", f"DiffCAM\nvs the {count} other photos"),

@@ -160,7 +160,7 @@ def _bars_under(figure: Figure, bottom: Sequence[Any], runs: Sequence[tuple[str,
     for kind, span in runs:
         first, last = bottom[position].get_position(), bottom[position + span - 1].get_position()
         position += span
-        inset = 0.1 * (first.x1 - first.x0)
+        inset = 0.2 * (first.x1 - first.x0)  # room between neighbouring bars for their end labels
         rect = (first.x0 + inset, 0.58 / height, last.x1 - first.x0 - 2 * inset, 0.09 / height)
         _bar(figure, figure.add_axes(rect), kind, cmap, "horizontal", 16 * span + 10)
 
