@@ -191,7 +191,8 @@ def run_analysis(
         files["compare_analysis"] = other.save(out / "compare.safetensors")
     busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
     if present:
-        lines = importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
+        labels = ("analysed data", "compared data")
+        lines = importance_lines(analysis, other, cls=busiest, labels=labels, class_names=names)
         files["lines"] = save("lines", lines)
     if results:
         files["consistency"] = save("consistency", consistency_scatter(results))

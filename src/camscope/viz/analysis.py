@@ -111,11 +111,13 @@ def importance_lines(
     relative_to_mean: bool = True,
     labels: tuple[str, str] = ("train", "test"),
     source: str = "true",
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """One class's column of the importance matrix over the features, train (blue) vs test (orange).
 
     As in the paper's Fig. 11 II, the mean over classes is subtracted by default;
     features much more active on the training set than on the test set suggest overfitting.
+    ``class_names`` (indexed by class) names the class in the title.
     """
     if not 0 <= cls < first.num_classes:
         raise CamscopeError(f"class {cls} is out of range for {first.num_classes} classes")
@@ -128,7 +130,8 @@ def importance_lines(
     axis.axhline(0, color="0.6", linewidth=0.5)
     axis.set_xlabel("feature")
     axis.set_ylabel("importance" + (" - mean over classes" if relative_to_mean else ""))
-    axis.set_title(f"importance of each feature for class {cls}", fontsize=10)
+    named = f" ({class_names[cls]})" if class_names is not None and cls < len(class_names) else ""
+    axis.set_title(f"importance of each feature for class {cls}{named}", fontsize=10)
     axis.legend(fontsize=MIN_FONT)
     figure.tight_layout()
     return figure

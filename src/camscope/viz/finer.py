@@ -145,43 +145,40 @@ def prompts_figure(
 ) -> Figure:
     """Per text prompt: the input, the base map of the prompt, its Finer map against the other prompts, what changed."""
     cmap = style.cmap if style is not None else None
-    figure = new_figure((11.0, 3.1 * len(rows) + 0.5))
-    axes = figure.subplots(len(rows), 4, squeeze=False)
+    shown = framed(image)
+    row_height = 2.6 * min(max(shown.shape[0] / shown.shape[1], 0.45), 1.5) + 1.0  # the picture and its title
+    height = row_height * len(rows) + 0.5
+    figure = new_figure((12.4, height))
+    axes = figure.subplots(len(rows), 6, width_ratios=[1, 1, 1, 0.05, 1, 0.05], squeeze=False)
     figure.subplots_adjust(
-        left=0.01, right=0.92, top=1 - 0.55 / (3.1 * len(rows) + 0.5), bottom=0.08, wspace=0.06, hspace=0.45
+        left=0.01, right=0.9, top=1 - 0.95 / height, bottom=0.1 / height, wspace=0.3, hspace=1.0 / (row_height - 1.0)
     )
     for row, prompt in zip(axes, rows):
-        row[0].imshow(framed(image))
+        row[0].imshow(shown)
         row[0].set_title(wrap(title or "input", 30), fontsize=MIN_FONT + 1)
         row[1].imshow(overlay(image, prompt.base, cmap=cmap))
         row[1].set_title(
-            f"{map_title(method)}:\n'{shorten(prompt.prompt, 30)}' ({prompt.probability * 100:.1f}%)",
+            wrap(f"{map_title(method)}: '{prompt.prompt}' ({prompt.probability * 100:.1f}%)", 34, 3),
             fontsize=MIN_FONT + 1,
         )
         if prompt.finer is not None:
             row[2].imshow(overlay(image, prompt.finer, cmap=cmap))
-            versus = wrap("vs " + ", ".join(f"'{shorten(text, 20)}'" for text in prompt.versus), 36)
-            row[2].set_title(
-                f"Finer-CAM: '{shorten(prompt.prompt, 24)}'\n{versus} (gamma {gamma:g})", fontsize=MIN_FONT + 1
-            )
+            versus = ", ".join(f"'{text}'" for text in prompt.versus)
+            row[2].set_title(wrap(f"Finer-CAM: '{prompt.prompt}' vs {versus}", 34, 3), fontsize=MIN_FONT + 1)
         if prompt.shift is not None:
             size = tuple(np.shape(prompt.base)[-2:])
-            row[3].imshow(overlay(image, prompt.shift.display(size)[0], signed=True))
-            row[3].set_title(
-                "what Finer-CAM changed\n" + prompt.shift.caption(base=map_title(method)), fontsize=MIN_FONT
+            row[4].imshow(overlay(image, prompt.shift.display(size)[0], signed=True))
+            row[4].set_title(
+                "what Finer-CAM changed\n" + prompt.shift.caption(base=map_title(method)), fontsize=MIN_FONT + 1
             )
-        for axis in row:
+        for axis in (*row[:3], row[4]):
             axis.axis("off")
-    heading = " | ".join(part for part in (model and f"model {model}", layer and f"layer {layer}") if part)
-    figure.suptitle(heading, fontsize=MIN_FONT + 1)
-    colorbar(figure, [axis for row in axes for axis in row[1:3]], cmap=cmap)
-    if any(prompt.shift is not None for prompt in rows):
-        colorbar(
-            figure,
-            list(axes[:, 3]),
-            signed=True,
-            ends=("lost", "gained"),
-            numbered=False,
-            label=wrap(DIFFERENCE_LABEL, 24, 3),
-        )
+        colorbar(figure, None, cax=row[3], cmap=cmap)
+        if prompt.shift is not None:
+            label = wrap(DIFFERENCE_LABEL, 24, 3)
+            colorbar(figure, None, signed=True, cax=row[5], ends=("lost", "gained"), numbered=False, label=label)
+        else:
+            row[5].axis("off")
+    parts = (model and f"model {model}", layer and f"layer {layer}", f"Finer-CAM gamma {gamma:g}")
+    figure.suptitle(" | ".join(part for part in parts if part), fontsize=MIN_FONT + 1, y=1 - 0.1 / height, va="top")
     return figure
