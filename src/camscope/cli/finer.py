@@ -403,6 +403,13 @@ def _one(explanation: Any, part: slice) -> Any:
     import camscope
 
     return camscope.Explanation(
-        explanation.raw[part], explanation.maps[part], None, None, explanation.logits[part],
-        explanation.targets, explanation.scores[part], explanation.method, explanation.layer,
-    )  # fmt: skip
+        raw=explanation.raw[part],
+        maps=explanation.maps[part],
+        weights=None,
+        contributions=None,
+        logits=explanation.logits[part],
+        targets=explanation.targets,
+        scores=explanation.scores[part],
+        method=explanation.method,
+        layer=explanation.layer,
+    )

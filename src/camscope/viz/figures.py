@@ -205,6 +205,8 @@ def colorbar(
         bar.set_ticklabels([f"-1 {ends[0]}", "0", f"+1 {ends[1]}"] if numbered else [ends[0], "0", ends[1]])
     else:
         bar.set_ticks([0.0, 0.5, 1.0])
+    if orientation == "vertical":
+        bar.ax.yaxis.set_label_position("right")  # beside its ticks, away from the maps
     bar.set_label(label or ("signed map (0 = no evidence)" if signed else "map value"), fontsize=MIN_FONT)
     bar.ax.tick_params(labelsize=MIN_FONT)
     return bar
@@ -353,34 +355,41 @@ def explanation_figure(
     grid = figure.subplots(rows, 1 + len(maps), squeeze=False)
     axes = grid[0]
     axes[0].imshow(shown)
-    axes[0].set_title(wrap(title or "input", 30), fontsize=9)
+    axes[0].set_title(wrap(title or "input", 30), fontsize=MIN_FONT + 1)
     if predictions:
         text = "\n".join(f"{p * 100:5.1f}%  {shorten(name, 22)}" for name, p in predictions)
-        where = grid[1][0] if differences else axes[0]
-        where.text(0.02, 0.98 if differences else -0.04, text, transform=where.transAxes, va="top", ha="left",
-                   fontsize=MIN_FONT, family="monospace")  # fmt: skip
+        where, y = (grid[1][0], 0.98) if differences else (axes[0], -0.04)
+        where.text(0.02, y, text, transform=where.transAxes, va="top", ha="left", fontsize=MIN_FONT, family="monospace")
     cmap = style.cmap if style is not None else None
     for axis, (name, cam) in zip(axes[1:], maps.items()):
         axis.imshow(overlay(image, cam, signed=signed, cmap=cmap))
         heading = map_title(name, prefix)
         axis.set_title(f"{heading}\n{captions[name]}" if captions[name] else heading, fontsize=MIN_FONT + 1)
-    for axis, name in zip(grid[1][1:] if differences else [], maps):
-        if name in differences:
-            base, shift = differences[name]
-            size = shown.shape[:2] if not isinstance(image, Photo) else (image.size, image.size)
-            axis.imshow(overlay(image, shift.display(size)[0], signed=True))
-            axis.set_title(f"{map_title(name)} - {map_title(base)}\n{shift.caption(base=map_title(base))}",
-                           fontsize=MIN_FONT + 1)  # fmt: skip
+    if differences:
+        _difference_row(figure, list(grid[1][1:]), image, list(maps), differences)
     for axis in grid.flat:
         axis.axis("off")
     heading = " | ".join(part for part in (model and f"model {model}", layer and f"layer {layer}", note) if part)
     if heading:
         figure.suptitle(heading, fontsize=MIN_FONT + 1, color="firebrick" if note else "black", y=1 - 0.08 / height)
     colorbar(figure, list(axes[1:]) or axes[0], signed=signed, cmap=cmap)
-    if differences:
-        label = wrap(DIFFERENCE_LABEL, 30)
-        colorbar(figure, list(grid[1][1:]), signed=True, ends=("lost", "gained"), numbered=False, label=label)
     return figure
+
+
+def _difference_row(
+    figure: Figure, axes: list[Any], image: Picture, names: list[str], differences: Mapping[str, tuple[str, MassShift]]
+) -> None:
+    """Under each map that compares, what it changed against its base map, captioned; and their colour bar."""
+    for axis, name in zip(axes, names):
+        if name not in differences:
+            continue
+        base, shift = differences[name]
+        size = (image.size, image.size) if isinstance(image, Photo) else framed(image).shape[:2]
+        axis.imshow(overlay(image, shift.display(size)[0], signed=True))
+        caption = shift.caption(base=map_title(base))
+        axis.set_title(f"{map_title(name)} - {map_title(base)}\n{caption}", fontsize=MIN_FONT + 1)
+    label = wrap(DIFFERENCE_LABEL, 30)
+    colorbar(figure, axes, signed=True, ends=("lost", "gained"), numbered=False, label=label)
 
 
 #: The colour bar of difference panels.

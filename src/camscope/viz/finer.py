@@ -92,7 +92,7 @@ def finer_figure(
     cmap = style.cmap if style is not None else None
     figure = new_figure((12.4, 4.4))
     axes = figure.subplots(1, 6, width_ratios=[1, 1, 1, 0.05, 1, 0.05], squeeze=False)[0]
-    figure.subplots_adjust(left=0.01, right=0.9, top=0.76, bottom=0.3, wspace=0.3)
+    figure.subplots_adjust(left=0.01, right=0.9, top=0.8, bottom=0.3, wspace=0.3)
     axes[0].imshow(framed(image))
     axes[0].set_title(wrap(title or "input", 30), fontsize=MIN_FONT + 1)
     if predictions:
