@@ -77,3 +77,19 @@ def test_captions_are_never_cut_inside_a_word():
     assert shorten("military uniform", 12) == "military…"
     assert wrap("vs mortarboard, military uniform, vestment", 28) == "vs mortarboard, military\nuniform, vestment"
     assert all(len(line) <= 28 for line in wrap("vs " + ", ".join(names[:40]), 28, lines=3).splitlines())
+
+
+def test_svg_files_from_two_threads_are_the_same_and_the_global_settings_are_restored(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    salt = matplotlib.rcParams["svg.hashsalt"]
+
+    def save(index: int) -> bytes:
+        figure = new_figure((2, 1))
+        figure.subplots().imshow(np.eye(4))
+        return save_figure(tmp_path / f"{index}.svg", figure, style=FigureStyle("svg", 40)).read_bytes()
+
+    with ThreadPoolExecutor(2) as pool:
+        files = list(pool.map(save, range(4)))
+    assert all(data == files[0] for data in files)
+    assert matplotlib.rcParams["svg.hashsalt"] == salt

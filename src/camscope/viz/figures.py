@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ __all__ = [
 
 #: What figures draw on: the model's crop (``[H, W, 3]`` RGB in [0, 1]) or a whole :class:`Photo`.
 Picture = np.ndarray | torch.Tensor | Photo
+
+_SVG_LOCK = threading.Lock()
 
 # Outside the model's crop the photo is faded this much towards white.
 _FADE = 0.55
@@ -244,8 +247,12 @@ def save_figure(
         style = FigureStyle(format=suffix if suffix in ("pdf", "svg") else "png", dpi=dpi or 100)
     buffer = io.BytesIO()
     metadata = {"Date": None} if style.format in ("pdf", "svg") else None
-    # SVG element ids are random unless salted: a fixed salt gives the same file for the same figure.
-    with matplotlib.rc_context({"svg.hashsalt": "camscope"}):
+    if style.format == "svg":
+        # SVG element ids are random unless salted: a fixed salt gives the same file for the same figure. The salt
+        # is a global setting, so one SVG is saved at a time and the setting is restored after it.
+        with _SVG_LOCK, matplotlib.rc_context({"svg.hashsalt": "camscope"}):
+            figure.savefig(buffer, format="svg", dpi=style.dpi, bbox_inches="tight", metadata=metadata)
+    else:
         figure.savefig(buffer, format=style.format, dpi=style.dpi, bbox_inches="tight", metadata=metadata)
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
