@@ -36,7 +36,7 @@ FROM_EXPLAIN = {"chelsea_finer.jpg": ["--method", "finer-gradcam"]}
 
 
 def _jpeg(png: Path, target: Path) -> Path:
-    Image.open(png).convert("RGB").save(target, quality=90, optimize=True)
+    Image.open(png).convert("RGB").save(target, quality=85, optimize=True)
     return target
 
 
