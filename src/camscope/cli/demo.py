@@ -14,16 +14,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, figure_style
-from camscope.viz.compare import MassShift, explanation_shift, mass_shift
-from camscope.viz.figures import Picture
-from camscope.viz.overview import Comparison, OverviewColumn
-from camscope.viz.style import FigureStyle, shorten, wrap
+
+if TYPE_CHECKING:  # the command line starts without torch and matplotlib: they are imported where used
+    import torch
+
+    from camscope.viz.compare import MassShift
+    from camscope.viz.figures import Picture
+    from camscope.viz.overview import Comparison, OverviewColumn
+    from camscope.viz.style import FigureStyle
 
 __all__ = [
     "DEMO_METHODS",
@@ -59,9 +62,12 @@ def run_demo(
     Returns:
         The written files, the comparisons' overview last.
     """
+    import torch
+
     from camscope.cli.outputs import claim_outputs, output_name
     from camscope.models import imagenet_classes, load_model, load_photo, sample_images
     from camscope.viz.figures import save_image
+    from camscope.viz.style import FigureStyle
 
     style = style or FigureStyle()
     out = Path(out)
@@ -103,9 +109,12 @@ def _classic_figures(
     style: FigureStyle,
 ) -> list[Path]:
     """One figure per photo with every method, and the classic family's overview."""
+    import torch
+
     import camscope
     from camscope.models import imagenet_classes
     from camscope.viz.figures import explanation_figure, save_figure
+    from camscope.viz.style import shorten
 
     names = imagenet_classes()
     explanations = {}
@@ -165,6 +174,8 @@ class Comparisons:
 
     def named(self, cls: int, row: int) -> str:
         """A class with its probability on one photo: ``"tiger cat 39%"`` (``"<0.1%"`` when under 0.1%)."""
+        from camscope.viz.style import shorten
+
         p = float(self.probabilities[row, cls]) * 100
         return f"{shorten(self.names[cls], 22)} {'<0.1' if p < 0.1 else f'{p:.0f}' if p >= 1 else f'{p:.1f}'}%"
 
@@ -205,7 +216,10 @@ def compare_photos(model: torch.nn.Module, batch: torch.Tensor, names: list[str]
     * S-CAMs (Grad-CAM on the common ``tanh`` scale of an integrated feature analysis of the photos,
       the paper's 10th and 90th percentiles mapped to 0.1 and 0.9) of c and of a rejected class.
     """
+    import torch
+
     import camscope
+    from camscope.viz.compare import explanation_shift, mass_shift
 
     gradcam = camscope.explain(model, batch, method="gradcam")
     probabilities = gradcam.logits.softmax(dim=1)
@@ -251,6 +265,8 @@ def compare_photos(model: torch.nn.Module, batch: torch.Tensor, names: list[str]
 
 
 def _others(batch: torch.Tensor, i: int) -> torch.Tensor:
+    import torch
+
     return torch.cat([batch[:i], batch[i + 1 :]])
 
 
@@ -267,6 +283,8 @@ def comparison_columns(found: Comparisons) -> list[OverviewColumn]:
     The differences are captioned with the share of the map's mass that moved and, for Finer-CAM (in
     Grad-CAM's units), the share of Grad-CAM's evidence it removed (:mod:`camscope.viz.compare`).
     """
+    from camscope.viz.overview import OverviewColumn
+
     rows = range(len(found.labels))
     maps, names = found.maps, found.names
     count = len(found.labels) - 1
@@ -310,11 +328,15 @@ def comparison_columns(found: Comparisons) -> list[OverviewColumn]:
 
 
 def _versus(classes: Sequence[str], width: int = 28) -> str:
+    from camscope.viz.style import wrap
+
     return wrap("vs " + ", ".join(classes), width)
 
 
 def pair_columns(found: Comparisons, rows: Sequence[int]) -> list[OverviewColumn]:
     """Both directions of the top pair c, d of each photo in ``rows``: why c, not d; why d, not c; and what each changed."""
+    from camscope.viz.overview import OverviewColumn
+
     maps = found.maps
 
     def pick(key: str) -> torch.Tensor:
@@ -348,6 +370,9 @@ def pair_columns(found: Comparisons, rows: Sequence[int]) -> list[OverviewColumn
 
 def photo_comparisons(found: Comparisons, row: int) -> list[Comparison]:
     """Every comparison of one photo: Finer-CAM against the next classes, both directions of the top pair, DiffCAM."""
+    from camscope.viz.overview import Comparison
+    from camscope.viz.style import shorten, wrap
+
     names = found.names
     c, d = int(found.predicted[row]), int(found.runner_up[row])
     count = len(found.labels) - 1
@@ -376,6 +401,7 @@ def _comparison_figures(
     from camscope.io import atomic_write_bytes
     from camscope.viz.figures import save_figure
     from camscope.viz.overview import comparison_grid, overview_grid
+    from camscope.viz.style import shorten
 
     heading = f"model efficientnet_lite0 | layer {found.layer}"
     written = []
@@ -412,7 +438,7 @@ def overview_figure(
 ) -> Any:
     """Rows: the images (labelled with their name and explained class); columns: the input and one overlay per method."""
     from camscope.viz.figures import map_title
-    from camscope.viz.overview import overview_grid
+    from camscope.viz.overview import OverviewColumn, overview_grid
 
     columns = [OverviewColumn(map_title(method), cams, [""] * len(images)) for method, cams in maps.items()]
     return overview_grid(images, columns, row_labels, heading=heading, style=style)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.analyze import ScaleOptions
@@ -48,8 +47,11 @@ from camscope.cli.outputs import (
     output_name,
 )
 from camscope.cli.pass_options import cli_device
-from camscope.models.preprocessing import Photo
-from camscope.viz.style import shorten
+
+if TYPE_CHECKING:
+    import torch
+
+    from camscope.models.preprocessing import Photo
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -101,6 +103,8 @@ def layers(
     device: DeviceOption = None,
 ) -> None:
     """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
+    import torch
+
     from camscope.engine.capture import candidate_layers, default_layer
 
     network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
@@ -201,6 +205,8 @@ def explain(
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
+    import torch
+
     from camscope.models import data_config, load_photo
 
     method_names = method_list(method)
@@ -295,6 +301,8 @@ def _run_methods(
     finer: dict[str, Any],
 ) -> dict[str, Any]:
     """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options."""
+    import torch
+
     import camscope
 
     target_spec = None
@@ -411,6 +419,8 @@ def _figure_labels(
     DiffCAM with a bank explains the bank's classes: its map names the bank class and the reference
     group with its size, and a figure of DiffCAM alone leaves out the model's top-5 (``bank_only``).
     """
+    from camscope.viz.style import shorten
+
     first = next(iter(results.values()))
     by_method: dict[str, str] = {}
     for name, explanation in results.items():

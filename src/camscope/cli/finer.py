@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from torch import Tensor, nn
 
 from camscope.cli.common import (
     MODEL_HELP,
@@ -36,10 +34,12 @@ from camscope.cli.outputs import (
 )
 from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
-from camscope.targets.finer import Finer
-from camscope.viz.analysis import similarity_curve
-from camscope.viz.figures import Picture, save_figure
-from camscope.viz.style import FigureStyle, shorten
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from camscope.viz.figures import Picture
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
@@ -70,6 +70,8 @@ def finer_cli_options(
             raise CamscopeError(
                 "give either --versus CLASS (explicit references) or --references T (how many), not both"
             )
+        import torch
+
         with torch.no_grad():
             num_classes = network(batch[:1]).shape[1]
         options["references"] = [resolve_class(spec, num_classes) for spec in versus]
@@ -93,6 +95,8 @@ def check_finer_cli_options(
 
 def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list[dict[str, Any]]:
     """The reference classes of one sample: index, name, probability and weight in the aggregate."""
+    from camscope.targets.finer import Finer
+
     target = explanation.targets
     references = target.references() if isinstance(target, Finer) else None
     if references is None:
@@ -126,6 +130,7 @@ def finer_figure(
     import camscope
     from camscope.viz.compare import explanation_shift
     from camscope.viz.finer import finer_figure as draw
+    from camscope.viz.style import shorten
 
     target = explanation.targets
     method = str(explanation.method)
@@ -186,6 +191,8 @@ def similarity(
 ) -> None:
     """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
     from camscope.analyses.similarity import class_similarity
+    from camscope.viz.analysis import similarity_curve
+    from camscope.viz.figures import save_figure
 
     if top < 1:
         raise CamscopeError(f"--top must be at least 1, got {top}")
@@ -282,9 +289,12 @@ def prompts(
     cmap: CmapOption = None,
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
+    import torch
+
     import camscope
     from camscope.models import load_photo
     from camscope.models.clip import load_clip
+    from camscope.targets.finer import Finer
     from camscope.viz.figures import save_figure
 
     texts = [p for p in prompt if p.strip()]
