@@ -37,6 +37,7 @@ def test_figures_are_saved_in_the_chosen_format_the_same_bytes_every_time(tmp_pa
     style = FigureStyle(fmt, 50)
     first = save_figure(tmp_path / f"a{style.suffix}", draw(), style=style).read_bytes()
     assert first.startswith(magic)
+    assert b"CreationDate" not in first and b"<dc:date>" not in first
     assert save_figure(tmp_path / f"b{style.suffix}", draw(), style=style).read_bytes() == first  # no date inside
 
 

@@ -246,7 +246,7 @@ def save_figure(
         suffix = Path(path).suffix.lower().lstrip(".")
         style = FigureStyle(format=suffix if suffix in ("pdf", "svg") else "png", dpi=dpi or 100)
     buffer = io.BytesIO()
-    metadata = {"Date": None} if style.format in ("pdf", "svg") else None
+    metadata = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}.get(style.format)  # no date inside
     if style.format == "svg":
         # SVG element ids are random unless salted: a fixed salt gives the same file for the same figure. The salt
         # is a global setting, so one SVG is saved at a time and the setting is restored after it.
