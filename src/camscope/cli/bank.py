@@ -25,7 +25,16 @@ from camscope.cli.common import (
     load_cli_model,
     random_weights,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -266,6 +275,9 @@ def counterfactual_command(
     ] = Path("camscope-out/counterfactual"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'.
 
@@ -276,6 +288,7 @@ def counterfactual_command(
     from camscope.stats.reference_bank import ReferenceBank
     from camscope.viz.figures import save_figure
 
+    style = figure_style(fmt, dpi, cmap)
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)
@@ -323,11 +336,11 @@ def counterfactual_command(
     ]
     why_what = f"why-{_slug(c_name)}-not-{_slug(d_name)}__refs-{counts.get(d, 0)}"
     other_what = f"why-{_slug(d_name)}-not-{_slug(c_name)}__refs-{counts.get(c, 0)}"
-    why_path = out / output_name(labels[0], why_what, naming)
-    other_path = out / output_name(labels[-1], other_what, naming)
+    why_path = out / output_name(labels[0], why_what, naming, style.suffix)
+    other_path = out / output_name(labels[-1], other_what, naming, style.suffix)
     claim_outputs([why_path, other_path], overwrite)
     note = f" | random weights (seed {seed_value}): not a trained model" if random else ""
-    layer = str(pair.why.layer) + note
+    layer = f"{pair.why.layer} | model {model_name}{note}"
     why_group = f"reference group: bank class {d_name}, {counts.get(d, 0)} images"
     if counter_image is not None:
         other_group = f"reference group: bank class {c_name}, {counts.get(c, 0)} images"
@@ -336,11 +349,16 @@ def counterfactual_command(
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
     why = save_figure(
-        why_path, _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
+        why_path,
+        _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group, style),
+        style=style,
     )
     other = save_figure(
         other_path,
-        _pair_figure(base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
+        _pair_figure(
+            base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group, style
+        ),
+        style=style,
     )
     report = {
         "image": str(image),
@@ -360,16 +378,19 @@ def counterfactual_command(
     typer.echo(f"{base}: why {d_name}, not {c_name} ({other_group}): wrote {other}")
 
 
-def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
+def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str, style: Any = None) -> Any:
     """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer."""
     from camscope.viz.figures import colorbar, new_figure, overlay
+    from camscope.viz.style import MIN_FONT, wrap
 
-    figure = new_figure((3.8, 3.7))
+    figure = new_figure((4.6, 4.6))
     axis = figure.add_subplot()
-    axis.imshow(overlay(photo, cam))
-    axis.set_title(f"DiffCAM: {title}\n{group}\n{image.name}, layer {layer}", fontsize=7)
+    cmap = style.cmap if style is not None else None
+    axis.imshow(overlay(photo, cam, cmap=cmap))
+    text = "\n".join(wrap(part, 48, lines=2) for part in (f"DiffCAM: {title}", group, f"{image.name}, layer {layer}"))
+    axis.set_title(text, fontsize=MIN_FONT)
     axis.axis("off")
-    colorbar(figure, axis)
+    colorbar(figure, axis, cmap=cmap)
     return figure
 
 
