@@ -28,7 +28,16 @@ from camscope.cli.common import (
     skip_bad_hint,
     skip_unreadable,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -284,6 +293,9 @@ def counterfactual_command(
     ] = Path("camscope-out/counterfactual"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'.
 
@@ -294,6 +306,7 @@ def counterfactual_command(
     from camscope.stats.reference_bank import ReferenceBank
 
     device = cli_device(device)
+    style = figure_style(fmt, dpi, cmap)
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)
@@ -341,11 +354,11 @@ def counterfactual_command(
     ]
     why_what = f"why-{_slug(c_name)}-not-{_slug(d_name)}__refs-{counts.get(d, 0)}"
     other_what = f"why-{_slug(d_name)}-not-{_slug(c_name)}__refs-{counts.get(c, 0)}"
-    why_path = out / output_name(labels[0], why_what, naming)
-    other_path = out / output_name(labels[-1], other_what, naming)
+    why_path = out / output_name(labels[0], why_what, naming, style.suffix)
+    other_path = out / output_name(labels[-1], other_what, naming, style.suffix)
     claim_outputs([why_path, other_path], overwrite)
     note = f" | random weights (seed {seed_value}): not a trained model" if random else ""
-    layer = str(pair.why.layer) + note
+    layer = f"{pair.why.layer} | model {model_name}{note}"
     why_group = f"reference group: bank class {d_name}, {counts.get(d, 0)} images"
     if counter_image is not None:
         other_group = f"reference group: bank class {c_name}, {counts.get(c, 0)} images"
@@ -353,8 +366,10 @@ def counterfactual_command(
     else:
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
-    why, why_empty = _draw(photo, pair.why, (c_name, d_name), image, layer, why_group, why_path)
-    other, other_empty = _draw(base_photo, pair.counterpart, (d_name, c_name), base, layer, other_group, other_path)
+    why, why_empty = _draw(photo, pair.why, (c_name, d_name), image, layer, why_group, why_path, style)
+    other, other_empty = _draw(
+        base_photo, pair.counterpart, (d_name, c_name), base, layer, other_group, other_path, style
+    )
     report = {
         "image": str(image),
         "model": model_name,
@@ -381,14 +396,22 @@ def counterfactual_command(
 
 
 def _draw(
-    photo: Any, explanation: Any, names: tuple[str, str], image: Path, layer: str, group: str, path: Path
+    photo: Any,
+    explanation: Any,
+    names: tuple[str, str],
+    image: Path,
+    layer: str,
+    group: str,
+    path: Path,
+    style: Any = None,
 ) -> tuple[Path, str]:
     """Save the figure of one map of the pair ("why names[0], not names[1]"); the file and the note of an empty map."""
     from camscope.viz.figures import save_figure
 
     note = _empty_note(explanation, *names)
     title = f"why {names[0]}, not {names[1]}"
-    return save_figure(path, _pair_figure(photo, explanation, title, image, layer, group, note)), note
+    figure = _pair_figure(photo, explanation, title, image, layer, group, note, style)
+    return save_figure(path, figure, style=style), note
 
 
 def _empty_note(explanation: Any, c_name: str, d_name: str) -> str:
@@ -405,25 +428,33 @@ def _empty_note(explanation: Any, c_name: str, d_name: str) -> str:
     )
 
 
-def _pair_figure(photo: Any, explanation: Any, title: str, image: Path, layer: str, group: str, empty: str = "") -> Any:
+def _pair_figure(
+    photo: Any, explanation: Any, title: str, image: Path, layer: str, group: str, empty: str = "", style: Any = None
+) -> Any:
     """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer.
 
     An empty map (``empty``: why) is drawn as its signed raw map on a diverging scale, and the title says so.
     """
     from camscope.analyses.counterfactual import signed_maps
     from camscope.viz.figures import colorbar, new_figure, overlay
+    from camscope.viz.style import MIN_FONT, wrap
 
-    figure = new_figure((3.8, 3.9 if empty else 3.7))
+    figure = new_figure((4.6, 4.8 if empty else 4.6))
     axis = figure.add_subplot()
-    if empty:
+    cmap = style.cmap if style is not None else None
+    if empty:  # nothing for: the signed raw map, on the diverging scale of signed maps
         axis.imshow(overlay(photo, signed_maps(explanation)[0], signed=True))
-        note = "\nEMPTY map: no cell argues for it; shown: the signed raw map"
+        parts = [f"DiffCAM: {title}", "EMPTY map: no cell argues for it; shown: the signed raw map"]
     else:
-        axis.imshow(overlay(photo, explanation.maps[0]))
-        note = ""
-    axis.set_title(f"DiffCAM: {title}{note}\n{group}\n{image.name}, layer {layer}", fontsize=7)
+        axis.imshow(overlay(photo, explanation.maps[0], cmap=cmap))
+        parts = [f"DiffCAM: {title}"]
+    text = "\n".join(wrap(part, 48, lines=2) for part in (*parts, group, f"{image.name}, layer {layer}"))
+    axis.set_title(text, fontsize=MIN_FONT)
     axis.axis("off")
-    colorbar(figure, axis, signed=bool(empty), label="raw map / max |raw| (blue: against)" if empty else None)
+    if empty:
+        colorbar(figure, axis, signed=True, label="raw map / max |raw|")
+    else:
+        colorbar(figure, axis, cmap=cmap)
     return figure
 
 

@@ -19,7 +19,7 @@ from camscope.cli.common import (
     skip_bad_hint,
     skip_unreadable,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -144,6 +144,9 @@ def evaluate_command(
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
     skip_bad: SkipBadOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
@@ -154,11 +157,12 @@ def evaluate_command(
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = method_list(methods)
+    style = figure_style(fmt, dpi, cmap)
     metric_names = _split(metrics)
     method_options = parse_options(method_option, method_names, "method")
     metric_options = parse_options(metric_option, metric_names, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]
-    curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
+    curves = [out / f"curves_{name}{style.suffix}" for name in canonical] if plots else []
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
     # evaluate builds the model: the same random weights on every run and rank
@@ -178,20 +182,22 @@ def evaluate_command(
             metric_options=metric_options,
             limit=limit,
             out=out,
-            plots=plots,
+            plots=False,  # drawn below, in --format
             **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
         )
     if not is_main_process():
         return
     for note in report.missing_ground_truth():  # never a silent "-" or an empty plot
         typer.echo(f"camscope evaluate: warning: {note}", err=True)
+    if plots:
+        report.plot_curves(out, style=style)
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:
         from rich.console import Console
 
         Console().print(report.table())
-        drawn = [f"curves_{metric}.png" for metric in report.curve_metrics()] if plots else []
+        drawn = [f"curves_{metric}{style.suffix}" for metric in report.curve_metrics()] if plots else []
         typer.echo(
             f"wrote {out}/summary.csv, per_sample.csv, results.json" + (f", {', '.join(drawn)}" if drawn else "")
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,7 +38,17 @@ from camscope.cli.common import (
     top_predictions,
 )
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
-from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    NAMING_HELP,
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
 
@@ -202,6 +211,9 @@ def explain(
     principal: _PrincipalOption = None,
     overwrite: OverwriteOption = False,
     skip_bad: SkipBadOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
@@ -215,6 +227,7 @@ def explain(
 
     device = cli_device(device)  # first: a missing GPU is one line before anything is read
     method_names = method_list(method)
+    style = figure_style(fmt, dpi, cmap)
     check_finer_cli_options(method_names, versus, gamma, references)
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
@@ -245,7 +258,7 @@ def explain(
     stems = explain_output_stems(files, method_names, **options)
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
     claim_outputs(
-        [out / f"{stem}.png" for stem in stems]
+        [out / f"{stem}{style.suffix}" for stem in stems]
         + [out / f"{stem}.safetensors" for each in saved.values() for stem in each],
         overwrite,
     )
@@ -258,12 +271,13 @@ def explain(
     report = []
     for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
         labels = _figure_labels(results, index, names, diffcam, random, seed_value)
+        labels.update(model=model_name, style=style, scaled="FS-" if principal is not None else "S-")
         written = _write_image(
             network,
             batch,
             results,
             index,
-            out / f"{stems[index]}.png",
+            out / f"{stems[index]}{style.suffix}",
             photo,
             names,
             predictions[index],
@@ -400,13 +414,29 @@ def _write_image(
     labels: dict[str, Any],
 ) -> list[Path]:
     """The Finer figure (one finer-* method) or the figure of the image and one overlay per method."""
+    from camscope.viz.compare import comparisons
     from camscope.viz.figures import explanation_figure, save_figure
 
+    style = labels["style"]
     if len(results) == 1:
         (explanation,) = results.values()
-        if finer_references(explanation, index, names):
-            figure = finer_figure(network, batch, explanation, index, photo, names, title=title, note=labels["note"])
-            return [save_figure(path, figure)]
+        if finer_references(explanation, index, names) and not signed:
+            figure = finer_figure(
+                network,
+                batch,
+                explanation,
+                index,
+                photo,
+                names,
+                title,
+                labels["note"],
+                model=labels["model"],
+                style=style,
+            )
+            return [save_figure(path, figure, style=style)]
+    differences = (
+        {} if signed else {name: (base, shift.select(index)) for name, (base, shift) in comparisons(results).items()}
+    )
     figure = explanation_figure(
         photo,
         {name: e.maps[index] for name, e in results.items()},
@@ -416,8 +446,12 @@ def _write_image(
         layer=labels["layer"],
         note=labels["note"],
         explained_by=labels["by_method"],
+        model=labels["model"],
+        scaled=labels["scaled"],
+        differences=differences,
+        style=style,
     )
-    return [save_figure(path, figure)]
+    return [save_figure(path, figure, style=style)]
 
 
 def _figure_labels(
@@ -428,6 +462,8 @@ def _figure_labels(
     DiffCAM with a bank explains the bank's classes: its map names the bank class (by the bank's name,
     never the model's class of the same number) and the reference group with its size.
     """
+    from camscope.viz.style import shorten
+
     first = next(iter(results.values()))
     by_method: dict[str, str] = {}
     for name, explanation in results.items():
@@ -436,11 +472,11 @@ def _figure_labels(
             continue
         c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
         if 0 <= c < len(names):
-            by_method[name] = f"{names[c][:24]} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
+            by_method[name] = f"{shorten(names[c], 24)} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
         references = finer_references(explanation, index, names)
         if references and name in by_method:  # Finer-CAM: the classes it is compared with
-            listed = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
-            by_method[name] += "\n" + textwrap.fill(f"vs {listed}", 34)
+            listed = ", ".join(shorten(r["name"], 22) for r in references[:3]) + (" ..." if len(references) > 3 else "")
+            by_method[name] += f"\nvs {listed}"  # the figure wraps it to its column
     group = ""
     bank_class = None
     if "diffcam" in results:
@@ -450,7 +486,7 @@ def _figure_labels(
         if diffcam.bank is not None and label is not None and label in diffcam.bank.labels:
             bank_class = {"label": label, "name": diffcam.bank.class_name(label)}
             group = f"bank class {bank_class['name']} vs {group}"
-        by_method["diffcam"] = textwrap.fill(group, 34)
+        by_method["diffcam"] = group
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
     note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
     return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_class": bank_class}
