@@ -82,7 +82,7 @@ def test_the_cli_says_it_in_flags(model, tmp_path, monkeypatch, capsys):
 
 
 def test_other_runtime_errors_pass_through():
-    from camscope.engine.explainer import model_backward
+    from camscope.engine.backward import model_backward
 
     with pytest.raises(RuntimeError, match="out of memory"), model_backward(["layer4"]):
         raise RuntimeError("CUDA out of memory")

@@ -511,6 +511,11 @@ class LayerCapture:
     change the captured values: every method sees the layer's output as the
     layer produced it.
 
+    ``batch_rows`` (set by the engine when a method's pass hooks append rows of
+    their own after the batch's, see :class:`camscope.engine.method.PassHooks`):
+    only the first ``batch_rows`` rows of an output are recorded (without
+    ``need_grad``); the whole output still goes downstream.
+
     Use as a context manager; hooks are removed on exit, exceptions included.
     The hooks act only on forward passes of the thread that entered the
     context, and the model's lock (:func:`model_lock`, found from
@@ -542,6 +547,7 @@ class LayerCapture:
         self.calls: dict[str, int] = {}
         self.unreached: dict[str, int] = {}
         self.enabled = True
+        self.batch_rows: int | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> LayerCapture:
@@ -572,7 +578,7 @@ class LayerCapture:
     def _record(self, key: str, tensor: Tensor) -> Tensor:
         """Store one captured tensor; return the clone that goes downstream."""
         if not self.need_grad:
-            self.activations[key] = tensor.detach()
+            self.activations[key] = tensor.detach() if self.batch_rows is None else tensor[: self.batch_rows].detach()
             return tensor.clone()
         if not tensor.requires_grad:
             torch.set_grad_enabled(True)

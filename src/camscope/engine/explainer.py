@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camscope.engine.augmentation import aug_smoothed
+from camscope.engine.backward import in_place_failure, model_backward
 from camscope.engine.capture import (
     LayerCapture,
     LayerSpec,
@@ -35,7 +35,7 @@ from camscope.engine.maps import (
     scaled_maps,
     upsample,
 )
-from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.engine.method import CamContext, CamMethod, CamResult, PassHooks, get_method
 from camscope.engine.projection import first_component_projection
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
@@ -45,8 +45,6 @@ __all__ = [
     "Explainer",
     "Explanation",
     "explain",
-    "in_place_failure",
-    "model_backward",
     "normalize_maps",
     "upsample",
 ]
@@ -186,6 +184,11 @@ class Explainer:
         forward = None if bound is None else partial(bound.select(torch.zeros(1, dtype=torch.long)).call, self.model)
         layer = self.layer if self.layer is not None else default_layer(self.model, x, forward)
         layers = resolve_layers(self.model, layer)
+        if len(layers) > 1 and not self.method.reads_layer:
+            raise CamscopeError(
+                f"method {self.method.name!r} reads the attention of the model's blocks (choose them with blocks=), "
+                "not a layer: give one layer (it only fixes the token grid) or none"
+            )
         prepared = self.method.prepare_target(wanted, self.model)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
             if bound is not None:
@@ -250,8 +253,14 @@ class Explainer:
         # Fused attention kernels have no second derivative: second-order methods record the composite one.
         kernels = sdpa_kernel(SDPBackend.MATH) if method.second_order else nullcontext()
         with LayerCapture(layers, need_grad=need_grad, model=self.model, source=source) as capture:
-            with kernels:
-                logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad, bound=bound)
+            # The method's own hooks (the attention methods') take part in this one forward pass.
+            hooks = method.pass_hooks(self.model, inputs, self._forward_of(capture, target, bound))
+            if hooks is not None and hooks.extra_rows:
+                capture.batch_rows = inputs.shape[0]
+            with kernels, hooks or nullcontext():
+                logits, resolved, scores = self.forward_pass(
+                    inputs, capture, target, need_grad, bound=bound, hooks=hooks
+                )
             native = {key: t for name, _ in layers for key, t in capture.captured(name).items()}
             _check_batch(native, inputs.shape[0])
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
@@ -265,6 +274,7 @@ class Explainer:
                         [self._unit_tensor(_component(gradients, r), unit, capture, inputs) for r in range(components)]
                     )
                 context = self._context(inputs, unit, capture, activations, logits, resolved, scores, bound)
+                context.pass_hooks = hooks
                 results = self._run_method(context, grads)
                 # Checked with the map, in one host synchronisation: a method can turn NaN gradients into a
                 # finite map (Eigen-Grad-CAM's projection gave zeros).
@@ -314,12 +324,16 @@ class Explainer:
             outputs=logits.detach(),
             target=target,
             scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
-            forward=partial(self.plain_forward, capture=capture, target=target, bound=bound),
+            forward=self._forward_of(capture, target, bound),
             gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target, bound=bound),
             activations_at=partial(self.activations_at, name=name, capture=capture, bound=bound),
             channels_first=partial(self.channels_first, inputs=inputs, name=name),
             layer_output=layer_output,
         )
+
+    def _forward_of(self, capture: LayerCapture, target: Target, bound: BoundInputs | None) -> Any:
+        """``CamContext.forward``: the model on other inputs, hooks silent, as ``target`` reads its outputs."""
+        return partial(self.plain_forward, capture=capture, target=target, bound=bound)
 
     def forward_pass(
         self,
@@ -329,11 +343,18 @@ class Explainer:
         need_grad: bool,
         *,
         bound: BoundInputs | None = None,
+        hooks: PassHooks | None = None,
     ) -> tuple[Tensor, Target, Tensor]:
-        """One forward pass: autograd off until the first captured layer when gradients are needed."""
+        """One forward pass: autograd off until the first captured layer when gradients are needed.
+
+        ``hooks`` (a method's :class:`~camscope.engine.method.PassHooks`, already entered) get the
+        outputs as the target reads them and give back the batch's rows.
+        """
         outputs = self._hooked_forward(inputs, bound)
         capture.check_calls()
         logits = target.read(outputs)
+        if hooks is not None:
+            logits = hooks.outputs(logits, inputs.shape[0])
         resolved = target.resolve(logits.detach())
         with torch.set_grad_enabled(need_grad):
             scores = resolved(logits)
@@ -343,6 +364,8 @@ class Explainer:
             with torch.enable_grad():
                 outputs = self._model_forward(inputs, bound)
                 logits = resolved.read(outputs)
+                if hooks is not None:
+                    logits = hooks.outputs(logits, inputs.shape[0])
                 scores = resolved(logits)
             capture.check_calls()
             if not scores.requires_grad:
@@ -440,7 +463,7 @@ class Explainer:
         for result in results:
             if result.raw is not None:
                 if features is not None or self.eigen_smooth:
-                    given = "features=" if features is not None else "eigen_smooth"
+                    given = "features=" if features is not None else "eigen_smooth=True"
                     raise CamscopeError(f"method {self.method.name!r} has no channel weights, so {given} cannot apply")
                 raws.append(result.raw)
                 continue
@@ -474,7 +497,7 @@ class Explainer:
             targets=target,
             scores=context.scores,
             method=self.method.name,
-            layer=name,
+            layer=_read_from(results, name),
             activations=activations,
             options=dict(self.method.options),
         )
@@ -570,61 +593,12 @@ class Explainer:
         )
 
 
-#: What torch says when an in-place operation changed a tensor its backward needs.
-_IN_PLACE = "modified by an inplace operation"
-#: Other failures of the model's own graph (it detaches the output, or runs under no_grad).
-_GRAPH_FAILURES = ("does not require grad", "backward through the graph a second time")
-
-
-def in_place_failure(error: BaseException) -> bool:
-    """Whether torch's backward failed because an in-place operation changed a tensor it needs (no retry helps)."""
-    return isinstance(error, RuntimeError) and _IN_PLACE in str(error)
-
-
-@contextmanager
-def model_backward(layers: Sequence[str]) -> Iterator[None]:
-    """Run a backward through the model to ``layers``; torch's failure of the model's own graph becomes one line.
-
-    A model whose backward torch itself cannot compute (an in-place operation after
-    the layer, such as ``x.relu_(); x.mul_(2.0)``, changes a tensor that ReLU's
-    backward needs; or the model detaches its output) raises a ``RuntimeError`` in
-    ``torch.autograd.grad``; here it becomes a :class:`CamscopeError` that says what
-    happened and what to do: a gradient-free method, or an out-of-place operation.
-
-    Example:
-        >>> import torch
-        >>> x = torch.ones(2, requires_grad=True)
-        >>> y = x.exp()
-        >>> _ = y.mul_(2.0)  # exp's backward needs its output: now changed
-        >>> with model_backward(["layer4"]):
-        ...     _ = torch.autograd.grad(y.sum(), x)
-        Traceback (most recent call last):
-        ...
-        camscope.errors.CamscopeError: the model cannot be differentiated down to layer 'layer4': an in-place operation after the layer (such as x.relu_(); x.mul_(2.0)) modified the output of Exp, which autograd needs for the gradient. Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that operation out of place in the model (x = x.relu() instead of x.relu_())
-    """
-    try:
-        yield
-    except RuntimeError as error:
-        text = str(error)
-        where = ", ".join(repr(name) for name in layers)
-        advice = (
-            "Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that "
-            "operation out of place in the model (x = x.relu() instead of x.relu_())"
-        )
-        if in_place_failure(error):
-            found = re.search(r"output \d+ of (\w+)", text)
-            what = f"the output of {found.group(1)}" if found else "a tensor"
-            raise CamscopeError(
-                f"the model cannot be differentiated down to layer {where}: an in-place operation after the layer "
-                f"(such as x.relu_(); x.mul_(2.0)) modified {what}, which autograd needs for the gradient. {advice}"
-            ) from error
-        if any(failure in text for failure in _GRAPH_FAILURES):
-            raise CamscopeError(
-                f"the model cannot be differentiated down to layer {where} (torch: {text.split('.')[0]}): the "
-                "model detaches its output, runs under torch.no_grad, or changes its tensors in place. "
-                + advice.replace("that operation", "those operations")
-            ) from error
-        raise
+def _read_from(results: list[CamResult], layer: str) -> str | list[str]:
+    """The explanation's ``layer``: the layer, or the modules the method read (one name, or a list of several)."""
+    read = results[0].read_from
+    if not read:
+        return layer
+    return read[0] if len(read) == 1 else list(read)
 
 
 def _component(gradients: dict[str, Tensor], index: int) -> dict[str, Tensor]:

@@ -28,6 +28,7 @@ __all__ = [
     "CamContext",
     "CamMethod",
     "CamResult",
+    "PassHooks",
     "available_methods",
     "canonical_method_name",
     "describe_options",
@@ -67,6 +68,9 @@ class CamContext:
         channels_first: brings a tensor shaped like the layer's own output (e.g.
             ``[B, T, K]`` tokens) to ``[B, K, *spatial]`` as ``activations`` are
             (used by methods that differentiate the layer's output themselves).
+        pass_hooks: what the method's :meth:`CamMethod.pass_hooks` captured during the
+            engine's forward pass (None where the method has none, or for a context made
+            without the engine's pass, such as a dataset analysis's).
     """
 
     model: nn.Module
@@ -83,6 +87,7 @@ class CamContext:
     activations_at: Callable[..., Tensor] | None = None
     channels_first: Callable[[Tensor], Tensor] | None = None
     layer_output: Tensor | None = None
+    pass_hooks: PassHooks | None = None
 
     @property
     def spatial_dims(self) -> tuple[int, ...]:
@@ -101,10 +106,16 @@ class CamContext:
 
 @dataclass
 class CamResult:
-    """What a method returns: ``weights`` broadcastable to A, or a signed ``raw`` map."""
+    """What a method returns: ``weights`` broadcastable to A, or a signed ``raw`` map.
+
+    ``read_from`` names the modules the map was read from where they are not the
+    explainer's layer (the attention methods: the attention modules of the blocks); it
+    becomes the explanation's ``layer``.
+    """
 
     weights: Tensor | None = None
     raw: Tensor | None = None
+    read_from: list[str] | None = None
 
     def signed_map(self, activations: Tensor) -> Tensor:
         """The signed map: ``raw``, or ``M = sum_k w_k A_k`` of the weights and ``activations`` ``[B, K, ...]``."""
@@ -113,6 +124,34 @@ class CamResult:
         if self.weights is None:
             raise CamscopeError("a method returned neither weights nor a map")
         return (self.weights * activations).sum(dim=1)
+
+
+class PassHooks:
+    """What a method adds to the engine's own forward pass (:meth:`CamMethod.pass_hooks`).
+
+    The engine enters it right before its forward pass (inside its own capture, under
+    the model's lock, in the calling thread) and leaves it right after, on every path:
+    a subclass installs its hooks in ``__enter__`` and removes them in ``__exit__``. The
+    engine then hands it the outputs of the pass as the target reads them
+    (:meth:`outputs`), and the method finds this object again in ``CamContext.pass_hooks``,
+    so what it needs from a forward pass costs none of its own.
+
+    ``extra_rows``: the hooks append rows of their own after the batch's (LeGrad reads
+    each block through the model's head as extra rows); the engine's capture then keeps
+    the batch's rows, and :meth:`outputs` must return them.
+    """
+
+    extra_rows: ClassVar[bool] = False
+
+    def __enter__(self) -> PassHooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def outputs(self, outputs: Tensor, batch: int) -> Tensor:
+        """The outputs of the engine's pass (as the target reads them, with their graph) -> the batch's ``batch`` rows."""
+        return outputs
 
 
 class CamMethod:
@@ -133,6 +172,13 @@ class CamMethod:
             products (ShapleyCAM).
         fusion: how the maps of several layers are combined when the user gives
             no ``fuse=`` (None: their mean; RefineCAM: ``"product"``).
+        aggregates_components: the method makes the map of each component of a comparison
+            target (``[B, T]`` scores, Finer-CAM's ``T`` references) and aggregates them itself,
+            from one pass (the attention methods); a gradient-free ``finer-*`` method without
+            it runs once per component for the aggregations after the ReLU.
+        reads_layer: whether the map is read at the explainer's layer. The attention
+            methods read the attention of the blocks (the layer only fixes the token
+            grid), so several layers are refused for them.
 
     A subclass that overrides :meth:`option_names` without declaring options
     (the older way) still gets those names accepted, unchecked and without defaults.
@@ -155,6 +201,8 @@ class CamMethod:
     linear_in_gradient: ClassVar[bool] = False
     second_order: ClassVar[bool] = False
     fusion: ClassVar[str | None] = None
+    aggregates_components: ClassVar[bool] = False
+    reads_layer: ClassVar[bool] = True
     declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
@@ -174,6 +222,14 @@ class CamMethod:
         shortcuts compare the class with similar classes) wrap it here.
         """
         return target
+
+    def pass_hooks(self, model: nn.Module, inputs: Tensor, forward: Callable[[Tensor], Tensor]) -> PassHooks | None:
+        """Hooks this method adds to the engine's forward pass of ``inputs`` (None: none, the default).
+
+        ``forward`` runs the model on a batch with the engine's hooks silent and returns
+        what the target reads (``CamContext.forward``), e.g. to trace which modules run.
+        """
+        return None
 
     def __call__(self, ctx: CamContext) -> CamResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -49,7 +49,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from camscope.engine.capture import model_lock, register_owned_hook, to_channels_first
 from camscope.engine.maps import aggregate_maps
-from camscope.engine.method import CamContext, CamMethod
+from camscope.engine.method import CamContext, CamMethod, PassHooks
 from camscope.errors import CamscopeError
 from camscope.locking import owned_by_this_thread
 from camscope.options import Option
@@ -70,6 +70,7 @@ __all__ = [
     "SUPPORTED_ATTENTION",
     "AttentionCapture",
     "AttentionMethod",
+    "AttentionPass",
     "BlockAttention",
     "attention_layers",
     "block_name",
@@ -685,21 +686,86 @@ def explained_scores(target: Target, outputs: Tensor) -> list[Tensor]:
     return list(scores.unbind(dim=1))
 
 
+class AttentionPass(PassHooks):
+    """An attention method's hooks in one forward pass, and what they captured.
+
+    ``names`` are the model's attention modules in execution order, ``chosen`` those read
+    (``blocks=``); ``contexts`` the method's hooks, an :class:`AttentionCapture` first,
+    entered in order and left in reverse on every path (an error passes through them, so a
+    context may explain it). :meth:`outputs` keeps the outputs of the pass with their graph.
+    """
+
+    def __init__(self, names: list[str], chosen: list[str], contexts: Sequence[AbstractContextManager[Any]]) -> None:
+        self.names, self.chosen = names, chosen
+        self.contexts = list(contexts)
+        self.graph_outputs: Tensor | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> AttentionPass:
+        with ExitStack() as stack:
+            for context in self.contexts:
+                stack.enter_context(context)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
+
+    def outputs(self, outputs: Tensor, batch: int) -> Tensor:
+        self.graph_outputs = outputs
+        return outputs
+
+    def records(self) -> list[BlockAttention]:
+        """The captured blocks, each checked (:meth:`AttentionCapture.complete`)."""
+        capture = self.contexts[0]
+        assert isinstance(capture, AttentionCapture)
+        return capture.complete()
+
+    def require_outputs(self) -> Tensor:
+        """The outputs of the pass (as the target reads them), with their graph."""
+        if self.graph_outputs is None:
+            raise CamscopeError("the forward pass of the attention method gave no outputs")
+        return self.graph_outputs
+
+
 class AttentionMethod(CamMethod):
     """Base class of the methods that read the attention of vision transformers.
 
-    They run their own forward pass over the explained inputs (the engine's captured
-    layer only fixes the token grid), so the engine computes no gradients for them; they
-    return the signed map ``[B, gh, gw]`` over the patch grid.
+    Their hooks (:meth:`hooks`) take part in the engine's one forward pass
+    (:meth:`pass_hooks`), so a map costs that pass (and one backward where gradients are
+    needed); a context made without the engine's pass (a dataset analysis) runs a pass of
+    its own. The engine computes no gradients for them, and its layer only fixes the token
+    grid. They return the signed map ``[B, gh, gw]`` over the patch grid, read from the
+    chosen blocks' attention modules (the explanation's ``layer``).
     """
 
     uses_gradients = False
+    aggregates_components = True
+    reads_layer = False
     declared_options: ClassVar[tuple[Option, ...]] = (BLOCKS,)
 
-    def blocks_of(self, ctx: CamContext) -> tuple[list[str], list[int]]:
-        """The model's attention layers and the indices of the chosen ones."""
-        names = attention_layers(ctx.model, ctx.inputs, ctx.forward)
-        return names, select_blocks(len(names), self.options["blocks"])
+    #: The kind of :class:`AttentionPass` the method's hooks make.
+    pass_type: ClassVar[type[AttentionPass]] = AttentionPass
+
+    def hooks(
+        self, model: nn.Module, names: list[str], chosen: list[str]
+    ) -> list[AbstractContextManager[Any]]:  # pragma: no cover - abstract
+        """The context managers that capture what the method reads of the ``chosen`` attention modules."""
+        raise NotImplementedError
+
+    def pass_hooks(self, model: nn.Module, inputs: Tensor, forward: Callable[[Tensor], Tensor]) -> AttentionPass:
+        names = attention_layers(model, inputs, forward)
+        chosen = [names[i] for i in select_blocks(len(names), self.options["blocks"])]
+        return self.pass_type(names, chosen, self.hooks(model, names, chosen))
+
+    def captured(self, ctx: CamContext) -> AttentionPass:
+        """What the engine's pass captured, or, for a context without it, a forward pass of ``ctx.inputs`` of its own."""
+        if isinstance(ctx.pass_hooks, AttentionPass):
+            return ctx.pass_hooks
+        hooks = self.pass_hooks(ctx.model, ctx.inputs, ctx.forward)
+        with hooks:
+            hooks.outputs(ctx.forward(ctx.inputs), ctx.inputs.shape[0])
+        return hooks
 
     @staticmethod
     def combine(maps: list[Tensor], target: Target) -> Tensor:

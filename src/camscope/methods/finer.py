@@ -105,7 +105,7 @@ class _FinerShortcut(CamMethod):
 
     def __call__(self, ctx: CamContext) -> CamResult:
         aggregate = getattr(ctx.target, "aggregate", "mean-before-relu")
-        if self.uses_gradients or aggregate == "mean-before-relu":
+        if self.uses_gradients or self.aggregates_components or aggregate == "mean-before-relu":
             return super().__call__(ctx)
         with torch.no_grad():
             components = ctx.target(ctx.outputs)

@@ -23,9 +23,13 @@ compute one map per component and combine them.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from contextlib import AbstractContextManager
+from typing import Any
 
+import torch
+from torch import Tensor, nn
+
+from camscope.engine.backward import model_backward
 from camscope.engine.method import CamContext, CamResult, register_method
 from camscope.methods.attention import (
     AttentionCapture,
@@ -61,8 +65,9 @@ class GradRollout(AttentionMethod):
     """Gradient-weighted attention rollout (Chefer et al. 2021, arXiv:2103.15679, Eq. 5-6).
 
     ``Ā_l = E_h[(dy/dA_l ⊙ A_l)^+]``, ``R = (I + Ā_L) ... (I + Ā_1)``; the map is the class
-    token's row of ``R`` at the patch columns. One forward pass and one backward pass to the
-    attention outputs.
+    token's row of ``R`` at the patch columns. The queries, keys, values and attention outputs
+    are captured in the explainer's forward pass (autograd from the first chosen block on), then
+    one backward pass to the attention outputs.
 
     Options: ``blocks`` (which blocks: None for all, N for the last N, or indices).
 
@@ -77,15 +82,15 @@ class GradRollout(AttentionMethod):
     name = "gradrollout"
     display_name = "Grad-Rollout"
 
+    def hooks(self, model: nn.Module, names: list[str], chosen: list[str]) -> list[AbstractContextManager[Any]]:
+        return [
+            AttentionCapture(model, chosen, want={"qk", "v", "grad"}),
+            gradients_from(model, [block_name(chosen[0])]),
+        ]
+
     def __call__(self, ctx: CamContext) -> CamResult:
-        names, chosen = self.blocks_of(ctx)
-        attention = [names[i] for i in chosen]
-        with (
-            AttentionCapture(ctx.model, attention, want={"qk", "v", "grad"}) as capture,
-            gradients_from(ctx.model, [block_name(attention[0])]),
-        ):
-            outputs = ctx.forward(ctx.inputs)
-        records = capture.complete()
+        captured = self.captured(ctx)
+        records = captured.records()
         tokens = common_tokens(records)
         prefix, gh, gw = token_layout(ctx, tokens)
         weights = readout_weights(ctx.model, prefix, tokens, "gradient-weighted rollout")
@@ -93,12 +98,14 @@ class GradRollout(AttentionMethod):
         handles = [record.require_handle() for record in records]
         maps = []
         with torch.enable_grad():
-            scores = explained_scores(ctx.target, outputs)
+            scores = explained_scores(ctx.target, captured.require_outputs())
         for score in scores:
-            grads = torch.autograd.grad(score.sum(), handles, retain_graph=len(scores) > 1)
+            with model_backward(captured.chosen[:1]):
+                grads = torch.autograd.grad(score.sum(), handles, retain_graph=len(scores) > 1)
             flow = gradient_rollout_row(records, list(grads), row)
             maps.append(flow[:, prefix:].reshape(-1, gh, gw))
-        return CamResult(raw=self.combine(maps, ctx.target).to(ctx.inputs.dtype))
+        raw = self.combine(maps, ctx.target).to(ctx.inputs.dtype)
+        return CamResult(raw=raw, read_from=captured.chosen)
 
 
 FinerGradRollout = finer_method(

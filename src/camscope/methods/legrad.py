@@ -20,7 +20,8 @@ and one backward pass of ``sum_l s^l`` gives every block its own ``ds^l/dA^l``.
 
 The head: camscope runs the model's own layers after its last block (final norm, pooling,
 classifier, CLIP's projection and prompt similarities) on every chosen block's tokens at once,
-as extra rows of the last block's output, so any target works unchanged, Finer comparisons of
+as extra rows after the batch's own at the last block's output, in the explainer's one forward
+pass, so any target works unchanged, Finer comparisons of
 classes or of CLIP prompts included, and ``s^L`` is the model's own score. Those layers must
 treat samples independently (true of norms, poolers, linear heads and CLIP's similarities).
 ``readout="token-mean"`` reads a class-token head at the mean of all the tokens instead of the
@@ -36,13 +37,14 @@ component and combine them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from camscope.engine.backward import model_backward
 from camscope.engine.capture import register_owned_hook, split_output
 from camscope.engine.method import CamContext, CamResult, register_method
 from camscope.errors import CamscopeError
@@ -50,6 +52,7 @@ from camscope.methods.attention import (
     BLOCKS,
     AttentionCapture,
     AttentionMethod,
+    AttentionPass,
     BlockAttention,
     block_name,
     common_tokens,
@@ -81,14 +84,17 @@ class _BlockReadout:
     """Forward hooks that send the chosen blocks' tokens through the model's head as rows of the last block's output.
 
     Each chosen block passes a copy of its tokens downstream (in-place operations after it
-    cannot change what is read); the last block's output becomes the chosen blocks' tokens
-    stacked along the batch, so the model's output has one group of rows per chosen block.
+    cannot change what is read); the last block's output becomes its own tokens (detached:
+    the model's own outputs, which the explainer reads) followed by the chosen blocks' tokens,
+    stacked along the batch, so the model's output has one group of rows per chosen block
+    after the batch's own.
     """
 
     def __init__(self, model: nn.Module, blocks: list[str], last: str, transform: Callable[[Tensor], Tensor]) -> None:
         self.modules = dict(model.named_modules())
         self.blocks, self.last, self.transform = blocks, last, transform
         self.tokens: dict[str, Tensor] = {}
+        self.stacked = False
         self.stack = ExitStack()
 
     def __enter__(self) -> _BlockReadout:
@@ -121,16 +127,51 @@ class _BlockReadout:
                 f"LeGrad reads the tokens [B, N, C] of each block with the model's head, but blocks {missing} did not "
                 f"run before the last one or the blocks' outputs differ ({sorted(shapes)})"
             )
-        return rebuild(torch.cat([self.transform(self.tokens[name]) for name in self.blocks], dim=0))
+        self.stacked = True
+        rows = [tensor.detach(), *(self.transform(self.tokens[name]) for name in self.blocks)]
+        return rebuild(torch.cat(rows, dim=0))
+
+    @contextmanager
+    def failures(self) -> Iterator[None]:
+        """A model that fails on the extra rows (its layers after the last block mix samples) gets LeGrad's reason."""
+        try:
+            yield
+        except CamscopeError as error:
+            cause = error.__cause__
+            if not self.stacked or not isinstance(cause, (RuntimeError, ValueError, AssertionError)):
+                raise
+            raise CamscopeError(
+                "LeGrad runs the model's layers after its last block on every chosen block's tokens at once "
+                f"(as extra rows of the batch), and this model failed on that: {cause}"
+            ) from cause
+
+
+class _LeGradPass(AttentionPass):
+    """LeGrad's pass: the outputs have the batch's own rows, then one group of rows per chosen block."""
+
+    extra_rows: ClassVar[bool] = True
+
+    def outputs(self, outputs: Tensor, batch: int) -> Tensor:
+        expected = (1 + len(self.chosen)) * batch
+        if outputs.shape[0] != expected:
+            raise CamscopeError(
+                f"LeGrad reads {len(self.chosen)} blocks as extra rows of the batch through the layers after the last "
+                f"block, and the model returned {outputs.shape[0]} rows instead of {expected}: those layers must treat "
+                "samples independently"
+            )
+        # The pass may end under no_grad: a view taken there would lose the rows' graph.
+        with torch.enable_grad():
+            self.graph_outputs = outputs[batch:]
+        return outputs[:batch]
 
 
 @register_method
 class LeGrad(AttentionMethod):
     """LeGrad (Bousselham et al. 2024, arXiv:2404.03214): ``mean_l mean_{h,i} ReLU(ds^l/dA^l)``.
 
-    ``s^l`` is the target's score of block ``l``'s tokens read by the model's own head. One
-    forward pass (all chosen blocks read at once) and one backward pass, through the head and
-    each block's own layers only.
+    ``s^l`` is the target's score of block ``l``'s tokens read by the model's own head. The
+    explainer's one forward pass (all chosen blocks read at once, after the batch's own rows)
+    and one backward pass, through the head and each block's own layers only.
 
     Options: ``blocks`` (None for all, N for the last N, or indices), ``readout`` (``"model"``:
     the head as it is; ``"token-mean"``: a class-token head reads the mean of the tokens, as
@@ -159,16 +200,27 @@ class LeGrad(AttentionMethod):
         ),
     )
 
-    def __call__(self, ctx: CamContext) -> CamResult:
-        names, chosen = self.blocks_of(ctx)
-        attention = [names[i] for i in chosen]
-        blocks = [block_name(name) for name in attention]
+    pass_type = _LeGradPass
+
+    def hooks(self, model: nn.Module, names: list[str], chosen: list[str]) -> list[AbstractContextManager[Any]]:
+        blocks = [block_name(name) for name in chosen]
         if len(set(blocks)) != len(blocks):
             raise CamscopeError(
-                f"LeGrad reads the output of the block around each attention module, and {attention} share blocks: "
+                f"LeGrad reads the output of the block around each attention module, and {chosen} share blocks: "
                 "one attention per block is needed"
             )
-        outputs, records = self._forward(ctx, attention, blocks, block_name(names[-1]))
+        transform = _mean_token if self.options["readout"] == "token-mean" else (lambda tokens: tokens)
+        readout = _BlockReadout(model, blocks, block_name(names[-1]), transform)
+        return [
+            AttentionCapture(model, chosen, want={"v", "grad"}),
+            readout,
+            gradients_from(model, blocks, every_block=True),
+            readout.failures(),
+        ]
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        captured = self.captured(ctx)
+        records = captured.records()
         tokens = common_tokens(records)
         prefix, gh, gw = token_layout(ctx, tokens)
         if self.options["readout"] == "token-mean" and head_pooling(ctx.model, prefix) != "token":
@@ -178,47 +230,18 @@ class LeGrad(AttentionMethod):
             )
         batch = ctx.inputs.shape[0]
         with torch.enable_grad():
-            scores = [explained_scores(ctx.target, rows) for rows in outputs.split(batch)]
+            scores = [explained_scores(ctx.target, rows) for rows in captured.require_outputs().split(batch)]
         handles = [record.require_handle() for record in records]
         maps = []
         for component in range(len(scores[0])):
             # Each block's tokens start a graph of their own: one backward gives each block d s^l / d o^l.
             total = torch.stack([score[component].sum() for score in scores]).sum()
-            grads = torch.autograd.grad(total, handles, retain_graph=component + 1 < len(scores[0]))
+            with model_backward(captured.chosen[:1]):
+                grads = torch.autograd.grad(total, handles, retain_graph=component + 1 < len(scores[0]))
             relevance = torch.stack([legrad_relevance(record, grad) for record, grad in zip(records, grads)])
             maps.append(relevance.mean(dim=0)[:, prefix:].reshape(batch, gh, gw))
-        return CamResult(raw=self.combine(maps, ctx.target).to(ctx.inputs.dtype))
-
-    def _forward(
-        self, ctx: CamContext, attention: list[str], blocks: list[str], last: str
-    ) -> tuple[Tensor, list[BlockAttention]]:
-        """One forward pass that reads every chosen block with the head: outputs ``[len(blocks) * B, ...]``."""
-        transform = _mean_token if self.options["readout"] == "token-mean" else (lambda tokens: tokens)
-        with (
-            AttentionCapture(ctx.model, attention, want={"v", "grad"}) as capture,
-            _BlockReadout(ctx.model, blocks, last, transform),
-            gradients_from(ctx.model, blocks, every_block=True),
-        ):
-            try:
-                outputs = ctx.forward(ctx.inputs)
-            except CamscopeError as error:
-                cause = error.__cause__
-                if not isinstance(cause, (RuntimeError, ValueError, AssertionError)) or isinstance(
-                    cause, CamscopeError
-                ):
-                    raise
-                raise CamscopeError(
-                    f"LeGrad runs the model's layers after its last block on every chosen block's tokens at once "
-                    f"(as extra rows of the batch), and this model failed on that: {cause}"
-                ) from cause
-        expected = len(blocks) * ctx.inputs.shape[0]
-        if outputs.shape[0] != expected:
-            raise CamscopeError(
-                f"LeGrad reads {len(blocks)} blocks as extra rows of the batch through the layers after the last "
-                f"block, and the model returned {outputs.shape[0]} rows instead of {expected}: those layers must treat "
-                "samples independently"
-            )
-        return outputs, capture.complete()
+        raw = self.combine(maps, ctx.target).to(ctx.inputs.dtype)
+        return CamResult(raw=raw, read_from=captured.chosen)
 
 
 FinerLeGrad = finer_method(

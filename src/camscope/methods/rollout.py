@@ -24,6 +24,9 @@ and comparisons (Finer-CAM's ``y_c - gamma y_d``) are refused.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import Any
+
 from torch import Tensor, nn
 
 from camscope.engine.method import CamContext, CamResult, register_method
@@ -59,7 +62,8 @@ class AttentionRollout(AttentionMethod):
     """Attention rollout (Abnar and Zuidema 2020, arXiv:2005.00928): ``Ã = Â_L ... Â_1``, ``Â = 0.5 mean_h A + 0.5 I``.
 
     The map is the row of the class token (or the mean of the patch rows for a mean-pooled
-    head) at the patch columns. Class-agnostic; one forward pass without autograd.
+    head) at the patch columns. Class-agnostic; the queries and keys are captured in the
+    explainer's forward pass (no pass of its own, no autograd).
 
     Options: ``blocks`` (which blocks are rolled out: None for all, N for the last N, or indices).
 
@@ -83,14 +87,15 @@ class AttentionRollout(AttentionMethod):
             )
         return target
 
+    def hooks(self, model: nn.Module, names: list[str], chosen: list[str]) -> list[AbstractContextManager[Any]]:
+        return [AttentionCapture(model, chosen, want={"qk"})]
+
     def __call__(self, ctx: CamContext) -> CamResult:
-        names, chosen = self.blocks_of(ctx)
-        with AttentionCapture(ctx.model, [names[i] for i in chosen], want={"qk"}) as capture:
-            ctx.forward(ctx.inputs)
-        records = capture.complete()
+        captured = self.captured(ctx)
+        records = captured.records()
         tokens = common_tokens(records)
         prefix, gh, gw = token_layout(ctx, tokens)
         weights = readout_weights(ctx.model, prefix, tokens, "attention rollout")
         row = weights.to(ctx.inputs.device, records[0].dtype).expand(ctx.inputs.shape[0], tokens)
         flow = rollout_row(records, row)
-        return CamResult(raw=flow[:, prefix:].reshape(-1, gh, gw).to(ctx.inputs.dtype))
+        return CamResult(raw=flow[:, prefix:].reshape(-1, gh, gw).to(ctx.inputs.dtype), read_from=captured.chosen)

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from camscope.engine.backward import in_place_failure, model_backward
 from camscope.engine.capture import LayerCapture, model_state
-from camscope.engine.explainer import Explainer, in_place_failure, model_backward
+from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamContext, CamMethod, CamResult
 from camscope.errors import CamscopeError
 from camscope.methods.gradient import CAM, GradCAM, HiResCAM
