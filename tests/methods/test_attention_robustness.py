@@ -7,6 +7,7 @@ and its modes and flags as they were.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -353,3 +354,52 @@ def test_a_model_of_several_inputs(vit: nn.Module, x: Tensor) -> None:
     with pytest.raises(CamscopeError, match="as extra rows of the batch"):
         camscope.explain(model, (x, bias), method="legrad", target=[1, 4])
     assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("method", ATTENTION_METHODS)
+def test_the_map_costs_the_explainers_one_forward_pass(vit: nn.Module, x: Tensor, method: str) -> None:
+    """The attention is read in the explainer's own pass: no second pass of the model (LeGrad's rows ride along)."""
+    camscope.explain(vit, x, method=method, target=[1, 2])  # the layer choices are traced once per input shape
+    calls: list[int] = []
+    handle = vit.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    try:
+        explanation = camscope.explain(vit, x, method=method, target=[1, 2])
+    finally:
+        handle.remove()
+    assert calls == [2]
+    assert explanation.logits.shape == (2, 6) and explanation.activations.shape[0] == 2
+    torch.testing.assert_close(explanation.logits, vit(x).detach())
+
+
+def test_the_explanations_layer_names_the_attention_modules_read(vit: nn.Module, x: Tensor, tmp_path: Path) -> None:
+    names = [f"encoder.layers.encoder_layer_{i}.self_attention" for i in range(2)]
+    assert camscope.explain(vit, x, method="rollout").layer == names
+    legrad = camscope.explain(vit, x, method="legrad", blocks=[1], layer="encoder.ln")
+    assert legrad.layer == names[1]
+    assert camscope.explain(vit, x, method="finer-gradrollout", target=[1, 2], blocks=1).layer == names[1]
+    assert camscope.Explanation.load(legrad.save(tmp_path / "legrad.safetensors")).layer == names[1]
+    with pytest.raises(CamscopeError, match=r"reads the attention of the model.s blocks .* give one layer"):
+        camscope.explain(vit, x, method="gradrollout", layer=["encoder.layers.encoder_layer_0.ln_1", "encoder.ln"])
+    assert hook_count(vit) == 0
+
+
+class InPlaceHead(nn.Module):
+    """A head whose sigmoid output is scaled in place: torch cannot differentiate it (its backward needs the output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vit = _small()
+
+    def forward(self, x: Tensor) -> Tensor:
+        probabilities = self.vit(x).sigmoid()
+        probabilities.mul_(2.0)
+        return probabilities
+
+
+@pytest.mark.parametrize("method", ["legrad", "gradrollout"])
+def test_a_model_torch_cannot_differentiate_is_one_clear_error(one_thread: None, method: str) -> None:
+    model = InPlaceHead().eval()
+    with pytest.raises(CamscopeError, match=r"in-place operation .* modified the output of Sigmoid.*method='scorecam'"):
+        camscope.explain(model, SMALL_X, method=method, target=[0, 2])
+    assert hook_count(model) == 0
+    assert bool(torch.isfinite(camscope.explain(model, SMALL_X, method="rollout").raw).all())
