@@ -14,6 +14,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, Classifie
 from torch import nn
 
 import camscope
+from camscope.engine.method import CamContext
 from camscope.methods.shapley import ShapleyCAM, hessian_vector_product
 
 # Small eigen-decompositions and element-wise ops: one thread is much faster on a shared machine.
@@ -206,6 +207,38 @@ def test_shapleycam_without_the_engines_graph_takes_its_own_pass(tiny_cnn, image
     engine = camscope.explain(tiny_cnn, images, method="shapleycam", layer="features.0", target=target)
     own = camscope.explain(tiny_cnn, images, method=_OwnPass(), layer="features.0", target=target)
     torch.testing.assert_close(own.weights, engine.weights, rtol=1e-5, atol=1e-9)
+
+
+class _InPlaceAfterTheLayer(nn.Module):
+    """A sigmoid scaled in place after the layer: torch cannot differentiate it (its backward needs the output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).sigmoid()
+        h.mul_(2.0)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_shapleycam_on_a_model_torch_cannot_differentiate_is_one_error(images):
+    """From the engine's pass, and from its own pass in a context made by hand, as a dataset pass makes one."""
+    torch.manual_seed(0)
+    model = _InPlaceAfterTheLayer().eval()
+    message = r"layer 'conv': an in-place operation .* output of Sigmoid.*method='scorecam'"
+    target = camscope.ScoreTarget(lambda y: y[:, 0])
+    with pytest.raises(camscope.CamscopeError, match=message):
+        camscope.explain(model, images, method="shapleycam", layer="conv", target=target)
+    with torch.no_grad():
+        outputs = model(images)
+        context = CamContext(
+            model=model, inputs=images, layer="conv", activations=model.conv(images), gradients=None,
+            outputs=outputs, target=target, scores=target(outputs), forward=model, gradients_at=model,
+        )  # fmt: skip
+    with pytest.raises(camscope.CamscopeError, match=message):
+        ShapleyCAM()(context)
+    assert _hook_count(model) == 0
 
 
 def test_shapleycam_guarantees(strided_cnn, tiny_vit):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from camscope.engine.backward import model_backward
 from camscope.engine.capture import register_owned_hook, split_output
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
@@ -102,7 +103,9 @@ class ShapleyCAM(CamMethod):
     backward pass (from the layer on only: no graph below the layer) and the
     gradients are differentiated once more, so ShapleyCAM costs one forward pass
     and two backward passes down to the layer (pytorch-grad-cam 1.5.7
-    differentiates twice down to the input). Where the score is piecewise linear
+    differentiates twice down to the input); a model torch cannot differentiate (an
+    in-place operation on a tensor a backward needs) is one error from either pass
+    (:func:`camscope.engine.backward.model_backward`). Where the score is piecewise linear
     in ``A`` (ReLU networks and a logit) ``H A = 0`` and ShapleyCAM is Grad-CAM;
     the paper recommends its ReST utility, ``y_c + log softmax(y)_c``, which is a
     ``camscope.ScoreTarget(lambda y: y[:, c] + y.log_softmax(dim=1)[:, c])`` (pytorch-grad-cam's
@@ -136,12 +139,12 @@ class ShapleyCAM(CamMethod):
         channels_first = ctx.channels_first or _same_layout(ctx)
         if layer_output is None:
             layer_output, scores = differentiable_pass(ctx)
-            with torch.enable_grad():
+            with torch.enable_grad(), model_backward([ctx.layer]):
                 (native,) = torch.autograd.grad(scores.sum(), layer_output, create_graph=True)
                 grads = channels_first(native)
         else:
             grads = ctx.require_gradients()
-        with torch.enable_grad():
+        with torch.enable_grad(), model_backward([ctx.layer]):
             product = hessian_vector_product(grads, layer_output, ctx.activations, channels_first)
         terms = grads.detach() if product is None else grads.detach() - 0.5 * product
         return CamResult(weights=terms.mean(dim=ctx.spatial_dims, keepdim=True))
