@@ -334,8 +334,9 @@ class Workbench:
         signed: bool = False,
     ) -> Panel:
         from camscope.engine.method import display_name
+        from camscope.viz.style import layer_label
 
-        layer = explanation.layer if isinstance(explanation.layer, str) else "+".join(explanation.layer)
+        layer = layer_label(explanation.layer)
         if method == "diffcam":
             title = f"{display_name(method)}: {_diffcam_subject(explanation)}"
         else:

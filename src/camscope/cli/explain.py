@@ -188,6 +188,24 @@ _PrincipalOption = Annotated[
 ]
 
 
+_EigenSmoothOption = Annotated[
+    bool,
+    typer.Option(
+        "--eigen-smooth",
+        help="Each map: the projection of the weighted channels w_k A_k on their first principal component "
+        "instead of their sum (methods with channel weights; pytorch-grad-cam's eigen_smooth).",
+    ),
+]
+_AugSmoothOption = Annotated[
+    bool,
+    typer.Option(
+        "--aug-smooth",
+        help="Each map: the mean of the maps of six flipped and rescaled copies of the image, the class fixed "
+        "on the image itself (six times the cost; pytorch-grad-cam's aug_smooth).",
+    ),
+]
+
+
 def explain(
     images: _ImagesArgument,
     model: _ModelOption = None,
@@ -209,6 +227,8 @@ def explain(
     regularization: _RegularizationOption = None,
     scale: _ScaleOption = None,
     principal: _PrincipalOption = None,
+    eigen_smooth: _EigenSmoothOption = False,
+    aug_smooth: _AugSmoothOption = False,
     overwrite: OverwriteOption = False,
     skip_bad: SkipBadOption = False,
     fmt: FormatOption = "png",
@@ -254,6 +274,8 @@ def explain(
         refs=diffcam.fixed_size(),
         scale=scale,
         principal=principal,
+        eigen_smooth=eigen_smooth,
+        aug_smooth=aug_smooth,
     )
     stems = explain_output_stems(files, method_names, **options)
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
@@ -263,7 +285,8 @@ def explain(
         overwrite,
     )
     finer = {"versus": versus, "gamma": gamma, "references": references}
-    results = _run_methods(network, batch, method_names, layer, target, diffcam, ifa, finer)
+    smoothing = {"eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth}
+    results = _run_methods(network, batch, method_names, layer, target, diffcam, ifa, finer, smoothing)
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
     predictions = top_predictions(first.logits, names)
@@ -272,6 +295,7 @@ def explain(
     for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
         labels = _figure_labels(results, index, names, diffcam, random, seed_value)
         labels.update(model=model_name, style=style, scaled="FS-" if principal is not None else "S-")
+        labels.update(smoothing, note=_with_smoothing(labels["note"], smoothing))
         written = _write_image(
             network,
             batch,
@@ -290,6 +314,21 @@ def explain(
             written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
         report.append(_entry(results, index, path, names, predictions[index], written, labels))
     _print_report(report, json_output)
+
+
+def _with_smoothing(note: str, smoothing: dict[str, bool]) -> str:
+    """The figure's note, with the smoothing its maps had (a smoothed map is not the method's plain map).
+
+    Example:
+        >>> _with_smoothing("", {"eigen_smooth": True, "aug_smooth": True})
+        'eigen-smoothed (PC1 of w_k A_k), aug-smoothed (6 copies)'
+    """
+    said = {
+        "eigen_smooth": "eigen-smoothed (PC1 of w_k A_k)",
+        "aug_smooth": "aug-smoothed (6 copies)",
+    }
+    parts = [said[name] for name, given in smoothing.items() if given]
+    return " | ".join(part for part in (note, ", ".join(parts)) if part)
 
 
 def _load_photos(files: list[Path], size: int, config: Any, skip_bad: bool) -> tuple[list[Path], list[Any]]:
@@ -342,8 +381,12 @@ def _run_methods(
     diffcam: DiffCAMOptions,
     ifa: ScaleOptions,
     finer: dict[str, Any],
+    smoothing: dict[str, bool],
 ) -> dict[str, Any]:
-    """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options."""
+    """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options and ``smoothing``.
+
+    ``smoothing``: the explainer's ``eigen_smooth`` and ``aug_smooth`` (``--eigen-smooth``, ``--aug-smooth``).
+    """
     import torch
 
     import camscope
@@ -356,7 +399,13 @@ def _run_methods(
     for name in method_names:
         finer_options = finer_cli_options(name, finer["versus"], finer["gamma"], finer["references"], network, batch)
         explainer = camscope.Explainer(
-            network, layer=layer or diffcam.layer(name), method=name, **finer_options, **diffcam.method_options(name)
+            network,
+            layer=layer or diffcam.layer(name),
+            method=name,
+            eigen_smooth=smoothing["eigen_smooth"],
+            aug_smooth=smoothing["aug_smooth"],
+            **finer_options,
+            **diffcam.method_options(name),
         )
         name_target = diffcam.target_for(name, target_spec)
         results[name] = explainer(batch, target=name_target, **ifa.call_options(network, batch, name_target))
@@ -368,7 +417,8 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
 
     ``options`` are the command's options (``model``, ``weights``, ``seed``, ``layer``, ``size``, ``target``,
     ``versus``, ``gamma``, ``references``, ``bank``, ``reference``, ``refs`` (the reference group's size
-    where it is fixed), ``regularization``, ``scale``, ``principal``); those at their default add nothing (a checkpoint file adds ``__weights-STEM``,
+    where it is fixed), ``regularization``, ``scale``, ``principal``, ``eigen_smooth``, ``aug_smooth``); those
+    at their default add nothing (a checkpoint file adds ``__weights-STEM``,
     a seed other than 0 of random weights ``__seed-N``).
 
     Example:
@@ -396,6 +446,8 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
         ("reg", get("regularization")),
         ("scaled", Path(scale).stem if scale is not None else None),
         ("principal", get("principal")),
+        ("eigen-smooth", bool(get("eigen_smooth"))),
+        ("aug-smooth", bool(get("aug_smooth"))),
     ]
     return [output_name(label, methods, naming, suffix="") for label in input_labels(images)]
 
@@ -432,6 +484,8 @@ def _write_image(
                 labels["note"],
                 model=labels["model"],
                 style=style,
+                eigen_smooth=labels["eigen_smooth"],
+                aug_smooth=labels["aug_smooth"],
             )
             return [save_figure(path, figure, style=style)]
     differences = (
@@ -462,7 +516,7 @@ def _figure_labels(
     DiffCAM with a bank explains the bank's classes: its map names the bank class (by the bank's name,
     never the model's class of the same number) and the reference group with its size.
     """
-    from camscope.viz.style import shorten
+    from camscope.viz.style import layer_label, shorten
 
     first = next(iter(results.values()))
     by_method: dict[str, str] = {}
@@ -487,7 +541,7 @@ def _figure_labels(
             bank_class = {"label": label, "name": diffcam.bank.class_name(label)}
             group = f"bank class {bank_class['name']} vs {group}"
         by_method["diffcam"] = group
-    layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
+    layer = layer_label(first.layer)
     note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
     return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_class": bank_class}
 

@@ -121,26 +121,35 @@ def finer_figure(
     *,
     model: str = "",
     style: FigureStyle | None = None,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
 ) -> Any:
     """The Finer figure of one image of a ``finer-*`` explanation (:func:`camscope.viz.finer.finer_figure`).
 
-    The base method's map of the explained class is computed here (one more explanation of the image),
-    and what Finer-CAM changed is measured against it (:func:`camscope.viz.compare.explanation_shift`).
+    The base method's map of the explained class is computed here (one more explanation of the image,
+    with the Finer map's ``eigen_smooth`` and ``aug_smooth``), and what
+    Finer-CAM changed is measured against it (:func:`camscope.viz.compare.explanation_shift`).
     """
     import camscope
+    from camscope.engine.method import method_class
     from camscope.viz.compare import explanation_shift
     from camscope.viz.finer import finer_figure as draw
-    from camscope.viz.style import shorten
+    from camscope.viz.style import layer_label, shorten
 
     target = explanation.targets
     method = str(explanation.method)
     base_name = method.split("-", 1)[1] if method.startswith("finer-") else method
     explained = int(target.classes()[index])
     one = slice(index, index + 1)
-    base = camscope.Explainer(network, layer=explanation.layer, method=base_name)(batch[one], target=[explained])
+    # An attention method's layer names the attention modules it read, not a layer to explain at.
+    base_layer = explanation.layer if method_class(base_name).reads_layer else None
+    explainer = camscope.Explainer(
+        network, layer=base_layer, method=base_name, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth
+    )
+    base = explainer(batch[one], target=[explained])
     probabilities = explanation.logits[index].softmax(dim=0)
     top = probabilities.topk(min(5, probabilities.numel()))
-    layer = explanation.layer if isinstance(explanation.layer, str) else "+".join(explanation.layer)
+    layer = layer_label(explanation.layer)
     return draw(
         image,
         base.maps[0],

@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "MIN_FONT",
     "SIGNED_CMAP",
     "FigureStyle",
+    "layer_label",
     "model_label",
     "shorten",
     "wrap",
@@ -82,6 +85,33 @@ class FigureStyle:
     def colormap(self, signed: bool = False) -> Any:
         """The colour map of [0, 1] maps, or the diverging one of signed maps."""
         return matplotlib.colormaps[SIGNED_CMAP if signed else (self.cmap or DEFAULT_CMAP)]
+
+
+def layer_label(layer: str | Sequence[str]) -> str:
+    """A layer, or several, as a figure names them: names that differ in one number only are written once.
+
+    The attention methods read every block's attention module, so their explanation's
+    ``layer`` is a list as long as the model is deep; a heading that lists them all would be
+    wider than the figure.
+
+    Example:
+        >>> layer_label("layer4"), layer_label(["layer3", "layer4.1"])
+        ('layer4', 'layer3+layer4.1')
+        >>> layer_label([f"blocks.{i}.attn" for i in range(12)]), layer_label(["blocks.1.attn", "blocks.5.attn"])
+        ('blocks.{0-11}.attn', 'blocks.{1,5}.attn')
+    """
+    if isinstance(layer, str):
+        return layer
+    parts = [re.split(r"(\d+)", name) for name in layer]
+    if len(parts) > 1 and len({len(p) for p in parts}) == 1:
+        differ = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) > 1]
+        if len(differ) == 1 and differ[0] % 2 == 1:  # odd pieces of a split on numbers are the numbers
+            at = differ[0]
+            numbers = [int(p[at]) for p in parts]
+            consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            run = f"{numbers[0]}-{numbers[-1]}" if consecutive else ",".join(map(str, numbers))
+            return "".join(parts[0][:at]) + "{" + run + "}" + "".join(parts[0][at + 1 :])
+    return "+".join(layer)
 
 
 def shorten(text: str, width: int) -> str:
