@@ -38,3 +38,25 @@ def test_explain_with_many_references_draws_a_capped_list(tmp_path: Path, monkey
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     (versus,) = [text for text in texts if text.startswith("versus")]
     assert len(versus.splitlines()) == 2 + SHOWN_REFERENCES and "+ 192 more classes" in versus
+
+
+def test_the_finer_figure_of_an_attention_method_names_its_blocks() -> None:
+    """The base map reads the blocks as the Finer map did (its explanation's layer names attention modules)."""
+    import matplotlib.pyplot as plt
+    import torch
+    from torchvision.models import VisionTransformer
+
+    import camscope
+    from camscope.cli.finer import finer_figure
+
+    torch.manual_seed(0)
+    model = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=6).eval()
+    torch.nn.init.normal_(model.heads.head.weight, std=0.5)  # torchvision starts the head at zero
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    explanation = camscope.explain(model, x, method="finer-legrad", target=[1], references=[[2, 3]])
+    photo = np.random.default_rng(0).random((32, 32, 3))
+    figure = finer_figure(model, x, explanation, 0, photo, [f"class {i}" for i in range(6)])
+    try:
+        assert "layer encoder.layers.encoder_layer_{0-1}.self_attention" in figure._suptitle.get_text()
+    finally:
+        plt.close(figure)
