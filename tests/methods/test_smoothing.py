@@ -46,7 +46,7 @@ def test_eigen_smooth_matches_pytorch_grad_cam_up_to_the_sign(method, tiny_cnn, 
 
 
 def test_eigen_smooth_needs_weights_and_a_bool(tiny_cnn, images):
-    with pytest.raises(camscope.CamscopeError, match="no channel weights, so eigen_smooth cannot apply"):
+    with pytest.raises(camscope.CamscopeError, match="no channel weights, so eigen_smooth=True cannot apply"):
         camscope.explain(tiny_cnn, images, method="eigencam", layer="features.3", eigen_smooth=True)
     with pytest.raises(camscope.CamscopeError, match="eigen_smooth must be True or False"):
         camscope.explain(tiny_cnn, images, layer="features.3", eigen_smooth="yes")
