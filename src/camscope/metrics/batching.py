@@ -140,7 +140,7 @@ class PerturbedBatches:
         self.fixed = fixed
         self.calibration = None if fixed is not None else _calibration(model, like)
         self.device = like.device
-        self.planned = 0  # the size the last chunk was cut for
+        self.planned: int | None = None  # the size the last chunk was cut for, when it is a full one
 
     def size(self) -> int:
         """The number of perturbed images the next chunk may hold."""
@@ -152,20 +152,24 @@ class PerturbedBatches:
         """``(t, rows)`` chunks covering every step and row once, step-major (the size is read anew for each)."""
         step, start = 0, 0
         while step < steps:
-            size = self.planned = self.size()
+            size = self.size()
             if start == 0 and rows <= size:
-                count = min(steps - step, max(1, size // rows))
+                per = max(1, size // rows)
+                count = min(steps - step, per)
+                # only a full chunk times the size (the last one may be cut short by the steps left)
+                self.planned = size if count == per else None
                 yield torch.arange(step, step + count, device=self.device), slice(0, rows)
                 step += count
                 continue
             stop = min(rows, start + size)
+            self.planned = size if stop - start == size else None
             yield torch.tensor([step], device=self.device), slice(start, stop)
             step, start = (step + 1, 0) if stop == rows else (step, stop)
 
     def forward(self, run: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
         """``run(inputs)`` (the model on a chunk), timed while the size is being calibrated."""
-        calibration = self.calibration
-        if calibration is None or calibration.best is not None:
+        calibration, planned = self.calibration, self.planned
+        if calibration is None or calibration.best is not None or planned is None:
             return run(inputs)
         synchronise = self.device.type == "cuda"
         if synchronise:
@@ -174,5 +178,5 @@ class PerturbedBatches:
         result = run(inputs)
         if synchronise:
             torch.cuda.synchronize(self.device)
-        calibration.record(self.planned, inputs.shape[0], time.perf_counter() - began)
+        calibration.record(planned, inputs.shape[0], time.perf_counter() - began)
         return result
