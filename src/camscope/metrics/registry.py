@@ -18,13 +18,13 @@ dataset-level numbers (IFA's consistency: a correlation over the images).
 Example:
     >>> import torch
     >>> from camscope.metrics import MetricResult, register_metric, unregister_metric, get_metric
-    >>> @register_metric("peak_value", kind="maps")
-    ... def peak_value(maps, **options):
+    >>> @register_metric("largest_value", kind="maps")
+    ... def largest_value(maps, **options):
     ...     values = maps.maps if hasattr(maps, "maps") else maps
-    ...     return MetricResult(name="peak_value", values={"peak": values.flatten(1).amax(1)}, headline="peak")
-    >>> get_metric("Peak-Value").kind
+    ...     return MetricResult(name="largest_value", values={"peak": values.flatten(1).amax(1)}, headline="peak")
+    >>> get_metric("Largest-Value").kind
     'maps'
-    >>> unregister_metric("peak_value")
+    >>> unregister_metric("largest_value")
 """
 
 from __future__ import annotations
