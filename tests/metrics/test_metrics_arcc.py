@@ -123,7 +123,9 @@ def test_complexity_closed_form() -> None:
     torch.testing.assert_close(complexity(maps, normalize=False)["complexity"], torch.tensor([0.5, 3.0]))
 
 
-def test_arcc_errors(tiny_cnn: nn.Module, images: torch.Tensor) -> None:
+def test_arcc_errors(tiny_cnn: nn.Module, images: torch.Tensor, tiny_3d: nn.Module) -> None:
+    with pytest.raises(CamscopeError, match=r"mask images \[B, C, H, W\]"):
+        coherency(tiny_3d, torch.randn(2, 1, 8, 8, 8), torch.rand(2, 8, 8, 8))
     with pytest.raises(CamscopeError, match="unknown method"):
         arcc(tiny_cnn, images, torch.rand(3, 16, 16), method="gradcamx")
     with pytest.raises(CamscopeError, match="percentages"):

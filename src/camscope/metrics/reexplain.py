@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation, explain
 from camscope.engine.method import CamMethod, get_method, method_class
+from camscope.errors import CamscopeError
 from camscope.metrics.common import clean_pass, prepare_maps
 from camscope.targets.base import FrozenTarget, as_target
 
@@ -50,6 +51,10 @@ class Reexplainer:
         layer: Any,
         options: dict[str, Any] | None = None,
     ) -> None:
+        if inputs.ndim != 4:
+            raise CamscopeError(
+                f"coherency and ARCC mask images [B, C, H, W] by their maps, got inputs of shape {list(inputs.shape)}"
+            )
         self.method, self.layer, self.options = method, layer, dict(options or {})
         self.size = inputs.shape[2:]
         own = (target is None and isinstance(maps, Explanation)) or isinstance(target, FrozenTarget)
