@@ -85,3 +85,31 @@ def test_auto_batch_size_is_calibrated_on_the_metrics_own_passes(monkeypatch: py
         assert batching.calibrated_batch_size(model, images) == (16 if call >= 3 else None)
     assert result.curves["curve"].shape == (2, 17)
     assert batching.calibrated_batch_size(model, torch.rand(2, 3, 8, 8)) is None  # another image size: its own search
+
+
+class _SmallMemoryModel(_CostlyModel):
+    """Faster per image in larger batches, but out of (GPU) memory on more than 8 images at once."""
+
+    def __init__(self, clock: _Clock) -> None:
+        super().__init__(clock)
+        self.per_image = {4: 1.0, 8: 0.9, 16: 0.8}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_auto_batch_size_steps_down_when_memory_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from camscope.metrics import batching
+
+    monkeypatch.setattr(batching, "time", _Clock())
+    model, images, maps = _SmallMemoryModel(batching.time), torch.rand(2, 3, 4, 4), torch.rand(2, 4, 4)
+    expected = deletion(model, images, maps, target=0, step=1, batch_size=4)
+    for _ in range(3):  # the search reaches 16, which runs out of memory: 8 it is
+        model.seen.clear()
+        result = deletion(model, images, maps, target=0, step=1)
+        torch.testing.assert_close(result.curves["curve"], expected.curves["curve"])
+    assert batching.calibrated_batch_size(model, images) == 8 and model.seen[1:] == [8, 8, 8, 8]
+    with pytest.raises(CamscopeError, match="ran out of memory on 16 perturbed images at once: pass a smaller"):
+        deletion(model, images, maps, target=0, step=1, batch_size=16)

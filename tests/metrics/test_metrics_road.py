@@ -286,9 +286,9 @@ def test_road_noise_is_one_seeded_field_per_step(tiny_cnn: nn.Module) -> None:
 
 def test_road_does_not_depend_on_the_batching(tiny_cnn: nn.Module) -> None:
     """With noise, the curves are the same for any perturbed batch size, "auto" and a sub-batch of the images."""
-    images = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(6))
-    maps = torch.rand(5, 16, 16, generator=torch.Generator().manual_seed(7))
-    runs = [road(tiny_cnn, images, maps, percentages=(0.3, 0.7), batch_size=size) for size in (1, 3, 64, "auto")]
+    images = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    maps = torch.rand(4, 12, 12, generator=torch.Generator().manual_seed(7))
+    runs = [road(tiny_cnn, images, maps, percentages=(0.3, 0.7), batch_size=size) for size in (3, 64, "auto")]
     alone = road(tiny_cnn, images[3:], maps[3:], percentages=(0.3, 0.7), batch_size=2)
     for run in runs[1:]:
         for key in ("morf", "lerf"):

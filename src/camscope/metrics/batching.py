@@ -69,7 +69,16 @@ class _Calibration:
         with self.lock:
             if self.best is not None:
                 return self.best
-            return next(size for size in self.sizes if self.runs.get(size, 0) < _REPEATS)
+            return next((size for size in self.sizes if self.runs.get(size, 0) < _REPEATS), self.sizes[-1])
+
+    def exclude_from(self, size: int) -> None:
+        """Sizes from ``size`` up ran out of memory: search and choose below it."""
+        with self.lock:
+            self.sizes = tuple(s for s in self.sizes if s < size)
+            if self.best is not None and self.best >= size:
+                self.best = None
+            if self.best is None and self.sizes and all(self.runs.get(s, 0) >= _REPEATS for s in self.sizes):
+                self.best = min(self.sizes, key=lambda s: self.seconds[s])
 
     def record(self, size: int, images: int, seconds: float) -> None:
         with self.lock:
@@ -167,10 +176,29 @@ class PerturbedBatches:
             step, start = (step + 1, 0) if stop == rows else (step, stop)
 
     def forward(self, run: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
-        """``run(inputs)`` (the model on a chunk), timed while the size is being calibrated."""
+        """``run(inputs)`` (the model on a chunk), timed while the size is being calibrated.
+
+        With ``"auto"``, a chunk that runs out of GPU memory excludes its size and larger ones
+        from the search and runs again in smaller pieces.
+        """
         calibration, planned = self.calibration, self.planned
-        if calibration is None or calibration.best is not None or planned is None:
-            return run(inputs)
+        try:
+            if calibration is None or calibration.best is not None or planned is None:
+                return run(inputs)
+            return self._timed(run, inputs, calibration, planned)
+        except torch.OutOfMemoryError as error:
+            if calibration is None or inputs.shape[0] <= _SIZES[0]:
+                raise CamscopeError(
+                    f"the model ran out of memory on {inputs.shape[0]} perturbed images at once: "
+                    "pass a smaller batch_size"
+                ) from error
+            calibration.exclude_from(min(inputs.shape[0], planned or inputs.shape[0]))
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            smaller = max(calibration.sizes[-1] if calibration.sizes else 1, 1)
+            return torch.cat([self.forward(run, part) for part in inputs.split(min(smaller, inputs.shape[0] // 2))])
+
+    def _timed(self, run: Callable[[Tensor], Tensor], inputs: Tensor, calibration: _Calibration, size: int) -> Tensor:
         synchronise = self.device.type == "cuda"
         if synchronise:
             torch.cuda.synchronize(self.device)
@@ -178,5 +206,5 @@ class PerturbedBatches:
         result = run(inputs)
         if synchronise:
             torch.cuda.synchronize(self.device)
-        calibration.record(planned, inputs.shape[0], time.perf_counter() - began)
+        calibration.record(size, inputs.shape[0], time.perf_counter() - began)
         return result

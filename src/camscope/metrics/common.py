@@ -221,12 +221,15 @@ def prepare_maps(maps: Tensor | Explanation, size: Sequence[int] | None = None, 
     return normalize_maps(maps) if normalize else maps
 
 
-def _forward(model: nn.Module, inputs: Tensor) -> Tensor:
+def _forward(model: nn.Module, inputs: Tensor, *, out_of_memory: bool = False) -> Tensor:
+    """The model's output tensor; a failure is a CamscopeError (out of memory passes through with ``out_of_memory``)."""
     try:
         return output_tensor(model(inputs))
     except CamscopeError:
         raise
     except (RuntimeError, ValueError, AssertionError) as error:
+        if out_of_memory and isinstance(error, torch.OutOfMemoryError):
+            raise  # the perturbed passes step down to a smaller batch (camscope.metrics.batching)
         raise CamscopeError(f"the model failed on inputs of shape {list(inputs.shape)}: {error}") from error
 
 
@@ -311,7 +314,7 @@ def score_perturbed(
     with model_state(model, True), torch.inference_mode():
         for t, rows in batches.chunks(steps, batch):
             inputs = make_inputs(t, rows)
-            outputs = batches.forward(lambda chunk: _forward(model, chunk).detach(), inputs)
+            outputs = batches.forward(lambda chunk: _forward(model, chunk, out_of_memory=True).detach(), inputs)
             n_rows = rows.stop - rows.start
             outputs = outputs.reshape(len(t), n_rows, *outputs.shape[1:])
             for i, step in enumerate(t.tolist()):
