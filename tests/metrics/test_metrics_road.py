@@ -71,6 +71,21 @@ def test_imputation_matches_a_sparse_direct_solve(size: int, fraction: float) ->
         np.testing.assert_allclose(ours[b].numpy(), reference, atol=1e-4)
 
 
+def test_imputation_work_does_not_depend_on_the_masks_shape() -> None:
+    """Every iteration costs the same full-grid passes, and scattered masks take as many iterations as blobs."""
+    images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    iterations = {}
+    for kind in ("blob", "scattered"):
+        for fraction in (0.1, 0.5, 0.9):
+            if kind == "blob":
+                keep = _blob_keep(2, 48, fraction, seed=1)
+            else:
+                keep = torch.rand(2, 48, 48, generator=torch.Generator().manual_seed(2)) >= fraction
+            _, info = noisy_linear_impute(images, keep, noise=0.0, return_info=True)
+            iterations[kind, fraction] = info["iterations"]
+    assert max(iterations.values()) - min(iterations.values()) <= 1 and max(iterations.values()) <= 6, iterations
+
+
 def _dense(stencil: torch.Tensor) -> torch.Tensor:
     """``[N, h*w, h*w]`` matrices of a 9-point stencil ``[9, N, 1, h, w]``, entry by entry."""
     n, h, w = stencil.shape[1], *stencil.shape[-2:]
