@@ -13,13 +13,17 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.errors import CamscopeError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MODEL_HELP",
@@ -28,6 +32,7 @@ __all__ = [
     "MethodOption",
     "ModelOption",
     "SeedOption",
+    "SkipBadOption",
     "WeightsOption",
     "class_names_for",
     "cli_message",
@@ -36,8 +41,12 @@ __all__ = [
     "method_list",
     "model_option",
     "random_weights",
+    "report_skipped",
     "resolve_class",
     "run_cli",
+    "seeded_random_weights",
+    "skip_bad_hint",
+    "skip_unreadable",
     "top_predictions",
 ]
 
@@ -60,11 +69,51 @@ MethodOption = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Method; repeat or separate by commas for several. Spelling is forgiven: GradCAM, Grad-CAM and "
-        "gradcam are gradcam (camscope methods lists them).",
+        help="Method (default: gradcam); repeat or separate by commas for several. Spelling is forgiven: "
+        "GradCAM, Grad-CAM and gradcam are gradcam (camscope methods lists them).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Leave out the images that cannot be read (not an image, truncated) instead of stopping: each is "
+        "reported on stderr with the count. Folders are read once more first, to find them.",
+    ),
+]
+_SKIP_BAD_HINT = "pass --skip-bad to leave out the images that cannot be read (each is reported)"
+
+
+def report_skipped(skipped: list[tuple[Path, str]], total: int) -> None:
+    """Each image left out by ``--skip-bad`` and the count, on stderr (never silently)."""
+    for path, reason in skipped:
+        typer.echo(
+            f"camscope: skipped: {reason}" if str(path) in reason else f"camscope: skipped {path}: {reason}", err=True
+        )
+    if skipped:
+        typer.echo(f"camscope: skipped {len(skipped)} of {total} images that cannot be read (--skip-bad)", err=True)
+
+
+def skip_unreadable(dataset: Any, skip_bad: bool, workers: int = 0, report: bool = True) -> None:
+    """``--skip-bad`` on an image folder: its unreadable images are left out and reported (``report``: rank 0)."""
+    if not skip_bad:
+        return
+    total = len(dataset.samples)
+    skipped = dataset.drop_unreadable(workers)
+    if report:
+        report_skipped(skipped, total)
+
+
+@contextmanager
+def skip_bad_hint() -> Iterator[None]:
+    """An image of a folder that cannot be read stops the command with its name and the ``--skip-bad`` hint."""
+    from camscope.data.folders import UnreadableImageError
+
+    try:
+        yield
+    except UnreadableImageError as error:
+        raise CamscopeError(f"{error}; {_SKIP_BAD_HINT}") from None
 
 
 def random_weights(weights: str | None) -> bool:
@@ -73,12 +122,36 @@ def random_weights(weights: str | None) -> bool:
 
 
 def load_cli_model(model: str, weights: str, seed: int = 0, device: str | None = None) -> torch.nn.Module:
-    """The model named on the command line (``--weights none``: randomly initialised from ``seed``)."""
+    """The model named on the command line (``--weights none``: randomly initialised from ``seed``).
+
+    Random weights are drawn on the CPU from a generator forked from the process's and seeded with
+    ``seed``, so they are the same on every run and every torchrun rank whatever the process drew
+    before, and the caller's random state is left as it was.
+    """
     from camscope.models import load_model
 
-    if random_weights(weights):
-        torch.manual_seed(seed)  # the same random weights on every run (and every torchrun rank)
-    return load_model(model, weights=None if random_weights(weights) else weights, device=device)
+    if not random_weights(weights):
+        return load_model(model, weights=weights, device=device)
+    with seeded_random_weights(weights, seed):
+        network = load_model(model, weights=None)
+    return network.to(device) if device is not None else network
+
+
+@contextmanager
+def seeded_random_weights(weights: str | None, seed: int) -> Iterator[None]:
+    """Inside: with ``--weights none``, the process's random state forked and seeded with ``seed``.
+
+    Models built inside get the same random weights on every run and rank, whatever was drawn
+    before; on leaving, the random state is the caller's again.
+    """
+    if not random_weights(weights):
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def model_option(option: str | None, argument: str | None, default: str = "efficientnet_lite0") -> str:
