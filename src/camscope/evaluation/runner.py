@@ -319,7 +319,7 @@ def _ground_truth_counts(metrics: Sequence[str], joined: dict[str, dict[str, Met
     """Per metric that needs ground truth, the samples that had it: those with a finite headline value."""
     counts: dict[str, int] = {}
     for metric in metrics:
-        if METRICS[metric][0] not in ("regions", "parts"):
+        if get_metric(metric).kind not in ("regions", "parts"):
             continue
         result = next((by_metric[metric] for by_metric in joined.values() if metric in by_metric), None)
         if result is not None:
