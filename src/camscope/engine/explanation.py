@@ -2,8 +2,8 @@
 
 An explanation saves as one safetensors file (kind ``explanation``, with the
 format version of :mod:`camscope.io`): the tensors ``raw``, ``maps``, ``logits``,
-``scores`` and, where present, ``weights``, ``contributions`` and the explained
-``classes``, plus those of each layer of a multi-layer explanation; JSON metadata
+``scores`` and, where present, ``weights``, ``contributions``, the method's extras
+(``extras.NAME``) and the explained ``classes``, plus those of each layer of a multi-layer explanation; JSON metadata
 holds the method, the layer (a list for several layers), the model's name, the
 method's options and a description of the target. Activations are not saved.
 """
@@ -27,6 +27,7 @@ __all__ = ["Explanation", "SavedTarget"]
 
 _KIND = "explanation"
 _OPTIONAL = ("weights", "contributions")
+_EXTRAS = "extras."
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Explanation:
         activations: the layer's activations ``[B, K, *spatial]``, detached.
         layers: per-layer explanations when several layers were asked.
         options: the method's options (and, for a loaded explanation, the recorded model).
+        extras: what the method computed beside its map, by name (e.g. Guided Grad-CAM's
+            ``"pixels"``, Deep Feature Factorization's ``"concepts"``); empty for most
+            methods. A multi-layer explanation keeps them in ``layers``.
 
     Example:
         >>> import camscope, torch
@@ -74,6 +78,7 @@ class Explanation:
     activations: Tensor | None = None
     layers: dict[str, Explanation] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """A one-line summary: method, layer, batch, shapes and explained classes (never the tensors)."""
@@ -99,6 +104,8 @@ class Explanation:
         ]
         if self.layers:
             parts.append(f"layers={list(self.layers)!r}")
+        if self.extras:
+            parts.append(f"extras={sorted(self.extras)!r}")
         return f"Explanation({', '.join(parts)})"
 
     @property
@@ -174,6 +181,8 @@ def _tensors(explanation: Explanation, prefix: str) -> dict[str, Tensor]:
         value = getattr(explanation, name)
         if value is not None:
             tensors[f"{prefix}{name}"] = value
+    for name, value in explanation.extras.items():
+        tensors[f"{prefix}{_EXTRAS}{name}"] = value
     classes = explanation.classes if prefix == "" else None
     if classes is not None:
         tensors["classes"] = classes.reshape(-1)
@@ -217,6 +226,11 @@ def _explanation(
         method=method,
         layer=layer,
         options=options,
+        extras={
+            name[len(prefix + _EXTRAS) :]: checked_tensor(tensor, name, [-1] * tensor.dim(), tensor.dtype)
+            for name, tensor in tensors.items()
+            if name.startswith(prefix + _EXTRAS) and len(name) > len(prefix + _EXTRAS)
+        },
     )
 
 
