@@ -31,20 +31,25 @@ __all__ = ["DeepFeatureFactorization", "Factorization", "deep_feature_factorizat
 def _sweep(matrix: Tensor, factor: Tensor, other: Tensor, active: Tensor) -> Tensor:
     """One coordinate-descent sweep over the columns of ``factor`` (``[G, n, k]``) for ``matrix ~ factor other^T``.
 
-    ``other`` is ``[G, m, k]``. Returns the summed absolute projected gradient per
-    matrix ``[G]`` (measured before each update); matrices not ``active`` are left unchanged.
+    ``other`` is ``[G, m, k]``. Column ``t`` moves to the minimum of the objective along
+    it, clipped at 0: ``f_t <- max(0, f_t - g_t / (O^T O)_tt)`` with the gradient
+    ``g_t = F (O^T O)_{:, t} - (V O)_{:, t}`` of the current ``F`` (columns before ``t``
+    already updated). Returns the summed absolute projected gradient per matrix ``[G]``,
+    measured before each update; matrices not ``active`` are left unchanged.
     """
     gram = other.transpose(1, 2) @ other  # [G, k, k]
     target = matrix @ other  # [G, n, k]
+    diagonal = gram.diagonal(dim1=1, dim2=2)
+    usable = (diagonal != 0) & active[:, None]
+    inverse = torch.where(
+        usable, 1 / torch.where(usable, diagonal, torch.ones_like(diagonal)), torch.zeros_like(diagonal)
+    )
     violation = torch.zeros(factor.shape[0], dtype=factor.dtype, device=factor.device)
     for t in range(factor.shape[2]):
         column = factor[:, :, t]
-        grad = (factor @ gram[:, :, t, None])[:, :, 0] - target[:, :, t]
-        projected = torch.where(column == 0, grad.clamp(max=0), grad)
-        violation = violation + projected.abs().sum(dim=1)
-        hess = gram[:, t, t, None]
-        updated = (column - grad / torch.where(hess != 0, hess, torch.ones_like(hess))).clamp(min=0)
-        factor[:, :, t] = torch.where((hess != 0) & active[:, None], updated, column)
+        grad = torch.baddbmm(target[:, :, t, None], factor, gram[:, :, t, None], alpha=1, beta=-1)[:, :, 0]
+        violation += torch.where(column > 0, grad.abs(), (-grad).clamp(min=0)).sum(dim=1)
+        factor[:, :, t] = (column - grad * inverse[:, t, None]).clamp(min=0)
     return violation
 
 

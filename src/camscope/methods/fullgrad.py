@@ -135,7 +135,7 @@ class _Terms:
     def add(self, order: int, term: Tensor) -> None:
         term = term.to(self.dtype)
         self.maps.append(upsample(rescaled_channels(term), self.size))
-        self.sums[order] = term.flatten(1).sum(dim=1)
+        self.sums[order] = term.flatten(1).sum(dim=1)  # not finite if any value is not: checked once, at the end
 
     def bias_hook(self, order: int, bias: Tensor) -> Callable[[Tensor], None]:
         def hook(grad: Tensor) -> None:
@@ -194,12 +194,16 @@ class FullGrad(CamMethod):
     1.5.7 does the same; the authors' code rescales all channels of a term together,
     unlike Eq. 5); upsampling is bilinear with ``align_corners=False`` (the
     authors' code: ``True``); a constant channel contributes 0 (pytorch-grad-cam
-    divides by ``max + 1e-7``). Unlike pytorch-grad-cam, each bias is paired with
-    its own layer's gradient in any execution order (the peer pairs the layers'
-    registration order with the order gradients arrive), every convolution and
-    BatchNorm type counts (the peer: ``Conv2d`` and ``BatchNorm2d`` only), shared
-    modules count once per call, and a BatchNorm without running statistics is
-    refused rather than given a wrong bias.
+    divides by ``max + 1e-7``). Rescaling each channel on its own makes a bias's
+    value irrelevant to the map unless it is 0 (``|b_c g_c|`` rescales like
+    ``|g_c|``); it matters for ``term_sums``. Unlike pytorch-grad-cam, every
+    convolution and BatchNorm type counts (the peer: ``Conv2d`` and ``BatchNorm2d``
+    with affine parameters only: 1-D and 3-D models, and a BatchNorm without
+    affine parameters, whose bias ``-mu / sqrt(var + eps)`` is not 0, lose terms),
+    each bias is paired with its own layer's gradient (the peer pairs the modules'
+    registration order with the order the gradients arrive), a shared module
+    counts once per call, and a BatchNorm without running statistics is refused
+    rather than given a wrong bias.
 
     Comparisons: the score is any target's, so Finer (``y_c - gamma y_d``) gives the
     FullGrad of the comparison score (``psi`` is not linear: it is not a difference of
@@ -237,4 +241,10 @@ class FullGrad(CamMethod):
         terms.add(0, input_gradient * inputs.detach())
         saliency = torch.stack(terms.maps).sum(dim=0)
         sums = torch.stack([terms.sums[order] for order in sorted(terms.sums)], dim=1)
+        if not bool(torch.isfinite(sums).all()):  # a rescaled channel hides NaN: the sums show it
+            raise CamscopeError(
+                "the FullGrad map has NaN or infinite terms: the model's scores or gradients are not finite for these "
+                "inputs (check the model on them, e.g. a division by zero or an overflow; a float16 model may need "
+                "float32)"
+            )
         return CamResult(raw=saliency.to(inputs.dtype), extras={"term_sums": sums.to(inputs.dtype)})

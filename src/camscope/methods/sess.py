@@ -20,7 +20,8 @@ bilinear resizing matrices ``R`` (no full-size canvas per patch).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -40,6 +41,7 @@ from camscope.targets.segmentation import OnRegion, SegmentationTarget
 __all__ = ["SESS", "gaussian_blur", "window_starts"]
 
 _NOT_PATCHES = ("sess", "dff")
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def _check_base(name: object) -> None:
@@ -77,10 +79,11 @@ def window_starts(length: int, step: int, window: int) -> list[int]:
 
 
 def gaussian_blur(maps: Tensor, size: int = 11, sigma: float = 5.0) -> Tensor:
-    """A separable Gaussian blur of ``[B, H, W]`` maps, borders reflected without repeating the edge.
+    """A separable Gaussian blur of ``[B, *spatial]`` maps, borders reflected without repeating the edge.
 
-    The kernel is ``exp(-(i - (size - 1) / 2)^2 / (2 sigma^2))``, normalised; the
-    border rule is OpenCV's default (``BORDER_REFLECT_101``), for any image size.
+    The kernel is ``exp(-(i - (size - 1) / 2)^2 / (2 sigma^2))``, normalised, along each
+    spatial axis; the border rule is OpenCV's default (``BORDER_REFLECT_101``), for
+    any size (for ``[B, H, W]``, OpenCV's ``GaussianBlur(map, (size, size), sigma)``).
 
     Example:
         >>> import torch
@@ -91,7 +94,7 @@ def gaussian_blur(maps: Tensor, size: int = 11, sigma: float = 5.0) -> Tensor:
     offsets = torch.arange(size, dtype=maps.dtype, device=maps.device) - half
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
-    for dim in (1, 2):
+    for dim in range(1, maps.ndim):
         length = maps.shape[dim]
         index = _reflect_101(torch.arange(-(size // 2), length + size // 2, device=maps.device), length)
         padded = maps.index_select(dim, index)
@@ -116,16 +119,14 @@ def _resize_matrix(source: int, target: int, dtype: torch.dtype, device: torch.d
 
 @dataclass
 class _Scale:
-    """One scale: the scaled size and the windows' corners."""
+    """One scale: the scaled size and the windows' starts along each axis."""
 
-    height: int
-    width: int
-    rows: list[int]
-    cols: list[int]
+    size: tuple[int, ...]
+    starts: list[list[int]]
 
     @property
-    def corners(self) -> list[tuple[int, int]]:
-        return [(y, x) for y in self.rows for x in self.cols]
+    def corners(self) -> list[tuple[int, ...]]:
+        return list(itertools.product(*self.starts))
 
 
 class _Tiled(Target):
@@ -168,8 +169,8 @@ class SESS(CamMethod):
     r"""SESS (Tursun et al. 2022): a base method on scaled and sliding patches, fused.
 
     Paper: "SESS: Saliency Enhancing with Scaling and Sliding", arXiv:2207.01769.
-    For each scale ``s`` (the image's shorter side resized to ``s``) and window
-    position ``p``: ``M_p`` = the base method's map of the patch (rescaled to
+    For each scale ``s`` (the image's shorter side resized to ``s``, the other in
+    proportion) and window position ``p``: ``M_p`` = the base method's map of the patch (rescaled to
     [0, 1]), ``w_p = y_p / max_q y_q`` with ``y_p = max(0, target(softmax(f(patch))))``,
     ``C_p`` = ``w_p M_p`` pasted at its place in the scaled image and resized to
     the input. Fusion: ``S = sum_p C_p 1[C_p > theta] / sum_p 1[C_p > theta]``
@@ -194,8 +195,9 @@ class SESS(CamMethod):
     ``softmax_scores=False`` weights patches by the target's raw score (clipped at
     0), for targets that are not class scores. Comparisons: those of the base
     method (``base="gradcam"`` with a Finer target gives the fused Finer-CAMs);
-    SESS itself has no channel weights. Images only (``[B, C, H, W]``), of models of
-    one input.
+    SESS itself has no channel weights. Signals and volumes are scaled and cropped
+    along every axis in the same way (hypercube windows, linear and trilinear
+    resizing, the blur along each axis); models of one input.
 
     Options:
         base: the method run on every patch (default ``"gradcam"``).
@@ -217,7 +219,7 @@ class SESS(CamMethod):
     uses_gradients = False
     declared_options = (
         Option("base", str, "gradcam", "the method run on every patch", check=_check_base),
-        Option("base_options", Mapping, None, "options of the base method"),
+        Option("base_options", dict, None, "options of the base method"),
         Option("scales", Sequence, None, "sizes of the shorter side (None: num_scales sizes)", check=_check_scales),
         Option("num_scales", int, 12, "number of scales when scales is None", positive=True),
         Option("scale_step_ratio", float, 2.0 / 7.0, "step between scales, as a share of the window", min=0),
@@ -236,10 +238,11 @@ class SESS(CamMethod):
         self.base = get_method(self.options["base"], **dict(self.options["base_options"] or {}))
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
+        _refuse_regions(target)
         return self.base.prepare_target(target, model)
 
-    def _scales(self, height: int, width: int) -> tuple[int, list[_Scale]]:
-        window = self.options["window_size"] or min(height, width)
+    def _scales(self, shape: tuple[int, ...]) -> tuple[int, list[_Scale]]:
+        window = self.options["window_size"] or min(shape)
         step = self.options["step_size"] or window
         sizes = self.options["scales"]
         if sizes is None:
@@ -249,21 +252,31 @@ class SESS(CamMethod):
         for size in sizes:
             if size < window:
                 raise CamscopeError(f"every scale must be at least the window size {window}, got {size}")
-            short, long = (height, width) if height <= width else (width, height)
-            other = int(size * long / short)
-            h, w = (size, other) if height <= width else (other, size)
-            scales.append(_Scale(h, w, window_starts(h, step, window), window_starts(w, step, window)))
+            # The shorter side becomes ``size``, the others in proportion, rounded down (torchvision's resize).
+            short = shape.index(min(shape))
+            scaled = tuple(
+                size if axis == short else int(size * length / shape[short]) for axis, length in enumerate(shape)
+            )
+            scales.append(_Scale(scaled, [window_starts(length, step, window) for length in scaled]))
         return window, scales
 
     def _patches(self, inputs: Tensor, scale: _Scale, window: int) -> Tensor:
-        """``[P, B, C, window, window]``: the crops of every window position of one scale."""
+        """``[P, B, C, *window]``: the crops of every window position of one scale.
+
+        Images are resized as torchvision's ``resize`` does (bilinear, antialiased);
+        signals and volumes by linear and trilinear interpolation.
+        """
         work = inputs if inputs.dtype in (torch.float32, torch.float64) else inputs.float()
-        scaled = F.interpolate(work, size=(scale.height, scale.width), mode="bilinear", antialias=True)
+        dims = inputs.ndim - 2
+        mode = _MODES[dims]
+        scaled = F.interpolate(work, size=scale.size, mode=mode, align_corners=False, antialias=mode == "bilinear")
         span = torch.arange(window, device=inputs.device)
         corners = torch.tensor(scale.corners, device=inputs.device)
-        rows = (corners[:, 0, None] + span)[:, :, None]
-        cols = (corners[:, 1, None] + span)[:, None, :]
-        return scaled[:, :, rows, cols].permute(2, 0, 1, 3, 4).to(inputs.dtype)
+        index = [
+            (corners[:, axis, None] + span).reshape(-1, *[window if a == axis else 1 for a in range(dims)])
+            for axis in range(dims)
+        ]
+        return scaled[(slice(None), slice(None), *index)].movedim(2, 0).to(inputs.dtype)
 
     def _chunks(self, patches: Tensor, keep: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """``(positions, crops)`` of at most ``batch_size`` crops (whole positions, every image at each)."""
@@ -308,13 +321,8 @@ class SESS(CamMethod):
 
     def __call__(self, ctx: CamContext) -> CamResult:
         inputs = ctx.inputs
-        if inputs.ndim != 4:
-            raise CamscopeError(
-                f"SESS resizes and crops 2-D images [B, C, H, W], got inputs of shape {list(inputs.shape)}"
-            )
-        _refuse_regions(ctx.target)
-        batch, height, width = inputs.shape[0], inputs.shape[2], inputs.shape[3]
-        window, scales = self._scales(height, width)
+        batch = inputs.shape[0]
+        window, scales = self._scales(tuple(inputs.shape[2:]))
         target = _Tiled(ctx.target, batch)
         outputs, scores = self._all_scores(ctx, target, scales, window)
         keep = self._kept(scores)
@@ -365,9 +373,9 @@ class SESS(CamMethod):
         keep: Tensor,
     ) -> tuple[Tensor, Tensor]:
         inputs = ctx.inputs
-        batch, height, width = inputs.shape[0], inputs.shape[2], inputs.shape[3]
+        batch, shape = inputs.shape[0], tuple(inputs.shape[2:])
         dtype = torch.promote_types(inputs.dtype, torch.float32)
-        total = torch.zeros(batch, height, width, dtype=dtype, device=inputs.device)
+        total = torch.zeros(batch, *shape, dtype=dtype, device=inputs.device)
         counts = torch.zeros_like(total)
         finite = torch.ones((), dtype=torch.bool, device=inputs.device)
         first = 0
@@ -376,16 +384,15 @@ class SESS(CamMethod):
             count = patches.shape[0]
             scale_keep, scale_weights = keep[first : first + count], weights[first : first + count]
             first += count
-            along_h = _resize_matrix(scale.height, height, dtype, inputs.device)
-            along_w = _resize_matrix(scale.width, width, dtype, inputs.device)
+            resizing = [_resize_matrix(a, b, dtype, inputs.device) for a, b in zip(scale.size, shape)]
             corners = torch.tensor(scale.corners, device=inputs.device)
             for positions, crops in self._chunks(patches, scale_keep.any(dim=1)):
                 rows = positions[:, None] * batch + torch.arange(batch, device=inputs.device)
                 maps = self._patch_maps(ctx, target, crops, scale_outputs[rows.flatten()])
-                maps = maps.to(dtype).reshape(len(positions), batch, window, window)
+                maps = maps.to(dtype).reshape(len(positions), batch, *[window] * len(shape))
                 finite = finite & torch.isfinite(maps).all()
-                maps = maps * (scale_weights[positions] * scale_keep[positions]).to(dtype)[:, :, None, None]
-                placed = _place(maps, corners[positions], along_h, along_w, window)
+                factor = (scale_weights[positions] * scale_keep[positions]).to(dtype)
+                placed = _place(maps * factor.reshape(*factor.shape, *[1] * len(shape)), corners[positions], resizing)
                 total, counts = self._pool(total, counts, placed, scale_keep[positions])
         if self.options["pool"] == "max":
             return total, finite
@@ -394,13 +401,22 @@ class SESS(CamMethod):
     def _pool(self, total: Tensor, counts: Tensor, placed: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
         if self.options["pool"] == "max":
             return torch.maximum(total, placed.amax(dim=0)), counts
-        counted = (placed > self.options["theta"]) & kept[:, :, None, None]
+        counted = (placed > self.options["theta"]) & kept.reshape(*kept.shape, *[1] * (placed.ndim - 2))
         return total + torch.where(counted, placed, torch.zeros_like(placed)).sum(dim=0), counts + counted.sum(dim=0)
 
 
-def _place(maps: Tensor, corners: Tensor, along_h: Tensor, along_w: Tensor, window: int) -> Tensor:
-    """``[P, B, H, W]``: each ``[window, window]`` map pasted at its corner of the scaled image, resized to the input."""
+def _place(maps: Tensor, corners: Tensor, resizing: list[Tensor]) -> Tensor:
+    """``[P, B, *size]``: each ``[P, B, *window]`` map pasted at its corner of the scaled input, resized to the input.
+
+    Along each axis, ``resizing[axis]`` (``[size, scaled size]``) restricted to the
+    window's columns maps the window to the input: one batched matrix product per axis.
+    """
+    window = maps.shape[2]
     span = torch.arange(window, device=maps.device)
-    rows = along_h[:, corners[:, 0, None] + span].permute(1, 0, 2)  # [P, H, window]
-    cols = along_w[:, corners[:, 1, None] + span].permute(1, 0, 2)  # [P, W, window]
-    return rows[:, None] @ maps @ cols[:, None].transpose(-1, -2)
+    dims = maps.ndim - 2
+    for axis, matrix in enumerate(resizing):
+        chosen = matrix[:, corners[:, axis, None] + span].permute(1, 2, 0)  # [P, window, size]
+        moved = maps.movedim(2 + axis, -1)  # [P, B, ..., window]
+        resized = moved @ chosen.reshape(chosen.shape[0], *[1] * (dims - 1), window, -1)
+        maps = resized.movedim(-1, 2 + axis)
+    return maps
