@@ -148,7 +148,7 @@ def test_an_interrupt_leaves_no_hook_and_batch_statistics_are_refused(one_thread
         camscope.explain(model, images, method="fullgrad", layer="net.stage.0")
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
     model.calls = 0
-    with pytest.raises(CamscopeError, match="BatchNorm layer 'stem.1'.*eval mode"):
+    with pytest.raises(CamscopeError, match=r"BatchNorm layer 'stem.1'.*eval mode"):
         camscope.explain(model.net.train(), images, method="fullgrad", eval_mode=False)
     assert model.net.training
 

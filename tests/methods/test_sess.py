@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam.sess import SESS as PeerSESS
+from pytorch_grad_cam.sess import SESS as PEER_SESS
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import camscope
@@ -41,7 +41,7 @@ def test_matches_pytorch_grad_cam(one_thread, model, images, options) -> None:
     classes = [1, 3]
     ours = camscope.explain(model, images, method="sess", layer="stage.0", target=classes, batch_size=7, **options)
     peer_options = {("use_softmax_scores" if k == "softmax_scores" else k): v for k, v in options.items()}
-    with PeerSESS(model, [model.stage[0]], **peer_options) as sess:
+    with PEER_SESS(model, [model.stage[0]], **peer_options) as sess:
         peer = sess(images, [ClassifierOutputTarget(c) for c in classes])
     assert np.abs(ours.maps.numpy() - peer).max() < 1e-5  # measured 1e-6 and 2e-6 (float32 rounding)
 
@@ -77,6 +77,6 @@ def test_clear_errors(one_thread, model, images) -> None:
     with pytest.raises(CamscopeError, match="at least the window size 24"):
         camscope.explain(model, images, method="sess", scales=[20])
     box = camscope.BoxTarget(labels=[1], boxes=[[0.0, 0.0, 8.0, 8.0]])
-    with pytest.raises(CamscopeError, match="SESS explains crops.*BoxTarget"):
+    with pytest.raises(CamscopeError, match=r"SESS explains crops.*BoxTarget"):
         camscope.explain(model, images[:1], method="sess", layer="stage.0", target=box, scales=[24])
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0

@@ -272,11 +272,11 @@ class SESS(CamMethod):
         scaled = F.interpolate(work, size=scale.size, mode=mode, align_corners=False, antialias=mode == "bilinear")
         span = torch.arange(window, device=inputs.device)
         corners = torch.tensor(scale.corners, device=inputs.device)
-        index = [
+        index: tuple[slice | Tensor, ...] = (slice(None), slice(None)) + tuple(
             (corners[:, axis, None] + span).reshape(-1, *[window if a == axis else 1 for a in range(dims)])
             for axis in range(dims)
-        ]
-        return scaled[(slice(None), slice(None), *index)].movedim(2, 0).to(inputs.dtype)
+        )
+        return scaled[index].movedim(2, 0).to(inputs.dtype)
 
     def _chunks(self, patches: Tensor, keep: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """``(positions, crops)`` of at most ``batch_size`` crops (whole positions, every image at each)."""
