@@ -80,3 +80,37 @@ def test_clear_errors(one_thread, model, images) -> None:
     with pytest.raises(CamscopeError, match=r"SESS explains crops.*BoxTarget"):
         camscope.explain(model, images[:1], method="sess", layer="stage.0", target=box, scales=[24])
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+
+
+class TwoInputs(torch.nn.Module):
+    """An image branch and a metadata vector, fused by a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rgb = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(6 + 2, 3)
+
+    def forward(self, rgb: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.rgb(rgb).mean(dim=(2, 3)), meta], dim=1))
+
+
+def test_a_model_of_several_inputs_one_sample_at_a_time(one_thread) -> None:
+    generator = torch.Generator().manual_seed(2)
+    rgb, meta = torch.rand(2, 3, 16, 16, generator=generator), torch.rand(2, 2, generator=generator)
+    model = TwoInputs().eval()
+    options = {"layer": "rgb.1", "num_scales": 2, "target": [2]}
+    ours = camscope.explain(model, (rgb[:1], meta[:1]), method="sess", **options)
+
+    class Bound(torch.nn.Module):  # the metadata held fixed: the reference
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x, meta[:1].expand(x.shape[0], -1))
+
+    alone = camscope.explain(Bound(), rgb[:1], method="sess", **{**options, "layer": "model.rgb.1"})
+    torch.testing.assert_close(ours.raw, alone.raw)
+    with pytest.raises(CamscopeError, match="one sample at a time"):
+        camscope.explain(model, (rgb, meta), method="sess", **{**options, "target": [2, 0]})

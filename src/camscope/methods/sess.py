@@ -197,7 +197,8 @@ class SESS(CamMethod):
     method (``base="gradcam"`` with a Finer target gives the fused Finer-CAMs);
     SESS itself has no channel weights. Signals and volumes are scaled and cropped
     along every axis in the same way (hypercube windows, linear and trilinear
-    resizing, the blur along each axis); models of one input.
+    resizing, the blur along each axis). A model of several inputs is explained one
+    sample at a time (its other inputs are paired with every crop).
 
     Options:
         base: the method run on every patch (default ``"gradcam"``).
