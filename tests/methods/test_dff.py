@@ -52,7 +52,9 @@ def test_nmf_is_scikit_learns_solver_in_float64() -> None:
     w0, h0 = _sklearn_random_init(matrix.numpy(), 3)
     reference = NMF(n_components=3, init="custom", max_iter=200, tol=1e-3)
     w = reference.fit_transform(matrix.numpy(), W=w0.numpy().copy(), H=h0.numpy().copy())
+    start = (w0.clone(), h0.clone())
     ours_w, ours_h = nmf(matrix, 3, init=(w0, h0), tol=1e-3)
+    assert torch.equal(w0, start[0]) and torch.equal(h0, start[1])  # the start is copied, not updated
     assert np.abs(ours_w.numpy() - w).max() < 1e-10 and np.abs(ours_h.numpy() - reference.components_).max() < 1e-10
 
 

@@ -28,29 +28,33 @@ from camscope.options import Option
 __all__ = ["DeepFeatureFactorization", "Factorization", "deep_feature_factorization", "nmf"]
 
 
-def _sweep(matrix: Tensor, factor: Tensor, other: Tensor, active: Tensor) -> Tensor:
-    """One coordinate-descent sweep over the columns of ``factor`` (``[G, n, k]``) for ``matrix ~ factor other^T``.
+def _sweep(factor: Tensor, gram: Tensor, target: Tensor, active: Tensor) -> Tensor:
+    """One coordinate-descent sweep over the rows of ``factor`` (``[G, k, a]``), in place.
 
-    ``other`` is ``[G, m, k]``. Column ``t`` moves to the minimum of the objective along
-    it, clipped at 0: ``f_t <- max(0, f_t - g_t / (O^T O)_tt)`` with the gradient
-    ``g_t = F (O^T O)_{:, t} - (V O)_{:, t}`` of the current ``F`` (columns before ``t``
-    already updated). Returns the summed absolute projected gradient per matrix ``[G]``,
-    measured before each update; matrices not ``active`` are left unchanged.
+    Minimises ``||V - F^T O||^2`` over ``F`` for fixed ``O``, given ``gram = O O^T``
+    (``[G, k, k]``) and ``target = O V^T`` (``[G, k, a]``). Row ``t`` moves to the
+    minimum along it, clipped at 0: ``f_t <- max(0, f_t - g_t / gram_tt)`` with the
+    gradient ``g_t = gram_t F - target_t`` of the current ``F`` (rows before ``t``
+    already updated), scikit-learn's ``_update_cdnmf_fast``. Returns the summed absolute
+    projected gradient per matrix ``[G]``, measured before each update; matrices not
+    ``active`` are left unchanged.
     """
-    gram = other.transpose(1, 2) @ other  # [G, k, k]
-    target = matrix @ other  # [G, n, k]
     diagonal = gram.diagonal(dim1=1, dim2=2)
     usable = (diagonal != 0) & active[:, None]
-    inverse = torch.where(
-        usable, 1 / torch.where(usable, diagonal, torch.ones_like(diagonal)), torch.zeros_like(diagonal)
+    step = torch.where(
+        usable, -1 / torch.where(usable, diagonal, torch.ones_like(diagonal)), torch.zeros_like(diagonal)
     )
-    violation = torch.zeros(factor.shape[0], dtype=factor.dtype, device=factor.device)
-    for t in range(factor.shape[2]):
-        column = factor[:, :, t]
-        grad = torch.baddbmm(target[:, :, t, None], factor, gram[:, :, t, None], alpha=1, beta=-1)[:, :, 0]
-        violation += torch.where(column > 0, grad.abs(), (-grad).clamp(min=0)).sum(dim=1)
-        factor[:, :, t] = (column - grad * inverse[:, t, None]).clamp(min=0)
-    return violation
+    before = factor.clone()  # row t's value when it is updated: only row t changes at step t
+    rows, gram_rows, target_rows, steps = (t.split(1, dim=1) for t in (factor, gram, target, step[:, :, None]))
+    grads = []
+    for row, gram_row, target_row, row_step in zip(rows, gram_rows, target_rows, steps):
+        grad = torch.baddbmm(target_row, gram_row, factor, beta=-1)  # [G, 1, a]
+        row.addcmul_(grad, row_step).clamp_(min=0)
+        grads.append(grad)
+    gradient = torch.cat(grads, dim=1)
+    # The projected gradient: the gradient, or its negative part where the coordinate was at 0.
+    projected = torch.where(before > 0, gradient.abs(), (-gradient).clamp(min=0))
+    return projected.sum(dim=(1, 2))
 
 
 def nmf(
@@ -98,17 +102,19 @@ def nmf(
         w = torch.randn(groups, rows, components, generator=generator, dtype=work_dtype).to(values.device).abs() * scale
     else:
         w, h = (t.unsqueeze(0) if single else t for t in init)
-    factor = w.to(values.device, work_dtype).clone()
-    other = h.to(values.device, work_dtype).transpose(1, 2).clone()  # H^T, [G, m, k]
+    # Copies (never the caller's init tensors): the sweeps update them in place.
+    w_rows = w.to(values.device, work_dtype).transpose(1, 2).clone(memory_format=torch.contiguous_format)  # W^T
+    h = h.to(values.device, work_dtype).clone(memory_format=torch.contiguous_format)  # [G, k, m]
     active = torch.ones(groups, dtype=torch.bool, device=values.device)
     first = None
     for _ in range(iterations):
-        violation = _sweep(values, factor, other, active) + _sweep(values.transpose(1, 2), other, factor, active)
+        violation = _sweep(w_rows, h @ h.transpose(1, 2), h @ values.transpose(1, 2), active)
+        violation = violation + _sweep(h, w_rows @ w_rows.transpose(1, 2), w_rows @ values, active)
         first = violation if first is None else first
         active = active & (first != 0) & (violation > tol * first)
         if not bool(active.any()):  # one host synchronisation per sweep: the stopping rule
             break
-    w, h = factor.to(matrix.dtype), other.transpose(1, 2).to(matrix.dtype)
+    w, h = w_rows.transpose(1, 2).to(matrix.dtype), h.to(matrix.dtype)
     return (w[0], h[0]) if single else (w, h)
 
 
