@@ -228,7 +228,7 @@ class FullGrad(CamMethod):
         spatial = inputs.ndim - 2
         terms = _Terms(tuple(inputs.shape[2:]), torch.promote_types(inputs.dtype, torch.float32))
         with _bias_gradients(ctx.model, terms, spatial):
-            outputs = ctx.forward(inputs, grad=True)
+            outputs = ctx.forward(inputs.clone(), grad=True)  # a copy: the model may change its input in place
             scores = ctx.target(outputs)
             if scores.ndim == 2:
                 scores = scores.mean(dim=1)

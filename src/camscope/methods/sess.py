@@ -291,6 +291,11 @@ class SESS(CamMethod):
             yield chosen, patches[chosen].flatten(0, 1).contiguous()
 
     def _score(self, target: _Tiled, outputs: Tensor) -> Tensor:
+        if self.options["softmax_scores"] and outputs.ndim < 2:
+            raise CamscopeError(
+                f"SESS weights patches by the target on the softmax of the outputs, but the outputs have shape "
+                f"{list(outputs.shape)}, not [batch, classes]: pass softmax_scores=False"
+            )
         values = outputs.float().softmax(dim=1) if self.options["softmax_scores"] else outputs
         scores = target(values.to(outputs.dtype))
         return (scores.mean(dim=1) if scores.ndim == 2 else scores).clamp(min=0)
