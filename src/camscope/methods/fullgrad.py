@@ -114,9 +114,8 @@ def rescaled_channels(term: Tensor) -> Tensor:
         [[[1.0, 0.5, 0.0]]]
     """
     magnitude = term.abs()
-    flat = magnitude.flatten(2)
-    low = flat.amin(dim=2)
-    span = flat.amax(dim=2) - low
+    low, high = torch.aminmax(magnitude.flatten(2), dim=2)
+    span = high - low
     shape = (*span.shape, *([1] * (term.ndim - 2)))
     safe = torch.where(span > 0, span, torch.ones_like(span)).reshape(shape)
     scaled = torch.where(span.reshape(shape) > 0, (magnitude - low.reshape(shape)) / safe, torch.zeros_like(magnitude))
