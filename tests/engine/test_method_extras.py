@@ -21,6 +21,8 @@ def test_extras_are_saved_loaded_and_listed(one_thread, tmp_path) -> None:
     both = camscope.explain(model, x, method="guided-gradcam", layer=["features.1", "features.3"], target=[1, 2])
     assert both.extras == {} and both.layers["features.1"].extras["pixels"].shape == (2, 3, 12, 12)
     assert camscope.explain(model, x, method="gradcam").extras == {}
+    # One augmentation's extras do not describe the mean of six.
+    assert camscope.explain(model, x, method="guided-gradcam", aug_smooth=True).extras == {}
 
 
 def test_a_method_that_runs_other_inputs_leaves_the_next_layer_its_activations(one_thread) -> None:

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from torch import Tensor, nn
 
-from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.common import (
     DeviceOption,
     SeedOption,
@@ -28,7 +25,16 @@ from camscope.cli.common import (
     load_cli_model,
     random_weights,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -40,8 +46,11 @@ from camscope.cli.pass_options import (
     pass_options,
 )
 from camscope.errors import CamscopeError
-from camscope.passes.batches import ImageTransform
-from camscope.stats.reference_bank import ReferenceBank
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = ["DiffCAMOptions", "bank_app"]
 
@@ -69,7 +78,10 @@ def _regularization(text: str) -> str | float:
 
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
+    import torch
+
     from camscope.data.folders import ImageFolderData
+    from camscope.passes.batches import ImageTransform
 
     data = ImageFolderData(folder, transform=ImageTransform(size, config), size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
@@ -124,6 +136,8 @@ def build(
     Under torchrun the pass is split over the processes; rank 0 writes the bank."""
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config
+    from camscope.passes.batches import ImageTransform
+    from camscope.stats.reference_bank import ReferenceBank
 
     if is_main_process():
         claim_outputs([out], overwrite)
@@ -191,6 +205,8 @@ def info(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Show a bank's model, layer, classes and counts."""
+    from camscope.stats.reference_bank import ReferenceBank
+
     _print_info(ReferenceBank.load(bank), bank, json_output)
 
 
@@ -205,6 +221,8 @@ def merge(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Merge banks exactly: the result equals the bank of all their data."""
+    from camscope.stats.reference_bank import ReferenceBank
+
     if len(banks) < 2:
         raise CamscopeError("merge needs at least two banks")
     claim_outputs([out], overwrite)
@@ -257,14 +275,20 @@ def counterfactual_command(
     ] = Path("camscope-out/counterfactual"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'.
 
     Without --counter-image the counterpart is drawn on IMAGE itself, from the bank's mean of class d
     (the figure and the report say so)."""
+    from camscope.analyses.counterfactual import counterfactual
     from camscope.models import data_config, load_photo
+    from camscope.stats.reference_bank import ReferenceBank
     from camscope.viz.figures import save_figure
 
+    style = figure_style(fmt, dpi, cmap)
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)
@@ -312,11 +336,11 @@ def counterfactual_command(
     ]
     why_what = f"why-{_slug(c_name)}-not-{_slug(d_name)}__refs-{counts.get(d, 0)}"
     other_what = f"why-{_slug(d_name)}-not-{_slug(c_name)}__refs-{counts.get(c, 0)}"
-    why_path = out / output_name(labels[0], why_what, naming)
-    other_path = out / output_name(labels[-1], other_what, naming)
+    why_path = out / output_name(labels[0], why_what, naming, style.suffix)
+    other_path = out / output_name(labels[-1], other_what, naming, style.suffix)
     claim_outputs([why_path, other_path], overwrite)
     note = f" | random weights (seed {seed_value}): not a trained model" if random else ""
-    layer = str(pair.why.layer) + note
+    layer = f"{pair.why.layer} | model {model_name}{note}"
     why_group = f"reference group: bank class {d_name}, {counts.get(d, 0)} images"
     if counter_image is not None:
         other_group = f"reference group: bank class {c_name}, {counts.get(c, 0)} images"
@@ -325,11 +349,16 @@ def counterfactual_command(
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
     why = save_figure(
-        why_path, _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
+        why_path,
+        _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group, style),
+        style=style,
     )
     other = save_figure(
         other_path,
-        _pair_figure(base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
+        _pair_figure(
+            base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group, style
+        ),
+        style=style,
     )
     report = {
         "image": str(image),
@@ -349,16 +378,19 @@ def counterfactual_command(
     typer.echo(f"{base}: why {d_name}, not {c_name} ({other_group}): wrote {other}")
 
 
-def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
+def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str, style: Any = None) -> Any:
     """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer."""
     from camscope.viz.figures import colorbar, new_figure, overlay
+    from camscope.viz.style import MIN_FONT, wrap
 
-    figure = new_figure((3.8, 3.7))
+    figure = new_figure((4.6, 4.6))
     axis = figure.add_subplot()
-    axis.imshow(overlay(photo, cam))
-    axis.set_title(f"DiffCAM: {title}\n{group}\n{image.name}, layer {layer}", fontsize=7)
+    cmap = style.cmap if style is not None else None
+    axis.imshow(overlay(photo, cam, cmap=cmap))
+    text = "\n".join(wrap(part, 48, lines=2) for part in (f"DiffCAM: {title}", group, f"{image.name}, layer {layer}"))
+    axis.set_title(text, fontsize=MIN_FONT)
     axis.axis("off")
-    colorbar(figure, axis)
+    colorbar(figure, axis, cmap=cmap)
     return figure
 
 
@@ -398,6 +430,8 @@ class DiffCAMOptions:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
             return
+        from camscope.stats.reference_bank import ReferenceBank
+
         self.bank = ReferenceBank.load(bank) if bank is not None else None
         built_with = self.built_with.get("name")
         if built_with and model and built_with.strip().lower() != model.strip().lower():

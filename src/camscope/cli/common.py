@@ -16,12 +16,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.errors import CamscopeError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MODEL_HELP",
@@ -101,6 +103,8 @@ def seeded_random_weights(weights: str | None, seed: int) -> Iterator[None]:
     if not random_weights(weights):
         yield
         return
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

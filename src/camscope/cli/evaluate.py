@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, seeded_random_weights
-from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -120,6 +120,9 @@ def evaluate_command(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
@@ -129,11 +132,12 @@ def evaluate_command(
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = method_list(methods)
+    style = figure_style(fmt, dpi, cmap)
     metric_names = _split(metrics)
     method_options = parse_options(method_option, method_names, "method")
     metric_options = parse_options(metric_option, metric_names, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]
-    curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
+    curves = [out / f"curves_{name}{style.suffix}" for name in canonical] if plots else []
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
     with seeded_random_weights(weights, seed):  # evaluate builds the model: the same random weights on every run
@@ -152,11 +156,13 @@ def evaluate_command(
             metric_options=metric_options,
             limit=limit,
             out=out,
-            plots=plots,
+            plots=False,  # drawn below, in --format
             **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
         )
     if not is_main_process():
         return
+    if plots:
+        report.plot_curves(out, style=style)
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:

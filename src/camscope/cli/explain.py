@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.analyze import ScaleOptions
@@ -37,9 +35,23 @@ from camscope.cli.common import (
     top_predictions,
 )
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
-from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    NAMING_HELP,
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import cli_device
-from camscope.models.preprocessing import Photo
+
+if TYPE_CHECKING:
+    import torch
+
+    from camscope.models.preprocessing import Photo
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -91,6 +103,8 @@ def layers(
     device: DeviceOption = None,
 ) -> None:
     """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
+    import torch
+
     from camscope.engine.capture import candidate_layers, default_layer
 
     network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
@@ -181,6 +195,9 @@ def explain(
     scale: _ScaleOption = None,
     principal: _PrincipalOption = None,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
@@ -188,9 +205,12 @@ def explain(
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
+    import torch
+
     from camscope.models import data_config, load_photo
 
     method_names = method_list(method)
+    style = figure_style(fmt, dpi, cmap)
     check_finer_cli_options(method_names, versus, gamma, references)
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
@@ -221,7 +241,7 @@ def explain(
     stems = explain_output_stems(files, method_names, **options)
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
     claim_outputs(
-        [out / f"{stem}.png" for stem in stems]
+        [out / f"{stem}{style.suffix}" for stem in stems]
         + [out / f"{stem}.safetensors" for each in saved.values() for stem in each],
         overwrite,
     )
@@ -234,13 +254,14 @@ def explain(
     report = []
     for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
         labels = _figure_labels(results, index, names, diffcam, random, seed_value)
+        labels.update(model=model_name, style=style, scaled="FS-" if principal is not None else "S-")
         shown = [] if labels["bank_only"] else predictions[index]
         written = _write_image(
             network,
             batch,
             results,
             index,
-            out / f"{stems[index]}.png",
+            out / f"{stems[index]}{style.suffix}",
             photo,
             names,
             shown,
@@ -280,6 +301,8 @@ def _run_methods(
     finer: dict[str, Any],
 ) -> dict[str, Any]:
     """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options."""
+    import torch
+
     import camscope
 
     target_spec = None
@@ -348,13 +371,29 @@ def _write_image(
     labels: dict[str, Any],
 ) -> list[Path]:
     """The Finer figure (one finer-* method) or the figure of the image and one overlay per method."""
+    from camscope.viz.compare import comparisons
     from camscope.viz.figures import explanation_figure, save_figure
 
+    style = labels["style"]
     if len(results) == 1:
         (explanation,) = results.values()
-        if finer_references(explanation, index, names):
-            figure = finer_figure(network, batch, explanation, index, photo, names, title=title, note=labels["note"])
-            return [save_figure(path, figure)]
+        if finer_references(explanation, index, names) and not signed:
+            figure = finer_figure(
+                network,
+                batch,
+                explanation,
+                index,
+                photo,
+                names,
+                title,
+                labels["note"],
+                model=labels["model"],
+                style=style,
+            )
+            return [save_figure(path, figure, style=style)]
+    differences = (
+        {} if signed else {name: (base, shift.select(index)) for name, (base, shift) in comparisons(results).items()}
+    )
     figure = explanation_figure(
         photo,
         {name: e.maps[index] for name, e in results.items()},
@@ -364,8 +403,12 @@ def _write_image(
         layer=labels["layer"],
         note=labels["note"],
         explained_by=labels["by_method"],
+        model=labels["model"],
+        scaled=labels["scaled"],
+        differences=differences,
+        style=style,
     )
-    return [save_figure(path, figure)]
+    return [save_figure(path, figure, style=style)]
 
 
 def _figure_labels(
@@ -376,6 +419,8 @@ def _figure_labels(
     DiffCAM with a bank explains the bank's classes: its map names the bank class and the reference
     group with its size, and a figure of DiffCAM alone leaves out the model's top-5 (``bank_only``).
     """
+    from camscope.viz.style import shorten
+
     first = next(iter(results.values()))
     by_method: dict[str, str] = {}
     for name, explanation in results.items():
@@ -384,11 +429,11 @@ def _figure_labels(
             continue
         c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
         if 0 <= c < len(names):
-            by_method[name] = f"{names[c][:24]} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
+            by_method[name] = f"{shorten(names[c], 24)} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
         references = finer_references(explanation, index, names)
         if references and name in by_method:  # Finer-CAM: the classes it is compared with
-            listed = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
-            by_method[name] += "\n" + textwrap.fill(f"vs {listed}", 34)
+            listed = ", ".join(shorten(r["name"], 22) for r in references[:3]) + (" ..." if len(references) > 3 else "")
+            by_method[name] += f"\nvs {listed}"  # the figure wraps it to its column
     group = ""
     bank_only = False
     if "diffcam" in results:
@@ -398,7 +443,7 @@ def _figure_labels(
         if diffcam.bank is not None and label is not None and label in diffcam.bank.labels:
             group = f"bank class {diffcam.bank.class_name(label)} vs {group}"
             bank_only = len(results) == 1
-        by_method["diffcam"] = textwrap.fill(group, 34)
+        by_method["diffcam"] = group
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
     note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
     return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_only": bank_only}

@@ -10,13 +10,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from camscope.errors import needs_extra
 from camscope.io import FORMAT_VERSION, atomic_write_bytes, make_folder
 from camscope.metrics import MetricResult
+
+if TYPE_CHECKING:
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["EvaluationReport", "json_ready"]
 
@@ -143,7 +147,8 @@ class EvaluationReport:
 
     def table(self) -> Any:
         """A ``rich`` table: one row per metric value (arrow: the better direction), one column per method."""
-        from rich.table import Table
+        with needs_extra("cli", "printed tables"):
+            from rich.table import Table
 
         table = Table(title=f"camscope evaluate: {self.heading()}")
         table.add_column("metric")
@@ -230,9 +235,13 @@ class EvaluationReport:
             paths.update(self.plot_curves(out))
         return paths
 
-    def plot_curves(self, out: str | os.PathLike[str]) -> dict[str, Path]:
-        """One figure per metric with curves (deletion, insertion, ROAD, ...): the mean curve of each method."""
-        from camscope.viz.figures import new_figure, save_figure
+    def plot_curves(self, out: str | os.PathLike[str], style: FigureStyle | None = None) -> dict[str, Path]:
+        """One figure per metric with curves (deletion, insertion, ROAD, ...): the mean curve of each method.
+
+        Saved as ``curves_METRIC.png`` (or in ``style``'s format), headed with the model and the image count.
+        """
+        from camscope.viz.figures import headed, map_title, new_figure, save_figure
+        from camscope.viz.style import FigureStyle
 
         curves = self.mean_curves()
         written: dict[str, Path] = {}
@@ -246,15 +255,16 @@ class EvaluationReport:
                 for method in self.methods:
                     curve = curves.get(method, {}).get(metric, {}).get(key)
                     if curve is not None:
-                        axis.plot(curve["x"], curve["y"], marker="." if len(curve["x"]) < 30 else None, label=method)
+                        marker = "." if len(curve["x"]) < 30 else None
+                        axis.plot(curve["x"], curve["y"], marker=marker, label=map_title(method))
                 axis.set_title(f"{metric}: {key}" if key != "curve" else metric, fontsize=10)
                 axis.set_xlabel(_XLABELS.get(metric, "step"))
                 axis.set_ylabel(_YLABELS.get(metric, key))
                 axis.grid(alpha=0.3)
             axes[0][0].legend(fontsize=8)
-            figure.suptitle(self.heading(), fontsize=9, color="firebrick" if self.random_weights else "black")
-            figure.tight_layout()
-            written[f"curves_{metric}"] = save_figure(Path(out) / f"curves_{metric}.png", figure)
+            headed(figure, self.heading(), warning=self.random_weights)
+            path = Path(out) / f"curves_{metric}{(style or FigureStyle()).suffix}"
+            written[f"curves_{metric}"] = save_figure(path, figure, style=style)
         return written
 
 
