@@ -20,6 +20,8 @@ def test_extras_are_saved_loaded_and_listed(one_thread, tmp_path) -> None:
         torch.testing.assert_close(loaded.extras[name], tensor)
     both = camscope.explain(model, x, method="guided-gradcam", layer=["features.1", "features.3"], target=[1, 2])
     assert both.extras == {} and both.layers["features.1"].extras["pixels"].shape == (2, 3, 12, 12)
+    again = camscope.Explanation.load(both.save(tmp_path / "guided.safetensors"))
+    torch.testing.assert_close(again.layers["features.3"].extras["pixels"], both.layers["features.3"].extras["pixels"])
     assert camscope.explain(model, x, method="gradcam").extras == {}
     # One augmentation's extras do not describe the mean of six.
     assert camscope.explain(model, x, method="guided-gradcam", aug_smooth=True).extras == {}

@@ -30,8 +30,11 @@ _OPTIONAL = ("weights", "contributions")
 _EXTRAS = "extras."
 
 
-def _file_specs(layers: int) -> dict[str, TensorSpec]:
-    """The tensors of an explanation file: float32 maps of ``B`` samples, int64 classes, per-layer parts."""
+def _file_specs(layers: int, extras: dict[str, list[str]]) -> dict[str, TensorSpec]:
+    """The tensors of an explanation file: float32 maps of ``B`` samples, int64 classes, per-layer parts.
+
+    ``extras`` names the method's extras of each part (``""`` or ``"layers.i."``), as the metadata records them.
+    """
     specs = {
         "logits": TensorSpec(torch.float32, ("B", "...")),
         "scores": TensorSpec(torch.float32, ("B",)),
@@ -42,7 +45,19 @@ def _file_specs(layers: int) -> dict[str, TensorSpec]:
         specs[f"{prefix}maps"] = TensorSpec(torch.float32, ("B", "*spatial"))
         for name in _OPTIONAL:  # K channels at each layer
             specs[f"{prefix}{name}"] = TensorSpec(torch.float32, ("B", f"K{index}"), required=False)
+        for name in extras.get(prefix, []):  # one row per sample, any further shape
+            specs[f"{prefix}{_EXTRAS}{name}"] = TensorSpec(torch.float32, ("B", "..."))
     return specs
+
+
+def _extras_header(entry: Any, path: Path) -> dict[str, list[str]]:
+    """The recorded names of the extras of each part of the explanation (none in files without them)."""
+    entry = {} if entry is None else entry
+    if not isinstance(entry, dict) or not all(
+        isinstance(names, list) and all(isinstance(name, str) and name for name in names) for names in entry.values()
+    ):
+        raise CamscopeError(f"{path} has corrupt metadata: 'extras' must map each part to a list of names")
+    return {str(prefix): list(names) for prefix, names in entry.items()}
 
 
 @dataclass
@@ -159,6 +174,11 @@ class Explanation:
             "model": model,
             "options": {key: _json_value(value) for key, value in self.options.items()},
             "target": _describe_target(self.targets),
+            "extras": {
+                prefix: sorted(part.extras)
+                for prefix, part in [("", self), *((f"layers.{i}.", e) for i, e in enumerate(self.layers.values()))]
+                if part.extras
+            },
         }
         return save_tensors(path, tensors, metadata, kind=_KIND)
 
@@ -179,7 +199,8 @@ class Explanation:
         layers = header.get("layers") or []
         if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers):
             raise CamscopeError(f"{path} has corrupt metadata: 'layers' must be a list of layer names")
-        check_file_tensors(tensors, _file_specs(len(layers)), path)
+        extras = _extras_header(header.get("extras"), path)
+        check_file_tensors(tensors, _file_specs(len(layers), extras), path)
         target = SavedTarget.from_header(header.get("target"), tensors.get("classes"), path)
         per_layer = {
             name: _explanation(tensors, f"layers.{i}.", header, name, target, path) for i, name in enumerate(layers)
