@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, seeded_random_weights
+from camscope.cli.objects import evaluate_scenes, is_scenes_data
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -62,7 +63,10 @@ def evaluate_command(
     data: Annotated[
         Path,
         typer.Option(
-            "--data", "-d", help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts)."
+            "--data",
+            "-d",
+            help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts), or camscope:scenes: "
+            "the test scenes of camscope:scenes-detector/-segmenter, measured per object (box pointing, mask IoU).",
         ),
     ],
     model: ModelOption = "efficientnet_lite0",
@@ -76,13 +80,13 @@ def evaluate_command(
         ),
     ] = ["gradcam"],  # noqa: B006
     metrics: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--metric",
             "--metrics",
-            help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency.",
+            help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency (default deletion,insertion); box_pointing, mask_iou with --data camscope:scenes (the default there).",
         ),
-    ] = ["deletion", "insertion"],  # noqa: B006
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -123,13 +127,22 @@ def evaluate_command(
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
+    With --data camscope:scenes, a detector's boxes or a segmenter's regions are explained one by one on the
+    shipped test scenes and measured against each object's box and mask (box pointing, mask IoU).
     Under torchrun the pass is split over the processes; rank 0 prints and writes."""
     from camscope.evaluation.runner import checked_names_and_options, evaluate
 
-    if not data.is_dir():
-        raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = method_list(methods)
-    metric_names = _split(metrics)
+    if is_scenes_data(data):
+        return evaluate_scenes(
+            data, model, weights, seed, method_names, _split(metrics) if metrics else None, out,
+            layer=layer, batch_size=batch_size, limit=limit, device=cli_device(device), plots=plots,
+            method_options=parse_options(method_option, method_names, "method"), json_output=json_output,
+            overwrite=overwrite, workers=workers, checkpoint=checkpoint, resume=resume,
+        )  # fmt: skip
+    if not data.is_dir():
+        raise CamscopeError(f"--data must be an image folder or camscope:scenes, got {data}")
+    metric_names = _split(metrics or ["deletion", "insertion"])
     method_options = parse_options(method_option, method_names, "method")
     metric_options = parse_options(metric_option, metric_names, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]

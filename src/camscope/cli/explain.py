@@ -150,6 +150,24 @@ _ScaleOption = Annotated[
     Path | None,
     typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale."),
 ]
+_TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        help="classify, detect or segment (default: read from the model's outputs). detect and segment draw each "
+        "box or region the model finds with its own map.",
+    ),
+]
+_ScoreThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--score-threshold",
+        help="detect/segment: the least score of a box (a region: its mean class probability). Default 0.5.",
+    ),
+]
+_ObjectsOption = Annotated[
+    int | None, typer.Option("--objects", help="detect/segment: the most boxes or regions explained (default 4).")
+]
 _PrincipalOption = Annotated[
     float | None,
     typer.Option(
@@ -180,11 +198,16 @@ def explain(
     regularization: _RegularizationOption = None,
     scale: _ScaleOption = None,
     principal: _PrincipalOption = None,
+    task: _TaskOption = None,
+    score_threshold: _ScoreThresholdOption = None,
+    objects: _ObjectsOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
     With a finer-* method (Finer-CAM) the figure shows the base map, the Finer map and the reference classes.
+    A detector's boxes or a segmenter's regions (--task detect|segment, read from the model's outputs by default)
+    are each explained alone: one map per box or region and method.
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
@@ -218,7 +241,26 @@ def explain(
         scale=scale,
         principal=principal,
     )
+    task = _task(task, network, batch, score_threshold, objects)
+    if task != "classify":
+        options.update(task=task, score_threshold=score_threshold, objects=objects)
     stems = explain_output_stems(files, method_names, **options)
+    if task != "classify":
+        from camscope.cli.objects import check_object_options, explain_objects
+
+        check_object_options(
+            task, method_names, {"--save": save, "--versus": versus, "--gamma": gamma, "--references": references,
+                                 "--bank": bank, "--reference": reference, "--regularization": regularization,
+                                 "--scale": scale, "--principal": principal},
+        )  # fmt: skip
+        claim_outputs([out / f"{stem}.png" for stem in stems], overwrite)
+        explain_objects(
+            files, network, batch, [photo for _, photo in loaded], stems, method_names, task=task, model=model_name,
+            layer=layer, target=target, score_threshold=0.5 if score_threshold is None else score_threshold,
+            max_objects=4 if objects is None else objects, out=out, json_output=json_output,
+            note=_random_weights_note(weights_name, seed_value),
+        )  # fmt: skip
+        return
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
     claim_outputs(
         [out / f"{stem}.png" for stem in stems]
@@ -253,6 +295,33 @@ def explain(
             written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
         report.append(_entry(results, index, path, names, predictions[index], written, labels))
     _print_report(report, json_output)
+
+
+def _task(
+    task: str | None, network: torch.nn.Module, batch: torch.Tensor, threshold: float | None, objects: int | None
+) -> str:
+    """``--task``, or what the model's outputs say it does (detections: detect; logits per pixel: segment)."""
+    from camscope.cli.objects import TASK_CHOICES
+    from camscope.engine.objects import model_task
+    from camscope.errors import CamscopeError
+
+    if task is not None and task not in TASK_CHOICES:
+        raise CamscopeError(f"--task must be one of {', '.join(TASK_CHOICES)}, got {task!r}")
+    if task is None:
+        try:
+            task = model_task(network, batch[:1])
+        except CamscopeError:
+            task = "classify"
+    if task == "classify" and (threshold is not None or objects is not None):
+        raise CamscopeError(
+            "--score-threshold and --objects choose boxes or regions: use them with --task detect|segment"
+        )
+    return task
+
+
+def _random_weights_note(weights: str, seed: int) -> str:
+    """The figures' warning for ``--weights none``."""
+    return f"random weights (--weights none, seed {seed}): not a trained model" if random_weights(weights) else ""
 
 
 def _bank_defaults(
@@ -330,6 +399,8 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
         ("reg", get("regularization")),
         ("scaled", Path(scale).stem if scale is not None else None),
         ("principal", get("principal")),
+        ("score-threshold", get("score_threshold")),
+        ("objects", get("objects")),
     ]
     return [output_name(label, methods, naming, suffix="") for label in input_labels(images)]
 
@@ -400,7 +471,7 @@ def _figure_labels(
             bank_only = len(results) == 1
         by_method["diffcam"] = textwrap.fill(group, 34)
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
-    note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
+    note = _random_weights_note("none" if random else "default", seed)
     return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_only": bank_only}
 
 

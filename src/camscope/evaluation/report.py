@@ -26,6 +26,7 @@ _TABLE_KEYS: dict[str, Callable[[MetricResult], list[str]]] = {
     "relative_drop": lambda r: [k for k in r.values if k.startswith("rd@")],
     "part_scores": lambda r: ["precision", "recall", "f1", "part_iou"],
     "sanity_check": lambda r: ["spearman", "ssim"],
+    "box_pointing": lambda r: ["hit", "on_object", "detected"],
 }
 
 
@@ -139,7 +140,8 @@ class EvaluationReport:
     def heading(self) -> str:
         """What the figures show: the model (and whether its weights are random) and the number of images."""
         note = " (random weights: not a trained model)" if self.random_weights else ""
-        return f"{self.model}{note}, {len(self.samples)} images"
+        unit = "objects" if "objects" in self.params else "images"  # per-object evaluations count objects
+        return f"{self.model}{note}, {len(self.samples)} {unit}"
 
     def table(self) -> Any:
         """A ``rich`` table: one row per metric value (arrow: the better direction), one column per method."""
