@@ -129,7 +129,10 @@ _OutOption = Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)]
 _SaveOption = Annotated[
     bool, typer.Option(help="Also save the maps: one Explanation file per method (camscope.Explanation.load).")
 ]
-_SizeOption = Annotated[int | None, typer.Option(help="Input size (default: the bank's with --bank, else 224).")]
+_SizeOption = Annotated[
+    int | None,
+    typer.Option(help="Input size (default: the bank's with --bank, a camscope: model's own, else 224)."),
+]
 _VersusOption = Annotated[
     list[str] | None,
     typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
@@ -229,7 +232,7 @@ def explain(
         weights=weights_name,
         seed=seed_value,
         layer=layer,
-        size=size,
+        size=None if size == _own_input_size(model_name) else size,
         target=target,
         versus=versus,
         gamma=gamma,
@@ -319,6 +322,13 @@ def _task(
     return task
 
 
+def _own_input_size(model: str) -> int | None:
+    """The input size of camscope's shipped models (``camscope:NAME``), read from their data config."""
+    from camscope.models import data_config
+
+    return int(data_config(model).input_size) if model.strip().lower().startswith("camscope:") else None
+
+
 def _random_weights_note(weights: str, seed: int) -> str:
     """The figures' warning for ``--weights none``."""
     return f"random weights (--weights none, seed {seed}): not a trained model" if random_weights(weights) else ""
@@ -333,8 +343,10 @@ def _bank_defaults(
     same_model = model is None or model == built_with.get("name")
     weights_name = weights or (built_with.get("cli_weights") if same_model else None) or "default"
     seed_value = seed if seed is not None else int(built_with.get("cli_seed", 0) or 0)
-    if size is None:
-        size = int((diffcam.bank.input_size or [224])[-1]) if diffcam.bank is not None else 224
+    if size is None and diffcam.bank is not None:
+        size = int((diffcam.bank.input_size or [224])[-1])
+    elif size is None:  # camscope's shipped models take their own size (the scene models: 96)
+        size = _own_input_size(model_name) or 224
     return model_name, weights_name, seed_value, size
 
 

@@ -196,50 +196,61 @@ class SpeciesScenes:
 
     def sample(self, n: int, generator: torch.Generator | int | None = None) -> SceneBatch:
         """Draw ``n`` scenes (``generator``: a ``torch.Generator``, an int seed, or None for seed ``seed``)."""
-        if n < 0:
-            raise CamscopeError(f"n must not be negative, got {n}")
         if generator is None or isinstance(generator, int):
             generator = torch.Generator().manual_seed(self.seed if generator is None else generator)
-        g = generator
-        counts = torch.randint(self.objects[0], self.objects[1] + 1, (n,), generator=g)
-        total = int(counts.sum())
-        species = torch.randint(0, self.num_classes, (total,), generator=g)
-        rendered = self.species.render(species, self.species.sample_poses(total, g))
-        pose = self._background.sample_poses(n, g)
-        away = torch.full_like(pose.center, -10.0 * self.size)  # the background's own bird lies outside the image
-        background = self._background.render(torch.zeros(n, dtype=torch.long), dataclasses.replace(pose, center=away))
-        places, found = self._places(rendered.boxes, counts, g)
-        batch = self._composite(background.images, rendered.images, rendered.part_masks, species, counts, places, found)
-        batch.images = (batch.images + torch.randn(batch.images.shape, generator=g) * self.noise).clamp(0, 1)
-        return batch
+        return self._sample(n, generator, n)
 
     def sample_split(self, size: int, seed: int, count: int | None = None, chunk: int = 256) -> SceneBatch:
         """A fixed data split: the first ``count`` (default all) of ``size`` scenes drawn with ``seed``.
 
-        Blocks of ``chunk`` scenes, block ``j`` drawn by :meth:`sample` with the seed
-        ``seed * 1_000_003 + j``, so a prefix of a split is the same scenes whatever ``count``.
+        Blocks of ``chunk`` scenes, block ``j`` drawn as :meth:`sample` draws them with the seed
+        ``seed * 1_000_003 + j``, so a prefix of a split is the same scenes whatever ``count``
+        (and costs only the scenes it renders).
         """
         if size < 0 or chunk < 1:
             raise CamscopeError(f"size must not be negative and chunk must be positive, got {size} and {chunk}")
         count = size if count is None else max(0, min(int(count), size))
         blocks = []
         for block, start in enumerate(range(0, count, chunk)):
-            drawn = self.sample(min(chunk, size - start), int(seed) * 1_000_003 + block)
-            blocks.append(drawn[: min(chunk, count - start)])
+            generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + block)
+            blocks.append(self._sample(min(chunk, size - start), generator, min(chunk, count - start)))
         if not blocks:
             return self.sample(0)
         return SceneBatch(
             **{f.name: torch.cat([getattr(b, f.name) for b in blocks]) for f in dataclasses.fields(SceneBatch)}
         )
 
-    def _places(self, boxes: Tensor, counts: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _sample(self, n: int, g: torch.Generator, keep: int) -> SceneBatch:
+        """Everything random about ``n`` scenes, drawn in a fixed order; the first ``keep`` scenes rendered."""
+        if n < 0:
+            raise CamscopeError(f"n must not be negative, got {n}")
+        counts = torch.randint(self.objects[0], self.objects[1] + 1, (n,), generator=g)
+        total = int(counts.sum())
+        species = torch.randint(0, self.num_classes, (total,), generator=g)
+        poses = self.species.sample_poses(total, g)
+        pose = self._background.sample_poses(n, g)
+        tries = torch.rand(total, _PLACEMENT_TRIES, 2, generator=g)
+        noise = torch.randn(n, 3, self.size, self.size, generator=g) * self.noise
+        counts, pose, noise = counts[:keep], pose[:keep], noise[:keep]
+        objects = int(counts.sum())  # the kept scenes' objects come first
+        rendered = self.species.render(species[:objects], poses[:objects])
+        away = torch.full_like(pose.center, -10.0 * self.size)  # the background's own bird lies outside the image
+        background = self._background.render(torch.zeros(keep, dtype=torch.long), dataclasses.replace(pose, center=away))
+        places, found = self._places(rendered.boxes, counts, tries[:objects])
+        batch = self._composite(
+            background.images, rendered.images, rendered.part_masks, species[:objects], counts, places, found
+        )
+        batch.images = (batch.images + noise).clamp(0, 1)
+        return batch
+
+    def _places(self, boxes: Tensor, counts: Tensor, tries: Tensor) -> tuple[Tensor, Tensor]:
         """``[M, 2]`` offsets ``(dx, dy)`` of each rendered tile in its scene, and ``[M]`` whether it is placed.
 
-        Candidates are drawn so that the object's box lies inside the scene; one whose box
-        overlaps an earlier box of its scene by more than ``max_overlap`` is drawn again.
+        Candidates (``tries`` ``[M, T, 2]`` uniform numbers) are drawn so that the object's box lies
+        inside the scene; one whose box overlaps an earlier box of its scene by more than
+        ``max_overlap`` is drawn again.
         """
         low, high = -boxes[:, :2], self.size - boxes[:, 2:]  # the offsets that keep the box inside
-        tries = torch.rand(boxes.shape[0], _PLACEMENT_TRIES, 2, generator=g)
         candidates = (low[:, None] + tries * (high - low + 1)[:, None]).floor().long().tolist()
         extents = boxes.tolist()
         places = [[0, 0] for _ in extents]
@@ -268,35 +279,48 @@ class SpeciesScenes:
         places: Tensor,
         found: Tensor,
     ) -> SceneBatch:
-        """Paste each placed tile's object into its scene, in order; later objects hide earlier ones."""
+        """Paste each placed tile's object into its scene, in order; later objects hide earlier ones.
+
+        The ``k``-th placed object of every scene is pasted at once (one gather and one scatter
+        per slot), on canvases with a margin of one tile so that a tile may hang over the edge.
+        """
         n, size, tile = background.shape[0], self.size, self.tile
-        most = self.objects[1]
-        # A margin of one tile on each side so that a tile may hang over the scene's edge.
-        images = torch.nn.functional.pad(background, (tile, tile, tile, tile))
-        instances = torch.zeros(n, size + 2 * tile, size + 2 * tile, dtype=torch.uint8)
+        most, side = self.objects[1], size + 2 * tile
+        images = torch.nn.functional.pad(background, (tile, tile, tile, tile)).reshape(n, 3, side * side)
+        instances = torch.zeros(n, 1, side * side, dtype=torch.uint8)
         parts = torch.zeros_like(instances)
         part_index = (tile_parts.long() * torch.arange(1, len(PARTS) + 1)[None, :, None, None]).sum(dim=1)
         labels = torch.full((n, most), -1, dtype=torch.long)
         scene = torch.repeat_interleave(torch.arange(n), counts)
-        slot = [0] * n
-        for m in torch.nonzero(found).flatten().tolist():
-            dx, dy = (int(v) + tile for v in places[m])
-            i, k = int(scene[m]), slot[int(scene[m])]
-            slot[i] += 1
-            mask = part_index[m] > 0
-            window = (slice(dy, dy + tile), slice(dx, dx + tile))
-            images[i, :, window[0], window[1]] = torch.where(mask, tiles[m], images[i, :, window[0], window[1]])
-            instances[i][window] = torch.where(mask, k + 1, instances[i][window]).to(torch.uint8)
-            parts[i][window] = torch.where(mask, part_index[m], parts[i][window]).to(torch.uint8)
-            labels[i, k] = int(species[m]) + 1
+        placed = found.long()
+        before = placed.cumsum(0) - placed  # placed objects before each one, over all scenes
+        first = torch.cumsum(counts, 0) - counts  # each scene's first object
+        slot = before - before[first.clamp(max=max(len(before) - 1, 0))][scene] if len(before) else before
+        pixels = torch.arange(tile)
+        for k in range(most):
+            chosen = torch.nonzero(found & (slot == k)).flatten()
+            if chosen.numel() == 0:
+                continue
+            rows = scene[chosen]
+            dx, dy = places[chosen, 0] + tile, places[chosen, 1] + tile
+            index = ((dy[:, None, None] + pixels[None, :, None]) * side + dx[:, None, None] + pixels[None, None, :]).flatten(1)
+            mask = part_index[chosen].flatten(1) > 0
+            for canvas, values in (
+                (images, tiles[chosen].flatten(2)),
+                (instances, torch.full_like(part_index[chosen], k + 1).flatten(1)[:, None].to(torch.uint8)),
+                (parts, part_index[chosen].flatten(1)[:, None].to(torch.uint8)),
+            ):
+                spread = index[:, None].expand(-1, canvas.shape[1], -1)
+                current = canvas[rows].gather(2, spread)
+                canvas[rows] = canvas[rows].scatter(2, spread, torch.where(mask[:, None], values, current))
+            labels[rows, k] = species[chosen] + 1
         crop = (slice(tile, tile + size), slice(tile, tile + size))
-        instances = instances[:, crop[0], crop[1]].contiguous()
         batch = SceneBatch(
-            images=images[:, :, crop[0], crop[1]].contiguous(),
+            images=images.reshape(n, 3, side, side)[:, :, crop[0], crop[1]].contiguous(),
             labels=labels,
             boxes=torch.zeros(n, most, 4, dtype=torch.long),
-            instances=instances,
-            parts=parts[:, crop[0], crop[1]].contiguous(),
+            instances=instances.reshape(n, side, side)[:, crop[0], crop[1]].contiguous(),
+            parts=parts.reshape(n, side, side)[:, crop[0], crop[1]].contiguous(),
         )
         batch.boxes = torch.where((labels >= 0)[..., None], mask_boxes(batch.object_masks()), 0)
         return batch

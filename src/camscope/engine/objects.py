@@ -67,12 +67,18 @@ def model_task(model: nn.Module, inputs: Tensor) -> str:
     )
 
 
-def object_target(task: str, labels: Tensor, boxes: Tensor, masks: Tensor, iou_threshold: float = 0.5) -> Target:
+def object_target(
+    task: str, labels: Tensor, boxes: Tensor, masks: Tensor, iou_threshold: float = 0.5, score: str = "score"
+) -> Target:
     """The target of one object per image: labels ``[B]``, boxes ``[B, 4]`` (``xyxy``), masks ``[B, H, W]``.
 
-    ``detect``: ``BoxTarget(labels[:, None], boxes[:, None])`` (the detection of the label that
-    best overlaps the box: ``IoU + score``); ``segment``: ``SegmentationTarget(labels, mask=masks)``
-    (the class's logits summed over the mask).
+    ``detect``: ``BoxTarget(labels[:, None], boxes[:, None], score=score)``: the detection of the
+    label that best overlaps the box (IoU above ``iou_threshold``), scoring its class score
+    (``score="score"``, the default) or ``IoU + score`` (``"iou+score"``, pytorch-grad-cam's
+    ``FasterRCNNBoxScoreTarget``). For a detection's own box the IoU is 1, at the IoU's kink:
+    its gradient there is a one-sided ``+-1 / side`` per coordinate chosen by the rounding of the
+    coordinates, so a detection's own box is best explained by its score alone.
+    ``segment``: ``SegmentationTarget(labels, mask=masks)`` (the class's logits summed over the mask).
 
     Example:
         >>> import torch
@@ -83,7 +89,7 @@ def object_target(task: str, labels: Tensor, boxes: Tensor, masks: Tensor, iou_t
     from camscope.targets.segmentation import SegmentationTarget
 
     if task == "detect":
-        return BoxTarget(labels[:, None], boxes[:, None].double(), iou_threshold=iou_threshold)
+        return BoxTarget(labels[:, None], boxes[:, None].double(), iou_threshold=iou_threshold, score=score)
     if task == "segment":
         return SegmentationTarget(labels.tolist(), mask=masks.float())
     raise CamscopeError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -113,7 +119,8 @@ class FoundObjects:
         return int(self.labels.shape[0])
 
     def target(self, iou_threshold: float = 0.5) -> Target:
-        """The target explaining object ``m`` in row ``m`` of a batch of copies of the image."""
+        """The target explaining object ``m`` in row ``m`` of a batch of copies of the image (:func:`object_target`:
+        a box's detection score, a region's class logits)."""
         regions = self.regions if self.regions is not None else torch.zeros(len(self), 1, 1, dtype=torch.bool)
         return object_target(self.task, self.labels, self.boxes, regions, iou_threshold)
 
@@ -147,7 +154,7 @@ def find_objects(
         classes: keep only objects of these classes.
         min_pixels: a region's least size in pixels (segmenters).
     """
-    from camscope.targets.outputs import output_tensor
+    from camscope.targets.outputs import is_detections, output_tensor
 
     image = _image(image)
     if max_objects < 1:
@@ -158,11 +165,18 @@ def find_objects(
     with torch.no_grad(), model_state(model, True):
         outputs = model(image)
     if task == "detect":
+        if not is_detections(outputs):
+            raise CamscopeError(
+                f"task 'detect' needs detections (a list of dicts with boxes, labels and scores), but the model "
+                f"returns {type(outputs).__name__}: for logits per pixel use task 'segment'"
+            )
         found = outputs[0]
         labels, scores, boxes = found["labels"].long(), found["scores"].float(), found["boxes"].float()
         regions = None
     else:
-        labels, scores, boxes, regions = _regions(output_tensor(outputs)[0], min_pixels)
+        if is_detections(outputs):
+            raise CamscopeError("task 'segment' needs logits per pixel, but the model returns detections: use 'detect'")
+        labels, scores, boxes, regions = _regions(output_tensor(outputs)[0], min_pixels, tuple(image.shape[2:]))
     keep = scores >= score_threshold
     if classes is not None:
         keep &= torch.isin(labels, torch.as_tensor(list(classes), device=labels.device))
@@ -176,18 +190,25 @@ def find_objects(
     )
 
 
-def _regions(logits: Tensor, min_pixels: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per predicted class but the background (0): label, mean probability over its pixels, tight box, pixels."""
+def _regions(logits: Tensor, min_pixels: int, size: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per predicted class but the background (0): label, mean probability over its pixels, tight box, pixels.
+
+    Logits at a fraction of the input's resolution (Hugging Face's) give regions brought to the
+    input's size (nearest), which :class:`~camscope.targets.segmentation.SegmentationTarget` averages back.
+    """
     from camscope.data.scenes import mask_boxes
 
     if logits.ndim != 3:
         raise CamscopeError(f"a segmenter's logits must be [C, H, W] per image, got {list(logits.shape)}")
     predicted = logits.argmax(dim=0)
     classes = torch.arange(1, logits.shape[0], device=logits.device)
-    regions = predicted[None] == classes[:, None, None]  # [C - 1, H, W]
+    regions = predicted[None] == classes[:, None, None]  # [C - 1, h, w]
     sizes = regions.flatten(1).sum(dim=1)
     probability = logits.softmax(dim=0)[1:]
     scores = (probability * regions).flatten(1).sum(dim=1) / sizes.clamp(min=1)
+    if tuple(regions.shape[1:]) != size:
+        regions = torch.nn.functional.interpolate(regions[None].float(), size=size, mode="nearest")[0] > 0.5
+        sizes = regions.flatten(1).sum(dim=1)
     present = sizes >= min_pixels
     return classes[present], scores[present].float(), mask_boxes(regions[present]).float(), regions[present]
 

@@ -1,8 +1,10 @@
 """Per-object evaluation on scenes with ground truth: each object's map against its box and mask.
 
 For every object of every scene, each method explains that object alone: a detector's box
-(:class:`camscope.BoxTarget` with the object's label and box: the score of the detection of
-that label that best overlaps it, ``IoU + score``) or a segmenter's region
+(:class:`camscope.BoxTarget` with the object's label and its ground-truth box: the detection of
+that label that best overlaps it scores ``IoU + score``, ``box_score="iou+score"``, as
+pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``; the IoU is below 1 and its gradient says how the
+detection's box would move towards the object's) or a segmenter's region
 (:class:`camscope.SegmentationTarget` with the object's label and visible pixels: the
 class's logits summed over them). The map is then measured against the object:
 
@@ -68,10 +70,16 @@ def _objects(scenes: Any, limit: int | None) -> tuple[Tensor, Tensor, Tensor, Te
 
 
 def _measure(
-    explainer: Any, task: str, inputs: Tensor, labels: Tensor, boxes: Tensor, masks: Tensor, iou_threshold: float
+    explainer: Any,
+    task: str,
+    inputs: Tensor,
+    objects: tuple[Tensor, Tensor, Tensor],
+    iou_threshold: float,
+    box_score: str,
 ) -> dict[str, MetricResult]:
-    """One method's maps of a chunk of objects, measured."""
-    target = object_target(task, labels, boxes, masks, iou_threshold)
+    """One method's maps of a chunk of objects (labels, boxes, masks), measured."""
+    labels, boxes, masks = objects
+    target = object_target(task, labels, boxes, masks, iou_threshold, box_score)
     with warnings.catch_warnings():  # objects the detector missed are counted below, not warned about one by one
         warnings.simplefilter("ignore", category=UserWarning)
         explanation = explainer(inputs, target=target)
@@ -98,6 +106,7 @@ def evaluate_objects(
     layer: Any = None,
     batch_size: int = 16,
     iou_threshold: float = 0.5,
+    box_score: str = "iou+score",
     method_options: Mapping[str, Mapping[str, Any]] | None = None,
     class_names: Sequence[str] | None = None,
     model_name: str | None = None,
@@ -117,6 +126,8 @@ def evaluate_objects(
         layer: the layer explained (None: the model's ``cam_layer``, else the default layer).
         batch_size: objects explained together (each is one copy of its scene).
         iou_threshold: the IoU a detection must exceed to match an object's box.
+        box_score: what a matched detection scores: ``"iou+score"`` (its IoU with the object's
+            box plus its score, pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``) or ``"score"``.
         method_options: options per method, e.g. ``{"scorecam": {"batch_size": 8}}``.
         class_names: names of the labels (default: the model's ``class_names``), for the sample names.
         model_name: the model's name in the report (default: its class name).
@@ -160,13 +171,15 @@ def evaluate_objects(
             masks = masks_all[scene[rows], slot[rows]]
             measured = {}
             for method, explainer in explainers.items():
-                measured[method] = _measure(explainer, task, inputs, labels[rows], boxes[rows], masks, iou_threshold)
+                chunk = (labels[rows], boxes[rows], masks)
+                measured[method] = _measure(explainer, task, inputs, chunk, iou_threshold, box_score)
                 bar.advance(inputs.shape[0])
             results.update(_sample_names(scene[rows], slot[rows], labels[rows], label_names), measured, start=start)
     params = {
         "task": task,
         "layer": layer if layer is None or isinstance(layer, str) else str(layer),
         "iou_threshold": iou_threshold,
+        "box_score": box_score,
         "scenes": int(images.shape[0]),
         "objects": int(labels.shape[0]),
         "method_options": json_ready(options),

@@ -266,10 +266,11 @@ _XLABELS = {
     "road": "fraction of pixels removed",
     "relative_drop": "fraction of pixels masked",
     "iou": "threshold",
+    "mask_iou": "threshold",
     "part_scores": "threshold",
     "sanity_check": "layers randomised (top down)",
 }
-_YLABELS = {"deletion": "probability", "insertion": "probability", "road": "probability", "relative_drop": "RD"}
+_YLABELS = {"mask_iou": "IoU with the object's mask", "deletion": "probability", "insertion": "probability", "road": "probability", "relative_drop": "RD"}
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:

@@ -143,9 +143,10 @@ class SceneDetector(nn.Module):
         self.score_thresh = float(score_thresh)
         self.config = {"num_classes": self.num_classes, "widths": [int(w) for w in widths], "channels": int(channels)}
         self.features = SceneFeatures(widths, channels)
-        self.head = nn.Sequential(_block(channels, channels), nn.Conv2d(channels, num_classes - 1 + 4, 1))
+        block, output = _block(channels, channels), nn.Conv2d(channels, num_classes - 1 + 4, 1)
         with torch.no_grad():  # CenterNet's prior: every position starts as an object centre with p = 0.1
-            self.head[1].bias[: num_classes - 1].fill_(-2.19)
+            output.bias[: num_classes - 1].fill_(-2.19)
+        self.head = nn.Sequential(block, output)
 
     def raw(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The head's maps: centre logits ``[B, C, h, w]``, log sizes ``[B, 2, h, w]``, offsets ``[B, 2, h, w]``."""
