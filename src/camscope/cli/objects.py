@@ -61,12 +61,14 @@ def evaluate_scenes(
         )
     if options["workers"] or options["checkpoint"] is not None or options["resume"]:
         raise CamscopeError(f"--data {SCENES_DATA} runs in one process: drop --workers, --checkpoint and --resume")
+    if options["precision"] != "fp32":
+        raise CamscopeError(f"--data {SCENES_DATA} runs in fp32: drop --precision {options['precision']}")
     name = model.strip()[len("camscope:") :] if model.strip().lower().startswith("camscope:") else ""
     scenes = scene_data(name if name in SCENE_MODELS else SCENE_MODELS[0], "test", options["limit"])
-    plots = options["plots"]
+    plots, style = options["plots"], options["style"]
     claim_outputs(
         [out / "summary.csv", out / "per_sample.csv", out / "results.json"]
-        + ([out / "curves_mask_iou.png"] if plots else []),
+        + ([out / f"curves_mask_iou{style.suffix}"] if plots else []),
         options["overwrite"],
     )
     network = load_cli_model(model, weights, seed, options["device"])
@@ -79,15 +81,18 @@ def evaluate_scenes(
         method_options=options["method_options"],
         model_name=model,
         out=out,
-        plots=plots,
+        plots=False,  # drawn below, in --format
     )
+    drawn = [f"curves_{metric}{style.suffix}" for metric in report.curve_metrics()] if plots else []
+    if plots:
+        report.plot_curves(out, style=style)
     if options["json_output"]:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
         return
     from rich.console import Console
 
     Console().print(report.table())
-    typer.echo(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (" and curves_mask_iou.png" if plots else ""))
+    typer.echo(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (f", {', '.join(drawn)}" if drawn else ""))
 
 
 def check_object_options(task: str, methods: list[str], given: dict[str, Any]) -> None:
@@ -141,6 +146,7 @@ def explain_objects(
     out: Path,
     note: str,
     json_output: bool,
+    style: Any = None,
 ) -> None:
     """``camscope explain --task detect|segment``: per image, the boxes or regions found, one map each per method."""
     from camscope.engine.objects import explain_objects as explain_each
@@ -160,8 +166,11 @@ def explain_objects(
         )
         found = explain_each(network, image, methods, objects=found, layer=layer[0] if layer else None)
         used = next(iter(found.maps.values())).layer if found.maps else (layer[0] if layer else "")
-        figure = objects_figure(photo, found, names, model=model, title=str(path), layer=str(used), note=note)
-        written = save_figure(out / f"{stems[index]}.png", figure)
+        figure = objects_figure(
+            photo, found, names, model=model, title=str(path), layer=str(used), note=note,
+            cmap=None if style is None else style.cmap,
+        )  # fmt: skip
+        written = save_figure(out / f"{stems[index]}{'.png' if style is None else style.suffix}", figure, style=style)
         report.append(_entry(path, found, names, written))
     if json_output:
         typer.echo(json.dumps(report, indent=2))

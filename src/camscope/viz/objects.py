@@ -67,6 +67,7 @@ def objects_figure(
     title: str = "",
     layer: str = "",
     note: str = "",
+    cmap: str | None = None,
 ) -> Figure:
     """The image with every object outlined and numbered, then one row per method of each object's map.
 
@@ -79,7 +80,7 @@ def objects_figure(
         found: objects with their maps (:func:`camscope.engine.objects.explain_objects`).
         class_names: names of the labels.
         model: the model's name; ``title``: the image's; ``layer``: the explained layer;
-            ``note``: a warning (random weights), in red.
+            ``note``: a warning (random weights), in red; ``cmap``: the maps' colour map (default jet).
     """
     methods = list(found.maps)
     count = len(found)
@@ -98,7 +99,7 @@ def objects_figure(
         maps = found.maps[method].maps
         for index in range(count):
             axis = axes[row][index + 1]
-            axis.imshow(overlay(picture, maps[index]))
+            axis.imshow(overlay(picture, maps[index], cmap=cmap))
             _outline(axis, found, index, picture, number=False)
             if row == 0:
                 label = int(found.labels[index])
@@ -113,10 +114,10 @@ def objects_figure(
     for row in range(1, rows):
         axes[row][0].set_visible(False)
     what = (
-        "box score: IoU + score of its detection" if found.task == "detect" else "region: class logits summed over it"
+        "box: its detection's class score" if found.task == "detect" else "region: class logits summed over it"
     )
     heading = " | ".join(part for part in (model, f"layer {layer}" if layer else "", what) if part)
     figure.suptitle(heading + (f"\n{note}" if note else ""), fontsize=8, color="firebrick" if note else "black")
     if count:
-        colorbar(figure, [axes[r][c] for r in range(rows) for c in range(1, columns)])
+        colorbar(figure, [axes[r][c] for r in range(rows) for c in range(1, columns)], cmap=cmap)
     return figure
