@@ -123,9 +123,16 @@ def scores_on(model: nn.Module, test: SceneBatch, batch_size: int = 64) -> dict[
 
 
 def train(
-    name: str, recipe: dict[str, Any], log: Callable[[str], None] = print, command: str | None = None
+    name: str,
+    recipe: dict[str, Any],
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+    splits: tuple[SceneBatch, SceneBatch] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train model ``name`` by ``recipe``; returns the model (eval mode) and its metadata (with the log)."""
+    """Train model ``name`` by ``recipe``; returns the model (eval mode) and its metadata (with the log).
+
+    ``splits``: the train and test scenes when already drawn by ``recipe["data"]`` (drawn here otherwise).
+    """
     lines: list[str] = []
 
     def note(message: str) -> None:
@@ -136,8 +143,12 @@ def train(
     started = time.perf_counter()
     data = recipe["data"]
     scenes = SpeciesScenes(**data["generator"])
-    train_set = scenes.sample_split(data["train_size"], data["train_seed"])
-    test_set = scenes.sample_split(data["test_size"], data["test_seed"])
+    if splits is None:
+        splits = (
+            scenes.sample_split(data["train_size"], data["train_seed"]),
+            scenes.sample_split(data["test_size"], data["test_seed"]),
+        )
+    train_set, test_set = splits
     data_seconds = time.perf_counter() - started
     note(f"[{name}] data: {len(train_set)} train, {len(test_set)} test scenes in {data_seconds:.1f} s")
 

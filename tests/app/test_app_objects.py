@@ -35,7 +35,10 @@ def scenes(tmp_path_factory, one_thread):
 @pytest.fixture(scope="module")
 def client(scenes):
     workbench = Workbench(
-        {"camscope:scenes-detector": "camscope:scenes-detector", "camscope:scenes-segmenter": "camscope:scenes-segmenter"},
+        {
+            "camscope:scenes-detector": "camscope:scenes-detector",
+            "camscope:scenes-segmenter": "camscope:scenes-segmenter",
+        },
         images=ImageStore(scenes[0]),
     )  # the explorer's size (224) is not theirs: the scene models keep their own 96
     app = create_app(workbench)
@@ -84,7 +87,9 @@ def test_a_detector_offers_its_boxes_and_explains_the_clicked_one(client, scenes
 def test_a_segmenter_offers_its_regions(client):
     found = client.post("/api/predict", json={"image": "data:scene1.png", "model": "camscope:scenes-segmenter"}).json()
     assert found["task"] == "segment" and found["objects"]
-    state = _explain(client, model="camscope:scenes-segmenter", methods=["gradcam"], target=found["objects"][0]["class"])
+    state = _explain(
+        client, model="camscope:scenes-segmenter", methods=["gradcam"], target=found["objects"][0]["class"]
+    )
     assert state["status"] == "done" and "region of" in state["result"]["panels"][0]["caption"]
 
 
@@ -99,7 +104,8 @@ def test_a_segmenter_offers_its_regions(client):
 )
 def test_bad_box_requests_say_why(client, settings, message):
     response = client.post(
-        "/api/explain", json={"image": "data:scene0.png", "model": "camscope:scenes-detector", "methods": ["gradcam"], **settings}
+        "/api/explain",
+        json={"image": "data:scene0.png", "model": "camscope:scenes-detector", "methods": ["gradcam"], **settings},
     )
     if response.status_code == 400:
         assert message in response.json()["error"]

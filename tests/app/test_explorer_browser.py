@@ -335,7 +335,6 @@ def test_the_page_says_what_each_comparison_shows_and_fits_a_narrow_window(page)
         page.set_viewport_size({"width": 1400, "height": 1000})
 
 
-
 @pytest.fixture(scope="module")
 def scene_server(tmp_path_factory, start_serve):
     """A second explorer, on the shipped scene detector, with two test scenes as its data folder."""

@@ -25,7 +25,11 @@ def test_same_seed_same_scenes_and_a_split_prefix_is_the_same_scenes(scenes, bat
     assert torch.equal(again.images, batch.images) and torch.equal(again.instances, batch.instances)
     whole = scenes.sample_split(10, seed=3, chunk=4)
     prefix = scenes.sample_split(10, seed=3, count=6, chunk=4)
-    assert len(prefix) == 6 and torch.equal(prefix.images, whole.images[:6]) and torch.equal(prefix.labels, whole.labels[:6])
+    assert (
+        len(prefix) == 6
+        and torch.equal(prefix.images, whole.images[:6])
+        and torch.equal(prefix.labels, whole.labels[:6])
+    )
 
 
 def test_several_species_per_scene_with_labels_counts_and_padding(scenes, batch):
@@ -82,7 +86,9 @@ def test_overlap_is_bounded(scenes, batch):
                 lt = torch.maximum(boxes[a, :2], boxes[b, :2])
                 rb = torch.minimum(boxes[a, 2:], boxes[b, 2:])
                 inter = float((rb - lt).clamp(min=0).prod())
-                smaller = float(torch.minimum((boxes[a, 2:] - boxes[a, :2]).prod(), (boxes[b, 2:] - boxes[b, :2]).prod()))
+                smaller = float(
+                    torch.minimum((boxes[a, 2:] - boxes[a, :2]).prod(), (boxes[b, 2:] - boxes[b, :2]).prod())
+                )
                 assert inter <= scenes.max_overlap * smaller + 1e-6
 
 

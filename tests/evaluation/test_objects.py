@@ -128,7 +128,12 @@ def test_an_object_the_detector_misses_has_no_map_and_is_counted(detector, scene
 def test_evaluate_objects_on_the_segmenter_writes_a_report(segmenter, scenes, tmp_path):
     report = evaluate_objects(segmenter, scenes[:1], ["gradcam"], out=tmp_path, model_name="camscope:scenes-segmenter")
     assert report.params["task"] == "segment" and "detected" not in report.results["gradcam"]["box_pointing"].values
-    assert {p.name for p in tmp_path.iterdir()} >= {"summary.csv", "per_sample.csv", "results.json", "curves_mask_iou.png"}
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "summary.csv",
+        "per_sample.csv",
+        "results.json",
+        "curves_mask_iou.png",
+    }
     assert "objects" in report.heading() and report.samples[0].startswith("scene 0 object 0 (")
 
 

@@ -65,7 +65,9 @@ def object_request_target(
     refused = [m for m in request.methods if m.startswith("finer-") or m == "diffcam"]
     if refused or request.scaled:
         shown = ", ".join(refused + (["S-CAM"] if request.scaled else []))
-        raise CamscopeError(f"{shown} compare classes of a classifier: choose gradient, projection or perturbation methods")
+        raise CamscopeError(
+            f"{shown} compare classes of a classifier: choose gradient, projection or perturbation methods"
+        )
     if request.target is None:
         raise CamscopeError("click a box or a region to explain it")
     label = int(request.target)
@@ -82,7 +84,9 @@ def object_request_target(
     box = found.boxes.new_tensor(request.box)[None]
     overlaps = box_iou(box[None], found.boxes[None])[0, 0] if len(found) else box.new_zeros(0)
     if overlaps.numel() == 0 or float(overlaps.max()) <= 0.5:
-        raise CamscopeError(f"the box {request.box} is not a detection of {name}: click one of the boxes the page shows")
+        raise CamscopeError(
+            f"the box {request.box} is not a detection of {name}: click one of the boxes the page shows"
+        )
     score = float(found.scores[int(overlaps.argmax())])
     explained = {"class": label, "name": name, "probability": score}
     shown = ", ".join(f"{v:.0f}" for v in request.box)

@@ -176,9 +176,21 @@ class Workbench:
         if model.task != "classify":  # a detector's boxes or a segmenter's regions, to click
             from camscope.app.objects import objects_found
 
-            frame = {"width": photo.image.shape[1], "height": photo.image.shape[0], "top": photo.top, "left": photo.left}
+            frame = {
+                "width": photo.image.shape[1],
+                "height": photo.image.shape[0],
+                "top": photo.top,
+                "left": photo.left,
+            }
             objects = objects_found(model.network, model.task, x, model.names)
-            return {"image": image, "model": name, "task": model.task, "predictions": [], "objects": objects, "frame": frame}
+            return {
+                "image": image,
+                "model": name,
+                "task": model.task,
+                "predictions": [],
+                "objects": objects,
+                "frame": frame,
+            }
         with torch.no_grad():
             logits = model.network(x)
         return {"image": image, "model": name, "predictions": top_predictions(logits, model.names)[0]}
@@ -223,7 +235,9 @@ class Workbench:
         }
         return ExplainResult(photo, panels, settings, explained, top_predictions(logits, model.names)[0])
 
-    def _explain_object(self, request: ExplainRequest, model: _Model, x: Tensor, photo: Photo, job: Job | None) -> ExplainResult:
+    def _explain_object(
+        self, request: ExplainRequest, model: _Model, x: Tensor, photo: Photo, job: Job | None
+    ) -> ExplainResult:
         """One panel per method of the clicked box or region (:mod:`camscope.app.objects`)."""
         import camscope
         from camscope.app.objects import object_request_target
@@ -239,7 +253,11 @@ class Workbench:
             panel = self._panel(method, method, explanation, model, caption, explained)
             panel.title = f"{display_name(method)}: {explained['name'][:32]}, score {explained['probability']:.2f}"
             panels.append(panel)
-        settings = {**request.settings(), "size": model.size or self.size, "image_label": self.images.label(request.image)}
+        settings = {
+            **request.settings(),
+            "size": model.size or self.size,
+            "image_label": self.images.label(request.image),
+        }
         return ExplainResult(photo, panels, settings, explained, [])
 
     def _method_options(

@@ -235,7 +235,9 @@ class SpeciesScenes:
         objects = int(counts.sum())  # the kept scenes' objects come first
         rendered = self.species.render(species[:objects], poses[:objects])
         away = torch.full_like(pose.center, -10.0 * self.size)  # the background's own bird lies outside the image
-        background = self._background.render(torch.zeros(keep, dtype=torch.long), dataclasses.replace(pose, center=away))
+        background = self._background.render(
+            torch.zeros(keep, dtype=torch.long), dataclasses.replace(pose, center=away)
+        )
         places, found = self._places(rendered.boxes, counts, tries[:objects])
         batch = self._composite(
             background.images, rendered.images, rendered.part_masks, species[:objects], counts, places, found
@@ -303,7 +305,9 @@ class SpeciesScenes:
                 continue
             rows = scene[chosen]
             dx, dy = places[chosen, 0] + tile, places[chosen, 1] + tile
-            index = ((dy[:, None, None] + pixels[None, :, None]) * side + dx[:, None, None] + pixels[None, None, :]).flatten(1)
+            index = (
+                (dy[:, None, None] + pixels[None, :, None]) * side + dx[:, None, None] + pixels[None, None, :]
+            ).flatten(1)
             mask = part_index[chosen].flatten(1) > 0
             for canvas, values in (
                 (images, tiles[chosen].flatten(2)),

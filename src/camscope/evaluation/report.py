@@ -329,7 +329,13 @@ _XLABELS = {
     "part_scores": "threshold",
     "sanity_check": "layers randomised (top down)",
 }
-_YLABELS = {"mask_iou": "IoU with the object's mask", "deletion": "probability", "insertion": "probability", "road": "probability", "relative_drop": "RD"}
+_YLABELS = {
+    "mask_iou": "IoU with the object's mask",
+    "deletion": "probability",
+    "insertion": "probability",
+    "road": "probability",
+    "relative_drop": "RD",
+}
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:

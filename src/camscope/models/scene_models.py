@@ -145,6 +145,7 @@ class SceneDetector(nn.Module):
         self.features = SceneFeatures(widths, channels)
         block, output = _block(channels, channels), nn.Conv2d(channels, num_classes - 1 + 4, 1)
         with torch.no_grad():  # CenterNet's prior: every position starts as an object centre with p = 0.1
+            assert output.bias is not None
             output.bias[: num_classes - 1].fill_(-2.19)
         self.head = nn.Sequential(block, output)
 

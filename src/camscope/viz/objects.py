@@ -113,9 +113,7 @@ def objects_figure(
             spine.set_visible(False)
     for row in range(1, rows):
         axes[row][0].set_visible(False)
-    what = (
-        "box: its detection's class score" if found.task == "detect" else "region: class logits summed over it"
-    )
+    what = "box: its detection's class score" if found.task == "detect" else "region: class logits summed over it"
     heading = " | ".join(part for part in (model, f"layer {layer}" if layer else "", what) if part)
     figure.suptitle(heading + (f"\n{note}" if note else ""), fontsize=8, color="firebrick" if note else "black")
     if count:
