@@ -17,18 +17,18 @@ def scenes() -> SpeciesScenes:
 
 @pytest.fixture(scope="module")
 def batch(scenes: SpeciesScenes) -> SceneBatch:
-    return scenes.sample(12, generator=7)
+    return scenes.sample(8, generator=7)
 
 
 def test_same_seed_same_scenes_and_a_split_prefix_is_the_same_scenes(scenes, batch):
-    again = scenes.sample(12, generator=7)
+    again = scenes.sample(8, generator=7)
     assert torch.equal(again.images, batch.images) and torch.equal(again.instances, batch.instances)
-    whole = scenes.sample_split(10, seed=3, chunk=4)
-    prefix = scenes.sample_split(10, seed=3, count=6, chunk=4)
+    whole = scenes.sample_split(6, seed=3, chunk=4)
+    prefix = scenes.sample_split(6, seed=3, count=5, chunk=4)  # a block cut short
     assert (
-        len(prefix) == 6
-        and torch.equal(prefix.images, whole.images[:6])
-        and torch.equal(prefix.labels, whole.labels[:6])
+        len(prefix) == 5
+        and torch.equal(prefix.images, whole.images[:5])
+        and torch.equal(prefix.labels, whole.labels[:5])
     )
 
 
@@ -58,7 +58,7 @@ def test_boxes_are_the_tight_boxes_of_the_visible_pixels(batch):
 def test_each_object_is_a_rendering_of_its_species(scenes, batch):
     """Re-render scene 0's objects alone at their places: the scene shows their exact pixels where they are visible."""
     generator = torch.Generator().manual_seed(7)
-    counts = torch.randint(scenes.objects[0], scenes.objects[1] + 1, (12,), generator=generator)
+    counts = torch.randint(scenes.objects[0], scenes.objects[1] + 1, (len(batch),), generator=generator)
     species = torch.randint(0, scenes.num_classes, (int(counts.sum()),), generator=generator)
     tiles = scenes.species.render(species, scenes.species.sample_poses(int(counts.sum()), generator))
     count = int(counts[0])

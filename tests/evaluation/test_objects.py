@@ -32,12 +32,11 @@ def scenes():
 
 def _pointing(cam: torch.Tensor, box: list[float], mask: torch.Tensor) -> tuple[float, float]:
     """The peak (first in raster order) in the box's pixel centres, and on the mask, by loops."""
-    height, width = cam.shape
     best, where = -math.inf, (0, 0)
-    for i in range(height):
-        for j in range(width):
-            if float(cam[i, j]) > best:
-                best, where = float(cam[i, j]), (i, j)
+    for i, row in enumerate(cam.tolist()):
+        for j, value in enumerate(row):
+            if value > best:
+                best, where = value, (i, j)
     i, j = where
     x0, y0, x1, y1 = box
     return float(x0 <= j + 0.5 <= x1 and y0 <= i + 0.5 <= y1), float(bool(mask[i, j]))

@@ -249,7 +249,7 @@ function renderObjects() {
     item.dataset.index = o.index;
     item.dataset.class = o.class;
     item.dataset.name = o.name;
-    item.textContent = "#" + (o.index + 1) + "  " + o.name + "  " + o.score.toFixed(2);
+    item.textContent = o.name + "  " + o.score.toFixed(2);  // the list numbers the boxes as their tooltips do
     item.classList.toggle("explained", o.index === state.box);
     item.addEventListener("click", () => setBox(o.index));
     list.appendChild(item);
