@@ -320,7 +320,7 @@ def segmentation_iou(logits: Tensor, semantic: Tensor, num_classes: int) -> Tens
         >>> import torch
         >>> logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # predicts class 0 then 1
         >>> segmentation_iou(logits, torch.tensor([[[0, 0]]]), 2)
-        tensor([0.5000, 0.0000])
+        tensor([0.5000, 0.0000], dtype=torch.float64)
     """
     predicted = logits.argmax(dim=1).flatten()
     truth = semantic.flatten().long()
