@@ -173,6 +173,7 @@ def test_bad_inputs_are_one_clear_error():
         scene_data("scenes-classifier")
 
 
+@pytest.mark.slow
 def test_the_training_script_learns_a_tiny_detector_and_segmenter():
     """The script's recipe, shrunk (tiny widths, 32 scenes of 64 px, drawn once for both), scored on its first
     16 training scenes.
