@@ -6,6 +6,7 @@ const state = {
   image: null, model: null, predictions: [], target: null, versus: [], job: null, timer: null,
   info: null, pollDelay: 250, dataClasses: [], objects: [], box: null, frame: null,
 };
+const SVG_NS = "http://www.w3.org/2000/svg";  // the namespace of the drawn boxes and charts, not a URL fetched
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -239,7 +240,7 @@ function setBox(index) {
 function renderObjects() {
   const list = $("predictions");
   list.innerHTML = "";
-  const ns = "http://www.w3.org/2000/svg";
+  const ns = SVG_NS;
   const svg = $("boxes");
   svg.innerHTML = "";
   svg.toggleAttribute("hidden", !state.objects.length);  // an svg element has no hidden property
@@ -452,7 +453,7 @@ function chart(title, rows) {
   const anyNegative = rows.some((r) => r[1] < 0);
   const zero = labelWidth + (anyNegative ? (width - labelWidth) / 2 : 0);
   const scale = (width - labelWidth) / (anyNegative ? 2 : 1) / largest;
-  const ns = "http://www.w3.org/2000/svg";
+  const ns = SVG_NS;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width);
   svg.setAttribute("height", rows.length * row + 2);
