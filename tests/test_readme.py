@@ -60,3 +60,6 @@ def test_readme_snippets_run_as_written(tmp_path: Path, monkeypatch: pytest.Monk
     assert e.classes.tolist() == [281] and e.raw.shape == (1, 7, 7)
     # detection, segmentation, heads, embeddings, several inputs
     assert namespace["labels"].maps.shape == (3, 64, 64) and namespace["colour"].maps.shape == (2, 64, 64)
+    # the shipped scene models: one map per detection, and box pointing and mask IoU per object
+    assert namespace["per_box"].shape[1:] == (96, 96) and namespace["region"].maps.shape == (1, 96, 96)
+    assert {row["metric"] for row in namespace["report"].summary_rows()} == {"box_pointing", "mask_iou"}

@@ -333,3 +333,66 @@ def test_the_page_says_what_each_comparison_shows_and_fits_a_narrow_window(page)
         _shot(page, "narrow")
     finally:
         page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+@pytest.fixture(scope="module")
+def scene_server(tmp_path_factory, start_serve):
+    """A second explorer, on the shipped scene detector, with two test scenes as its data folder."""
+    from camscope.models.scene_zoo import scene_data
+    from camscope.viz.figures import save_image
+
+    _chromium()
+    folder = tmp_path_factory.mktemp("scene-data")
+    scenes = scene_data("scenes-detector", "test", limit=2)
+    for i in range(2):
+        save_image(folder / f"scene{i}.png", scenes.images[i].permute(1, 2, 0).numpy())
+    url = start_serve("--model", "camscope:scenes-detector", "--data", str(folder)).split()[2]
+    return url, folder, scenes
+
+
+@pytest.fixture
+def scene_page(browser, scene_server):
+    """The scene explorer's page, loaded afresh in its own browser context."""
+    url, folder, scenes = scene_server
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_function("() => document.getElementById('layer').options.length > 0")
+    yield page, folder, scenes
+    context.close()
+
+
+def test_a_detector_shows_its_boxes_and_a_click_explains_one(scene_page):
+    from camscope.models.scene_zoo import load_scene_model
+
+    page, folder, scenes = scene_page
+    page.select_option("#data-image", "data:scene1.png")
+    count = int((scenes.labels[1] > 0).sum())
+    page.wait_for_function(f"() => document.querySelectorAll('#boxes rect').length >= {count}")
+    assert page.inner_text("#predictions-heading").startswith("Boxes")
+    _settled(page)
+    second = page.locator("#predictions li").nth(1)
+    name = second.get_attribute("data-name")
+    page.click("#box-1")
+    page.wait_for_function(
+        f"() => (document.querySelector('.panel[data-key=\"gradcam\"] h3') || {{}}).textContent?.includes({name!r})"
+    )
+    _settled(page)
+    assert "explained" in (page.get_attribute("#box-1", "class") or "")
+    assert "explained" in (second.get_attribute("class") or "")
+    with page.expect_download() as event:
+        page.click('.panel[data-key="gradcam"] a.download-npy')
+    downloaded = np.load(io.BytesIO(Path(event.value.path()).read_bytes()), allow_pickle=False)
+    detector = load_scene_model("scenes-detector")
+    x, _ = load_image(folder / "scene1.png", size=96, config=data_config("camscope:scenes-detector"))
+    box = [float(page.get_attribute("#box-1", key)) for key in ("x", "y", "width", "height")]
+    label = int(second.get_attribute("data-class"))
+    with torch.no_grad():
+        found = detector(x)[0]
+    index = int((found["boxes"][:, 0] - box[0]).abs().argmin())  # the frame's offsets are 0 for a square scene
+    expected = camscope.explain(
+        detector, x, target=camscope.BoxTarget([label], found["boxes"][index : index + 1], score="score")
+    )
+    np.testing.assert_allclose(downloaded, expected.maps[0].numpy(), atol=1e-4)
+    _shot(page, "scene-detector-boxes")

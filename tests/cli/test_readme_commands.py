@@ -2,9 +2,9 @@
 
 The commands are read from the README's ``bash`` blocks in order (a line ending in ``\\`` continues
 on the next one) and run in a fresh folder holding what they name: the photos ``make demo``
-writes to ``camscope-out/demo/photos/``, ``img.jpg``, and ImageFolder trees ``train/``, ``test/`` and
-``val/`` of the bundled photos (class folders named by ImageNet classes). ``camscope ...``
-runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
+writes to ``camscope-out/demo/photos/``, ``img.jpg``, ``scene.png`` (a test scene of the shipped scene
+models), and ImageFolder trees ``train/``, ``test/`` and ``val/`` of the bundled photos (class folders
+named by ImageNet classes). ``camscope ...`` runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
 as a subprocess; ``camscope serve`` (a server that runs until stopped) runs last, as a subprocess
 that must print its address and answer there before it is stopped. The commands that cannot run
 here are listed in ``NOT_RUN`` with the reason.
@@ -26,6 +26,7 @@ import pytest
 
 from camscope.cli.app import main
 from camscope.models import sample_images
+from camscope.models.scene_zoo import scene_data
 from camscope.viz.figures import save_image
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -76,11 +77,13 @@ def test_every_readme_command_is_a_camscope_command_that_runs_or_is_listed_with_
 
 
 def _photos(root: Path) -> None:
-    """What the commands name: the demo's photos, img.jpg, and train/, test/, val/ of the bundled photos."""
+    """What the commands name: the demo's photos, img.jpg, scene.png (a test scene of the shipped scene
+    models), and train/, test/, val/ of the bundled photos."""
     photos = sample_images()
     for name, rgb in photos.items():
         save_image(root / "camscope-out" / "demo" / "photos" / f"{name}.png", rgb / 255.0)
     save_image(root / "img.jpg", photos["coffee"] / 255.0)
+    save_image(root / "scene.png", scene_data("scenes-detector", "test", limit=1).images[0].permute(1, 2, 0).numpy())
     # class folders named by ImageNet classes: two views of each photo
     classes = {"tabby": photos["chelsea"], "espresso": photos["coffee"], "missile": photos["rocket"]}
     for split in ("train", "test"):

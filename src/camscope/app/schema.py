@@ -59,6 +59,7 @@ class ExplainRequest:
     source: str = "photos"
     scaled: bool = False
     principal: float | None = None
+    box: list[float] | None = None  # a detector's box to explain, [x0, y0, x1, y1] in input pixels
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExplainRequest:
@@ -90,6 +91,7 @@ class ExplainRequest:
             source=str(data.get("source") or "photos"),
             scaled=bool(data.get("scaled", False)),
             principal=None if data.get("principal") in (None, "") else _number(data["principal"], "principal"),
+            box=_box(data.get("box")),
         )
         if request.gamma < 0:
             raise CamscopeError(f"gamma must be >= 0, got {request.gamma}")
@@ -120,6 +122,17 @@ def _int(value: Any, key: str) -> int:
         return int(value)
     except ValueError:
         raise CamscopeError(f"{key} must be class indices, got {value!r}") from None
+
+
+def _box(value: Any) -> list[float] | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, list) or len(value) != 4:
+        raise CamscopeError(f"box must be [x0, y0, x1, y1], got {value!r}")
+    box = [_number(v, "box") for v in value]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise CamscopeError(f"box must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0, got {value!r}")
+    return box
 
 
 def _optional_int(value: Any, key: str) -> int | None:

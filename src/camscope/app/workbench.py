@@ -67,6 +67,8 @@ class _Model:
     network: nn.Module | None = None
     config: Any = None
     names: list[str] = field(default_factory=list)
+    task: str = "classify"  # "detect" or "segment" for detectors and segmenters (camscope.app.objects)
+    size: int | None = None  # the input size, when the model has its own (camscope's scene models)
 
 
 class Workbench:
@@ -130,12 +132,16 @@ class Workbench:
         if entry.network is None:
             network = entry.spec if isinstance(entry.spec, nn.Module) else load_model(entry.spec, weights=entry.weights)
             network = network.to(self.device).eval()
-            with torch.no_grad():
-                config = data_config(entry.spec if isinstance(entry.spec, str) else network)
-                logits = network(torch.zeros(1, 3, self.size, self.size, device=self.device))
-            count = int(logits.shape[1])
+            config = data_config(entry.spec if isinstance(entry.spec, str) else network)
+            entry.size = _own_size(entry.spec, config)
+            entry.task = _task(network, torch.zeros(1, 3, *[entry.size or self.size] * 2, device=self.device))
+            if entry.task == "classify":
+                with torch.no_grad():
+                    count = int(network(torch.zeros(1, 3, self.size, self.size, device=self.device)).shape[1])
+                entry.names = imagenet_classes() if count == 1000 else [f"class {i}" for i in range(count)]
+            else:
+                entry.names = [str(name) for name in getattr(network, "class_names", None) or []]
             entry.config = config
-            entry.names = imagenet_classes() if count == 1000 else [f"class {i}" for i in range(count)]
             entry.network = network
         return entry
 
@@ -143,16 +149,17 @@ class Workbench:
         """The model's input ``[1, 3, size, size]`` of an image and the whole photo with the crop's place."""
         from camscope.models import load_photo
 
-        x, photo = load_photo(self.images.rgb(image), size=self.size, config=model.config)
+        x, photo = load_photo(self.images.rgb(image), size=model.size or self.size, config=model.config)
         return x.to(self.device), photo
 
     def layers(self, name: str) -> dict[str, Any]:
         """The candidate layers with their output shapes and the default, as ``camscope layers`` lists them."""
         from camscope.engine.capture import candidate_layers, default_layer
 
-        network = self.model(name).network
+        entry = self.model(name)
+        network = entry.network
         assert network is not None
-        x = torch.zeros(1, 3, self.size, self.size, device=self.device)
+        x = torch.zeros(1, 3, entry.size or self.size, entry.size or self.size, device=self.device)
         return {
             "model": name,
             "default": default_layer(network, x),
@@ -165,7 +172,25 @@ class Workbench:
         """The top-5 classes with probabilities."""
         model = self.model(name)
         assert model.network is not None
-        x, _ = self.inputs(image, model)
+        x, photo = self.inputs(image, model)
+        if model.task != "classify":  # a detector's boxes or a segmenter's regions, to click
+            from camscope.app.objects import objects_found
+
+            frame = {
+                "width": photo.image.shape[1],
+                "height": photo.image.shape[0],
+                "top": photo.top,
+                "left": photo.left,
+            }
+            objects = objects_found(model.network, model.task, x, model.names)
+            return {
+                "image": image,
+                "model": name,
+                "task": model.task,
+                "predictions": [],
+                "objects": objects,
+                "frame": frame,
+            }
         with torch.no_grad():
             logits = model.network(x)
         return {"image": image, "model": name, "predictions": top_predictions(logits, model.names)[0]}
@@ -180,6 +205,8 @@ class Workbench:
         network = model.network
         assert network is not None
         x, photo = self.inputs(request.image, model)
+        if model.task != "classify":
+            return self._explain_object(request, model, x, photo, job)
         with torch.no_grad():
             logits = network(x)
         target = request.target if request.target is not None else int(logits.argmax(dim=1)[0])
@@ -207,6 +234,31 @@ class Workbench:
             "image_label": self.images.label(request.image),
         }
         return ExplainResult(photo, panels, settings, explained, top_predictions(logits, model.names)[0])
+
+    def _explain_object(
+        self, request: ExplainRequest, model: _Model, x: Tensor, photo: Photo, job: Job | None
+    ) -> ExplainResult:
+        """One panel per method of the clicked box or region (:mod:`camscope.app.objects`)."""
+        import camscope
+        from camscope.app.objects import object_request_target
+        from camscope.engine.method import display_name
+
+        assert model.network is not None
+        target, explained, caption = object_request_target(model.network, model.task, x, request, model.names)
+        panels = []
+        for method in request.methods:
+            if job is not None:
+                job.check()
+            explanation = camscope.Explainer(model.network, layer=request.layer, method=method)(x, target=target)
+            panel = self._panel(method, method, explanation, model, caption, explained)
+            panel.title = f"{display_name(method)}: {explained['name'][:32]}, score {explained['probability']:.2f}"
+            panels.append(panel)
+        settings = {
+            **request.settings(),
+            "size": model.size or self.size,
+            "image_label": self.images.label(request.image),
+        }
+        return ExplainResult(photo, panels, settings, explained, [])
 
     def _method_options(
         self, method: str, request: ExplainRequest, model: _Model, x: Tensor
@@ -358,6 +410,21 @@ class Workbench:
             ),
             extra=extra,
         )
+
+
+def _task(network: nn.Module, x: Tensor) -> str:
+    """``"detect"`` or ``"segment"`` for a detector or a segmenter, else ``"classify"``."""
+    from camscope.engine.objects import model_task
+
+    try:
+        return model_task(network, x)
+    except CamscopeError:
+        return "classify"
+
+
+def _own_size(spec: str | nn.Module, config: Any) -> int | None:
+    """camscope's scene models take their own input size (their data config's); other models the explorer's."""
+    return int(config.input_size) if isinstance(spec, str) and spec.lower().startswith("camscope:") else None
 
 
 def _diffcam_subject(explanation: Any) -> str:

@@ -197,9 +197,12 @@ def method_list(values: list[str] | None, default: str = "gradcam") -> list[str]
 
 
 def class_names_for(model: torch.nn.Module, num_classes: int) -> list[str]:
-    """ImageNet names for 1000-class models, else ``class i``."""
+    """The model's own ``class_names`` (camscope's shipped models), ImageNet names for 1000-class models, else ``class i``."""
     from camscope.models import imagenet_classes
 
+    own = getattr(model, "class_names", None)
+    if isinstance(own, list) and len(own) == num_classes and all(isinstance(name, str) for name in own):
+        return list(own)
     return imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
 
 

@@ -19,6 +19,7 @@ from camscope.cli.common import (
     skip_bad_hint,
     skip_unreadable,
 )
+from camscope.cli.objects import evaluate_scenes, is_scenes_data
 from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -85,7 +86,10 @@ def evaluate_command(
     data: Annotated[
         Path,
         typer.Option(
-            "--data", "-d", help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts)."
+            "--data",
+            "-d",
+            help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts), or camscope:scenes: "
+            "the test scenes of camscope:scenes-detector/-segmenter, measured per object (box pointing, mask IoU).",
         ),
     ],
     model: ModelOption = "efficientnet_lite0",
@@ -99,15 +103,16 @@ def evaluate_command(
         ),
     ] = ["gradcam"],  # noqa: B006
     metrics: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--metric",
             "--metrics",
             help="Comma-separated metrics: deletion, insertion, road, morf, lerf, rd, ad, ic, confidence_change, "
             "drop_in_confidence, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, "
-            "complexity, coherency, arcc, consistency (or any metric registered with camscope.metrics.register_metric).",
+            "complexity, coherency, arcc, consistency (or any metric registered with camscope.metrics.register_metric; "
+            "default deletion,insertion); box_pointing, mask_iou with --data camscope:scenes (the default there).",
         ),
-    ] = ["deletion", "insertion"],  # noqa: B006
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
@@ -152,15 +157,24 @@ def evaluate_command(
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
+    With --data camscope:scenes, a detector's boxes or a segmenter's regions are explained one by one on the
+    shipped test scenes and measured against each object's box and mask (box pointing, mask IoU).
     Under torchrun the pass is split over the processes; rank 0 prints and writes."""
     from camscope.evaluation.runner import checked_names_and_options, evaluate
 
     device = cli_device(device)
-    if not data.is_dir():
-        raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = method_list(methods)
     style = figure_style(fmt, dpi, cmap)
-    metric_names = _split(metrics)
+    if is_scenes_data(data):
+        return evaluate_scenes(
+            data, model, weights, seed, method_names, _split(metrics) if metrics else None, out,
+            layer=layer, batch_size=batch_size, limit=limit, device=device, plots=plots, style=style,
+            method_options=parse_options(method_option, method_names, "method"), json_output=json_output,
+            overwrite=overwrite, workers=workers, checkpoint=checkpoint, resume=resume, precision=precision,
+        )  # fmt: skip
+    if not data.is_dir():
+        raise CamscopeError(f"--data must be an image folder or camscope:scenes, got {data}")
+    metric_names = _split(metrics or ["deletion", "insertion"])
     method_options = parse_options(method_option, method_names, "method")
     metric_options = parse_options(metric_option, metric_names, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]

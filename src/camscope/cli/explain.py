@@ -158,7 +158,10 @@ _OutOption = Annotated[Path, typer.Option(help="Output folder. " + NAMING_HELP)]
 _SaveOption = Annotated[
     bool, typer.Option(help="Also save the maps: one Explanation file per method (camscope.Explanation.load).")
 ]
-_SizeOption = Annotated[int | None, typer.Option(help="Input size (default: the bank's with --bank, else 224).")]
+_SizeOption = Annotated[
+    int | None,
+    typer.Option(help="Input size (default: the bank's with --bank, a camscope: model's own, else 224)."),
+]
 _VersusOption = Annotated[
     list[str] | None,
     typer.Option("--versus", help="Finer-CAM: class (index or name) to compare with; repeat for several."),
@@ -178,6 +181,24 @@ _RegularizationOption = Annotated[str | None, typer.Option(help="DiffCAM: 'oas' 
 _ScaleOption = Annotated[
     Path | None,
     typer.Option("--scale", help="S-CAMs: an analysis file (camscope analyze) giving the common intensity scale."),
+]
+_TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        help="classify, detect or segment (default: read from the model's outputs). detect and segment draw each "
+        "box or region the model finds with its own map.",
+    ),
+]
+_ScoreThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--score-threshold",
+        help="detect/segment: the least score of a box (a region: its mean class probability). Default 0.5.",
+    ),
+]
+_ObjectsOption = Annotated[
+    int | None, typer.Option("--objects", help="detect/segment: the most boxes or regions explained (default 4).")
 ]
 _PrincipalOption = Annotated[
     float | None,
@@ -229,6 +250,9 @@ def explain(
     principal: _PrincipalOption = None,
     eigen_smooth: _EigenSmoothOption = False,
     aug_smooth: _AugSmoothOption = False,
+    task: _TaskOption = None,
+    score_threshold: _ScoreThresholdOption = None,
+    objects: _ObjectsOption = None,
     overwrite: OverwriteOption = False,
     skip_bad: SkipBadOption = False,
     fmt: FormatOption = "png",
@@ -238,6 +262,8 @@ def explain(
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
     With a finer-* method (Finer-CAM) the figure shows the base map, the Finer map and the reference classes.
+    A detector's boxes or a segmenter's regions (--task detect|segment, read from the model's outputs by default)
+    are each explained alone: one map per box or region and method.
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
@@ -263,7 +289,7 @@ def explain(
         weights=weights_name,
         seed=seed_value,
         layer=layer,
-        size=size,
+        size=None if size == _own_input_size(model_name) else size,
         target=target,
         versus=versus,
         gamma=gamma,
@@ -277,7 +303,27 @@ def explain(
         eigen_smooth=eigen_smooth,
         aug_smooth=aug_smooth,
     )
+    task = _task(task, network, batch, score_threshold, objects)
+    if task != "classify":
+        options.update(task=task, score_threshold=score_threshold, objects=objects)
     stems = explain_output_stems(files, method_names, **options)
+    if task != "classify":
+        from camscope.cli.objects import check_object_options, explain_objects
+
+        check_object_options(
+            task, method_names, {"--save": save, "--versus": versus, "--gamma": gamma, "--references": references,
+                                 "--bank": bank, "--reference": reference, "--regularization": regularization,
+                                 "--scale": scale, "--principal": principal, "--eigen-smooth": eigen_smooth,
+                                 "--aug-smooth": aug_smooth},
+        )  # fmt: skip
+        claim_outputs([out / f"{stem}{style.suffix}" for stem in stems], overwrite)
+        explain_objects(
+            files, network, batch, [photo for _, photo in loaded], stems, method_names, task=task, model=model_name,
+            layer=layer, target=target, score_threshold=0.5 if score_threshold is None else score_threshold,
+            max_objects=4 if objects is None else objects, out=out, json_output=json_output,
+            note=_random_weights_note(weights_name, seed_value), style=style,
+        )  # fmt: skip
+        return
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
     claim_outputs(
         [out / f"{stem}{style.suffix}" for stem in stems]
@@ -329,6 +375,38 @@ def _with_smoothing(note: str, smoothing: dict[str, bool]) -> str:
     }
     parts = [said[name] for name, given in smoothing.items() if given]
     return " | ".join(part for part in (note, ", ".join(parts)) if part)
+def _task(
+    task: str | None, network: torch.nn.Module, batch: torch.Tensor, threshold: float | None, objects: int | None
+) -> str:
+    """``--task``, or what the model's outputs say it does (detections: detect; logits per pixel: segment)."""
+    from camscope.cli.objects import TASK_CHOICES
+    from camscope.engine.objects import model_task
+    from camscope.errors import CamscopeError
+
+    if task is not None and task not in TASK_CHOICES:
+        raise CamscopeError(f"--task must be one of {', '.join(TASK_CHOICES)}, got {task!r}")
+    if task is None:
+        try:
+            task = model_task(network, batch[:1])
+        except CamscopeError:
+            task = "classify"
+    if task == "classify" and (threshold is not None or objects is not None):
+        raise CamscopeError(
+            "--score-threshold and --objects choose boxes or regions: use them with --task detect|segment"
+        )
+    return task
+
+
+def _own_input_size(model: str) -> int | None:
+    """The input size of camscope's shipped models (``camscope:NAME``), read from their data config."""
+    from camscope.models import data_config
+
+    return int(data_config(model).input_size) if model.strip().lower().startswith("camscope:") else None
+
+
+def _random_weights_note(weights: str, seed: int) -> str:
+    """The figures' warning for ``--weights none``."""
+    return f"random weights (--weights none, seed {seed}): not a trained model" if random_weights(weights) else ""
 
 
 def _load_photos(files: list[Path], size: int, config: Any, skip_bad: bool) -> tuple[list[Path], list[Any]]:
@@ -367,8 +445,10 @@ def _bank_defaults(
     same_model = model is None or model == built_with.get("name")
     weights_name = weights or (built_with.get("cli_weights") if same_model else None) or "default"
     seed_value = seed if seed is not None else int(built_with.get("cli_seed", 0) or 0)
-    if size is None:
-        size = int((diffcam.bank.input_size or [224])[-1]) if diffcam.bank is not None else 224
+    if size is None and diffcam.bank is not None:
+        size = int((diffcam.bank.input_size or [224])[-1])
+    elif size is None:  # camscope's shipped models take their own size (the scene models: 96)
+        size = _own_input_size(model_name) or 224
     return model_name, weights_name, seed_value, size
 
 
@@ -448,6 +528,8 @@ def explain_output_stems(images: list[Path], methods: list[str], **options: Any)
         ("principal", get("principal")),
         ("eigen-smooth", bool(get("eigen_smooth"))),
         ("aug-smooth", bool(get("aug_smooth"))),
+        ("score-threshold", get("score_threshold")),
+        ("objects", get("objects")),
     ]
     return [output_name(label, methods, naming, suffix="") for label in input_labels(images)]
 
@@ -542,7 +624,7 @@ def _figure_labels(
             group = f"bank class {bank_class['name']} vs {group}"
         by_method["diffcam"] = group
     layer = layer_label(first.layer)
-    note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
+    note = _random_weights_note("none" if random else "default", seed)
     return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_class": bank_class}
 
 

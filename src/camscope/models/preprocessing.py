@@ -25,7 +25,7 @@ from torch import nn
 
 from camscope.errors import CamscopeError, needs_extra
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, TIMM_LITE0
-from camscope.models.loading import ACCEPTED_FORMS, TIMM_PREFIX, TORCHVISION_PREFIX
+from camscope.models.loading import ACCEPTED_FORMS, CAMSCOPE_PREFIX, TIMM_PREFIX, TORCHVISION_PREFIX
 
 __all__ = ["DataConfig", "ImageInput", "Photo", "data_config", "load_image", "load_photo", "pil_to_rgb", "preprocess"]
 
@@ -101,6 +101,11 @@ def _data_config_for_name(name: str) -> DataConfig:
         if cfg is not None:
             return _config_from_timm_cfg(cfg)
         return DataConfig(_IMAGENET_MEAN, _IMAGENET_STD, "bicubic", 0.875, 224)
+    if lowered.startswith(CAMSCOPE_PREFIX):  # the shipped scene models take [0, 1] images as they are
+        from camscope.models.scene_zoo import scene_model_info
+
+        size = int(scene_model_info(name.strip()[len(CAMSCOPE_PREFIX) :].strip())["input"]["size"])
+        return DataConfig((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear", 1.0, size)
     if lowered.startswith(TORCHVISION_PREFIX):
         import torchvision
 

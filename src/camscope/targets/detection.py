@@ -418,14 +418,21 @@ class BoxTarget(Target):
 
 
 def model_num_classes(model: nn.Module) -> int | None:
-    """The number of classes of a torchvision detector (background included), where it says."""
+    """The number of classes of a detector (background included), where it says.
+
+    Read from torchvision's Faster R-CNN (its box predictor), RetinaNet and FCOS (their
+    classification head), else from an int attribute ``num_classes`` of the model (camscope's
+    :class:`~camscope.models.scene_models.SceneDetector`).
+    """
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
     cls_score = getattr(predictor, "cls_score", None)
     if isinstance(cls_score, nn.Linear):
         return cls_score.out_features
     head = getattr(getattr(model, "head", None), "classification_head", None)
-    count = getattr(head, "num_classes", None)
-    return count if isinstance(count, int) else None
+    for count in (getattr(head, "num_classes", None), getattr(model, "num_classes", None)):
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            return count
+    return None
 
 
 class OnBox(Target):

@@ -4,8 +4,9 @@
 const SLOW = new Set(["scorecam", "sscam", "iscam", "ablationcam", "finer-scorecam", "smoothgradcampp"]);
 const state = {
   image: null, model: null, predictions: [], target: null, versus: [], job: null, timer: null,
-  info: null, pollDelay: 250, dataClasses: [],
+  info: null, pollDelay: 250, dataClasses: [], objects: [], box: null, frame: null,
 };
+const SVG_NS = "http://www.w3.org/2000/svg";  // the namespace of the drawn boxes and charts, not a URL fetched
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -201,6 +202,18 @@ async function predict() {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ image: state.image, model: state.model }),
     });
+    state.objects = result.objects || [];
+    state.frame = result.frame || null;
+    $("predictions-heading").firstChild.textContent = result.task === "detect" ? "Boxes " : (result.task === "segment" ? "Regions " : "Top-5 classes ");
+    if (result.objects) {
+      state.predictions = [];
+      renderVersus();
+      if (!state.objects.length) { renderObjects(); show($("error"), "The model finds nothing in this image."); return; }
+      setBox(0);
+      return;
+    }
+    renderObjects();  // none: clears the boxes of a detector chosen before
+    state.box = null;
     state.predictions = result.predictions;
     setTarget(result.predictions[0].class);
   } catch (error) {
@@ -214,6 +227,48 @@ function setTarget(cls) {
   renderPredictions();
   renderVersus();
   schedule();
+}
+
+// A detector's boxes or a segmenter's regions (their boxes), listed and drawn over the image; a click explains one.
+function setBox(index) {
+  state.box = index;
+  state.target = state.objects[index].class;
+  renderObjects();
+  schedule();
+}
+
+function renderObjects() {
+  const list = $("predictions");
+  list.innerHTML = "";
+  const ns = SVG_NS;
+  const svg = $("boxes");
+  svg.innerHTML = "";
+  svg.toggleAttribute("hidden", !state.objects.length);  // an svg element has no hidden property
+  if (state.frame) svg.setAttribute("viewBox", "0 0 " + state.frame.width + " " + state.frame.height);
+  for (const o of state.objects) {
+    const item = document.createElement("li");
+    item.dataset.index = o.index;
+    item.dataset.class = o.class;
+    item.dataset.name = o.name;
+    item.textContent = o.name + "  " + o.score.toFixed(2);  // the list numbers the boxes as their tooltips do
+    item.classList.toggle("explained", o.index === state.box);
+    item.addEventListener("click", () => setBox(o.index));
+    list.appendChild(item);
+    const rect = document.createElementNS(ns, "rect");
+    const [x0, y0, x1, y1] = o.box;
+    rect.setAttribute("x", x0 + state.frame.left);
+    rect.setAttribute("y", y0 + state.frame.top);
+    rect.setAttribute("width", x1 - x0);
+    rect.setAttribute("height", y1 - y0);
+    rect.id = "box-" + o.index;
+    rect.dataset.index = o.index;
+    rect.classList.toggle("explained", o.index === state.box);
+    const tip = document.createElementNS(ns, "title");
+    tip.textContent = "#" + (o.index + 1) + " " + o.name + " " + o.score.toFixed(2);
+    rect.appendChild(tip);
+    rect.addEventListener("click", () => setBox(o.index));
+    svg.appendChild(rect);
+  }
 }
 
 function renderPredictions() {
@@ -272,6 +327,7 @@ function request() {
     target: state.target, versus: state.versus, gamma: Number($("gamma").value),
     source: $("diffcam-source").value, reference,
     scaled: $("scaled").checked, principal: $("principal").value === "" ? null : Number($("principal").value),
+    box: state.objects.length && state.box !== null && state.objects[state.box] ? state.objects[state.box].box : null,
   };
 }
 
@@ -397,7 +453,7 @@ function chart(title, rows) {
   const anyNegative = rows.some((r) => r[1] < 0);
   const zero = labelWidth + (anyNegative ? (width - labelWidth) / 2 : 0);
   const scale = (width - labelWidth) / (anyNegative ? 2 : 1) / largest;
-  const ns = "http://www.w3.org/2000/svg";
+  const ns = SVG_NS;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width);
   svg.setAttribute("height", rows.length * row + 2);
