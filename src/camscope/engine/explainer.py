@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from camscope.engine.augmentation import aug_smoothed
 from camscope.engine.capture import (
     LayerCapture,
     LayerSpec,
@@ -32,10 +36,23 @@ from camscope.engine.maps import (
     upsample,
 )
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.engine.projection import first_component_projection
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
-__all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
+__all__ = [
+    "FUSIONS",
+    "Explainer",
+    "Explanation",
+    "explain",
+    "in_place_failure",
+    "model_backward",
+    "normalize_maps",
+    "upsample",
+]
+
+#: How the maps of several layers are combined (``fuse=``).
+FUSIONS = ("mean", "max", "product")
 
 # Old private names, kept while other modules move to camscope.engine.maps.
 
@@ -51,9 +68,14 @@ class Explainer:
         layer: a dotted name, a module, or a list of them; None picks a default
             (see :func:`camscope.engine.capture.default_layer`).
         method: a registered method name (``camscope.available_methods()``) or instance.
-        fuse: how several layers are fused: ``"mean"`` or ``"max"`` of the
-            normalised maps.
-        eval_mode: put the model in eval mode during the call (restored after).
+        fuse: how several layers are fused: ``"mean"``, ``"max"`` or ``"product"``
+            of the normalised maps (None: the method's choice, else the mean;
+            ``refinecam`` multiplies them).
+        eval_mode: put the model in eval mode during the call (restored after). With
+            ``eval_mode=False`` the model runs in the mode it is in: a BatchNorm layer in
+            train mode then normalises with the batch's statistics and updates its
+            running statistics (``running_mean``, ``running_var``, ``num_batches_tracked``)
+            on every call, as any forward pass in train mode does; dropout is active too.
         layout: activation layout, ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
         grid: the token grid ``(h, w)`` when it cannot be inferred.
         prefix_tokens: how many leading tokens (class, registers) to drop.
@@ -68,6 +90,13 @@ class Explainer:
             ``model(*inputs)``, or a dict, called ``model(**inputs)``): the index or key of
             the input to explain, the others held fixed (default: the first; see
             :mod:`camscope.engine.inputs`). The layer must lie on that input's path.
+        eigen_smooth: replace the sum over channels ``sum_k w_k A_k`` by the projection of
+            the weighted activations ``w_k A_k`` on their first principal component
+            (pytorch-grad-cam's ``eigen_smooth``; channels centred, sign fixed so that the
+            map correlates with ``sum_k w_k A_k``); for methods with weights.
+        aug_smooth: average the maps over six augmentations of the inputs, flipped
+            left-right or not and multiplied by 0.9, 1 or 1.1 (pytorch-grad-cam's
+            ``aug_smooth``; see :mod:`camscope.engine.augmentation`); six times the cost.
         **options: options of the method.
 
     Example:
@@ -86,7 +115,7 @@ class Explainer:
         layer: LayerSpec | None = None,
         method: str | CamMethod = "gradcam",
         *,
-        fuse: str = "mean",
+        fuse: str | None = None,
         eval_mode: bool = True,
         layout: str = "auto",
         grid: tuple[int, int] | None = None,
@@ -94,10 +123,15 @@ class Explainer:
         map_order: str = "relu-first",
         levels: LevelSpec = "smallest-grid",
         explained_input: int | str | None = None,
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
         **options: Any,
     ) -> None:
-        if fuse not in ("mean", "max"):
-            raise CamscopeError(f"fuse must be 'mean' or 'max', got {fuse!r}")
+        if fuse is not None and fuse not in FUSIONS:
+            raise CamscopeError(f"fuse must be one of {', '.join(map(repr, FUSIONS))}, got {fuse!r}")
+        for flag, value in (("eigen_smooth", eigen_smooth), ("aug_smooth", aug_smooth)):
+            if not isinstance(value, bool):
+                raise CamscopeError(f"{flag} must be True or False, got {value!r}")
         if not isinstance(model, nn.Module):
             raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -113,6 +147,8 @@ class Explainer:
         self.map_order = map_order
         self.levels = check_levels(levels)
         self.explained_input = explained_input
+        self.eigen_smooth = eigen_smooth
+        self.aug_smooth = aug_smooth
         if layer is not None:
             resolve_layers(model, layer)  # fail early on a wrong name
 
@@ -150,15 +186,18 @@ class Explainer:
         forward = None if bound is None else partial(bound.select(torch.zeros(1, dtype=torch.long)).call, self.model)
         layer = self.layer if self.layer is not None else default_layer(self.model, x, forward)
         layers = resolve_layers(self.model, layer)
+        prepared = self.method.prepare_target(wanted, self.model)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
             if bound is not None:
                 # Autograd then marks what depends on the explained input (flags restored by model_state).
                 for parameter in self.model.parameters():
                     parameter.requires_grad_(False)
-            per_layer = self._explain(x, layers, self.method.prepare_target(wanted, self.model), features, bound)
-        explanation = (
-            per_layer[0] if len(per_layer) == 1 else self._fused([str(e.layer) for e in per_layer], per_layer, x)
-        )
+            if self.aug_smooth:
+                if bound is not None:
+                    raise CamscopeError("aug_smooth augments one image tensor: it does not apply to several inputs")
+                explanation = aug_smoothed(partial(self._explain_layers, layers=layers, features=features), x, prepared)
+            else:
+                explanation = self._explain_layers(x, prepared, layers, features, bound)
         if scale is not None:
             explanation.maps = scaled_maps(scale, explanation, x.shape[2:])
         return explanation
@@ -183,6 +222,20 @@ class Explainer:
         with model_state(self.model, self.eval_mode), torch.no_grad():
             return target.read(self._model_forward(inputs, bound)).detach()
 
+    def _explain_layers(
+        self,
+        inputs: Tensor,
+        target: Target,
+        layers: list[tuple[str, nn.Module]],
+        features: Tensor | None,
+        bound: BoundInputs | None = None,
+    ) -> Explanation:
+        """One explanation of ``inputs`` at the layers, several layers fused."""
+        per_layer = self._explain(inputs, layers, target, features, bound)
+        if len(per_layer) == 1:
+            return per_layer[0]
+        return self._fused([str(e.layer) for e in per_layer], per_layer, inputs)
+
     def _explain(
         self,
         inputs: Tensor,
@@ -194,8 +247,11 @@ class Explainer:
         method = self.method
         need_grad = method.uses_gradients
         source = None if bound is None else bound.name
+        # Fused attention kernels have no second derivative: second-order methods record the composite one.
+        kernels = sdpa_kernel(SDPBackend.MATH) if method.second_order else nullcontext()
         with LayerCapture(layers, need_grad=need_grad, model=self.model, source=source) as capture:
-            logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad, bound=bound)
+            with kernels:
+                logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad, bound=bound)
             native = {key: t for name, _ in layers for key, t in capture.captured(name).items()}
             _check_batch(native, inputs.shape[0])
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
@@ -244,7 +300,11 @@ class Explainer:
         scores: Tensor,
         bound: BoundInputs | None = None,
     ) -> CamContext:
-        """What the method sees at one layer; gradients are filled in per score component."""
+        """What the method sees at one layer; gradients are filled in per score component.
+
+        Second-order methods also get the layer's own output, still in the graph (not for feature levels).
+        """
+        layer_output = capture.activations.get(name) if self.method.second_order else None
         return CamContext(
             model=self.model,
             inputs=inputs,
@@ -257,6 +317,8 @@ class Explainer:
             forward=partial(self.plain_forward, capture=capture, target=target, bound=bound),
             gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target, bound=bound),
             activations_at=partial(self.activations_at, name=name, capture=capture, bound=bound),
+            channels_first=partial(self.channels_first, inputs=inputs, name=name),
+            layer_output=layer_output,
         )
 
     def forward_pass(
@@ -330,14 +392,17 @@ class Explainer:
         names = list(native)
         tensors = [native[name] for name in names]
         shortcut = method.linear_in_gradient and aggregation == "mean-before-relu"
+        create_graph = method.second_order
         grads: list[Tensor | None]
-        if scores.ndim == 1 or shortcut:
-            total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
-            grads = [
-                None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)
-            ]
-        else:
-            grads = _component_gradients(scores, tensors)
+        with model_backward(names):
+            if scores.ndim == 1 or shortcut:
+                total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
+                grads = [
+                    None if g is None else g.unsqueeze(0)
+                    for g in torch.autograd.grad(total, tensors, allow_unused=True, create_graph=create_graph)
+                ]
+            else:
+                grads = _component_gradients(scores, tensors, create_graph)
         components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
         return {
             name: torch.zeros_like(tensor).expand(components, *tensor.shape) if grad is None else grad
@@ -374,10 +439,9 @@ class Explainer:
         contributions_list: list[Tensor] = []
         for result in results:
             if result.raw is not None:
-                if features is not None:
-                    raise CamscopeError(
-                        f"method {self.method.name!r} has no channel weights, so features= cannot apply"
-                    )
+                if features is not None or self.eigen_smooth:
+                    given = "features=" if features is not None else "eigen_smooth"
+                    raise CamscopeError(f"method {self.method.name!r} has no channel weights, so {given} cannot apply")
                 raws.append(result.raw)
                 continue
             if result.weights is None:
@@ -386,7 +450,7 @@ class Explainer:
             if features is not None:
                 weighted = weighted * feature_mask(features, activations)
             contributions_list.append(weighted.sum(dim=context.spatial_dims))
-            raws.append(weighted.sum(dim=1))
+            raws.append(first_component_projection(weighted) if self.eigen_smooth else weighted.sum(dim=1))
             if all(size == 1 for size in result.weights.shape[2:]):
                 weights_list.append(result.weights.flatten(1))
         raw = aggregate_maps(torch.stack(raws), target.aggregate)
@@ -462,7 +526,8 @@ class Explainer:
             if scores.ndim == 2:
                 scores = scores.mean(dim=1)
             tensors = [capture.activations[key] for key in keys]
-            found = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+            with model_backward([name]):
+                found = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
         grads = {key: torch.zeros_like(t) if g is None else g for key, t, g in zip(keys, tensors, found)}
         activations = {key: t.detach() for key, t in zip(keys, tensors)}
         return (
@@ -474,16 +539,24 @@ class Explainer:
         """One explanation of several layers: their normalised maps fused, their raw maps rescaled and averaged."""
         size = inputs.shape[2:]
         stacked = torch.stack([explanation.maps for explanation in per_layer])
-        maps = stacked.mean(dim=0) if self.fuse == "mean" else stacked.max(dim=0).values
+        fuse = self.fuse or self.method.fusion or "mean"
+        if fuse == "product":
+            product = stacked.prod(dim=0)
+            return self._fused_explanation(names, per_layer, product, normalize_maps(product))
+        maps = stacked.mean(dim=0) if fuse == "mean" else stacked.max(dim=0).values
         raws = []
         for explanation in per_layer:
             up = upsample(explanation.raw, size)
             scale = up.flatten(1).abs().max(dim=1).values.clamp(min=torch.finfo(up.dtype).tiny)
             raws.append(up / scale.reshape(-1, *([1] * (up.ndim - 1))))
+        return self._fused_explanation(names, per_layer, torch.stack(raws).mean(dim=0), normalize_maps(maps))
+
+    @staticmethod
+    def _fused_explanation(names: list[str], per_layer: list[Explanation], raw: Tensor, maps: Tensor) -> Explanation:
         first = per_layer[0]
         return Explanation(
-            raw=torch.stack(raws).mean(dim=0),
-            maps=normalize_maps(maps),
+            raw=raw,
+            maps=maps,
             weights=None,
             contributions=None,
             logits=first.logits,
@@ -495,6 +568,63 @@ class Explainer:
             layers=dict(zip(names, per_layer)),
             options=dict(first.options),
         )
+
+
+#: What torch says when an in-place operation changed a tensor its backward needs.
+_IN_PLACE = "modified by an inplace operation"
+#: Other failures of the model's own graph (it detaches the output, or runs under no_grad).
+_GRAPH_FAILURES = ("does not require grad", "backward through the graph a second time")
+
+
+def in_place_failure(error: BaseException) -> bool:
+    """Whether torch's backward failed because an in-place operation changed a tensor it needs (no retry helps)."""
+    return isinstance(error, RuntimeError) and _IN_PLACE in str(error)
+
+
+@contextmanager
+def model_backward(layers: Sequence[str]) -> Iterator[None]:
+    """Run a backward through the model to ``layers``; torch's failure of the model's own graph becomes one line.
+
+    A model whose backward torch itself cannot compute (an in-place operation after
+    the layer, such as ``x.relu_(); x.mul_(2.0)``, changes a tensor that ReLU's
+    backward needs; or the model detaches its output) raises a ``RuntimeError`` in
+    ``torch.autograd.grad``; here it becomes a :class:`CamscopeError` that says what
+    happened and what to do: a gradient-free method, or an out-of-place operation.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> y = x.exp()
+        >>> _ = y.mul_(2.0)  # exp's backward needs its output: now changed
+        >>> with model_backward(["layer4"]):
+        ...     _ = torch.autograd.grad(y.sum(), x)
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: the model cannot be differentiated down to layer 'layer4': an in-place operation after the layer (such as x.relu_(); x.mul_(2.0)) modified the output of Exp, which autograd needs for the gradient. Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that operation out of place in the model (x = x.relu() instead of x.relu_())
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        text = str(error)
+        where = ", ".join(repr(name) for name in layers)
+        advice = (
+            "Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that "
+            "operation out of place in the model (x = x.relu() instead of x.relu_())"
+        )
+        if in_place_failure(error):
+            found = re.search(r"output \d+ of (\w+)", text)
+            what = f"the output of {found.group(1)}" if found else "a tensor"
+            raise CamscopeError(
+                f"the model cannot be differentiated down to layer {where}: an in-place operation after the layer "
+                f"(such as x.relu_(); x.mul_(2.0)) modified {what}, which autograd needs for the gradient. {advice}"
+            ) from error
+        if any(failure in text for failure in _GRAPH_FAILURES):
+            raise CamscopeError(
+                f"the model cannot be differentiated down to layer {where} (torch: {text.split('.')[0]}): the "
+                "model detaches its output, runs under torch.no_grad, or changes its tensors in place. "
+                + advice.replace("that operation", "those operations")
+            ) from error
+        raise
 
 
 def _component(gradients: dict[str, Tensor], index: int) -> dict[str, Tensor]:
@@ -513,19 +643,29 @@ def _check_batch(captured: dict[str, Tensor], batch: int) -> None:
             )
 
 
-def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor | None]:
+def _component_gradients(scores: Tensor, tensors: list[Tensor], create_graph: bool = False) -> list[Tensor | None]:
     """Gradients of each of the ``R`` score components, ``[R, B, ...]``, in one batched backward."""
     batch, components = scores.shape
     eye = torch.eye(components, dtype=scores.dtype, device=scores.device)
     grad_outputs = eye[:, None, :].expand(components, batch, components)
     try:
         grads = torch.autograd.grad(
-            scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True
+            scores,
+            tensors,
+            grad_outputs=grad_outputs,
+            is_grads_batched=True,
+            allow_unused=True,
+            retain_graph=True,
+            create_graph=create_graph,
         )
-    except RuntimeError:
+    except RuntimeError as error:
+        if in_place_failure(error):  # the model's own backward fails: no batching helps
+            raise
         # Some operators have no batched backward: one backward per component.
         per_component = [
-            torch.autograd.grad(scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True)
+            torch.autograd.grad(
+                scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True, create_graph=create_graph
+            )
             for r in range(components)
         ]
         stacked: list[Tensor | None] = []
@@ -558,7 +698,9 @@ def explain(
         features: channel mask for FS-CAMs (see :meth:`Explainer.__call__`).
         scale: common intensity scale for S-CAMs (see :meth:`Explainer.__call__`).
         **options: Explainer options (``fuse``, ``eval_mode``, ``layout``,
-            ``grid``, ``prefix_tokens``) and the method's options.
+            ``grid``, ``prefix_tokens``) and the method's options. ``eval_mode=False``
+            keeps the model's own mode: a BatchNorm layer in train mode then updates its
+            running statistics on every call (see :class:`Explainer`).
 
     Returns:
         An :class:`Explanation`.

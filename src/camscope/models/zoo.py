@@ -38,6 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
+from camscope.io import check_file_tensors
+from camscope.models.weights import weight_specs
 
 __all__ = [
     "SMALL_MODELS",
@@ -188,9 +190,10 @@ def load_small_model(name: str, device: str | torch.device = "cpu") -> SmallCNN:
     info = json.loads(header)
     try:
         model = SmallCNN(**info["architecture"])
-        model.load_state_dict(tensors, strict=True)
     except (RuntimeError, TypeError, ValueError) as error:
         raise CamscopeError(f"{model_path(name)} does not match the SmallCNN architecture: {error}") from error
+    check_file_tensors(tensors, weight_specs(model, exact=True), model_path(name))
+    model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
 
 
