@@ -11,7 +11,7 @@ DOCTEST ?= src/camscope/__init__.py src/camscope/engine src/camscope/targets src
 	src/camscope/viz/overview.py src/camscope/app/jobs.py src/camscope/app/images.py src/camscope/app/workbench.py src/camscope/app/schema.py \
 	src/camscope/app/downloads.py src/camscope/cli/serve.py src/camscope/methods/attention.py src/camscope/methods/rollout.py \
 	src/camscope/methods/gradrollout.py src/camscope/methods/legrad.py
-LINTED := src tests benchmarks scripts
+LINTED := src tests benchmarks scripts docs/_tools
 
 .PHONY: install demo test test-order lint docs dist bench chromium
 
