@@ -34,7 +34,7 @@ lint: install
 	$(BIN)/lint-imports
 
 # The documentation site (mkdocs.yml) with warnings as errors: the API reference from the docstrings, the CLI
-# reference from the CLI, and every tutorial executed on the way (tiny models: about a minute on 2 cores).
+# reference from the CLI, and every tutorial executed on the way (tiny shipped models: about 40 CPU seconds).
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
