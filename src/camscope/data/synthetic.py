@@ -238,8 +238,14 @@ class SyntheticSpecies:
             different families.
 
     Attributes:
-        num_classes, size, seed, family_size, parts (= :data:`PARTS`), class_names,
-        families (``[C]`` family of each class), key_parts (key part of each family).
+        num_classes: number of species.
+        size: image side in pixels.
+        seed: seed of the class design.
+        family_size: classes per family.
+        parts: the parts, :data:`PARTS`.
+        class_names: a name per class.
+        families: ``[C]`` family of each class.
+        key_parts: the key part of each family.
 
     Example:
         >>> species = SyntheticSpecies(num_classes=8, size=64, seed=0)

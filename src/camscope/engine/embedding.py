@@ -171,7 +171,9 @@ def embed(
         embedding: ``"mean"`` (spatial mean / mean of the patch tokens) or
             ``"cls"`` (the class token, token 0 of a token layer's output).
         batch_size: inputs per forward pass.
-        layout, grid, prefix_tokens: as in :class:`camscope.Explainer`.
+        layout: as in :class:`camscope.Explainer`.
+        grid: as in :class:`camscope.Explainer`.
+        prefix_tokens: as in :class:`camscope.Explainer`.
 
     Example:
         >>> import torch

@@ -384,12 +384,14 @@ def evaluate(
         plots: write the curve plots with ``out``.
         progress: progress bar on stderr (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
-        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass over a
-            ``torch.distributed`` process group (every rank returns the whole report, in dataset order;
-            only rank 0 writes ``out``), load with worker processes, checkpoint and resume (see
-            :class:`camscope.passes.engine.DatasetPass`).
-            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
-            (:mod:`camscope.passes.precision`).
+        distributed: split the pass over a ``torch.distributed`` process group (None: when one is
+            initialised; every rank returns the whole report, in dataset order, and only rank 0 writes ``out``; see :class:`camscope.passes.engine.DatasetPass`).
+        workers: worker processes that load folders and map-style datasets (0: in this process).
+        checkpoint: a file for the pass's state (one per rank when distributed).
+        checkpoint_every: save the checkpoint every this many batches (default: only at the end).
+        resume: continue from ``checkpoint`` when the file exists.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward runs under
+            ``torch.autocast`` (:mod:`camscope.passes.precision`).
 
     Returns:
         An :class:`EvaluationReport`.

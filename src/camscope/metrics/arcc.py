@@ -86,10 +86,17 @@ def arcc(
         maps: the maps (an Explanation or ``[B, H, W]``, scaled to [0, 1] per image);
             computed with ``method`` when None.
         target: what is explained and scored (see :mod:`camscope.metrics`).
-        method, layer, options: how coherency explains again (see
-            :func:`~camscope.metrics.coherency`).
-        percentages, imputation, noise, score, tie_break, seed, batch_size, atol: ROAD's
-            protocol (see :func:`~camscope.metrics.road`).
+        method: the method coherency explains again with (see :func:`~camscope.metrics.coherency`).
+        layer: the layer coherency explains again at.
+        options: the method's options for coherency's second explanation.
+        percentages: ROAD's removal fractions (see :func:`~camscope.metrics.road`).
+        imputation: ROAD's imputation.
+        noise: ROAD's imputation noise.
+        score: ROAD's score of the class.
+        tie_break: ROAD's tie-breaking noise of the ranking.
+        seed: ROAD's seed.
+        batch_size: ROAD's perturbed images per forward pass, or ``"auto"``.
+        atol: ROAD's tolerance of the imputation's solver.
 
     Returns:
         :class:`MetricResult` with ``arcc`` (headline), ``coherency``, ``complexity``,

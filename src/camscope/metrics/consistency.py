@@ -509,7 +509,8 @@ def consistency(
         model: the classifier.
         data: a DataLoader, an iterable of ``(inputs, labels)`` or of inputs, a
             tensor, or an image folder (see :class:`camscope.passes.engine.DatasetPass`).
-        method, layer: as for :func:`camscope.explain`.
+        method: as for :func:`camscope.explain`.
+        layer: as for :func:`camscope.explain`.
         target: None (each image's predicted class), ``"true"`` (its label), or a
             class index (one class for all images, as the paper's plots do: a cat
             image's CAM for "dog" should stay low when the dog logit is low).
@@ -518,15 +519,19 @@ def consistency(
         features: a channel mask ``[K]`` or per-class masks ``[C, K]`` (FS-CAMs;
             e.g. ``analysis.principal_features(0.05)``), indexed by the explained class.
         alpha: level of the normality test.
-        batch_size, size, device, progress: the dataset pass (``device``: where the
-            batches go, default the model's device; ``progress``: the progress bar,
-            None for "when stderr is a terminal").
+        batch_size: batch size for folders and tensors (a DataLoader keeps its own).
+        size: image size for folders.
+        device: where the batches go (default: the model's device).
+        progress: the progress bar (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
-        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass
-            over a ``torch.distributed`` process group, load with worker processes,
-            checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
-            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
-            (:mod:`camscope.passes.precision`).
+        distributed: split the pass over a ``torch.distributed`` process group (None: when one is
+            initialised; every rank returns the whole result; see :class:`camscope.passes.engine.DatasetPass`).
+        workers: worker processes that load folders and map-style datasets (0: in this process).
+        checkpoint: a file for the pass's state (one per rank when distributed).
+        checkpoint_every: save the checkpoint every this many batches (default: only at the end).
+        resume: continue from ``checkpoint`` when the file exists.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward runs under
+            ``torch.autocast`` (:mod:`camscope.passes.precision`).
         **options: Explainer and method options.
 
     Returns:

@@ -154,16 +154,20 @@ def feature_masking_accuracy(
             is unknown), None (all features), or a dict ``name -> mask`` to measure
             several masks in one pass over the data (e.g. ``{"all": None,
             "principal": m, "non-principal": ~m}``).
-        batch_size, size, device, layout, progress: the dataset pass (``device``:
-            where the batches go, default the model's device; ``progress``: the
-            progress bar, None for "when stderr is a terminal"); ``layout`` says
-            where the channel axis is (``"auto"``: axis 1 of a grid, else the last axis).
+        batch_size: batch size for folders and tensors (a DataLoader keeps its own).
+        size: image size for folders.
+        device: where the batches go (default: the model's device).
+        layout: where the channel axis is (``"auto"``: axis 1 of a grid, else the last axis).
+        progress: the progress bar (None: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
-        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass
-            over a ``torch.distributed`` process group, load with worker processes,
-            checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
-            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
-            (:mod:`camscope.passes.precision`).
+        distributed: split the pass over a ``torch.distributed`` process group (None: when one is
+            initialised; every rank returns the whole accuracy; see :class:`camscope.passes.engine.DatasetPass`).
+        workers: worker processes that load folders and map-style datasets (0: in this process).
+        checkpoint: a file for the pass's state (one per rank when distributed).
+        checkpoint_every: save the checkpoint every this many batches (default: only at the end).
+        resume: continue from ``checkpoint`` when the file exists.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward runs under
+            ``torch.autocast`` (:mod:`camscope.passes.precision`).
 
     Returns:
         The accuracy, or a dict of accuracies for a dict of masks.

@@ -122,7 +122,11 @@ def most_relevant_first(
         fractions: fractions of pixels removed (each in [0, 1)).
         imputation: ``"linear"`` (ROAD's noisy linear), ``"mean"``, ``"zero"`` or
             ``callable(inputs, keep)``, as in :func:`~camscope.metrics.road`.
-        noise, score, tie_break, seed, atol: as in :func:`~camscope.metrics.road`.
+        noise: the imputation noise, as in :func:`~camscope.metrics.road`.
+        score: the score of the class, as in :func:`~camscope.metrics.road`.
+        tie_break: the tie-breaking noise of the ranking, as in :func:`~camscope.metrics.road`.
+        seed: the seed, as in :func:`~camscope.metrics.road`.
+        atol: the tolerance of the imputation's solver, as in :func:`~camscope.metrics.road`.
         batch_size: perturbed images per forward pass, or ``"auto"``
             (:mod:`camscope.metrics.batching`).
 

@@ -174,12 +174,17 @@ class ReferenceBank:
             max_scatter_bytes: memory allowed for per-class scatters in ``"auto"``.
             model_name: the model's name to record (default: its class name).
             progress: show a progress bar (default: when stderr is a terminal).
-            layout, grid, prefix_tokens: as in :class:`camscope.Explainer`.
-            distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass over a
-                ``torch.distributed`` process group (every rank returns the whole bank), load with
-                worker processes, checkpoint and resume (:class:`camscope.passes.engine.DatasetPass`).
-                ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
-                (:mod:`camscope.passes.precision`).
+            layout: as in :class:`camscope.Explainer`.
+            grid: as in :class:`camscope.Explainer`.
+            prefix_tokens: as in :class:`camscope.Explainer`.
+            distributed: split the pass over a ``torch.distributed`` process group (None: when one is
+                initialised; every rank returns the whole bank; see :class:`camscope.passes.engine.DatasetPass`).
+            workers: worker processes that load folders and map-style datasets (0: in this process).
+            checkpoint: a file for the pass's state (one per rank when distributed).
+            checkpoint_every: save the checkpoint every this many batches (default: only at the end).
+            resume: continue from ``checkpoint`` when the file exists.
+            precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward runs under
+                ``torch.autocast`` (:mod:`camscope.passes.precision`).
 
         Returns:
             The bank.

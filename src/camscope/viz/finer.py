@@ -85,8 +85,12 @@ def finer_figure(
         references: the compared classes with their probabilities.
         shift: the :class:`MassShift` of the base map to the Finer map (one sample).
         predictions: the top classes under the input.
-        gamma, aggregate: Finer-CAM's options, in the Finer map's title.
-        title, layer, model, note: the input's name; the heading (``note`` in red, e.g. random weights).
+        gamma: Finer-CAM's ``gamma``, in the Finer map's title.
+        aggregate: Finer-CAM's aggregation of the references, in the Finer map's title.
+        title: the input's name.
+        layer: the explained layer, in the heading.
+        model: the model's name, in the heading.
+        note: a note in red in the heading (e.g. random weights).
         style: the colour map of the maps.
     """
     cmap = style.cmap if style is not None else None

@@ -197,17 +197,25 @@ def analyze(
         all_classes: also compute Eq. 3 (every class for every sample).
         class_chunk: classes per batched backward for Eq. 3 (default: by memory).
         profiles: keep each sample's Eq. 4 contributions ``[N, K]`` (outliers).
-        batch_size, size: batching and image size for folders and tensors.
+        batch_size: batch size for folders and tensors (a DataLoader keeps its own).
+        size: image size for folders.
         device: where to run (default: the model's device).
         bins: cells of the quantile sketches (error below ``2 range / (bins - 2)``).
         progress: progress bar (default: when stderr is a terminal).
         show_progress: deprecated name of ``progress``.
-        eval_mode, layout, grid, prefix_tokens, **options: as for :class:`camscope.Explainer`.
-        distributed, workers, checkpoint, checkpoint_every, resume, precision: split the pass over a
-            ``torch.distributed`` process group (every rank returns the whole analysis), load with
-            worker processes, checkpoint and resume (see :class:`camscope.passes.engine.DatasetPass`).
-            ``precision`` (``"bf16"``, ``"fp16"``) runs the model's forward under autocast
-            (:mod:`camscope.passes.precision`).
+        eval_mode: as for :class:`camscope.Explainer`.
+        layout: as for :class:`camscope.Explainer`.
+        grid: as for :class:`camscope.Explainer`.
+        prefix_tokens: as for :class:`camscope.Explainer`.
+        distributed: split the pass over a ``torch.distributed`` process group (None: when one is
+            initialised; every rank returns the whole analysis; see :class:`camscope.passes.engine.DatasetPass`).
+        workers: worker processes that load folders and map-style datasets (0: in this process).
+        checkpoint: a file for the pass's state (one per rank when distributed).
+        checkpoint_every: save the checkpoint every this many batches (default: only at the end).
+        resume: continue from ``checkpoint`` when the file exists.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model's forward runs under
+            ``torch.autocast`` (:mod:`camscope.passes.precision`).
+        **options: the method's options, as for :class:`camscope.Explainer`.
 
     Returns:
         An :class:`Analysis`.
