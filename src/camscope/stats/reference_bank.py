@@ -491,6 +491,31 @@ class ReferenceBank:
         more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
         return (", ".join(shown) + more) if shown else "no classes (it is empty)"
 
+    def summary(self) -> dict[str, Any]:
+        """What the bank describes and holds, JSON-friendly: model, layer, embedding, sizes and per-class counts.
+
+        Example:
+            >>> import torch
+            >>> bank = ReferenceBank(feature_size=2, layer="fc", class_names={0: "cat", 1: "dog"})
+            >>> _ = bank.update(torch.randn(3, 2), torch.tensor([0, 1, 1]))
+            >>> summary = bank.summary()
+            >>> summary["samples"], summary["classes"]
+            (3, [{'label': 0, 'name': 'cat', 'count': 1}, {'label': 1, 'name': 'dog', 'count': 2}])
+        """
+        return {
+            "model": (self.model or {}).get("name"),
+            "layer": self.layer,
+            "embedding": self.embedding,
+            "feature_size": self.feature_size,
+            "samples": self.count,
+            "scatter": self.scatter_mode,
+            "input_size": self.input_size,
+            "classes": [
+                {"label": label, "name": name, "count": int(count)}
+                for label, name, count in zip(self.labels, self.class_names, self.counts.tolist())
+            ],
+        }
+
     # -- groups ------------------------------------------------------------------------
 
     def group(
