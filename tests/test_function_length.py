@@ -30,9 +30,9 @@ def function_lengths(source: str) -> list[tuple[str, int, int]]:
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = child.end_lineno - child.lineno + 1 if child.end_lineno else 1
                 first = child.body[0]
-                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                    if isinstance(first.value.value, str) and first.end_lineno is not None:
-                        length -= first.end_lineno - first.lineno + 1
+                docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                if docstring and isinstance(first.value.value, str) and first.end_lineno is not None:
+                    length -= first.end_lineno - first.lineno + 1
                 found.append((prefix + child.name, child.lineno, length))
                 visit(child, f"{prefix}{child.name}.")
             elif isinstance(child, ast.ClassDef):
@@ -45,7 +45,9 @@ def function_lengths(source: str) -> list[tuple[str, int, int]]:
 
 
 def test_the_measure_counts_code_lines_and_not_the_docstring() -> None:
-    source = 'class A:\n    def f(self):\n        """Doc.\n\n        More.\n        """\n        x = 1\n        return x\n'
+    source = (
+        'class A:\n    def f(self):\n        """Doc.\n\n        More.\n        """\n        x = 1\n        return x\n'
+    )
     source += "\n\ndef g():\n    def h():\n        pass\n    return h\n"
     assert function_lengths(source) == [("A.f", 2, 3), ("g", 11, 4), ("g.h", 12, 2)]
 
