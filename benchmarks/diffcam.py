@@ -66,7 +66,7 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
 
     import camscope
     from camscope.methods.diffcam import DiffCAM
-    from camscope.stats.fingerprint import model_fingerprint
+    from camscope.models.fingerprint import model_fingerprint
     from camscope.stats.reference_bank import ReferenceBank
 
     torch.manual_seed(0)

@@ -91,8 +91,8 @@ from torch import Tensor, nn
 from camscope.engine.embedding import EMBEDDINGS, check_embedding, embedding_of
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
+from camscope.models.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.options import Option
-from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.reference_bank import DEFAULT_K, ReferenceBank
 from camscope.stats.reference_group import ReferenceGroup, regularization_key
 from camscope.targets.base import ClassTarget, Target

@@ -30,8 +30,8 @@ from camscope.data.folders import UNLABELLED
 from camscope.engine.capture import LayerSpec
 from camscope.engine.embedding import check_embedding
 from camscope.errors import CamscopeError
+from camscope.models.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.class_moments import DEFAULT_MAX_SCATTER_BYTES, ClassMoments
-from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.reference_bank_build import build_reference_bank
 from camscope.stats.reference_bank_files import load_bank, save_bank
 from camscope.stats.reference_group import ReferenceGroup

@@ -27,8 +27,8 @@ from torch import nn
 
 from camscope.engine.capture import LayerSpec, model_state, validate_inputs
 from camscope.engine.embedding import LayerEmbedder, check_embedding, embedding_layer
+from camscope.models.fingerprint import model_fingerprint
 from camscope.passes.engine import DatasetPass
-from camscope.stats.fingerprint import model_fingerprint
 
 if TYPE_CHECKING:
     from camscope.stats.reference_bank import ReferenceBank
