@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.analyses.counterfactual import counterfactual
-from camscope.stats.reference_bank import ReferenceBank
 from conftest import feature_net as _net
 
 

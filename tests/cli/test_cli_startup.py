@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from camscope.stats.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.viz.figures import save_image
 
 #: What the console script runs, with a line just before ``main`` is called.

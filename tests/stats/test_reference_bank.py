@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
-from camscope.stats.reference_bank import ReferenceBank
 from conftest import FeatureNet
 from conftest import feature_net as _net
 

@@ -9,7 +9,7 @@ which is what a figure of an empty map should show.
 Example:
     >>> import torch
     >>> from torchvision.models import resnet18
-    >>> from camscope.stats.reference_bank import ReferenceBank
+    >>> from camscope.accumulators.reference_bank import ReferenceBank
     >>> model = resnet18(num_classes=3).eval()
     >>> bank = ReferenceBank.build(model, [(torch.randn(9, 3, 32, 32), torch.arange(9) % 3)], layer="layer4")
     >>> counterfactual(model, torch.randn(1, 3, 32, 32), bank, versus=2, explained=0).versus
@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.engine.capture import LayerSpec
 from camscope.engine.explainer import Explanation, explain, upsample
 from camscope.engine.maps import final_maps
 from camscope.errors import CamscopeError
 from camscope.methods import diffcam  # noqa: F401  (registers the "diffcam" method that explain runs)
-from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.example import ExampleTarget, scores_bank_classes
 
 __all__ = ["CounterfactualPair", "counterfactual", "empty_maps", "empty_note", "pair_summary", "signed_maps"]

@@ -54,8 +54,8 @@ from camscope.errors import CamscopeError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.analyses.counterfactual import CounterfactualPair
-    from camscope.stats.reference_bank import ReferenceBank
     from camscope.viz.style import FigureStyle
 
 __all__ = ["DiffCAMOptions", "bank_app"]
@@ -153,10 +153,10 @@ def build(
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
 
     Under torchrun the pass is split over the processes; rank 0 writes the bank."""
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config
     from camscope.passes.batches import ImageTransform
-    from camscope.stats.reference_bank import ReferenceBank
 
     device = cli_device(device) or "cpu"
     if is_main_process():
@@ -213,7 +213,7 @@ def info(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Show a bank's model, layer, classes and counts."""
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     _print_info(ReferenceBank.load(bank), bank, json_output)
 
@@ -229,7 +229,7 @@ def merge(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Merge banks exactly: the result equals the bank of all their data."""
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     if len(banks) < 2:
         raise CamscopeError("merge needs at least two banks")
@@ -361,8 +361,8 @@ def _pair_inputs(
     device: str | None,
 ) -> _PairInputs:
     """Read the bank, its model (by default) and the images at the bank's input size."""
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.models import data_config, load_photo
-    from camscope.stats.reference_bank import ReferenceBank
 
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
@@ -537,7 +537,7 @@ class DiffCAMOptions:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
             return
-        from camscope.stats.reference_bank import ReferenceBank
+        from camscope.accumulators.reference_bank import ReferenceBank
 
         self.bank = ReferenceBank.load(bank) if bank is not None else None
         built_with = self.built_with.get("name")
@@ -562,7 +562,7 @@ class DiffCAMOptions:
         spec = (self.reference or "").strip()
         kind, _, argument = spec.partition(":")
         kind = kind.strip().lower()
-        from camscope.stats.reference_bank import GROUP_KINDS
+        from camscope.accumulators.reference_bank import GROUP_KINDS
 
         groups = "others, all, intra, knn:K or class:NAME"
         if not spec and self.bank is None:

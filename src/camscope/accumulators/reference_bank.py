@@ -26,14 +26,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.accumulators.reference_bank_build import build_reference_bank
+from camscope.accumulators.reference_bank_files import load_bank, save_bank
 from camscope.data.folders import UNLABELLED
 from camscope.engine.capture import LayerSpec
 from camscope.engine.embedding import check_embedding
 from camscope.errors import CamscopeError
 from camscope.models.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.class_moments import DEFAULT_MAX_SCATTER_BYTES, ClassMoments
-from camscope.stats.reference_bank_build import build_reference_bank
-from camscope.stats.reference_bank_files import load_bank, save_bank
 from camscope.stats.reference_group import ReferenceGroup
 
 __all__ = ["DEFAULT_K", "GROUP_KINDS", "ReferenceBank"]
@@ -337,7 +337,7 @@ class ReferenceBank:
 
         The file holds the tensors ``labels``, ``counts``, ``means`` and
         ``scatters`` or ``within``, and the metadata of :meth:`state_dict`
-        (see :mod:`camscope.stats.reference_bank_files`).
+        (see :mod:`camscope.accumulators.reference_bank_files`).
         """
         return save_bank(self, path)
 
