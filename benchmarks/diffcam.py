@@ -65,9 +65,9 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
     from torchvision.models import resnet50
 
     import camscope
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.methods.diffcam import DiffCAM
-    from camscope.stats.fingerprint import model_fingerprint
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.models.fingerprint import model_fingerprint
 
     torch.manual_seed(0)
     model = resnet50().eval().to(device)
@@ -110,7 +110,7 @@ def bench_explain(repeats: int, device: torch.device) -> list[tuple[str, str]]:
 def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[str, str]]:
     from torchvision.models import resnet50
 
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     torch.manual_seed(0)
     model = resnet50().eval().to(device)
@@ -139,7 +139,7 @@ def bench_build(batches: int, repeats: int, device: torch.device) -> list[tuple[
 
 
 def bench_knn(repeats: int, device: torch.device) -> list[tuple[str, str]]:
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     generator = torch.Generator().manual_seed(0)
     classes, features = 1000, 2048

@@ -55,7 +55,7 @@ def _model(device: str) -> torch.nn.Module:
 
 def _run(kind: str, data: Path, args: Any, workers: int, precision: str = "fp32") -> tuple[float, Any]:
     import camscope
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     model = _model(args.device)
     options = dict(size=args.size, batch_size=args.batch_size, workers=workers, progress=False, precision=precision)

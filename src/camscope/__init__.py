@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from camscope import methods as methods
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.analyses.ifa import Analysis, analyze
     from camscope.analyses.similarity import class_similarity
     from camscope.engine.explainer import Explainer, Explanation, explain
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from camscope.engine.pairs import explain_pair
     from camscope.errors import CamscopeError
     from camscope.evaluation.runner import evaluate
-    from camscope.stats.reference_bank import ReferenceBank
     from camscope.targets.base import ClassDifference, ClassTarget, ScoreTarget, Target
     from camscope.targets.detection import BoxTarget, OnBox, YoloOutputs
     from camscope.targets.embedding import SimilarityTarget
@@ -84,7 +84,7 @@ _WHERE = {
     "OnRegion": "camscope.targets.segmentation",
     "RawScores": "camscope.targets.heads",
     "ReSTTarget": "camscope.targets.heads",
-    "ReferenceBank": "camscope.stats.reference_bank",
+    "ReferenceBank": "camscope.accumulators.reference_bank",
     "RegressionTarget": "camscope.targets.heads",
     "ScoreTarget": "camscope.targets.base",
     "SegmentationTarget": "camscope.targets.segmentation",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.analyses.counterfactual import counterfactual
-from camscope.stats.reference_bank import ReferenceBank
 from conftest import feature_net as _net
 
 
@@ -85,3 +85,24 @@ def test_an_empty_map_is_said_and_its_signed_raw_map_is_what_argues_against() ->
     torch.testing.assert_close(signed, expected)  # 4x4 inputs: the layer's grid is the input's
     assert float(signed.min()) == -1.0
     assert empty_maps(pair.counterpart).tolist() == [False, False]
+
+
+def test_pair_summary_names_the_classes_counts_and_empty_maps() -> None:
+    from camscope.analyses.counterfactual import empty_note, pair_summary
+
+    model = _OneChannel().double().eval()
+    dim = torch.rand(4, 3, 4, 4, generator=_generator(1), dtype=torch.float64) * 0.2
+    bright = 0.8 + torch.rand(6, 3, 4, 4, generator=_generator(2), dtype=torch.float64) * 0.2
+    labels = torch.tensor([0] * 4 + [1] * 6)
+    bank = ReferenceBank.build(
+        model, [(torch.cat([dim, bright]), labels)], layer="features", class_names=["dim", "lit"]
+    )
+    pair = counterfactual(model, dim[:2], bank, versus="lit", explained="dim", regularization=0.1)
+    summary = pair_summary(pair, bank, index=1)
+    assert summary["explained"] == {"label": 0, "name": "dim", "count": 4}
+    assert summary["versus"] == {"label": 1, "name": "lit", "count": 6}
+    # "why dim, not lit" on a dim image: every raw cell is negative (16 cells of a 4x4 grid)
+    assert summary["why_empty"] is True and summary["counterpart_empty"] is False
+    assert summary["why_note"].startswith("the raw map is negative in 16 of 16 cells: nothing here argues for dim")
+    assert "counterpart_note" not in summary
+    assert empty_note(pair.counterpart, "lit", "dim", index=1) == ""

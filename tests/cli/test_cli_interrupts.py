@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import camscope.cli.bank
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.cli.app import main
-from camscope.stats.reference_bank import ReferenceBank
 from camscope.viz.figures import save_image
 
 

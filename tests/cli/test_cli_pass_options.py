@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.passes.checkpoint import Checkpoint
-from camscope.stats.reference_bank import ReferenceBank
 
 
 def _image_folder(root: Path, per_class: int = 3, size: int = 32, classes: tuple[str, ...] = ("a", "b")) -> Path:

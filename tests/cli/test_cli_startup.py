@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from camscope.stats.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.viz.figures import save_image
 
 #: What the console script runs, with a line just before ``main`` is called.
@@ -135,12 +135,12 @@ def test_ctrl_c_during_the_start_up_of_every_command(inputs):
 
 def test_ctrl_c_while_a_file_is_written_leaves_no_temporary(tmp_path, monkeypatch, capfd):
     """The handler exits at once (no ``finally`` runs): it removes the temporaries being written first."""
-    import camscope.cli
+    from camscope.cli.interrupts import exit_on_ctrl_c
     from camscope.io import atomic_write_bytes
 
     def interrupted_write(descriptor: int) -> None:
         assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the temporary exists now
-        camscope.cli._exit_on_ctrl_c(signal.SIGINT, None)
+        exit_on_ctrl_c(signal.SIGINT, None)
 
     def exit_now(status: int) -> None:
         left.extend(p.name for p in tmp_path.iterdir())  # what an exit that runs no finally block leaves

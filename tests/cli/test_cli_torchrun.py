@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from camscope.stats.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank import ReferenceBank
 
 
 def _image_folder(root: Path, classes: list[str], per_class: int = 3, size: int = 32) -> Path:

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.engine.embedding import embed
 from camscope.errors import CamscopeError
-from camscope.stats.reference_bank import ReferenceBank
 from camscope.stats.reference_group import ReferenceGroup
 from conftest import FeatureNet
 from conftest import feature_net as _net

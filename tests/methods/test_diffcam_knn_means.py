@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
-from camscope.stats.reference_bank import ReferenceBank
 from conftest import feature_net as _net
 
 

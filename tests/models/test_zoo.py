@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import camscope
+from camscope.data import small_models
 from camscope.errors import CamscopeError
 from camscope.models import zoo
 
@@ -42,7 +43,7 @@ def test_total_size_of_shipped_weights() -> None:
 def test_digits_reaches_its_stated_accuracy() -> None:
     model = zoo.load_small_model("digits")
     assert not model.training
-    test = zoo.dataset("digits", split="test")
+    test = small_models.dataset("digits", split="test")
     assert test.images.shape == (450, 1, 32, 32)
     accuracy = zoo.evaluate(model, test.images, test.labels)
     assert accuracy >= 0.95
@@ -51,7 +52,7 @@ def test_digits_reaches_its_stated_accuracy() -> None:
 
 def test_species_reaches_its_stated_accuracy() -> None:
     model = zoo.load_small_model("species")
-    test = zoo.dataset("species", split="test", limit=384)
+    test = small_models.dataset("species", split="test", limit=384)
     assert test.images.shape == (384, 3, 64, 64) and test.part_masks is not None
     accuracy = zoo.evaluate(model, test.images, test.labels)
     assert accuracy >= 0.95
@@ -65,7 +66,7 @@ def test_species_reaches_its_stated_accuracy() -> None:
 def test_species_model_looks_at_the_differing_part() -> None:
     """Render the same poses as the most similar class (only one part changes): the prediction follows."""
     model = zoo.load_small_model("species")
-    test = zoo.dataset("species", split="test", limit=192)
+    test = small_models.dataset("species", split="test", limit=192)
     species = test.generator
     siblings = species.most_similar_classes()[test.labels]
     counterfactual = species.counterfactual(test.batch, siblings)
@@ -74,10 +75,10 @@ def test_species_model_looks_at_the_differing_part() -> None:
 
 
 def test_train_split_differs_from_test_split() -> None:
-    train = zoo.dataset("species", split="train", limit=8)
-    test = zoo.dataset("species", split="test", limit=8)
+    train = small_models.dataset("species", split="train", limit=8)
+    test = small_models.dataset("species", split="test", limit=8)
     assert not torch.equal(train.images, test.images)
-    digits_train = zoo.dataset("digits", split="train", limit=10)
+    digits_train = small_models.dataset("digits", split="train", limit=10)
     assert digits_train.images.shape == (10, 1, 32, 32)
 
 
@@ -86,7 +87,7 @@ def test_train_split_differs_from_test_split() -> None:
 )
 def test_cam_layer(name: str, shape: tuple[int, ...], grid: tuple[int, int]) -> None:
     model = zoo.load_small_model(name)
-    x = zoo.dataset(name, split="test", limit=2).images
+    x = small_models.dataset(name, split="test", limit=2).images
     assert x.shape == shape
     explanation = camscope.explain(model, x, method="gradcam", layer=model.cam_layer)
     assert explanation.activations.shape[-2:] == grid
@@ -104,7 +105,7 @@ def test_user_mistakes() -> None:
     with pytest.raises(CamscopeError, match="unknown small model"):
         zoo.load_small_model("mnist")
     with pytest.raises(CamscopeError, match="split"):
-        zoo.dataset("digits", split="val")
+        small_models.dataset("digits", split="val")
     with pytest.raises(CamscopeError, match="stages"):
         zoo.SmallCNN(3, 2, [])
 

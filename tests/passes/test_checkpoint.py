@@ -16,9 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
 from camscope.passes.checkpoint import Checkpoint
-from camscope.stats.reference_bank import ReferenceBank
 
 _SETUP = """
 import time
@@ -88,7 +88,7 @@ def test_a_killed_pass_resumes_to_the_uninterrupted_result(kind: str, tmp_path: 
     checkpoint = tmp_path / "pass.ckpt"
     script = tmp_path / "child.py"
     script.write_text(
-        "import camscope\nfrom camscope.stats.reference_bank import ReferenceBank\n"
+        "import camscope\nfrom camscope.accumulators.reference_bank import ReferenceBank\n"
         + _SETUP
         + textwrap.dedent(f"""
             SlowData.delay = 0.5

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
 from camscope.passes.distributed import Shard, current_shard, merge_across_ranks, resolve_device
-from camscope.stats.reference_bank import ReferenceBank
 
 
 def _model() -> nn.Module:

@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
 from camscope.passes.engine import DatasetPass
-from camscope.stats.reference_bank import ReferenceBank
 
 
 def _model() -> nn.Module:

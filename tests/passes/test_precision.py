@@ -10,10 +10,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
 from camscope.passes.engine import DatasetPass
 from camscope.passes.precision import autocast_forward, check_precision
-from camscope.stats.reference_bank import ReferenceBank
 
 
 def _model() -> nn.Module:

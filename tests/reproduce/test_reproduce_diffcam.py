@@ -10,9 +10,9 @@ import torch
 from sklearn.covariance import OAS
 from sklearn.metrics import roc_auc_score
 
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.reproduce import FAILS, HOLDS, PARTLY
 from camscope.reproduce.diffcam.measure import auroc, comparison_verdict, diffcam_versus, paired_bootstrap
-from camscope.stats.reference_bank import ReferenceBank
 
 
 def test_paired_bootstrap_mean_interval_and_nans() -> None:

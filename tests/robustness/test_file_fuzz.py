@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank_files import BANK_KIND
 from camscope.analyses.ifa import Analysis
 from camscope.errors import CamscopeError
 from camscope.io import load_tensors, save_tensors
-from camscope.stats.reference_bank import ReferenceBank
-from camscope.stats.reference_bank_files import BANK_KIND
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -21,6 +21,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank_files import BANK_KIND
 from camscope.analyses.ifa import Analysis
 from camscope.errors import CamscopeError
 from camscope.evaluation.results import EvaluationResults
@@ -28,8 +30,6 @@ from camscope.io import load_tensors, save_tensors
 from camscope.models import zoo
 from camscope.models.weights import load_state_dict_strict, read_state_dict
 from camscope.passes.checkpoint import CHECKPOINT_KIND, Checkpoint
-from camscope.stats.reference_bank import ReferenceBank
-from camscope.stats.reference_bank_files import BANK_KIND
 
 #: Same-kind changes come first (float16 for a float64 mean), then other kinds (int, bool).
 DTYPES = (torch.float16, torch.float64, torch.float32, torch.bfloat16, torch.int64, torch.int32, torch.bool)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.errors import CamscopeError
-from camscope.stats.reference_bank import ReferenceBank
 from conftest import FeatureNet
 from conftest import feature_net as _net
 
@@ -197,3 +197,18 @@ def test_build_runs_one_dataset_pass_on_the_models_device_with_clear_errors() ->
         ReferenceBank.build(model, x, layer="features", batch_size=0)
     with pytest.raises(CamscopeError, match=r"must be a torch\.nn\.Module"):
         ReferenceBank.build(lambda inputs: inputs, x, layer="features")
+
+
+def test_summary_counts_every_class_and_names_what_the_bank_describes() -> None:
+    labels = torch.tensor([2, 0, 2, -1, 2, 0])
+    bank = ReferenceBank(feature_size=3, layer="fc", model={"name": "tiny"}, class_names={0: "cat", 2: "dog"})
+    bank.update(torch.randn(6, 3, generator=_generator(4), dtype=torch.float64), labels)
+    summary = bank.summary()
+    assert json.loads(json.dumps(summary)) == summary  # JSON as it is
+    assert (summary["model"], summary["layer"], summary["embedding"]) == ("tiny", "fc", "mean")
+    assert (summary["feature_size"], summary["samples"], summary["scatter"]) == (3, 6, bank.scatter_mode)
+    expected = [(label, int((labels == label).sum())) for label in bank.labels]
+    assert [(entry["label"], entry["count"]) for entry in summary["classes"]] == expected
+    assert sorted(entry["label"] for entry in summary["classes"]) == [-1, 0, 2] and sum(n for _, n in expected) == 6
+    names = {-1: "<unlabelled>", 0: "cat", 2: "dog"}
+    assert [entry["name"] for entry in summary["classes"]] == [names[label] for label in bank.labels]

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from camscope.accumulators.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank_files import BANK_KIND
 from camscope.errors import CamscopeError
 from camscope.io import save_tensors
 from camscope.passes.engine import Accumulator
 from camscope.stats.class_moments import ClassMoments
-from camscope.stats.reference_bank import ReferenceBank
-from camscope.stats.reference_bank_files import BANK_KIND
 
 
 def _data(seed: int = 0, n: int = 60, k: int = 5, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

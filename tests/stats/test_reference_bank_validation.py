@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from camscope.accumulators.reference_bank import ReferenceBank
+from camscope.accumulators.reference_bank_files import BANK_KIND
 from camscope.errors import CamscopeError
 from camscope.io import load_tensors, save_tensors
 from camscope.stats.class_moments import check_scatters
-from camscope.stats.reference_bank import ReferenceBank
-from camscope.stats.reference_bank_files import BANK_KIND
 
 
 def _bank(scatter: str = "class") -> ReferenceBank:

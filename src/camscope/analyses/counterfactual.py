@@ -9,7 +9,7 @@ which is what a figure of an empty map should show.
 Example:
     >>> import torch
     >>> from torchvision.models import resnet18
-    >>> from camscope.stats.reference_bank import ReferenceBank
+    >>> from camscope.accumulators.reference_bank import ReferenceBank
     >>> model = resnet18(num_classes=3).eval()
     >>> bank = ReferenceBank.build(model, [(torch.randn(9, 3, 32, 32), torch.arange(9) % 3)], layer="layer4")
     >>> counterfactual(model, torch.randn(1, 3, 32, 32), bank, versus=2, explained=0).versus
@@ -25,15 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.engine.capture import LayerSpec
 from camscope.engine.explainer import Explanation, explain, upsample
 from camscope.engine.maps import final_maps
 from camscope.errors import CamscopeError
 from camscope.methods import diffcam  # noqa: F401  (registers the "diffcam" method that explain runs)
-from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.example import ExampleTarget, scores_bank_classes
 
-__all__ = ["CounterfactualPair", "counterfactual", "empty_maps", "signed_maps"]
+__all__ = ["CounterfactualPair", "counterfactual", "empty_maps", "empty_note", "pair_summary", "signed_maps"]
 
 
 @dataclass
@@ -81,6 +81,59 @@ def empty_maps(explanation: Any) -> Tensor:
     """
     raw = explanation.raw
     return ~(raw > 0).flatten(1).any(dim=1)
+
+
+def empty_note(explanation: Any, explained: str, versus: str, index: int = 0) -> str:
+    """For an empty map (see :func:`empty_maps`), what it means and what its figure shows; else ``""``.
+
+    ``explained`` and ``versus`` name the two sides of the map ("why explained, not versus").
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> empty_note(SimpleNamespace(raw=torch.tensor([[[-1.0, 0.0]]])), "cat", "dog")
+        'the raw map is negative in 1 of 2 cells (the rest 0): nothing here argues for cat against dog; the figure shows the signed raw map (blue: against)'
+        >>> empty_note(SimpleNamespace(raw=torch.tensor([[[-1.0, 2.0]]])), "cat", "dog")
+        ''
+    """
+    if not bool(empty_maps(explanation)[index]):
+        return ""
+    raw = explanation.raw[index]
+    negative, cells = int((raw < 0).sum()), raw.numel()
+    return (
+        f"the raw map is negative in {negative} of {cells} cells{'' if negative == cells else ' (the rest 0)'}: "
+        f"nothing here argues for {explained} against {versus}; the figure shows the signed raw map (blue: against)"
+    )
+
+
+def pair_summary(pair: CounterfactualPair, bank: ReferenceBank, index: int = 0) -> dict[str, Any]:
+    """The pair of one input in words, JSON-friendly: its classes c and d (label, name, images in the bank),
+    whether each map is empty and, for an empty one, :func:`empty_note` (``why_note``, ``counterpart_note``).
+
+    The bank's count of class d is the reference group of "why c, not d", and its count of c that of the
+    counterpart (on counter examples; without them the counterpart uses the two class means).
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=3).eval()
+        >>> bank = ReferenceBank.build(model, [(torch.randn(9, 3, 32, 32), torch.arange(9) % 3)], layer="layer4")
+        >>> pair = counterfactual(model, torch.randn(1, 3, 32, 32), bank, versus=2, explained=0)
+        >>> summary = pair_summary(pair, bank)
+        >>> summary["explained"], summary["versus"]
+        ({'label': 0, 'name': '0', 'count': 3}, {'label': 2, 'name': '2', 'count': 3})
+    """
+    c, d = int(pair.explained[index]), pair.versus
+    c_name, d_name = bank.class_name(c), bank.class_name(d)
+    counts = dict(zip(bank.labels, bank.counts.tolist()))
+    why_note = empty_note(pair.why, c_name, d_name, index)
+    counterpart_note = empty_note(pair.counterpart, d_name, c_name, index)
+    return {
+        "explained": {"label": c, "name": c_name, "count": counts.get(c, 0)},
+        "versus": {"label": d, "name": d_name, "count": counts.get(d, 0)},
+        "why_empty": bool(why_note),
+        "counterpart_empty": bool(counterpart_note),
+        **({"why_note": why_note} if why_note else {}),
+        **({"counterpart_note": counterpart_note} if counterpart_note else {}),
+    }
 
 
 def signed_maps(explanation: Any) -> Tensor:

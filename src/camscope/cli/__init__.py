@@ -14,22 +14,16 @@ before the exit.
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import threading
-from types import FrameType
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from camscope.errors import MissingExtraError, needs_extra
+from camscope.cli.interrupts import guarded
+from camscope.errors import needs_extra
 
 if TYPE_CHECKING:
     from typer import Typer
 
 __all__ = ["app", "main"]
-
-#: The line a Ctrl-C prints (status 130).
-INTERRUPTED = "camscope: interrupted"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,50 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     A user mistake prints one line on stderr and returns 2; Ctrl-C, at any moment from
     here on (start-up included), prints ``camscope: interrupted`` and exits with 130.
     """
-    previous = _own_ctrl_c()
-    try:
-        with needs_extra("cli", "the command line"):
-            import rich  # noqa: F401  (tables and progress bars)
-            import typer  # noqa: F401
-        from camscope.cli.app import run
-
-        return run(argv)
-    except MissingExtraError as error:
-        return _say(f"camscope: error: {error}", 2)
-    except KeyboardInterrupt:  # raised by the code itself, or where the handler could not be installed
-        return _say(INTERRUPTED, 130)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    return guarded(argv, _command_line)
 
 
-def _own_ctrl_c() -> Any:
-    """Install :func:`_exit_on_ctrl_c`; returns the handler it replaced (None when it left it alone).
+def _command_line() -> Callable[[list[str] | None], int]:
+    """The command line's ``run``: typer and the commands are imported here, under :func:`guarded`."""
+    with needs_extra("cli", "the command line"):
+        import rich  # noqa: F401  (tables and progress bars)
+        import typer  # noqa: F401
+    from camscope.cli.app import run
 
-    Only Python's default handler is replaced, in the main thread: a shell that runs the
-    command in the background ignores Ctrl-C for it, and that stays so.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return None
-    return signal.signal(signal.SIGINT, _exit_on_ctrl_c)
-
-
-def _exit_on_ctrl_c(signum: int, frame: FrameType | None) -> None:
-    """Remove the temporaries being written, say one line, exit with status 130 (see the module's docstring)."""
-    io = sys.modules.get("camscope.io")
-    if io is not None:
-        io.discard_temporaries()
-    terminal = "\r\x1b[2K\x1b[?25h" if sys.stderr.isatty() else ""  # clear a progress bar, show the cursor
-    os.write(2, f"{terminal}{INTERRUPTED}\n".encode())
-    os._exit(130)
-
-
-def _say(line: str, status: int) -> int:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-    return status
+    return run
 
 
 def __getattr__(name: str) -> Any:

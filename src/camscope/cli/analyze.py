@@ -4,7 +4,6 @@ and the ``--scale`` / ``--principal`` options of ``camscope explain`` (S- and FS
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -39,6 +38,8 @@ from camscope.errors import CamscopeError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from camscope.analyses.ifa import Analysis
+    from camscope.metrics.consistency import Consistency
     from camscope.viz.style import FigureStyle
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
@@ -92,16 +93,6 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
 # --------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def run_analysis(
     network: nn.Module,
     data: Any,
@@ -137,282 +128,111 @@ def run_analysis(
 
     Returns a JSON-friendly summary with the written files (none on other ranks).
     """
-    import torch
-
-    import camscope
-    from camscope.metrics.consistency import consistency
-    from camscope.viz.analysis import consistency_scatter, distribution_plot, importance_heatmap, importance_lines
-    from camscope.viz.figures import headed, save_figure
-    from camscope.viz.style import FigureStyle
+    from camscope.analyses.ifa.report import sample_names, write_report
 
     if not 0 < fraction <= 1:
         raise CamscopeError(f"--fraction must be in (0, 1], got {fraction}")
     if device is not None:
         network = network.to(device)
+    settings = {"method": method, "explain": explain, "percentiles": percentiles, "all_classes": all_classes}
     extra = dict(pass_options or {})
-    checkpointing = {key: extra.pop(key) for key in ("checkpoint", "checkpoint_every", "resume") if key in extra}
+    checkpointing: dict[str, Any] = {
+        key: extra.pop(key) for key in ("checkpoint", "checkpoint_every", "resume") if key in extra
+    }
     options: dict[str, Any] = {"batch_size": batch_size, "size": size, "progress": show_progress, **extra}
-    analysis = camscope.analyze(
-        network,
-        data,
-        method=method,
-        layer=layer,
-        explain=explain,
-        percentiles=percentiles,
-        all_classes=all_classes,
-        profiles=profiles,
-        **options,
-        **checkpointing,
+    analysis, other, results = _passes(
+        network, data, compare_data, layer, profiles, check_consistency, settings, options, checkpointing
     )
-    other = None
-    if compare_data is not None:
-        other = camscope.analyze(
-            network,
-            compare_data,
-            method=method,
-            layer=analysis.layer,
-            explain=explain,
-            percentiles=percentiles,
-            all_classes=all_classes,
-            **options,
-        )
-    results: list[Any] = []
-    if check_consistency:
-        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
-        results = found if isinstance(found, list) else [found]
     if not is_main_process():
         return analysis.summary()
+    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
+    files = _write_plots(analysis, other, results, names, out, title, random, style)
+    files["report"] = write_report(
+        out / "report.md",
+        analysis,
+        compared=other,
+        consistency=results,
+        class_names=names,
+        fraction=fraction,
+        title=title,
+        samples=sample_names(data),
+        files=[path.name for path in files.values()],
+    )
+    summary = analysis.summary()
+    summary["files"] = {key: str(path) for key, path in files.items()}
+    if results:
+        summary["consistency"] = {r.name: {"method": r.logit.method, "r": r.coefficient} for r in results}
+    if other is not None and bool((analysis.class_counts > 0).any()):
+        summary["compare"] = analysis.compare(other).summary
+    return summary
+
+
+def _passes(
+    network: nn.Module,
+    data: Any,
+    compare_data: Any,
+    layer: str | None,
+    profiles: bool,
+    check_consistency: bool,
+    settings: dict[str, Any],
+    options: dict[str, Any],
+    checkpointing: dict[str, Any],
+) -> tuple[Analysis, Analysis | None, list[Consistency]]:
+    """The analysis of ``data`` (checkpointed), of ``compare_data`` (if any) and the consistency pass (if asked)."""
+    import camscope
+    from camscope.metrics.consistency import consistency
+
+    analysis = camscope.analyze(network, data, layer=layer, profiles=profiles, **settings, **options, **checkpointing)
+    other = None
+    if compare_data is not None:
+        other = camscope.analyze(network, compare_data, layer=analysis.layer, **settings, **options)
+    results: list[Consistency] = []
+    if check_consistency:
+        method = settings["method"]
+        found = consistency(network, data, method=method, layer=analysis.layer, scale=[None, analysis], **options)
+        results = found if isinstance(found, list) else [found]
+    return analysis, other, results
+
+
+def _write_plots(
+    analysis: Analysis,
+    other: Analysis | None,
+    results: list[Consistency],
+    names: list[str],
+    out: Path,
+    title: str,
+    random: bool,
+    style: FigureStyle | None,
+) -> dict[str, Path]:
+    """Write the analysis files and the plots into ``out``; the written files by kind."""
+    import torch
+
+    from camscope.viz.analysis import consistency_scatter, distribution_plot, importance_heatmap, importance_lines
+    from camscope.viz.figures import headed, save_figure
+    from camscope.viz.style import FigureStyle
+
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
-    names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
-    present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
-    style = style or FigureStyle()
+    chosen = style or FigureStyle()
 
     def save(name: str, figure: Any) -> Path:
         # Every plot names the model and the data it was computed on (and random weights in red).
         heading = " | ".join(part for part in (title, f"layer {analysis.layer}") if part)
-        return save_figure(out / f"{name}{style.suffix}", headed(figure, heading, warning=random), style=style)
+        return save_figure(out / f"{name}{chosen.suffix}", headed(figure, heading, warning=random), style=chosen)
 
     if analysis.has_importance:
         files["importance"] = save("importance", importance_heatmap(analysis, class_names=names))
     files["distribution"] = save("distribution", distribution_plot(analysis))
     if other is not None:
         files["compare_analysis"] = other.save(out / "compare.safetensors")
-    busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
-    if present:
+    if bool((analysis.class_counts > 0).any()):
+        busiest = int(torch.argmax(analysis.class_counts.cpu()))
         labels = ("analysed data", "compared data")
         lines = importance_lines(analysis, other, cls=busiest, labels=labels, class_names=names)
         files["lines"] = save("lines", lines)
     if results:
         files["consistency"] = save("consistency", consistency_scatter(results))
-    samples = _sample_names(data)
-    report = _report(analysis, other, results, names, present, fraction, busiest, title, files, samples)
-    for path in files.values():  # the report links the plots in their format
-        report = report.replace(f"]({path.stem}.png)", f"]({path.name})")
-    files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
-    summary = analysis.summary()
-    summary["files"] = {key: str(path) for key, path in files.items()}
-    if results:
-        summary["consistency"] = {r.name: {"method": r.logit.method, "r": r.coefficient} for r in results}
-    if other is not None and present:
-        summary["compare"] = analysis.compare(other).summary
-    return summary
-
-
-def _report(
-    analysis: Any,
-    other: Any,
-    results: list[Any],
-    names: list[str],
-    present: list[int],
-    fraction: float,
-    busiest: int,
-    title: str,
-    files: dict[str, Path],
-    samples: list[str] | None = None,
-) -> str:
-    """The Markdown report: distribution, scale, importance matrix, consistency, comparison and the files."""
-    lines = _distribution_lines(analysis, title)
-    if not present:
-        lines += ["", f"Method {analysis.method} has no channel weights: no importance matrix.", ""]
-    else:
-        lines += _importance_lines(analysis, names, present, fraction, busiest, samples)
-    if results:
-        lines += _consistency_lines(results)
-    if other is not None and present:
-        lines += _compare_lines(analysis, other)
-    lines += [
-        "## Files",
-        "",
-        "- `analysis.safetensors`: the analysis (`camscope.analyses.ifa.Analysis.load`)",
-        "- " + ", ".join(f"`{path.name}`" for key, path in files.items() if path.suffix != ".safetensors"),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _distribution_lines(analysis: Any, title: str) -> list[str]:
-    """The report's title, the data, the distribution of the class activations and the common scale."""
-    lines = [f"# Integrated feature analysis{f': {title}' if title else ''}", ""]
-    accuracy = analysis.accuracy
-    lines += [
-        f"- method **{analysis.method}** at layer **{analysis.layer}** ({analysis.num_features} features, "
-        f"{analysis.num_classes} classes), explained class: {analysis.explain}",
-        f"- {analysis.n_samples} images, {int(analysis.labelled)} labelled"
-        + (f", top-1 accuracy {accuracy:.3f}" if accuracy is not None else "")
-        + (
-            f"; {int(analysis.stand_ins)} unlabelled images counted under their predicted class"
-            if int(analysis.stand_ins)
-            else ""
-        ),
-        "",
-        "## Distribution of the class activations",
-        "",
-        "Signed class-activation values `M_c = sum_k w_k A_k` of the explained class over all pixels of all "
-        "images (layer resolution, before ReLU and scaling).",
-        "",
-        "| mean | std | min | P10 | P50 | P90 | max |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    p10, p50, p90 = analysis.percentile([10, 50, 90]).tolist()
-    lines.append(
-        f"| {_fmt(analysis.mean)} | {_fmt(analysis.std)} | {_fmt(analysis.min)} | {_fmt(p10)} | {_fmt(p50)} | "
-        f"{_fmt(p90)} | {_fmt(analysis.max)} |"
-    )
-    lines += ["", "![distribution](distribution.png)", ""]
-    try:
-        scale = analysis.scale()
-        lines.append(
-            f"Common intensity scale (S-CAMs): `tanh({scale.a:.6g} x + {scale.b:.6g})` maps "
-            f"P{analysis.percentiles[0]:g} = {scale.low:.4g} to 0.1 and P{analysis.percentiles[1]:g} = {scale.high:.4g} to 0.9."
-        )
-        extremes = analysis.scale("image-extremes")
-        lines.append(
-            f"The authors' variant (`scale('image-extremes')`): median of the per-image minima {extremes.low:.4g} "
-            f"-> 0.05, P90 of the per-image maxima {extremes.high:.4g} -> 0.95."
-        )
-    except CamscopeError as error:
-        lines.append(f"No common scale: {error}.")
-    return lines
-
-
-def _sample_names(data: Any) -> list[str] | None:
-    """The file of each sample of an image folder (relative to the folder), for the report; None for other data."""
-    samples, root = getattr(data, "samples", None), getattr(data, "root", None)
-    if not isinstance(samples, list) or root is None:
-        return None
-    names = []
-    for path, _ in samples:
-        try:
-            names.append(str(Path(path).relative_to(root)))
-        except ValueError:
-            names.append(str(path))
-    return names
-
-
-def _importance_lines(
-    analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int, samples: list[str] | None
-) -> list[str]:
-    """The importance matrix: principal features, redundancy, confounder candidates, outliers, one class's column."""
-    import torch
-
-    lines: list[str] = []
-    lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
-    keep = analysis.principal_features(fraction)
-    lines += [
-        f"Principal features: the top {fraction:.0%} ({int(keep[0].sum())} of {analysis.num_features}) of each "
-        "class's column (`explain --scale analysis.safetensors --principal F` draws FS-S-CAMs).",
-        "",
-        "| class | samples | principal features (most important first) |",
-        "|---|---:|---|",
-    ]
-    matrix = analysis.importance
-    shown = sorted(present, key=lambda c: -int(analysis.class_counts[c]))[:20]
-    for c in shown:
-        order = torch.sort(-matrix[:, c], stable=True).indices[: int(keep[c].sum())].tolist()
-        listed = ", ".join(map(str, order[:12])) + (" ..." if len(order) > 12 else "")
-        lines.append(f"| {c} {names[c]} | {int(analysis.class_counts[c])} | {listed} |")
-    if len(present) > len(shown):
-        lines.append(f"| ... {len(present) - len(shown)} more classes | | |")
-    redundancy = analysis.redundancy()
-    lines += [
-        "",
-        f"Redundancy: {redundancy.share:.1%} of the features are rarely activated for any class "
-        f"(largest |IM| below {redundancy.threshold:.0%} of the strongest feature's).",
-        "",
-    ]
-    confounders = analysis.confounders()
-    if confounders:
-        lines += [
-            "Confounder candidates (a few features hold most of a class's positive importance; check them with an "
-            "FS-CAM of just those features):",
-            "",
-            "| class | features | share | effective number of features |",
-            "|---|---|---:|---:|",
-        ]
-        for item in confounders[:15]:
-            lines.append(
-                f"| {item.cls} {names[item.cls]} | {', '.join(map(str, item.features))} | {item.share:.2f} | "
-                f"{item.effective_features:.1f} |"
-            )
-        lines.append("")
-    else:
-        lines += ["No class is dominated by very few features (no confounder candidate).", ""]
-    if analysis.profiles is not None:
-        lines += [
-            "Outliers: samples whose feature profile departs most from their class's column (cosine distance).",
-            "",
-            "| file | label | prediction | distance |",
-            "|---|---|---|---:|",
-        ]
-        for item in analysis.outliers(10):
-            label = "-" if item.label < 0 else f"{item.label} {names[item.label]}"
-            sample = f"`{samples[item.index]}`" if samples and 0 <= item.index < len(samples) else f"#{item.index}"
-            lines.append(f"| {sample} | {label} | {item.prediction} {names[item.prediction]} | {item.distance:.3f} |")
-        lines.append("")
-    lines += [
-        f"Column of class {busiest} {names[busiest]} over the features (minus the mean over classes):",
-        "",
-        "![column](lines.png)",
-        "",
-    ]
-    return lines
-
-
-def _consistency_lines(results: list[Any]) -> list[str]:
-    """The consistency of each CAM's sum with the explained class's logit."""
-    lines: list[str] = []
-    lines += [
-        "## Consistency with the model",
-        "",
-        "Correlation over the images between the sum of each CAM and the explained class's logit "
-        "(Pearson if Mardia's test accepts bivariate normality at 5%, else Spearman).",
-        "",
-        "| CAM | coefficient | r | p | bivariate normal | with probabilities |",
-        "|---|---|---:|---:|---|---:|",
-    ]
-    for result in results:
-        lines.append(
-            f"| {result.name} | {result.logit.method} | {result.coefficient:.3f} | {result.logit.p_value:.2g} | "
-            f"{'yes' if result.logit.normal else 'no'} | {result.probability.coefficient:.3f} |"
-        )
-    lines += ["", "![consistency](consistency.png)", ""]
-    return lines
-
-
-def _compare_lines(analysis: Any, other: Any) -> list[str]:
-    """The comparison of the analysed data's importance matrix with the compared data's."""
-    lines: list[str] = []
-    comparison = analysis.compare(other)
-    lines += [
-        "## Overfitting: analysed vs compared data",
-        "",
-        f"Relative difference of the importance matrices: **{comparison.summary:.3f}** over "
-        f"{len(comparison.classes)} common classes (0: identical). Features more active on the analysed data: "
-        f"{', '.join(map(str, comparison.top_features[:10]))}.",
-        "",
-    ]
-    return lines
+    return files
 
 
 def _percentiles(text: str) -> tuple[float, float]:
@@ -423,41 +243,54 @@ def _percentiles(text: str) -> tuple[float, float]:
     return low, high
 
 
+_DataOption = Annotated[
+    Path,
+    typer.Option("--data", help="Image folder: root/CLASS/* (CLASS = class index or ImageNet name) or a flat folder."),
+]
+_OutOption = Annotated[Path, typer.Option("--out", help="Output folder.")]
+_MethodOption = Annotated[
+    str, typer.Option(help="CAM method with channel weights (one; spelling forgiven: GradCAM is gradcam).")
+]
+_LayerOption = Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")]
+_ExplainOption = Annotated[str, typer.Option(help="Class whose values are collected: predicted or true.")]
+_PercentilesOption = Annotated[str, typer.Option(help="Percentiles mapped to 0.1 and 0.9: LOW,HIGH.")]
+_AllClassesOption = Annotated[
+    bool, typer.Option("--all-classes", help="Also the Eq. 3 matrix (every class for every image).")
+]
+_FractionOption = Annotated[float, typer.Option(help="Share of principal features listed in the report.")]
+_CompareOption = Annotated[
+    Path | None, typer.Option("--compare", help="A second folder (e.g. the test set) for the overfitting comparison.")
+]
+_ConsistencyOption = Annotated[
+    bool, typer.Option("--consistency/--no-consistency", help="Second pass: CAM sum vs logit.")
+]
+_ProfilesOption = Annotated[
+    bool, typer.Option("--profiles/--no-profiles", help="Keep per-image feature profiles (outliers).")
+]
+_BatchSizeOption = Annotated[int, typer.Option(help="Images per batch.")]
+_SizeOption = Annotated[int, typer.Option(help="Input size.")]
+_JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
 def analyze_command(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data", help="Image folder: root/CLASS/* (CLASS = class index or ImageNet name) or a flat folder."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("camscope-out/analyze"),
+    data: _DataOption,
+    out: _OutOption = Path("camscope-out/analyze"),
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    method: Annotated[
-        str, typer.Option(help="CAM method with channel weights (one; spelling forgiven: GradCAM is gradcam).")
-    ] = "gradcam",
-    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
-    explain: Annotated[str, typer.Option(help="Class whose values are collected: predicted or true.")] = "predicted",
-    percentiles: Annotated[str, typer.Option(help="Percentiles mapped to 0.1 and 0.9: LOW,HIGH.")] = "10,90",
-    all_classes: Annotated[
-        bool, typer.Option("--all-classes", help="Also the Eq. 3 matrix (every class for every image).")
-    ] = False,
-    fraction: Annotated[float, typer.Option(help="Share of principal features listed in the report.")] = 0.05,
-    compare: Annotated[
-        Path | None,
-        typer.Option("--compare", help="A second folder (e.g. the test set) for the overfitting comparison."),
-    ] = None,
-    check_consistency: Annotated[
-        bool, typer.Option("--consistency/--no-consistency", help="Second pass: CAM sum vs logit.")
-    ] = True,
-    profiles: Annotated[
-        bool, typer.Option("--profiles/--no-profiles", help="Keep per-image feature profiles (outliers).")
-    ] = True,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    size: Annotated[int, typer.Option(help="Input size.")] = 224,
+    method: _MethodOption = "gradcam",
+    layer: _LayerOption = None,
+    explain: _ExplainOption = "predicted",
+    percentiles: _PercentilesOption = "10,90",
+    all_classes: _AllClassesOption = False,
+    fraction: _FractionOption = 0.05,
+    compare: _CompareOption = None,
+    check_consistency: _ConsistencyOption = True,
+    profiles: _ProfilesOption = True,
+    batch_size: _BatchSizeOption = 32,
+    size: _SizeOption = 224,
     device: DeviceOption = None,
     seed: SeedOption = 0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json_output: _JsonOption = False,
     overwrite: OverwriteOption = False,
     workers: WorkersOption = 0,
     checkpoint: CheckpointOption = None,
@@ -475,30 +308,18 @@ def analyze_command(
     (and compare.safetensors with --compare) into --out; existing files are replaced only with --overwrite.
     Under torchrun the passes are split over the processes; rank 0 prints and writes.
     """
-    from camscope.models import data_config
-
     device = cli_device(device)
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")
     style = figure_style(fmt, dpi, cmap)
-    plots = ["distribution", "importance", "lines"] + (["consistency"] if check_consistency else [])
-    names = ["analysis.safetensors", "report.md"] + [plot + style.suffix for plot in plots]
-    names += ["compare.safetensors"] if compare is not None else []
     if is_main_process():
-        claim_outputs([out / name for name in names], overwrite)
+        claim_outputs(_output_files(out, style.suffix, check_consistency, compare is not None), overwrite)
     options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     method = _one_method(method)
-    network = load_cli_model(model, weights, seed)
-    if device is not None:
-        network = network.to(device)
-    try:
-        config = data_config(model)
-    except CamscopeError:
-        config = data_config(network)
-    dataset, names = folder_dataset(data, network, size, config)
-    compared = folder_dataset(compare, network, size, config)[0] if compare is not None else None
+    network, dataset, compared, names = _folders(model, weights, seed, device, data, compare, size)
     for folder in (dataset, compared) if compared is not None else (dataset,):
         skip_unreadable(folder, skip_bad, workers, report=is_main_process())
+    random = random_weights(weights)
     with skip_bad_hint():
         summary = run_analysis(
             network,
@@ -517,13 +338,42 @@ def analyze_command(
             batch_size=batch_size,
             size=size,
             device=device,
-            title=f"{model}{' (random weights: not a trained model)' if random_weights(weights) else ''} on {data}",
-            random=random_weights(weights),
+            title=f"{model}{' (random weights: not a trained model)' if random else ''} on {data}",
+            random=random,
             pass_options=options,
             style=style,
         )
-    if not is_main_process():
-        return
+    if is_main_process():
+        _print_summary(summary, json_output)
+
+
+def _output_files(out: Path, suffix: str, consistency: bool, compare: bool) -> list[Path]:
+    """The files ``camscope analyze`` writes into ``out`` (plots with ``suffix``)."""
+    plots = ["distribution", "importance", "lines"] + (["consistency"] if consistency else [])
+    names = ["analysis.safetensors", "report.md"] + [plot + suffix for plot in plots]
+    names += ["compare.safetensors"] if compare else []
+    return [out / name for name in names]
+
+
+def _folders(
+    model: str, weights: str, seed: int, device: str | None, data: Path, compare: Path | None, size: int
+) -> tuple[nn.Module, Any, Any, list[str]]:
+    """The model, the folder's dataset, the compared folder's (or None) and the class names."""
+    from camscope.models import data_config
+
+    network = load_cli_model(model, weights, seed)
+    if device is not None:
+        network = network.to(device)
+    try:
+        config = data_config(model)
+    except CamscopeError:
+        config = data_config(network)
+    dataset, names = folder_dataset(data, network, size, config)
+    compared = folder_dataset(compare, network, size, config)[0] if compare is not None else None
+    return network, dataset, compared, names
+
+
+def _print_summary(summary: dict[str, Any], json_output: bool) -> None:
     if json_output:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return

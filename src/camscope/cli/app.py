@@ -86,7 +86,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI as :func:`camscope.cli.main` does (Ctrl-C, start-up included: one line, status 130)."""
-    from camscope.cli import main as cli_main
+    """Run the CLI as :func:`camscope.cli.main` does (Ctrl-C: one line, status 130)."""
+    from camscope.cli.interrupts import guarded
 
-    return cli_main(argv)
+    return guarded(argv, lambda: run)

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,7 +54,9 @@ from camscope.errors import CamscopeError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
+    from camscope.analyses.counterfactual import CounterfactualPair
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["DiffCAMOptions", "bank_app"]
 
@@ -150,10 +153,10 @@ def build(
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
 
     Under torchrun the pass is split over the processes; rank 0 writes the bank."""
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config
     from camscope.passes.batches import ImageTransform
-    from camscope.stats.reference_bank import ReferenceBank
 
     device = cli_device(device) or "cpu"
     if is_main_process():
@@ -188,20 +191,7 @@ def build(
 
 
 def _describe(bank: ReferenceBank, path: Path) -> dict[str, Any]:
-    return {
-        "file": str(path),
-        "model": (bank.model or {}).get("name"),
-        "layer": bank.layer,
-        "embedding": bank.embedding,
-        "feature_size": bank.feature_size,
-        "samples": bank.count,
-        "scatter": bank.scatter_mode,
-        "input_size": bank.input_size,
-        "classes": [
-            {"label": label, "name": name, "count": int(count)}
-            for label, name, count in zip(bank.labels, bank.class_names, bank.counts.tolist())
-        ],
-    }
+    return {"file": str(path), **bank.summary()}
 
 
 def _print_info(bank: ReferenceBank, path: Path, json_output: bool) -> None:
@@ -223,7 +213,7 @@ def info(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Show a bank's model, layer, classes and counts."""
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     _print_info(ReferenceBank.load(bank), bank, json_output)
 
@@ -239,7 +229,7 @@ def merge(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Merge banks exactly: the result equals the bank of all their data."""
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
     if len(banks) < 2:
         raise CamscopeError("merge needs at least two banks")
@@ -253,45 +243,75 @@ def merge(
 # ----------------------------------------------------------------------------- counterfactual
 
 
+_VersusOption = Annotated[str, typer.Option("--versus", help="Class d (bank label or name): 'why c, not d'.")]
+_ExplainedOption = Annotated[
+    str | None, typer.Option("--explained", help="Class c (default: the image's class as DiffCAM finds it).")
+]
+_CounterImageOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--counter-image",
+        help="An image of class d for the counterpart map (default: the counterpart on IMAGE, from the mean of d).",
+    ),
+]
+_BankModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="Default: the model the bank was built with.")
+]
+_BankWeightsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="'default', 'none' (random, seeded by --seed) or a checkpoint file (.pt/.pth state dict read with "
+        "weights_only=True, or .safetensors). Default: the weights the bank was built with.",
+    ),
+]
+_BankSeedOption = Annotated[
+    int | None, typer.Option("--seed", help="Seed of random weights (default: the bank's, else 0).")
+]
+_PairOutOption = Annotated[
+    Path,
+    typer.Option(
+        help="Output folder: INPUT__why-C-not-D__refs-N[__OPTION-VALUE]....png and the counterpart "
+        "(COUNTER-INPUT or INPUT)__why-D-not-C__refs-N....png; existing files need --overwrite."
+    ),
+]
+_JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@dataclass
+class _PairInputs:
+    """What ``bank counterfactual`` reads: the bank, the model, the image (and the counter image) as the model sees them."""
+
+    bank: ReferenceBank
+    model_name: str
+    network: nn.Module
+    weights: str
+    seed: int
+    image: Path
+    x: Tensor
+    photo: Any
+    counter_image: Path | None
+    counter: tuple[Tensor, Any] | None
+
+    @property
+    def random(self) -> bool:
+        return random_weights(self.weights)
+
+
 @bank_app.command("counterfactual")
 def counterfactual_command(
     image: Annotated[Path, typer.Argument(help="Image of class c.")],
     bank: BankOption,
-    versus: Annotated[str, typer.Option("--versus", help="Class d (bank label or name): 'why c, not d'.")],
-    explained: Annotated[
-        str | None, typer.Option("--explained", help="Class c (default: the image's class as DiffCAM finds it).")
-    ] = None,
-    counter_image: Annotated[
-        Path | None,
-        typer.Option(
-            "--counter-image",
-            help="An image of class d for the counterpart map (default: the counterpart on IMAGE, from the mean of d).",
-        ),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Default: the model the bank was built with.")
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(
-            "--weights",
-            help="'default', 'none' (random, seeded by --seed) or a checkpoint file (.pt/.pth state dict read with "
-            "weights_only=True, or .safetensors). Default: the weights the bank was built with.",
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of random weights (default: the bank's, else 0).")
-    ] = None,
+    versus: _VersusOption,
+    explained: _ExplainedOption = None,
+    counter_image: _CounterImageOption = None,
+    model: _BankModelOption = None,
+    weights: _BankWeightsOption = None,
+    seed: _BankSeedOption = None,
     regularization: RegularizationOption = "oas",
     device: DeviceOption = None,
-    out: Annotated[
-        Path,
-        typer.Option(
-            help="Output folder: INPUT__why-C-not-D__refs-N[__OPTION-VALUE]....png and the counterpart "
-            "(COUNTER-INPUT or INPUT)__why-D-not-C__refs-N....png; existing files need --overwrite."
-        ),
-    ] = Path("camscope-out/counterfactual"),
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    out: _PairOutOption = Path("camscope-out/counterfactual"),
+    json_output: _JsonOption = False,
     overwrite: OverwriteOption = False,
     fmt: FormatOption = "png",
     dpi: DpiOption = 100,
@@ -301,161 +321,177 @@ def counterfactual_command(
 
     Without --counter-image the counterpart is drawn on IMAGE itself, from the bank's mean of class d
     (the figure and the report say so)."""
-    from camscope.analyses.counterfactual import counterfactual
-    from camscope.models import data_config, load_photo
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.analyses.counterfactual import pair_summary
 
-    device = cli_device(device)
     style = figure_style(fmt, dpi, cmap)
+    inputs = _pair_inputs(bank, image, counter_image, model, weights, seed, cli_device(device))
+    pair = _pair(inputs, versus, explained, regularization)
+    summary = pair_summary(pair, inputs.bank)
+    naming = [
+        ("model", model),
+        ("random-weights", inputs.random),
+        ("seed", inputs.seed if inputs.random and inputs.seed else None),
+        ("bank", bank.stem),
+        ("reg", None if regularization.strip().lower() == "oas" else regularization),
+    ]
+    paths = _pair_paths(inputs, summary, naming, out, style.suffix)
+    claim_outputs(list(paths), overwrite)
+    groups = _pair_groups(inputs, summary)
+    written = _draw_pair(inputs, pair, summary, groups, paths, style)
+    report = _pair_report(inputs, summary, written, groups)
+    if json_output:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    c_name, d_name = summary["explained"]["name"], summary["versus"]["name"]
+    base = inputs.counter_image or inputs.image
+    for shown, question, group, note, path in [
+        (inputs.image, f"why {c_name}, not {d_name}", groups[0], report.get("why_note", ""), written[0]),
+        (base, f"why {d_name}, not {c_name}", groups[1], report.get("counterpart_note", ""), written[1]),
+    ]:
+        typer.echo(f"{shown}: {question} ({group}): {'EMPTY map: ' + note + ': ' if note else ''}wrote {path}")
+
+
+def _pair_inputs(
+    bank: Path,
+    image: Path,
+    counter_image: Path | None,
+    model: str | None,
+    weights: str | None,
+    seed: int | None,
+    device: str | None,
+) -> _PairInputs:
+    """Read the bank, its model (by default) and the images at the bank's input size."""
+    from camscope.accumulators.reference_bank import ReferenceBank
+    from camscope.models import data_config, load_photo
+
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)
     size = int((loaded.input_size or [224])[-1])
     image, *rest = image_files([image] + ([counter_image] if counter_image else []))
     counter_image = rest[0] if rest else None
-    device_of = next(network.parameters()).device
     x, photo = load_photo(image, size=size, config=config)
     counter = load_photo(counter_image, size=size, config=config) if counter_image else None
-    if explained is not None and loaded.label_of(explained) == loaded.label_of(versus):
+    return _PairInputs(loaded, model_name, network, weights_name, seed_value, image, x, photo, counter_image, counter)
+
+
+def _pair(inputs: _PairInputs, versus: str, explained: str | None, regularization: str) -> CounterfactualPair:
+    """The counterfactual pair, its errors in the command line's words."""
+    from camscope.analyses.counterfactual import counterfactual
+
+    bank = inputs.bank
+    if explained is not None and bank.label_of(explained) == bank.label_of(versus):
         raise CamscopeError(
-            f"--explained and --versus are the same class {loaded.class_name(loaded.label_of(versus))!r}: "
+            f"--explained and --versus are the same class {bank.class_name(bank.label_of(versus))!r}: "
             "'why c, not d' needs two different classes"
         )
+    device = next(inputs.network.parameters()).device
     try:
-        pair = counterfactual(
-            network,
-            x.to(device_of),
-            loaded,
+        return counterfactual(
+            inputs.network,
+            inputs.x.to(device),
+            bank,
             versus=versus,
             explained=explained,
-            counter_inputs=counter[0].to(device_of) if counter else None,
+            counter_inputs=inputs.counter[0].to(device) if inputs.counter else None,
             regularization=_regularization(regularization),
         )
     except CamscopeError as error:
         if "input(s) [0] are explained as class" in str(error):  # one image: say which, in the CLI's words
-            name = loaded.class_name(loaded.label_of(versus))
+            name = bank.class_name(bank.label_of(versus))
             raise CamscopeError(
-                f"{image} is explained as class {name!r}, the class of --versus itself: choose another --versus, "
-                f"or pass --explained with the class it should be explained as"
+                f"{inputs.image} is explained as class {name!r}, the class of --versus itself: choose another "
+                "--versus, or pass --explained with the class it should be explained as"
             ) from None
         raise
-    c, d = int(pair.explained[0]), pair.versus
-    c_name, d_name = loaded.class_name(c), loaded.class_name(d)
-    counts = dict(zip(loaded.labels, loaded.counts.tolist()))
-    base, base_photo = (counter_image, counter[1]) if counter_image is not None and counter else (image, photo)
-    labels = input_labels([image, counter_image] if counter_image is not None else [image])
-    random = random_weights(weights_name)
-    naming = [
-        ("model", model),
-        ("random-weights", random),
-        ("seed", seed_value if random and seed_value else None),
-        ("bank", bank.stem),
-        ("reg", None if regularization.strip().lower() == "oas" else regularization),
-    ]
-    why_what = f"why-{_slug(c_name)}-not-{_slug(d_name)}__refs-{counts.get(d, 0)}"
-    other_what = f"why-{_slug(d_name)}-not-{_slug(c_name)}__refs-{counts.get(c, 0)}"
-    why_path = out / output_name(labels[0], why_what, naming, style.suffix)
-    other_path = out / output_name(labels[-1], other_what, naming, style.suffix)
-    claim_outputs([why_path, other_path], overwrite)
-    note = f" | random weights (seed {seed_value}): not a trained model" if random else ""
-    layer = f"{pair.why.layer} | model {model_name}{note}"
-    why_group = f"reference group: bank class {d_name}, {counts.get(d, 0)} images"
-    if counter_image is not None:
-        other_group = f"reference group: bank class {c_name}, {counts.get(c, 0)} images"
-        counterpart_on = str(counter_image)
-    else:
-        other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
-        counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
-    why, why_empty = _draw(photo, pair.why, (c_name, d_name), image, layer, why_group, why_path, style)
-    other, other_empty = _draw(
-        base_photo, pair.counterpart, (d_name, c_name), base, layer, other_group, other_path, style
+
+
+def _pair_paths(
+    inputs: _PairInputs, summary: dict[str, Any], naming: list[tuple[str, Any]], out: Path, suffix: str
+) -> tuple[Path, Path]:
+    """The files of the "why" map and of its counterpart, named by image, question and reference size."""
+    c, d = summary["explained"], summary["versus"]
+    labels = input_labels([inputs.image, inputs.counter_image] if inputs.counter_image is not None else [inputs.image])
+    why_what = f"why-{_slug(c['name'])}-not-{_slug(d['name'])}__refs-{d['count']}"
+    other_what = f"why-{_slug(d['name'])}-not-{_slug(c['name'])}__refs-{c['count']}"
+    return (
+        out / output_name(labels[0], why_what, naming, suffix),
+        out / output_name(labels[-1], other_what, naming, suffix),
     )
-    report = {
-        "image": str(image),
-        "model": model_name,
-        "weights": weights_name,
-        **({"seed": seed_value} if random else {}),
-        "explained": {"label": c, "name": c_name, "count": counts.get(c, 0)},
-        "versus": {"label": d, "name": d_name, "count": counts.get(d, 0)},
-        "why": str(why),
-        "counterpart": str(other),
-        "counterpart_on": counterpart_on,
-        "why_empty": bool(why_empty),
-        "counterpart_empty": bool(other_empty),
-        **({"why_note": why_empty} if why_empty else {}),
-        **({"counterpart_note": other_empty} if other_empty else {}),
-    }
-    if json_output:
-        typer.echo(json.dumps(report, indent=2))
-        return
-    for shown, question, group, note, path in [
-        (image, f"why {c_name}, not {d_name}", why_group, why_empty, why),
-        (base, f"why {d_name}, not {c_name}", other_group, other_empty, other),
-    ]:
-        typer.echo(f"{shown}: {question} ({group}): {'EMPTY map: ' + note + ': ' if note else ''}wrote {path}")
 
 
-def _draw(
-    photo: Any,
-    explanation: Any,
-    names: tuple[str, str],
-    image: Path,
-    layer: str,
-    group: str,
-    path: Path,
-    style: Any = None,
-) -> tuple[Path, str]:
-    """Save the figure of one map of the pair ("why names[0], not names[1]"); the file and the note of an empty map."""
+def _pair_groups(inputs: _PairInputs, summary: dict[str, Any]) -> tuple[str, str]:
+    """The reference groups of the two maps in words (the counterpart's says when it comes from the means)."""
+    c, d = summary["explained"], summary["versus"]
+    why_group = f"reference group: bank class {d['name']}, {d['count']} images"
+    if inputs.counter_image is not None:
+        return why_group, f"reference group: bank class {c['name']}, {c['count']} images"
+    return why_group, f"no --counter-image: drawn on {inputs.image.name}, mean of {d['name']} vs {c['name']} (bank)"
+
+
+def _draw_pair(
+    inputs: _PairInputs,
+    pair: CounterfactualPair,
+    summary: dict[str, Any],
+    groups: tuple[str, str],
+    paths: tuple[Path, Path],
+    style: FigureStyle,
+) -> tuple[Path, Path]:
+    """Save the figures of the "why" map and of its counterpart."""
+    from camscope.viz.counterfactual import counterfactual_figure
     from camscope.viz.figures import save_figure
 
-    note = _empty_note(explanation, *names)
-    title = f"why {names[0]}, not {names[1]}"
-    figure = _pair_figure(photo, explanation, title, image, layer, group, note, style)
-    return save_figure(path, figure, style=style), note
-
-
-def _empty_note(explanation: Any, c_name: str, d_name: str) -> str:
-    """For an empty map (no positive cell in its raw map), what it means and what the figure shows; else ''."""
-    from camscope.analyses.counterfactual import empty_maps
-
-    if not bool(empty_maps(explanation)[0]):
-        return ""
-    raw = explanation.raw[0]
-    negative, cells = int((raw < 0).sum()), raw.numel()
-    return (
-        f"the raw map is negative in {negative} of {cells} cells{'' if negative == cells else ' (the rest 0)'}: "
-        f"nothing here argues for {c_name} against {d_name}; the figure shows the signed raw map (blue: against)"
+    c_name, d_name = summary["explained"]["name"], summary["versus"]["name"]
+    note = f" | random weights (seed {inputs.seed}): not a trained model" if inputs.random else ""
+    layer = f"{pair.why.layer} | model {inputs.model_name}{note}"
+    base, base_photo = (
+        (inputs.counter_image, inputs.counter[1])
+        if inputs.counter_image is not None and inputs.counter
+        else (inputs.image, inputs.photo)
     )
+    sides = [
+        (inputs.photo, pair.why, f"why {c_name}, not {d_name}", inputs.image, summary.get("why_note", "")),
+        (base_photo, pair.counterpart, f"why {d_name}, not {c_name}", base, summary.get("counterpart_note", "")),
+    ]
+    written = []
+    for (photo, explanation, question, image, empty), group, path in zip(sides, groups, paths):
+        figure = counterfactual_figure(
+            photo,
+            explanation,
+            question=question,
+            group=group,
+            caption=f"{image.name}, layer {layer}",
+            empty_note=empty,
+            style=style,
+        )
+        written.append(save_figure(path, figure, style=style))
+    return written[0], written[1]
 
 
-def _pair_figure(
-    photo: Any, explanation: Any, title: str, image: Path, layer: str, group: str, empty: str = "", style: Any = None
-) -> Any:
-    """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer.
-
-    An empty map (``empty``: why) is drawn as its signed raw map on a diverging scale, and the title says so.
-    """
-    from camscope.analyses.counterfactual import signed_maps
-    from camscope.viz.figures import colorbar, new_figure, overlay
-    from camscope.viz.style import MIN_FONT, wrap
-
-    figure = new_figure((4.6, 4.8 if empty else 4.6))
-    axis = figure.add_subplot()
-    cmap = style.cmap if style is not None else None
-    if empty:  # nothing for: the signed raw map, on the diverging scale of signed maps
-        axis.imshow(overlay(photo, signed_maps(explanation)[0], signed=True))
-        parts = [f"DiffCAM: {title}", "EMPTY map: no cell argues for it; shown: the signed raw map"]
+def _pair_report(
+    inputs: _PairInputs, summary: dict[str, Any], written: tuple[Path, Path], groups: tuple[str, str]
+) -> dict[str, Any]:
+    """The JSON report of ``bank counterfactual``: inputs, classes, files and empty maps."""
+    c, d = summary["explained"], summary["versus"]
+    if inputs.counter_image is not None:
+        counterpart_on = str(inputs.counter_image)
     else:
-        axis.imshow(overlay(photo, explanation.maps[0], cmap=cmap))
-        parts = [f"DiffCAM: {title}"]
-    text = "\n".join(wrap(part, 48, lines=2) for part in (*parts, group, f"{image.name}, layer {layer}"))
-    axis.set_title(text, fontsize=MIN_FONT)
-    axis.axis("off")
-    if empty:
-        colorbar(figure, axis, signed=True, label="raw map / max |raw|")
-    else:
-        colorbar(figure, axis, cmap=cmap)
-    return figure
+        counterpart_on = f"{inputs.image} (no --counter-image: from the bank's means of {d['name']} and {c['name']})"
+    notes: dict[str, Any] = {key: summary[key] for key in ("why_note", "counterpart_note") if key in summary}
+    return {
+        "image": str(inputs.image),
+        "model": inputs.model_name,
+        "weights": inputs.weights,
+        **({"seed": inputs.seed} if inputs.random else {}),
+        "explained": c,
+        "versus": d,
+        "why": str(written[0]),
+        "counterpart": str(written[1]),
+        "counterpart_on": counterpart_on,
+        "why_empty": summary["why_empty"],
+        "counterpart_empty": summary["counterpart_empty"],
+        **notes,
+    }
 
 
 def _count(number: int, noun: str) -> str:
@@ -501,7 +537,7 @@ class DiffCAMOptions:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
             return
-        from camscope.stats.reference_bank import ReferenceBank
+        from camscope.accumulators.reference_bank import ReferenceBank
 
         self.bank = ReferenceBank.load(bank) if bank is not None else None
         built_with = self.built_with.get("name")
@@ -526,7 +562,7 @@ class DiffCAMOptions:
         spec = (self.reference or "").strip()
         kind, _, argument = spec.partition(":")
         kind = kind.strip().lower()
-        from camscope.stats.reference_bank import GROUP_KINDS
+        from camscope.accumulators.reference_bank import GROUP_KINDS
 
         groups = "others, all, intra, knn:K or class:NAME"
         if not spec and self.bank is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,6 +32,10 @@ from camscope.cli.pass_options import (
     pass_options,
 )
 from camscope.errors import CamscopeError
+
+if TYPE_CHECKING:
+    from camscope.evaluation.report import EvaluationReport
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["evaluate_command", "parse_options"]
 
@@ -82,68 +86,81 @@ def _folder(data: Path, model: str, size: int, skip_bad: bool, workers: int) -> 
     return folder
 
 
+_DataOption = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts), or camscope:scenes: "
+        "the test scenes of camscope:scenes-detector/-segmenter, measured per object (box pointing, mask IoU).",
+    ),
+]
+_MethodsOption = Annotated[
+    list[str],
+    typer.Option(
+        "--method",
+        "--methods",
+        help="Method; repeat or separate by commas for several (spelling forgiven: GradCAM is gradcam).",
+    ),
+]
+_MetricsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metric",
+        "--metrics",
+        help="Comma-separated metrics: deletion, insertion, road, morf, lerf, rd, ad, ic, confidence_change, "
+        "drop_in_confidence, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, "
+        "complexity, coherency, arcc, consistency (or any metric registered with camscope.metrics.register_metric; "
+        "default deletion,insertion); box_pointing, mask_iou with --data camscope:scenes (the default there).",
+    ),
+]
+_OutOption = Annotated[
+    Path,
+    typer.Option(
+        help="Output folder for summary.csv, per_sample.csv, results.json and curves_METRIC.png "
+        "(existing files need --overwrite)."
+    ),
+]
+_LayerOption = Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")]
+_TargetOption = Annotated[
+    str, typer.Option(help="'predicted', 'label' (folder name or sidecar label), or a class index/name.")
+]
+_BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+_SizeOption = Annotated[int, typer.Option(help="Input size.")]
+_LimitOption = Annotated[int | None, typer.Option(help="Only the first N images.")]
+_MetricOptionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--metric-option",
+        help="Protocol option METRIC.KEY=VALUE, e.g. road.percentages=0.25,0.5,0.75 (repeatable).",
+    ),
+]
+_MethodOptionOption = Annotated[
+    list[str] | None,
+    typer.Option("--method-option", help="Method option METHOD.KEY=VALUE, e.g. finer-gradcam.gamma=0.6 (repeatable)."),
+]
+_PlotsOption = Annotated[bool, typer.Option(help="Write plots of the mean curves.")]
+_JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")]
+
+
 def evaluate_command(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            "-d",
-            help="Image folder (ImageFolder layout or flat; JSON sidecars give boxes/masks/parts), or camscope:scenes: "
-            "the test scenes of camscope:scenes-detector/-segmenter, measured per object (box pointing, mask IoU).",
-        ),
-    ],
+    data: _DataOption,
     model: ModelOption = "efficientnet_lite0",
     weights: WeightsOption = "default",
-    methods: Annotated[
-        list[str],
-        typer.Option(
-            "--method",
-            "--methods",
-            help="Method; repeat or separate by commas for several (spelling forgiven: GradCAM is gradcam).",
-        ),
-    ] = ["gradcam"],  # noqa: B006
-    metrics: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--metric",
-            "--metrics",
-            help="Comma-separated metrics: deletion, insertion, road, morf, lerf, rd, ad, ic, confidence_change, "
-            "drop_in_confidence, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, "
-            "complexity, coherency, arcc, consistency (or any metric registered with camscope.metrics.register_metric; "
-            "default deletion,insertion); box_pointing, mask_iou with --data camscope:scenes (the default there).",
-        ),
-    ] = None,
-    out: Annotated[
-        Path,
-        typer.Option(
-            help="Output folder for summary.csv, per_sample.csv, results.json and curves_METRIC.png "
-            "(existing files need --overwrite)."
-        ),
-    ] = Path("camscope-out/evaluate"),
-    layer: Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")] = None,
-    target: Annotated[
-        str, typer.Option(help="'predicted', 'label' (folder name or sidecar label), or a class index/name.")
-    ] = "predicted",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 16,
-    size: Annotated[int, typer.Option(help="Input size.")] = 224,
-    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    methods: _MethodsOption = ["gradcam"],  # noqa: B006
+    metrics: _MetricsOption = None,
+    out: _OutOption = Path("camscope-out/evaluate"),
+    layer: _LayerOption = None,
+    target: _TargetOption = "predicted",
+    batch_size: _BatchSizeOption = 16,
+    size: _SizeOption = 224,
+    limit: _LimitOption = None,
     device: DeviceOption = None,
     seed: SeedOption = 0,
-    metric_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--metric-option",
-            help="Protocol option METRIC.KEY=VALUE, e.g. road.percentages=0.25,0.5,0.75 (repeatable).",
-        ),
-    ] = None,
-    method_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--method-option", help="Method option METHOD.KEY=VALUE, e.g. finer-gradcam.gamma=0.6 (repeatable)."
-        ),
-    ] = None,
-    plots: Annotated[bool, typer.Option(help="Write plots of the mean curves.")] = True,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON instead of a table.")] = False,
+    metric_option: _MetricOptionOption = None,
+    method_option: _MethodOptionOption = None,
+    plots: _PlotsOption = True,
+    json_output: _JsonOption = False,
     overwrite: OverwriteOption = False,
     workers: WorkersOption = 0,
     checkpoint: CheckpointOption = None,
@@ -201,11 +218,15 @@ def evaluate_command(
             plots=False,  # drawn below, in --format
             **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
         )
-    if not is_main_process():
-        return
+    if is_main_process():
+        _print_report(report, out, style if plots else None, json_output)
+
+
+def _print_report(report: EvaluationReport, out: Path, style: FigureStyle | None, json_output: bool) -> None:
+    """Warn of metrics without ground truth, draw the mean curves (with a ``style``), print the summary."""
     for note in report.missing_ground_truth():  # never a silent "-" or an empty plot
         typer.echo(f"camscope evaluate: warning: {note}", err=True)
-    if plots:
+    if style is not None:
         report.plot_curves(out, style=style)
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
@@ -213,7 +234,7 @@ def evaluate_command(
         from rich.console import Console
 
         Console().print(report.table())
-        drawn = [f"curves_{metric}{style.suffix}" for metric in report.curve_metrics()] if plots else []
+        drawn = [f"curves_{metric}{style.suffix}" for metric in report.curve_metrics()] if style is not None else []
         typer.echo(
             f"wrote {out}/summary.csv, per_sample.csv, results.json" + (f", {', '.join(drawn)}" if drawn else "")
         )

@@ -375,6 +375,8 @@ def _with_smoothing(note: str, smoothing: dict[str, bool]) -> str:
     }
     parts = [said[name] for name, given in smoothing.items() if given]
     return " | ".join(part for part in (note, ", ".join(parts)) if part)
+
+
 def _task(
     task: str | None, network: torch.nn.Module, batch: torch.Tensor, threshold: float | None, objects: int | None
 ) -> str:

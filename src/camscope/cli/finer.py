@@ -261,35 +261,42 @@ def _class_of(result: Any, spec: str, count: int) -> int:
 # ---------------------------------------------------------------------- camscope prompts
 
 
+_VersusPromptOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--versus",
+        "-v",
+        help="Prompt to compare with (Finer-CAM); repeat for several. Default: the other --prompt texts.",
+    ),
+]
+_ClipModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")
+]
+_BaseMethodOption = Annotated[
+    list[str] | None, typer.Option("--method", help="Base CAM method (one; spelling forgiven: GradCAM is gradcam).")
+]
+_ClipLayerOption = Annotated[
+    str | None,
+    typer.Option("--layer", "-l", help="Layer of the image tower (default: last block's first norm / last stage)."),
+]
+_PromptsOutOption = Annotated[
+    Path,
+    typer.Option(
+        help="Output folder: INPUT__prompts-METHOD__PROMPTS[__vs-VERSUS][__gamma-G][__layer-L][__model-M].png; "
+        "existing files need --overwrite."
+    ),
+]
+
+
 def prompts(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Text prompt to localise; repeat for several.")],
-    versus: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--versus",
-            "-v",
-            help="Prompt to compare with (Finer-CAM); repeat for several. Default: the other --prompt texts.",
-        ),
-    ] = None,
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")
-    ] = "openai/clip-vit-base-patch16",
-    method: Annotated[
-        list[str] | None, typer.Option("--method", help="Base CAM method (one; spelling forgiven: GradCAM is gradcam).")
-    ] = None,
+    versus: _VersusPromptOption = None,
+    model: _ClipModelOption = "openai/clip-vit-base-patch16",
+    method: _BaseMethodOption = None,
     gamma: Annotated[float, typer.Option(help="Comparison strength of the Finer map.")] = 0.6,
-    layer: Annotated[
-        str | None,
-        typer.Option("--layer", "-l", help="Layer of the image tower (default: last block's first norm / last stage)."),
-    ] = None,
-    out: Annotated[
-        Path,
-        typer.Option(
-            help="Output folder: INPUT__prompts-METHOD__PROMPTS[__vs-VERSUS][__gamma-G][__layer-L][__model-M].png; "
-            "existing files need --overwrite."
-        ),
-    ] = Path("camscope-out/prompts"),
+    layer: _ClipLayerOption = None,
+    out: _PromptsOutOption = Path("camscope-out/prompts"),
     device: DeviceOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
@@ -303,7 +310,6 @@ def prompts(
     import camscope
     from camscope.models import load_photo
     from camscope.models.clip import load_clip
-    from camscope.targets.finer import Finer
     from camscope.viz.figures import save_figure
 
     device = cli_device(device)
@@ -311,14 +317,7 @@ def prompts(
     if not texts:
         raise CamscopeError("give at least one non-empty --prompt")
     others = [v for v in (versus or []) if v.strip()]
-    chosen = method_list(method)
-    if len(chosen) > 1:
-        raise CamscopeError(f"give one base --method for prompts, got {', '.join(chosen)}")
-    method_name = chosen[0]
-    if method_name.startswith("finer-"):
-        raise CamscopeError(
-            f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method_name!r}"
-        )
+    method_name = _base_method(method)
     images = image_files(images)
     naming = [
         ("prompts", texts),
@@ -336,15 +335,7 @@ def prompts(
     size = int(loaded.config.input_size)
     pictures = [load_photo(path, size=size, config=loaded.config) for path in images]
     batch = torch.cat([tensor for tensor, _ in pictures]).to(next(loaded.model.parameters()).device)
-    explainer = camscope.Explainer(classifier, layer=layer, method=method_name)
-    rows = []
-    for i, text in enumerate(texts):
-        base = explainer(batch, target=i)
-        references = (
-            list(range(len(texts), len(texts) + len(others))) if others else [j for j in range(len(texts)) if j != i]
-        )
-        finer = explainer(batch, target=Finer(explained=i, references=references, gamma=gamma)) if references else None
-        rows.append((text, base, finer, references))
+    rows = _prompt_rows(camscope.Explainer(classifier, layer=layer, method=method_name), batch, texts, others, gamma)
     probabilities = rows[0][1].logits.softmax(dim=1)
     labels = list(classifier.prompts)
     report: list[dict[str, Any]] = []
@@ -353,22 +344,7 @@ def prompts(
             photo, rows, index, labels, probabilities[index], method_name, gamma, path.stem, model, style
         )
         written = save_figure(files[index], figure, style=style)
-        report.append(
-            {
-                "image": str(path),
-                "prompts": [
-                    {
-                        "prompt": label,
-                        "logit": float(rows[0][1].logits[index, j]),
-                        "probability": float(probabilities[index, j]),
-                    }
-                    for j, label in enumerate(labels)
-                ],
-                "compared": {text: [labels[j] for j in refs] for text, _, _, refs in rows},
-                "layer": rows[0][1].layer,
-                "files": [str(written)],
-            }
-        )
+        report.append(_prompt_entry(path, rows, index, labels, probabilities, written))
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -378,6 +354,64 @@ def prompts(
             typer.echo(f"  {row['probability'] * 100:6.2f}%  {row['prompt']}")
         for file in entry["files"]:
             typer.echo(f"  wrote {file}")
+
+
+def _base_method(method: list[str] | None) -> str:
+    """The one base method of ``--method`` (the Finer comparison is added for ``--versus``)."""
+    chosen = method_list(method)
+    if len(chosen) > 1:
+        raise CamscopeError(f"give one base --method for prompts, got {', '.join(chosen)}")
+    method_name = chosen[0]
+    if method_name.startswith("finer-"):
+        raise CamscopeError(
+            f"--method is the base method (e.g. gradcam); the comparison is added for --versus, not {method_name!r}"
+        )
+    return method_name
+
+
+def _prompt_rows(
+    explainer: Any, batch: Any, texts: list[str], others: list[str], gamma: float
+) -> list[tuple[str, Any, Any, list[int]]]:
+    """Per prompt: its text, its base map, its Finer map against the compared prompts (or None) and their indices.
+
+    The compared prompts are the ``--versus`` ones (after the prompts), or else the other prompts.
+    """
+    from camscope.targets.finer import Finer
+
+    rows = []
+    for i, text in enumerate(texts):
+        base = explainer(batch, target=i)
+        references = (
+            list(range(len(texts), len(texts) + len(others))) if others else [j for j in range(len(texts)) if j != i]
+        )
+        finer = explainer(batch, target=Finer(explained=i, references=references, gamma=gamma)) if references else None
+        rows.append((text, base, finer, references))
+    return rows
+
+
+def _prompt_entry(
+    path: Path,
+    rows: list[tuple[str, Any, Any, list[int]]],
+    index: int,
+    labels: list[str],
+    probabilities: Any,
+    written: Path,
+) -> dict[str, Any]:
+    """The JSON report of one image: each prompt's logit and probability, the comparisons, the layer, the file."""
+    return {
+        "image": str(path),
+        "prompts": [
+            {
+                "prompt": label,
+                "logit": float(rows[0][1].logits[index, j]),
+                "probability": float(probabilities[index, j]),
+            }
+            for j, label in enumerate(labels)
+        ],
+        "compared": {text: [labels[j] for j in refs] for text, _, _, refs in rows},
+        "layer": rows[0][1].layer,
+        "files": [str(written)],
+    }
 
 
 def _prompts_figure(

@@ -109,10 +109,10 @@ def build_workbench(
     max_upload_mb: float,
 ) -> Any:
     """The explorer's workbench from the command line's options (files are loaded and checked now)."""
+    from camscope.accumulators.reference_bank import ReferenceBank
     from camscope.analyses.ifa import Analysis
     from camscope.app.images import ImageStore
     from camscope.app.workbench import Workbench
-    from camscope.stats.reference_bank import ReferenceBank
 
     if max_upload_mb <= 0:
         raise CamscopeError(f"--max-upload-mb must be positive, got {max_upload_mb}")

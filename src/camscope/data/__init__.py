@@ -6,7 +6,8 @@
 * :mod:`camscope.data.digits`: :func:`load_digits_data`, scikit-learn's 8x8 digits
   upsampled bilinearly, with a fixed seeded train/test split.
 
-The small models trained on both ship in :mod:`camscope.models.zoo`.
+The small models trained on both ship in :mod:`camscope.models.zoo`; :mod:`camscope.data.small_models`
+rebuilds the data they were trained and tested on.
 """
 
 from camscope.data.digits import DigitsData, load_digits_data

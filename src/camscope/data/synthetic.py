@@ -223,6 +223,52 @@ class SpeciesBatch:
         )
 
 
+def _distractor_layers(pose: SpeciesPose, xs: Tensor, ys: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """The layer index (``k + 1`` for distractor ``k``, 0 elsewhere) and the dark texture cells of the distractors."""
+    n, k_count = pose.distractor_kind.shape
+    layer = torch.zeros(n, size, size, dtype=torch.long)
+    dark = torch.zeros(n, size, size, dtype=torch.bool)
+    # Distractors, in pixel coordinates, back to front.
+    unit = 0.3 * size  # their textures at the object's scale
+    for k in range(k_count):
+        cx, cy = pose.distractor_center[:, k, 0].view(n, 1, 1), pose.distractor_center[:, k, 1].view(n, 1, 1)
+        a, b = pose.distractor_size[:, k, 0].view(n, 1, 1), pose.distractor_size[:, k, 1].view(n, 1, 1)
+        du, dv = _rotate(xs - cx, ys - cy, pose.distractor_angle[:, k].view(n, 1, 1))
+        kind = pose.distractor_kind[:, k].view(n, 1, 1)
+        ellipse = (du / a) ** 2 + (dv / b) ** 2 <= 1
+        box = (du.abs() <= a) & (dv.abs() <= b)
+        triangle = (dv >= -b) & (du.abs() <= a * (1 - (dv + b) / (2 * b)))
+        mask = torch.where(kind == 0, ellipse, torch.where(kind == 1, box, triangle))
+        stripes, spots = _textures(du / unit, dv / unit)
+        pattern = pose.distractor_pattern[:, k].view(n, 1, 1)
+        layer = torch.where(mask, k + 1, layer)
+        dark = torch.where(mask, ((pattern == 1) & stripes) | ((pattern == 2) & spots), dark)
+    return layer, dark
+
+
+def _colours(layer: Tensor, dark: Tensor, colour_index: Tensor, pose: SpeciesPose) -> Tensor:
+    """The image of a layer index: each layer's plain or dark colour, the background field under layer 0."""
+    n, size = layer.shape[0], layer.shape[-1]
+    palette, pattern_palette = _palettes()
+    # Colours of the layers: [n, L, 2 (plain, dark), 3]; layer 0 (background) is replaced below.
+    parts_plain = palette[colour_index] * pose.part_gain[..., None]  # [n, P, 3]
+    parts_dark = pattern_palette[colour_index] * pose.part_gain[..., None]
+    plain = torch.cat(
+        [torch.zeros(n, 1, 3), palette[pose.distractor_colour], parts_plain, torch.full((n, 1, 3), 0.05)], dim=1
+    )
+    shaded = torch.cat(
+        [torch.zeros(n, 1, 3), pattern_palette[pose.distractor_colour], parts_dark, torch.full((n, 1, 3), 0.05)],
+        dim=1,
+    )
+    table = torch.stack([plain, shaded], dim=2).reshape(n, -1, 3)  # index = 2 * layer + dark
+    index = (2 * layer + dark.long()).reshape(n, -1, 1).expand(-1, -1, 3)
+    colours = table.gather(1, index).transpose(1, 2).reshape(n, 3, size, size)
+    field = F.interpolate(pose.background_field, size=(size, size), mode="bilinear", align_corners=False)
+    background = (pose.background[:, :, None, None] + field).clamp(0, 1)
+    image = torch.where((layer == 0)[:, None], background, colours)
+    return (image * pose.gain.view(n, 1, 1, 1) + pose.noise).clamp(0, 1)
+
+
 class SyntheticSpecies:
     """A deterministic generator of fine-grained species with part masks.
 
@@ -573,27 +619,9 @@ class SyntheticSpecies:
         """Hard-edged compositing by a per-pixel layer index (0 background, then distractors, parts, eye)."""
         n, size = labels.shape[0], self.size
         k_count = pose.distractor_kind.shape[1]
-        palette, pattern_palette = _palettes()
         coords = torch.arange(size, dtype=torch.float32) + 0.5
         ys, xs = coords.view(1, size, 1), coords.view(1, 1, size)
-        layer = torch.zeros(n, size, size, dtype=torch.long)
-        dark = torch.zeros(n, size, size, dtype=torch.bool)
-
-        # Distractors, in pixel coordinates, back to front.
-        unit = 0.3 * size  # their textures at the object's scale
-        for k in range(k_count):
-            cx, cy = pose.distractor_center[:, k, 0].view(n, 1, 1), pose.distractor_center[:, k, 1].view(n, 1, 1)
-            a, b = pose.distractor_size[:, k, 0].view(n, 1, 1), pose.distractor_size[:, k, 1].view(n, 1, 1)
-            du, dv = _rotate(xs - cx, ys - cy, pose.distractor_angle[:, k].view(n, 1, 1))
-            kind = pose.distractor_kind[:, k].view(n, 1, 1)
-            ellipse = (du / a) ** 2 + (dv / b) ** 2 <= 1
-            box = (du.abs() <= a) & (dv.abs() <= b)
-            triangle = (dv >= -b) & (du.abs() <= a * (1 - (dv + b) / (2 * b)))
-            mask = torch.where(kind == 0, ellipse, torch.where(kind == 1, box, triangle))
-            stripes, spots = _textures(du / unit, dv / unit)
-            pattern = pose.distractor_pattern[:, k].view(n, 1, 1)
-            layer = torch.where(mask, k + 1, layer)
-            dark = torch.where(mask, ((pattern == 1) & stripes) | ((pattern == 2) & spots), dark)
+        layer, dark = _distractor_layers(pose, xs, ys, size)
 
         # Object coordinates (u along the facing direction, v up), in object units.
         scale = pose.scale.view(n, 1, 1)
@@ -601,10 +629,28 @@ class SyntheticSpecies:
         y_rel = pose.center[:, 1].view(n, 1, 1) - ys  # up
         u, v = _rotate(x_rel, y_rel, pose.angle.view(n, 1, 1))
         u, v = u / scale * pose.facing.view(n, 1, 1), v / scale
+        cover, eye = self._part_covers(labels, u, v)
 
-        shape = self._shape_index[labels]  # [n, P]
+        stripes, spots = _textures(u, v)
         pattern = self._pattern_index[labels]
-        colour_index = self._colour_index[labels]
+        first_part = k_count + 1
+        for part in _DRAW_ORDER:
+            p = PARTS.index(part)
+            kind = pattern[:, p].view(n, 1, 1)
+            layer = torch.where(cover[part], first_part + p, layer)
+            dark = torch.where(cover[part], ((kind == 1) & stripes) | ((kind == 2) & spots), dark)
+        eye_layer = first_part + len(PARTS)
+        layer = torch.where(eye, eye_layer, layer)
+        image = _colours(layer, dark, self._colour_index[labels], pose)
+
+        masks = torch.stack([layer == first_part + p for p in range(len(PARTS))], dim=1)
+        masks[:, PARTS.index("head")] |= layer == eye_layer
+        return image.float(), masks
+
+    def _part_covers(self, labels: Tensor, u: Tensor, v: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Where each part of the species of ``labels`` covers the object coordinates ``u, v``, and the eye."""
+        n = labels.shape[0]
+        shape = self._shape_index[labels]  # [n, P]
 
         def param(table: Any, part: str, column: int | None = None) -> Tensor:
             values = torch.tensor(table, dtype=torch.float32)
@@ -629,38 +675,7 @@ class SyntheticSpecies:
         )
         cover["tail"] = tail & ~notch
         eye = (u - _EYE[0]) ** 2 + (v - _EYE[1]) ** 2 <= _EYE[2] ** 2
-
-        stripes, spots = _textures(u, v)
-        first_part = k_count + 1
-        for part in _DRAW_ORDER:
-            p = PARTS.index(part)
-            kind = pattern[:, p].view(n, 1, 1)
-            layer = torch.where(cover[part], first_part + p, layer)
-            dark = torch.where(cover[part], ((kind == 1) & stripes) | ((kind == 2) & spots), dark)
-        eye_layer = first_part + len(PARTS)
-        layer = torch.where(eye, eye_layer, layer)
-
-        # Colours of the layers: [n, L, 2 (plain, dark), 3]; layer 0 (background) is replaced below.
-        parts_plain = palette[colour_index] * pose.part_gain[..., None]  # [n, P, 3]
-        parts_dark = pattern_palette[colour_index] * pose.part_gain[..., None]
-        plain = torch.cat(
-            [torch.zeros(n, 1, 3), palette[pose.distractor_colour], parts_plain, torch.full((n, 1, 3), 0.05)], dim=1
-        )
-        shaded = torch.cat(
-            [torch.zeros(n, 1, 3), pattern_palette[pose.distractor_colour], parts_dark, torch.full((n, 1, 3), 0.05)],
-            dim=1,
-        )
-        table = torch.stack([plain, shaded], dim=2).reshape(n, -1, 3)  # index = 2 * layer + dark
-        index = (2 * layer + dark.long()).reshape(n, -1, 1).expand(-1, -1, 3)
-        colours = table.gather(1, index).transpose(1, 2).reshape(n, 3, size, size)
-        field = F.interpolate(pose.background_field, size=(size, size), mode="bilinear", align_corners=False)
-        background = (pose.background[:, :, None, None] + field).clamp(0, 1)
-        image = torch.where((layer == 0)[:, None], background, colours)
-        image = (image * pose.gain.view(n, 1, 1, 1) + pose.noise).clamp(0, 1)
-
-        masks = torch.stack([layer == first_part + p for p in range(len(PARTS))], dim=1)
-        masks[:, PARTS.index("head")] |= layer == eye_layer
-        return image.float(), masks
+        return cover, eye
 
     # ------------------------------------------------------------------ misc
     def counterfactual(self, batch: SpeciesBatch, others: Tensor | int) -> SpeciesBatch:

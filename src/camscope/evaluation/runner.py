@@ -28,11 +28,11 @@ from camscope.evaluation.results import EvaluationResults
 from camscope.evaluation.sidecars import GroundTruth, ground_truth, load_sidecar, parts_of, regions_of, sidecar_masks
 from camscope.metrics import MetricResult, available_metrics, canonical_metric_name, get_metric
 from camscope.metrics.common import progress_option
+from camscope.models.fingerprint import model_fingerprint
 from camscope.passes.batches import ImageTransform, sample_count
 from camscope.passes.distributed import is_main_process, resolve_device
 from camscope.passes.engine import Batch, DatasetPass
 from camscope.progress import ProgressBar
-from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = ["checked_names_and_options", "evaluate"]
 

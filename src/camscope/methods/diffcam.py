@@ -45,7 +45,7 @@ What camscope fixes where the paper leaves details open:
   with ``embedding="cls"`` (token 0 of the layer's output).
 
 Reference groups (:class:`~camscope.stats.reference_group.ReferenceGroup`)
-come from a :class:`~camscope.stats.reference_bank.ReferenceBank` (per-class
+come from a :class:`~camscope.accumulators.reference_bank.ReferenceBank` (per-class
 counts, means and scatters from one pass over a dataset, float64) or directly
 from reference inputs or embeddings (:func:`camscope.engine.embedding.embed`).
 A group of classes ``G`` has the pooled scatter
@@ -88,12 +88,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.accumulators.reference_bank import DEFAULT_K, ReferenceBank
 from camscope.engine.embedding import EMBEDDINGS, check_embedding, embedding_of
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
+from camscope.models.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.options import Option
-from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
-from camscope.stats.reference_bank import DEFAULT_K, ReferenceBank
 from camscope.stats.reference_group import ReferenceGroup, regularization_key
 from camscope.targets.base import ClassTarget, Target
 from camscope.targets.example import ExampleTarget

@@ -38,8 +38,8 @@ from camscope.engine.maps import scaled_maps
 from camscope.errors import CamscopeError
 from camscope.metrics.common import MetricResult, progress_option
 from camscope.metrics.registry import register_metric
+from camscope.models.fingerprint import model_fingerprint
 from camscope.passes.engine import Batch, DatasetPass
-from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = [
     "Consistency",

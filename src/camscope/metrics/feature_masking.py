@@ -36,8 +36,8 @@ from camscope.engine.capture import (
 )
 from camscope.errors import CamscopeError
 from camscope.metrics.common import progress_option
+from camscope.models.fingerprint import model_fingerprint
 from camscope.passes.engine import DatasetPass
-from camscope.stats.fingerprint import model_fingerprint
 
 __all__ = ["MaskingCounts", "feature_masking_accuracy"]
 

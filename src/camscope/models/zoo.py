@@ -1,4 +1,4 @@
-"""Small trained CNNs shipped with camscope, and the data they were trained on.
+"""Small trained CNNs shipped with camscope (their data: :mod:`camscope.data.small_models`).
 
 Two models, trained on a CPU by ``scripts/train_small_models.py`` (seeded) and
 shipped as safetensors in ``camscope/assets/models/`` (no pickle anywhere):
@@ -14,9 +14,10 @@ the class-activation map of class ``c`` is ``sum_k fc.weight[c, k] * A_k``.
 
 Example:
     >>> import camscope
-    >>> from camscope import zoo
+    >>> from camscope.data.small_models import dataset
+    >>> from camscope.models import zoo
     >>> model = zoo.load_small_model("digits")
-    >>> test = zoo.dataset("digits", split="test")
+    >>> test = dataset("digits", split="test")
     >>> explanation = camscope.explain(model, test.images[:4], method="gradcam", layer=model.cam_layer)
     >>> explanation.maps.shape
     torch.Size([4, 32, 32])
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -43,9 +43,7 @@ from camscope.models.weights import weight_specs
 
 __all__ = [
     "SMALL_MODELS",
-    "EvaluationData",
     "SmallCNN",
-    "dataset",
     "evaluate",
     "load_small_model",
     "model_info",
@@ -116,24 +114,6 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-@dataclass
-class EvaluationData:
-    """A model's data: ``images`` ``[N, C, H, W]`` in ``[0, 1]``, ``labels`` ``[N]``, ``class_names``,
-    and for ``"species"`` the ground truth (``part_masks`` ``[N, P, H, W]``, ``boxes`` ``[N, 4]``, the
-    :class:`~camscope.data.synthetic.SpeciesBatch` as ``batch`` and its generator as ``generator``)."""
-
-    images: Tensor
-    labels: Tensor
-    class_names: list[str]
-    part_masks: Tensor | None = None
-    boxes: Tensor | None = None
-    batch: Any = None
-    generator: Any = None
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
 def _check_name(name: str) -> str:
     if name not in SMALL_MODELS:
         raise CamscopeError(f"unknown small model {name!r}: choose one of {', '.join(SMALL_MODELS)}")
@@ -195,39 +175,6 @@ def load_small_model(name: str, device: str | torch.device = "cpu") -> SmallCNN:
     check_file_tensors(tensors, weight_specs(model, exact=True), model_path(name))
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
-
-
-def dataset(name: str, split: str = "test", limit: int | None = None) -> EvaluationData:
-    """The data model ``name`` was trained (``split="train"``) or tested (``"test"``) on.
-
-    The data are rebuilt from the seeds in :func:`model_info`, so they are
-    exactly those of the training script. ``limit`` keeps the first images
-    (for species, only those are rendered).
-    """
-    info = model_info(_check_name(name))
-    data = info["data"]
-    if split not in ("train", "test"):
-        raise CamscopeError(f"unknown split {split!r}: choose 'train' or 'test'")
-    if name == "digits":
-        from camscope.data.digits import load_digits_data
-
-        digits = load_digits_data(split, size=data["size"], seed=data["seed"], test_fraction=data["test_fraction"])
-        end = len(digits) if limit is None else limit
-        return EvaluationData(images=digits.images[:end], labels=digits.labels[:end], class_names=digits.class_names)
-    from camscope.data.synthetic import SyntheticSpecies
-
-    species = SyntheticSpecies(**data["generator"])
-    count = int(data[f"{split}_size"]) if limit is None else min(int(limit), int(data[f"{split}_size"]))
-    batch = species.sample_split(int(data[f"{split}_size"]), int(data[f"{split}_seed"]), count)
-    return EvaluationData(
-        images=batch.images,
-        labels=batch.labels,
-        class_names=list(species.class_names),
-        part_masks=batch.part_masks,
-        boxes=batch.boxes,
-        batch=batch,
-        generator=species,
-    )
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 256) -> float:

@@ -4,7 +4,7 @@ A checkpoint is one safetensors file written atomically by :mod:`camscope.io`
 (kind ``"pass-checkpoint"``): the accumulator's tensors and, as JSON metadata,
 the rest of its state (:func:`~camscope.passes.state.flatten_state`), the
 batches and samples done, and a fingerprint of the pass (the model's
-:func:`~camscope.stats.fingerprint.model_fingerprint`, the settings that shape
+:func:`~camscope.models.fingerprint.model_fingerprint`, the settings that shape
 the result such as the layer and the batch size, the data's size and first
 samples, the rank and world size). Resuming refuses a checkpoint whose
 fingerprint differs, with the differences spelled out, and one whose tensors are

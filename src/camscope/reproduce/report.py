@@ -160,12 +160,12 @@ class Context:
         return self._models[name]
 
     def data(self, name: str, split: str = "test", limit: int | None = None) -> Any:
-        """:func:`camscope.models.zoo.dataset` of ``name``, cached per (name, split, limit)."""
+        """:func:`camscope.data.small_models.dataset` of ``name``, cached per (name, split, limit)."""
         key = (name, split, limit)
         if key not in self._data:
-            from camscope.models import zoo
+            from camscope.data.small_models import dataset
 
-            self._data[key] = zoo.dataset(name, split=split, limit=limit)
+            self._data[key] = dataset(name, split=split, limit=limit)
         return self._data[key]
 
     def generator(self, offset: int = 0) -> torch.Generator:

@@ -46,6 +46,7 @@ Example:
 
 from camscope.analyses.ifa.analysis import Analysis
 from camscope.analyses.ifa.dataset_pass import analyze
+from camscope.analyses.ifa.report import markdown_report, write_report
 from camscope.analyses.ifa.results import Comparison, Confounder, Outlier, Redundancy
 from camscope.analyses.ifa.scale import TanhScale
 from camscope.stats.sketch import QuantileSketch
@@ -59,4 +60,6 @@ __all__ = [
     "Redundancy",
     "TanhScale",
     "analyze",
+    "markdown_report",
+    "write_report",
 ]

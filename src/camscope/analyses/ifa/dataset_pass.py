@@ -38,8 +38,8 @@ from camscope.engine.capture import default_layer, resolve_layers, validate_inpu
 from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamMethod
 from camscope.errors import CamscopeError
+from camscope.models.fingerprint import model_fingerprint
 from camscope.passes.engine import DatasetPass
-from camscope.stats.fingerprint import model_fingerprint
 from camscope.targets.base import ClassTarget
 
 __all__ = ["analyze"]

@@ -25,9 +25,7 @@ __all__ = ["check_compatible", "compare", "confounders", "outliers", "redundancy
 
 def check_compatible(first: Analysis, other: object, what: str) -> None:
     """Raise unless ``other`` is an analysis of the same method, layer, features and classes."""
-    from camscope.analyses.ifa.analysis import Analysis
-
-    if not isinstance(other, Analysis):
+    if not isinstance(other, type(first)):  # the class of ``first``: this module never imports the analysis
         raise CamscopeError(f"can only {what} another Analysis, got {type(other).__name__}")
     mine = (first.method, first.layer, first.num_features, first.num_classes)
     theirs = (other.method, other.layer, other.num_features, other.num_classes)

@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.models.zoo import SmallCNN
 from camscope.reproduce.diffcam.measure import DIGIT_METHODS, METHODS, THRESHOLDS, SettingResult
 from camscope.reproduce.report import Context
-from camscope.stats.reference_bank import ReferenceBank
 from camscope.viz.figures import new_figure
 
 __all__ = ["FIGURES", "digits_figure", "draw_figures", "f1_figure", "intra_figure", "species_figure"]

@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 
 import camscope
+from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.metrics import part_scores
 from camscope.models.zoo import SmallCNN
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Context, Verdict, judge_difference
-from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = [
     "BASELINES",

@@ -82,24 +82,6 @@ def body(
     ink_comparisons: dict[str, Comparison],
 ) -> str:
     similar, random_ = settings["similar"], settings["random"]
-    ink = digits["ink"]
-    ink_table = markdown_table(
-        ["method", "ink recall", "ink precision", "area of the region"],
-        [
-            [
-                label,
-                float(ink[key]["recall"].mean()),
-                float(ink[key]["precision"].mean()),
-                float(ink[key]["area"].mean()),
-            ]
-            for key, label in DIGIT_METHODS
-        ],
-    )
-    labels, predicted = digits["labels"], digits["predicted"]
-    atypical_text = ", ".join(
-        f"{int(labels[i])}" + (f"→{int(predicted[i])}" if int(labels[i]) != int(predicted[i]) else "") for i in atypical
-    )
-    why_not = "; ".join(f"{digit}: {', '.join(map(str, others))}" for digit, others in shown)
     parts_text, _ = part_table(similar)
     mode = "quick mode: few pairs, noisy numbers; " if context.quick else ""
     rho = min(species_data["shrinkage"], 0.999)
@@ -143,7 +125,32 @@ Examples (one per kind of differing part; white outline: the parts where c and d
 
 ![why c, not d on the species]({figures[1]})
 
-**Digits** (Figures 3 and 4; scikit-learn's digits at 32 px, the digits model, {100 * digits["accuracy"]:.1f}% test
+""" + _digits_text(digits, shown, atypical, figures)
+
+
+def _digits_text(
+    digits: dict[str, Any], shown: list[tuple[int, list[int]]], atypical: list[int], figures: list[str]
+) -> str:
+    """The digits part of the section (Figures 3 and 4) and the verdict rule."""
+    ink = digits["ink"]
+    ink_table = markdown_table(
+        ["method", "ink recall", "ink precision", "area of the region"],
+        [
+            [
+                label,
+                float(ink[key]["recall"].mean()),
+                float(ink[key]["precision"].mean()),
+                float(ink[key]["area"].mean()),
+            ]
+            for key, label in DIGIT_METHODS
+        ],
+    )
+    labels, predicted = digits["labels"], digits["predicted"]
+    atypical_text = ", ".join(
+        f"{int(labels[i])}" + (f"→{int(predicted[i])}" if int(labels[i]) != int(predicted[i]) else "") for i in atypical
+    )
+    why_not = "; ".join(f"{digit}: {', '.join(map(str, others))}" for digit, others in shown)
+    return f"""**Digits** (Figures 3 and 4; scikit-learn's digits at 32 px, the digits model, {100 * digits["accuracy"]:.1f}% test
 accuracy, a bank over the {digits["bank"].count} training digits). Figure 3's analogue: "why is it c" with the baselines
 and DiffCAM against all other digits, then "why not d" (DiffCAM against class d) for the three digits whose bank means
 are nearest ({why_not}):

@@ -9,7 +9,7 @@ details. This section re-measures those claims with the ``species`` model of
 two classes differ are known pixel by pixel.
 
 Protocol:
-    * Data: the first test images of ``zoo.dataset("species")`` that the model
+    * Data: the first test images of ``small_models.dataset("species")`` that the model
       classifies correctly (full run: 512; quick: 32). The explained class is the
       true label (equal to the prediction on these images). Score-CAM costs one
       forward pass per channel (64 here), so it and its Finer variant run on the

@@ -242,7 +242,12 @@ Finer - base energy in the box is {control_text} (the same images with them: {bo
 
 ![Examples](figures/finer_examples.png)
 
-**Comparison strength and number of references** (Figure 6b; gamma = 2.0 is the paper's extrapolation,
+""" + _sweep_text(n, sweep_table, reference_table)
+
+
+def _sweep_text(n: int, sweep_table: str, reference_table: str) -> str:
+    """The gamma sweep and the choice of references, and how to read the numbers."""
+    return f"""**Comparison strength and number of references** (Figure 6b; gamma = 2.0 is the paper's extrapolation,
 App. C.2). The paper: "as the comparison strength increases, the relative drop is boosted at a fast pace and
 reaches the peak when gamma = 0.8. Further strengthening the comparison leads to slight performance drops",
 and its Fig. 8: a large gamma focuses on fine-grained details. Finer-Grad-CAM on the {n} images; gamma = 0 is
@@ -274,7 +279,21 @@ def notes(
     rd_choice: dict[str, float],
 ) -> str:
     """Plausible reasons for the claims that do not (fully) hold in this run, from its own numbers."""
-    peaks, shaped, increasing = gamma.peaks, gamma.shaped, gamma.increasing
+    notes = _measure_notes(verdicts, n_score, numbers, comparisons)
+    notes += _comparison_notes(verdicts, stats, comparisons, gamma, rd_choice)
+    if not notes:
+        return ""
+    return (
+        "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n"
+        + "\n".join(f"* {note}" for note in notes)
+        + "\n"
+    )
+
+
+def _measure_notes(
+    verdicts: dict[str, str], n_score: int, numbers: dict[str, float], comparisons: dict[tuple[str, str], Comparison]
+) -> list[str]:
+    """Reasons for the claims on RD, deletion, localisation and the differing part."""
     notes = []
     if verdicts["rd"] != HOLDS:
         missing = [
@@ -314,6 +333,19 @@ def notes(
             f"**Differing part** (no significant gain of at least 5% for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
             "fields, the layer cannot isolate a part of a few cells; see the pointing game for where the peak goes."
         )
+    return notes
+
+
+def _comparison_notes(
+    verdicts: dict[str, str],
+    stats: dict[str, float],
+    comparisons: dict[tuple[str, str], Comparison],
+    gamma: GammaClaims,
+    rd_choice: dict[str, float],
+) -> list[str]:
+    """Reasons for the claims on the comparison strength, the references and the subtraction after the ReLU."""
+    peaks, shaped, increasing = gamma.peaks, gamma.shaped, gamma.increasing
+    notes = []
     if verdicts["gamma_rd"] != HOLDS:
         off = [f"T={t} (peak at gamma {peaks[t]:g})" for t, ok in zip(REFERENCES, shaped) if not ok]
         notes.append(
@@ -348,10 +380,4 @@ def notes(
             f"{versus['pointing'].text()}. The paper's evidence for this claim is visual ('noisy' maps against 'clean "
             "backgrounds'); the energy shares measured here do not show it."
         )
-    if not notes:
-        return ""
-    return (
-        "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n"
-        + "\n".join(f"* {note}" for note in notes)
-        + "\n"
-    )
+    return notes

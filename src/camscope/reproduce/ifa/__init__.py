@@ -58,7 +58,6 @@ Table I; the union protocol is Table II's headline, with a 95% interval on the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -68,6 +67,8 @@ import camscope
 from camscope.metrics import consistency, feature_masking_accuracy
 from camscope.metrics.consistency import Consistency
 from camscope.models.zoo import SmallCNN
+from camscope.reproduce.ifa.claims import claims as ifa_claims
+from camscope.reproduce.ifa.measured import DATASETS, FRACTIONS, Measured
 from camscope.reproduce.report import Context, Section, markdown_table
 from camscope.viz.figures import new_figure
 
@@ -80,8 +81,6 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("gradcampp", "Grad-CAM++"),
     ("xgradcam", "XGrad-CAM"),
 )
-#: Shares of principal features (Table II; the paper: 5%, 20% MNIST, 25% ImageNet).
-FRACTIONS: tuple[float, ...] = (0.05, 0.10, 0.20, 0.25)
 #: Table I of the paper (plain, S-) per method, three of its eight rows, and its "Ave. Inc.".
 PAPER_TABLE_I: dict[
     str, tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float], float]
@@ -97,8 +96,6 @@ PAPER_TABLE_II: dict[str, tuple[float, float, float]] = {
     "MRI (top 5%)": (0.851, 0.772, 0.532),
     "Ultrasound (top 5%)": (0.764, 0.642, 0.511),
 }
-#: The two shipped models the section runs on.
-DATASETS: tuple[str, ...] = ("species", "digits")
 #: The one class whose logit every image's CAM is compared with (the paper's plots: "selected class dog / 7").
 SELECTED_CLASS = 0
 _RANDOM_DRAWS = 5
@@ -194,20 +191,6 @@ def _figure(context: Context, scatter: dict[str, dict[str, Any]], accuracy: dict
     return figures
 
 
-@dataclass
-class Measured:
-    """What the section measured on both data sets, filled in data set by data set."""
-
-    numbers: dict[str, float] = field(default_factory=dict)
-    consistency_rows: list[list[Any]] = field(default_factory=list)
-    scatter: dict[str, dict[str, Any]] = field(default_factory=dict)
-    accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
-    coefficients: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    equal: dict[str, float] = field(default_factory=dict)
-    accuracy_tables: list[str] = field(default_factory=list)
-
-
 def _consistency_table(
     context: Context,
     name: str,
@@ -257,6 +240,20 @@ def _consistency_table(
     return analyses["gradcam"]
 
 
+#: The columns of Table II's analogue.
+_PRINCIPAL_COLUMNS = [
+    "top p of K=64 (per class)",
+    "all",
+    "union share of K",
+    "**principal, union**",
+    "**rest of union**",
+    "random, union size",
+    "principal, per class",
+    "rest, per class",
+    "random, per class",
+]
+
+
 def _principal_table(
     name: str,
     model: SmallCNN,
@@ -279,16 +276,7 @@ def _principal_table(
     pooled = _pooled(model, test.images)
     labels = test.labels
     masks_by_fraction = {f: analysis.principal_features(f) for f in FRACTIONS}
-    present = analysis.class_counts.cpu() > 0
-    union_masks: dict[str, Any] = {"all": None}
-    for f, masks in masks_by_fraction.items():
-        union = masks[present].any(dim=0)
-        union_masks[f"top{f}"] = union
-        union_masks[f"rest{f}"] = ~union
-        for draw in range(_RANDOM_DRAWS):
-            shuffled = torch.zeros(features, dtype=torch.bool)
-            shuffled[torch.randperm(features, generator=generator)[: int(union.sum())]] = True
-            union_masks[f"random{f}_{draw}"] = shuffled
+    union_masks = _union_masks(masks_by_fraction, analysis.class_counts.cpu() > 0, features, generator)
     found = feature_masking_accuracy(model, test_batches, layer, union_masks, progress=False)
     union_accuracy = cast(dict[str, float], found)  # a dict of masks gives a dict of accuracies
     entry: dict[str, Any] = {"all": union_accuracy["all"], "chance": chance}
@@ -342,22 +330,25 @@ def _principal_table(
     accuracy[name] = entry
     accuracy_tables.append(
         f"*{name}* (test split, {sizes[name][1]} images, {classes} classes, chance {chance:.3f}; "
-        f"importance matrix from {sizes[name][0]} training images):\n\n"
-        + markdown_table(
-            [
-                "top p of K=64 (per class)",
-                "all",
-                "union share of K",
-                "**principal, union**",
-                "**rest of union**",
-                "random, union size",
-                "principal, per class",
-                "rest, per class",
-                "random, per class",
-            ],
-            rows,
-        )
+        f"importance matrix from {sizes[name][0]} training images):\n\n" + markdown_table(_PRINCIPAL_COLUMNS, rows)
     )
+
+
+def _union_masks(
+    masks_by_fraction: dict[float, Tensor], present: Tensor, features: int, generator: torch.Generator
+) -> dict[str, Any]:
+    """Per fraction: the union over the present classes of their principal features, its complement, and
+    random feature sets of the union's size (``_RANDOM_DRAWS`` each); ``"all"``: no mask."""
+    union_masks: dict[str, Any] = {"all": None}
+    for f, masks in masks_by_fraction.items():
+        union = masks[present].any(dim=0)
+        union_masks[f"top{f}"] = union
+        union_masks[f"rest{f}"] = ~union
+        for draw in range(_RANDOM_DRAWS):
+            shuffled = torch.zeros(features, dtype=torch.bool)
+            shuffled[torch.randperm(features, generator=generator)[: int(union.sum())]] = True
+            union_masks[f"random{f}_{draw}"] = shuffled
+    return union_masks
 
 
 def _measure(context: Context) -> Measured:
@@ -465,8 +456,6 @@ def run(context: Context) -> Section:
     """Measure Table I's and Table II's analogues on both shipped models (see the module docstring)."""
     measured = _measure(context)
     figures = _figure(context, measured.scatter, measured.accuracy)
-    from camscope.reproduce.ifa.claims import claims as ifa_claims
-
     claims = ifa_claims(measured)
     body = _body(measured, figures)
     return Section(

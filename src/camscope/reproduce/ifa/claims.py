@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from camscope.reproduce.ifa import DATASETS, FRACTIONS, Measured
+from camscope.reproduce.ifa.measured import DATASETS, FRACTIONS, Measured
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Claim
 
 __all__ = ["SAME_MAP", "claims", "distinct_groups", "drop_interval"]

@@ -8,7 +8,7 @@ per-class counts, means and scatters on the model's device.
 
 Example:
     >>> import torch
-    >>> from camscope.stats.reference_bank import ReferenceBank
+    >>> from camscope.accumulators.reference_bank import ReferenceBank
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     >>> data = [(torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 0, 1, 0, 1]))]
     >>> bank = build_reference_bank(ReferenceBank, model, data, "0", progress=False)
@@ -27,11 +27,11 @@ from torch import nn
 
 from camscope.engine.capture import LayerSpec, model_state, validate_inputs
 from camscope.engine.embedding import LayerEmbedder, check_embedding, embedding_layer
+from camscope.models.fingerprint import model_fingerprint
 from camscope.passes.engine import DatasetPass
-from camscope.stats.fingerprint import model_fingerprint
 
 if TYPE_CHECKING:
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
 __all__ = ["build_reference_bank"]
 

@@ -26,14 +26,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.accumulators.reference_bank_build import build_reference_bank
+from camscope.accumulators.reference_bank_files import load_bank, save_bank
 from camscope.data.folders import UNLABELLED
 from camscope.engine.capture import LayerSpec
 from camscope.engine.embedding import check_embedding
 from camscope.errors import CamscopeError
+from camscope.models.fingerprint import fingerprint_differences, model_fingerprint
 from camscope.stats.class_moments import DEFAULT_MAX_SCATTER_BYTES, ClassMoments
-from camscope.stats.fingerprint import fingerprint_differences, model_fingerprint
-from camscope.stats.reference_bank_build import build_reference_bank
-from camscope.stats.reference_bank_files import load_bank, save_bank
 from camscope.stats.reference_group import ReferenceGroup
 
 __all__ = ["DEFAULT_K", "GROUP_KINDS", "ReferenceBank"]
@@ -342,7 +342,7 @@ class ReferenceBank:
 
         The file holds the tensors ``labels``, ``counts``, ``means`` and
         ``scatters`` or ``within``, and the metadata of :meth:`state_dict`
-        (see :mod:`camscope.stats.reference_bank_files`).
+        (see :mod:`camscope.accumulators.reference_bank_files`).
         """
         return save_bank(self, path)
 
@@ -495,6 +495,31 @@ class ReferenceBank:
         shown = [f"{label} ({self.class_name(label)})" for label in labels[:limit]]
         more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
         return (", ".join(shown) + more) if shown else "no classes (it is empty)"
+
+    def summary(self) -> dict[str, Any]:
+        """What the bank describes and holds, JSON-friendly: model, layer, embedding, sizes and per-class counts.
+
+        Example:
+            >>> import torch
+            >>> bank = ReferenceBank(feature_size=2, layer="fc", class_names={0: "cat", 1: "dog"})
+            >>> _ = bank.update(torch.randn(3, 2), torch.tensor([0, 1, 1]))
+            >>> summary = bank.summary()
+            >>> summary["samples"], summary["classes"]
+            (3, [{'label': 0, 'name': 'cat', 'count': 1}, {'label': 1, 'name': 'dog', 'count': 2}])
+        """
+        return {
+            "model": (self.model or {}).get("name"),
+            "layer": self.layer,
+            "embedding": self.embedding,
+            "feature_size": self.feature_size,
+            "samples": self.count,
+            "scatter": self.scatter_mode,
+            "input_size": self.input_size,
+            "classes": [
+                {"label": label, "name": name, "count": int(count)}
+                for label, name, count in zip(self.labels, self.class_names, self.counts.tolist())
+            ],
+        }
 
     # -- groups ------------------------------------------------------------------------
 

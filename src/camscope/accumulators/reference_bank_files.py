@@ -11,7 +11,7 @@ metadata ``model``, ``layer``, ``embedding``, ``feature_size``, ``labels``,
 
 Example:
     >>> import tempfile, torch
-    >>> from camscope.stats.reference_bank import ReferenceBank
+    >>> from camscope.accumulators.reference_bank import ReferenceBank
     >>> bank = ReferenceBank(2, "layer4", class_names=["cat", "dog"]).update(torch.randn(4, 2), [0, 1, 0, 1])
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     loaded = load_bank(ReferenceBank, save_bank(bank, f"{folder}/bank.safetensors"))
@@ -32,7 +32,7 @@ from camscope.errors import CamscopeError
 from camscope.io import TensorSpec, check_file_tensors, checked_int, checked_tensor, load_tensors, save_tensors
 
 if TYPE_CHECKING:
-    from camscope.stats.reference_bank import ReferenceBank
+    from camscope.accumulators.reference_bank import ReferenceBank
 
 __all__ = ["BANK_KIND", "load_bank", "save_bank"]
 
