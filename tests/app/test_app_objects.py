@@ -18,8 +18,9 @@ import camscope
 from camscope.app.images import ImageStore
 from camscope.app.server import create_app
 from camscope.app.workbench import Workbench
+from camscope.data.small_models import scene_data
 from camscope.models import data_config, load_photo
-from camscope.models.scene_zoo import load_scene_model, scene_data
+from camscope.models.scene_zoo import load_scene_model
 from camscope.viz.figures import save_image
 
 

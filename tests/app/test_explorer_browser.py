@@ -338,7 +338,7 @@ def test_the_page_says_what_each_comparison_shows_and_fits_a_narrow_window(page)
 @pytest.fixture(scope="module")
 def scene_server(tmp_path_factory, start_serve):
     """A second explorer, on the shipped scene detector, with two test scenes as its data folder."""
-    from camscope.models.scene_zoo import scene_data
+    from camscope.data.small_models import scene_data
     from camscope.viz.figures import save_image
 
     _chromium()

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from camscope.cli.app import main
-from camscope.models.scene_zoo import scene_data, scene_model_info
+from camscope.data.small_models import scene_data
+from camscope.models.scene_zoo import scene_model_info
 from camscope.viz.figures import save_image
 
 

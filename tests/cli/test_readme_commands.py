@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from camscope.cli.app import main
+from camscope.data.small_models import scene_data
 from camscope.models import sample_images
-from camscope.models.scene_zoo import scene_data
 from camscope.viz.figures import save_image
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import camscope
+from camscope.data.small_models import scene_data
 from camscope.engine.objects import explain_objects, find_objects, model_task
 from camscope.errors import CamscopeError
 from camscope.evaluation.objects import evaluate_objects
 from camscope.metrics.objects import box_pointing, mask_iou
-from camscope.models.scene_zoo import load_scene_model, scene_data
+from camscope.models.scene_zoo import load_scene_model
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pytorch_grad_cam import GradCAM as PeerGradCAM
 from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
 import camscope
+from camscope.data.small_models import scene_data
 from camscope.errors import CamscopeError
 from camscope.models import load_model
 from camscope.models.scene_models import (
@@ -20,7 +21,7 @@ from camscope.models.scene_models import (
     detection_average_precision,
     segmentation_iou,
 )
-from camscope.models.scene_zoo import SCENE_MODELS, load_scene_model, scene_data, scene_model_info
+from camscope.models.scene_zoo import SCENE_MODELS, load_scene_model, scene_model_info
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "src" / "camscope" / "assets" / "models"

@@ -48,8 +48,9 @@ def evaluate_scenes(
     """``camscope evaluate --data camscope:scenes``: box pointing and mask IoU per object of the shipped scenes."""
     from camscope.cli.common import load_cli_model
     from camscope.cli.outputs import claim_outputs
+    from camscope.data.small_models import scene_data
     from camscope.evaluation.objects import OBJECT_METRICS, evaluate_objects
-    from camscope.models.scene_zoo import SCENE_MODELS, scene_data
+    from camscope.models.scene_zoo import SCENE_MODELS
 
     if str(data).strip().lower() != SCENES_DATA:
         raise CamscopeError(f"--data takes an image folder or {SCENES_DATA} (the shipped test scenes), got {data}")

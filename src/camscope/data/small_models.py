@@ -17,11 +17,13 @@ from typing import Any
 from torch import Tensor
 
 from camscope.data.digits import load_digits_data
+from camscope.data.scenes import SpeciesScenes
 from camscope.data.synthetic import SyntheticSpecies
 from camscope.errors import CamscopeError
+from camscope.models.scene_zoo import scene_model_info
 from camscope.models.zoo import model_info
 
-__all__ = ["EvaluationData", "dataset"]
+__all__ = ["EvaluationData", "dataset", "scene_data"]
 
 
 @dataclass
@@ -69,3 +71,14 @@ def dataset(name: str, split: str = "test", limit: int | None = None) -> Evaluat
         batch=batch,
         generator=species,
     )
+
+
+def scene_data(name: str, split: str = "test", limit: int | None = None) -> Any:
+    """The scenes model ``name`` was trained (``split="train"``) or tested (``"test"``) on: a
+    :class:`~camscope.data.scenes.SceneBatch`, rebuilt from the seeds in :func:`~camscope.models.scene_zoo.scene_model_info`
+    (``limit``: only the first scenes are drawn)."""
+    if split not in ("train", "test"):
+        raise CamscopeError(f"unknown split {split!r}: choose 'train' or 'test'")
+    data = scene_model_info(name)["data"]
+    generator = SpeciesScenes(**{**data["generator"]})
+    return generator.sample_split(int(data[f"{split}_size"]), int(data[f"{split}_seed"]), limit)

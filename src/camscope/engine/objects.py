@@ -11,7 +11,8 @@ own map, with each method.
 
 Example:
     >>> import torch
-    >>> from camscope.models.scene_zoo import load_scene_model, scene_data
+    >>> from camscope.data.small_models import scene_data
+    >>> from camscope.models.scene_zoo import load_scene_model
     >>> detector = load_scene_model("scenes-detector")
     >>> found = explain_objects(detector, scene_data("scenes-detector", limit=1).images, ["gradcam"])
     >>> found.task, found.maps["gradcam"].maps.shape[0] == len(found)

@@ -20,7 +20,8 @@ The results are an :class:`~camscope.evaluation.report.EvaluationReport` with on
 per object (``scene 3 object 1 (NAME)``), written as ``camscope.evaluate``'s are.
 
 Example:
-    >>> from camscope.models.scene_zoo import load_scene_model, scene_data
+    >>> from camscope.data.small_models import scene_data
+    >>> from camscope.models.scene_zoo import load_scene_model
     >>> report = evaluate_objects(load_scene_model("scenes-detector"), scene_data("scenes-detector", limit=2),
     ...                           methods=["gradcam"])
     >>> report.metrics, len(report.samples) == int(scene_data("scenes-detector", limit=2).counts.sum())

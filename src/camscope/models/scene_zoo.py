@@ -15,7 +15,8 @@ They are also ``camscope:scenes-detector`` and ``camscope:scenes-segmenter`` for
 
 Example:
     >>> import camscope
-    >>> from camscope.models.scene_zoo import load_scene_model, scene_data
+    >>> from camscope.data.small_models import scene_data
+    >>> from camscope.models.scene_zoo import load_scene_model
     >>> detector = load_scene_model("scenes-detector")
     >>> scenes = scene_data("scenes-detector", split="test", limit=1)
     >>> labels, boxes = scenes.objects(0)
@@ -43,7 +44,6 @@ __all__ = [
     "SCENE_MODEL_KIND",
     "load_scene_model",
     "scene_architecture",
-    "scene_data",
     "scene_model_info",
 ]
 
@@ -91,7 +91,7 @@ def scene_model_info(name: str) -> dict[str, Any]:
 
     Keys include ``test`` (the detector's ``map50`` and per-class ``ap50``, the segmenter's
     ``miou`` over the species and per-class ``iou``, on the whole test split of
-    :func:`scene_data`), ``architecture``, ``data`` (the generator's config and the splits'
+    :func:`camscope.data.small_models.scene_data`), ``architecture``, ``data`` (the generator's config and the splits'
     seeds and sizes), ``training`` (recipe, seconds, ``command``, per-epoch ``log``),
     ``class_names`` (``"background"`` first), ``cam_layer`` and ``parameters``.
     """
@@ -121,16 +121,3 @@ def load_scene_model(name: str, device: str | torch.device = "cpu") -> nn.Module
     except RuntimeError as error:
         raise CamscopeError(f"{_path(name)} does not match the {type(model).__name__} architecture: {error}") from error
     return model.to(device).eval()
-
-
-def scene_data(name: str, split: str = "test", limit: int | None = None) -> Any:
-    """The scenes model ``name`` was trained (``split="train"``) or tested (``"test"``) on: a
-    :class:`~camscope.data.scenes.SceneBatch`, rebuilt from the seeds in :func:`scene_model_info`
-    (``limit``: only the first scenes are drawn)."""
-    from camscope.data.scenes import SpeciesScenes
-
-    if split not in ("train", "test"):
-        raise CamscopeError(f"unknown split {split!r}: choose 'train' or 'test'")
-    data = scene_model_info(name)["data"]
-    generator = SpeciesScenes(**{**data["generator"]})
-    return generator.sample_split(int(data[f"{split}_size"]), int(data[f"{split}_seed"]), limit)

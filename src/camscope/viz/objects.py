@@ -3,7 +3,8 @@
 Example:
     >>> import torch
     >>> from camscope.engine.objects import explain_objects
-    >>> from camscope.models.scene_zoo import load_scene_model, scene_data
+    >>> from camscope.data.small_models import scene_data
+    >>> from camscope.models.scene_zoo import load_scene_model
     >>> scene = scene_data("scenes-detector", limit=1).images
     >>> found = explain_objects(load_scene_model("scenes-detector"), scene, ["gradcam"])
     >>> figure = objects_figure(scene[0].permute(1, 2, 0), found, load_scene_model("scenes-detector").class_names,
