@@ -71,8 +71,8 @@ def drop_interval(all_accuracy: float, accuracy: float, count: int) -> tuple[flo
 
     Example:
         >>> low, drop, high = drop_interval(0.9, 0.8, 100)
-        >>> round(drop, 3), round(high - drop, 3)
-        (0.1, 0.099)
+        >>> round(drop, 3), round(high - drop, 3)  # 1.96 * sqrt((0.9 * 0.1 + 0.8 * 0.2) / 100)
+        (0.1, 0.098)
     """
     spread = math.sqrt(all_accuracy * (1 - all_accuracy) / count + accuracy * (1 - accuracy) / count)
     drop = all_accuracy - accuracy
