@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import typer
 
 from camscope.errors import CamscopeError
+
+if TYPE_CHECKING:  # torch is imported by the commands that run, never by --help
+    import torch
 
 __all__ = [
     "SCENES_DATA",
@@ -186,6 +188,8 @@ def explain_objects(
 
 
 def _names(network: torch.nn.Module, batch: torch.Tensor) -> list[str]:
+    import torch
+
     from camscope.cli.common import class_names_for
 
     count = getattr(network, "num_classes", None)
