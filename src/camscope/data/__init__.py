@@ -10,6 +10,6 @@ The small models trained on both ship in :mod:`camscope.models.zoo`.
 """
 
 from camscope.data.digits import DigitsData, load_digits_data
-from camscope.data.synthetic import PARTS, SpeciesBatch, SpeciesPose, SyntheticSpecies
+from camscope.data.synthetic import LEVELS, PARTS, SpeciesBatch, SpeciesPose, SyntheticSpecies
 
-__all__ = ["PARTS", "DigitsData", "SpeciesBatch", "SpeciesPose", "SyntheticSpecies", "load_digits_data"]
+__all__ = ["LEVELS", "PARTS", "DigitsData", "SpeciesBatch", "SpeciesPose", "SyntheticSpecies", "load_digits_data"]
