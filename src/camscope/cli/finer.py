@@ -282,7 +282,13 @@ def prompts(
         ),
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A transformers CLIP id or saved folder, open_clip:ARCH/PRETRAINED, or camscope:species-clip (the "
+            "shipped image-text model of the synthetic species, offline).",
+        ),
     ] = "openai/clip-vit-base-patch16",
     method: Annotated[
         list[str] | None, typer.Option("--method", help="Base CAM method (one; spelling forgiven: GradCAM is gradcam).")
