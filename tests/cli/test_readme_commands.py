@@ -2,8 +2,8 @@
 
 The commands are read from the README's ``bash`` blocks in order (a line ending in ``\\`` continues
 on the next one) and run in a fresh folder holding what they name: the photos ``make demo``
-writes to ``camscope-out/demo/photos/``, ``img.jpg``, and ImageFolder trees ``train/``, ``test/`` and
-``val/`` of the bundled photos (class folders named by ImageNet classes). ``camscope ...``
+writes to ``camscope-out/demo/photos/``, ``img.jpg``, ``species.png`` (a synthetic species, written as the
+README's Python snippet writes it), and ImageFolder trees ``train/``, ``test/`` and ``val/`` of the bundled photos (class folders named by ImageNet classes). ``camscope ...``
 runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
 as a subprocess; ``camscope serve`` (a server that runs until stopped) runs last, as a subprocess
 that must print its address and answer there before it is stopped. The commands that cannot run
@@ -79,6 +79,11 @@ def _photos(root: Path) -> None:
     for name, rgb in photos.items():
         save_image(root / "camscope-out" / "demo" / "photos" / f"{name}.png", rgb / 255.0)
     save_image(root / "img.jpg", photos["coffee"] / 255.0)
+    from camscope.models import zoo  # species.png: the first test image of the image-text model's species
+
+    save_image(
+        root / "species.png", zoo.dataset("species-clip", split="test", limit=1).images[0].permute(1, 2, 0).numpy()
+    )
     # class folders named by ImageNet classes: two views of each photo
     classes = {"tabby": photos["chelsea"], "espresso": photos["coffee"], "missile": photos["rocket"]}
     for split in ("train", "test"):

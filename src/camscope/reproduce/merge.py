@@ -20,11 +20,14 @@ from collections.abc import Sequence
 
 from camscope.reproduce.report import VERDICTS
 
-__all__ = ["CHANGES_INTRO", "changed_rows", "count_verdicts", "merge_blocks", "split_report"]
+__all__ = ["CHANGES_INTRO", "changed_rows", "count_by_level", "count_verdicts", "merge_blocks", "split_report"]
 
 #: The line that opens the table of changed verdicts in the header.
 CHANGES_INTRO = "Verdicts that changed since the previous version of this report"
 _HEADING = re.compile(r"^## (.+)$", re.MULTILINE)
+_LEVEL_ROW = re.compile(
+    r"^\| .* \| (\w+) \| \*\*(" + "|".join(map(re.escape, VERDICTS)) + r")\*\* \| .*\|$", re.MULTILINE
+)
 _VERDICT_ROW = re.compile(r"^\| .* \| \*\*(" + "|".join(map(re.escape, VERDICTS)) + r")\*\* \| .*\|$", re.MULTILINE)
 
 
@@ -47,6 +50,15 @@ def count_verdicts(blocks: Sequence[str]) -> dict[str, int]:
         for match in _VERDICT_ROW.finditer(block):
             counts[match.group(1)] += 1
     return counts
+
+
+def count_by_level(blocks: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``{level: {verdict: count}}`` over the verdict rows that name a level (``| claim | level | **verdict** |``)."""
+    found: dict[str, dict[str, int]] = {}
+    for block in blocks:
+        for match in _LEVEL_ROW.finditer(block):
+            found.setdefault(match.group(1), dict.fromkeys(VERDICTS, 0))[match.group(2)] += 1
+    return found
 
 
 def changed_rows(header: str) -> list[str]:

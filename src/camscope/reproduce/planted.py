@@ -320,6 +320,7 @@ def _claims(
             f"{100 * bad['turned']:.0f}% of the other digits into {CONFOUNDED}s (control {100 * good['turned']:.0f}%). "
             "Rule: flagged and its top feature mark-responsive, control flags none → holds; one of the first two → "
             "partly.",
+            previous=PARTLY,
         )
     ]
     precisions = [entry["precision"] for entry in outliers.values()]
@@ -336,6 +337,7 @@ def _claims(
             )
             + f" (random picks: {PLANTED / next(iter(outliers.values()))['images']:.3f}). Rule: precision ≥ 0.8 for "
             "both kinds → holds, ≥ 0.5 for one → partly.",
+            previous=HOLDS,
         )
     )
     few = [e["difference"] for e in overfitting["few"]]
@@ -355,6 +357,7 @@ def _claims(
             + " ("
             + ", ".join(f"{e['train']:.2f} / {e['test']:.2f}" for e in overfitting["all"])
             + "). Rule: every few-image model above every well-trained one → holds, higher mean → partly.",
+            previous=HOLDS,
         )
     )
     changes = {key: (e["drop_fs"] - e["drop"]) / max(e["drop"], 1e-12) for key, e in table_iv.items()}
@@ -372,6 +375,7 @@ def _claims(
             )
             + ". Rule: the drop rises by at most 15% of the full map's for every distinct map → holds, for half → "
             "partly.",
+            previous=HOLDS,
         )
     )
     return claims
