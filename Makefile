@@ -9,10 +9,11 @@ DOCTEST ?= src/camscope/__init__.py src/camscope/engine src/camscope/targets src
 	src/camscope/progress.py src/camscope/errors.py src/camscope/io.py src/camscope/locking.py src/camscope/viz/figures.py \
 	src/camscope/models/preprocessing.py src/camscope/metrics/imputation.py src/camscope/metrics/road.py \
 	src/camscope/viz/overview.py src/camscope/app/jobs.py src/camscope/app/images.py src/camscope/app/workbench.py src/camscope/app/schema.py \
-	src/camscope/app/downloads.py src/camscope/cli/serve.py
+	src/camscope/app/downloads.py src/camscope/cli/serve.py src/camscope/methods/attention.py src/camscope/methods/rollout.py \
+	src/camscope/methods/gradrollout.py src/camscope/methods/legrad.py
 LINTED := src tests benchmarks scripts
 
-.PHONY: install demo test lint bench chromium
+.PHONY: install demo test test-order lint bench chromium
 
 $(BIN)/camscope: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest --doctest-modules $(DOCTEST)
 	$(BIN)/python -m pytest
+
+# The suite twice in one process, in a shuffled order (SEED=N repeats an order): no test may depend on another.
+SEED ?= $(shell date +%s)
+test-order: install
+	$(BIN)/python -m pytest -p randomly --randomly-seed=$(SEED) --keep-duplicates tests tests
 
 # The browser of the explorer's browser tests (tests/app/test_explorer_browser.py): Debian's chromium,
 # installed with apt-get when /usr/bin/chromium is missing. Never fails: without it those tests skip and say why.

@@ -1,6 +1,13 @@
-"""Tiny seeded models shared by the tests."""
+"""Tiny seeded models shared by the tests, and the rules that keep tests independent of their order.
+
+The suite runs in a random order (pytest-randomly; the seed is printed at the end, rerun an order with
+``-p randomly --randomly-seed=N``, or keep file order with ``-p no:randomly``). Every test starts with
+torch's global generator seeded from its own name, and must leave the process as it found it.
+"""
 
 from __future__ import annotations
+
+import zlib
 
 import pytest
 import torch
@@ -179,3 +186,66 @@ def start_serve():
     for process in processes:
         process.terminate()
         process.wait(timeout=30)
+
+
+# Set by libraries on import (torch's compiler cache, open_clip's tokenizers): not a test's doing.
+_LIBRARY_ENVIRONMENT = {"TORCHINDUCTOR_CACHE_DIR", "TOKENIZERS_PARALLELISM", "PYTEST_CURRENT_TEST"}
+
+
+def _process_state() -> dict[str, object]:
+    """What one test must not leave changed for the next (the suite passes in any order, twice in one process).
+
+    Threads: camscope's own and any non-daemon thread (libraries' daemon pools, e.g. AnyIO's or tqdm's
+    monitor, come and go by themselves).
+    """
+    import os
+    import signal
+    import threading
+
+    return {
+        "threads": sorted(
+            t.name
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and (t.name.startswith("camscope") or not t.daemon)
+        ),
+        "torch threads": torch.get_num_threads(),
+        "default dtype": torch.get_default_dtype(),
+        "grad enabled": torch.is_grad_enabled(),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "autocast (cpu)": torch.is_autocast_enabled("cpu"),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "SIGINT handler": signal.getsignal(signal.SIGINT),
+        "cwd": os.getcwd(),
+        "environment": {k: v for k, v in os.environ.items() if k not in _LIBRARY_ENVIRONMENT},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _leaves_process_state_unchanged(request: pytest.FixtureRequest):
+    """Fails a test that leaves global state changed: the next test would depend on it.
+
+    Module- and session-scoped fixtures are set up before this one, so their threads and settings
+    are part of the state a test starts from.
+    """
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = {key: (before[key], after[key]) for key in before if before[key] != after[key]}
+    if "environment" in changed:
+        old, new = changed["environment"]
+        assert isinstance(old, dict) and isinstance(new, dict)
+        changed["environment"] = {
+            k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)
+        }
+    assert not changed, f"{request.node.nodeid} left process state changed: {changed}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Seed torch's global generator from the test's name, before its fixtures: the same draws in any order."""
+    torch.manual_seed(zlib.crc32(item.nodeid.encode()))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    seed = getattr(config.option, "randomly_seed", None)  # absent with -p no:randomly
+    if seed is not None:
+        terminalreporter.write_line(f"test order: --randomly-seed={seed} (pytest-randomly)")

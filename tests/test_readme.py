@@ -28,7 +28,7 @@ def test_every_public_name_imports() -> None:
 @pytest.mark.slow
 def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     snippets = _snippets()
-    assert len(snippets) == 4, "the README's snippets changed: update this test"
+    assert len(snippets) == 5, "the README's snippets changed: update this test"
     monkeypatch.chdir(tmp_path)
     photos = tmp_path / "camscope-out" / "demo" / "photos"
     photos.mkdir(parents=True)
@@ -56,3 +56,6 @@ def test_readme_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     exec(snippets[3], namespace)
     assert namespace["analysis"].class_counts[[281, 287, 967]].tolist() == [2, 2, 2]  # folders named by classes
     assert namespace["e"].raw.shape == (1, 2, 2)
+    tasks: dict = {}
+    exec(snippets[4], tasks)  # detection, segmentation, heads, embeddings, several inputs: self-contained
+    assert tasks["labels"].maps.shape == (3, 64, 64) and tasks["colour"].maps.shape == (2, 64, 64)

@@ -1,5 +1,5 @@
 """``python -m camscope``: the command-line interface."""
 
-from camscope.cli.app import main
+from camscope.cli import main
 
 raise SystemExit(main())

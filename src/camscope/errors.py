@@ -1,8 +1,12 @@
 """Errors raised for user mistakes, and hints for their messages."""
 
-import difflib
+from __future__ import annotations
 
-__all__ = ["CamscopeError", "suggest"]
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["CamscopeError", "MissingExtraError", "needs_extra", "suggest"]
 
 
 class CamscopeError(ValueError):
@@ -20,6 +24,46 @@ class CamscopeError(ValueError):
         ...     print(error)
         unknown layer 'layer9'; did you mean layer4, layer3, layer2, layer1, layer4.1? (`camscope layers MODEL` lists the layers)
     """
+
+
+class MissingExtraError(CamscopeError, ImportError):
+    """An optional part of camscope whose extra is not installed (see :func:`needs_extra`).
+
+    It is also an ``ImportError``, so code that falls back when an import fails keeps working.
+    """
+
+
+@contextmanager
+def needs_extra(extra: str, purpose: str) -> Iterator[None]:
+    """Import an optional dependency inside; if a module is missing, say which extra to install, on one line.
+
+    ``pip install camscope`` installs the core (torch, torchvision, numpy, Pillow,
+    safetensors): enough to explain a model. The rest comes with extras: ``cli``
+    (typer, rich), ``plots`` (matplotlib), ``app`` (the explorer), ``reproduce``
+    (scipy, scikit-learn, scikit-image), ``clip`` (transformers, open_clip),
+    ``photo`` (timm and the default photo model), and ``all``.
+
+    Args:
+        extra: the extra that provides the imports (``"plots"``).
+        purpose: what needs it, for the message (``"figures"``).
+
+    Raises:
+        MissingExtraError: ``camscope[EXTRA] is needed for PURPOSE: pip install 'camscope[EXTRA]'``.
+
+    Example:
+        >>> with needs_extra("plots", "figures"):
+        ...     import a_module_that_is_not_installed
+        Traceback (most recent call last):
+        ...
+        camscope.errors.MissingExtraError: camscope[plots] is needed for figures: pip install 'camscope[plots]' (a_module_that_is_not_installed is not installed)
+    """
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        missing = f" ({error.name} is not installed)" if error.name else ""
+        raise MissingExtraError(
+            f"camscope[{extra}] is needed for {purpose}: pip install 'camscope[{extra}]'{missing}"
+        ) from error
 
 
 def suggest(word: str, candidates: list[str], n: int = 5) -> str:

@@ -11,7 +11,9 @@ normal file under the user's umask.
 Reading checks the file before trusting it: a truncated or corrupted file, or
 camscope metadata that is not a JSON object of the right kind and a known
 format version, raises :class:`~camscope.errors.CamscopeError`;
-:func:`checked_tensor` checks the tensors' shapes, dtypes and values.
+:func:`check_file_tensors` checks that a file holds exactly the tensors, dtypes
+and shapes camscope writes (every loader calls it), and :func:`checked_tensor`
+checks values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +39,13 @@ from camscope.errors import CamscopeError
 
 __all__ = [
     "FORMAT_VERSION",
+    "TensorSpec",
     "atomic_write_bytes",
+    "check_file_tensors",
     "checked_float",
     "checked_int",
     "checked_tensor",
+    "discard_temporaries",
     "load_tensors",
     "make_folder",
     "read_header",
@@ -122,6 +129,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
         temporary = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        _WRITING.add(temporary)
         # O_EXCL: never follow or reuse an existing name; mode 0o666 is narrowed by the umask.
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(handle, "wb") as file:
@@ -129,7 +137,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-        temporary = None
     except OSError as error:
         raise CamscopeError(
             f"cannot write {path}: {_reason(error)} (check that the folder exists, is writable and has space)"
@@ -137,8 +144,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     finally:
         if temporary is not None:
             with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
+                temporary.unlink(missing_ok=True)  # none after the rename
+            _WRITING.discard(temporary)
     return path
+
+
+#: The temporary files this process is writing (see :func:`discard_temporaries`).
+_WRITING: set[Path] = set()
+
+
+def discard_temporaries() -> None:
+    """Remove the temporary files this process is writing, now (for an exit that skips ``finally`` blocks).
+
+    The command line exits at once on Ctrl-C (see :func:`camscope.cli.main`); it calls
+    this first, so that no ``.NAME.PID.RANDOM.tmp`` file is left behind.
+    """
+    for temporary in list(_WRITING):
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def make_folder(path: str | os.PathLike[str]) -> Path:
@@ -242,6 +265,153 @@ def _safetensors_metadata(data: bytes) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise ValueError("__metadata__ is not an object")
     return metadata
+
+
+#: Any floating-point dtype (see :class:`TensorSpec`).
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What one tensor of a file must be: its dtype and its shape.
+
+    Attributes:
+        dtype: the dtype, or a tuple of the dtypes allowed (e.g. :data:`FLOATING`).
+        shape: one entry per dimension: an ``int`` (that size), a name (a size
+            shared by every tensor of the file that uses the name, or given to
+            :func:`check_file_tensors` in ``sizes``), ``"_"`` (any size) or, last
+            only, ``"*name"`` (one or more further dimensions, as many as in every
+            tensor that uses the name) or ``"..."`` (any number of further dimensions).
+        required: whether the file must hold the tensor.
+    """
+
+    dtype: torch.dtype | tuple[torch.dtype, ...]
+    shape: tuple[int | str, ...]
+    required: bool = True
+
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        return self.dtype if isinstance(self.dtype, tuple) else (self.dtype,)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _expected(spec: TensorSpec, sizes: Mapping[str, int]) -> str:
+    dtypes = spec.dtypes()
+    kind = "a floating-point dtype" if set(dtypes) == set(FLOATING) else "/".join(map(_dtype_name, dtypes))
+
+    def dim(entry: int | str) -> str:
+        if isinstance(entry, int) or entry == "...":
+            return str(entry)
+        if entry == "_":
+            return "*"
+        if entry.startswith("*"):
+            return f"{sizes[entry]} {entry[1:]} dims" if entry in sizes else f"{entry[1:]} dims"
+        return f"{entry}={sizes[entry]}" if entry in sizes else entry
+
+    return f"{kind} [{', '.join(dim(entry) for entry in spec.shape)}]"
+
+
+def _named(shape: Sequence[int], spec: TensorSpec) -> dict[str, int] | None:
+    """The named sizes of ``shape`` under ``spec.shape`` (a ``*name`` counts dimensions), or None when it cannot fit."""
+    wanted = list(spec.shape)
+    rest = wanted.pop() if wanted and isinstance(wanted[-1], str) and wanted[-1].startswith(("*", "...")) else None
+    if len(shape) < len(wanted) + (1 if rest not in (None, "...") else 0):
+        return None
+    if rest is None and len(shape) != len(wanted):
+        return None
+    named: dict[str, int] = {}
+    for size, entry in zip(shape, wanted):
+        if isinstance(entry, int):
+            if size != entry:
+                return None
+        elif entry != "_" and named.setdefault(entry, size) != size:
+            return None
+    if rest not in (None, "..."):
+        named[str(rest)] = len(shape) - len(wanted)
+    return named
+
+
+def _voted_sizes(tensors: Mapping[str, Tensor], specs: Mapping[str, TensorSpec]) -> dict[str, int]:
+    """Each named size as most of the tensors that use it have it (so the message names the odd tensor out)."""
+    votes: dict[str, Counter[int]] = {}
+    for name, spec in specs.items():
+        tensor = tensors.get(name)
+        named = _named(tuple(tensor.shape), spec) if isinstance(tensor, Tensor) else None
+        for entry, size in (named or {}).items():
+            votes.setdefault(entry, Counter())[size] += 1
+    return {entry: counts.most_common(1)[0][0] for entry, counts in votes.items()}
+
+
+def check_file_tensors(
+    tensors: Mapping[str, Tensor],
+    specs: Mapping[str, TensorSpec],
+    source: object,
+    *,
+    sizes: Mapping[str, int] | None = None,
+    strict: bool = True,
+    remedy: str = "the file was altered or not written by camscope; write it again",
+) -> dict[str, int]:
+    """Check that a file's ``tensors`` are exactly those of ``specs``: names, dtypes and shapes.
+
+    Every file camscope reads goes through this check, so that a tensor stored
+    with another dtype (a float16 mean where camscope writes float64) or shape is
+    refused instead of converted. A name in a shape takes the size that most of
+    the tensors using it have (or the one given in ``sizes``), so that the message
+    names the tensor that differs.
+
+    Args:
+        tensors: the tensors read from the file, by name.
+        specs: what each tensor must be (see :class:`TensorSpec`).
+        source: the file (or what to call it) for the message.
+        sizes: sizes known beforehand (e.g. from the file's metadata), by name.
+        strict: refuse tensors that ``specs`` does not name (else ignore them).
+        remedy: what went wrong and what to do, at the end of the message.
+
+    Returns:
+        Every named size, as bound.
+
+    Raises:
+        CamscopeError: one line naming the tensor, its dtype and shape, and the expected ones.
+
+    Example:
+        >>> import torch
+        >>> specs = {"means": TensorSpec(torch.float64, ("C", "K")), "counts": TensorSpec(torch.int64, ("C",))}
+        >>> check_file_tensors({"means": torch.zeros(2, 3, dtype=torch.float64), "counts": torch.ones(2, dtype=torch.int64)}, specs, "bank.safetensors")
+        {'C': 2, 'K': 3}
+        >>> check_file_tensors({"means": torch.zeros(2, 3, dtype=torch.float16), "counts": torch.ones(2, dtype=torch.int64)}, specs, "bank.safetensors")
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: bank.safetensors: the tensor 'means' is float16 [2, 3], expected float64 [C=2, K=3]: the file was altered or not written by camscope; write it again
+    """
+    bound = {**_voted_sizes(tensors, specs), **(sizes or {})}
+    for name, spec in specs.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            if spec.required:
+                raise CamscopeError(f"{source} has no tensor {name!r} (expected {_expected(spec, bound)}): {remedy}")
+            continue
+        if not isinstance(tensor, Tensor):
+            raise CamscopeError(f"{source}: {name!r} is a {type(tensor).__name__}, expected a tensor")
+        named = _named(tuple(tensor.shape), spec)
+        fits = named is not None and all(bound.get(entry, size) == size for entry, size in named.items())
+        if tensor.dtype not in spec.dtypes() or not fits:
+            expected = _expected(spec, bound)
+            raise CamscopeError(
+                f"{source}: the tensor {name!r} is {_dtype_name(tensor.dtype)} {list(tensor.shape)}, "
+                f"expected {expected}: {remedy}"
+            )
+        bound.update(named or {})
+    unexpected = sorted(set(tensors) - set(specs)) if strict else []
+    if unexpected:
+        tensor = tensors[unexpected[0]]
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CamscopeError(
+            f"{source} holds a tensor {unexpected[0]!r} ({_dtype_name(tensor.dtype)} {list(tensor.shape)}){more} "
+            f"that camscope does not write: {remedy}"
+        )
+    return bound
 
 
 _INTEGRAL = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)

@@ -67,7 +67,7 @@ def observe_progress(observer: ProgressObserver) -> Iterator[None]:
 
 
 class ProgressBar:
-    """A rich progress bar on stderr; off a terminal, a plain line every ``LOG_INTERVAL`` seconds.
+    """A rich progress bar on stderr; off a terminal (or without rich), a plain line every ``LOG_INTERVAL`` seconds.
 
     Args:
         total: the number of steps, or None when unknown (a generator).
@@ -116,9 +116,13 @@ class ProgressBar:
                 self.total is not None and self.done >= self.total > 0 and self.delay > 0
             ):
                 return
-            from rich.console import Console
-            from rich.progress import Progress
-
+            try:
+                from rich.console import Console
+                from rich.progress import Progress
+            except ModuleNotFoundError:  # the core install (no camscope[cli]): plain lines instead of a bar
+                self.plain = True
+                self._log_line()
+                return
             self._bar = Progress(console=Console(stderr=True), transient=True)
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)

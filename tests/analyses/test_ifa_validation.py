@@ -44,9 +44,12 @@ def _replace(name, make):
 TENSOR_EDITS = {
     "NaN in im_sum": (_set("im_sum", (0, 0), float("nan")), "im_sum holds NaN"),
     "Inf in im_all_sum": (_set("im_all_sum", (1, 1), float("inf")), "im_all_sum holds infinite"),
-    "im_sum too short": (_replace("im_sum", lambda t: t[:-1]), "im_sum has shape"),
-    "im_sum transposed": (_replace("im_sum", lambda t: t.T.contiguous()), "im_sum has shape"),
-    "class_counts too long": (_replace("class_counts", lambda t: torch.cat([t, t])), "class_counts has shape"),
+    "im_sum too short": (
+        _replace("im_sum", lambda t: t[:-1]),
+        r"'im_sum' is float64 \[15, 5\], expected float64 \[K=16, C=5\]",
+    ),
+    "im_sum transposed": (_replace("im_sum", lambda t: t.T.contiguous()), r"'im_sum' is float64 \[5, 16\]"),
+    "class_counts too long": (_replace("class_counts", lambda t: torch.cat([t, t])), r"'class_counts' is int64 \[10\]"),
     "negative class count": (_set("class_counts", 0, -1), "class_counts holds negative"),
     "too many correct": (_set("counters", 1, 1000), "inconsistent counts"),
     "NaN in the moments": (_set("moments.f64", 0, float("nan")), "moments.f64 holds NaN"),
@@ -57,12 +60,18 @@ TENSOR_EDITS = {
     "sketch low NaN": (_set("values.scalars_f64", 0, float("nan")), "NaN"),
     "sketch low moved": (_set("values.scalars_f64", 0, -1e6), "range does not match"),
     "sketch exponent": (_set("image_max.scalars_i64", 0, 5000), "exponent"),
-    "sketch too small": (_replace("values.counts", lambda t: t[:8]), "16 bins"),
-    "sketch scalars short": (_replace("values.scalars_i64", lambda t: t[:2]), "shape"),
+    "sketch too small": (
+        _replace("values.counts", lambda t: t[:8]),
+        r"'values.counts' is int64 \[8\], expected int64 \[bins=64\]",
+    ),
+    "sketch scalars short": (_replace("values.scalars_i64", lambda t: t[:2]), r"'values.scalars_i64' is int64 \[2\]"),
     "NaN profiles": (_set("profiles", (0, 0), float("nan")), "profiles holds NaN"),
-    "profile labels short": (_replace("profile_labels", lambda t: t[:-1]), "profile_labels has shape"),
-    "profiles of the wrong width": (_replace("profiles", lambda t: t[:, :-1].contiguous()), "profiles has shape"),
-    "missing im_sum": (lambda t: t.pop("im_sum"), "missing 'im_sum'"),
+    "profile labels short": (_replace("profile_labels", lambda t: t[:-1]), r"'profile_labels' is int64 \[7\]"),
+    "profiles of the wrong width": (
+        _replace("profiles", lambda t: t[:, :-1].contiguous()),
+        r"'profiles' is float32 \[8, 15\]",
+    ),
+    "missing im_sum": (lambda t: t.pop("im_sum"), "has no tensor 'im_sum'"),
 }
 
 
@@ -71,7 +80,7 @@ def test_bad_tensors_are_refused(tiny_cnn, tmp_path, case):
     tensors, header = _parts(_analysis(tiny_cnn), tmp_path)
     edit, message = TENSOR_EDITS[case]
     edit(tensors)
-    with pytest.raises(CamscopeError, match=f"edited.safetensors .*{message}"):
+    with pytest.raises(CamscopeError, match=f"edited.safetensors.*{message}"):
         Analysis.load(_write(tmp_path, tensors, header))
 
 
@@ -79,7 +88,7 @@ HEADER_EDITS = {
     "num_features text": ({"num_features": "16"}, "num_features must be an integer"),
     "num_classes bool": ({"num_classes": True}, "num_classes must be an integer"),
     "num_classes zero": ({"num_classes": 0}, "num_classes must be an integer >= 1"),
-    "wrong num_classes": ({"num_classes": 7}, "has shape"),
+    "wrong num_classes": ({"num_classes": 7}, r"expected float64 \[K=16, C=7\]"),
     "n_samples negative": ({"n_samples": -1}, "n_samples must be an integer >= 0"),
     "n_samples float": ({"n_samples": 8.5}, "n_samples must be an integer"),
     "n_samples wrong": ({"n_samples": 9}, "inconsistent counts"),
@@ -97,7 +106,7 @@ HEADER_EDITS = {
 def test_bad_headers_are_refused(tiny_cnn, tmp_path, case):
     tensors, header = _parts(_analysis(tiny_cnn), tmp_path)
     edit, message = HEADER_EDITS[case]
-    with pytest.raises(CamscopeError, match=f"edited.safetensors .*{message}"):
+    with pytest.raises(CamscopeError, match=f"edited.safetensors.*{message}"):
         Analysis.load(_write(tmp_path, tensors, {**header, **edit}))
 
 

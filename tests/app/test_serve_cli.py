@@ -16,7 +16,8 @@ def test_serve_without_the_app_extra_says_how_to_install_it(monkeypatch, capsys)
     assert main(["serve"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
-    assert 'pip install "camscope[app]"' in error and "fastapi" in error
+    assert "camscope[app] is needed for the explorer (camscope serve): pip install 'camscope[app]'" in error
+    assert "fastapi is not installed" in error
 
 
 def test_model_specs_name_their_weights(tmp_path):

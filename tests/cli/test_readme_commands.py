@@ -35,6 +35,8 @@ NOT_RUN = {
     "make demo": "installs the packages into .venv (needs the package registries); the command it runs, "
     "`camscope demo --out camscope-out/demo --overwrite`, is tested in tests/cli/test_cli.py",
     "make test": "installs the packages into .venv and runs the test suite, this file included",
+    "pip install": "installs from the package registry: tests/test_packaging.py installs the built wheel "
+    "with the core only and checks each extra's one-line message",
     ".venv/bin/camscope prompts photo.jpg --model DIR": "needs a CLIP model folder (DIR is a placeholder for "
     "one saved with save_pretrained): the same command runs on a tiny saved CLIP in "
     "tests/models/test_clip.py::test_load_clip_from_a_folder_and_the_prompts_cli",
@@ -68,7 +70,7 @@ def test_every_readme_command_is_a_camscope_command_that_runs_or_is_listed_with_
     assert len(commands) >= 15, commands
     for command in commands:
         first = shlex.split(command, comments=True)[0]
-        assert first in (".venv/bin/camscope", "torchrun", "make"), command
+        assert first in (".venv/bin/camscope", "torchrun", "make", "pip"), command
     for start in NOT_RUN:
         assert any(command.startswith(start) for command in commands), f"{start!r} is no longer in the README"
 

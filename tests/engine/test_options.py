@@ -73,6 +73,18 @@ PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {
     "finer-xgradcam": _FINER,
     "finer-hirescam": _FINER,
     "finer-scorecam": {**_FINER, **_SCORE},
+    "gradcam-elementwise": {},
+    "shapleycam": {},
+    "kpcacam": {"kernel": "sigmoid", "gamma": None},
+    "segeigencam": {},
+    "fem": {"k": 2.0, "summed": "masks"},
+    "randomcam": {"generator": None},
+    "refinecam": {"base": "gradcampp"},
+    "rollout": {"blocks": None},
+    "gradrollout": {"blocks": None},
+    "legrad": {"blocks": None, "readout": "model"},
+    "finer-gradrollout": {**_FINER, "blocks": None},
+    "finer-legrad": {**_FINER, "blocks": None, "readout": "model"},
 }
 #: What a method needs to be constructed at all.
 REQUIRED: dict[str, dict[str, Any]] = {"diffcam": {"reference": torch.zeros(4, 3)}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -384,6 +385,10 @@ def test_component_scores() -> None:
         ({"references": 0}, "at least 1"),
         ({"references": "tabby"}, "string"),
         ({"references": [1.5]}, "integer"),
+        ({"references": True}, "got True"),
+        ({"references": [[True], [0]]}, "bool: True/False are not class numbers"),
+        ({"references": [2, np.bool_(False)]}, "bool"),
+        ({"references": torch.tensor([True])}, "bool"),
         ({"select": "predictd"}, "did you mean 'predicted'"),
         ({"aggregate": "max"}, "mean-before-relu"),
         ({"weighting": "softmax"}, "uniform"),
@@ -393,6 +398,12 @@ def test_component_scores() -> None:
 def test_option_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(CamscopeError, match=message):
         Finer(**kwargs)
+
+
+def test_bools_nested_in_references_are_not_classes(tiny_cnn, images) -> None:
+    """``[[True], [0]]`` was read as classes 1 and 0; the finer-* methods check their option the same way."""
+    with pytest.raises(CamscopeError, match=r"option references: .*bool"):
+        camscope.explain(tiny_cnn, images[:2], method="finer-gradcam", references=[[True], [0]])
 
 
 def test_resolution_errors() -> None:

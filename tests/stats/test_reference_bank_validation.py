@@ -43,24 +43,39 @@ def _indefinite_scatter(t):
     t["scatters"][1] = torch.tensor([[1.0, 3, 0, 0], [3, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
 
 
+#: What a tensor of another dtype than camscope writes gets: refused, not converted.
+_DTYPE = r"'counts' is float64 \[3\], expected int64 \[C=3\]"
+
 TENSOR_EDITS = {
     "NaN in the means": (lambda t: t["means"].__setitem__((0, 1), float("nan")), "means holds NaN"),
     "Inf in the means": (lambda t: t["means"].__setitem__((2, 0), float("inf")), "means holds infinite"),
     "NaN in the scatters": (lambda t: t["scatters"].__setitem__((1, 2, 2), float("nan")), "scatters holds NaN"),
-    "Inf in the counts": (lambda t: t.__setitem__("counts", t["counts"].double().fill_(float("inf"))), "infinite"),
+    "Inf in the counts": (lambda t: t.__setitem__("counts", t["counts"].double().fill_(float("inf"))), _DTYPE),
     "negative counts": (lambda t: t["counts"].__setitem__(0, -4), "count of at least 1"),
-    "fractional counts": (lambda t: t.__setitem__("counts", t["counts"].double() + 0.5), "whole numbers"),
+    "fractional counts": (lambda t: t.__setitem__("counts", t["counts"].double() + 0.5), _DTYPE),
     "zero counts": (lambda t: t["counts"].__setitem__(1, 0), "count of at least 1"),
     "negated scatters": (_negated_scatter, "negative diagonal"),
     "asymmetric scatter": (_asymmetric_scatter, "not symmetric"),
     "indefinite scatter": (_indefinite_scatter, "not positive semi-definite"),
-    "short means": (lambda t: t.__setitem__("means", t["means"][:2]), "means has shape"),
-    "wide means": (lambda t: t.__setitem__("means", torch.zeros(3, 5, dtype=torch.float64)), "means has shape"),
-    "flat scatters": (lambda t: t.__setitem__("scatters", t["scatters"].reshape(3, 16)), "scatters has shape"),
-    "short counts": (lambda t: t.__setitem__("counts", t["counts"][:1]), "counts has shape"),
-    "fractional labels": (lambda t: t.__setitem__("labels", t["labels"].double() + 0.5), "whole numbers"),
+    "short means": (lambda t: t.__setitem__("means", t["means"][:2]), r"'means' is float64 \[2, 4\], expected"),
+    "wide means": (
+        lambda t: t.__setitem__("means", torch.zeros(3, 5, dtype=torch.float64)),
+        r"'means' is float64 \[3, 5\]",
+    ),
+    "flat scatters": (
+        lambda t: t.__setitem__("scatters", t["scatters"].reshape(3, 16)),
+        r"'scatters' is float64 \[3, 16\]",
+    ),
+    "short counts": (
+        lambda t: t.__setitem__("counts", t["counts"][:1]),
+        r"'counts' is int64 \[1\], expected int64 \[C=3\]",
+    ),
+    "fractional labels": (
+        lambda t: t.__setitem__("labels", t["labels"].double() + 0.5),
+        r"'labels' is float64 \[3\], expected int64",
+    ),
     "repeated labels": (lambda t: t.__setitem__("labels", torch.zeros(3, dtype=torch.int64)), "distinct|differ"),
-    "no scatters": (lambda t: t.pop("scatters"), "scatters"),
+    "no scatters": (lambda t: t.pop("scatters"), "has no tensor 'scatters'"),
 }
 
 
@@ -69,7 +84,7 @@ def test_bad_tensors_are_refused(tmp_path, case):
     tensors, metadata = _parts(_bank(), tmp_path)
     edit, message = TENSOR_EDITS[case]
     edit(tensors)
-    with pytest.raises(CamscopeError, match=f"is not a valid reference bank.*{message}"):
+    with pytest.raises(CamscopeError, match=f"edited.safetensors.*{message}"):
         ReferenceBank.load(_write(tmp_path, tensors, metadata))
 
 
@@ -114,14 +129,19 @@ def test_a_negated_shared_scatter_is_refused(tmp_path):
         ReferenceBank.load(_write(tmp_path, tensors, metadata))
 
 
-def test_valid_files_still_load_in_any_float_dtype(tmp_path):
-    bank = _bank()
-    tensors, metadata = _parts(bank, tmp_path)
-    tensors["scatters"] = tensors["scatters"].float()
-    tensors["counts"] = tensors["counts"].int()
-    loaded = ReferenceBank.load(_write(tmp_path, tensors, metadata))
-    assert loaded.counts.tolist() == bank.counts.tolist() and loaded.input_size == [8, 8]
-    torch.testing.assert_close(loaded.means, bank.means, rtol=0, atol=0)
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("means", torch.float16), ("scatters", torch.float32), ("labels", torch.int32), ("counts", torch.int32)],
+)
+def test_tensors_of_another_dtype_are_refused_not_converted(tmp_path, name, dtype):
+    """A float16 mean moved DiffCAM's maps by up to 0.01 once converted: a file holds what camscope writes."""
+    tensors, metadata = _parts(_bank(), tmp_path)
+    wanted = str(tensors[name].dtype).removeprefix("torch.")
+    tensors[name] = tensors[name].to(dtype)
+    shape = str(list(tensors[name].shape)).replace("[", r"\[").replace("]", r"\]")
+    got = str(dtype).removeprefix("torch.")
+    with pytest.raises(CamscopeError, match=rf"the tensor '{name}' is {got} {shape}, expected {wanted} \["):
+        ReferenceBank.load(_write(tmp_path, tensors, metadata))
 
 
 def test_state_dicts_are_checked_like_files():

@@ -30,9 +30,12 @@ import socket
 from importlib import resources
 from typing import Any
 
-from fastapi import Body, FastAPI, File, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from camscope.errors import needs_extra
+
+with needs_extra("app", "the explorer (camscope serve)"):
+    from fastapi import Body, FastAPI, File, Request, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
 
 from camscope.app.downloads import npy_bytes, overlay_png, png_bytes, safetensors_bytes, settings_json
 from camscope.app.jobs import JobQueue

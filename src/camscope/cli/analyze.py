@@ -7,11 +7,9 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from torch import Tensor, nn
 
 from camscope.cli.common import (
     DeviceOption,
@@ -34,7 +32,9 @@ from camscope.cli.pass_options import (
 )
 from camscope.cli.pass_options import pass_options as cli_pass_options
 from camscope.errors import CamscopeError
-from camscope.passes.batches import ImageTransform
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
 
@@ -45,6 +45,8 @@ __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
 
 
 def _num_classes(network: nn.Module, size: int) -> int:
+    import torch
+
     from camscope.engine.capture import model_state, output_tensor
 
     with torch.no_grad(), model_state(network):
@@ -66,6 +68,7 @@ def folder_dataset(root: Path, network: nn.Module, size: int, config: Any = None
     """
     from camscope.data.folders import ImageFolderData, label_by_model_classes
     from camscope.models import data_config, imagenet_classes
+    from camscope.passes.batches import ImageTransform
 
     config = config or data_config(network)
     dataset = ImageFolderData(root, transform=ImageTransform(size, config), size=size)
@@ -127,6 +130,8 @@ def run_analysis(
 
     Returns a JSON-friendly summary with the written files (none on other ranks).
     """
+    import torch
+
     import camscope
     from camscope.metrics.consistency import consistency
     from camscope.viz.analysis import consistency_scatter, distribution_plot, importance_heatmap, importance_lines
@@ -301,6 +306,8 @@ def _importance_lines(
     analysis: Any, names: list[str], present: list[int], fraction: float, busiest: int, samples: list[str] | None
 ) -> list[str]:
     """The importance matrix: principal features, redundancy, confounder candidates, outliers, one class's column."""
+    import torch
+
     lines: list[str] = []
     lines += ["", "## Importance matrix (Eq. 4)", "", "![importance matrix](importance.png)", ""]
     keep = analysis.principal_features(fraction)
@@ -549,6 +556,8 @@ class ScaleOptions:
         """``scale=`` and ``features=`` for one explainer call."""
         if self.analysis is None:
             return {}
+        import torch
+
         options: dict[str, Any] = {"scale": self.analysis}
         if self.principal is not None:
             if target is None:

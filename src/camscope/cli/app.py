@@ -32,7 +32,7 @@ from camscope.cli.finer import prompts, similarity
 from camscope.cli.reproduce import reproduce_command
 from camscope.cli.serve import serve
 
-__all__ = ["app", "build_app", "main"]
+__all__ = ["app", "build_app", "main", "run"]
 
 
 def _print_version(value: bool) -> None:
@@ -79,6 +79,13 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     """Run the CLI; a user mistake prints one line on stderr and exits with status 2."""
     return run_cli(app, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI as :func:`camscope.cli.main` does (Ctrl-C, start-up included: one line, status 130)."""
+    from camscope.cli import main as cli_main
+
+    return cli_main(argv)

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from torch import Tensor, nn
 
-from camscope.analyses.counterfactual import counterfactual
 from camscope.cli.common import (
     DeviceOption,
     SeedOption,
@@ -40,8 +37,11 @@ from camscope.cli.pass_options import (
     pass_options,
 )
 from camscope.errors import CamscopeError
-from camscope.passes.batches import ImageTransform
-from camscope.stats.reference_bank import ReferenceBank
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from camscope.stats.reference_bank import ReferenceBank
 
 __all__ = ["DiffCAMOptions", "bank_app"]
 
@@ -69,7 +69,10 @@ def _regularization(text: str) -> str | float:
 
 def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
     """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
+    import torch
+
     from camscope.data.folders import ImageFolderData
+    from camscope.passes.batches import ImageTransform
 
     data = ImageFolderData(folder, transform=ImageTransform(size, config), size=size)
     return torch.cat([inputs for inputs, _ in data.batches(64)])
@@ -124,6 +127,8 @@ def build(
     Under torchrun the pass is split over the processes; rank 0 writes the bank."""
     from camscope.data.folders import ImageFolderData
     from camscope.models import data_config
+    from camscope.passes.batches import ImageTransform
+    from camscope.stats.reference_bank import ReferenceBank
 
     if is_main_process():
         claim_outputs([out], overwrite)
@@ -191,6 +196,8 @@ def info(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Show a bank's model, layer, classes and counts."""
+    from camscope.stats.reference_bank import ReferenceBank
+
     _print_info(ReferenceBank.load(bank), bank, json_output)
 
 
@@ -205,6 +212,8 @@ def merge(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Merge banks exactly: the result equals the bank of all their data."""
+    from camscope.stats.reference_bank import ReferenceBank
+
     if len(banks) < 2:
         raise CamscopeError("merge needs at least two banks")
     claim_outputs([out], overwrite)
@@ -262,7 +271,9 @@ def counterfactual_command(
 
     Without --counter-image the counterpart is drawn on IMAGE itself, from the bank's mean of class d
     (the figure and the report say so)."""
+    from camscope.analyses.counterfactual import counterfactual
     from camscope.models import data_config, load_photo
+    from camscope.stats.reference_bank import ReferenceBank
     from camscope.viz.figures import save_figure
 
     loaded = ReferenceBank.load(bank)
@@ -398,6 +409,8 @@ class DiffCAMOptions:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
             return
+        from camscope.stats.reference_bank import ReferenceBank
+
         self.bank = ReferenceBank.load(bank) if bank is not None else None
         built_with = self.built_with.get("name")
         if built_with and model and built_with.strip().lower() != model.strip().lower():

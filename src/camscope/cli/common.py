@@ -13,13 +13,17 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.errors import CamscopeError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MODEL_HELP",
@@ -38,6 +42,7 @@ __all__ = [
     "random_weights",
     "resolve_class",
     "run_cli",
+    "seeded_random_weights",
     "top_predictions",
 ]
 
@@ -73,12 +78,36 @@ def random_weights(weights: str | None) -> bool:
 
 
 def load_cli_model(model: str, weights: str, seed: int = 0, device: str | None = None) -> torch.nn.Module:
-    """The model named on the command line (``--weights none``: randomly initialised from ``seed``)."""
+    """The model named on the command line (``--weights none``: randomly initialised from ``seed``).
+
+    Random weights are drawn on the CPU from a generator forked from the process's and seeded with
+    ``seed``, so they are the same on every run and every torchrun rank whatever the process drew
+    before, and the caller's random state is left as it was.
+    """
     from camscope.models import load_model
 
-    if random_weights(weights):
-        torch.manual_seed(seed)  # the same random weights on every run (and every torchrun rank)
-    return load_model(model, weights=None if random_weights(weights) else weights, device=device)
+    if not random_weights(weights):
+        return load_model(model, weights=weights, device=device)
+    with seeded_random_weights(weights, seed):
+        network = load_model(model, weights=None)
+    return network.to(device) if device is not None else network
+
+
+@contextmanager
+def seeded_random_weights(weights: str | None, seed: int) -> Iterator[None]:
+    """Inside: with ``--weights none``, the process's random state forked and seeded with ``seed``.
+
+    Models built inside get the same random weights on every run and rank, whatever was drawn
+    before; on leaving, the random state is the caller's again.
+    """
+    if not random_weights(weights):
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def model_option(option: str | None, argument: str | None, default: str = "efficientnet_lite0") -> str:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.outputs import OverwriteOption
-from camscope.viz.figures import Picture
+
+if TYPE_CHECKING:
+    import torch
+
+    from camscope.viz.figures import Picture
 
 __all__ = ["DEMO_METHODS", "comparison_columns", "demo", "run_demo"]
 
@@ -35,6 +38,8 @@ def run_demo(out: str | Path, methods: tuple[str, ...] = DEMO_METHODS, overwrite
     Returns:
         The written files, the comparisons' overview last.
     """
+    import torch
+
     import camscope
     from camscope.cli.outputs import claim_outputs, output_name
     from camscope.models import imagenet_classes, load_model, load_photo, sample_images
@@ -93,6 +98,8 @@ def comparison_columns(model: torch.nn.Module, batch: torch.Tensor, names: list[
     * S-CAM (Grad-CAM on the common ``tanh`` scale of an integrated feature analysis of the
       photos themselves, the paper's 10th and 90th percentiles mapped to 0.1 and 0.9), signed.
     """
+    import torch
+
     import camscope
     from camscope.viz.overview import OverviewColumn
 

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 
-from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, random_weights
+from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, seeded_random_weights
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
@@ -137,26 +136,25 @@ def evaluate_command(
     curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
-    if random_weights(weights):
-        torch.manual_seed(seed)  # evaluate builds the model: the same random weights on every run and rank
-    report = evaluate(
-        model,
-        data,
-        methods=method_names,
-        metrics=metric_names,
-        layer=layer or None,
-        target=None if target == "predicted" else (int(target) if target.isdigit() else target),
-        weights=None if weights.lower() == "none" else weights,
-        batch_size=batch_size,
-        size=size,
-        device=cli_device(device),
-        method_options=method_options,
-        metric_options=metric_options,
-        limit=limit,
-        out=out,
-        plots=plots,
-        **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
-    )
+    with seeded_random_weights(weights, seed):  # evaluate builds the model: the same random weights on every run
+        report = evaluate(
+            model,
+            data,
+            methods=method_names,
+            metrics=metric_names,
+            layer=layer or None,
+            target=None if target == "predicted" else (int(target) if target.isdigit() else target),
+            weights=None if weights.lower() == "none" else weights,
+            batch_size=batch_size,
+            size=size,
+            device=cli_device(device),
+            method_options=method_options,
+            metric_options=metric_options,
+            limit=limit,
+            out=out,
+            plots=plots,
+            **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
+        )
     if not is_main_process():
         return
     if json_output:

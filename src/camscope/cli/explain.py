@@ -13,9 +13,8 @@ import json
 import re
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
 
 from camscope.cli.analyze import ScaleOptions
@@ -39,7 +38,11 @@ from camscope.cli.common import (
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
 from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
 from camscope.cli.pass_options import cli_device
-from camscope.models.preprocessing import Photo
+
+if TYPE_CHECKING:
+    import torch
+
+    from camscope.models.preprocessing import Photo
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -91,6 +94,8 @@ def layers(
     device: DeviceOption = None,
 ) -> None:
     """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
+    import torch
+
     from camscope.engine.capture import candidate_layers, default_layer
 
     network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
@@ -188,6 +193,8 @@ def explain(
     Outputs go to --out as INPUT__METHOD[__OPTION-VALUE]....png (and .safetensors with --save), e.g.
     chelsea.png__finer-gradcam__vs-tabby__gamma-1.png.
     """
+    import torch
+
     from camscope.models import data_config, load_photo
 
     method_names = method_list(method)
@@ -280,6 +287,8 @@ def _run_methods(
     finer: dict[str, Any],
 ) -> dict[str, Any]:
     """One explanation of the batch per method, with its Finer, DiffCAM and S-CAM options."""
+    import torch
+
     import camscope
 
     target_spec = None

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
 import typer
-from torch import Tensor, nn
 
 from camscope.cli.common import (
     MODEL_HELP,
@@ -26,9 +24,11 @@ from camscope.cli.common import (
 from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name, slug
 from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
-from camscope.targets.finer import Finer
-from camscope.viz.analysis import similarity_curve
-from camscope.viz.figures import Picture, new_figure, save_figure
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from camscope.viz.figures import Picture
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
@@ -59,6 +59,8 @@ def finer_cli_options(
             raise CamscopeError(
                 "give either --versus CLASS (explicit references) or --references T (how many), not both"
             )
+        import torch
+
         with torch.no_grad():
             num_classes = network(batch[:1]).shape[1]
         options["references"] = [resolve_class(spec, num_classes) for spec in versus]
@@ -82,6 +84,8 @@ def check_finer_cli_options(
 
 def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list[dict[str, Any]]:
     """The reference classes of one sample: index, name, probability and weight in the aggregate."""
+    from camscope.targets.finer import Finer
+
     target = explanation.targets
     references = target.references() if isinstance(target, Finer) else None
     if references is None:
@@ -130,7 +134,7 @@ def finer_figure(
     """
 
     import camscope
-    from camscope.viz.figures import colorbar, framed, overlay
+    from camscope.viz.figures import colorbar, framed, new_figure, overlay
 
     target = explanation.targets
     method = str(explanation.method)
@@ -212,6 +216,8 @@ def similarity(
 ) -> None:
     """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
     from camscope.analyses.similarity import class_similarity
+    from camscope.viz.analysis import similarity_curve
+    from camscope.viz.figures import save_figure
 
     if top < 1:
         raise CamscopeError(f"--top must be at least 1, got {top}")
@@ -310,9 +316,12 @@ def prompts(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
+    import torch
+
     import camscope
     from camscope.models import load_photo
     from camscope.models.clip import load_clip
+    from camscope.targets.finer import Finer
     from camscope.viz.figures import save_figure
 
     texts = [p for p in prompt if p.strip()]
@@ -395,7 +404,7 @@ def _prompts_figure(
     title: str,
 ) -> Any:
 
-    from camscope.viz.figures import colorbar, framed, overlay
+    from camscope.viz.figures import colorbar, framed, new_figure, overlay
 
     figure = new_figure((8.4, 3.0 * len(rows)))
 

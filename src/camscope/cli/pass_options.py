@@ -10,10 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
-
-from camscope.passes.distributed import is_main_process, resolve_device, torchrun_world_size
 
 __all__ = [
     "CheckpointEveryOption",
@@ -24,7 +21,6 @@ __all__ = [
     "cli_device",
     "is_main_process",
     "pass_options",
-    "same_random_weights",
 ]
 
 WorkersOption = Annotated[
@@ -50,10 +46,19 @@ PrecisionOption = Annotated[
 ]
 
 
+def is_main_process() -> bool:
+    """Whether this process prints and writes: rank 0 under torchrun, else always."""
+    from camscope.passes.distributed import is_main_process as main_process
+
+    return main_process()
+
+
 def pass_options(
     workers: int, checkpoint: Path | None, checkpoint_every: int | None, resume: bool, precision: str = "fp32"
 ) -> dict[str, Any]:
     """The keyword arguments of a dataset pass: the CLI options, and ``distributed=True`` under torchrun."""
+    from camscope.passes.distributed import torchrun_world_size
+
     return {
         "precision": precision,
         "distributed": True if torchrun_world_size() > 1 else None,
@@ -64,13 +69,9 @@ def pass_options(
     }
 
 
-def same_random_weights(weights: str | None) -> None:
-    """Seed torch before a model with random weights (``--weights none``) is built: every run and rank agree."""
-    if weights is None or weights.lower() == "none":
-        torch.manual_seed(0)
-
-
 def cli_device(device: str | None) -> str | None:
     """``--device``, with ``cuda`` meaning ``cuda:LOCAL_RANK`` under torchrun (None stays None)."""
+    from camscope.passes.distributed import resolve_device, torchrun_world_size
+
     resolved = resolve_device(device, distributed=torchrun_world_size() > 1)
     return None if resolved is None else str(resolved)

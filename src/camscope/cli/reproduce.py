@@ -9,7 +9,6 @@ import typer
 
 from camscope.cli.outputs import OverwriteOption, claim_outputs
 from camscope.errors import CamscopeError
-from camscope.passes.distributed import torchrun_world_size
 
 __all__ = ["reproduce_command"]
 
@@ -37,6 +36,7 @@ def reproduce_command(
     An existing report (REPRODUCTION.md, or figures/SECTION_*.png of a chosen section) is replaced only with --overwrite;
     with --section, only that section's part of an existing report is replaced and the other sections are kept.
     """
+    from camscope.passes.distributed import torchrun_world_size
     from camscope.reproduce import SECTIONS, reproduce
 
     if torchrun_world_size() > 1:  # every process would run and write the whole report

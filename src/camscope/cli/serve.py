@@ -15,18 +15,17 @@ from typing import Annotated, Any
 
 import typer
 
-from camscope.errors import CamscopeError
+from camscope.errors import CamscopeError, needs_extra
 
 __all__ = ["check_app_extra", "parse_model_specs", "serve"]
 
-APP_EXTRA_HINT = 'camscope serve needs the web extra: pip install "camscope[app]"'
-
 
 def check_app_extra() -> None:
-    """Fail with one line when FastAPI, uvicorn or python-multipart is missing."""
-    missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise CamscopeError(f"{APP_EXTRA_HINT} (missing: {', '.join(missing)})")
+    """Fail with one line (the extra to install) when FastAPI, uvicorn or python-multipart is missing."""
+    with needs_extra("app", "the explorer (camscope serve)"):
+        for name in ("fastapi", "uvicorn", "multipart"):
+            if importlib.util.find_spec(name) is None:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
 def parse_model_specs(specs: list[str], weights: str) -> tuple[dict[str, str], dict[str, str | None]]:

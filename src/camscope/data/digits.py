@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camscope.errors import CamscopeError
+from camscope.errors import CamscopeError, needs_extra
 
 __all__ = ["SPLITS", "DigitsData", "load_digits_data"]
 
@@ -66,10 +66,8 @@ class DigitsData:
 
 @lru_cache(maxsize=1)
 def _raw_digits() -> tuple[Tensor, Tensor]:
-    try:
+    with needs_extra("reproduce", "the digits data set"):
         from sklearn.datasets import load_digits
-    except ImportError as error:  # pragma: no cover - scikit-learn is a test dependency
-        raise CamscopeError("the digits data set comes with scikit-learn: pip install scikit-learn") from error
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32) / 16.0  # [1797, 8, 8]
     labels = torch.as_tensor(bunch.target, dtype=torch.long)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import difflib
 import math
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
 from camscope.locking import model_lock, register_owned_hook
+from camscope.targets.outputs import output_tensor
 
 __all__ = [
     "LayerCapture",
@@ -42,38 +44,6 @@ LayerSpec = str | nn.Module | Sequence[str | nn.Module]
 
 # At most this many prefix tokens (class, distillation, register tokens) are looked for.
 _MAX_PREFIX_TOKENS = 32
-
-
-def output_tensor(outputs: Any) -> Tensor:
-    """The score tensor of a model's outputs.
-
-    Handles plain tensors, tuples and lists (first element), dicts (``logits``
-    or ``out``, else the only value) and objects with a ``.logits`` attribute
-    (Hugging Face).
-
-    Example:
-        >>> import torch
-        >>> logits = torch.zeros(2, 10)
-        >>> output_tensor({"logits": logits, "aux": None}) is logits, output_tensor((logits, "extra")) is logits
-        (True, True)
-    """
-    if isinstance(outputs, Tensor):
-        return outputs
-    if hasattr(outputs, "logits") and isinstance(outputs.logits, Tensor):
-        return outputs.logits
-    if isinstance(outputs, dict):
-        for key in ("logits", "out"):
-            if key in outputs:
-                return output_tensor(outputs[key])
-        if len(outputs) == 1:
-            return output_tensor(next(iter(outputs.values())))
-        raise CamscopeError(
-            f"the model returns a dict with keys {sorted(outputs)}; camscope looks for 'logits' or 'out': "
-            "wrap the model so that it returns the score tensor"
-        )
-    if isinstance(outputs, (tuple, list)) and outputs:
-        return output_tensor(outputs[0])
-    raise CamscopeError(f"cannot find a score tensor in model outputs of type {type(outputs).__name__}")
 
 
 def _layer_list(layer: LayerSpec) -> list[str | nn.Module]:
@@ -124,13 +94,18 @@ def resolve_layers(model: nn.Module, layer: LayerSpec) -> list[tuple[str, nn.Mod
     return resolved
 
 
-def _trace_shapes(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+Forward = Callable[[Tensor], Any]
+
+
+def _trace_shapes(
+    model: nn.Module, inputs: Tensor, forward: Forward | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """Run one sample and list ``(name, output shape)`` in the order modules finish."""
     with model_lock(model):
-        return _trace_locked(model, inputs)
+        return _trace_locked(model, inputs, forward or model)
 
 
-def _trace_locked(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+def _trace_locked(model: nn.Module, inputs: Tensor, forward: Forward) -> list[tuple[str, tuple[int, ...]]]:
     order: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in model.named_modules():
@@ -146,7 +121,7 @@ def _trace_locked(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
         handles.append(register_owned_hook(module, hook))
     try:
         with torch.no_grad(), model_state(model):
-            model(inputs[:1])
+            forward(inputs[:1])
     finally:
         for handle in handles:
             handle.remove()
@@ -156,10 +131,14 @@ def _trace_locked(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int
 _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
 
 
-def candidate_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+def candidate_layers(
+    model: nn.Module, inputs: Tensor, forward: Forward | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """Layers whose output has a spatial grid or tokens, with their output shapes.
 
     Each name appears once, with the shape of its last call, in execution order.
+    ``forward`` runs the model on a batch (default ``model``; a model of several
+    inputs runs with the others held fixed).
 
     Example:
         >>> import torch
@@ -169,14 +148,14 @@ def candidate_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[
         [('0', (1, 4, 6, 6))]
     """
     seen: dict[str, tuple[int, ...]] = {}
-    for name, shape in _trace_shapes(model, inputs):
+    for name, shape in _trace_shapes(model, inputs, forward):
         if len(shape) >= 3:
             seen.pop(name, None)
             seen[name] = shape
     return list(seen.items())
 
 
-def default_layer(model: nn.Module, inputs: Tensor) -> str:
+def default_layer(model: nn.Module, inputs: Tensor, forward: Forward | None = None) -> str:
     """A sensible layer to explain.
 
     CNNs: the last module whose output still has a spatial grid (the last
@@ -195,9 +174,11 @@ def default_layer(model: nn.Module, inputs: Tensor) -> str:
     with model_lock(model):
         cache = _DEFAULT_LAYER_CACHE.setdefault(model, {})
         key = tuple(inputs.shape[1:])
-        if key in cache:
+        if key in cache and forward is None:
             return cache[key]
-        choice = _choose_default(model, _trace_shapes(model, inputs), signal=inputs.ndim == 3)
+        choice = _choose_default(model, _trace_shapes(model, inputs, forward), signal=inputs.ndim == 3)
+        if forward is not None:  # another input's shape may change the choice: not cached
+            return choice
         cache[key] = choice
         return choice
 
@@ -253,13 +234,15 @@ def _first_conv(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
+def validate_inputs(model: nn.Module, inputs: Any, check_channels: bool = True) -> Tensor:
     """Check the model and the input batch before any forward pass.
 
     Inputs are ``[B, C, H, W]`` images, ``[B, C, D, H, W]`` volumes, or
     ``[B, C, T]`` signals when the model's first convolution is a ``Conv1d``
     (maps then run over time). An empty batch (``B = 0``) is refused, and the
     inputs' dtype must be the dtype of the model's parameters (nothing is cast).
+    ``check_channels=False`` skips the channel check (one input of a model of several,
+    whose first convolution may belong to another input's branch).
 
     Raises:
         CamscopeError: for a model without parameters, a non-tensor, a wrong
@@ -298,7 +281,7 @@ def validate_inputs(model: nn.Module, inputs: Any) -> Tensor:
     if not bool(torch.isfinite(inputs).all()):
         raise CamscopeError("inputs contain NaN or infinite values: check the preprocessing and the image files")
     channels = conv.in_channels if isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None
-    if channels is not None and inputs.shape[1] != channels:
+    if check_channels and channels is not None and inputs.shape[1] != channels:
         raise CamscopeError(
             f"the model's first convolution takes {channels} channels but the inputs have {inputs.shape[1]} "
             f"(shape {list(inputs.shape)}): convert the images (e.g. grayscale to RGB) or check the channel axis"
@@ -493,12 +476,21 @@ class LayerCapture:
         True
     """
 
-    def __init__(self, layers: list[tuple[str, nn.Module]], need_grad: bool, model: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        layers: list[tuple[str, nn.Module]],
+        need_grad: bool,
+        model: nn.Module | None = None,
+        source: str | None = None,
+    ) -> None:
         self.layers = layers
         self._lock = model_lock(model if model is not None else layers[0][1]) if layers else None
         self.need_grad = need_grad
+        self.source = source
         self.activations: dict[str, Tensor] = {}
+        self.levels: dict[str, list[str]] = {}
         self.calls: dict[str, int] = {}
+        self.unreached: dict[str, int] = {}
         self.enabled = True
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -525,28 +517,50 @@ class LayerCapture:
     def reset(self) -> None:
         self.activations.clear()
         self.calls.clear()
+        self.unreached.clear()
+
+    def _record(self, key: str, tensor: Tensor) -> Tensor:
+        """Store one captured tensor; return the clone that goes downstream."""
+        if not self.need_grad:
+            self.activations[key] = tensor.detach()
+            return tensor.clone()
+        if not tensor.requires_grad:
+            torch.set_grad_enabled(True)
+            tensor = tensor.detach().requires_grad_(True)
+        self.activations[key] = tensor
+        return tensor.clone()
 
     def _hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             if not self.enabled:
                 return None
+            if isinstance(output, Mapping) and output and all(isinstance(v, Tensor) for v in output.values()):
+                tensors = dict(output)
+            else:
+                tensor, rebuild = split_output(output, name)
+                tensors = {"": tensor}
+            if self.source is not None and not any(t.requires_grad for t in tensors.values()):
+                # With several inputs, only calls that depend on the explained input count (autograd marks them).
+                self.unreached[name] = self.unreached.get(name, 0) + 1
+                return None
             self.calls[name] = self.calls.get(name, 0) + 1
-            tensor, rebuild = split_output(output, name)
-            if not self.need_grad:
-                self.activations[name] = tensor.detach()
-                return rebuild(tensor.clone())
-            if not tensor.requires_grad:
-                torch.set_grad_enabled(True)
-                tensor = tensor.detach().requires_grad_(True)
-            self.activations[name] = tensor
-            return rebuild(tensor.clone())
+            if "" in tensors:
+                return rebuild(self._record(name, tensors[""]))
+            self.levels[name] = [str(key) for key in tensors]
+            downstream = {key: self._record(f"{name}[{key}]", t) for key, t in tensors.items()}
+            return type(output)(downstream) if type(output) in (dict, OrderedDict) else downstream
 
         return hook
 
     def check_calls(self) -> None:
-        """Every layer ran exactly once."""
+        """Every layer ran exactly once (with several inputs: once on the explained input's path)."""
         for name, _ in self.layers:
             count = self.calls.get(name, 0)
+            if count == 0 and self.unreached.get(name, 0):
+                raise CamscopeError(
+                    f"layer {name!r} is not reached from the explained {self.source}: its output does not depend "
+                    "on that input; choose a layer on that input's path, or explain another input (explained_input=)"
+                )
             if count == 0:
                 raise CamscopeError(
                     f"layer {name!r} did not run in the forward pass: choose a layer that the model uses"
@@ -556,6 +570,11 @@ class LayerCapture:
                     f"layer {name!r} ran {count} times in one forward pass (a shared module): "
                     "choose a layer that runs once, such as its parent block"
                 )
+
+    def captured(self, name: str) -> dict[str, Tensor]:
+        """The tensors captured for one layer: ``{name: tensor}``, or one entry per level ``name[key]``."""
+        keys = [f"{name}[{key}]" for key in self.levels[name]] if name in self.levels else [name]
+        return {key: self.activations[key] for key in keys}
 
 
 def split_output(output: Any, name: str) -> tuple[Tensor, Callable[[Tensor], Any]]:
@@ -576,6 +595,11 @@ def split_output(output: Any, name: str) -> tuple[Tensor, Callable[[Tensor], Any
     if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
         # Hugging Face layers return (hidden_states, *extras).
         return output[0], lambda tensor: (tensor, *output[1:])
+    if isinstance(output, Mapping):
+        raise CamscopeError(
+            f"layer {name!r} returns a dict of feature levels ({', '.join(map(str, output))}), not one tensor: "
+            "this needs one tensor; name the module of one level instead (e.g. backbone.fpn.layer_blocks.0)"
+        )
     raise CamscopeError(
         f"layer {name!r} returns {type(output).__name__}, not a tensor: choose a layer whose output is a tensor"
     )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from camscope.engine.augmentation import aug_smoothed
 from camscope.engine.capture import (
     LayerCapture,
     LayerSpec,
@@ -19,6 +24,8 @@ from camscope.engine.capture import (
     validate_inputs,
 )
 from camscope.engine.explanation import Explanation
+from camscope.engine.inputs import BoundInputs
+from camscope.engine.levels import LevelSpec, check_levels, combine_levels
 from camscope.engine.maps import (
     MAP_ORDERS,
     aggregate_maps,
@@ -29,10 +36,23 @@ from camscope.engine.maps import (
     upsample,
 )
 from camscope.engine.method import CamContext, CamMethod, CamResult, get_method
+from camscope.engine.projection import first_component_projection
 from camscope.errors import CamscopeError
 from camscope.targets.base import Target, as_target
 
-__all__ = ["Explainer", "Explanation", "explain", "normalize_maps", "upsample"]
+__all__ = [
+    "FUSIONS",
+    "Explainer",
+    "Explanation",
+    "explain",
+    "in_place_failure",
+    "model_backward",
+    "normalize_maps",
+    "upsample",
+]
+
+#: How the maps of several layers are combined (``fuse=``).
+FUSIONS = ("mean", "max", "product")
 
 # Old private names, kept while other modules move to camscope.engine.maps.
 
@@ -42,13 +62,20 @@ class Explainer:
 
     Args:
         model: any ``torch.nn.Module`` returning scores (a tensor, a tuple, a
-            dict with ``logits``/``out``, or an object with ``.logits``).
+            dict with ``logits``/``out``, or an object with ``.logits``), or
+            what the target reads (a detector's list of dicts for
+            :class:`camscope.BoxTarget`; see :meth:`camscope.targets.base.Target.read`).
         layer: a dotted name, a module, or a list of them; None picks a default
             (see :func:`camscope.engine.capture.default_layer`).
         method: a registered method name (``camscope.available_methods()``) or instance.
-        fuse: how several layers are fused: ``"mean"`` or ``"max"`` of the
-            normalised maps.
-        eval_mode: put the model in eval mode during the call (restored after).
+        fuse: how several layers are fused: ``"mean"``, ``"max"`` or ``"product"``
+            of the normalised maps (None: the method's choice, else the mean;
+            ``refinecam`` multiplies them).
+        eval_mode: put the model in eval mode during the call (restored after). With
+            ``eval_mode=False`` the model runs in the mode it is in: a BatchNorm layer in
+            train mode then normalises with the batch's statistics and updates its
+            running statistics (``running_mean``, ``running_var``, ``num_batches_tracked``)
+            on every call, as any forward pass in train mode does; dropout is active too.
         layout: activation layout, ``"auto"``, ``"nchw"``, ``"nhwc"`` or ``"tokens"``.
         grid: the token grid ``(h, w)`` when it cannot be inferred.
         prefix_tokens: how many leading tokens (class, registers) to drop.
@@ -56,6 +83,20 @@ class Explainer:
             layer's resolution, then upsampling, as the Grad-CAM paper and the peer libraries
             do) or ``"upsample-first"`` (camscope 0.1.0); see :func:`camscope.engine.maps.final_maps`.
             ``raw`` and S-CAMs (``scale=``) keep their signed values either way.
+        levels: how a layer that returns a dict of feature levels (a feature pyramid) is
+            explained: ``"smallest-grid"`` (default), ``"largest-grid"``, ``"each"`` or a
+            function of the dict (see :mod:`camscope.engine.levels`).
+        explained_input: for a model of several inputs (``inputs`` a tuple, called
+            ``model(*inputs)``, or a dict, called ``model(**inputs)``): the index or key of
+            the input to explain, the others held fixed (default: the first; see
+            :mod:`camscope.engine.inputs`). The layer must lie on that input's path.
+        eigen_smooth: replace the sum over channels ``sum_k w_k A_k`` by the projection of
+            the weighted activations ``w_k A_k`` on their first principal component
+            (pytorch-grad-cam's ``eigen_smooth``; channels centred, sign fixed so that the
+            map correlates with ``sum_k w_k A_k``); for methods with weights.
+        aug_smooth: average the maps over six augmentations of the inputs, flipped
+            left-right or not and multiplied by 0.9, 1 or 1.1 (pytorch-grad-cam's
+            ``aug_smooth``; see :mod:`camscope.engine.augmentation`); six times the cost.
         **options: options of the method.
 
     Example:
@@ -74,16 +115,23 @@ class Explainer:
         layer: LayerSpec | None = None,
         method: str | CamMethod = "gradcam",
         *,
-        fuse: str = "mean",
+        fuse: str | None = None,
         eval_mode: bool = True,
         layout: str = "auto",
         grid: tuple[int, int] | None = None,
         prefix_tokens: int | None = None,
         map_order: str = "relu-first",
+        levels: LevelSpec = "smallest-grid",
+        explained_input: int | str | None = None,
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
         **options: Any,
     ) -> None:
-        if fuse not in ("mean", "max"):
-            raise CamscopeError(f"fuse must be 'mean' or 'max', got {fuse!r}")
+        if fuse is not None and fuse not in FUSIONS:
+            raise CamscopeError(f"fuse must be one of {', '.join(map(repr, FUSIONS))}, got {fuse!r}")
+        for flag, value in (("eigen_smooth", eigen_smooth), ("aug_smooth", aug_smooth)):
+            if not isinstance(value, bool):
+                raise CamscopeError(f"{flag} must be True or False, got {value!r}")
         if not isinstance(model, nn.Module):
             raise CamscopeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -97,6 +145,10 @@ class Explainer:
         if map_order not in MAP_ORDERS:
             raise CamscopeError(f"map_order must be one of {', '.join(MAP_ORDERS)}, got {map_order!r}")
         self.map_order = map_order
+        self.levels = check_levels(levels)
+        self.explained_input = explained_input
+        self.eigen_smooth = eigen_smooth
+        self.aug_smooth = aug_smooth
         if layer is not None:
             resolve_layers(model, layer)  # fail early on a wrong name
 
@@ -108,12 +160,13 @@ class Explainer:
         return None
 
     def __call__(
-        self, inputs: Tensor, target: Any = None, *, features: Tensor | None = None, scale: Any = None
+        self, inputs: Any, target: Any = None, *, features: Tensor | None = None, scale: Any = None
     ) -> Explanation:
         """Explain a batch.
 
         Args:
-            inputs: ``[B, C, H, W]`` (or ``[B, C, D, H, W]``) on the model's device.
+            inputs: ``[B, C, H, W]`` (or ``[B, C, D, H, W]``) on the model's device; for a
+                model of several inputs a tuple or dict of them (see ``explained_input``).
             target: None (predicted class), an int, one int per sample, or a
                 :class:`~camscope.targets.base.Target`.
             features: a channel mask ``[K]`` or ``[B, K]`` (bool or float) that
@@ -122,72 +175,165 @@ class Explainer:
                 ``camscope.analyze`` (its default scale) or ``Analysis.scale(...)``;
                 ``maps`` are then ``tanh(a * upsampled raw + b)``, signed, in (-1, 1).
         """
-        inputs = validate_inputs(self.model, inputs)
-        layer = self.layer if self.layer is not None else default_layer(self.model, inputs)
+        bound = self._bind(inputs)
+        x = validate_inputs(self.model, inputs if bound is None else bound.explained, check_channels=bound is None)
+        wanted = as_target(target).prepare(self.model)
+        rows, wanted = wanted.expand(partial(self._predict, x, wanted, bound))
+        if rows is not None:
+            x = x[rows.to(x.device)]
+            bound = None if bound is None else bound.select(rows)
+        # The default layer is traced on the first sample (the other inputs' first rows with it).
+        forward = None if bound is None else partial(bound.select(torch.zeros(1, dtype=torch.long)).call, self.model)
+        layer = self.layer if self.layer is not None else default_layer(self.model, x, forward)
         layers = resolve_layers(self.model, layer)
+        prepared = self.method.prepare_target(wanted, self.model)
         with model_state(self.model, self.eval_mode), torch.inference_mode(False):
-            per_layer = self._explain(
-                inputs, layers, self.method.prepare_target(as_target(target), self.model), features
-            )
-        explanation = (
-            per_layer[0] if len(per_layer) == 1 else self._fused([name for name, _ in layers], per_layer, inputs)
-        )
+            if bound is not None:
+                # Autograd then marks what depends on the explained input (flags restored by model_state).
+                for parameter in self.model.parameters():
+                    parameter.requires_grad_(False)
+            if self.aug_smooth:
+                if bound is not None:
+                    raise CamscopeError("aug_smooth augments one image tensor: it does not apply to several inputs")
+                explanation = aug_smoothed(partial(self._explain_layers, layers=layers, features=features), x, prepared)
+            else:
+                explanation = self._explain_layers(x, prepared, layers, features, bound)
         if scale is not None:
-            explanation.maps = scaled_maps(scale, explanation, inputs.shape[2:])
+            explanation.maps = scaled_maps(scale, explanation, x.shape[2:])
         return explanation
 
+    def _bind(self, inputs: Any) -> BoundInputs | None:
+        """The inputs of a model of several inputs (a tuple or a dict), with the explained one chosen."""
+        if isinstance(inputs, (tuple, Mapping)):
+            return BoundInputs.of(inputs, self.explained_input)
+        if self.explained_input is not None:
+            raise CamscopeError(
+                "explained_input= picks one of several inputs, but inputs is one tensor: pass a tuple or a dict"
+            )
+        if isinstance(inputs, list):
+            raise CamscopeError(
+                "inputs is a list: pass one batch tensor [B, C, H, W] (torch.stack(images)), or a tuple or dict "
+                "for a model of several inputs"
+            )
+        return None
+
+    def _predict(self, inputs: Tensor, target: Target, bound: BoundInputs | None) -> Tensor:
+        """The outputs (as the target reads them) of a clean forward pass, without autograd."""
+        with model_state(self.model, self.eval_mode), torch.no_grad():
+            return target.read(self._model_forward(inputs, bound)).detach()
+
+    def _explain_layers(
+        self,
+        inputs: Tensor,
+        target: Target,
+        layers: list[tuple[str, nn.Module]],
+        features: Tensor | None,
+        bound: BoundInputs | None = None,
+    ) -> Explanation:
+        """One explanation of ``inputs`` at the layers, several layers fused."""
+        per_layer = self._explain(inputs, layers, target, features, bound)
+        if len(per_layer) == 1:
+            return per_layer[0]
+        return self._fused([str(e.layer) for e in per_layer], per_layer, inputs)
+
     def _explain(
-        self, inputs: Tensor, layers: list[tuple[str, nn.Module]], target: Target, features: Tensor | None
+        self,
+        inputs: Tensor,
+        layers: list[tuple[str, nn.Module]],
+        target: Target,
+        features: Tensor | None,
+        bound: BoundInputs | None = None,
     ) -> list[Explanation]:
         method = self.method
         need_grad = method.uses_gradients
-        with LayerCapture(layers, need_grad=need_grad, model=self.model) as capture:
-            logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad)
-            native = {name: capture.activations[name] for name, _ in layers}
+        source = None if bound is None else bound.name
+        # Fused attention kernels have no second derivative: second-order methods record the composite one.
+        kernels = sdpa_kernel(SDPBackend.MATH) if method.second_order else nullcontext()
+        with LayerCapture(layers, need_grad=need_grad, model=self.model, source=source) as capture:
+            with kernels:
+                logits, resolved, scores = self.forward_pass(inputs, capture, target, need_grad, bound=bound)
+            native = {key: t for name, _ in layers for key, t in capture.captured(name).items()}
+            _check_batch(native, inputs.shape[0])
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
             explanations = []
-            for name, _ in layers:
-                context = self._context(inputs, name, capture, native[name], logits, resolved, scores)
-                grads = gradients.get(name)
-                results = self._run_method(context, grads, inputs, name)
+            for unit in self._units(layers, capture):
+                activations = self._unit_tensor(capture.activations, unit, capture, inputs)
+                grads = None
+                if need_grad:
+                    components = next(iter(gradients.values())).shape[0]
+                    grads = torch.stack(
+                        [self._unit_tensor(_component(gradients, r), unit, capture, inputs) for r in range(components)]
+                    )
+                context = self._context(inputs, unit, capture, activations, logits, resolved, scores, bound)
+                results = self._run_method(context, grads)
                 # Checked with the map, in one host synchronisation: a method can turn NaN gradients into a
                 # finite map (Eigen-Grad-CAM's projection gave zeros).
                 finite_grads = None if grads is None else torch.isfinite(grads).all()
-                explanations.append(self._assemble(results, context, resolved, inputs, name, features, finite_grads))
+                explanations.append(self._assemble(results, context, resolved, inputs, unit, features, finite_grads))
         return explanations
+
+    def _units(self, layers: list[tuple[str, nn.Module]], capture: LayerCapture) -> list[str]:
+        """What is explained: each layer, or each level of a layer of feature levels with ``levels="each"``."""
+        units: list[str] = []
+        for name, _ in layers:
+            if name in capture.levels and self.levels == "each":
+                units.extend(f"{name}[{key}]" for key in capture.levels[name])
+            else:
+                units.append(name)
+        return units
+
+    def _unit_tensor(self, tensors: Mapping[str, Tensor], unit: str, capture: LayerCapture, inputs: Tensor) -> Tensor:
+        """A unit's captured tensor (or its gradient) as ``[B, K, *spatial]``; feature levels brought to one grid."""
+        if unit in capture.levels:
+            levels = {key: tensors[f"{unit}[{key}]"] for key in capture.levels[unit]}
+            return combine_levels(levels, self.levels, unit)
+        return self.channels_first(tensors[unit], inputs, unit)
 
     def _context(
         self,
         inputs: Tensor,
         name: str,
         capture: LayerCapture,
-        native: Tensor,
+        activations: Tensor,
         logits: Tensor,
         target: Target,
         scores: Tensor,
+        bound: BoundInputs | None = None,
     ) -> CamContext:
-        """What the method sees at one layer; gradients are filled in per score component."""
+        """What the method sees at one layer; gradients are filled in per score component.
+
+        Second-order methods also get the layer's own output, still in the graph (not for feature levels).
+        """
+        layer_output = capture.activations.get(name) if self.method.second_order else None
         return CamContext(
             model=self.model,
             inputs=inputs,
             layer=name,
-            activations=self.channels_first(native, inputs, name).detach(),
+            activations=activations.detach(),
             gradients=None,
             outputs=logits.detach(),
             target=target,
             scores=(scores.mean(dim=1) if scores.ndim == 2 else scores).detach(),
-            forward=partial(self.plain_forward, capture=capture),
-            gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target),
-            activations_at=partial(self.activations_at, name=name, capture=capture),
+            forward=partial(self.plain_forward, capture=capture, target=target, bound=bound),
+            gradients_at=partial(self.gradients_at, name=name, capture=capture, target=target, bound=bound),
+            activations_at=partial(self.activations_at, name=name, capture=capture, bound=bound),
+            channels_first=partial(self.channels_first, inputs=inputs, name=name),
+            layer_output=layer_output,
         )
 
     def forward_pass(
-        self, inputs: Tensor, capture: LayerCapture, target: Target, need_grad: bool
+        self,
+        inputs: Tensor,
+        capture: LayerCapture,
+        target: Target,
+        need_grad: bool,
+        *,
+        bound: BoundInputs | None = None,
     ) -> tuple[Tensor, Target, Tensor]:
         """One forward pass: autograd off until the first captured layer when gradients are needed."""
-        outputs = self._hooked_forward(inputs)
+        outputs = self._hooked_forward(inputs, bound)
         capture.check_calls()
-        logits = output_tensor(outputs)
+        logits = target.read(outputs)
         resolved = target.resolve(logits.detach())
         with torch.set_grad_enabled(need_grad):
             scores = resolved(logits)
@@ -195,19 +341,27 @@ class Explainer:
             # The model switched autograd off after the layer (an internal no_grad): run with autograd on.
             capture.reset()
             with torch.enable_grad():
-                outputs = self._model_forward(inputs)
-                scores = resolved(output_tensor(outputs))
+                outputs = self._model_forward(inputs, bound)
+                logits = resolved.read(outputs)
+                scores = resolved(logits)
             capture.check_calls()
             if not scores.requires_grad:
                 raise CamscopeError(
                     "the target score does not depend on the layer's activations through autograd "
                     "(the model may detach or run under no_grad): choose another layer or a gradient-free method"
                 )
-            logits = output_tensor(outputs)
         return logits, resolved, scores
 
-    def _hooked_forward(self, inputs: Tensor) -> Any:
-        """The model's outputs without autograd below the captured layers (their hooks switch it on)."""
+    def _hooked_forward(self, inputs: Tensor, bound: BoundInputs | None = None) -> Any:
+        """The model's outputs without autograd below the captured layers (their hooks switch it on).
+
+        With several inputs, autograd runs from the explained input, which requires grad, so that the
+        hooks see which calls of a layer depend on it (the parameters' flags are off during the call).
+        """
+        if bound is not None:
+            with torch.enable_grad():
+                # A clone of the marked leaf, so that a model may change its input in place.
+                return self._model_forward(inputs.detach().requires_grad_(True).clone(), bound)
         grad_mode = torch.is_grad_enabled()
         try:
             with torch.no_grad():
@@ -215,9 +369,9 @@ class Explainer:
         finally:
             torch.set_grad_enabled(grad_mode)
 
-    def _model_forward(self, inputs: Tensor) -> Any:
+    def _model_forward(self, inputs: Tensor, bound: BoundInputs | None = None) -> Any:
         try:
-            return self.model(inputs)
+            return self.model(inputs) if bound is None else bound.call(self.model, inputs)
         except CamscopeError:
             raise
         except (RuntimeError, ValueError, AssertionError) as error:
@@ -238,14 +392,17 @@ class Explainer:
         names = list(native)
         tensors = [native[name] for name in names]
         shortcut = method.linear_in_gradient and aggregation == "mean-before-relu"
+        create_graph = method.second_order
         grads: list[Tensor | None]
-        if scores.ndim == 1 or shortcut:
-            total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
-            grads = [
-                None if g is None else g.unsqueeze(0) for g in torch.autograd.grad(total, tensors, allow_unused=True)
-            ]
-        else:
-            grads = _component_gradients(scores, tensors)
+        with model_backward(names):
+            if scores.ndim == 1 or shortcut:
+                total = scores.mean(dim=1).sum() if scores.ndim == 2 else scores.sum()
+                grads = [
+                    None if g is None else g.unsqueeze(0)
+                    for g in torch.autograd.grad(total, tensors, allow_unused=True, create_graph=create_graph)
+                ]
+            else:
+                grads = _component_gradients(scores, tensors, create_graph)
         components = 1 if scores.ndim == 1 or shortcut else scores.shape[1]
         return {
             name: torch.zeros_like(tensor).expand(components, *tensor.shape) if grad is None else grad
@@ -256,13 +413,13 @@ class Explainer:
         """A captured tensor as ``[B, K, *spatial]`` under this explainer's layout settings."""
         return to_channels_first(tensor, inputs.shape, name, self.model, self.layout, self.grid, self.prefix_tokens)
 
-    def _run_method(self, context: CamContext, grads: Tensor | None, inputs: Tensor, name: str) -> list[CamResult]:
-        """The method's result, once per score component of the gradients."""
+    def _run_method(self, context: CamContext, grads: Tensor | None) -> list[CamResult]:
+        """The method's result, once per score component of the gradients (``[R, B, K, ...]``, channels first)."""
         if grads is None:
             return [self.method(context)]
         results = []
         for component in grads:
-            context.gradients = self.channels_first(component, inputs, name)
+            context.gradients = component
             results.append(self.method(context))
         return results
 
@@ -282,10 +439,9 @@ class Explainer:
         contributions_list: list[Tensor] = []
         for result in results:
             if result.raw is not None:
-                if features is not None:
-                    raise CamscopeError(
-                        f"method {self.method.name!r} has no channel weights, so features= cannot apply"
-                    )
+                if features is not None or self.eigen_smooth:
+                    given = "features=" if features is not None else "eigen_smooth"
+                    raise CamscopeError(f"method {self.method.name!r} has no channel weights, so {given} cannot apply")
                 raws.append(result.raw)
                 continue
             if result.weights is None:
@@ -294,7 +450,7 @@ class Explainer:
             if features is not None:
                 weighted = weighted * feature_mask(features, activations)
             contributions_list.append(weighted.sum(dim=context.spatial_dims))
-            raws.append(weighted.sum(dim=1))
+            raws.append(first_component_projection(weighted) if self.eigen_smooth else weighted.sum(dim=1))
             if all(size == 1 for size in result.weights.shape[2:]):
                 weights_list.append(result.weights.flatten(1))
         raw = aggregate_maps(torch.stack(raws), target.aggregate)
@@ -323,53 +479,84 @@ class Explainer:
             options=dict(self.method.options),
         )
 
-    def plain_forward(self, inputs: Tensor, capture: LayerCapture) -> Tensor:
-        """The model's scores on other inputs, hooks silent, no autograd."""
+    def plain_forward(
+        self, inputs: Tensor, capture: LayerCapture, target: Target | None = None, *, bound: BoundInputs | None = None
+    ) -> Tensor:
+        """The model's scores on other inputs (as ``target`` reads them), hooks silent, no autograd."""
         capture.enabled = False
         try:
             with torch.no_grad():
-                return output_tensor(self._model_forward(inputs))
+                outputs = self._model_forward(inputs, bound)
+                return output_tensor(outputs) if target is None else target.read(outputs)
         finally:
             capture.enabled = True
 
-    def activations_at(self, inputs: Tensor, name: str, capture: LayerCapture, native: bool = False) -> Tensor:
+    def activations_at(
+        self,
+        inputs: Tensor,
+        name: str,
+        capture: LayerCapture,
+        native: bool = False,
+        *,
+        bound: BoundInputs | None = None,
+    ) -> Tensor:
         """Activations at one layer for other inputs (detached; channels first unless ``native``)."""
         capture.reset()
-        self._hooked_forward(inputs)
+        self._hooked_forward(inputs, bound)
         capture.check_calls()
-        activations = capture.activations[name].detach()
-        return activations if native else self.channels_first(activations, inputs, name)
+        if native and name in capture.activations:
+            return capture.activations[name].detach()
+        return self._unit_tensor(capture.activations, name, capture, inputs).detach()
 
-    def gradients_at(self, inputs: Tensor, name: str, capture: LayerCapture, target: Target) -> tuple[Tensor, Tensor]:
+    def gradients_at(
+        self,
+        inputs: Tensor,
+        name: str,
+        capture: LayerCapture,
+        target: Target,
+        *,
+        bound: BoundInputs | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Activations and gradients at one layer for other inputs, the same resolved target."""
         capture.reset()
-        outputs = self._hooked_forward(inputs)
+        outputs = self._hooked_forward(inputs, bound)
+        keys = [f"{name}[{key}]" for key in capture.levels[name]] if name in capture.levels else [name]
         with torch.enable_grad():
-            scores = target(output_tensor(outputs))
+            scores = target(target.read(outputs))
             if scores.ndim == 2:
                 scores = scores.mean(dim=1)
-            activations = capture.activations[name]
-            (grads,) = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
-        grads = torch.zeros_like(activations) if grads is None else grads
+            tensors = [capture.activations[key] for key in keys]
+            with model_backward([name]):
+                found = torch.autograd.grad(scores.sum(), tensors, allow_unused=True)
+        grads = {key: torch.zeros_like(t) if g is None else g for key, t, g in zip(keys, tensors, found)}
+        activations = {key: t.detach() for key, t in zip(keys, tensors)}
         return (
-            self.channels_first(activations.detach(), inputs, name),
-            self.channels_first(grads, inputs, name),
+            self._unit_tensor(activations, name, capture, inputs),
+            self._unit_tensor(grads, name, capture, inputs),
         )
 
     def _fused(self, names: list[str], per_layer: list[Explanation], inputs: Tensor) -> Explanation:
         """One explanation of several layers: their normalised maps fused, their raw maps rescaled and averaged."""
         size = inputs.shape[2:]
         stacked = torch.stack([explanation.maps for explanation in per_layer])
-        maps = stacked.mean(dim=0) if self.fuse == "mean" else stacked.max(dim=0).values
+        fuse = self.fuse or self.method.fusion or "mean"
+        if fuse == "product":
+            product = stacked.prod(dim=0)
+            return self._fused_explanation(names, per_layer, product, normalize_maps(product))
+        maps = stacked.mean(dim=0) if fuse == "mean" else stacked.max(dim=0).values
         raws = []
         for explanation in per_layer:
             up = upsample(explanation.raw, size)
             scale = up.flatten(1).abs().max(dim=1).values.clamp(min=torch.finfo(up.dtype).tiny)
             raws.append(up / scale.reshape(-1, *([1] * (up.ndim - 1))))
+        return self._fused_explanation(names, per_layer, torch.stack(raws).mean(dim=0), normalize_maps(maps))
+
+    @staticmethod
+    def _fused_explanation(names: list[str], per_layer: list[Explanation], raw: Tensor, maps: Tensor) -> Explanation:
         first = per_layer[0]
         return Explanation(
-            raw=torch.stack(raws).mean(dim=0),
-            maps=normalize_maps(maps),
+            raw=raw,
+            maps=maps,
             weights=None,
             contributions=None,
             logits=first.logits,
@@ -383,19 +570,102 @@ class Explainer:
         )
 
 
-def _component_gradients(scores: Tensor, tensors: list[Tensor]) -> list[Tensor | None]:
+#: What torch says when an in-place operation changed a tensor its backward needs.
+_IN_PLACE = "modified by an inplace operation"
+#: Other failures of the model's own graph (it detaches the output, or runs under no_grad).
+_GRAPH_FAILURES = ("does not require grad", "backward through the graph a second time")
+
+
+def in_place_failure(error: BaseException) -> bool:
+    """Whether torch's backward failed because an in-place operation changed a tensor it needs (no retry helps)."""
+    return isinstance(error, RuntimeError) and _IN_PLACE in str(error)
+
+
+@contextmanager
+def model_backward(layers: Sequence[str]) -> Iterator[None]:
+    """Run a backward through the model to ``layers``; torch's failure of the model's own graph becomes one line.
+
+    A model whose backward torch itself cannot compute (an in-place operation after
+    the layer, such as ``x.relu_(); x.mul_(2.0)``, changes a tensor that ReLU's
+    backward needs; or the model detaches its output) raises a ``RuntimeError`` in
+    ``torch.autograd.grad``; here it becomes a :class:`CamscopeError` that says what
+    happened and what to do: a gradient-free method, or an out-of-place operation.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> y = x.exp()
+        >>> _ = y.mul_(2.0)  # exp's backward needs its output: now changed
+        >>> with model_backward(["layer4"]):
+        ...     _ = torch.autograd.grad(y.sum(), x)
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: the model cannot be differentiated down to layer 'layer4': an in-place operation after the layer (such as x.relu_(); x.mul_(2.0)) modified the output of Exp, which autograd needs for the gradient. Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that operation out of place in the model (x = x.relu() instead of x.relu_())
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        text = str(error)
+        where = ", ".join(repr(name) for name in layers)
+        advice = (
+            "Use a gradient-free method such as method='scorecam' (or 'ablationcam', 'eigencam'), or make that "
+            "operation out of place in the model (x = x.relu() instead of x.relu_())"
+        )
+        if in_place_failure(error):
+            found = re.search(r"output \d+ of (\w+)", text)
+            what = f"the output of {found.group(1)}" if found else "a tensor"
+            raise CamscopeError(
+                f"the model cannot be differentiated down to layer {where}: an in-place operation after the layer "
+                f"(such as x.relu_(); x.mul_(2.0)) modified {what}, which autograd needs for the gradient. {advice}"
+            ) from error
+        if any(failure in text for failure in _GRAPH_FAILURES):
+            raise CamscopeError(
+                f"the model cannot be differentiated down to layer {where} (torch: {text.split('.')[0]}): the "
+                "model detaches its output, runs under torch.no_grad, or changes its tensors in place. "
+                + advice.replace("that operation", "those operations")
+            ) from error
+        raise
+
+
+def _component(gradients: dict[str, Tensor], index: int) -> dict[str, Tensor]:
+    """The gradients of score component ``index`` (``[R, B, ...]`` -> ``[B, ...]``) for every captured tensor."""
+    return {key: grads[index] for key, grads in gradients.items()}
+
+
+def _check_batch(captured: dict[str, Tensor], batch: int) -> None:
+    """Every captured tensor has one row per input: a layer on regions (a detector's box head) has not."""
+    for key, tensor in captured.items():
+        if tensor.ndim == 0 or tensor.shape[0] != batch:
+            rows = tensor.shape[0] if tensor.ndim else 0
+            raise CamscopeError(
+                f"layer {key!r} outputs {rows} rows for a batch of {batch} inputs: it works on regions or proposals "
+                "(a detector's box head), not on whole inputs; choose a layer of the backbone"
+            )
+
+
+def _component_gradients(scores: Tensor, tensors: list[Tensor], create_graph: bool = False) -> list[Tensor | None]:
     """Gradients of each of the ``R`` score components, ``[R, B, ...]``, in one batched backward."""
     batch, components = scores.shape
     eye = torch.eye(components, dtype=scores.dtype, device=scores.device)
     grad_outputs = eye[:, None, :].expand(components, batch, components)
     try:
         grads = torch.autograd.grad(
-            scores, tensors, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True, retain_graph=True
+            scores,
+            tensors,
+            grad_outputs=grad_outputs,
+            is_grads_batched=True,
+            allow_unused=True,
+            retain_graph=True,
+            create_graph=create_graph,
         )
-    except RuntimeError:
+    except RuntimeError as error:
+        if in_place_failure(error):  # the model's own backward fails: no batching helps
+            raise
         # Some operators have no batched backward: one backward per component.
         per_component = [
-            torch.autograd.grad(scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True)
+            torch.autograd.grad(
+                scores[:, r].sum(), tensors, allow_unused=True, retain_graph=True, create_graph=create_graph
+            )
             for r in range(components)
         ]
         stacked: list[Tensor | None] = []
@@ -428,7 +698,9 @@ def explain(
         features: channel mask for FS-CAMs (see :meth:`Explainer.__call__`).
         scale: common intensity scale for S-CAMs (see :meth:`Explainer.__call__`).
         **options: Explainer options (``fuse``, ``eval_mode``, ``layout``,
-            ``grid``, ``prefix_tokens``) and the method's options.
+            ``grid``, ``prefix_tokens``) and the method's options. ``eval_mode=False``
+            keeps the model's own mode: a BatchNorm layer in train mode then updates its
+            running statistics on every call (see :class:`Explainer`).
 
     Returns:
         An :class:`Explanation`.

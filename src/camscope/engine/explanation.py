@@ -20,13 +20,28 @@ import torch
 from torch import Tensor
 
 from camscope.errors import CamscopeError
-from camscope.io import checked_tensor, load_tensors, save_tensors
+from camscope.io import TensorSpec, check_file_tensors, checked_tensor, load_tensors, save_tensors
 from camscope.targets.base import ClassTarget, FrozenTarget, Target
 
 __all__ = ["Explanation", "SavedTarget"]
 
 _KIND = "explanation"
 _OPTIONAL = ("weights", "contributions")
+
+
+def _file_specs(layers: int) -> dict[str, TensorSpec]:
+    """The tensors of an explanation file: float32 maps of ``B`` samples, int64 classes, per-layer parts."""
+    specs = {
+        "logits": TensorSpec(torch.float32, ("B", "...")),
+        "scores": TensorSpec(torch.float32, ("B",)),
+        "classes": TensorSpec(torch.int64, ("B",), required=False),
+    }
+    for index, prefix in enumerate(["", *(f"layers.{i}." for i in range(layers))]):
+        specs[f"{prefix}raw"] = TensorSpec(torch.float32, ("B", "*spatial"))
+        specs[f"{prefix}maps"] = TensorSpec(torch.float32, ("B", "*spatial"))
+        for name in _OPTIONAL:  # K channels at each layer
+            specs[f"{prefix}{name}"] = TensorSpec(torch.float32, ("B", f"K{index}"), required=False)
+    return specs
 
 
 @dataclass
@@ -38,7 +53,9 @@ class Explanation:
             resolution, before ReLU and any scaling, ``[B, h, w]`` (``[B, d, h, w]``
             for volumes). For several layers: the mean over layers of each
             layer's raw map upsampled to the input and divided by its per-image
-            maximum absolute value.
+            maximum absolute value (``fuse="product"`` and RefineCAM: the product
+            of the layers' ``maps``). With ``aug_smooth``: the mean of the
+            augmentations' raw maps, flipped back.
         maps: ``raw`` upsampled to the input size, ReLU, min-max scaled per
             image to [0, 1], ``[B, H, W]``; a constant map gives zeros. With
             ``scale=`` (S-CAMs): ``scale(upsampled raw)``, signed, in (-1, 1).
@@ -147,14 +164,16 @@ class Explanation:
         The model's name is in ``explanation.options["model"]`` when it was recorded.
 
         Raises:
-            CamscopeError: for a missing, truncated or corrupt file, or one that holds something else.
+            CamscopeError: for a missing, truncated or corrupt file, one that holds something
+                else, or tensors other than those :meth:`save` writes (names, dtypes, shapes).
         """
         path = Path(path)
         tensors, header = load_tensors(path, _KIND)
-        target = SavedTarget.from_header(header.get("target"), tensors.get("classes"), path)
         layers = header.get("layers") or []
         if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers):
             raise CamscopeError(f"{path} has corrupt metadata: 'layers' must be a list of layer names")
+        check_file_tensors(tensors, _file_specs(len(layers)), path)
+        target = SavedTarget.from_header(header.get("target"), tensors.get("classes"), path)
         per_layer = {
             name: _explanation(tensors, f"layers.{i}.", header, name, target, path) for i, name in enumerate(layers)
         }

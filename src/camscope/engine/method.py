@@ -13,6 +13,7 @@ New methods register with :func:`register_method`; the built-in ones live in
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -60,6 +61,12 @@ class CamContext:
             ``[N, K, *spatial]`` like ``activations``, ``activations_at(x, native=True)``
             the layer's output as the model produced it (e.g. ``[N, T, K]``
             tokens with the class token; used by DiffCAM for reference inputs).
+        layer_output: for second-order methods, the layer's own output (e.g. ``[B, T, K]``
+            tokens), the leaf of the gradients' graph: ``gradients`` can be differentiated
+            with respect to it again.
+        channels_first: brings a tensor shaped like the layer's own output (e.g.
+            ``[B, T, K]`` tokens) to ``[B, K, *spatial]`` as ``activations`` are
+            (used by methods that differentiate the layer's output themselves).
     """
 
     model: nn.Module
@@ -74,6 +81,8 @@ class CamContext:
     gradients_at: Callable[[Tensor], tuple[Tensor, Tensor]]
     options: dict[str, Any] = field(default_factory=dict)
     activations_at: Callable[..., Tensor] | None = None
+    channels_first: Callable[[Tensor], Tensor] | None = None
+    layer_output: Tensor | None = None
 
     @property
     def spatial_dims(self) -> tuple[int, ...]:
@@ -119,6 +128,11 @@ class CamMethod:
         linear_in_gradient: the weights are linear in G, so the weights of an
             average of scores equal the average of the weights; the engine then
             back-propagates the averaged score once.
+        second_order: the engine keeps the graph of the gradients (``create_graph``) and
+            gives the method ``CamContext.layer_output``, so that it can take Hessian-vector
+            products (ShapleyCAM).
+        fusion: how the maps of several layers are combined when the user gives
+            no ``fuse=`` (None: their mean; RefineCAM: ``"product"``).
 
     A subclass that overrides :meth:`option_names` without declaring options
     (the older way) still gets those names accepted, unchecked and without defaults.
@@ -139,6 +153,8 @@ class CamMethod:
     display_name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     linear_in_gradient: ClassVar[bool] = False
+    second_order: ClassVar[bool] = False
+    fusion: ClassVar[str | None] = None
     declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:
@@ -166,6 +182,17 @@ class CamMethod:
 _REGISTRY: dict[str, type[CamMethod]] = {}
 
 
+def _registry() -> dict[str, type[CamMethod]]:
+    """The registry, with the built-in methods in it.
+
+    The built-in methods use the engine, so the engine cannot import them: they
+    register when their package is first imported, here on the first lookup
+    (as a plugin would), whatever the caller imported before.
+    """
+    importlib.import_module("camscope.methods")
+    return _REGISTRY
+
+
 def register_method(cls: type[CamMethod]) -> type[CamMethod]:
     """Class decorator that makes a method available by its ``name``."""
     if not cls.name:
@@ -176,7 +203,7 @@ def register_method(cls: type[CamMethod]) -> type[CamMethod]:
 
 def available_methods() -> dict[str, type[CamMethod]]:
     """Registered methods by name."""
-    return dict(sorted(_REGISTRY.items()))
+    return dict(sorted(_registry().items()))
 
 
 _ALIASES = {"gradcamplusplus": "gradcampp", "smoothgradcamplusplus": "smoothgradcampp"}
@@ -202,7 +229,7 @@ def canonical_method_name(name: str) -> str:
 def method_class(name: str) -> type[CamMethod]:
     """The registered method class of a name (case, punctuation and common spellings forgiven)."""
     key = _key(name)
-    found = [cls for registered, cls in _REGISTRY.items() if _key(registered) == key]
+    found = [cls for registered, cls in _registry().items() if _key(registered) == key]
     if not found:
         import difflib
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from camscope.errors import needs_extra
 from camscope.io import FORMAT_VERSION, atomic_write_bytes, make_folder
 from camscope.metrics import MetricResult
 
@@ -143,7 +144,8 @@ class EvaluationReport:
 
     def table(self) -> Any:
         """A ``rich`` table: one row per metric value (arrow: the better direction), one column per method."""
-        from rich.table import Table
+        with needs_extra("cli", "printed tables"):
+            from rich.table import Table
 
         table = Table(title=f"camscope evaluate: {self.heading()}")
         table.add_column("metric")

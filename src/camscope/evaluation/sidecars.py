@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from camscope.errors import CamscopeError
+from camscope.io import TensorSpec, check_file_tensors
 
 __all__ = ["GroundTruth", "ground_truth", "load_sidecar", "parts_of", "regions_of", "sidecar_masks"]
 
@@ -91,7 +92,7 @@ def load_sidecar(image: str | os.PathLike[str], size: int = 224, crop_pct: float
     if spec.get("boxes"):
         from camscope.metrics import boxes_to_masks
 
-        boxes = torch.as_tensor(spec["boxes"], dtype=torch.float64).reshape(-1, 4)
+        boxes = _boxes(spec["boxes"], sidecar)
         mapped = boxes * torch.tensor([sx, sy, sx, sy], dtype=torch.float64) - torch.tensor(
             [left, top, left, top], dtype=torch.float64
         )
@@ -107,15 +108,44 @@ def load_sidecar(image: str | os.PathLike[str], size: int = 224, crop_pct: float
             mask = mask.resize((new_w, new_h), Image.Resampling.NEAREST).crop((left, top, left + size, top + size))
             array = torch.frombuffer(bytearray(mask.tobytes()), dtype=torch.uint8).reshape(size, size) > 0
         region = array if region is None else region | array
+    if not isinstance(spec.get("parts") or {}, dict) or not isinstance(spec.get("differing") or [], list):
+        raise CamscopeError(f"{sidecar}: parts must be an object of name: [x, y], differing a list of part names")
     parts: dict[str, tuple[float, float] | None] = {}
     for name, point in (spec.get("parts") or {}).items():
         if point is None:
             parts[str(name)] = None
             continue
-        x, y = float(point[0]) * sx - left, float(point[1]) * sy - top
+        x, y = _point(point, name, sidecar)
+        x, y = x * sx - left, y * sy - top
         parts[str(name)] = (x, y) if 0 <= x < size and 0 <= y < size else None
     differing = {str(name) for name in spec.get("differing") or []}
     return {"region": region, "parts": parts, "differing": differing, "label": spec.get("label")}
+
+
+def _boxes(value: Any, sidecar: Path) -> Tensor:
+    """A sidecar's ``boxes`` as ``[N, 4]`` float64: a list of ``[x1, y1, x2, y2]`` (or one such box)."""
+    try:
+        boxes = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise CamscopeError(f"{sidecar}: boxes must be a list of [x1, y1, x2, y2] numbers ({error})") from error
+    boxes = boxes.reshape(1, 4) if boxes.shape == (4,) else boxes
+    check_file_tensors({"boxes": boxes}, {"boxes": TensorSpec(torch.float64, ("N", 4))}, sidecar)
+    if not bool(boxes.isfinite().all()):
+        raise CamscopeError(f"{sidecar}: boxes hold a value that is not a finite number")
+    return boxes
+
+
+def _point(value: Any, name: str, sidecar: Path) -> tuple[float, float]:
+    """A sidecar's keypoint ``[x, y]``: two finite numbers."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise CamscopeError(f"{sidecar}: the part {name!r} must be [x, y] or null, got {value!r}")
+    try:
+        x, y = float(value[0]), float(value[1])
+    except (TypeError, ValueError):
+        raise CamscopeError(f"{sidecar}: the part {name!r} must be [x, y] numbers, got {value!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise CamscopeError(f"{sidecar}: the part {name!r} must be [x, y] finite numbers, got {value!r}")
+    return x, y
 
 
 def sidecar_masks(samples: Sequence[tuple[Path, int]]) -> set[Path]:

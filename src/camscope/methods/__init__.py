@@ -1,4 +1,4 @@
-"""How a map is computed: gradient, perturbation, projection, Finer and DiffCAM methods.
+"""How a map is computed: gradient, perturbation, projection, attention, Finer and DiffCAM methods, and their relatives.
 
 Importing this package registers every method with the engine's registry.
 """
@@ -11,26 +11,72 @@ from camscope.engine.method import (
     get_method,
     register_method,
 )
-from camscope.methods import diffcam, finer, gradient, perturbation, projection
+from camscope.methods import (
+    diffcam,
+    elementwise,
+    fem,
+    finer,
+    gradient,
+    gradrollout,
+    kpca,
+    legrad,
+    perturbation,
+    projection,
+    random_cam,
+    refine,
+    rollout,
+    segeigen,
+    shapley,
+)
+from camscope.methods.elementwise import GradCAMElementWise
+from camscope.methods.fem import FEM
 from camscope.methods.gradient import CAM, GradCAM, GradCAMpp, HiResCAM, LayerCAM, SmoothGradCAMpp, XGradCAM
+from camscope.methods.gradrollout import GradRollout
+from camscope.methods.kpca import KPCACAM
+from camscope.methods.legrad import LeGrad
+from camscope.methods.random_cam import RandomCAM
+from camscope.methods.refine import RefineCAM
+from camscope.methods.rollout import AttentionRollout
+from camscope.methods.segeigen import SegEigenCAM
+from camscope.methods.shapley import ShapleyCAM
 
 __all__ = [
     "CAM",
+    "FEM",
+    "KPCACAM",
+    "AttentionRollout",
     "CamContext",
     "CamMethod",
     "CamResult",
     "GradCAM",
+    "GradCAMElementWise",
     "GradCAMpp",
+    "GradRollout",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
+    "RandomCAM",
+    "RefineCAM",
+    "SegEigenCAM",
+    "ShapleyCAM",
     "SmoothGradCAMpp",
     "XGradCAM",
     "available_methods",
     "diffcam",
+    "elementwise",
+    "fem",
     "finer",
     "get_method",
     "gradient",
+    "gradrollout",
+    "kpca",
+    "legrad",
     "perturbation",
     "projection",
+    "random_cam",
+    "refine",
     "register_method",
+    "rollout",
+    "segeigen",
+    "shapley",
 ]

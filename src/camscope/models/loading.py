@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from camscope.errors import CamscopeError, suggest
+from camscope.errors import CamscopeError, needs_extra, suggest
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, build_efficientnet_lite0
 from camscope.models.weights import load_state_dict_strict, normalise_weights, read_state_dict
 
@@ -98,8 +98,9 @@ def _build_timm(arch: str, weights: str | Path | None) -> nn.Module:
     Returns:
         The model.
     """
-    import timm
-    from timm.models import get_pretrained_cfg
+    with needs_extra("photo", "timm models"):
+        import timm
+        from timm.models import get_pretrained_cfg
 
     if not timm.is_model(arch):
         raise CamscopeError(

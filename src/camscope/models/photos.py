@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from camscope.errors import CamscopeError, suggest
+from camscope.errors import CamscopeError, needs_extra, suggest
 
 __all__ = ["sample_image", "sample_images"]
 
@@ -30,7 +30,8 @@ def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
     """
 
     def load() -> np.ndarray:
-        import skimage.data
+        with needs_extra("photo", "the sample photos"):
+            import skimage.data
 
         return np.asarray(getattr(skimage.data, name)())
 
@@ -43,7 +44,8 @@ def _motorcycle() -> np.ndarray:
     Returns:
         The RGB image.
     """
-    import skimage.data
+    with needs_extra("photo", "the sample photos"):
+        import skimage.data
 
     return np.asarray(skimage.data.stereo_motorcycle()[0])
 
@@ -54,7 +56,8 @@ def _grace_hopper() -> np.ndarray:
     Returns:
         The RGB image.
     """
-    import matplotlib.cbook
+    with needs_extra("plots", "the grace_hopper sample photo"):
+        import matplotlib.cbook
 
     path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     with Image.open(path) as image:

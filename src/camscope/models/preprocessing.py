@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from camscope.errors import CamscopeError
+from camscope.errors import CamscopeError, needs_extra
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, TIMM_LITE0
 from camscope.models.loading import ACCEPTED_FORMS, TIMM_PREFIX, TORCHVISION_PREFIX
 
@@ -89,11 +89,13 @@ def _data_config_for_name(name: str) -> DataConfig:
     """
     lowered = name.strip().lower()
     if lowered in DEFAULT_MODEL_NAMES:
-        from timm.models import get_pretrained_cfg
+        with needs_extra("photo", "the default photo model (efficientnet_lite0)"):
+            from timm.models import get_pretrained_cfg
 
         return _config_from_timm_cfg(get_pretrained_cfg(TIMM_LITE0))
     if lowered.startswith(TIMM_PREFIX):
-        from timm.models import get_pretrained_cfg
+        with needs_extra("photo", "timm models"):
+            from timm.models import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(name.strip()[len(TIMM_PREFIX) :].strip())
         if cfg is not None:
@@ -135,7 +137,8 @@ def data_config(model: str | nn.Module = DEFAULT_MODEL) -> DataConfig:
     if isinstance(model, str):
         return _data_config_for_name(model)
     if isinstance(getattr(model, "pretrained_cfg", None), Mapping):
-        from timm.data import resolve_data_config
+        with needs_extra("photo", "timm models"):
+            from timm.data import resolve_data_config
 
         return _config_from_timm_cfg(resolve_data_config({}, model=model))
     return DataConfig(_IMAGENET_MEAN, _IMAGENET_STD, "bilinear", 0.875, 224)

@@ -272,12 +272,3 @@ def siglip_loss(logits: Tensor, truth: Tensor) -> Tensor:
     """
     signs = truth.to(logits.dtype) * 2 - 1
     return -F.logsigmoid(signs * logits).mean()
-
-
-def load_state(model: SpeciesCLIP, tensors: dict[str, Tensor], path: Any) -> SpeciesCLIP:
-    """Load ``tensors`` into ``model`` (strict), with a clear error for a file that does not match."""
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except (RuntimeError, TypeError, ValueError) as error:
-        raise CamscopeError(f"{path} does not match the SpeciesCLIP architecture: {error}") from error
-    return model

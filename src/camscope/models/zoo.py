@@ -48,6 +48,8 @@ import torch
 from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
+from camscope.io import check_file_tensors
+from camscope.models.weights import weight_specs
 
 __all__ = [
     "IMAGE_TEXT_KIND",
@@ -224,9 +226,10 @@ def load_small_model(name: str, device: str | torch.device = "cpu") -> SmallCNN:
     info = json.loads(header)
     try:
         model = SmallCNN(**info["architecture"])
-        model.load_state_dict(tensors, strict=True)
     except (RuntimeError, TypeError, ValueError) as error:
         raise CamscopeError(f"{model_path(name)} does not match the SmallCNN architecture: {error}") from error
+    check_file_tensors(tensors, weight_specs(model, exact=True), model_path(name))
+    model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
 
 
@@ -239,7 +242,7 @@ def load_image_text_model(name: str = "species-clip", device: str | torch.device
         >>> model.encode_text(model.tokenizer(["red tail"])).shape
         torch.Size([1, 64])
     """
-    from camscope.models.small_clip import SpeciesCLIP, load_state
+    from camscope.models.small_clip import SpeciesCLIP
 
     if _check_name(name) not in IMAGE_TEXT_MODELS:
         raise CamscopeError(f"{name!r} is a classifier: load it with load_small_model({name!r})")
@@ -249,7 +252,9 @@ def load_image_text_model(name: str = "species-clip", device: str | torch.device
         model = SpeciesCLIP(**info["architecture"])
     except (TypeError, ValueError) as error:
         raise CamscopeError(f"{model_path(name)} has an architecture SpeciesCLIP cannot build: {error}") from error
-    return load_state(model, tensors, model_path(name)).to(device).eval()
+    check_file_tensors(tensors, weight_specs(model, exact=True), model_path(name))
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval()
 
 
 def dataset(name: str, split: str = "test", limit: int | None = None) -> EvaluationData:

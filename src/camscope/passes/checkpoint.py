@@ -7,7 +7,9 @@ batches and samples done, and a fingerprint of the pass (the model's
 :func:`~camscope.stats.fingerprint.model_fingerprint`, the settings that shape
 the result such as the layer and the batch size, the data's size and first
 samples, the rank and world size). Resuming refuses a checkpoint whose
-fingerprint differs, with the differences spelled out.
+fingerprint differs, with the differences spelled out, and one whose tensors are
+not exactly those the accumulator writes (:meth:`Checkpoint.restored`: a float16
+mean where the accumulator keeps float64 is refused, not converted).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -27,7 +30,7 @@ from torch.utils.data import Dataset
 
 from camscope.data.folders import ImageFolderData
 from camscope.errors import CamscopeError
-from camscope.io import load_tensors, save_tensors
+from camscope.io import TensorSpec, check_file_tensors, load_tensors, save_tensors
 from camscope.passes.state import flatten_state, unflatten_state
 
 __all__ = [
@@ -41,6 +44,32 @@ __all__ = [
 
 CHECKPOINT_KIND = "pass-checkpoint"
 
+A = TypeVar("A")
+
+
+def _tensor_paths(state: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    """``(path, tensor)`` for every tensor of a state tree, the path naming its keys (``results.gradcam.values.0``)."""
+    if isinstance(state, Tensor):
+        yield prefix or "state", state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _tensor_paths(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            yield from _tensor_paths(value, f"{prefix}.{index}" if prefix else str(index))
+
+
+def _referenced(tree: Any) -> Iterator[str]:
+    """The tensor names a flattened state tree refers to (see :func:`~camscope.passes.state.flatten_state`)."""
+    if isinstance(tree, dict):
+        if "T" in tree:
+            yield str(tree["T"])
+        for value in tree.values():
+            yield from _referenced(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _referenced(value)
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -52,9 +81,18 @@ class Checkpoint:
     fingerprint: dict[str, Any]
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the checkpoint atomically (a crash leaves the previous one intact)."""
+        """Write the checkpoint atomically (a crash leaves the previous one intact).
+
+        The metadata records each tensor's dtype and shape, which :meth:`load` checks.
+        """
         tensors, tree = flatten_state(self.state)
-        metadata = {"tree": tree, "batches": self.batches, "samples": self.samples, "fingerprint": self.fingerprint}
+        metadata = {
+            "tree": tree,
+            "batches": self.batches,
+            "samples": self.samples,
+            "fingerprint": self.fingerprint,
+            "tensors": {name: [str(t.dtype).removeprefix("torch."), list(t.shape)] for name, t in tensors.items()},
+        }
         return save_tensors(path, tensors, metadata, CHECKPOINT_KIND)
 
     @classmethod
@@ -62,13 +100,15 @@ class Checkpoint:
         """Read a checkpoint written by :meth:`save` (tensors onto ``device``).
 
         Raises:
-            CamscopeError: for a file that is not a pass checkpoint.
+            CamscopeError: for a file that is not a pass checkpoint, or whose tensors
+                differ from the dtypes and shapes it recorded (named by their place in the state).
         """
         tensors, header = load_tensors(path, CHECKPOINT_KIND)
-        if device is not None:
-            tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+        unused = sorted(set(tensors) - set(_referenced(header.get("tree"))))
+        if unused:
+            raise CamscopeError(f"{path} holds a tensor {unused[0]!r} that its state does not use: {_REMEDY}")
         try:
-            return cls(
+            checkpoint = cls(
                 state=unflatten_state(tensors, header["tree"]),
                 batches=int(header["batches"]),
                 samples=int(header["samples"]),
@@ -76,6 +116,70 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CamscopeError(f"{path} is not a complete pass checkpoint (bad entry {error})") from error
+        places = {id(tensor): place for place, tensor in _tensor_paths(checkpoint.state)}
+        recorded = _recorded(header.get("tensors"), path)
+        if recorded is not None:  # checkpoints of camscope 0.1.0 did not record them
+            check_file_tensors(
+                {places[id(t)]: t for t in tensors.values()},
+                {places[id(tensors[name])]: spec for name, spec in recorded.items() if name in tensors},
+                f"the checkpoint {path}",
+                remedy=_REMEDY,
+            )
+        if device is None:
+            return checkpoint
+        return replace(checkpoint, state=_to_device(checkpoint.state, device))
+
+    def restored(self, restore: Callable[[Any, torch.device], A], device: torch.device, path: object) -> A:
+        """The accumulator ``restore`` builds from this checkpoint's state, checked against the file.
+
+        Every tensor of the state must have the dtype and shape that the restored
+        accumulator's own ``state_dict()`` holds at the same place, so a tensor stored
+        with another dtype or shape (its record in the file edited alike) is refused
+        instead of converted.
+
+        Raises:
+            CamscopeError: naming the tensor, its dtype and shape and the expected ones.
+        """
+        accumulator = restore(self.state, device)
+        expected = {
+            place: TensorSpec(t.dtype, tuple(t.shape), required=False)
+            for place, t in _tensor_paths(accumulator.state_dict())  # type: ignore[attr-defined]
+        }
+        check_file_tensors(
+            dict(_tensor_paths(self.state)), expected, f"the checkpoint {path}", strict=False, remedy=_REMEDY
+        )
+        return accumulator
+
+
+#: What to do with a checkpoint that cannot be resumed.
+_REMEDY = "the checkpoint was altered; give another checkpoint file, or drop --resume / resume=True to start again"
+
+
+def _recorded(entry: Any, path: object) -> dict[str, TensorSpec] | None:
+    """The dtypes and shapes a checkpoint recorded for its tensors (None when it recorded none)."""
+    if entry is None:
+        return None
+    specs: dict[str, TensorSpec] = {}
+    try:
+        for name, (dtype, shape) in entry.items():
+            found = getattr(torch, dtype)
+            if not isinstance(found, torch.dtype) or not all(isinstance(size, int) for size in shape):
+                raise TypeError(dtype)
+            specs[name] = TensorSpec(found, tuple(shape))
+    except (AttributeError, TypeError, ValueError) as error:
+        raise CamscopeError(f"{path} has a corrupt record of its tensors ({error}): {_REMEDY}") from error
+    return specs
+
+
+def _to_device(state: Any, device: torch.device) -> Any:
+    """``state`` with its tensors on ``device``."""
+    if isinstance(state, Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {key: _to_device(value, device) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_device(value, device) for value in state)
+    return state
 
 
 def rank_path(path: str | os.PathLike[str], rank: int, world: int) -> Path:

@@ -293,7 +293,7 @@ class DatasetPass:
             )
         self._skip = self.batches_seen = saved.batches
         self.samples_seen = saved.samples
-        return None if saved.state is None else self.restore(saved.state, self.device)
+        return None if saved.state is None else saved.restored(self.restore, self.device, self.checkpoint)
 
     def _refuse_other_world_size(self) -> None:
         """Raise when only checkpoints of another number of processes exist (resuming would start again silently)."""

@@ -52,7 +52,11 @@ from pathlib import Path
 
 import torch
 
-from camscope.errors import CamscopeError
+from camscope.errors import CamscopeError, needs_extra
+
+with needs_extra("reproduce", "the reproduction report"):
+    import scipy  # noqa: F401  (the sections' statistics)
+    import sklearn  # noqa: F401  (the digits data)
 from camscope.reproduce.merge import (
     CHANGES_INTRO,
     changed_rows,

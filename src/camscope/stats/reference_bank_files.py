@@ -2,7 +2,9 @@
 
 The file (see :mod:`camscope.io`, kind :data:`BANK_KIND`) holds the tensors
 ``labels`` (``[C]`` int64), ``counts`` (``[C]`` int64), ``means`` (``[C, K]``
-float64) and ``scatters`` (``[C, K, K]``) or ``within`` (``[K, K]``), and the
+float64) and ``scatters`` (``[C, K, K]`` float64) or, for ``scatter: "shared"``,
+``within`` (``[K, K]`` float64), exactly (any other tensor, dtype or shape is
+refused on loading), and the
 metadata ``model``, ``layer``, ``embedding``, ``feature_size``, ``labels``,
 ``class_names`` (aligned with ``labels``), ``scatter``, ``auto_scatter``,
 ``max_scatter_bytes``, ``layout``, ``input_size`` and ``count``.
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from camscope.errors import CamscopeError
-from camscope.io import checked_int, checked_tensor, load_tensors, save_tensors
+from camscope.io import TensorSpec, check_file_tensors, checked_int, checked_tensor, load_tensors, save_tensors
 
 if TYPE_CHECKING:
     from camscope.stats.reference_bank import ReferenceBank
@@ -38,6 +40,20 @@ __all__ = ["BANK_KIND", "load_bank", "save_bank"]
 BANK_KIND = "reference-bank"
 
 _TENSORS = ("labels", "counts", "means", "scatters", "within")
+
+
+def _specs(meta: dict[str, Any]) -> dict[str, TensorSpec]:
+    """The tensors of a bank file: per-class scatters, or one shared ``within`` (``scatter: "shared"``)."""
+    specs = {
+        "labels": TensorSpec(torch.int64, ("C",)),
+        "counts": TensorSpec(torch.int64, ("C",)),
+        "means": TensorSpec(torch.float64, ("C", "K")),
+    }
+    if meta.get("scatter") == "shared":
+        specs["within"] = TensorSpec(torch.float64, ("K", "K"))
+    else:
+        specs["scatters"] = TensorSpec(torch.float64, ("C", "K", "K"))
+    return specs
 
 
 def save_bank(bank: ReferenceBank, path: str | os.PathLike[str]) -> Path:
@@ -84,6 +100,13 @@ def load_bank(
             inconsistent file, or a model or layer that does not match.
     """
     tensors, meta = load_tensors(path, kind=BANK_KIND)
+    try:
+        feature_size = checked_int(meta["feature_size"], "feature_size", minimum=1)
+    except (KeyError, CamscopeError) as error:
+        raise CamscopeError(
+            f"{path} is not a valid reference bank (missing or bad entry: {error}); build it again"
+        ) from error
+    check_file_tensors(tensors, _specs(meta), path, sizes={"K": feature_size})
     try:
         state = _state(tensors, meta)
     except (KeyError, TypeError, ValueError, CamscopeError) as error:

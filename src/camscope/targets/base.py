@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
+from camscope.targets.outputs import output_tensor
 
 __all__ = ["ClassDifference", "ClassTarget", "FrozenTarget", "ScoreTarget", "Target", "as_target"]
 
@@ -44,9 +45,42 @@ class Target:
     #: How the weights of ``[B, R]`` component scores are combined.
     aggregate: str = "mean-before-relu"
 
+    def read(self, outputs: Any) -> Tensor:
+        """The tensor this target scores, from the model's outputs as the model returns them.
+
+        The score tensor of a classifier (:func:`camscope.targets.outputs.output_tensor`:
+        a tensor, ``logits``/``out`` of a dict, ``.logits``); targets of other tasks read
+        other things (a detector's boxes). The engine calls it on every forward pass,
+        and methods see its result as the model's outputs, so it must give the same
+        shape on every pass.
+        """
+        return output_tensor(outputs)
+
+    def prepare(self, model: nn.Module) -> Target:
+        """Return a target with the choices that depend on the model fixed (before any forward pass)."""
+        return self
+
+    def expand(self, predict: Callable[[], Tensor]) -> tuple[Tensor | None, Target]:
+        """The input rows to explain and the target of those rows, for targets with several maps per sample.
+
+        ``None`` keeps the batch as it is. A target with several maps per sample
+        (:class:`camscope.targets.heads.MultiLabel`) returns, for each explained row,
+        the index of its input sample; ``predict()`` gives the outputs (as :meth:`read`
+        gives them) of a clean forward pass on the batch, for choices that need them.
+        """
+        return None, self
+
     def resolve(self, outputs: Tensor) -> Target:
         """Return a target with every batch-dependent choice fixed."""
         return self
+
+    def pool(self, activations: Tensor, size: Sequence[int]) -> Tensor | None:
+        """The embedding ``[B, K]`` of the explained part of each input, from activations ``[B, K, *spatial]``.
+
+        DiffCAM compares it with its references. None (the default): the whole input's,
+        the spatial mean; a box target gives the mean over its box.
+        """
+        return None
 
     def __call__(self, outputs: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -129,7 +163,8 @@ def _class_scores(outputs: Tensor) -> Tensor:
     if outputs.ndim != 2:
         raise CamscopeError(
             f"a class target needs outputs of shape [batch, classes], got {list(outputs.shape)}; "
-            "for segmentation or embeddings pass target=ScoreTarget(fn) with fn(outputs) -> [batch]"
+            "for segmentation pass target=camscope.SegmentationTarget(category, mask), for embeddings "
+            "camscope.SimilarityTarget(reference), for anything else ScoreTarget(fn) with fn(outputs) -> [batch]"
         )
     return outputs
 
@@ -223,8 +258,9 @@ class ClassDifference(Target):
 class ScoreTarget(Target):
     """Any differentiable score ``fn(outputs) -> [B]``.
 
-    Use it for segmentation (sum of a class's logits inside a mask), regression,
-    or embeddings (similarity to a reference vector).
+    For a score no named target gives (segmentation: :class:`camscope.SegmentationTarget`,
+    regression: :class:`camscope.RegressionTarget`, embeddings:
+    :class:`camscope.SimilarityTarget`, boxes: :class:`camscope.BoxTarget`).
 
     Args:
         fn: maps the model's output tensor to one score per sample.
@@ -274,6 +310,12 @@ class FrozenTarget(Target):
 
     def resolve(self, outputs: Tensor) -> FrozenTarget:
         return self
+
+    def read(self, outputs: Any) -> Tensor:
+        return self.inner.read(outputs)
+
+    def pool(self, activations: Tensor, size: Sequence[int]) -> Tensor | None:
+        return self.inner.pool(activations, size)
 
     def __call__(self, outputs: Tensor) -> Tensor:
         return self.inner(outputs)

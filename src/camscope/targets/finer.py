@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
 from camscope.options import Option
-from camscope.targets.base import ClassTarget, Target
+from camscope.targets.base import ClassTarget, Target, _contains_bool
 
 __all__ = [
     "AGGREGATIONS",
@@ -80,8 +80,10 @@ def explicit_references(spec: Any) -> Tensor | None:
         >>> explicit_references([[1, 2], [0, 3]]).shape, explicit_references(3)
         (torch.Size([2, 2]), None)
     """
-    if isinstance(spec, bool):
-        raise CamscopeError("references must be a number of classes or class indices, got a bool")
+    if _contains_bool(spec):
+        raise CamscopeError(
+            "references must be a number of classes or class indices, got a bool: True/False are not class numbers"
+        )
     if isinstance(spec, int):
         if spec < 1:
             raise CamscopeError(f"references={spec}: give at least 1 reference class (the paper uses 3)")

@@ -18,7 +18,7 @@ from camscope.analyses.ifa.checks import check_settings, check_tensors
 from camscope.analyses.ifa.results import Comparison, Confounder, Outlier, Redundancy
 from camscope.analyses.ifa.scale import TanhScale
 from camscope.errors import CamscopeError
-from camscope.io import checked_int, checked_tensor, load_tensors, save_tensors
+from camscope.io import TensorSpec, check_file_tensors, checked_int, checked_tensor, load_tensors, save_tensors
 from camscope.stats.sketch import Moments, QuantileSketch
 
 __all__ = ["Analysis"]
@@ -33,6 +33,26 @@ _SKETCHES = ("values", "image_max", "image_min")
 
 def _float(tensor: Tensor) -> float:
     return float(tensor.detach().cpu())
+
+
+def _file_specs(profiles: bool) -> dict[str, TensorSpec]:
+    """The tensors of an analysis file (:meth:`Analysis.save`): ``K`` features, ``C`` classes, ``N`` profiles."""
+    specs: dict[str, TensorSpec] = {}
+    for sketch in ("values", "image_max", "image_min"):
+        specs[f"{sketch}.counts"] = TensorSpec(torch.int64, ("bins",))
+        specs[f"{sketch}.scalars_i64"] = TensorSpec(torch.int64, (3,))
+        specs[f"{sketch}.scalars_f64"] = TensorSpec(torch.float64, (2,))
+    specs["moments.count"] = TensorSpec(torch.int64, (1,))
+    specs["moments.f64"] = TensorSpec(torch.float64, (2,))
+    specs["im_sum"] = TensorSpec(torch.float64, ("K", "C"))
+    specs["class_counts"] = TensorSpec(torch.int64, ("C",))
+    specs["counters"] = TensorSpec(torch.int64, (3,))
+    specs["im_all_sum"] = TensorSpec(torch.float64, ("K", "C"), required=False)
+    if profiles:
+        specs["profiles"] = TensorSpec(torch.float32, ("N", "K"))
+        for name in ("profile_labels", "profile_predictions", "profile_ids"):
+            specs[name] = TensorSpec(torch.int64, ("N",))
+    return specs
 
 
 def _profile_parts(parts: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -550,10 +570,23 @@ class Analysis:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Analysis:
-        """Load a file written by :meth:`save` (checks its kind and format version)."""
+        """Load a file written by :meth:`save`.
+
+        Raises:
+            CamscopeError: for another kind of file, a newer format version, or a file
+                whose tensors are not exactly those :meth:`save` writes (names, dtypes,
+                shapes) or whose values no analysis can give.
+        """
         tensors, header = load_tensors(path, kind=_KIND)
         try:
             check_settings(header, header=True)
+            sizes = {"K": header["num_features"], "C": header["num_classes"]}
+        except KeyError as error:
+            raise CamscopeError(f"{path} is an incomplete analysis file (missing {error}): write it again") from error
+        except CamscopeError as error:
+            raise CamscopeError(f"{path} is not a valid analysis file ({error}): write it again") from error
+        check_file_tensors(tensors, _file_specs(bool(header.get("profiles"))), path, sizes=sizes)
+        try:
             analysis = cls(
                 method=header["method"],
                 layer=header["layer"],

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camscope.engine.capture import LayerCapture, model_state
-from camscope.engine.explainer import Explainer
+from camscope.engine.explainer import Explainer, in_place_failure, model_backward
 from camscope.engine.method import CamContext, CamMethod, CamResult
 from camscope.errors import CamscopeError
 from camscope.methods.gradient import CAM, GradCAM, HiResCAM
@@ -51,7 +51,9 @@ def _class_gradients(logits: Tensor, activations: Tensor, rows: Tensor, retain_g
         (grads,) = torch.autograd.grad(
             logits, activations, one_hot, retain_graph=retain_graph, is_grads_batched=True, allow_unused=True
         )
-    except RuntimeError:
+    except RuntimeError as error:
+        if in_place_failure(error):  # the model's own backward fails: no batching helps
+            raise
         # Some operators have no batched backward: one backward per row.
         grads = torch.stack([_class_gradients(logits, activations, row[None], retain_graph=True)[0] for row in rows])
     if grads is None:
@@ -161,7 +163,8 @@ class BatchPass:
             second = explain == "predicted" and bool((truth != explained).any())
             rows = torch.stack([explained, truth]) if second else explained[None]
             activations = explainer.channels_first(native.detach(), inputs, self.name)
-            grads = _class_gradients(logits, native, rows, retain_graph=self.all_classes) if need_grad else None
+            with model_backward([self.name]):
+                grads = _class_gradients(logits, native, rows, retain_graph=self.all_classes) if need_grad else None
             outputs = []
             for r in range(rows.shape[0]):
                 context = self._context(inputs, activations, detached, rows[r], capture)
@@ -225,7 +228,8 @@ class BatchPass:
             count = rows.shape[0]
             grads = None
             if self.method.uses_gradients:
-                grads = _class_gradients(logits, native, rows, retain_graph=True)
+                with model_backward([self.name]):
+                    grads = _class_gradients(logits, native, rows, retain_graph=True)
                 grads = self.explainer.channels_first(grads.reshape(count * batch, *grads.shape[2:]), inputs, self.name)
             if closed_form and grads is not None:
                 grads = grads.reshape(count, batch, *grads.shape[1:])

@@ -1,0 +1,136 @@
+"""Attention maps of a ViT: camscope's rollout, gradrollout and legrad against the forward pass and torchcam's LeGrad.
+
+torchvision ``vit_b_16`` (random weights, a random head: torchvision starts it at zero), CPU, the predicted
+classes, all 12 blocks. The contenders run interleaved, the order rotated each round, so that machine noise
+hits them alike; the table gives medians, each as a ratio to the plain forward pass (``torch.no_grad``) and
+to torchcam 0.5.0's ``LeGrad`` over the same blocks, and the peak of live bytes allocated by torch (CPU
+allocator, from the profiler's memory events; ``torch.cuda.max_memory_allocated`` on a GPU), measured in
+separate, untimed runs. ``legrad (token-mean)`` computes torchcam's own map; the largest difference of the
+normalised maps to torchcam's is printed below the table.
+
+Run: ``python benchmarks/attention.py [--repeats 5] [--batch 4] [--threads N] [--device cpu|cuda]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from torchvision.models import vit_b_16
+
+import camscope
+from camscope.engine.maps import normalize_maps
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    items = []
+    for event in prof.events():
+        if event.name == "[memory]":
+            items.append((event.time_range.start, event.cpu_memory_usage))
+        elif event.self_cpu_memory_usage:
+            items.append((event.time_range.end, event.self_cpu_memory_usage))
+    live = peak = 0
+    for _, change in sorted(items, key=lambda item: item[0]):
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> dict[str, Callable[[], object]]:
+    from torchcam.methods import LeGrad as TorchcamLeGrad
+
+    explainers = {
+        "camscope rollout": camscope.Explainer(model, method="rollout"),
+        "camscope gradrollout": camscope.Explainer(model, method="gradrollout"),
+        "camscope legrad": camscope.Explainer(model, method="legrad"),
+        "camscope legrad (token-mean)": camscope.Explainer(model, method="legrad", readout="token-mean"),
+        "camscope finer-legrad (T=3)": camscope.Explainer(model, method="finer-legrad", references=3),
+    }
+
+    def forward() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    def torchcam_legrad() -> object:
+        with TorchcamLeGrad(model, list(model.encoder.layers)) as extractor:
+            scores = model(x)
+            return extractor(class_idx=classes, scores=scores)[0]
+
+    runs: dict[str, Callable[[], object]] = {"forward pass (no_grad)": forward}
+    runs.update({name: (lambda e=explainer: e(x, target=classes)) for name, explainer in explainers.items()})
+    runs["torchcam 0.5.0 LeGrad"] = torchcam_legrad
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = vit_b_16(image_size=args.size)
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    model = model.eval().to(device)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    with torch.no_grad():
+        classes = model(x).argmax(dim=1).tolist()
+    runs = contenders(model, x, classes)
+    results = {name: fn() for name, fn in runs.items()}  # warm-up (and the outputs compared below)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            times[name].append(_timed(runs[name], device))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    peaks = {} if args.no_memory else {name: _peak_bytes(fn, device) for name, fn in runs.items()}
+    floor, peer = medians["forward pass (no_grad)"], medians["torchcam 0.5.0 LeGrad"]
+    print(
+        f"vit_b_16 (random weights), batch {args.batch}, {args.size} px, {device.type}, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs, torch {torch.__version__}\n"
+    )
+    print("| contender | median (s) | vs forward | vs torchcam LeGrad | peak memory (MB) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in runs:
+        peak = f"{peaks[name] / 1e6:.0f}" if name in peaks else "-"
+        print(f"| {name} | {medians[name]:.3f} | {medians[name] / floor:.2f}x | {medians[name] / peer:.2f}x | {peak} |")
+    ours = normalize_maps(results["camscope legrad (token-mean)"].raw)  # type: ignore[attr-defined]
+    difference = float((ours - results["torchcam 0.5.0 LeGrad"]).abs().max())  # type: ignore[operator]
+    print(f"\nlegrad (token-mean) vs torchcam LeGrad: max abs difference of the normalised maps {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()
