@@ -7,7 +7,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Modules whose docstring examples run as doctests in `make test` (fast: tiny models, no data).
 DOCTEST ?= src/camscope/__init__.py src/camscope/engine src/camscope/targets src/camscope/passes \
 	src/camscope/progress.py src/camscope/errors.py src/camscope/io.py src/camscope/locking.py src/camscope/viz/figures.py \
-	src/camscope/models/preprocessing.py src/camscope/metrics/imputation.py src/camscope/metrics/road.py \
+	src/camscope/models/preprocessing.py src/camscope/models/devices.py src/camscope/metrics/imputation.py src/camscope/metrics/road.py \
 	src/camscope/viz/overview.py src/camscope/app/jobs.py src/camscope/app/images.py src/camscope/app/workbench.py src/camscope/app/schema.py \
 	src/camscope/app/downloads.py src/camscope/cli/serve.py src/camscope/methods/attention.py src/camscope/methods/rollout.py \
 	src/camscope/methods/gradrollout.py src/camscope/methods/legrad.py

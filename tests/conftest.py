@@ -188,8 +188,15 @@ def start_serve():
         process.wait(timeout=30)
 
 
-# Set by libraries on import (torch's compiler cache, open_clip's tokenizers): not a test's doing.
-_LIBRARY_ENVIRONMENT = {"TORCHINDUCTOR_CACHE_DIR", "TOKENIZERS_PARALLELISM", "PYTEST_CURRENT_TEST"}
+# Set by libraries on import (torch's compiler cache, open_clip's tokenizers, scikit-learn's and joblib's OpenMP
+# settings): not a test's doing.
+_LIBRARY_ENVIRONMENT = {
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TOKENIZERS_PARALLELISM",
+    "KMP_INIT_AT_FORK",
+    "KMP_DUPLICATE_LIB_OK",
+    "PYTEST_CURRENT_TEST",
+}
 
 
 def _process_state() -> dict[str, object]:

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 import camscope
 from camscope.app.images import ImageStore
 from camscope.app.jobs import JobQueue
+from camscope.app.schema import ExplainRequest
 from camscope.app.server import create_app
 from camscope.app.workbench import Workbench
 from camscope.data.folders import ImageFolderData
@@ -114,7 +115,9 @@ def test_models_methods_and_layers_are_those_of_camscope_layers(client, model):
     layers = client.get("/api/layers", params={"model": "tiny"}).json()
     x = torch.zeros(1, 3, SIZE, SIZE)
     assert layers["default"] == default_layer(model, x)
-    assert [(entry["name"], tuple(entry["shape"])) for entry in layers["layers"]] == candidate_layers(model, x)
+    assert [(entry["name"], tuple(entry["shape"])) for entry in layers["layers"]] == candidate_layers(
+        model, x, all_layers=False
+    )
     assert client.get("/api/layers", params={"model": "nope"}).status_code == 400
 
 
@@ -368,3 +371,40 @@ def test_closing_the_queue_with_cancel_stops_the_running_job():
     assert started.wait(30)
     queue.close(cancel=True)
     assert job.status == "cancelled" and waiting.status == "cancelled"
+
+
+def test_diffcam_names_bank_classes_from_the_bank_and_a_bank_answers_only_its_model(folders, model):
+    dataset = ImageFolderData(folders[0] / "b", transform=ImageTransform(SIZE, data_config(model)), size=SIZE)
+    labelled = [(x, torch.tensor([1 + i % 2])) for i, (x, _) in enumerate(dataset.batches(1))]
+    bank = camscope.ReferenceBank.build(
+        model, labelled * 2, progress=False, model_name="tiny", class_names=["owls", "cats", "cups"]
+    )
+    workbench = Workbench({"tiny": model}, bank=bank, size=SIZE)
+    app = create_app(workbench)
+    with TestClient(app) as client:
+        state = _explain(client, methods=["gradcam", "diffcam"], source="bank", reference="others", target=4)
+        assert state["status"] == "done", state
+        expected = camscope.explain(model, _inputs(model), method="diffcam", bank=bank, reference="others")
+        label = int(expected.classes[0])
+        gradcam, diffcam = state["result"]["panels"]
+        # bank label 1 or 2 is named from the bank, not as the model's "class 1", and has no model probability
+        assert diffcam["title"] == f"DiffCAM: bank class {bank.class_name(label)}" and "%" not in diffcam["title"]
+        assert gradcam["title"].startswith("Grad-CAM: class 4 ")
+        # clicking another class changes Grad-CAM's title, not DiffCAM's (its map does not depend on it)
+        again = _explain(client, methods=["diffcam"], source="bank", reference="others", target=5)
+        assert again["result"]["panels"][0]["title"] == diffcam["title"]
+        photos = _explain(client, methods=["diffcam"], source="photos", target=5)
+        assert photos["result"]["panels"][0]["title"] == "DiffCAM: this image against its reference group"
+    app.state.queue.close()
+    # a model named otherwise than the bank's cannot use its statistics: said before any layer is looked up
+    named = Workbench({"torchvision:resnet18": "torchvision:resnet18"}, bank=bank, size=SIZE)
+    request = ExplainRequest.from_json(
+        {"image": "photo:chelsea", "model": "torchvision:resnet18", "methods": ["diffcam"], "source": "bank"}
+    )
+    with pytest.raises(camscope.CamscopeError, match=r"built with tiny \(layer .*\), not torchvision:resnet18"):
+        named._diffcam_options(request, named.models["torchvision:resnet18"], torch.zeros(1))
+
+
+def test_the_explorer_checks_its_device():
+    with pytest.raises(camscope.CamscopeError, match="device='tpu' is not a device"):
+        Workbench({"tiny": TinyStridedCNN()}, device="tpu")

@@ -1,6 +1,7 @@
 """The explorer in a real browser: headless Chromium driven by Playwright, against ``camscope serve``.
 
-One server (the real command, ``python -m camscope serve --port 0``, default model) and one
+One server (the real command, ``python -m camscope serve --port 0`` with a data folder, a bank of
+it built with the default model, the default model and a ResNet-18 of random weights) and one
 browser are shared by the module. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
 ``CAMSCOPE_CHROMIUM``); without it or without Playwright for Python, every test here is skipped with
 the reason. Screenshots go to ``$CAMSCOPE_ARTIFACTS`` (default ``build/test-artifacts/``).
@@ -52,13 +53,33 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, start_serve):
-    _chromium()
+def data_folder(tmp_path_factory):
     data = tmp_path_factory.mktemp("explorer-data")
     for folder, name in [("cats", "chelsea"), ("cats", "astronaut"), ("cups", "coffee"), ("cups", "rocket")]:
         (data / folder).mkdir(exist_ok=True)
         Image.fromarray(sample_image(name)).resize((128, 96)).save(data / folder / f"{name}.png")
-    return start_serve("--data", str(data)).split()[2]
+    return data
+
+
+@pytest.fixture(scope="module")
+def bank(data_folder, model):
+    """A bank of the data folder (classes cats 0, cups 1) built with the default model, as ``bank build`` does."""
+    from camscope.data.folders import ImageFolderData
+    from camscope.passes.batches import ImageTransform
+
+    folder = ImageFolderData(data_folder, transform=ImageTransform(224, data_config("efficientnet_lite0")))
+    built = camscope.ReferenceBank.build(model, folder, model_name="efficientnet_lite0", progress=False)
+    built.save(data_folder.parent / "explorer.bank")
+    return built
+
+
+@pytest.fixture(scope="module")
+def server(data_folder, bank, start_serve):
+    _chromium()
+    models = ["--model", "efficientnet_lite0", "--model", "torchvision:resnet18=none"]
+    return start_serve(
+        "--data", str(data_folder), "--bank", str(data_folder.parent / "explorer.bank"), *models
+    ).split()[2]
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +97,22 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def page(browser, server):
+def browser_page(browser, server):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(server)
-    page.wait_for_selector("#photo-chelsea img")
     yield page
     context.close()
+
+
+@pytest.fixture
+def page(browser_page, server):
+    """The shared page, loaded afresh: every test starts from the page as a new visitor sees it (any order)."""
+    browser_page.set_viewport_size({"width": 1400, "height": 1000})
+    browser_page.goto(server)
+    browser_page.wait_for_selector("#photo-chelsea img")
+    browser_page.wait_for_function("() => document.getElementById('layer').options.length > 0")
+    return browser_page
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +123,7 @@ def model():
 def _shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"explorer-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    path.write_bytes(page.screenshot(full_page=True))  # (with path=, the driver writes through a thread it keeps)
     return path
 
 
@@ -106,8 +135,20 @@ def _settled(page) -> None:
     )
 
 
+def _chelsea(page) -> None:
+    """Pick chelsea and wait for its top-5 and Grad-CAM."""
+    page.click("#photo-chelsea")
+    page.wait_for_selector("#predictions li:nth-child(5)")
+    page.wait_for_selector('.panel[data-key="gradcam"] img.map')
+    _settled(page)
+
+
 def _panel_job(page) -> str:
     return page.eval_on_selector("#panels", "element => element.dataset.job")
+
+
+def _title(page, key: str) -> str:
+    return page.inner_text(f'.panel[data-key="{key}"] h3')
 
 
 def test_pick_chelsea_shows_the_top5_and_a_grad_cam(page, model):
@@ -130,6 +171,7 @@ def test_pick_chelsea_shows_the_top5_and_a_grad_cam(page, model):
 def test_finer_cam_follows_gamma_and_its_download_equals_camscope_explain(page, model, server):
     import httpx
 
+    _chelsea(page)
     page.check("#method-finer-gradcam")
     _settled(page)
     page.wait_for_selector('.panel[data-key="finer-gradcam"]')
@@ -156,6 +198,7 @@ def test_finer_cam_follows_gamma_and_its_download_equals_camscope_explain(page, 
 
 
 def test_clicking_a_class_explains_it(page):
+    _chelsea(page)
     second = page.locator("#predictions li").nth(1)
     name = second.inner_text().split("%", 1)[1].strip()
     second.click()
@@ -164,8 +207,6 @@ def test_clicking_a_class_explains_it(page):
     )
     _settled(page)
     assert "explained" in (second.get_attribute("class") or "")
-    page.locator("#predictions li").nth(0).click()
-    _settled(page)
 
 
 def test_a_text_file_named_png_shows_an_error_in_the_page(page):
@@ -181,6 +222,7 @@ def test_an_image_of_the_data_folder_and_diffcam_against_one_of_its_classes(page
     page.wait_for_function("() => document.getElementById('input-caption').textContent === 'cups/coffee.png'")
     page.wait_for_function("() => document.querySelector('#predictions li')?.textContent.includes('espresso')")
     page.check("#method-diffcam")
+    assert page.input_value("#diffcam-source") == "bank"  # the --bank is preselected
     page.select_option("#diffcam-source", "data")
     page.select_option("#diffcam-group", "class")
     assert page.locator("#diffcam-class option").all_inner_texts() == ["cats", "cups"]
@@ -190,15 +232,14 @@ def test_an_image_of_the_data_folder_and_diffcam_against_one_of_its_classes(page
     )
     _settled(page)
     _shot(page, "data-folder-diffcam")
-    page.select_option("#diffcam-source", "photos")
-    page.uncheck("#method-diffcam")
-    _settled(page)
 
 
 def test_a_slow_method_shows_progress_and_can_be_cancelled(page, server):
     import httpx
 
-    page.uncheck("#method-finer-gradcam")
+    page.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image\n"}])
+    page.locator("#upload-error").wait_for(state="visible")
+    _chelsea(page)
     page.uncheck("#method-gradcam")
     page.check("#method-scorecam")
     page.wait_for_function("() => document.getElementById('status-text').textContent.includes('masked passes')")
@@ -213,6 +254,7 @@ def test_a_slow_method_shows_progress_and_can_be_cancelled(page, server):
     page.uncheck("#method-scorecam")
     page.check("#method-gradcam")
     page.check("#method-finer-gradcam")
+    page.select_option("#diffcam-source", "photos")
     page.check("#method-diffcam")
     page.click("#photo-chelsea")  # clears the upload's error message
     page.wait_for_selector('.panel[data-key="diffcam"] img.map')
@@ -224,3 +266,70 @@ def test_a_slow_method_shows_progress_and_can_be_cancelled(page, server):
         "diffcam",
     ]
     _shot(page, "overview")
+
+
+def test_diffcam_with_the_bank_names_the_bank_class_and_keeps_it_when_a_class_is_clicked(page, model, bank):
+    _chelsea(page)
+    page.check("#method-diffcam")
+    page.select_option("#diffcam-source", "bank")
+    page.select_option("#diffcam-group", "others")
+    page.wait_for_function(
+        "() => (document.querySelector('.panel[data-key=\"diffcam\"] .caption') || {}).textContent?.includes('(bank)')"
+    )
+    _settled(page)
+    x, _ = load_image(sample_image("chelsea"), config=data_config("efficientnet_lite0"))
+    expected = camscope.explain(model, x, method="diffcam", bank=bank, reference="others")
+    label = int(expected.classes[0])
+    title = _title(page, "diffcam")
+    # the bank's label is named from the bank (cats, cups), never as the model's class of that number (tench, goldfish)
+    assert title == f"DiffCAM: bank class {bank.class_name(label)}", title
+    assert imagenet_classes()[label] not in title and "%" not in title
+    before = page.eval_on_selector('.panel[data-key="diffcam"] img.map', "img => img.src")
+    page.locator("#predictions li").nth(2).click()  # another class: Grad-CAM follows it, DiffCAM's map does not
+    name = page.locator("#predictions li").nth(2).inner_text().split("%", 1)[1].strip()
+    page.wait_for_function(
+        f"() => (document.querySelector('.panel[data-key=\"gradcam\"] h3') || {{}}).textContent?.includes({name!r})"
+    )
+    _settled(page)
+    assert _title(page, "diffcam") == title
+    assert page.eval_on_selector('.panel[data-key="diffcam"] img.map', "img => img.src") != before  # a new job
+    _shot(page, "bank-diffcam")
+
+
+def test_an_error_marks_the_maps_stale_and_another_models_bank_says_which_model(page):
+    _chelsea(page)
+    page.check("#method-diffcam")  # against the bank, preselected
+    page.wait_for_selector('.panel[data-key="diffcam"] img.map')
+    _settled(page)
+    assert page.locator("#stale-note").is_hidden()
+    page.select_option("#model", "torchvision:resnet18")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    _settled(page)
+    text = error.inner_text()
+    assert "built with efficientnet_lite0" in text and "unknown layer" not in text, text
+    assert "stale" in (page.get_attribute("#panels", "class") or "")
+    assert page.locator("#stale-note").is_visible() and "earlier settings" in page.inner_text("#stale-note")
+    _shot(page, "stale-after-error")
+    page.select_option("#model", "efficientnet_lite0")
+    page.wait_for_function("() => document.getElementById('error').hidden")
+    _settled(page)
+    page.wait_for_function("() => !document.getElementById('panels').classList.contains('stale')")
+    assert page.locator("#stale-note").is_hidden()
+
+
+def test_the_page_says_what_each_comparison_shows_and_fits_a_narrow_window(page):
+    _chelsea(page)
+    for about, words in [("#about-finer", "Finer-CAM keeps what tells"), ("#about-diffcam", "DiffCAM shows what sets")]:
+        assert page.locator(about).is_visible() and words in page.inner_text(about)
+    assert "An S-CAM puts the map on one signed scale" in page.text_content("#about-scam")
+    page.set_viewport_size({"width": 420, "height": 900})
+    try:
+        page.wait_for_function("() => window.innerWidth === 420")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, overflow
+        box = page.locator(".panel").first.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 420
+        _shot(page, "narrow")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})

@@ -101,7 +101,14 @@ def test_demo_writes_a_figure_per_photo_and_an_overview(tmp_path, capsys):
     methods = "cam+gradcam+gradcampp+xgradcam+layercam+hirescam+smoothgradcampp"
     photos = ["astronaut", "chelsea", "coffee", "grace_hopper", "motorcycle", "rocket"]
     expected = [f"{name}.png__{methods}.png" for name in photos] + [f"overview__{methods}.png", "overview.png"]
+    expected += [f"{name}.png__compare.png" for name in photos] + ["pairs.png"]
     assert files == sorted(expected)
+    numbers = json.loads((tmp_path / "comparisons.json").read_text())
+    chelsea = numbers["photos"]["chelsea"]
+    assert chelsea["predicted"].startswith("tiger cat") and chelsea["runner_up"].startswith("Egyptian cat")
+    for key in ("finer", "why", "why_not", "diffcam"):  # every comparison moved some of the map's mass
+        assert 0 < chelsea[key]["moved"] < 1, (key, chelsea)
+    assert chelsea["diffcam"]["removed"] is None and 0 < chelsea["finer"]["removed"] < 1
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(
         ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.png", "motorcycle.png", "rocket.png"]
     )

@@ -55,7 +55,7 @@ def test_cli_analyze_writes_the_analysis_plots_and_report(tmp_path, capsys, monk
         assert (out / name).is_file(), name
     # every plot names the model (with its random weights), the data and the layer
     heading = f"timm:resnet10t (random weights: not a trained model) on {data} | layer layer4"
-    assert headings == [heading] * 4, headings
+    assert [text.replace("\n", " ") for text in headings] == [heading] * 4, headings  # wrapped, never cut
     assert colours == ["firebrick"] * 4  # random weights are flagged in red
     analysis = Analysis.load(out / "analysis.safetensors")
     assert analysis.n_samples == 9 and analysis.class_counts[:3].tolist() == [3, 3, 3] and analysis.num_classes == 1000

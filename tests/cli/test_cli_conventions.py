@@ -131,11 +131,13 @@ def test_bank_commands_use_the_banks_model_weights_and_seed_and_say_what_they_ex
     assert main(["explain", str(image), "--method", "diffcam", "--bank", str(bank), "--out", str(out), "--json"]) == 0
     entry = json.loads(capsys.readouterr().out)[0]
     assert entry["diffcam.group"].startswith("bank class tabby vs others than tabby: 6 images of 2 classes")
-    assert entry.get("bank_classes_explained") is True
+    # the bank's label 2 is named from the bank, never as the model's class 2 (great white shark)
+    assert entry["diffcam.bank_class"] == {"label": 2, "name": "tabby"} and entry["explained_name"] == "tabby"
     argv = ["explain", str(image), "--method", "diffcam", "--bank", str(bank), "--out", str(out)]
     assert main([*argv, "--overwrite"]) == 0
     text = capsys.readouterr().out
-    assert "DiffCAM: bank class tabby" in text and "%" not in text  # no ImageNet top-5 for bank classes
+    # the model's top-5, as every explain prints it, and the bank class DiffCAM explains
+    assert "DiffCAM: bank class tabby" in text and text.count("%") == 5
     assert main([*argv, "--reference", "class:lynx,cheetah", "--json"]) == 0
     entry = json.loads(capsys.readouterr().out)[0]
     assert (

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camscope.cli.finer import SHOWN_REFERENCES, reference_list
+from camscope.viz.finer import SHOWN_REFERENCES, reference_list
 
 
 def test_the_reference_list_is_capped_and_summarises_the_rest() -> None:
-    rows = [{"name": f"class {i}", "probability": 0.001 * (i + 1)} for i in range(300)]
+    rows = [(f"class {i}", 0.001 * (i + 1)) for i in range(300)]
     lines = reference_list(rows).splitlines()
     assert lines[0] == "versus" and len(lines) == 2 + SHOWN_REFERENCES
-    assert lines[-1] == f"+ 292 more classes (total {sum(r['probability'] for r in rows[8:]) * 100:.1f}%)"
+    assert lines[-1] == f"+ 292 more classes (total {sum(p for _, p in rows[8:]) * 100:.1f}%)"
     assert reference_list(rows[:3]).splitlines()[1:] == ["  0.1%  class 0", "  0.2%  class 1", "  0.3%  class 2"]
 
 

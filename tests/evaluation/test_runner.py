@@ -214,7 +214,7 @@ def test_cli_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkey
     assert (out / "curves_relative_drop.png").is_file()
     # every curve plot names the model, says its weights are random, and counts the images
     assert len(headings) == len(list(out.glob("curves_*.png"))) and all(
-        h == "efficientnet_lite0 (random weights: not a trained model), 4 images" for h in headings
+        h.replace("\n", " ") == "efficientnet_lite0 (random weights: not a trained model), 4 images" for h in headings
     ), headings
     code = main(
         [

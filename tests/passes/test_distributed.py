@@ -164,6 +164,10 @@ def test_distributed_true_without_torchrun_is_a_clear_error(monkeypatch: pytest.
 
 
 def test_device_resolution_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a machine with two GPUs (the devices are checked to exist: camscope.models.check_device)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("cuda") == torch.device("cuda", 1)
     assert resolve_device("cuda:0") == torch.device("cuda", 0)
@@ -173,3 +177,6 @@ def test_device_resolution_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> No
     assert resolve_device("cuda") == torch.device("cuda")
     with pytest.raises(CamscopeError, match="not a device"):
         resolve_device("gpu7")
+    monkeypatch.setenv("LOCAL_RANK", "5")  # more processes than GPUs: one line, not a CUDA traceback
+    with pytest.raises(CamscopeError, match=r"device='cuda:5': this machine has 2 CUDA GPU\(s\)"):
+        resolve_device("cuda", distributed=True)

@@ -1,5 +1,11 @@
 """Counterfactual pairs: "why c, not d" and "why d, not c" from a reference bank, with DiffCAM.
 
+A map of the pair may be *empty*: when the raw map ``sum_k w_k A_k`` has no positive cell, the
+ReLU leaves nothing and the displayed map is zero everywhere; nothing in the image argues for c
+against d at this layer. :attr:`CounterfactualPair.why_empty` and ``counterpart_empty`` say so
+per input, and :func:`signed_maps` gives the raw map on a signed scale (what argues against),
+which is what a figure of an empty map should show.
+
 Example:
     >>> import torch
     >>> from torchvision.models import resnet18
@@ -20,13 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.capture import LayerSpec
-from camscope.engine.explainer import Explanation, explain, normalize_maps, upsample
+from camscope.engine.explainer import Explanation, explain, upsample
+from camscope.engine.maps import final_maps
 from camscope.errors import CamscopeError
 from camscope.methods import diffcam  # noqa: F401  (registers the "diffcam" method that explain runs)
 from camscope.stats.reference_bank import ReferenceBank
 from camscope.targets.example import ExampleTarget, scores_bank_classes
 
-__all__ = ["CounterfactualPair", "counterfactual"]
+__all__ = ["CounterfactualPair", "counterfactual", "empty_maps", "signed_maps"]
 
 
 @dataclass
@@ -49,6 +56,47 @@ class CounterfactualPair:
     counterpart: Any
     explained: Tensor
     versus: int
+
+    @property
+    def why_empty(self) -> Tensor:
+        """``[B]`` bool: the "why c, not d" map is zero everywhere (see :func:`empty_maps`)."""
+        return empty_maps(self.why)
+
+    @property
+    def counterpart_empty(self) -> Tensor:
+        """``[B]`` bool: the "why d, not c" map is zero everywhere (see :func:`empty_maps`)."""
+        return empty_maps(self.counterpart)
+
+
+def empty_maps(explanation: Any) -> Tensor:
+    """``[B]`` bool: which maps are empty, their raw map ``sum_k w_k A_k`` having no positive cell.
+
+    The displayed map is the ReLU of the raw map, so such a map is zero everywhere: the
+    evidence at this layer is all against the explained side of the comparison.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> empty_maps(SimpleNamespace(raw=torch.tensor([[[-1.0, -0.5]], [[-1.0, 2.0]]]))).tolist()
+        [True, False]
+    """
+    raw = explanation.raw
+    return ~(raw > 0).flatten(1).any(dim=1)
+
+
+def signed_maps(explanation: Any) -> Tensor:
+    """The raw maps upsampled to the input and divided by their largest ``|value|``: ``[B, H, W]`` in [-1, 1].
+
+    Positive cells argue for the explained side, negative ones against it; an all-zero raw map stays zero.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> e = SimpleNamespace(raw=torch.tensor([[[-2.0, -1.0]]]), maps=torch.zeros(1, 1, 2))
+        >>> signed_maps(e).tolist()
+        [[[-1.0, -0.5]]]
+    """
+    up = upsample(explanation.raw, explanation.maps.shape[1:])
+    largest = up.abs().flatten(1).amax(dim=1).clamp(min=torch.finfo(up.dtype).tiny)
+    return up / largest.reshape(-1, *([1] * (up.ndim - 1)))
 
 
 def counterfactual(
@@ -174,7 +222,7 @@ def _mean_counterpart(why: Any, bank: ReferenceBank, classes: Tensor, versus: in
     size = why.maps.shape[1:]
     return Explanation(
         raw=raw,
-        maps=normalize_maps(upsample(raw, size)),
+        maps=final_maps(raw, size),  # the ReLU before the upsampling, as for the "why" map
         weights=weights,
         contributions=weighted.sum(dim=tuple(range(2, activations.ndim))),
         logits=why.logits,

@@ -23,7 +23,10 @@ Choices made here:
   a bank of the ``--data`` folder built once per model and layer (class sub-folders give
   the classes), or the other bundled photos as one group (``photos``; the group spec is then
   the whole group). No target is passed to DiffCAM: it finds the example's class itself
-  (``predict="auto"``), since a bank's classes need not be the model's.
+  (``predict="auto"``), since a bank's classes need not be the model's. Its panel names that
+  class from the bank (bank label 1 is not the model's class 1); against the other photos it
+  explains no class, and its title says so (clicking a class of the top-5 does not change it).
+  A preloaded bank answers only the model it was built with, and says which.
 * The S-CAM panel uses the analysis's method and layer (a scale is fitted for one method and
   layer); with ``principal`` it is an FS-CAM with the explained class's principal features.
 """
@@ -99,7 +102,9 @@ class Workbench:
         self.bank = bank
         self.analysis = analysis
         self.size = size
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        from camscope.models import check_device
+
+        self.device = check_device(device) or torch.device("cpu")
         self.data_banks: dict[tuple[str, str], Any] = {}
 
     # -- models and inputs ------------------------------------------------------------------
@@ -151,7 +156,9 @@ class Workbench:
         return {
             "model": name,
             "default": default_layer(network, x),
-            "layers": [{"name": layer, "shape": list(shape)} for layer, shape in candidate_layers(network, x)],
+            "layers": [
+                {"name": layer, "shape": list(shape)} for layer, shape in candidate_layers(network, x, all_layers=False)
+            ],
         }
 
     def predict(self, image: str, name: str) -> dict[str, Any]:
@@ -228,6 +235,7 @@ class Workbench:
         if request.source == "bank":
             if self.bank is None:
                 raise CamscopeError("no reference bank: start camscope serve with --bank FILE (camscope bank build)")
+            self._check_bank_model(request.model)
             return (
                 {"bank": self.bank, "reference": request.reference},
                 self.bank.layer,
@@ -235,6 +243,16 @@ class Workbench:
             )
         bank = self.data_bank(request.model, model, request.layer, x)
         return {"bank": bank, "reference": request.reference}, bank.layer, f"vs {request.reference} (data folder)"
+
+    def _check_bank_model(self, name: str) -> None:
+        """The preloaded bank's statistics are those of one model's layer: another model cannot use them."""
+        built = str((self.bank.model or {}).get("name") or "")
+        spec = self.models[name].spec
+        if built and isinstance(spec, str) and built.strip().lower() != spec.strip().lower():
+            raise CamscopeError(
+                f"this reference bank was built with {built} (layer {self.bank.layer}), not {name}: choose the "
+                f"model {built}, or other reference data for DiffCAM (the other photos, or the data folder)"
+            )
 
     def data_bank(self, name: str, model: _Model, layer: str | None, x: Tensor) -> Any:
         """A reference bank of the ``--data`` folder for a model and layer, built once (a dataset pass)."""
@@ -283,8 +301,11 @@ class Workbench:
         )
         key = "fs-cam" if features is not None else "s-cam"
         panel = self._panel(key, str(analysis.method), explanation, model, caption, explained, signed=True)
+        from camscope.engine.method import display_name
+
         panel.title = (
-            f"{'FS' if features is not None else 'S'}-CAM ({analysis.method}): {panel.title.split(': ', 1)[-1]}"
+            f"{'FS' if features is not None else 'S'}-CAM ({display_name(str(analysis.method))}): "
+            f"{panel.title.split(': ', 1)[-1]}"
         )
         panel.extra["principal_features"] = self._principal_shares(target)
         return panel
@@ -312,15 +333,13 @@ class Workbench:
         explained: dict[str, Any],
         signed: bool = False,
     ) -> Panel:
+        from camscope.engine.method import display_name
+
         layer = explanation.layer if isinstance(explanation.layer, str) else "+".join(explanation.layer)
-        classes = explanation.classes
-        if method == "diffcam" and classes is not None:
-            c = int(classes.reshape(-1)[0])
-            probability = float(explanation.logits[0].softmax(dim=0)[c]) if c < explanation.logits.shape[1] else None
-            name = model.names[c] if 0 <= c < len(model.names) else f"class {c}"
-            title = f"{method}: {name[:24]}" + (f" {probability * 100:.1f}%" if probability is not None else "")
+        if method == "diffcam":
+            title = f"{display_name(method)}: {_diffcam_subject(explanation)}"
         else:
-            title = f"{method}: {explained['name'][:24]} {explained['probability'] * 100:.1f}%"
+            title = f"{display_name(method)}: {explained['name'][:24]} {explained['probability'] * 100:.1f}%"
         extra: dict[str, Any] = {}
         if is_finer(method):
             extra["references"] = finer_references(explanation, model.names)
@@ -338,6 +357,18 @@ class Workbench:
             ),
             extra=extra,
         )
+
+
+def _diffcam_subject(explanation: Any) -> str:
+    """What a DiffCAM map explains: the bank class of the example, by the bank's name, or no class at all.
+
+    A bank's labels are not the model's classes (its label 1 is not the model's class 1), so the
+    class is named from the bank and given no model probability.
+    """
+    names = getattr(explanation.targets, "class_names", lambda: None)()
+    if names:
+        return f"bank class {names[0][:24]}"
+    return "this image against its reference group"
 
 
 def _keep_inside(dataset: Any, root: Any) -> None:

@@ -15,12 +15,15 @@ from camscope.cli.common import (
     DeviceOption,
     ModelOption,
     SeedOption,
+    SkipBadOption,
     WeightsOption,
     load_cli_model,
     method_list,
     random_weights,
+    skip_bad_hint,
+    skip_unreadable,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -35,6 +38,8 @@ from camscope.errors import CamscopeError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
+
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["ScaleOptions", "analyze_command", "folder_dataset", "run_analysis"]
 
@@ -119,6 +124,7 @@ def run_analysis(
     random: bool = False,
     show_progress: bool | None = None,
     pass_options: dict[str, Any] | None = None,
+    style: FigureStyle | None = None,
 ) -> dict[str, Any]:
     """Analyze ``data`` and write ``analysis.safetensors``, the plots and ``report.md`` into ``out``.
 
@@ -126,7 +132,8 @@ def run_analysis(
     passes (the checkpoint to the main analysis only); under a process group
     every rank runs the passes and only rank 0 writes.
 
-    ``title`` heads the report and every plot (in red when ``random``: the weights are random).
+    ``title`` heads the report and every plot (in red when ``random``: the weights are random);
+    ``style`` gives the plots' format and resolution.
 
     Returns a JSON-friendly summary with the written files (none on other ranks).
     """
@@ -135,7 +142,8 @@ def run_analysis(
     import camscope
     from camscope.metrics.consistency import consistency
     from camscope.viz.analysis import consistency_scatter, distribution_plot, importance_heatmap, importance_lines
-    from camscope.viz.figures import save_figure
+    from camscope.viz.figures import headed, save_figure
+    from camscope.viz.style import FigureStyle
 
     if not 0 < fraction <= 1:
         raise CamscopeError(f"--fraction must be in (0, 1], got {fraction}")
@@ -178,29 +186,29 @@ def run_analysis(
     files: dict[str, Path] = {"analysis": analysis.save(out / "analysis.safetensors")}
     names = class_names or [f"class {i}" for i in range(analysis.num_classes)]
     present = torch.nonzero(analysis.class_counts.cpu() > 0).flatten().tolist()
-    figure_names = [names[c] for c in range(analysis.num_classes)] if analysis.num_classes <= 30 else None
+    style = style or FigureStyle()
 
-    def titled(figure: Any) -> Any:
+    def save(name: str, figure: Any) -> Path:
         # Every plot names the model and the data it was computed on (and random weights in red).
         heading = " | ".join(part for part in (title, f"layer {analysis.layer}") if part)
-        figure.suptitle(heading, fontsize=8, color="firebrick" if random else "black")
-        return figure
+        return save_figure(out / f"{name}{style.suffix}", headed(figure, heading, warning=random), style=style)
 
     if analysis.has_importance:
-        files["importance"] = save_figure(
-            out / "importance.png", titled(importance_heatmap(analysis, class_names=figure_names))
-        )
-    files["distribution"] = save_figure(out / "distribution.png", titled(distribution_plot(analysis)))
+        files["importance"] = save("importance", importance_heatmap(analysis, class_names=names))
+    files["distribution"] = save("distribution", distribution_plot(analysis))
     if other is not None:
         files["compare_analysis"] = other.save(out / "compare.safetensors")
     busiest = int(torch.argmax(analysis.class_counts.cpu())) if present else 0
     if present:
-        lines = importance_lines(analysis, other, cls=busiest, labels=("analysed data", "compared data"))
-        files["lines"] = save_figure(out / "lines.png", titled(lines))
+        labels = ("analysed data", "compared data")
+        lines = importance_lines(analysis, other, cls=busiest, labels=labels, class_names=names)
+        files["lines"] = save("lines", lines)
     if results:
-        files["consistency"] = save_figure(out / "consistency.png", titled(consistency_scatter(results)))
+        files["consistency"] = save("consistency", consistency_scatter(results))
     samples = _sample_names(data)
     report = _report(analysis, other, results, names, present, fraction, busiest, title, files, samples)
+    for path in files.values():  # the report links the plots in their format
+        report = report.replace(f"]({path.stem}.png)", f"]({path.name})")
     files["report"] = camscope.io.atomic_write_bytes(out / "report.md", report.encode())
     summary = analysis.summary()
     summary["files"] = {key: str(path) for key, path in files.items()}
@@ -237,7 +245,7 @@ def _report(
         "## Files",
         "",
         "- `analysis.safetensors`: the analysis (`camscope.analyses.ifa.Analysis.load`)",
-        "- " + ", ".join(f"`{path.name}`" for key, path in files.items() if path.suffix == ".png"),
+        "- " + ", ".join(f"`{path.name}`" for key, path in files.items() if path.suffix != ".safetensors"),
         "",
     ]
     return "\n".join(lines)
@@ -456,6 +464,10 @@ def analyze_command(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    skip_bad: SkipBadOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Integrated feature analysis of an image folder: analysis file, plots and a Markdown report.
 
@@ -465,16 +477,17 @@ def analyze_command(
     """
     from camscope.models import data_config
 
+    device = cli_device(device)
     if not data.is_dir():
         raise CamscopeError(f"no such folder: {data}")
-    names = ["analysis.safetensors", "report.md", "distribution.png", "importance.png", "lines.png"]
-    names += ["consistency.png"] if check_consistency else []
+    style = figure_style(fmt, dpi, cmap)
+    plots = ["distribution", "importance", "lines"] + (["consistency"] if check_consistency else [])
+    names = ["analysis.safetensors", "report.md"] + [plot + style.suffix for plot in plots]
     names += ["compare.safetensors"] if compare is not None else []
     if is_main_process():
         claim_outputs([out / name for name in names], overwrite)
     options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     method = _one_method(method)
-    device = cli_device(device)
     network = load_cli_model(model, weights, seed)
     if device is not None:
         network = network.to(device)
@@ -484,27 +497,31 @@ def analyze_command(
         config = data_config(network)
     dataset, names = folder_dataset(data, network, size, config)
     compared = folder_dataset(compare, network, size, config)[0] if compare is not None else None
-    summary = run_analysis(
-        network,
-        dataset,
-        out,
-        method=method,
-        layer=layer,
-        explain=explain,
-        percentiles=_percentiles(percentiles),
-        all_classes=all_classes,
-        profiles=profiles,
-        fraction=fraction,
-        compare_data=compared,
-        check_consistency=check_consistency,
-        class_names=names,
-        batch_size=batch_size,
-        size=size,
-        device=device,
-        title=f"{model}{' (random weights: not a trained model)' if random_weights(weights) else ''} on {data}",
-        random=random_weights(weights),
-        pass_options=options,
-    )
+    for folder in (dataset, compared) if compared is not None else (dataset,):
+        skip_unreadable(folder, skip_bad, workers, report=is_main_process())
+    with skip_bad_hint():
+        summary = run_analysis(
+            network,
+            dataset,
+            out,
+            method=method,
+            layer=layer,
+            explain=explain,
+            percentiles=_percentiles(percentiles),
+            all_classes=all_classes,
+            profiles=profiles,
+            fraction=fraction,
+            compare_data=compared,
+            check_consistency=check_consistency,
+            class_names=names,
+            batch_size=batch_size,
+            size=size,
+            device=device,
+            title=f"{model}{' (random weights: not a trained model)' if random_weights(weights) else ''} on {data}",
+            random=random_weights(weights),
+            pass_options=options,
+            style=style,
+        )
     if not is_main_process():
         return
     if json_output:

@@ -59,6 +59,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        rich_markup_mode=None,  # plain help: wrapped at the terminal's width, never cut, no <bool> on flags
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_options)

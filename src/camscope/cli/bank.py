@@ -20,12 +20,24 @@ import typer
 from camscope.cli.common import (
     DeviceOption,
     SeedOption,
+    SkipBadOption,
     WeightsOption,
     image_files,
     load_cli_model,
     random_weights,
+    skip_bad_hint,
+    skip_unreadable,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -48,6 +60,7 @@ __all__ = ["DiffCAMOptions", "bank_app"]
 bank_app = typer.Typer(
     help="Reference banks for DiffCAM: build one from an image folder, inspect, merge, counterfactual maps.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 _DEFAULT_MODEL = "efficientnet_lite0"
@@ -67,15 +80,26 @@ def _regularization(text: str) -> str | float:
         raise CamscopeError(f"--regularization must be 'oas' or a number >= 0, got {text!r}") from None
 
 
-def _folder_images(folder: Path, size: int, config: Any) -> Tensor:
-    """All images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``."""
+def _folder_images(folder: Path, size: int, config: Any, leave_out: list[Path]) -> tuple[Tensor, int]:
+    """The images of a folder (and its class subfolders) prepared for the model, ``[N, 3, size, size]``,
+    without the files of ``leave_out`` (the explained images: an example is not its own reference);
+    and how many were left out."""
     import torch
 
     from camscope.data.folders import ImageFolderData
     from camscope.passes.batches import ImageTransform
 
     data = ImageFolderData(folder, transform=ImageTransform(size, config), size=size)
-    return torch.cat([inputs for inputs, _ in data.batches(64)])
+    explained = {path.resolve() for path in leave_out}
+    kept = [(path, label) for path, label in data.samples if Path(path).resolve() not in explained]
+    if not kept:
+        raise CamscopeError(
+            f"--reference folder:{folder} holds only the explained image(s), which are left out of their own "
+            "reference group: give a folder with other images"
+        )
+    left_out = len(data.samples) - len(kept)
+    data.samples = kept
+    return torch.cat([inputs for inputs, _ in data.batches(64)]), left_out
 
 
 def _model_for_bank(
@@ -87,7 +111,7 @@ def _model_for_bank(
     same_model = model is None or model == built.get("name")
     weights_name = weights or (built.get("cli_weights") if same_model else None) or "default"
     seed_value = seed if seed is not None else int(built.get("cli_seed", 0) or 0)
-    return name, load_cli_model(name, weights_name, seed_value, cli_device(device)), weights_name, seed_value
+    return name, load_cli_model(name, weights_name, seed_value, device), weights_name, seed_value
 
 
 # ----------------------------------------------------------------------------- bank build
@@ -121,6 +145,7 @@ def build(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    skip_bad: SkipBadOption = False,
 ) -> None:
     """Build a reference bank: per-class counts, means and scatters of a layer's embeddings over a folder.
 
@@ -130,25 +155,27 @@ def build(
     from camscope.passes.batches import ImageTransform
     from camscope.stats.reference_bank import ReferenceBank
 
+    device = cli_device(device) or "cpu"
     if is_main_process():
         claim_outputs([out], overwrite)
     options = pass_options(workers, checkpoint, checkpoint_every, resume, precision)
-    device = cli_device(device) or "cpu"
     network = load_cli_model(model, weights, seed, device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
-    bank = ReferenceBank.build(
-        network,
-        dataset,
-        layer=layer,
-        embedding=embedding,
-        batch_size=batch_size,
-        device=device,
-        size=size,
-        scatter=scatter,
-        model_name=model,
-        **options,
-    )
+    skip_unreadable(dataset, skip_bad, workers, report=is_main_process())
+    with skip_bad_hint():
+        bank = ReferenceBank.build(
+            network,
+            dataset,
+            layer=layer,
+            embedding=embedding,
+            batch_size=batch_size,
+            device=device,
+            size=size,
+            scatter=scatter,
+            model_name=model,
+            **options,
+        )
     if is_main_process():
         # the bank remembers how its model was made, so that its users load the same one by default
         bank.model = {
@@ -266,6 +293,9 @@ def counterfactual_command(
     ] = Path("camscope-out/counterfactual"),
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Counterfactual pair: the map of 'why c, not d' and of its counterpart 'why d, not c'.
 
@@ -274,8 +304,9 @@ def counterfactual_command(
     from camscope.analyses.counterfactual import counterfactual
     from camscope.models import data_config, load_photo
     from camscope.stats.reference_bank import ReferenceBank
-    from camscope.viz.figures import save_figure
 
+    device = cli_device(device)
+    style = figure_style(fmt, dpi, cmap)
     loaded = ReferenceBank.load(bank)
     model_name, network, weights_name, seed_value = _model_for_bank(loaded, model, weights, seed, device)
     config = data_config(model_name)
@@ -323,11 +354,11 @@ def counterfactual_command(
     ]
     why_what = f"why-{_slug(c_name)}-not-{_slug(d_name)}__refs-{counts.get(d, 0)}"
     other_what = f"why-{_slug(d_name)}-not-{_slug(c_name)}__refs-{counts.get(c, 0)}"
-    why_path = out / output_name(labels[0], why_what, naming)
-    other_path = out / output_name(labels[-1], other_what, naming)
+    why_path = out / output_name(labels[0], why_what, naming, style.suffix)
+    other_path = out / output_name(labels[-1], other_what, naming, style.suffix)
     claim_outputs([why_path, other_path], overwrite)
     note = f" | random weights (seed {seed_value}): not a trained model" if random else ""
-    layer = str(pair.why.layer) + note
+    layer = f"{pair.why.layer} | model {model_name}{note}"
     why_group = f"reference group: bank class {d_name}, {counts.get(d, 0)} images"
     if counter_image is not None:
         other_group = f"reference group: bank class {c_name}, {counts.get(c, 0)} images"
@@ -335,12 +366,9 @@ def counterfactual_command(
     else:
         other_group = f"no --counter-image: drawn on {image.name}, mean of {d_name} vs {c_name} (bank)"
         counterpart_on = f"{image} (no --counter-image: from the bank's means of {d_name} and {c_name})"
-    why = save_figure(
-        why_path, _pair_figure(photo, pair.why.maps[0], f"why {c_name}, not {d_name}", image, layer, why_group)
-    )
-    other = save_figure(
-        other_path,
-        _pair_figure(base_photo, pair.counterpart.maps[0], f"why {d_name}, not {c_name}", base, layer, other_group),
+    why, why_empty = _draw(photo, pair.why, (c_name, d_name), image, layer, why_group, why_path, style)
+    other, other_empty = _draw(
+        base_photo, pair.counterpart, (d_name, c_name), base, layer, other_group, other_path, style
     )
     report = {
         "image": str(image),
@@ -352,25 +380,88 @@ def counterfactual_command(
         "why": str(why),
         "counterpart": str(other),
         "counterpart_on": counterpart_on,
+        "why_empty": bool(why_empty),
+        "counterpart_empty": bool(other_empty),
+        **({"why_note": why_empty} if why_empty else {}),
+        **({"counterpart_note": other_empty} if other_empty else {}),
     }
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{image}: why {c_name}, not {d_name} ({why_group}): wrote {why}")
-    typer.echo(f"{base}: why {d_name}, not {c_name} ({other_group}): wrote {other}")
+    for shown, question, group, note, path in [
+        (image, f"why {c_name}, not {d_name}", why_group, why_empty, why),
+        (base, f"why {d_name}, not {c_name}", other_group, other_empty, other),
+    ]:
+        typer.echo(f"{shown}: {question} ({group}): {'EMPTY map: ' + note + ': ' if note else ''}wrote {path}")
 
 
-def _pair_figure(photo: Any, cam: Tensor, title: str, image: Path, layer: str, group: str) -> Any:
-    """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer."""
+def _draw(
+    photo: Any,
+    explanation: Any,
+    names: tuple[str, str],
+    image: Path,
+    layer: str,
+    group: str,
+    path: Path,
+    style: Any = None,
+) -> tuple[Path, str]:
+    """Save the figure of one map of the pair ("why names[0], not names[1]"); the file and the note of an empty map."""
+    from camscope.viz.figures import save_figure
+
+    note = _empty_note(explanation, *names)
+    title = f"why {names[0]}, not {names[1]}"
+    figure = _pair_figure(photo, explanation, title, image, layer, group, note, style)
+    return save_figure(path, figure, style=style), note
+
+
+def _empty_note(explanation: Any, c_name: str, d_name: str) -> str:
+    """For an empty map (no positive cell in its raw map), what it means and what the figure shows; else ''."""
+    from camscope.analyses.counterfactual import empty_maps
+
+    if not bool(empty_maps(explanation)[0]):
+        return ""
+    raw = explanation.raw[0]
+    negative, cells = int((raw < 0).sum()), raw.numel()
+    return (
+        f"the raw map is negative in {negative} of {cells} cells{'' if negative == cells else ' (the rest 0)'}: "
+        f"nothing here argues for {c_name} against {d_name}; the figure shows the signed raw map (blue: against)"
+    )
+
+
+def _pair_figure(
+    photo: Any, explanation: Any, title: str, image: Path, layer: str, group: str, empty: str = "", style: Any = None
+) -> Any:
+    """One DiffCAM counterfactual map over its image, titled with the question, the group, the image and the layer.
+
+    An empty map (``empty``: why) is drawn as its signed raw map on a diverging scale, and the title says so.
+    """
+    from camscope.analyses.counterfactual import signed_maps
     from camscope.viz.figures import colorbar, new_figure, overlay
+    from camscope.viz.style import MIN_FONT, wrap
 
-    figure = new_figure((3.8, 3.7))
+    figure = new_figure((4.6, 4.8 if empty else 4.6))
     axis = figure.add_subplot()
-    axis.imshow(overlay(photo, cam))
-    axis.set_title(f"DiffCAM: {title}\n{group}\n{image.name}, layer {layer}", fontsize=7)
+    cmap = style.cmap if style is not None else None
+    if empty:  # nothing for: the signed raw map, on the diverging scale of signed maps
+        axis.imshow(overlay(photo, signed_maps(explanation)[0], signed=True))
+        parts = [f"DiffCAM: {title}", "EMPTY map: no cell argues for it; shown: the signed raw map"]
+    else:
+        axis.imshow(overlay(photo, explanation.maps[0], cmap=cmap))
+        parts = [f"DiffCAM: {title}"]
+    text = "\n".join(wrap(part, 48, lines=2) for part in (*parts, group, f"{image.name}, layer {layer}"))
+    axis.set_title(text, fontsize=MIN_FONT)
     axis.axis("off")
-    colorbar(figure, axis)
+    if empty:
+        colorbar(figure, axis, signed=True, label="raw map / max |raw|")
+    else:
+        colorbar(figure, axis, cmap=cmap)
     return figure
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 image``, ``3 images``, ``1 class``, ``2 classes``."""
+    plural = noun + ("es" if noun.endswith("s") else "s")
+    return f"{number} {noun if number == 1 else plural}"
 
 
 def _slug(name: str) -> str:
@@ -405,6 +496,7 @@ class DiffCAMOptions:
         self.target: int | None = None
         self.reference = reference
         self.folder_size = 0
+        self.left_out = 0
         if not self.active:
             if bank is not None or reference is not None or regularization is not None:
                 raise CamscopeError("--bank, --reference and --regularization apply to --method diffcam")
@@ -418,6 +510,7 @@ class DiffCAMOptions:
                 f"the bank {bank} was built with model {built_with!r}, not {model!r}: pass --model {built_with} "
                 "(or leave --model out: the bank's model is the default)"
             )
+        self._check_reference()
         if self.bank is not None:
             self.options["bank"] = self.bank
         if regularization is not None:
@@ -428,18 +521,42 @@ class DiffCAMOptions:
             except CamscopeError:
                 self.target = None
 
+    def _check_reference(self) -> None:
+        """A reference group the command line can build: a folder, or a group of --bank (said in flags)."""
+        spec = (self.reference or "").strip()
+        kind, _, argument = spec.partition(":")
+        kind = kind.strip().lower()
+        from camscope.stats.reference_bank import GROUP_KINDS
+
+        groups = "others, all, intra, knn:K or class:NAME"
+        if not spec and self.bank is None:
+            raise CamscopeError(
+                "--method diffcam compares the image with a reference group: give --reference folder:PATH (the "
+                f"images of a folder), or --bank FILE (camscope bank build) with --reference {groups} (default others)"
+            )
+        if kind == "folder" and not argument.strip():
+            raise CamscopeError("--reference folder:PATH needs the folder, e.g. --reference folder:photos/")
+        if spec and kind not in ("folder", *GROUP_KINDS):
+            raise CamscopeError(f"unknown --reference {spec!r}: use folder:PATH, or with --bank: {groups}")
+        if spec and kind != "folder" and self.bank is None:
+            raise CamscopeError(
+                f"--reference {spec} is a group of a reference bank: give --bank FILE (camscope bank build), "
+                "or compare with the images of a folder: --reference folder:PATH"
+            )
+
     @property
     def built_with(self) -> dict[str, Any]:
         """The bank's record of its model: ``name`` and, when built by the CLI, ``cli_weights`` and ``cli_seed``."""
         return dict((self.bank.model or {}) if self.bank is not None else {})
 
-    def prepare(self, size: int, config: Any) -> None:
-        """The reference of ``--reference``: a ``folder:PATH`` is embedded with the model's preprocessing."""
+    def prepare(self, size: int, config: Any, explained: list[Path]) -> None:
+        """The reference of ``--reference``: a ``folder:PATH`` is embedded with the model's preprocessing,
+        without the ``explained`` images (an example is not part of its own reference group)."""
         if not self.active or self.reference is None:
             return
         kind, _, argument = self.reference.partition(":")
         if kind.strip().lower() == "folder":
-            images = _folder_images(Path(argument).expanduser(), size, config)
+            images, self.left_out = _folder_images(Path(argument.strip()).expanduser(), size, config, explained)
             self.folder_size = int(images.shape[0])
             self.options["reference"] = images
         else:
@@ -451,7 +568,14 @@ class DiffCAMOptions:
         kind, _, argument = spec.partition(":")
         kind = kind.lower()
         if kind == "folder":
-            return f"folder {argument}: {self.folder_size} images"
+            left_out = (
+                ""
+                if not self.left_out
+                else " (the explained image left out)"
+                if self.left_out == 1
+                else f" ({self.left_out} explained images left out)"
+            )
+            return f"folder {argument}: {_count(self.folder_size, 'image')}{left_out}"
         bank = self.bank
         if bank is None:
             return spec
@@ -462,15 +586,19 @@ class DiffCAMOptions:
         if kind == "class":
             labels = [bank.label_of(part.strip()) for part in argument.split(",") if part.strip()]
             listed = ", ".join(bank.class_name(label) for label in labels)
-            return f"class {listed}: {sum(counts.get(label, 0) for label in labels)} images"
+            return f"class {listed}: {_count(sum(counts.get(label, 0) for label in labels), 'image')}"
         if kind == "intra" and name is not None and explained is not None:
-            return f"its own class {name}: {counts[explained]} images"
+            return f"its own class {name}: {_count(counts[explained], 'image')}"
         if kind == "others" and name is not None:
             others = [label for label in counts if label != explained]
-            return f"others than {name}: {sum(counts[label] for label in others)} images of {len(others)} classes"
+            images = _count(sum(counts[label] for label in others), "image")
+            return f"others than {name}: {images} of {_count(len(others), 'class')}"
         if kind == "knn":
-            return f"the {argument or 'k'} nearest classes of the bank ({len(counts)} classes, {bank.count} images)"
-        return f"{spec} ({bank.count} images in the bank)"
+            return (
+                f"the {argument or 'k'} nearest classes of the bank "
+                f"({_count(len(counts), 'class')}, {_count(bank.count, 'image')})"
+            )
+        return f"{spec} ({_count(bank.count, 'image')} in the bank)"
 
     def fixed_size(self) -> int | None:
         """The reference group's size when it does not depend on the image (folder, class, all), else None."""

@@ -32,6 +32,7 @@ __all__ = [
     "MethodOption",
     "ModelOption",
     "SeedOption",
+    "SkipBadOption",
     "WeightsOption",
     "class_names_for",
     "cli_message",
@@ -40,9 +41,12 @@ __all__ = [
     "method_list",
     "model_option",
     "random_weights",
+    "report_skipped",
     "resolve_class",
     "run_cli",
     "seeded_random_weights",
+    "skip_bad_hint",
+    "skip_unreadable",
     "top_predictions",
 ]
 
@@ -65,11 +69,51 @@ MethodOption = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Method; repeat or separate by commas for several. Spelling is forgiven: GradCAM, Grad-CAM and "
-        "gradcam are gradcam (camscope methods lists them).",
+        help="Method (default: gradcam); repeat or separate by commas for several. Spelling is forgiven: "
+        "GradCAM, Grad-CAM and gradcam are gradcam (camscope methods lists them).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+SkipBadOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Leave out the images that cannot be read (not an image, truncated) instead of stopping: each is "
+        "reported on stderr with the count. Folders are read once more first, to find them.",
+    ),
+]
+_SKIP_BAD_HINT = "pass --skip-bad to leave out the images that cannot be read (each is reported)"
+
+
+def report_skipped(skipped: list[tuple[Path, str]], total: int) -> None:
+    """Each image left out by ``--skip-bad`` and the count, on stderr (never silently)."""
+    for path, reason in skipped:
+        typer.echo(
+            f"camscope: skipped: {reason}" if str(path) in reason else f"camscope: skipped {path}: {reason}", err=True
+        )
+    if skipped:
+        typer.echo(f"camscope: skipped {len(skipped)} of {total} images that cannot be read (--skip-bad)", err=True)
+
+
+def skip_unreadable(dataset: Any, skip_bad: bool, workers: int = 0, report: bool = True) -> None:
+    """``--skip-bad`` on an image folder: its unreadable images are left out and reported (``report``: rank 0)."""
+    if not skip_bad:
+        return
+    total = len(dataset.samples)
+    skipped = dataset.drop_unreadable(workers)
+    if report:
+        report_skipped(skipped, total)
+
+
+@contextmanager
+def skip_bad_hint() -> Iterator[None]:
+    """An image of a folder that cannot be read stops the command with its name and the ``--skip-bad`` hint."""
+    from camscope.data.folders import UnreadableImageError
+
+    try:
+        yield
+    except UnreadableImageError as error:
+        raise CamscopeError(f"{error}; {_SKIP_BAD_HINT}") from None
 
 
 def random_weights(weights: str | None) -> bool:

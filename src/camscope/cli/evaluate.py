@@ -8,8 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from camscope.cli.common import DeviceOption, ModelOption, SeedOption, WeightsOption, method_list, seeded_random_weights
-from camscope.cli.outputs import OverwriteOption, claim_outputs
+from camscope.cli.common import (
+    DeviceOption,
+    ModelOption,
+    SeedOption,
+    SkipBadOption,
+    WeightsOption,
+    method_list,
+    seeded_random_weights,
+    skip_bad_hint,
+    skip_unreadable,
+)
+from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -56,6 +66,19 @@ def parse_options(items: list[str] | None, names: list[str], what: str) -> dict[
 
 def _split(values: list[str]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _folder(data: Path, model: str, size: int, skip_bad: bool, workers: int) -> Any:
+    """The folder as given, or with ``--skip-bad`` the folder without its unreadable images (reported)."""
+    if not skip_bad:
+        return data
+    from camscope.data.folders import ImageFolderData
+    from camscope.models import data_config
+    from camscope.passes.batches import ImageTransform
+
+    folder = ImageFolderData(data, transform=ImageTransform(size, data_config(model)), size=size)
+    skip_unreadable(folder, skip_bad, workers, report=is_main_process())
+    return folder
 
 
 def evaluate_command(
@@ -120,26 +143,33 @@ def evaluate_command(
     checkpoint_every: CheckpointEveryOption = None,
     resume: ResumeOption = False,
     precision: PrecisionOption = "fp32",
+    skip_bad: SkipBadOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Evaluate methods with faithfulness, localisation and other metrics over an image folder.
 
     Under torchrun the pass is split over the processes; rank 0 prints and writes."""
     from camscope.evaluation.runner import checked_names_and_options, evaluate
 
+    device = cli_device(device)
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder, got {data}")
     method_names = method_list(methods)
+    style = figure_style(fmt, dpi, cmap)
     metric_names = _split(metrics)
     method_options = parse_options(method_option, method_names, "method")
     metric_options = parse_options(metric_option, metric_names, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]
-    curves = [out / f"curves_{name}.png" for name in canonical] if plots else []
+    curves = [out / f"curves_{name}{style.suffix}" for name in canonical] if plots else []
     if is_main_process():
         claim_outputs([out / "summary.csv", out / "per_sample.csv", out / "results.json", *curves], overwrite)
-    with seeded_random_weights(weights, seed):  # evaluate builds the model: the same random weights on every run
+    # evaluate builds the model: the same random weights on every run and rank
+    with seeded_random_weights(weights, seed), skip_bad_hint():
         report = evaluate(
             model,
-            data,
+            _folder(data, model, size, skip_bad, workers),
             methods=method_names,
             metrics=metric_names,
             layer=layer or None,
@@ -147,20 +177,27 @@ def evaluate_command(
             weights=None if weights.lower() == "none" else weights,
             batch_size=batch_size,
             size=size,
-            device=cli_device(device),
+            device=device,
             method_options=method_options,
             metric_options=metric_options,
             limit=limit,
             out=out,
-            plots=plots,
+            plots=False,  # drawn below, in --format
             **pass_options(workers, checkpoint, checkpoint_every, resume, precision),
         )
     if not is_main_process():
         return
+    for note in report.missing_ground_truth():  # never a silent "-" or an empty plot
+        typer.echo(f"camscope evaluate: warning: {note}", err=True)
+    if plots:
+        report.plot_curves(out, style=style)
     if json_output:
         typer.echo(json.dumps(report.to_json()["summary"], indent=1, allow_nan=False))
     else:
         from rich.console import Console
 
         Console().print(report.table())
-        typer.echo(f"wrote {out}/summary.csv, per_sample.csv, results.json" + (" and curve plots" if plots else ""))
+        drawn = [f"curves_{metric}{style.suffix}" for metric in report.curve_metrics()] if plots else []
+        typer.echo(
+            f"wrote {out}/summary.csv, per_sample.csv, results.json" + (f", {', '.join(drawn)}" if drawn else "")
+        )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +24,7 @@ from camscope.cli.common import (
     JsonOption,
     MethodOption,
     SeedOption,
+    SkipBadOption,
     WeightsOption,
     class_names_for,
     image_files,
@@ -32,12 +32,25 @@ from camscope.cli.common import (
     method_list,
     model_option,
     random_weights,
+    report_skipped,
     resolve_class,
+    skip_bad_hint,
     top_predictions,
 )
 from camscope.cli.finer import check_finer_cli_options, finer_cli_options, finer_figure, finer_references
-from camscope.cli.outputs import NAMING_HELP, OverwriteOption, claim_outputs, input_labels, output_name
+from camscope.cli.outputs import (
+    NAMING_HELP,
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+)
 from camscope.cli.pass_options import cli_device
+from camscope.errors import CamscopeError
 
 if TYPE_CHECKING:
     import torch
@@ -92,8 +105,19 @@ def layers(
     seed: SeedOption = 0,
     size: Annotated[int, typer.Option(help="Input size used to trace the output shapes.")] = 224,
     device: DeviceOption = None,
+    all_layers: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also list the names that give no map of their own: no-op modules (identity, dropout) and "
+            "modules whose output is that of the module around them.",
+        ),
+    ] = False,
 ) -> None:
-    """List candidate layers (outputs with a spatial grid or tokens) with their output shapes."""
+    """List candidate layers (outputs with a spatial grid or tokens) with their output shapes.
+
+    No-op modules and modules whose output is that of the module around them are left out (--all lists them).
+    """
     import torch
 
     from camscope.engine.capture import candidate_layers, default_layer
@@ -101,7 +125,7 @@ def layers(
     network = load_cli_model(model_option(model, model_argument), weights, seed, cli_device(device))
     x = torch.zeros(1, 3, size, size, device=next(network.parameters()).device)
     default = default_layer(network, x)
-    for name, shape in candidate_layers(network, x):
+    for name, shape in candidate_layers(network, x, all_layers=all_layers):
         marker = "  (default)" if name == default else ""
         typer.echo(f"{name:40s} {list(shape)}{marker}")
 
@@ -186,6 +210,10 @@ def explain(
     scale: _ScaleOption = None,
     principal: _PrincipalOption = None,
     overwrite: OverwriteOption = False,
+    skip_bad: SkipBadOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Explain images: print the top-5 predictions and write one figure per image (a grid for several methods).
 
@@ -195,17 +223,19 @@ def explain(
     """
     import torch
 
-    from camscope.models import data_config, load_photo
+    from camscope.models import data_config
 
+    device = cli_device(device)  # first: a missing GPU is one line before anything is read
     method_names = method_list(method)
+    style = figure_style(fmt, dpi, cmap)
     check_finer_cli_options(method_names, versus, gamma, references)
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
-    network = load_cli_model(model_name, weights_name, seed_value, cli_device(device))
+    network = load_cli_model(model_name, weights_name, seed_value, device)
     config = data_config(model_name)
-    diffcam.prepare(size, config)
-    loaded = [load_photo(path, size=size, config=config) for path in files]
+    files, loaded = _load_photos(files, size, config, skip_bad)
+    diffcam.prepare(size, config, files)
     batch = torch.cat([tensor for tensor, _ in loaded]).to(next(network.parameters()).device)
     ifa = ScaleOptions(scale, principal)
     options = dict(
@@ -228,7 +258,7 @@ def explain(
     stems = explain_output_stems(files, method_names, **options)
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
     claim_outputs(
-        [out / f"{stem}.png" for stem in stems]
+        [out / f"{stem}{style.suffix}" for stem in stems]
         + [out / f"{stem}.safetensors" for each in saved.values() for stem in each],
         overwrite,
     )
@@ -241,16 +271,16 @@ def explain(
     report = []
     for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
         labels = _figure_labels(results, index, names, diffcam, random, seed_value)
-        shown = [] if labels["bank_only"] else predictions[index]
+        labels.update(model=model_name, style=style, scaled="FS-" if principal is not None else "S-")
         written = _write_image(
             network,
             batch,
             results,
             index,
-            out / f"{stems[index]}.png",
+            out / f"{stems[index]}{style.suffix}",
             photo,
             names,
-            shown,
+            predictions[index],
             ifa.signed,
             str(path),
             labels,
@@ -260,6 +290,33 @@ def explain(
             written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
         report.append(_entry(results, index, path, names, predictions[index], written, labels))
     _print_report(report, json_output)
+
+
+def _load_photos(files: list[Path], size: int, config: Any, skip_bad: bool) -> tuple[list[Path], list[Any]]:
+    """The images (model input and photo); with ``skip_bad``, those that cannot be read are left out and reported."""
+    from camscope.data.folders import UnreadableImageError, read_image
+    from camscope.models import load_photo
+
+    def load(path: Path) -> Any:
+        return load_photo(path, size=size, config=config)
+
+    kept, loaded, skipped = [], [], []
+    for path in files:
+        try:
+            if len(files) > 1 and not skip_bad:
+                with skip_bad_hint():  # one bad file among many: say which, and how to go on without it
+                    loaded.append(read_image(load, path))
+            else:
+                loaded.append(read_image(load, path))
+            kept.append(path)
+        except UnreadableImageError as error:
+            if not skip_bad:
+                raise
+            skipped.append((path, str(error)))
+    report_skipped(skipped, len(files))
+    if not kept:
+        raise CamscopeError(f"none of the {len(files)} images can be read")
+    return kept, loaded
 
 
 def _bank_defaults(
@@ -357,13 +414,29 @@ def _write_image(
     labels: dict[str, Any],
 ) -> list[Path]:
     """The Finer figure (one finer-* method) or the figure of the image and one overlay per method."""
+    from camscope.viz.compare import comparisons
     from camscope.viz.figures import explanation_figure, save_figure
 
+    style = labels["style"]
     if len(results) == 1:
         (explanation,) = results.values()
-        if finer_references(explanation, index, names):
-            figure = finer_figure(network, batch, explanation, index, photo, names, title=title, note=labels["note"])
-            return [save_figure(path, figure)]
+        if finer_references(explanation, index, names) and not signed:
+            figure = finer_figure(
+                network,
+                batch,
+                explanation,
+                index,
+                photo,
+                names,
+                title,
+                labels["note"],
+                model=labels["model"],
+                style=style,
+            )
+            return [save_figure(path, figure, style=style)]
+    differences = (
+        {} if signed else {name: (base, shift.select(index)) for name, (base, shift) in comparisons(results).items()}
+    )
     figure = explanation_figure(
         photo,
         {name: e.maps[index] for name, e in results.items()},
@@ -373,8 +446,12 @@ def _write_image(
         layer=labels["layer"],
         note=labels["note"],
         explained_by=labels["by_method"],
+        model=labels["model"],
+        scaled=labels["scaled"],
+        differences=differences,
+        style=style,
     )
-    return [save_figure(path, figure)]
+    return [save_figure(path, figure, style=style)]
 
 
 def _figure_labels(
@@ -382,35 +459,37 @@ def _figure_labels(
 ) -> dict[str, Any]:
     """What a figure says besides the maps: per method the explained class and its probability, the layer, a warning.
 
-    DiffCAM with a bank explains the bank's classes: its map names the bank class and the reference
-    group with its size, and a figure of DiffCAM alone leaves out the model's top-5 (``bank_only``).
+    DiffCAM with a bank explains the bank's classes: its map names the bank class (by the bank's name,
+    never the model's class of the same number) and the reference group with its size.
     """
+    from camscope.viz.style import shorten
+
     first = next(iter(results.values()))
     by_method: dict[str, str] = {}
     for name, explanation in results.items():
         classes = explanation.classes
-        if classes is None:
+        if classes is None or name == "diffcam":  # DiffCAM's class is a bank label: named below
             continue
         c = int(classes.reshape(-1)[index] if classes.numel() > 1 else classes.reshape(-1)[0])
         if 0 <= c < len(names):
-            by_method[name] = f"{names[c][:24]} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
+            by_method[name] = f"{shorten(names[c], 24)} {float(explanation.logits[index].softmax(dim=0)[c]) * 100:.1f}%"
         references = finer_references(explanation, index, names)
         if references and name in by_method:  # Finer-CAM: the classes it is compared with
-            listed = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
-            by_method[name] += "\n" + textwrap.fill(f"vs {listed}", 34)
+            listed = ", ".join(shorten(r["name"], 22) for r in references[:3]) + (" ..." if len(references) > 3 else "")
+            by_method[name] += f"\nvs {listed}"  # the figure wraps it to its column
     group = ""
-    bank_only = False
+    bank_class = None
     if "diffcam" in results:
         found = results["diffcam"].classes
         label = None if found is None else int(found.reshape(-1)[index if found.numel() > 1 else 0])
         group = diffcam.describe(label)
         if diffcam.bank is not None and label is not None and label in diffcam.bank.labels:
-            group = f"bank class {diffcam.bank.class_name(label)} vs {group}"
-            bank_only = len(results) == 1
-        by_method["diffcam"] = textwrap.fill(group, 34)
+            bank_class = {"label": label, "name": diffcam.bank.class_name(label)}
+            group = f"bank class {bank_class['name']} vs {group}"
+        by_method["diffcam"] = group
     layer = first.layer if isinstance(first.layer, str) else "+".join(first.layer)
     note = f"random weights (--weights none, seed {seed}): not a trained model" if random else ""
-    return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_only": bank_only}
+    return {"by_method": by_method, "layer": layer, "note": note, "group": group, "bank_class": bank_class}
 
 
 def _save_explanation(explanation: Any, index: int, file: Path, model: str, weights: str, seed: int) -> Path:
@@ -452,18 +531,26 @@ def _entry(
     written: list[Path],
     labels: dict[str, Any],
 ) -> dict[str, Any]:
-    """The report of one image: predictions, explained class, layer, methods, files, Finer references, DiffCAM group."""
+    """The report of one image: the model's top-5, explained class (a bank's class for DiffCAM with --bank,
+    by the bank's name), layer, methods, files, Finer references, DiffCAM group."""
     first = next(iter(results.values()))
     classes = first.classes
+    explained = None if classes is None else int(classes[index])
+    bank_class = labels.get("bank_class")
+    if first.method == "diffcam":
+        name = None if bank_class is None else bank_class["name"]
+    else:
+        name = None if explained is None or not 0 <= explained < len(names) else names[explained]
     return {
         "image": str(path),
         "predictions": predictions,
-        "explained_class": None if classes is None else int(classes[index]),
+        "explained_class": explained,
+        "explained_name": name,
         "layer": first.layer,
         "methods": list(results),
         "files": [str(p) for p in written],
         **({"diffcam.group": labels["group"]} if labels.get("group") else {}),
-        **({"bank_classes_explained": True} if labels.get("bank_only") else {}),
+        **({"diffcam.bank_class": bank_class} if bank_class is not None else {}),
         **{f"{name}.references": refs for name, e in results.items() if (refs := finer_references(e, index, names))},
     }
 
@@ -474,9 +561,8 @@ def _print_report(report: list[dict[str, Any]], json_output: bool) -> None:
         return
     for entry in report:
         typer.echo(entry["image"])
-        if not entry.get("bank_classes_explained"):  # DiffCAM with a bank explains the bank's classes
-            for p in entry["predictions"]:
-                typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
+        for p in entry["predictions"]:
+            typer.echo(f"  {p['probability'] * 100:6.2f}%  {p['class']:4d}  {p['name']}")
         if entry.get("diffcam.group"):
             typer.echo(f"  DiffCAM: {entry['diffcam.group']}")
         for file in entry["files"]:

@@ -21,7 +21,17 @@ from camscope.cli.common import (
     random_weights,
     resolve_class,
 )
-from camscope.cli.outputs import OverwriteOption, claim_outputs, input_labels, output_name, slug
+from camscope.cli.outputs import (
+    CmapOption,
+    DpiOption,
+    FormatOption,
+    OverwriteOption,
+    claim_outputs,
+    figure_style,
+    input_labels,
+    output_name,
+    slug,
+)
 from camscope.cli.pass_options import cli_device
 from camscope.errors import CamscopeError
 
@@ -29,6 +39,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from camscope.viz.figures import Picture
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["check_finer_cli_options", "finer_cli_options", "finer_figure", "finer_references", "prompts", "similarity"]
 
@@ -98,26 +109,6 @@ def finer_references(explanation: Any, index: int, names: Sequence[str]) -> list
     ]
 
 
-#: A Finer figure lists at most this many compared classes, then one line for the rest.
-SHOWN_REFERENCES = 8
-
-
-def reference_list(references: Sequence[dict[str, Any]], shown: int = SHOWN_REFERENCES) -> str:
-    """The compared classes under a Finer map: the first ``shown`` with their probabilities, then a summary line.
-
-    Example:
-        >>> rows = [{"name": f"class {i}", "probability": 0.001} for i in range(300)]
-        >>> reference_list(rows, shown=2).splitlines()
-        ['versus', '  0.1%  class 0', '  0.1%  class 1', '+ 298 more classes (total 29.8%)']
-    """
-    lines = [f"{r['probability'] * 100:5.1f}%  {r['name'][:22]}" for r in references[:shown]]
-    rest = references[shown:]
-    if rest:
-        total = sum(r["probability"] for r in rest) * 100
-        lines.append(f"+ {len(rest)} more classes (total {total:.1f}%)")
-    return "\n".join(["versus", *lines])
-
-
 def finer_figure(
     network: nn.Module,
     batch: Tensor,
@@ -127,66 +118,46 @@ def finer_figure(
     names: Sequence[str],
     title: str = "",
     note: str = "",
+    *,
+    model: str = "",
+    style: FigureStyle | None = None,
 ) -> Any:
-    """The base map, the Finer map and the reference classes (name, probability) of one image of a ``finer-*`` explanation.
+    """The Finer figure of one image of a ``finer-*`` explanation (:func:`camscope.viz.finer.finer_figure`).
 
-    The title says the layer (and ``note``, e.g. random weights); a colour bar gives the map scale.
+    The base method's map of the explained class is computed here (one more explanation of the image),
+    and what Finer-CAM changed is measured against it (:func:`camscope.viz.compare.explanation_shift`).
     """
-
     import camscope
-    from camscope.viz.figures import colorbar, framed, new_figure, overlay
+    from camscope.viz.compare import explanation_shift
+    from camscope.viz.finer import finer_figure as draw
+    from camscope.viz.style import shorten
 
     target = explanation.targets
     method = str(explanation.method)
     base_name = method.split("-", 1)[1] if method.startswith("finer-") else method
     explained = int(target.classes()[index])
-    base = camscope.Explainer(network, layer=explanation.layer, method=base_name)(
-        batch[index : index + 1], target=[explained]
-    )
+    one = slice(index, index + 1)
+    base = camscope.Explainer(network, layer=explanation.layer, method=base_name)(batch[one], target=[explained])
     probabilities = explanation.logits[index].softmax(dim=0)
-    references = finer_references(explanation, index, names)
-    figure = new_figure((8.4, 3.6))
-    axes = figure.subplots(1, 3, squeeze=False)
-    axes = axes[0]
-    axes[0].imshow(framed(image))
-    axes[0].set_title(title or "input", fontsize=9)
     top = probabilities.topk(min(5, probabilities.numel()))
-    axes[0].text(
-        0.02,
-        -0.04,
-        "\n".join(f"{float(p) * 100:5.1f}%  {names[int(i)][:22]}" for p, i in zip(top.values, top.indices)),
-        transform=axes[0].transAxes,
-        va="top",
-        ha="left",
-        fontsize=7,
-        family="monospace",
-    )
-    explained_label = f"{names[explained][:24]} ({float(probabilities[explained]) * 100:.1f}%)"
-    axes[1].imshow(overlay(image, base.maps[0]))
-    axes[1].set_title(f"{base_name}:\n{explained_label}", fontsize=8)
-    axes[2].imshow(overlay(image, explanation.maps[index]))
-    versus = ", ".join(r["name"][:14] for r in references[:3]) + (" ..." if len(references) > 3 else "")
-    axes[2].set_title(
-        f"{method}: {names[explained][:18]}\nvs {versus}\n(gamma {target.gamma:g}, {target.aggregate})", fontsize=7
-    )
-    axes[2].text(
-        0.02,
-        -0.04,
-        reference_list(references),
-        transform=axes[2].transAxes,
-        va="top",
-        ha="left",
-        fontsize=7,
-        family="monospace",
-    )
-    for axis in axes:
-        axis.axis("off")
     layer = explanation.layer if isinstance(explanation.layer, str) else "+".join(explanation.layer)
-    figure.suptitle(
-        " | ".join(p for p in (f"layer {layer}", note) if p), fontsize=8, color="firebrick" if note else "black"
+    return draw(
+        image,
+        base.maps[0],
+        explanation.maps[index],
+        method=method if method.startswith("finer-") else f"finer-{method}",
+        explained=f"{shorten(names[explained], 24)} {float(probabilities[explained]) * 100:.1f}%",
+        references=[(r["name"], r["probability"]) for r in finer_references(explanation, index, names)],
+        shift=explanation_shift(base, _one(explanation, one)),
+        predictions=[(names[int(i)], float(p)) for p, i in zip(top.values, top.indices)],
+        gamma=float(target.gamma),
+        aggregate=str(target.aggregate),
+        title=title,
+        layer=layer,
+        model=model,
+        note=note,
+        style=style,
     )
-    colorbar(figure, list(axes[1:]))
-    return figure
 
 
 # ---------------------------------------------------------------------- camscope similarity
@@ -207,12 +178,16 @@ def similarity(
         typer.Option(
             "--out",
             help="Output folder of the sorted-similarity curve (the Finer-CAM paper's Fig. 1), "
-            "similarity__MODEL[__random-weights].png, or a .png file. Existing files need --overwrite.",
+            "similarity__MODEL[__random-weights].png, or a .png, .pdf or .svg file (its suffix sets the format). "
+            "Existing files need --overwrite.",
         ),
     ] = Path("camscope-out/similarity"),
     output: Annotated[Path | None, typer.Option("--output", hidden=True, help="Old name of --out FILE.png.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 120,
+    cmap: CmapOption = None,
 ) -> None:
     """Cosine similarity of the classifier's rows: the most similar classes, and the sorted-similarity curve."""
     from camscope.analyses.similarity import class_similarity
@@ -223,9 +198,10 @@ def similarity(
         raise CamscopeError(f"--top must be at least 1, got {top}")
     model = model_option(model_name, model_argument)
     random = random_weights(weights)
+    style = figure_style(out.suffix.lstrip(".") if out.suffix.lower() in (".png", ".pdf", ".svg") else fmt, dpi, cmap)
     if output is None:
         naming = [("random-weights", random), ("seed", seed if random and seed else None)]
-        output = out if out.suffix.lower() == ".png" else out / output_name("similarity", model, naming)
+        output = out if out.suffix == style.suffix else out / output_name("similarity", model, naming, style.suffix)
     claim_outputs([output], overwrite)
     network = load_cli_model(model, weights, seed)
     result = class_similarity(network)
@@ -249,7 +225,7 @@ def similarity(
         ],
     }
     label = f"{model} (random weights, seed {seed})" if random else model
-    report["curve"] = str(save_figure(output, similarity_curve(result, label=label), dpi=120))
+    report["curve"] = str(save_figure(output, similarity_curve(result, label=label), style=style))
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -314,6 +290,9 @@ def prompts(
     device: DeviceOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     overwrite: OverwriteOption = False,
+    fmt: FormatOption = "png",
+    dpi: DpiOption = 100,
+    cmap: CmapOption = None,
 ) -> None:
     """Localise text prompts with CLIP, alone and compared with other prompts ("red epaulets" versus "bird")."""
     import torch
@@ -324,6 +303,7 @@ def prompts(
     from camscope.targets.finer import Finer
     from camscope.viz.figures import save_figure
 
+    device = cli_device(device)
     texts = [p for p in prompt if p.strip()]
     if not texts:
         raise CamscopeError("give at least one non-empty --prompt")
@@ -344,9 +324,11 @@ def prompts(
         ("layer", layer),
         ("model", None if model == "openai/clip-vit-base-patch16" else model),
     ]
-    files = [out / output_name(label, f"prompts-{slug(method_name)}", naming) for label in input_labels(images)]
+    style = figure_style(fmt, dpi, cmap)
+    what = f"prompts-{slug(method_name)}"
+    files = [out / output_name(label, what, naming, suffix=style.suffix) for label in input_labels(images)]
     claim_outputs(files, overwrite)
-    loaded = load_clip(model, device=cli_device(device))
+    loaded = load_clip(model, device=device)
     classifier = loaded.classifier(texts + others)
     size = int(loaded.config.input_size)
     pictures = [load_photo(path, size=size, config=loaded.config) for path in images]
@@ -364,8 +346,10 @@ def prompts(
     labels = list(classifier.prompts)
     report: list[dict[str, Any]] = []
     for index, (path, (_, photo)) in enumerate(zip(images, pictures)):
-        figure = _prompts_figure(photo, rows, index, labels, probabilities[index], method_name, gamma, title=path.stem)
-        written = save_figure(files[index], figure)
+        figure = _prompts_figure(
+            photo, rows, index, labels, probabilities[index], method_name, gamma, path.stem, model, style
+        )
+        written = save_figure(files[index], figure, style=style)
         report.append(
             {
                 "image": str(path),
@@ -402,26 +386,47 @@ def _prompts_figure(
     method: str,
     gamma: float,
     title: str,
+    model: str = "",
+    style: FigureStyle | None = None,
 ) -> Any:
+    """The prompts figure of one image (:func:`camscope.viz.finer.prompts_figure`), with what each comparison changed."""
+    from camscope.viz.compare import explanation_shift
+    from camscope.viz.finer import PromptRow, prompts_figure
 
-    from camscope.viz.figures import colorbar, framed, new_figure, overlay
-
-    figure = new_figure((8.4, 3.0 * len(rows)))
-
-    axes = figure.subplots(len(rows), 3, squeeze=False)
-    for row, (text, base, finer, references) in zip(axes, rows):
-        row[0].imshow(framed(image))
-        row[0].set_title(title, fontsize=9)
-        row[1].imshow(overlay(image, base.maps[index]))
-        position = labels.index(text)
-        row[1].set_title(f"{method}: '{text[:28]}' ({float(probabilities[position]) * 100:.1f}%)", fontsize=8)
+    one = slice(index, index + 1)
+    drawn = []
+    for text, base, finer, references in rows:
+        shift = None
         if finer is not None:
-            row[2].imshow(overlay(image, finer.maps[index]))
-            versus = ", ".join(f"'{labels[j][:18]}'" for j in references[:3])
-            versus += f" + {len(references) - 3} more" if len(references) > 3 else ""
-            row[2].set_title(f"'{text[:20]}' vs {versus} (gamma {gamma:g})", fontsize=8)
-        for axis in row:
-            axis.axis("off")
-    figure.suptitle(f"layer {rows[0][1].layer}", fontsize=8)
-    colorbar(figure, [axis for row in axes for axis in row[1:]])
-    return figure
+            shift = explanation_shift(_one(base, one), _one(finer, one))
+        drawn.append(
+            PromptRow(
+                prompt=text,
+                probability=float(probabilities[labels.index(text)]),
+                base=base.maps[index],
+                finer=None if finer is None else finer.maps[index],
+                versus=[labels[j] for j in references],
+                shift=shift,
+            )
+        )
+    layer = rows[0][1].layer
+    return prompts_figure(
+        image, drawn, method=method, gamma=gamma, title=title, layer=str(layer), model=model, style=style
+    )
+
+
+def _one(explanation: Any, part: slice) -> Any:
+    """One sample of an explanation, as :func:`camscope.viz.compare.explanation_shift` reads it."""
+    import camscope
+
+    return camscope.Explanation(
+        raw=explanation.raw[part],
+        maps=explanation.maps[part],
+        weights=None,
+        contributions=None,
+        logits=explanation.logits[part],
+        targets=explanation.targets,
+        scores=explanation.scores[part],
+        method=explanation.method,
+        layer=explanation.layer,
+    )

@@ -28,13 +28,27 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from camscope.errors import CamscopeError
 
-__all__ = ["NAMING_HELP", "OverwriteOption", "claim_outputs", "input_labels", "output_name", "slug"]
+if TYPE_CHECKING:
+    from camscope.viz.style import FigureStyle
+
+__all__ = [
+    "NAMING_HELP",
+    "CmapOption",
+    "DpiOption",
+    "FormatOption",
+    "OverwriteOption",
+    "claim_outputs",
+    "figure_style",
+    "input_labels",
+    "output_name",
+    "slug",
+]
 
 OverwriteOption = Annotated[
     bool,
@@ -43,6 +57,33 @@ OverwriteOption = Annotated[
         help="Replace output files that already exist (without it: an error, exit status 2, nothing written).",
     ),
 ]
+
+# The figure options of every command that draws (camscope.viz.style.FigureStyle).
+FormatOption = Annotated[
+    str, typer.Option("--format", help="File format of the figures: png, pdf or svg (the file suffix follows).")
+]
+DpiOption = Annotated[int, typer.Option("--dpi", help="Resolution of the figures in dots per inch (20-1200).")]
+CmapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cmap",
+        help="Colour map of [0, 1] maps: any matplotlib name, e.g. turbo, viridis, inferno (default jet); "
+        "signed maps (S-CAMs, differences) stay red-blue.",
+    ),
+]
+
+
+def figure_style(fmt: str = "png", dpi: int = 100, cmap: str | None = None) -> FigureStyle:
+    """The :class:`~camscope.viz.style.FigureStyle` of ``--format``, ``--dpi`` and ``--cmap``.
+
+    Example:
+        >>> figure_style("PDF", 300).suffix
+        '.pdf'
+    """
+    from camscope.viz.style import FigureStyle
+
+    return FigureStyle(format=fmt, dpi=dpi, cmap=cmap)  # its errors name format=, dpi=, cmap=: run_cli says --format...
+
 
 #: The naming scheme, for the commands' help.
 NAMING_HELP = (

@@ -82,6 +82,9 @@ def serve(
 
     Prints the URL and serves until Ctrl-C. Models run in one worker, one request at a time.
     """
+    from camscope.cli.pass_options import cli_device
+
+    device = cli_device(device)  # first: a device that is not here is one line, before anything is loaded
     check_app_extra()
     workbench = build_workbench(
         model or ["efficientnet_lite0"], weights, data, bank, analysis, size, device, max_upload_mb

@@ -5,18 +5,56 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from camscope.errors import CamscopeError
 
-__all__ = ["IMAGE_SUFFIXES", "UNLABELLED", "ImageFolderData", "label_by_model_classes"]
+__all__ = ["IMAGE_SUFFIXES", "UNLABELLED", "ImageFolderData", "UnreadableImageError", "label_by_model_classes"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 #: Label of samples that have none (a flat folder, an unlabelled iterable).
 UNLABELLED = -1
+
+
+class UnreadableImageError(CamscopeError):
+    """An image file of a folder that cannot be read (not an image, truncated, unreadable): its message names it."""
+
+
+_Read = TypeVar("_Read")
+
+
+def read_image(transform: Callable[[Path], _Read], path: Path) -> _Read:
+    """``transform(path)``; a file that cannot be read is an :class:`UnreadableImageError` that names it."""
+    try:
+        return transform(path)
+    except UnreadableImageError:
+        raise
+    except (CamscopeError, OSError) as error:
+        reason = str(error) if isinstance(error, CamscopeError) else (error.strerror or type(error).__name__)
+        shown = reason if str(path) in reason else f"{path}: {reason}"
+        raise UnreadableImageError(shown) from error
+
+
+class _Readability(Dataset[tuple[int, str]]):
+    """``index -> (index, reason)`` over a folder's samples: reason is '' for a readable image (picklable)."""
+
+    def __init__(self, samples: list[tuple[Path, int]], transform: Callable[[Path], Tensor]) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, str]:
+        try:
+            read_image(self.transform, Path(self.samples[index][0]))
+        except UnreadableImageError as error:
+            return index, str(error)
+        return index, ""
 
 
 class ImageFolderData:
@@ -73,13 +111,44 @@ class ImageFolderData:
             (torch.Size([2, 3, 16, 16]), [0, 1])
         """
         path, label = self.samples[index]
-        return self.transform(Path(path)), torch.tensor(label, dtype=torch.long)
+        return read_image(self.transform, Path(path)), torch.tensor(label, dtype=torch.long)
 
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for start in range(0, len(self.samples), batch_size):
             chunk = self.samples[start : start + batch_size]
-            images = torch.stack([self.transform(path) for path, _ in chunk])
+            images = torch.stack([read_image(self.transform, Path(path)) for path, _ in chunk])
             yield images, torch.tensor([label for _, label in chunk], dtype=torch.long)
+
+    def drop_unreadable(self, workers: int = 0) -> list[tuple[Path, str]]:
+        """Read every image once and leave out those that cannot be read; returns ``(path, reason)`` of each.
+
+        For a folder with a few bad files (truncated downloads, text files named ``.jpg``) that
+        should not stop a whole pass; it costs one extra read of the folder (``workers``
+        processes share it). Class names and labels stay as they are. Nothing readable left is
+        an error.
+
+        Example:
+            >>> import tempfile, numpy as np
+            >>> from camscope.viz.figures import save_image
+            >>> root = Path(tempfile.mkdtemp())
+            >>> _ = save_image(root / "good.png", np.zeros((8, 8, 3)))
+            >>> _ = (root / "bad.png").write_text("not an image")
+            >>> data = ImageFolderData(root, size=8)
+            >>> [(path.name, "cannot" in reason) for path, reason in data.drop_unreadable()], len(data)
+            ([('bad.png', True)], 1)
+        """
+        from torch.utils.data import DataLoader
+
+        checks: DataLoader[tuple[int, str]] = DataLoader(
+            _Readability(self.samples, self.transform), batch_size=None, num_workers=workers
+        )
+        bad = {index: reason for index, reason in checks if reason}
+        skipped = [(Path(self.samples[index][0]), reason) for index, reason in sorted(bad.items())]
+        kept = [sample for index, sample in enumerate(self.samples) if index not in bad]
+        if not kept:
+            raise CamscopeError(f"none of the {len(self.samples)} images in {self.root} can be read")
+        self.samples = kept
+        return skipped
 
 
 def _images(folder: Path) -> list[Path]:

@@ -15,14 +15,14 @@ import math
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
-from camscope.locking import model_lock, register_owned_hook
+from camscope.locking import model_lock, owned_by_this_thread, register_owned_hook
 from camscope.targets.outputs import output_tensor
 
 __all__ = [
@@ -102,22 +102,46 @@ def _trace_shapes(
 ) -> list[tuple[str, tuple[int, ...]]]:
     """Run one sample and list ``(name, output shape)`` in the order modules finish."""
     with model_lock(model):
-        return _trace_locked(model, inputs, forward or model)
+        return [(name, shape) for name, shape, _, _ in _trace_locked(model, inputs, forward or model)]
 
 
-def _trace_locked(model: nn.Module, inputs: Tensor, forward: Forward) -> list[tuple[str, tuple[int, ...]]]:
-    order: list[tuple[str, tuple[int, ...]]] = []
+_TensorKey = tuple[int, int]  # a tensor's id and version counter: the same tensor, not modified in place since
+
+
+def _tensor_key(tensor: Tensor) -> _TensorKey:
+    return id(tensor), tensor._version
+
+
+def _trace_locked(
+    model: nn.Module, inputs: Tensor, forward: Forward, identities: bool = False
+) -> list[tuple[str, tuple[int, ...], _TensorKey | None, bool]]:
+    """``(name, output shape, output key, no-op)`` per module call, in the order modules finish.
+
+    With ``identities``, the output's key (:func:`_tensor_key`) is recorded and ``no-op`` says
+    whether the output is one of the module's inputs, unchanged (a pre-hook records the inputs' keys).
+    """
+    order: list[tuple[str, tuple[int, ...], _TensorKey | None, bool]] = []
+    entered: dict[str, list[_TensorKey]] = {}
+    alive: list[Tensor] = []  # outputs are kept until the trace ends, so that no two share an id
     handles = []
     for name, module in model.named_modules():
         if not name:
             continue
 
+        def enter(_m: nn.Module, args: Any, name: str = name) -> None:
+            entered[name] = [_tensor_key(a) for a in args if isinstance(a, Tensor)]
+
         def hook(_m: nn.Module, _i: Any, out: Any, name: str = name) -> None:
             if isinstance(out, (tuple, list)) and out:
                 out = out[0]
             if isinstance(out, Tensor):
-                order.append((name, tuple(out.shape)))
+                key = _tensor_key(out) if identities else None
+                if identities:
+                    alive.append(out)
+                order.append((name, tuple(out.shape), key, key is not None and key in entered.get(name, [])))
 
+        if identities:
+            handles.append(module.register_forward_pre_hook(owned_by_this_thread(enter)))
         handles.append(register_owned_hook(module, hook))
     try:
         with torch.no_grad(), model_state(model):
@@ -132,27 +156,53 @@ _DEFAULT_LAYER_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...],
 
 
 def candidate_layers(
-    model: nn.Module, inputs: Tensor, forward: Forward | None = None
+    model: nn.Module, inputs: Tensor, forward: Forward | None = None, *, all_layers: bool = True
 ) -> list[tuple[str, tuple[int, ...]]]:
     """Layers whose output has a spatial grid or tokens, with their output shapes.
 
     Each name appears once, with the shape of its last call, in execution order.
     ``forward`` runs the model on a batch (default ``model``; a model of several
-    inputs runs with the others held fixed).
+    inputs runs with the others held fixed). ``all_layers=False`` leaves out the
+    names that add no map of their own: no-op modules, whose output is their input
+    unchanged (``nn.Identity``, dropout in eval mode), and modules whose output is the
+    very tensor, unchanged since, that an enclosing module returns (timm's ``bn1.act``
+    inside ``bn1``): the enclosing name gives the same map. The model's default layer
+    is always listed.
 
     Example:
         >>> import torch
         >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
-        >>> candidate_layers(model, torch.zeros(1, 3, 8, 8))
-        [('0', (1, 4, 6, 6))]
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Identity(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> [name for name, _ in candidate_layers(model, torch.zeros(1, 3, 8, 8))]
+        ['0', '1', '2']
+        >>> candidate_layers(model, torch.zeros(1, 3, 8, 8), all_layers=False)
+        [('0', (1, 4, 6, 6)), ('2', (1, 4, 6, 6))]
     """
+    with model_lock(model):
+        traced = _trace_locked(model, inputs, forward or model, identities=not all_layers)
+    hidden = set() if all_layers else _repeated_names(model, traced, signal=inputs.ndim == 3)
     seen: dict[str, tuple[int, ...]] = {}
-    for name, shape in _trace_shapes(model, inputs, forward):
-        if len(shape) >= 3:
+    for name, shape, _, _ in traced:
+        if len(shape) >= 3 and name not in hidden:
             seen.pop(name, None)
             seen[name] = shape
     return list(seen.items())
+
+
+def _repeated_names(
+    model: nn.Module, traced: list[tuple[str, tuple[int, ...], _TensorKey | None, bool]], signal: bool
+) -> set[str]:
+    """The no-op modules and the modules whose output an enclosing module returns unchanged (not the default)."""
+    last = {name: key for name, _, key, _ in traced}
+    hidden = set()
+    for name, _, key, no_op in traced:
+        parts = name.split(".")
+        enclosing = (".".join(parts[:cut]) for cut in range(1, len(parts)))
+        if no_op or any(last.get(outer) == key for outer in enclosing):
+            hidden.add(name)
+    with suppress(CamscopeError):  # no layer with a grid or tokens: nothing is listed anyway
+        hidden.discard(_choose_default(model, [(name, shape) for name, shape, _, _ in traced], signal=signal))
+    return hidden
 
 
 def default_layer(model: nn.Module, inputs: Tensor, forward: Forward | None = None) -> str:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -18,6 +18,9 @@ from torch import Tensor
 from camscope.errors import needs_extra
 from camscope.io import FORMAT_VERSION, atomic_write_bytes, make_folder
 from camscope.metrics import MetricResult
+
+if TYPE_CHECKING:
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["EvaluationReport", "json_ready"]
 
@@ -63,6 +66,8 @@ class EvaluationReport:
         samples: the sample names (file paths for folders, else indices).
         model: the model's name (or class name).
         params: the run's settings.
+        ground_truth: for each metric that needs ground truth (boxes, masks or parts: JSON
+            sidecars or ``annotations=``), how many samples had it; the others get NaN.
     """
 
     methods: list[str]
@@ -72,6 +77,30 @@ class EvaluationReport:
     samples: list[str]
     model: str
     params: dict[str, Any] = field(default_factory=dict)
+    ground_truth: dict[str, int] = field(default_factory=dict)
+
+    def missing_ground_truth(self) -> list[str]:
+        """One sentence per metric that lacked ground truth for some samples (none: an empty list).
+
+        Example:
+            >>> report = EvaluationReport([], ["iou"], {}, {}, ["a.png", "b.png"], "m", ground_truth={"iou": 0})
+            >>> report.missing_ground_truth()[0][:52]
+            'iou: ground truth for 0 of 2 images, so no value and'
+        """
+        total = len(self.samples)
+        notes = []
+        for metric, count in self.ground_truth.items():
+            if count < total:
+                effect = (
+                    "so no value and no curve plot"
+                    if count == 0
+                    else f"so its means are over those {count} ({total - count} left out)"
+                )
+                notes.append(
+                    f"{metric}: ground truth for {count} of {total} images, {effect} (boxes, masks or parts come "
+                    "from a JSON sidecar next to each image, cat.jpg -> cat.json: see the README)"
+                )
+        return notes
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """One row per method, metric and value: ``mean`` over the samples (NaN skipped) and ``n`` used."""
@@ -147,7 +176,11 @@ class EvaluationReport:
         with needs_extra("cli", "printed tables"):
             from rich.table import Table
 
-        table = Table(title=f"camscope evaluate: {self.heading()}")
+        notes = [
+            f"{metric}: ground truth for {count} of {len(self.samples)} images"
+            for metric, count in self.ground_truth.items()
+        ]
+        table = Table(title=f"camscope evaluate: {self.heading()}", caption="; ".join(notes) or None)
         table.add_column("metric")
         for method in self.methods:
             table.add_column(method, justify="right")
@@ -163,7 +196,7 @@ class EvaluationReport:
                 cells.append(
                     "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
                 )
-            table.add_row(f"{metric} {key}{arrow}", *cells)
+            table.add_row(f"{metric if key == metric else f'{metric} {key}'}{arrow}", *cells)
         return table
 
     def mean_curves(self) -> dict[str, dict[str, dict[str, dict[str, list[float]]]]]:
@@ -210,6 +243,9 @@ class EvaluationReport:
                     for metric in self.metrics
                 },
                 "samples": self.samples,
+                "ground_truth": {
+                    metric: {"images": n, "of": len(self.samples)} for metric, n in self.ground_truth.items()
+                },
                 "summary": self.summary_rows(),
                 "dataset": self.dataset,
                 "mean_curves": self.mean_curves(),
@@ -232,31 +268,52 @@ class EvaluationReport:
             paths.update(self.plot_curves(out))
         return paths
 
-    def plot_curves(self, out: str | os.PathLike[str]) -> dict[str, Path]:
-        """One figure per metric with curves (deletion, insertion, ROAD, ...): the mean curve of each method."""
-        from camscope.viz.figures import new_figure, save_figure
+    def curve_metrics(self) -> list[str]:
+        """The metrics that :meth:`plot_curves` draws: those with a curve of at least one finite point."""
+        return list(self._plotted(self.mean_curves()))
+
+    def _plotted(self, curves: dict[str, Any]) -> dict[str, list[str]]:
+        """Per metric with a drawable curve, the keys of its curves that have a finite point."""
+        plotted = {}
+        for metric in self.metrics:
+            keys = {
+                key
+                for method in self.methods
+                for key, curve in curves.get(method, {}).get(metric, {}).items()
+                if any(math.isfinite(y) for y in curve["y"])
+            }
+            if keys:
+                plotted[metric] = sorted(keys)
+        return plotted
+
+    def plot_curves(self, out: str | os.PathLike[str], style: FigureStyle | None = None) -> dict[str, Path]:
+        """One figure per metric with curves (deletion, insertion, ROAD, ...): the mean curve of each method.
+
+        Saved as ``curves_METRIC.png`` (or in ``style``'s format), headed with the model and the image count.
+        A metric whose curves have no finite point (no sample had its ground truth) gets no figure.
+        """
+        from camscope.viz.figures import headed, map_title, new_figure, save_figure
+        from camscope.viz.style import FigureStyle
 
         curves = self.mean_curves()
         written: dict[str, Path] = {}
-        for metric in self.metrics:
-            keys = sorted({key for method in self.methods for key in curves.get(method, {}).get(metric, {})})
-            if not keys:
-                continue
+        for metric, keys in self._plotted(curves).items():
             figure = new_figure((4.2 * len(keys), 3.4))
             axes = figure.subplots(1, len(keys), squeeze=False)
             for axis, key in zip(axes[0], keys):
                 for method in self.methods:
                     curve = curves.get(method, {}).get(metric, {}).get(key)
                     if curve is not None:
-                        axis.plot(curve["x"], curve["y"], marker="." if len(curve["x"]) < 30 else None, label=method)
+                        marker = "." if len(curve["x"]) < 30 else None
+                        axis.plot(curve["x"], curve["y"], marker=marker, label=map_title(method))
                 axis.set_title(f"{metric}: {key}" if key != "curve" else metric, fontsize=10)
                 axis.set_xlabel(_XLABELS.get(metric, "step"))
                 axis.set_ylabel(_YLABELS.get(metric, key))
                 axis.grid(alpha=0.3)
             axes[0][0].legend(fontsize=8)
-            figure.suptitle(self.heading(), fontsize=9, color="firebrick" if self.random_weights else "black")
-            figure.tight_layout()
-            written[f"curves_{metric}"] = save_figure(Path(out) / f"curves_{metric}.png", figure)
+            headed(figure, self.heading(), warning=self.random_weights)
+            path = Path(out) / f"curves_{metric}{(style or FigureStyle()).suffix}"
+            written[f"curves_{metric}"] = save_figure(path, figure, style=style)
         return written
 
 

@@ -392,7 +392,20 @@ def _report(results: EvaluationResults, model_name: str, params: dict[str, Any])
         samples=results.samples,
         model=model_name,
         params=params,
+        ground_truth=_ground_truth_counts(results.metrics, joined),
     )
+
+
+def _ground_truth_counts(metrics: Sequence[str], joined: dict[str, dict[str, MetricResult]]) -> dict[str, int]:
+    """Per metric that needs ground truth, the samples that had it: those with a finite headline value."""
+    counts: dict[str, int] = {}
+    for metric in metrics:
+        if METRICS[metric][0] not in ("regions", "parts"):
+            continue
+        result = next((by_metric[metric] for by_metric in joined.values() if metric in by_metric), None)
+        if result is not None:
+            counts[metric] = int(torch.isfinite(result.values[result.headline].float()).sum())
+    return counts
 
 
 def evaluate(

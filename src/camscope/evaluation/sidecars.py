@@ -16,7 +16,9 @@ preprocessing geometry (:class:`camscope.models.loading.DataConfig`: the shorter
 ``floor(size / crop_pct)``, the centre ``size x size`` crop), masks with nearest-neighbour
 resizing. With data other than a folder, ``annotations=`` gives one such dict per sample
 in dataset order, already in input pixels (``"mask"`` may then be an array or tensor).
-Samples without ground truth get NaN for the metrics that need it (skipped by the means).
+Samples without ground truth get NaN for the metrics that need it (skipped by the means); the
+report counts the samples that had it (:attr:`camscope.evaluation.report.EvaluationReport.ground_truth`).
+The README's "Ground truth" section documents the format for users.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Models: loading (torchvision, timm, the offline default), class names, preprocessing, photos, the small model zoo."""
 
 from camscope.models.classes import class_index, imagenet_classes
+from camscope.models.devices import check_device
 from camscope.models.efficientnet_lite0 import (
     DEFAULT_MODEL,
     convert_efficientnet_lite0_state_dict,
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DataConfig",
     "Photo",
+    "check_device",
     "class_index",
     "convert_efficientnet_lite0_state_dict",
     "data_config",

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from camscope.errors import CamscopeError, needs_extra, suggest
+from camscope.models.devices import check_device
 from camscope.models.efficientnet_lite0 import DEFAULT_MODEL, DEFAULT_MODEL_NAMES, build_efficientnet_lite0
 from camscope.models.weights import load_state_dict_strict, normalise_weights, read_state_dict
 
@@ -157,9 +158,11 @@ def load_model(
 
     Raises:
         CamscopeError: If the name is not one of the accepted forms or unknown to its
-            library, if the weights are unknown or do not fit, or if pretrained weights
-            cannot be downloaded (no network).
+            library, if the weights are unknown or do not fit, if pretrained weights
+            cannot be downloaded (no network), or if the device is not available here
+            (:func:`camscope.models.check_device`).
     """
+    device = check_device(device)  # before the model is built: a missing GPU is one line, not a traceback
     if not isinstance(name, str) or not name.strip():
         raise CamscopeError(f"Model name must be a non-empty string; accepted forms: {ACCEPTED_FORMS}.")
     text = name.strip()

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler
 
-from camscope.data.folders import UNLABELLED, ImageFolderData
+from camscope.data.folders import UNLABELLED, ImageFolderData, read_image
 from camscope.errors import CamscopeError
 from camscope.passes.distributed import Shard
 
@@ -50,7 +50,7 @@ class FolderSamples(Dataset[tuple[Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.folder.samples[index]
-        return self.folder.transform(Path(path)), int(label)
+        return read_image(self.folder.transform, Path(path)), int(label)
 
 
 class ImageTransform:
@@ -146,6 +146,8 @@ def _indexed(
     for index in range(first, stop):
         try:
             item = next(iterator)
+        except CamscopeError as error:
+            raise _from_worker(error) from None
         except (TypeError, RuntimeError) as error:
             if "collate" not in str(error) and "stack expects" not in str(error):
                 raise
@@ -155,6 +157,16 @@ def _indexed(
                 "with transform=Compose([Resize((S, S)), ToTensor()])"
             ) from error
         yield index, item
+
+
+def _from_worker(error: CamscopeError) -> CamscopeError:
+    """A user mistake raised in a loader worker, with its own one-line message (not the worker's traceback)."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return error
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name = type(error).__module__ + "." + type(error).__name__
+    return type(error)(last[len(name) + 2 :] if last.startswith(name + ": ") else last)
 
 
 def _sequential_loader(data: Any) -> bool:

@@ -96,18 +96,17 @@ def resolve_device(device: torch.device | str | None, *, distributed: bool = Fal
         >>> resolve_device("cpu"), resolve_device(None)
         (device(type='cpu'), None)
     """
-    if device is None:
+    from camscope.models.devices import check_device
+
+    resolved = check_device(device)
+    if resolved is None:
         return None
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise CamscopeError(f"not a device: {device!r} (use cpu, cuda or cuda:N)") from error
     if resolved.type == "cuda" and resolved.index is None and (distributed or "LOCAL_RANK" in os.environ):
         try:
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         except ValueError as error:
             raise CamscopeError(f"LOCAL_RANK must be an integer, got {os.environ['LOCAL_RANK']!r}") from error
-        resolved = torch.device("cuda", local_rank)
+        resolved = check_device(torch.device("cuda", local_rank))
     return resolved
 
 

@@ -127,9 +127,27 @@ class ExampleTarget(Target):
     def classes(self) -> Tensor | None:
         return self._classes
 
+    def class_names(self) -> list[str] | None:
+        """The explained classes by the bank's names (the labels are the bank's, not the model's classes).
+
+        None when no class was found, or without a bank that names its classes.
+
+        Example:
+            >>> from types import SimpleNamespace
+            >>> bank = SimpleNamespace(labels=[0, 1], class_name=["cats", "cups"].__getitem__)  # a ReferenceBank's names
+            >>> target = ExampleTarget(1, bank).resolve(torch.zeros(2, 5))
+            >>> target.class_names(), target
+            (['cups', 'cups'], ExampleClass([1, 1] = cups, cups))
+        """
+        name = getattr(self.bank, "class_name", None)
+        if self._classes is None or name is None:
+            return None
+        return [str(name(int(c))) for c in self._classes.tolist()]
+
     def __repr__(self) -> str:
         shown = self._classes.tolist() if self._classes is not None else self.spec
-        return f"ExampleClass({shown})"
+        names = self.class_names()
+        return f"ExampleClass({shown}{' = ' + ', '.join(names) if names else ''})"
 
 
 def _is_integer(tensor: Tensor) -> bool:

@@ -33,9 +33,11 @@ from camscope.analyses.ifa import Analysis
 from camscope.analyses.similarity import ClassSimilarity
 from camscope.errors import CamscopeError
 from camscope.metrics.consistency import Consistency
-from camscope.viz.figures import new_figure
+from camscope.viz.figures import map_title, new_figure
+from camscope.viz.style import MIN_FONT, shorten
 
 __all__ = [
+    "LABELLED_CLASSES",
     "consistency_scatter",
     "distribution_plot",
     "importance_heatmap",
@@ -44,10 +46,12 @@ __all__ = [
 ]
 
 
+#: The importance matrix names its classes when it shows at most this many.
+LABELLED_CLASSES = 40
+
+
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-
     figure = new_figure((width, height))
-
     axis = figure.subplots()
     return figure, axis
 
@@ -68,28 +72,33 @@ def importance_heatmap(
         relative_to_mean: show ``IM - mean over classes``.
         sort_features: order the rows by each feature's largest absolute value
             (the "lazy" features end up at the bottom).
-        class_names: labels for the columns (shown when there are at most 30).
+        class_names: the name of every class (indexed by class); the columns are labelled with them
+            when at most :data:`LABELLED_CLASSES` are shown.
+
+    Only the classes with samples are shown (all of them for Eq. 3): a dataset of a few classes of
+    ImageNet gives a few columns, not a blank matrix of 1000.
     """
     matrix = analysis.relative_importance(source) if relative_to_mean else analysis.matrix(source)
-    matrix = matrix.double()
     present = analysis.present_classes(source)
+    shown = torch.nonzero(present).flatten() if bool(present.any()) else torch.arange(matrix.shape[1])
+    matrix = matrix.double()[:, shown]
     if sort_features:
-        order = torch.sort(
-            -matrix[:, present].abs().amax(dim=1) if bool(present.any()) else matrix[:, 0], stable=True
-        ).indices
-        matrix = matrix[order]
+        matrix = matrix[torch.sort(-matrix.abs().amax(dim=1), stable=True).indices]
     values = matrix.numpy()
     limit = float(np.abs(values).max()) or 1.0
     figure, axis = _figure(7, 5)
     image = axis.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axis.set_xlabel("class")
+    axis.set_xlabel("class" if bool(present.all()) else f"class (the {len(shown)} with samples)")
     axis.set_ylabel("feature" + (" (sorted by importance)" if sort_features else ""))
     kind = "Eq. 3, all classes" if source in ("all", "eq3") else "Eq. 4, true classes"
     axis.set_title(f"importance matrix ({kind}){' - mean over classes' if relative_to_mean else ''}", fontsize=10)
-    if class_names is not None and len(class_names) <= 30:
-        axis.set_xticks(range(len(class_names)))
-        axis.set_xticklabels([str(name)[:12] for name in class_names], rotation=60, ha="right", fontsize=7)
-    figure.colorbar(image, ax=axis, label="mean contribution sum_ij w_k A_k")
+    if len(shown) <= LABELLED_CLASSES:
+        labels = [shorten(class_names[int(c)], 16) if class_names is not None else str(int(c)) for c in shown]
+        axis.set_xticks(range(len(shown)))
+        axis.set_xticklabels(
+            labels, rotation=60 if len(shown) > 4 else 0, ha="right" if len(shown) > 4 else "center", fontsize=MIN_FONT
+        )
+    figure.colorbar(image, ax=axis).set_label("mean contribution sum_ij w_k A_k", fontsize=MIN_FONT + 1)
     figure.tight_layout()
     return figure
 
@@ -102,11 +111,13 @@ def importance_lines(
     relative_to_mean: bool = True,
     labels: tuple[str, str] = ("train", "test"),
     source: str = "true",
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """One class's column of the importance matrix over the features, train (blue) vs test (orange).
 
     As in the paper's Fig. 11 II, the mean over classes is subtracted by default;
     features much more active on the training set than on the test set suggest overfitting.
+    ``class_names`` (indexed by class) names the class in the title.
     """
     if not 0 <= cls < first.num_classes:
         raise CamscopeError(f"class {cls} is out of range for {first.num_classes} classes")
@@ -119,8 +130,9 @@ def importance_lines(
     axis.axhline(0, color="0.6", linewidth=0.5)
     axis.set_xlabel("feature")
     axis.set_ylabel("importance" + (" - mean over classes" if relative_to_mean else ""))
-    axis.set_title(f"importance of each feature for class {cls}", fontsize=10)
-    axis.legend(fontsize=8)
+    named = f" ({class_names[cls]})" if class_names is not None and cls < len(class_names) else ""
+    axis.set_title(f"importance of each feature for class {cls}{named}", fontsize=10)
+    axis.legend(fontsize=MIN_FONT)
     figure.tight_layout()
     return figure
 
@@ -139,7 +151,7 @@ def consistency_scatter(results: Consistency | Sequence[Consistency], against: s
         axis.scatter(x.numpy(), result.cam_sums.numpy(), s=6, alpha=0.6)
         axis.set_xlabel(against)
         axis.set_ylabel("sum of the CAM")
-        axis.set_title(f"{result.name}\n{correlation.method} r = {correlation.coefficient:.3f}", fontsize=9)
+        axis.set_title(f"{map_title(result.name)}\n{correlation.method} r = {correlation.coefficient:.3f}", fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -161,7 +173,7 @@ def distribution_plot(analysis: Analysis, bars: int = 80) -> Figure:
     left = edges[:-1:group][: len(grouped)]
     figure, axis = _figure(7, 3.4)
     axis.bar(left.numpy(), grouped.numpy(), width=group * width, align="edge", color="0.7")
-    axis.set_xlabel(f"class activation M_c ({analysis.method}, {analysis.layer})")
+    axis.set_xlabel(f"class activation M_c ({map_title(analysis.method)}, layer {analysis.layer})")
     axis.set_ylabel("pixels")
     low, high = analysis.percentiles
     values = analysis.percentile([low, high]).tolist()

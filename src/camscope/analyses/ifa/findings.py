@@ -43,7 +43,8 @@ def compare(first: Analysis, other: Analysis, source: str = "true", top: int = 1
     ``summary = ||IM_a - IM_b||_F / ||IM_a||_F`` over the classes both have samples of.
     """
     check_compatible(first, other, "compare with")
-    common = first.present_classes(source) & other.present_classes(source)
+    mine, theirs = first.present_classes(source), other.present_classes(source)
+    common = mine & theirs
     if not bool(common.any()):
         raise CamscopeError("the two analyses share no class with samples: nothing to compare")
     a, b = first.matrix(source).double(), other.matrix(source).double()
@@ -66,6 +67,8 @@ def compare(first: Analysis, other: Analysis, source: str = "true", top: int = 1
         summary=summary,
         classes=torch.nonzero(common).flatten(),
         top_features=order.tolist(),
+        only_first=torch.nonzero(mine & ~theirs).flatten(),
+        only_second=torch.nonzero(theirs & ~mine).flatten(),
     )
 
 

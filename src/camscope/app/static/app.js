@@ -24,6 +24,22 @@ function show(element, text) {
   element.hidden = !text;
 }
 
+// A request failed or was cancelled: the maps on screen are of earlier settings. Mark them so (or clear an
+// empty view), never leave them looking current.
+function fail(message) {
+  show($("error"), message);
+  const panels = $("panels");
+  if (!panels.children.length) return;
+  panels.classList.add("stale");
+  const why = message === "cancelled" ? "was cancelled" : "failed (see above)";
+  show($("stale-note"), "The maps below are from the earlier settings, not these: the last request " + why + ".");
+}
+
+function fresh() {
+  $("panels").classList.remove("stale");
+  show($("stale-note"), "");
+}
+
 function option(select, value, text, selected = false) {
   const item = document.createElement("option");
   item.value = value;
@@ -113,7 +129,7 @@ async function loadLayers() {
       option(select, layer.name, layer.name + " [" + layer.shape.slice(1).join("x") + "]" + (layer.name === layers.default ? " (default)" : ""), layer.name === layers.default);
     }
   } catch (error) {
-    show($("error"), error.message);
+    fail(error.message);
   }
 }
 
@@ -132,7 +148,7 @@ function bindControls() {
   $("data-image").addEventListener("change", () => { if ($("data-image").value) selectImage($("data-image").value, $("data-image").value.slice(5)); });
   $("upload").addEventListener("change", upload);
   $("explain").addEventListener("click", explain);
-  $("cancel").addEventListener("click", async () => { await cancel(); busy(false); show($("error"), "cancelled"); });
+  $("cancel").addEventListener("click", async () => { await cancel(); busy(false); fail("cancelled"); });
   updateDiffcamBoxes();
 }
 
@@ -188,7 +204,7 @@ async function predict() {
     state.predictions = result.predictions;
     setTarget(result.predictions[0].class);
   } catch (error) {
-    show($("error"), error.message);
+    fail(error.message);
   }
 }
 
@@ -276,7 +292,7 @@ async function explain() {
     $("progress").removeAttribute("value");
     poll(started.job);
   } catch (error) {
-    show($("error"), error.message);
+    fail(error.message);
     busy(false);
   }
 }
@@ -296,7 +312,7 @@ async function poll(job) {
   try {
     status = await api("/api/jobs/" + job);
   } catch (error) {
-    show($("error"), error.message);
+    fail(error.message);
     busy(false);
     return;
   }
@@ -317,12 +333,13 @@ async function poll(job) {
   $("status").hidden = true;
   busy(false);
   if (status.status === "done") render(job, status.result);
-  else if (status.status === "failed") show($("error"), status.error);
-  else show($("error"), "cancelled");
+  else if (status.status === "failed") fail(status.error);
+  else fail("cancelled");
 }
 
 function render(job, result) {
   const box = $("panels");
+  fresh();
   box.innerHTML = "";
   box.dataset.job = job;
   for (const panel of result.panels) box.appendChild(renderPanel(job, panel));
@@ -408,4 +425,4 @@ function chart(title, rows) {
 }
 
 busy(false);
-init().catch((error) => show($("error"), error.message));
+init().catch((error) => fail(error.message));
