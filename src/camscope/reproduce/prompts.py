@@ -101,7 +101,7 @@ def _figure(context: Context, data: Any, shown: dict[str, Tensor], prompts: list
     from camscope.viz.figures import new_figure, overlay, save_figure
 
     species = data.generator
-    columns = [("plain", "Grad-CAM of the prompt"), ("bird", "vs 'bird'"), ("part", "vs 'tail'")]
+    columns = [("plain", "Grad-CAM of the prompt"), ("bird", "Finer-CAM vs 'bird'"), ("part", "Finer-CAM vs 'tail'")]
     rows = min(4, shown["plain"].shape[0])
     figure = new_figure((2.1 * (len(columns) + 1), 2.2 * rows))
     axes = figure.subplots(rows, len(columns) + 1, squeeze=False)

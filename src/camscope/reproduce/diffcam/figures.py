@@ -11,7 +11,7 @@ from torch import Tensor
 
 import camscope
 from camscope.models.zoo import SmallCNN
-from camscope.reproduce.diffcam.measure import DIGIT_METHODS, METHODS, THRESHOLDS, SettingResult
+from camscope.reproduce.diffcam.measure import DIGIT_METHODS, FINER_GAMMA, METHODS, THRESHOLDS, SettingResult
 from camscope.reproduce.report import Context
 from camscope.stats.reference_bank import ReferenceBank
 from camscope.viz.figures import new_figure
@@ -62,7 +62,8 @@ def f1_figure(path: Any, levels: dict[str, dict[str, SettingResult]]) -> None:
     save_figure(path, figure)
 
 
-def species_figure(path: Any, species_data: dict[str, Any]) -> None:
+def species_figure(path: Any, species_data: dict[str, Any], title: str) -> None:
+    """Example maps for the most similar counterfactual class, one row per differing part; ``title``: model and level."""
 
     from camscope.data.synthetic import PARTS
     from camscope.viz.figures import overlay, save_figure
@@ -99,6 +100,11 @@ def species_figure(path: Any, species_data: dict[str, Any]) -> None:
                 axes[row][column].set_title(label, fontsize=8)
     for axis in axes.flat:
         axis.axis("off")
+    figure.suptitle(
+        f"{title}: maps of c against its most similar class d (Finer-CAM: Grad-CAM of y_c - {FINER_GAMMA:g} y_d; "
+        "DiffCAM: d's training images as the reference group)\nwhite outline: the parts in which c differs from d",
+        fontsize=7,
+    )
     figure.tight_layout()
     save_figure(path, figure)
 
@@ -178,9 +184,11 @@ def draw_figures(
 ) -> tuple[list[tuple[int, list[int]]], list[int]]:
     """Draw the figures into ``context.figures``; returns the digits shown and the atypical examples."""
     folder = context.figures  # creates out/figures
-    f1_figure(folder / FIGURES[0], {f"{level} level": data["settings"] for level, data in levels.items()})
+    f1_figure(
+        folder / FIGURES[0], {f"{context.levels[level]} ({level})": data["settings"] for level, data in levels.items()}
+    )
     for level, data in levels.items():
-        species_figure(folder / species_figure_name(level), data)
+        species_figure(folder / species_figure_name(level), data, f"{context.levels[level]} ({level} level)")
     shown = digits_figure(folder / FIGURES[1], context.model("digits"), digits)
     atypical = intra_figure(folder / FIGURES[2], digits)
     context.log(f"reproduce: diffcam: figures done in {time.perf_counter() - begin:.1f} s")

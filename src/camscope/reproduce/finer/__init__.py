@@ -160,7 +160,7 @@ def run_level(context: Context, level: str, gammas: tuple[float, ...]) -> LevelR
 
     figure = f"figures/finer_examples_{level}.png"
     maps = {k: v[: len(score_data)] for k, v in measured.maps.items()}
-    example_figure(context.out / figure, score_data, maps, class_names, f"{level} level, {name}")
+    example_figure(context.out / figure, score_data, maps, class_names, f"{name} ({level} level)")
     title = level_title(context, level)
     text = level_body(level, title, stats, numbers, comparisons, measured, rd_choice, gammas, figure)
     verdicts = dict(zip(_VERDICT_KEYS, (c.verdict for c in claims)))
@@ -172,10 +172,11 @@ def run(context: Context) -> Section:
     """Measure Finer-CAM against Grad-CAM, LayerCAM and Score-CAM, sweep gamma and the references, at every level."""
     gammas = QUICK_GAMMAS if context.quick else GAMMAS
     results = [run_level(context, level, gammas) for level in context.levels]
+    titles = {r.level: f"{context.levels[r.level]} ({r.level})" for r in results}
     gamma_figure(
         context.figures / "finer_gamma.png",
-        {f"{r.level} level": r.sweep for r in results},
-        {f"{r.level} level": r.differing_area for r in results},
+        {titles[r.level]: r.sweep for r in results},
+        {titles[r.level]: r.differing_area for r in results},
         gammas,
     )
     numbers = {f"{r.level}.{key}": value for r in results for key, value in r.numbers.items()}

@@ -40,6 +40,7 @@ def _examples(data: FinerData, count: int = 4) -> list[int]:
 
 
 def example_figure(path: Any, data: FinerData, maps: dict[str, Tensor], class_names: list[str], title: str) -> None:
+    """Example maps of every base method and its Finer-CAM, one row per image; ``title`` names the model and level."""
 
     from camscope.viz.figures import overlay, save_figure
 
@@ -64,17 +65,18 @@ def example_figure(path: Any, data: FinerData, maps: dict[str, Tensor], class_na
             if mask.any():
                 axis.contour(mask, levels=[0.5], colors="white", linewidths=0.9)
             if r == 0:
-                title = (
+                heading = (
                     "image, differing part"
                     if name == "image"
                     else (f"Finer-{METHOD_NAMES[name[6:]]}" if name.startswith("finer-") else METHOD_NAMES[name])
                 )
-                axis.set_title(title, fontsize=7)
+                axis.set_title(heading, fontsize=7)
             axis.set_xticks([])
             axis.set_yticks([])
     figure.suptitle(
-        f"{title}: base CAMs and Finer-CAM (gamma={GAMMA}, T={COUNT}); white outline: the part in which the class "
-        "differs from its most similar class",
+        f"{title}: Grad-CAM, LayerCAM, Score-CAM of the true class (left: class vs its most similar class) and their "
+        f"Finer-CAM against the next {COUNT} predictions (gamma={GAMMA})\nwhite outline: the part in which the class "
+        "differs from its most similar class; below each map: the share of its energy in that part",
         fontsize=7,
     )
     save_figure(path, figure, dpi=130)
@@ -110,7 +112,12 @@ def gamma_figure(
         for axis in (left, middle, right):
             axis.set_xticks(positions, labels)
             axis.set_xlabel("comparison strength gamma (Finer-Grad-CAM)", fontsize=8)
-            axis.legend(fontsize=7)
+            axis.legend(fontsize=7, title="references", title_fontsize=7)
         left.set_ylim(bottom=0)
+    figure.suptitle(
+        "Finer-Grad-CAM against the comparison strength gamma (0: Grad-CAM) and the number of references T "
+        "(the next T predictions), true class, every level's model",
+        fontsize=10,
+    )
     figure.tight_layout()
     save_figure(path, figure, dpi=110)
