@@ -24,6 +24,7 @@ def test_report_has_every_section_with_claims_figures_and_finite_numbers(quick_r
     assert text.startswith("# Reproduction report")
     assert f"`camscope reproduce --quick --out {quick_report.path.parent.as_posix()}`" in text  # as it was made
     assert quick_report.names == list(SECTIONS)
+    assert not re.findall(r"\{[a-z_]+(?:\[[^\]]*\])?(?::[^}]*)?\}", text), "a placeholder left unformatted"
     for section in quick_report.sections:
         assert f"## {section.title}" in text
         assert section.claims or section.title.startswith("Real photos"), f"{section.title} states no claim"

@@ -320,7 +320,7 @@ def notes(
             f"{numbers['finer-gradcam.drop_versus@0.05']:+.2f} with Finer-Grad-CAM (a negative drop: masked pixels "
             "that were evidence *against* `d`). At 10% the masked area is "
             f"{0.1 / max(stats['differing_area'], 1e-6):.0f} times the differing part's for either map, which leaves "
-            "less room for a difference. Score-CAM's rows use only {n_score} images, so their "
+            f"less room for a difference. Score-CAM's rows use only {n_score} images, so their "
             "intervals are wider."
         )
     if verdicts["deletion"] != HOLDS:
