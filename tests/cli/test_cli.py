@@ -90,6 +90,7 @@ def test_methods_and_layers(capsys):
     assert main(["methods"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert {"cam", "gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "smoothgradcampp"} <= listed
+    assert {"fullgrad", "guided-gradcam", "sess", "dff"} <= listed
     assert main(["layers", "torchvision:resnet18", "--size", "64"]) == 0
     assert "layer4                                   [1, 512, 2, 2]  (default)" in capsys.readouterr().out
 

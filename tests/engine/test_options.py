@@ -85,6 +85,25 @@ PREVIOUS_DEFAULTS: dict[str, dict[str, Any]] = {
     "legrad": {"blocks": None, "readout": "model"},
     "finer-gradrollout": {**_FINER, "blocks": None},
     "finer-legrad": {**_FINER, "blocks": None, "readout": "model"},
+    # Declared from the start:
+    "fullgrad": {},
+    "guided-gradcam": {},
+    "dff": {"components": 5, "shared": True, "iterations": 200, "tol": 1e-4, "seed": 0},
+    "sess": {
+        "base": "gradcam",
+        "base_options": None,
+        "scales": None,
+        "num_scales": 12,
+        "scale_step_ratio": 2.0 / 7.0,
+        "window_size": None,
+        "step_size": None,
+        "pre_filter_ratio": 0.0,
+        "theta": 0.0,
+        "pool": "mean",
+        "smooth": True,
+        "softmax_scores": True,
+        "batch_size": 32,
+    },
 }
 #: What a method needs to be constructed at all.
 REQUIRED: dict[str, dict[str, Any]] = {"diffcam": {"reference": torch.zeros(4, 3)}}

@@ -71,6 +71,21 @@ def test_imputation_matches_a_sparse_direct_solve(size: int, fraction: float) ->
         np.testing.assert_allclose(ours[b].numpy(), reference, atol=1e-4)
 
 
+def test_imputation_work_does_not_depend_on_the_masks_shape() -> None:
+    """Every iteration costs the same full-grid passes, and scattered masks take as many iterations as blobs."""
+    images = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    iterations = {}
+    for kind in ("blob", "scattered"):
+        for fraction in (0.1, 0.5, 0.9):
+            if kind == "blob":
+                keep = _blob_keep(2, 48, fraction, seed=1)
+            else:
+                keep = torch.rand(2, 48, 48, generator=torch.Generator().manual_seed(2)) >= fraction
+            _, info = noisy_linear_impute(images, keep, noise=0.0, return_info=True)
+            iterations[kind, fraction] = info["iterations"]
+    assert max(iterations.values()) - min(iterations.values()) <= 1 and max(iterations.values()) <= 6, iterations
+
+
 def _dense(stencil: torch.Tensor) -> torch.Tensor:
     """``[N, h*w, h*w]`` matrices of a 9-point stencil ``[9, N, 1, h, w]``, entry by entry."""
     n, h, w = stencil.shape[1], *stencil.shape[-2:]
@@ -260,25 +275,41 @@ def test_road_matches_a_per_image_loop_with_direct_solves(tiny_cnn: nn.Module, b
     np.testing.assert_allclose(ours.curves["lerf"].numpy(), reference[1], atol=2e-5)
 
 
-def test_road_noise_is_the_imputers_noise(tiny_cnn: nn.Module) -> None:
-    """Each step's images equal noisy_linear_impute of the same batch with the same generator state."""
+def test_road_noise_is_one_seeded_field_per_step(tiny_cnn: nn.Module) -> None:
+    """Each step's images are the noiseless imputation plus ``noise * step_noise(seed, order, count)`` where removed."""
+    from camscope.metrics.removal import step_noise
+
     images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     maps = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(3))
     seen: list[torch.Tensor] = []
     handle = tiny_cnn.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
     try:
-        road(tiny_cnn, images, maps, percentages=(0.2, 0.6), tie_break=0.0, seed=4)
+        road(tiny_cnn, images, maps, percentages=(0.2, 0.6), tie_break=0.0, seed=4, batch_size=3)
     finally:
         handle.remove()
-    perturbed = seen[1]  # after the clean pass: one batch of 2 orders x 2 fractions x 2 images
+    perturbed = torch.cat(seen[1:])  # after the clean pass: 2 orders x 2 fractions x 2 images, step-major
     flat = maps.flatten(1)
     ranks = flat.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
-    removed = [ranks < c for c in (51, 153)] + [ranks >= 256 - c for c in (51, 153)]
-    keep = ~torch.cat(removed).reshape(-1, 16, 16)
-    generator = torch.Generator().manual_seed(4)
-    expected = noisy_linear_impute(images.repeat(4, 1, 1, 1), keep, generator=generator)
+    steps = [("morf", 51), ("morf", 153), ("lerf", 51), ("lerf", 153)]
+    removed = torch.cat([ranks < c if o == "morf" else ranks >= 256 - c for o, c in steps]).reshape(-1, 16, 16)
+    noiseless = noisy_linear_impute(images.repeat(4, 1, 1, 1), ~removed, noise=0.0)
+    fields = torch.stack([step_noise((3, 16, 16), 4, o, c, images.device) for o, c in steps]).repeat_interleave(2, 0)
+    expected = noiseless + 0.01 * fields * removed[:, None]
     torch.testing.assert_close(perturbed, expected, atol=3e-4, rtol=0)
-    assert (perturbed - images.repeat(4, 1, 1, 1))[keep[:, None].expand(-1, 3, -1, -1)].abs().max() == 0
+    assert (perturbed - images.repeat(4, 1, 1, 1))[~removed[:, None].expand(-1, 3, -1, -1)].abs().max() == 0
+
+
+def test_road_does_not_depend_on_the_batching(tiny_cnn: nn.Module) -> None:
+    """With noise, the curves are the same for any perturbed batch size, "auto" and a sub-batch of the images."""
+    images = torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    maps = torch.rand(4, 12, 12, generator=torch.Generator().manual_seed(7))
+    runs = [road(tiny_cnn, images, maps, percentages=(0.3, 0.7), batch_size=size) for size in (3, 64, "auto")]
+    alone = road(tiny_cnn, images[3:], maps[3:], percentages=(0.3, 0.7), batch_size=2)
+    for run in runs[1:]:
+        for key in ("morf", "lerf"):
+            torch.testing.assert_close(run.curves[key], runs[0].curves[key], atol=1e-5, rtol=0)
+    for key in ("morf", "lerf"):
+        torch.testing.assert_close(alone.curves[key], runs[0].curves[key][3:], atol=1e-5, rtol=0)
 
 
 def test_road_in_two_threads_at_once_gives_each_call_its_own_results(tiny_cnn: nn.Module) -> None:

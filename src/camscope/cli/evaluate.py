@@ -103,7 +103,9 @@ def evaluate_command(
         typer.Option(
             "--metric",
             "--metrics",
-            help="Comma-separated metrics: deletion, insertion, road, rd, ad, ic, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, consistency.",
+            help="Comma-separated metrics: deletion, insertion, road, morf, lerf, rd, ad, ic, confidence_change, "
+            "drop_in_confidence, iou, auprc, pointing, energy_pointing, parts, sanity, sparseness, entropy, "
+            "complexity, coherency, arcc, consistency (or any metric registered with camscope.metrics.register_metric).",
         ),
     ] = ["deletion", "insertion"],  # noqa: B006
     out: Annotated[

@@ -56,8 +56,8 @@ def aug_smoothed(explain: Callable[[Tensor, Target], Explanation], inputs: Tenso
         The clean batch's explanation with ``maps`` the mean of the six maps (each
         in [0, 1]; the mean is not rescaled, as pytorch-grad-cam's) and ``raw`` the
         mean of the six signed maps, flipped back at their own resolution. The
-        weights and contributions of one augmentation do not describe the mean, so
-        they are None.
+        weights, contributions and method extras of one augmentation do not describe
+        the mean, so they are None (the extras empty).
     """
     clean = explain(inputs, target)
     frozen = FrozenTarget(clean.targets)
@@ -75,4 +75,5 @@ def aug_smoothed(explain: Callable[[Tensor, Target], Explanation], inputs: Tenso
         weights=None,
         contributions=None,
         layers={},
+        extras={},
     )

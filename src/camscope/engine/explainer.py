@@ -255,9 +255,12 @@ class Explainer:
             native = {key: t for name, _ in layers for key, t in capture.captured(name).items()}
             _check_batch(native, inputs.shape[0])
             gradients = self._gradients(scores, native, method, resolved.aggregate) if need_grad else {}
+            # A snapshot: a method that runs other inputs through the hooks (gradients_at) must not change the
+            # activations that the next layer's explanation reads.
+            clean = dict(capture.activations)
             explanations = []
             for unit in self._units(layers, capture):
-                activations = self._unit_tensor(capture.activations, unit, capture, inputs)
+                activations = self._unit_tensor(clean, unit, capture, inputs)
                 grads = None
                 if need_grad:
                     components = next(iter(gradients.values())).shape[0]
@@ -477,15 +480,22 @@ class Explainer:
             layer=name,
             activations=activations,
             options=dict(self.method.options),
+            extras=_extras(results),
         )
 
     def plain_forward(
-        self, inputs: Tensor, capture: LayerCapture, target: Target | None = None, *, bound: BoundInputs | None = None
+        self,
+        inputs: Tensor,
+        capture: LayerCapture,
+        target: Target | None = None,
+        *,
+        bound: BoundInputs | None = None,
+        grad: bool = False,
     ) -> Tensor:
-        """The model's scores on other inputs (as ``target`` reads them), hooks silent, no autograd."""
+        """The model's scores on other inputs (as ``target`` reads them), hooks silent; autograd only with ``grad``."""
         capture.enabled = False
         try:
-            with torch.no_grad():
+            with torch.set_grad_enabled(grad):
                 outputs = self._model_forward(inputs, bound)
                 return output_tensor(outputs) if target is None else target.read(outputs)
         finally:
@@ -517,9 +527,13 @@ class Explainer:
         *,
         bound: BoundInputs | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Activations and gradients at one layer for other inputs, the same resolved target."""
+        """Activations and gradients at one layer for other inputs, the same resolved target (or ``target``)."""
         capture.reset()
-        outputs = self._hooked_forward(inputs, bound)
+        need_grad, capture.need_grad = capture.need_grad, True  # also for methods the engine gave no gradients
+        try:
+            outputs = self._hooked_forward(inputs, bound)
+        finally:
+            capture.need_grad = need_grad
         keys = [f"{name}[{key}]" for key in capture.levels[name]] if name in capture.levels else [name]
         with torch.enable_grad():
             scores = target(target.read(outputs))
@@ -568,6 +582,14 @@ class Explainer:
             layers=dict(zip(names, per_layer)),
             options=dict(first.options),
         )
+
+
+def _extras(results: list[CamResult]) -> dict[str, Tensor]:
+    """The methods' extras, detached; a method run once per score component gives their mean over the components."""
+    if len(results) == 1:
+        return {name: tensor.detach() for name, tensor in results[0].extras.items()}
+    names = results[0].extras.keys()
+    return {name: torch.stack([result.extras[name] for result in results]).mean(dim=0).detach() for name in names}
 
 
 #: What torch says when an in-place operation changed a tensor its backward needs.

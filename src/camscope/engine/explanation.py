@@ -2,8 +2,8 @@
 
 An explanation saves as one safetensors file (kind ``explanation``, with the
 format version of :mod:`camscope.io`): the tensors ``raw``, ``maps``, ``logits``,
-``scores`` and, where present, ``weights``, ``contributions`` and the explained
-``classes``, plus those of each layer of a multi-layer explanation; JSON metadata
+``scores`` and, where present, ``weights``, ``contributions``, the method's extras
+(``extras.NAME``) and the explained ``classes``, plus those of each layer of a multi-layer explanation; JSON metadata
 holds the method, the layer (a list for several layers), the model's name, the
 method's options and a description of the target. Activations are not saved.
 """
@@ -27,10 +27,14 @@ __all__ = ["Explanation", "SavedTarget"]
 
 _KIND = "explanation"
 _OPTIONAL = ("weights", "contributions")
+_EXTRAS = "extras."
 
 
-def _file_specs(layers: int) -> dict[str, TensorSpec]:
-    """The tensors of an explanation file: float32 maps of ``B`` samples, int64 classes, per-layer parts."""
+def _file_specs(layers: int, extras: dict[str, list[str]]) -> dict[str, TensorSpec]:
+    """The tensors of an explanation file: float32 maps of ``B`` samples, int64 classes, per-layer parts.
+
+    ``extras`` names the method's extras of each part (``""`` or ``"layers.i."``), as the metadata records them.
+    """
     specs = {
         "logits": TensorSpec(torch.float32, ("B", "...")),
         "scores": TensorSpec(torch.float32, ("B",)),
@@ -41,7 +45,19 @@ def _file_specs(layers: int) -> dict[str, TensorSpec]:
         specs[f"{prefix}maps"] = TensorSpec(torch.float32, ("B", "*spatial"))
         for name in _OPTIONAL:  # K channels at each layer
             specs[f"{prefix}{name}"] = TensorSpec(torch.float32, ("B", f"K{index}"), required=False)
+        for name in extras.get(prefix, []):  # one row per sample, any further shape
+            specs[f"{prefix}{_EXTRAS}{name}"] = TensorSpec(torch.float32, ("B", "..."))
     return specs
+
+
+def _extras_header(entry: Any, path: Path) -> dict[str, list[str]]:
+    """The recorded names of the extras of each part of the explanation (none in files without them)."""
+    entry = {} if entry is None else entry
+    if not isinstance(entry, dict) or not all(
+        isinstance(names, list) and all(isinstance(name, str) and name for name in names) for names in entry.values()
+    ):
+        raise CamscopeError(f"{path} has corrupt metadata: 'extras' must map each part to a list of names")
+    return {str(prefix): list(names) for prefix, names in entry.items()}
 
 
 @dataclass
@@ -70,6 +86,9 @@ class Explanation:
         activations: the layer's activations ``[B, K, *spatial]``, detached.
         layers: per-layer explanations when several layers were asked.
         options: the method's options (and, for a loaded explanation, the recorded model).
+        extras: what the method computed beside its map, by name (e.g. Guided Grad-CAM's
+            ``"pixels"``, Deep Feature Factorization's ``"concepts"``); empty for most
+            methods. A multi-layer explanation keeps them in ``layers``.
 
     Example:
         >>> import camscope, torch
@@ -91,6 +110,7 @@ class Explanation:
     activations: Tensor | None = None
     layers: dict[str, Explanation] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """A one-line summary: method, layer, batch, shapes and explained classes (never the tensors)."""
@@ -116,6 +136,8 @@ class Explanation:
         ]
         if self.layers:
             parts.append(f"layers={list(self.layers)!r}")
+        if self.extras:
+            parts.append(f"extras={sorted(self.extras)!r}")
         return f"Explanation({', '.join(parts)})"
 
     @property
@@ -152,6 +174,11 @@ class Explanation:
             "model": model,
             "options": {key: _json_value(value) for key, value in self.options.items()},
             "target": _describe_target(self.targets),
+            "extras": {
+                prefix: sorted(part.extras)
+                for prefix, part in [("", self), *((f"layers.{i}.", e) for i, e in enumerate(self.layers.values()))]
+                if part.extras
+            },
         }
         return save_tensors(path, tensors, metadata, kind=_KIND)
 
@@ -172,7 +199,8 @@ class Explanation:
         layers = header.get("layers") or []
         if not isinstance(layers, list) or not all(isinstance(name, str) for name in layers):
             raise CamscopeError(f"{path} has corrupt metadata: 'layers' must be a list of layer names")
-        check_file_tensors(tensors, _file_specs(len(layers)), path)
+        extras = _extras_header(header.get("extras"), path)
+        check_file_tensors(tensors, _file_specs(len(layers), extras), path)
         target = SavedTarget.from_header(header.get("target"), tensors.get("classes"), path)
         per_layer = {
             name: _explanation(tensors, f"layers.{i}.", header, name, target, path) for i, name in enumerate(layers)
@@ -193,6 +221,8 @@ def _tensors(explanation: Explanation, prefix: str) -> dict[str, Tensor]:
         value = getattr(explanation, name)
         if value is not None:
             tensors[f"{prefix}{name}"] = value
+    for name, value in explanation.extras.items():
+        tensors[f"{prefix}{_EXTRAS}{name}"] = value
     classes = explanation.classes if prefix == "" else None
     if classes is not None:
         tensors["classes"] = classes.reshape(-1)
@@ -236,6 +266,11 @@ def _explanation(
         method=method,
         layer=layer,
         options=options,
+        extras={
+            name[len(prefix + _EXTRAS) :]: checked_tensor(tensor, name, [-1] * tensor.dim(), tensor.dtype)
+            for name, tensor in tensors.items()
+            if name.startswith(prefix + _EXTRAS) and len(name) > len(prefix + _EXTRAS)
+        },
     )
 
 

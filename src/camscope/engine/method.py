@@ -52,9 +52,15 @@ class CamContext:
         target: the resolved target.
         scores: the target's scores on the clean inputs, detached (``[B]``).
         forward: runs the model on a batch with the capture hooks disabled
-            and returns its score tensor (used by perturbation methods).
+            and returns its score tensor (used by perturbation methods), without
+            autograd; ``forward(x, grad=True)`` records autograd from ``x`` (a tensor
+            that requires grad) to the scores, for methods that differentiate down to
+            the input (FullGrad, guided backpropagation).
         gradients_at: recomputes ``(activations, gradients)`` at this layer for
-            other inputs and the same target (used by smoothed methods).
+            other inputs and the same target (used by smoothed methods), also for
+            methods without ``uses_gradients``; ``gradients_at(x, target=t)`` scores
+            them with another resolved target ``t`` (crops of the inputs in a batch
+            of another size, as SESS runs them).
         options: method options given to ``explain``.
         activations_at: the activations at this layer for other inputs, one
             forward pass without autograd: ``activations_at(x)`` gives
@@ -77,8 +83,8 @@ class CamContext:
     outputs: Tensor
     target: Target
     scores: Tensor
-    forward: Callable[[Tensor], Tensor]
-    gradients_at: Callable[[Tensor], tuple[Tensor, Tensor]]
+    forward: Callable[..., Tensor]
+    gradients_at: Callable[..., tuple[Tensor, Tensor]]
     options: dict[str, Any] = field(default_factory=dict)
     activations_at: Callable[..., Tensor] | None = None
     channels_first: Callable[[Tensor], Tensor] | None = None
@@ -101,10 +107,16 @@ class CamContext:
 
 @dataclass
 class CamResult:
-    """What a method returns: ``weights`` broadcastable to A, or a signed ``raw`` map."""
+    """What a method returns: ``weights`` broadcastable to A, or a signed ``raw`` map.
+
+    ``extras`` holds what a method computes beside its map, by name (Guided Grad-CAM's
+    pixel-level product, Deep Feature Factorization's concepts); the engine passes them
+    on in :attr:`camscope.Explanation.extras`.
+    """
 
     weights: Tensor | None = None
     raw: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def signed_map(self, activations: Tensor) -> Tensor:
         """The signed map: ``raw``, or ``M = sum_k w_k A_k`` of the weights and ``activations`` ``[B, K, ...]``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,23 +26,7 @@ from camscope.errors import CamscopeError
 from camscope.evaluation.report import EvaluationReport, json_ready
 from camscope.evaluation.results import EvaluationResults
 from camscope.evaluation.sidecars import GroundTruth, ground_truth, load_sidecar, parts_of, regions_of, sidecar_masks
-from camscope.metrics import (
-    MetricResult,
-    auprc,
-    average_drop,
-    deletion,
-    energy_pointing_game,
-    entropy,
-    increase_in_confidence,
-    insertion,
-    iou,
-    part_scores,
-    pointing_game,
-    relative_drop,
-    road,
-    sanity_check,
-    sparseness,
-)
+from camscope.metrics import MetricResult, available_metrics, canonical_metric_name, get_metric
 from camscope.metrics.common import progress_option
 from camscope.passes.batches import ImageTransform, sample_count
 from camscope.passes.distributed import is_main_process, resolve_device
@@ -50,49 +34,14 @@ from camscope.passes.engine import Batch, DatasetPass
 from camscope.progress import ProgressBar
 from camscope.stats.fingerprint import model_fingerprint
 
-__all__ = ["METRICS", "checked_names_and_options", "evaluate"]
-
-# name -> (kind, function); kinds: "model", "regions", "maps", "parts", "sanity", "consistency"
-METRICS: dict[str, tuple[str, Callable[..., MetricResult] | None]] = {
-    "deletion": ("model", deletion),
-    "insertion": ("model", insertion),
-    "road": ("model", road),
-    "average_drop": ("model", average_drop),
-    "increase_in_confidence": ("model", increase_in_confidence),
-    "relative_drop": ("model", relative_drop),
-    "iou": ("regions", iou),
-    "auprc": ("regions", auprc),
-    "pointing_game": ("regions", pointing_game),
-    "energy_pointing_game": ("regions", energy_pointing_game),
-    "part_scores": ("parts", part_scores),
-    "sanity_check": ("sanity", sanity_check),
-    "sparseness": ("maps", sparseness),
-    "entropy": ("maps", entropy),
-    "consistency": ("consistency", None),
-}
-"""The metrics the runner knows, by name (see also the aliases)."""
-
-_ALIASES = {
-    "rd": "relative_drop",
-    "ad": "average_drop",
-    "avg_drop": "average_drop",
-    "ic": "increase_in_confidence",
-    "pointing": "pointing_game",
-    "energy_pointing": "energy_pointing_game",
-    "ebpg": "energy_pointing_game",
-    "parts": "part_scores",
-    "sanity": "sanity_check",
-    "gini": "sparseness",
-}
+__all__ = ["checked_names_and_options", "evaluate"]
 
 
-def _metric_name(name: str) -> str:
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in METRICS:
-        known = ", ".join(sorted(set(METRICS) | set(_ALIASES)))
-        raise CamscopeError(f"unknown metric {name!r}; known metrics: {known}")
-    return key
+def __getattr__(name: str) -> Any:
+    # METRICS, {name: (kind, function)}, was a hand-kept dict; kept for compatibility, it reads the registry.
+    if name == "METRICS":
+        return {key: (spec.kind, spec.function) for key, spec in available_metrics().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,19 +130,6 @@ def _nan_where(result: MetricResult, missing: Tensor) -> MetricResult:
     return result
 
 
-def _consistency_values(explanation: Any) -> MetricResult:
-    """The per-image CAM sum and the explained class's logit (IFA's consistency, joined over the dataset)."""
-    logits = explanation.logits
-    classes = explanation.classes
-    scores = explanation.scores if classes is None else logits.gather(1, classes[:, None].to(logits.device))[:, 0]
-    return MetricResult(
-        name="consistency",
-        values={"cam_sum": explanation.maps.flatten(1).sum(dim=1).float(), "logit": scores.float()},
-        headline="cam_sum",
-        higher_is_better={},
-    )
-
-
 @dataclass(frozen=True)
 class _Plan:
     """What :func:`evaluate` measures: the model, the explainers and the metrics with their options."""
@@ -233,40 +169,21 @@ class _Plan:
     def measure_one(
         self, metric: str, method: str, inputs: Tensor, explanation: Any, truths: list[GroundTruth]
     ) -> MetricResult:
-        """One metric of one method's explanation of a batch."""
-        kind, fn = METRICS[metric]
-        options = self.metric_options.get(metric, {})
-        if fn is None:
-            return _consistency_values(explanation)
-        if kind == "model":
+        """One metric of one method's explanation of a batch (the registry's kind says what it is given)."""
+        spec = get_metric(metric)
+        fn, options = spec.function, self.metric_options.get(metric, {})
+        if spec.kind == "model":
             return fn(self.network, inputs, explanation, **options)
-        if kind == "maps":
+        if spec.kind == "maps":
             return fn(explanation, **options)
-        if kind == "regions":
+        if spec.kind == "regions":
             regions, missing = regions_of(truths, inputs.shape[2:], explanation.maps.device)
             return _nan_where(fn(explanation, masks=regions, **options), missing)
-        if kind == "parts":
+        if spec.kind == "parts":
             points, differing, missing, _ = parts_of(truths, explanation.maps.device)
             return _nan_where(fn(explanation, parts=points, differing=differing, **options), missing)
         method_options = self.method_options.get(method, {})
         return fn(self.network, inputs, explanation, method=method, layer=self.layer, options=method_options, **options)
-
-
-def _dataset_consistency(result: MetricResult) -> dict[str, Any]:
-    """IFA's consistency over the dataset: the correlation of the CAM sums with the logits."""
-    if len(result) < 3:
-        return {"n": len(result), "coefficient": float("nan"), "method": "too few images"}
-    from camscope.metrics import correlate
-
-    correlation = correlate(result.values["cam_sum"], result.values["logit"])
-    return {
-        "n": correlation.n,
-        "coefficient": correlation.coefficient,
-        "p_value": correlation.p_value,
-        "method": correlation.method,
-        "pearson": correlation.pearson,
-        "spearman": correlation.spearman,
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -297,10 +214,10 @@ def checked_names_and_options(
     method_names = list(dict.fromkeys(canonical_method_name(str(m)) for m in methods))
     if not method_names:
         raise CamscopeError("give at least one method")
-    metric_names = list(dict.fromkeys(_metric_name(m) for m in metrics))
+    metric_names = list(dict.fromkeys(canonical_metric_name(str(m)) for m in metrics))
     if not metric_names:
         raise CamscopeError("give at least one metric")
-    by_metric = {_metric_name(k): dict(v) for k, v in (metric_options or {}).items()}
+    by_metric = {canonical_metric_name(str(k)): dict(v) for k, v in (metric_options or {}).items()}
     for name in by_metric:
         if name not in metric_names:
             raise CamscopeError(f"options were given for metric {name!r}, which is not evaluated")
@@ -382,8 +299,10 @@ def _report(results: EvaluationResults, model_name: str, params: dict[str, Any])
     joined = results.joined()
     dataset: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in results.methods}
     for method in results.methods:
-        if "consistency" in joined[method]:
-            dataset[method]["consistency"] = _dataset_consistency(joined[method]["consistency"])
+        for metric, result in joined[method].items():
+            summarize = get_metric(metric).summarize
+            if summarize is not None:
+                dataset[method][metric] = summarize(result)
     return EvaluationReport(
         methods=results.methods,
         metrics=results.metrics,
@@ -400,7 +319,7 @@ def _ground_truth_counts(metrics: Sequence[str], joined: dict[str, dict[str, Met
     """Per metric that needs ground truth, the samples that had it: those with a finite headline value."""
     counts: dict[str, int] = {}
     for metric in metrics:
-        if METRICS[metric][0] not in ("regions", "parts"):
+        if get_metric(metric).kind not in ("regions", "parts"):
             continue
         result = next((by_metric[metric] for by_metric in joined.values() if metric in by_metric), None)
         if result is not None:
@@ -445,8 +364,10 @@ def evaluate(
             :class:`~camscope.data.folders.ImageFolderData`, a DataLoader or iterable of
             ``(inputs, labels)`` or inputs, or a tensor batch.
         methods: camscope method names (``camscope.available_methods()``).
-        metrics: names from :data:`METRICS` (aliases: ``rd``, ``ad``, ``ic``, ``pointing``,
-            ``energy_pointing``, ``parts``, ``sanity``, ``gini``).
+        metrics: registered metric names (:func:`camscope.metrics.available_metrics`; aliases
+            such as ``rd``, ``ad``, ``ic``, ``morf``, ``lerf``, ``pointing``, ``parts``, ``sanity``,
+            ``gini``; case and ``-`` forgiven). A metric of your own registers with
+            :func:`camscope.metrics.register_metric`.
         layer: the layer explained (None: each model's default).
         target: None (each image's predicted class), ``"label"`` (its label: the folder's
             class name or index, or the sidecar's ``label``), a class index or name, or a

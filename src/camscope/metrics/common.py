@@ -24,9 +24,8 @@ Conventions (every metric in :mod:`camscope.metrics` follows them):
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +36,7 @@ from torch import Tensor, nn
 from camscope.engine.capture import model_state, output_tensor, validate_inputs
 from camscope.engine.explainer import Explanation, normalize_maps
 from camscope.errors import CamscopeError
+from camscope.metrics.batching import BatchSize, PerturbedBatches
 from camscope.targets.base import FrozenTarget, Target, as_target
 
 __all__ = [
@@ -221,12 +221,15 @@ def prepare_maps(maps: Tensor | Explanation, size: Sequence[int] | None = None, 
     return normalize_maps(maps) if normalize else maps
 
 
-def _forward(model: nn.Module, inputs: Tensor) -> Tensor:
+def _forward(model: nn.Module, inputs: Tensor, *, out_of_memory: bool = False) -> Tensor:
+    """The model's output tensor; a failure is a CamscopeError (out of memory passes through with ``out_of_memory``)."""
     try:
         return output_tensor(model(inputs))
     except CamscopeError:
         raise
     except (RuntimeError, ValueError, AssertionError) as error:
+        if out_of_memory and isinstance(error, torch.OutOfMemoryError):
+            raise  # the perturbed passes step down to a smaller batch (camscope.metrics.batching)
         raise CamscopeError(f"the model failed on inputs of shape {list(inputs.shape)}: {error}") from error
 
 
@@ -287,26 +290,31 @@ def score_perturbed(
     clean_outputs: Tensor,
     make_inputs: Callable[[Tensor, slice], Tensor],
     steps: int,
-    batch_size: int = 64,
+    batch_size: BatchSize = "auto",
+    *,
+    like: Tensor | None = None,
 ) -> Tensor:
-    """Scores of ``steps`` perturbed copies of a batch, ``[steps, B, ...]``, in chunks of at most ``batch_size`` rows.
+    """Scores of ``steps`` perturbed copies of a batch, ``[steps, B, ...]``, in chunks sized by ``batch_size``.
 
     ``make_inputs(t, rows)`` returns the perturbed inputs for the steps ``t`` (a long
     tensor) and the samples ``rows`` (a slice), ordered step-major:
     ``[len(t) * n_rows, C, H, W]``. Whole batches are scored together so that targets
     with per-sample state (classes, references) see their own rows; a step split
     across chunks is completed with the clean outputs before scoring.
+
+    ``batch_size``: perturbed images per forward pass, or ``"auto"`` to calibrate it on
+    these forward passes (:mod:`camscope.metrics.batching`); ``like`` is a clean input
+    batch (its image shape, device and dtype key the calibration).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise CamscopeError(f"batch_size must be a positive integer, got {batch_size!r}")
-    batch_size = int(batch_size)
     batch = clean_outputs.shape[0]
     device = clean_outputs.device
+    reference = like if like is not None else clean_outputs
+    batches = PerturbedBatches(model, reference, batch_size)
     scores: Tensor | None = None
     with model_state(model, True), torch.inference_mode():
-        for t, rows in _chunks(steps, batch, batch_size, device):
+        for t, rows in batches.chunks(steps, batch):
             inputs = make_inputs(t, rows)
-            outputs = _forward(model, inputs).detach()
+            outputs = batches.forward(lambda chunk: _forward(model, chunk, out_of_memory=True).detach(), inputs)
             n_rows = rows.stop - rows.start
             outputs = outputs.reshape(len(t), n_rows, *outputs.shape[1:])
             for i, step in enumerate(t.tolist()):
@@ -322,17 +330,6 @@ def score_perturbed(
     if scores is None:
         raise CamscopeError("no perturbed copies to score")
     return scores.clone()  # a normal tensor: inference tensors refuse later in-place updates
-
-
-def _chunks(steps: int, batch: int, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, slice]]:
-    if batch <= batch_size:
-        per = max(1, batch_size // batch)
-        for start in range(0, steps, per):
-            yield torch.arange(start, min(steps, start + per), device=device), slice(0, batch)
-    else:
-        for step in range(steps):
-            for start in range(0, batch, batch_size):
-                yield torch.tensor([step], device=device), slice(start, min(batch, start + batch_size))
 
 
 def rank_pixels(maps: Tensor, descending: bool = True) -> Tensor:

@@ -1,4 +1,4 @@
-"""Complexity of maps: sparseness (Gini index) and entropy. No model is needed."""
+"""Complexity of maps: sparseness (Gini index), entropy, and ADCC's mean absolute value. No model is needed."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from torch import Tensor
 
 from camscope.engine.explainer import Explanation
 from camscope.metrics.common import MetricResult, prepare_maps
+from camscope.metrics.registry import register_metric
 
-__all__ = ["entropy", "sparseness"]
+__all__ = ["complexity", "entropy", "sparseness"]
 
 
+@register_metric("sparseness", kind="maps", aliases=("gini",))
 def sparseness(maps: Tensor | Explanation, *, eps: float = 0.0) -> MetricResult:
     r"""Sparseness: the Gini index of the absolute map values (Chalasani et al., ICML 2020).
 
@@ -46,6 +48,7 @@ def sparseness(maps: Tensor | Explanation, *, eps: float = 0.0) -> MetricResult:
     )
 
 
+@register_metric("entropy", kind="maps")
 def entropy(maps: Tensor | Explanation) -> MetricResult:
     r"""Complexity as entropy (Bhatt et al., IJCAI 2020): the Shannon entropy of the normalised absolute map.
 
@@ -68,4 +71,38 @@ def entropy(maps: Tensor | Explanation) -> MetricResult:
     h = torch.where(total[:, 0] > 0, h, torch.full_like(h, float("nan")))
     return MetricResult(
         name="entropy", values={"entropy": h.float()}, headline="entropy", higher_is_better={"entropy": False}
+    )
+
+
+@register_metric("complexity", kind="maps")
+def complexity(maps: Tensor | Explanation, *, normalize: bool = True) -> MetricResult:
+    r"""Complexity as ADCC defines it: the mean absolute value of the map, its L1 norm per pixel.
+
+    .. math::
+        \mathrm{complexity} = \frac{\lVert L \rVert_1}{H W} = \frac{1}{H W} \sum_{i} |L_i|
+
+    Poppi et al., "Revisiting The Evaluation of Class Activation Mapping for Explainability:
+    A Novel Metric and Experimental Analysis", CVPR Workshops 2021, arXiv:2104.10252, with the
+    maps scaled to [0, 1] (so the value lies in [0, 1]; lower: a map that selects less). The
+    paper writes the L1 norm; dividing by the pixel count, as grad-cam 1.5.7's ``Complexity``
+    does, keeps it in [0, 1] for ADCC's and ARCC's ``1 - complexity``.
+
+    Args:
+        maps: ``[B, H, W]`` maps or an Explanation.
+        normalize: ReLU and min-max scale each map to [0, 1] first (Explanation maps already
+            are); False takes the maps as given.
+
+    Example:
+        >>> import torch
+        >>> from camscope.metrics import complexity
+        >>> complexity(torch.tensor([[[0.0, 1.0], [0.5, 0.5]]]))["complexity"]
+        tensor([0.5000])
+    """
+    values = prepare_maps(maps, normalize=normalize).flatten(1).double().abs()
+    return MetricResult(
+        name="complexity",
+        values={"complexity": values.mean(dim=1).float()},
+        headline="complexity",
+        higher_is_better={"complexity": False},
+        params={"normalize": normalize},
     )

@@ -36,7 +36,8 @@ from camscope.engine.capture import model_state, output_tensor
 from camscope.engine.explainer import Explainer, Explanation
 from camscope.engine.maps import scaled_maps
 from camscope.errors import CamscopeError
-from camscope.metrics.common import progress_option
+from camscope.metrics.common import MetricResult, progress_option
+from camscope.metrics.registry import register_metric
 from camscope.passes.engine import Batch, DatasetPass
 from camscope.stats.fingerprint import model_fingerprint
 
@@ -45,6 +46,8 @@ __all__ = [
     "ConsistencyStatistics",
     "Correlation",
     "consistency",
+    "consistency_summary",
+    "consistency_values",
     "correlate",
     "mardia_test",
     "rankdata",
@@ -215,6 +218,56 @@ def correlate(x: Tensor | Sequence[float], y: Tensor | Sequence[float], alpha: f
         method=method,
         coefficient=pearson if normal else spearman,
         p_value=pearson_p if normal else spearman_p,
+    )
+
+
+def consistency_summary(result: MetricResult) -> dict[str, Any]:
+    """IFA's consistency over a dataset from :func:`consistency_values` joined over its batches.
+
+    Example:
+        >>> import torch
+        >>> joined = MetricResult("consistency", {"cam_sum": torch.arange(5.0), "logit": torch.arange(5.0) ** 2})
+        >>> round(consistency_summary(joined)["spearman"], 6)
+        1.0
+    """
+    if len(result) < 3:
+        return {"n": len(result), "coefficient": float("nan"), "method": "too few images"}
+    correlation = correlate(result.values["cam_sum"], result.values["logit"])
+    return {
+        "n": correlation.n,
+        "coefficient": correlation.coefficient,
+        "p_value": correlation.p_value,
+        "method": correlation.method,
+        "pearson": correlation.pearson,
+        "spearman": correlation.spearman,
+    }
+
+
+@register_metric("consistency", kind="maps", summarize=consistency_summary)
+def consistency_values(explanation: Explanation) -> MetricResult:
+    """The per-image CAM sum and the explained class's score, which IFA's consistency correlates over a dataset.
+
+    Per batch: ``cam_sum`` (the sum of the map) and ``logit`` (the explained class's logit,
+    or the target's score when it has no class). ``camscope.evaluate(metrics=["consistency"])``
+    joins them over the dataset and reports :func:`consistency_summary` (see
+    :func:`consistency` for the statistics).
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> e = camscope.explain(resnet18(num_classes=10).eval(), torch.randn(2, 3, 32, 32), layer="layer3")
+        >>> sorted(consistency_values(e).values)
+        ['cam_sum', 'logit']
+    """
+    if not isinstance(explanation, Explanation):
+        raise CamscopeError("the consistency metric needs an Explanation (its logits), not a tensor of maps")
+    logits, classes = explanation.logits, explanation.classes
+    scores = explanation.scores if classes is None else logits.gather(1, classes[:, None].to(logits.device))[:, 0]
+    return MetricResult(
+        name="consistency",
+        values={"cam_sum": explanation.maps.flatten(1).sum(dim=1).float(), "logit": scores.float()},
+        headline="cam_sum",
+        higher_is_better={},
     )
 
 

@@ -1,8 +1,10 @@
 """Faithfulness by perturbation: deletion and insertion (RISE), average drop and increase in
-confidence (Grad-CAM++), and Finer-CAM's relative confidence drop.
+confidence (Grad-CAM++), grad-cam's confidence change and absolute drop on the explanation map,
+and Finer-CAM's relative confidence drop.
 
 All metrics run the model on perturbed copies of the batch in chunks of ``batch_size``
-rows, on the inputs' device, with the model in eval mode and autograd off.
+images (``"auto"``: the model's fastest, :mod:`camscope.metrics.batching`), on the inputs'
+device, with the model in eval mode and autograd off.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
+from camscope.metrics.batching import BatchSize
 from camscope.metrics.common import (
     MetricResult,
     SubstrateSpec,
@@ -27,9 +30,19 @@ from camscope.metrics.common import (
     score_perturbed,
     substrate,
 )
+from camscope.metrics.registry import register_metric
+from camscope.metrics.removal import RemovalSteps
 from camscope.targets.base import Target
 
-__all__ = ["average_drop", "deletion", "increase_in_confidence", "insertion", "relative_drop"]
+__all__ = [
+    "average_drop",
+    "confidence_change",
+    "deletion",
+    "drop_in_confidence",
+    "increase_in_confidence",
+    "insertion",
+    "relative_drop",
+]
 
 ScoreSpec = str | Callable[[Tensor, Target], Tensor]
 
@@ -43,7 +56,7 @@ def _causal(
     step: int | None,
     substrate_spec: SubstrateSpec,
     score: ScoreSpec,
-    batch_size: int,
+    batch_size: BatchSize,
     blur_kernel: int,
     blur_sigma: float,
 ) -> MetricResult:
@@ -69,7 +82,7 @@ def _causal(
         chosen = (flat_base[rows], flat_inputs[rows]) if deleting else (flat_inputs[rows], flat_base[rows])
         return torch.where(first, *chosen).reshape(-1, *inputs.shape[1:])
 
-    scores = score_perturbed(model, scorer, logits, make_inputs, len(perturbed), batch_size).T  # [B, T-1]
+    scores = score_perturbed(model, scorer, logits, make_inputs, len(perturbed), batch_size, like=inputs).T  # [B, T-1]
     clean = scorer(logits).float()[:, None]
     curve = torch.cat([clean, scores], dim=1) if deleting else torch.cat([scores, clean], dim=1)
     auc = torch.trapezoid(curve.double(), fractions.to(curve.device), dim=1).float()
@@ -92,6 +105,7 @@ def _causal(
     )
 
 
+@register_metric("deletion", kind="model")
 def deletion(
     model: nn.Module,
     inputs: Tensor,
@@ -101,7 +115,7 @@ def deletion(
     step: int | None = None,
     substrate: SubstrateSpec = "zero",
     score: ScoreSpec = "probability",
-    batch_size: int = 64,
+    batch_size: BatchSize = "auto",
     blur_kernel: int = 11,
     blur_sigma: float = 5.0,
 ) -> MetricResult:
@@ -131,7 +145,8 @@ def deletion(
         substrate: ``"zero"``, ``"blur"`` (RISE's Gaussian blur, ``blur_kernel`` 11,
             ``blur_sigma`` 5), ``"mean"``, a tensor or ``callable(inputs)``.
         score: ``"probability"``, ``"logit"`` or ``callable(outputs, target)``.
-        batch_size: perturbed images per forward pass.
+        batch_size: perturbed images per forward pass, or ``"auto"`` (the model's fastest,
+            :mod:`camscope.metrics.batching`).
         blur_kernel: size of RISE's blur kernel.
         blur_sigma: its standard deviation.
 
@@ -154,6 +169,7 @@ def deletion(
     return _causal("deletion", model, inputs, maps, target, step, substrate, score, batch_size, blur_kernel, blur_sigma)
 
 
+@register_metric("insertion", kind="model")
 def insertion(
     model: nn.Module,
     inputs: Tensor,
@@ -163,7 +179,7 @@ def insertion(
     step: int | None = None,
     substrate: SubstrateSpec = "blur",
     score: ScoreSpec = "probability",
-    batch_size: int = 64,
+    batch_size: BatchSize = "auto",
     blur_kernel: int = 11,
     blur_sigma: float = 5.0,
 ) -> MetricResult:
@@ -194,17 +210,19 @@ def _explanation_map_pass(
     target: Any,
     score: ScoreSpec,
     substrate_spec: SubstrateSpec,
-    batch_size: int,
+    batch_size: BatchSize,
+    normalize: bool = True,
 ) -> tuple[Tensor, Tensor]:
+    """The clean scores ``Y`` and the scores ``O`` of the explanation maps ``L x + (1 - L) b``."""
     logits, resolved = clean_pass(model, inputs, target, maps)
-    maps = prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device)
+    maps = prepare_maps(maps, inputs.shape[2:], normalize=normalize).to(inputs.device)
     scorer = make_scorer(resolved, score)
     weight = maps[:, None]
     if isinstance(substrate_spec, str) and substrate_spec == "zero":
         masked = weight * inputs
     else:
         masked = weight * inputs + (1 - weight) * substrate(inputs, substrate_spec)
-    scores = score_perturbed(model, scorer, logits, lambda t, rows: masked[rows], 1, batch_size)[0]
+    scores = score_perturbed(model, scorer, logits, lambda t, rows: masked[rows], 1, batch_size, like=inputs)[0]
     return scorer(logits).float(), scores
 
 
@@ -225,6 +243,7 @@ def _drop_result(
     )
 
 
+@register_metric("average_drop", kind="model", aliases=("ad", "avg_drop"))
 def average_drop(
     model: nn.Module,
     inputs: Tensor,
@@ -233,7 +252,7 @@ def average_drop(
     *,
     score: ScoreSpec = "probability",
     substrate: SubstrateSpec = "zero",
-    batch_size: int = 64,
+    batch_size: BatchSize = "auto",
 ) -> MetricResult:
     r"""Average drop (Chattopadhyay et al., Grad-CAM++, WACV 2018).
 
@@ -247,7 +266,7 @@ def average_drop(
     The paper reports ``100 * mean(drop)`` in percent; values here are fractions.
     Peers: torchcam 0.5.0's ``ClassificationMetric`` computes the same (with
     ``Y + 1e-7`` in the denominator); grad-cam 1.5.7's ``DropInConfidence`` returns
-    the absolute drop ``max(0, Y - O)``, *not* divided by ``Y``.
+    the absolute drop ``max(0, Y - O)``, *not* divided by ``Y`` (:func:`drop_in_confidence`).
 
     Args:
         model: the classifier.
@@ -257,7 +276,7 @@ def average_drop(
         score: ``"probability"`` (softmax, the paper's confidence), ``"logit"`` or a callable.
         substrate: what the map fades to: ``"zero"`` (the paper: ``E = L * x``), or
             ``"blur"``/``"mean"``/a tensor ``b`` for ``E = L x + (1 - L) b``.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass, or ``"auto"`` (:mod:`camscope.metrics.batching`).
 
     Returns:
         :class:`MetricResult` with ``drop`` (headline), ``increase`` (see
@@ -276,6 +295,7 @@ def average_drop(
     return _drop_result("average_drop", clean, masked, score, substrate)
 
 
+@register_metric("increase_in_confidence", kind="model", aliases=("ic",))
 def increase_in_confidence(
     model: nn.Module,
     inputs: Tensor,
@@ -284,7 +304,7 @@ def increase_in_confidence(
     *,
     score: ScoreSpec = "probability",
     substrate: SubstrateSpec = "zero",
-    batch_size: int = 64,
+    batch_size: BatchSize = "auto",
 ) -> MetricResult:
     r"""Increase in confidence (Grad-CAM++): 1 where the explanation map alone scores higher.
 
@@ -308,6 +328,112 @@ def increase_in_confidence(
     return _drop_result("increase_in_confidence", clean, masked, score, substrate)
 
 
+def _change_result(name: str, clean: Tensor, masked: Tensor, params: dict[str, Any]) -> MetricResult:
+    change = masked - clean
+    return MetricResult(
+        name=name,
+        values={"change": change, "drop": (-change).clamp(min=0), "score": clean, "masked_score": masked},
+        headline="change" if name == "confidence_change" else "drop",
+        higher_is_better={"change": True, "drop": False, "score": True, "masked_score": True},
+        params=params,
+    )
+
+
+@register_metric("confidence_change", kind="model", aliases=("cam_mult_image",))
+def confidence_change(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    score: ScoreSpec = "probability",
+    substrate: SubstrateSpec = "zero",
+    normalize: bool = True,
+    batch_size: BatchSize = "auto",
+) -> MetricResult:
+    r"""Confidence change on the explanation map: the score of ``L * x`` minus the score of ``x``.
+
+    .. math::
+        \mathrm{change}_i = O_i^c - Y_i^c,\qquad \mathrm{drop}_i = \max(0,\ Y_i^c - O_i^c)
+
+    with ``Y`` the target's score on the image and ``O`` its score on the explanation map
+    ``E = L * x`` (as :func:`average_drop`: the map ReLU'd and min-max scaled per image).
+    Higher ``change`` is better: the map kept what the model needs.
+
+    This is grad-cam 1.5.7's ``CamMultImageConfidenceChange`` (``change``) and its
+    ``DropInConfidence`` (``drop``, the *absolute* drop; :func:`average_drop` divides it by
+    ``Y`` as the Grad-CAM++ paper does; :func:`drop_in_confidence` heads with it); its
+    ``IncreaseInConfidence`` is :func:`increase_in_confidence`. grad-cam multiplies by the
+    map as given (its maps are already scaled to [0, 1]): ``normalize=False`` does too.
+
+    Args:
+        model: the classifier.
+        inputs: ``[B, C, H, W]`` (normalised, as the model takes them).
+        maps: ``[B, H, W]`` maps or an Explanation.
+        target: what is scored (see :mod:`camscope.metrics`).
+        score: ``"probability"`` (softmax; grad-cam's ``ClassifierOutputSoftmaxTarget``),
+            ``"logit"`` (its ``ClassifierOutputTarget``) or a callable.
+        substrate: what the map fades to (as in :func:`average_drop`).
+        normalize: ReLU and min-max scale the maps per image (True), or use them as given.
+        batch_size: images per forward pass, or ``"auto"`` (:mod:`camscope.metrics.batching`).
+
+    Returns:
+        :class:`MetricResult` with ``change`` (headline), ``drop``, ``score`` (``Y``) and
+        ``masked_score`` (``O``).
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> r = camscope.metrics.confidence_change(model, torch.randn(2, 3, 32, 32), torch.rand(2, 32, 32))
+        >>> torch.allclose(r["change"], r["masked_score"] - r["score"]), bool((r["drop"] >= 0).all())
+        (True, True)
+    """
+    clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size, normalize)
+    return _change_result("confidence_change", clean, masked, _map_params(score, substrate, normalize))
+
+
+@register_metric("drop_in_confidence", kind="model")
+def drop_in_confidence(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation,
+    target: Any = None,
+    *,
+    score: ScoreSpec = "probability",
+    substrate: SubstrateSpec = "zero",
+    normalize: bool = True,
+    batch_size: BatchSize = "auto",
+) -> MetricResult:
+    r"""Absolute drop in confidence on the explanation map (grad-cam 1.5.7's ``DropInConfidence``).
+
+    .. math::
+        \mathrm{drop}_i = \max(0,\ Y_i^c - O_i^c)
+
+    lower is better; :func:`confidence_change`'s result with ``drop`` as its headline (same
+    arguments). Not divided by ``Y``: :func:`average_drop` is the paper's relative drop.
+
+    Example:
+        >>> import camscope, torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> r = camscope.metrics.drop_in_confidence(model, torch.randn(2, 3, 32, 32), torch.rand(2, 32, 32))
+        >>> r.headline, torch.equal(r["drop"], (r["score"] - r["masked_score"]).clamp(min=0))
+        ('drop', True)
+    """
+    clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size, normalize)
+    return _change_result("drop_in_confidence", clean, masked, _map_params(score, substrate, normalize))
+
+
+def _map_params(score: ScoreSpec, substrate_spec: SubstrateSpec, normalize: bool) -> dict[str, Any]:
+    return {
+        "score": score if isinstance(score, str) else "custom",
+        "substrate": substrate_spec if isinstance(substrate_spec, str) else "custom",
+        "normalize": normalize,
+    }
+
+
+@register_metric("relative_drop", kind="model", aliases=("rd",))
 def relative_drop(
     model: nn.Module,
     inputs: Tensor,
@@ -319,7 +445,7 @@ def relative_drop(
     fill: SubstrateSpec | str = "zero",
     noise: float = 0.01,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: BatchSize = "auto",
 ) -> MetricResult:
     r"""Relative confidence drop RD@p of Finer-CAM (Zhang et al. 2025, Eq. 10).
 
@@ -340,7 +466,8 @@ def relative_drop(
         * How masked pixels are filled (``fill``): ``"zero"`` (default: zeros of the
           normalised input, i.e. the dataset mean colour, as deletion's substrate),
           ``"blur"`` (RISE's blur), ``"mean"`` (each image's channel means), ``"road"``
-          (ROAD's noisy linear imputation, ``noise``, seeded by ``seed``), a tensor, or
+          (ROAD's noisy linear imputation, ``noise``, seeded by ``seed`` as in
+          :func:`~camscope.metrics.road`), a tensor, or
           ``callable(inputs)``.
         * Ties in the map are broken in raster order.
 
@@ -355,7 +482,7 @@ def relative_drop(
         fill: how masked pixels are filled.
         noise: noise of the ``"road"`` fill.
         seed: seed of the ``"road"`` fill.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass, or ``"auto"`` (:mod:`camscope.metrics.batching`).
 
     Returns:
         :class:`MetricResult` with ``rd@p`` for each ``p`` (headline: the first),
@@ -383,19 +510,17 @@ def relative_drop(
 
     road_fill = isinstance(fill, str) and fill == "road"
     base = None if road_fill else substrate(inputs, fill)
-    generator = torch.Generator().manual_seed(int(seed))
+    imputed = RemovalSteps(inputs, ranks, [("morf", int(c)) for c in counts.tolist()], noise=noise, seed=seed)
 
     def make_inputs(t: Tensor, rows: slice) -> Tensor:
+        if base is None:
+            return imputed(t, rows)
         shape = (len(t), *inputs[rows].shape)
         removed = (ranks[rows][None] < counts[t][:, None, None]).reshape(-1, *inputs.shape[2:])
         images = inputs[rows].expand(shape).reshape(-1, *inputs.shape[1:])
-        if base is None:
-            from camscope.metrics.imputation import noisy_linear_impute
-
-            return noisy_linear_impute(images, ~removed, noise, generator=generator)
         return torch.where(removed[:, None], base[rows].expand(shape).reshape(-1, *inputs.shape[1:]), images)
 
-    masked = score_perturbed(model, scorer, logits, make_inputs, len(values), batch_size)  # [P, B, 2]
+    masked = score_perturbed(model, scorer, logits, make_inputs, len(values), batch_size, like=inputs)  # [P, B, 2]
     drops = scorer(logits)[None] - masked  # [P, B, 2]
     return _relative_drop_result(values, drops, fill, versus)
 

@@ -29,7 +29,7 @@ least 3-fold (``omega = 0.8``, the 5-point Laplacian's choice, only by about 2-f
 one CG iteration fewer in most solves.
 
 On the CPU the loops are memory-bound, so the systems are solved 8 at a time (faster
-than 4 or 16), the 3x3 neighbour sum uses in-place slice additions (several times
+than 4 or 16), the 3x3 neighbour sum is two pair sums per axis (four passes; several times
 faster than a one-channel ``conv2d``), and the work tensors are kept and reused across
 iterations and chunks, and in :func:`road` across steps (a fresh large tensor is
 page-faulted on first touch, which cost about a third of the solve). :func:`road` starts each percentage's solve
@@ -81,27 +81,35 @@ class _Buffers:
         return tensor
 
 
-def _box121(x: Tensor, out: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+def _box121(x: Tensor, out: Tensor | None = None, buffers: _Buffers | None = None) -> Tensor:
     """``[1, 2, 1] (x) [1, 2, 1]`` filter with zeros outside the image, ``x [..., h, w]``.
 
-    In-place slice additions are several times faster on the CPU than a 1-channel conv2d.
-    ``out`` and ``rows`` (work space for the row pass) are optional tensors shaped like ``x``.
+    ``[1, 2, 1] = [1, 1] * [1, 1]``: along each axis, the sums of neighbouring pairs
+    ``p_j = x_(j-1) + x_j`` over ``j = 0..w`` (zeros outside), then ``p_j + p_(j+1)``. Four
+    passes that each read one tensor and write one (in-place slice additions need six that
+    read two; a 1-channel ``conv2d`` is several times slower on the CPU). ``buffers`` keeps
+    the pair sums' work tensors; ``out`` is optional.
     """
-    rows = torch.mul(x, 2, out=rows)
-    rows[..., :, 1:] += x[..., :, :-1]
-    rows[..., :, :-1] += x[..., :, 1:]
-    both = torch.mul(rows, 2, out=out)
-    both[..., 1:, :] += rows[..., :-1, :]
-    both[..., :-1, :] += rows[..., 1:, :]
-    return both
+    h, w = x.shape[-2:]
+    store = buffers if buffers is not None else _Buffers()
+    across = store.get("box-across", (*x.shape[:-1], w + 1), x)
+    down = store.get("box-down", (*x.shape[:-2], h + 1, w), x)
+    torch.add(x[..., :-1], x[..., 1:], out=across[..., 1:w])
+    across[..., 0] = x[..., 0]
+    across[..., w] = x[..., w - 1]
+    rows = torch.add(across[..., :-1], across[..., 1:], out=out)
+    torch.add(rows[..., :-1, :], rows[..., 1:, :], out=down[..., 1:h, :])
+    down[..., 0, :] = rows[..., 0, :]
+    down[..., h, :] = rows[..., h - 1, :]
+    return torch.add(down[..., :-1, :], down[..., 1:, :], out=rows)
 
 
-def _neighbour_sum(x: Tensor, out: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+def _neighbour_sum(x: Tensor, out: Tensor | None = None, buffers: _Buffers | None = None) -> Tensor:
     """``sum_j w_ij x_j`` over the 8 neighbours inside the image (zero outside), ``x [..., h, w]``.
 
     The kernel is separable up to its centre: ``(1/12) [1,2,1] (x) [1,2,1] - (1/3) delta``.
     """
-    return _box121(x, out, rows).mul_(1 / 12).sub_(x, alpha=1 / 3)
+    return _box121(x, out, buffers).mul_(1 / 12).sub_(x, alpha=1 / 3)
 
 
 def _span(offset: int, size: int) -> tuple[slice, slice]:
@@ -282,8 +290,7 @@ class _Multigrid:
     def operator(self, depth: int, x: Tensor, out: Tensor | None = None) -> Tensor:
         """``A x`` at a level (``x`` is zero on known cells), optionally into ``out``."""
         if depth == 0:
-            rows = self.buffers.get("box-rows", x.shape, x)
-            return _box121(x, out, rows).mul_(self.edge).addcmul_(self.centre, x)
+            return _box121(x, out, self.buffers).mul_(self.edge).addcmul_(self.centre, x)
         return _apply_stencil(self.levels[depth].stencil, x, out)
 
     def _coarsen(self, fine: _Level) -> _Level:
@@ -543,7 +550,7 @@ def solve_chunks(
         solver = _Multigrid(unknown, buffers=buffers)
         shape = inputs[rows].shape
         kept = buffers.get("kept", shape, unknown).copy_(inputs[rows]).masked_fill_(mask, 0.0)
-        rhs = _neighbour_sum(kept, buffers.get("rhs", shape, kept), buffers.get("box-rows", shape, kept)).mul_(unknown)
+        rhs = _neighbour_sum(kept, buffers.get("rhs", shape, kept), buffers).mul_(unknown)
         guess = None if initial is None else initial[rows]
         solution, steps, residual = solver.solve(rhs, atol, max_iter, guess)
         iterations = max(iterations, steps)

@@ -26,6 +26,7 @@ from torch import Tensor
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics.common import MetricResult, prepare_maps
+from camscope.metrics.registry import register_metric
 
 __all__ = ["auprc", "boxes_to_masks", "energy_pointing_game", "iou", "pointing_game"]
 
@@ -89,6 +90,7 @@ def _regions(maps: Tensor | Explanation, boxes: BoxSpec | None, masks: Tensor | 
     return prepared, regions.to(prepared.device).bool()
 
 
+@register_metric("iou", kind="regions")
 def iou(
     maps: Tensor | Explanation,
     *,
@@ -138,6 +140,7 @@ def iou(
     )
 
 
+@register_metric("auprc", kind="regions")
 def auprc(maps: Tensor | Explanation, *, boxes: BoxSpec | None = None, masks: Tensor | None = None) -> MetricResult:
     r"""Area under the pixel precision-recall curve (average precision), per image.
 
@@ -180,6 +183,7 @@ def auprc(maps: Tensor | Explanation, *, boxes: BoxSpec | None = None, masks: Te
     return MetricResult(name="auprc", values={"auprc": ap.float()}, headline="auprc", higher_is_better={"auprc": True})
 
 
+@register_metric("pointing_game", kind="regions", aliases=("pointing",))
 def pointing_game(
     maps: Tensor | Explanation,
     *,
@@ -232,6 +236,7 @@ def pointing_game(
     )
 
 
+@register_metric("energy_pointing_game", kind="regions", aliases=("energy_pointing", "ebpg"))
 def energy_pointing_game(
     maps: Tensor | Explanation, *, boxes: BoxSpec | None = None, masks: Tensor | None = None
 ) -> MetricResult:

@@ -17,6 +17,7 @@ from torch import Tensor
 from camscope.engine.explainer import Explanation
 from camscope.errors import CamscopeError
 from camscope.metrics.common import MetricResult, prepare_maps
+from camscope.metrics.registry import register_metric
 
 __all__ = ["part_scores"]
 
@@ -58,6 +59,7 @@ def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.full_like(numerator, float("nan")))
 
 
+@register_metric("part_scores", kind="parts", aliases=("parts",))
 def part_scores(
     maps: Tensor | Explanation,
     *,

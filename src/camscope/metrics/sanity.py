@@ -22,6 +22,7 @@ from camscope.engine.explainer import Explanation, explain
 from camscope.engine.method import CamMethod, get_method
 from camscope.errors import CamscopeError
 from camscope.metrics.common import MetricResult, clean_pass, prepare_maps
+from camscope.metrics.registry import register_metric
 from camscope.targets.base import FrozenTarget, as_target
 
 __all__ = ["cascade_layers", "sanity_check", "spearman", "ssim"]
@@ -121,6 +122,7 @@ def _randomise(module: nn.Module, generator: torch.Generator) -> None:
 MethodSpec = str | CamMethod | Callable[[nn.Module, Tensor, Any], Tensor]
 
 
+@register_metric("sanity_check", kind="explainer", aliases=("sanity",))
 def sanity_check(
     model: nn.Module,
     inputs: Tensor,
