@@ -132,3 +132,29 @@ def test_a_section_run_merges_into_the_existing_report(tmp_path: Path, monkeypat
         assert text.count(f"## {name.upper()}\n") == 1 and f"body of {name.upper()}" in text
     assert text.index("## FINER") < text.index("## IFA") < text.index("## LOCALISATION")
     assert "why FINER" in text and "why IFA" not in text  # kept sections keep their changed-verdict rows
+
+
+def test_a_merge_keeps_report_order_and_fits_old_rows_to_the_level_column(tmp_path: Path) -> None:
+    """New sections follow the section run before them; rows of a report without levels get a level cell."""
+    from camscope.reproduce.merge import CHANGES_INTRO, changed_rows, merge_blocks
+
+    old = {"FINER": "f", "DIFFCAM": "d", "IFA": "i"}
+    merged = merge_blocks(old, {"FINER": "f2", "PROMPTS": "p", "PHOTOS": "h"})
+    assert list(merged) == ["FINER", "PROMPTS", "PHOTOS", "DIFFCAM", "IFA"] and merged["FINER"] == "f2"
+    assert list(merge_blocks(old, {"NEW": "n"})) == ["FINER", "DIFFCAM", "IFA", "NEW"]  # ran first: last
+    header = "\n".join(
+        [
+            f"{CHANGES_INTRO}, and why:",
+            "",
+            "| paper's claim | before | now | what changed |",
+            "|---|---|---|---|",
+            "| a \\| b | holds | **partly holds** | rule |",
+            "| c | easy | new claim | **holds** | – |",
+            "",
+            "Contents: ...",
+        ]
+    )
+    assert changed_rows(header) == [
+        "| a \\| b | – | holds | **partly holds** | rule |",
+        "| c | easy | new claim | **holds** | – |",
+    ]
