@@ -44,9 +44,10 @@ def test_each_level_ships_a_model_with_accuracy_command_seed_and_log(level: str)
     assert f"--only {name}" in info["training"]["command"]
     assert info["data"]["generator"] == {"num_classes": 16, "size": 64, "seed": 0, **_json(LEVELS[level])}
     assert info["architecture"] == zoo.model_info("species")["architecture"]  # the same model at every level
+    assert info["level"] == level and 0 <= info["error_rate_into_most_similar"] <= 1 - info["test_accuracy"] + 1e-9
+    assert info["errors_into_most_similar"] == round(info["error_rate_into_most_similar"] * info["test_images"])
     if level != "easy":
-        assert info["level"] == level and info["training"]["log"]
-        assert 0 <= info["error_rate_into_most_similar"] <= 1 - info["test_accuracy"] + 1e-9
+        assert info["training"]["log"]
 
 
 def _json(knobs: dict[str, object]) -> dict[str, object]:
