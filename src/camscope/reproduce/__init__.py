@@ -146,7 +146,9 @@ def _header(
             f"Verdicts: {tally}.",
             "",
             *_changes(
-                changes, sum(sum(count_by_level(list(blocks.values())).get(level, {}).values()) for level in NEW_LEVELS)
+                changes,
+                sum(sum(count_by_level(list(blocks.values())).get(level, {}).values()) for level in NEW_LEVELS),
+                [label for title, label in NEW_SECTIONS.items() if title in blocks],
             ),
             "Contents: " + ", ".join(f"[{title}](#{_anchor(title)})" for title in blocks) + ".",
             "",
@@ -231,14 +233,25 @@ def _change_rows(claims: Sequence[Claim]) -> list[str]:
     return markdown_table(["a"] * 5, rows).splitlines()[2:] if rows else []
 
 
-def _changes(rows: Sequence[str], new_levels: int = 0) -> list[str]:
-    """The table of changed verdicts, with what changed and why; ``new_levels``: the claims of new levels."""
+#: Sections new in this version of the report (title -> what the header calls them), named only when present.
+NEW_SECTIONS: dict[str, str] = {
+    "Finer-CAM between text prompts": "the text-prompt claim",
+    "Real photos: what Finer-CAM moves": "the real-photo section",
+}
+
+
+def _changes(rows: Sequence[str], new_levels: int = 0, new_sections: Sequence[str] = ()) -> list[str]:
+    """The table of changed verdicts, with what changed and why.
+
+    ``new_levels``: the claims of new levels; ``new_sections``: the new sections present in the report.
+    """
     lines = []
     if new_levels:
         lines += [
-            f"New in this version: the {' and '.join(NEW_LEVELS)} levels, {new_levels} verdicts (every Finer-CAM and "
-            "DiffCAM claim on the species at each; the table above counts them), the text-prompt claim and the "
-            "real-photo section.",
+            f"New in this version: the {' and '.join(NEW_LEVELS)} levels, {new_levels} verdicts (every claim "
+            "measured on the species at each, in the sections that ran at every level; the table above counts them)"
+            + "".join(f", {name}" for name in new_sections)
+            + ".",
             "",
         ]
     if rows:

@@ -106,9 +106,9 @@ def gamma_figure(
                     positions, [sweep[(count, g)][key] for g in gammas], marker="o", color=f"C{i}", label=f"T={count}"
                 )
         middle.axhline(chances[title], color="grey", linestyle=":", label="a uniform map")
-        left.set_title(f"{title}: RD@5% (lines) and the class's own confidence drop (bars)", fontsize=9)
-        middle.set_title(f"{title}: share of map energy in the differing part", fontsize=9)
-        right.set_title(f"{title}: map's peak within {POINTING_TOLERANCE:g} px of the differing part", fontsize=9)
+        left.set_title(f"{title}\nRD@5% (lines), the class's own confidence drop (bars)", fontsize=9)
+        middle.set_title(f"{title}\nshare of map energy in the differing part", fontsize=9)
+        right.set_title(f"{title}\nmap's peak within {POINTING_TOLERANCE:g} px of the differing part", fontsize=9)
         for axis in (left, middle, right):
             axis.set_xticks(positions, labels)
             axis.set_xlabel("comparison strength gamma (Finer-Grad-CAM)", fontsize=8)
