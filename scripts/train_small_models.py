@@ -1,14 +1,21 @@
-"""Train the small CNNs shipped in camscope/assets/models/ (digits and synthetic species), on a CPU.
+"""Train the small CNNs shipped in camscope/assets/models/ (digits and the synthetic species levels), on a CPU.
 
 Usage:
-    .venv/bin/python scripts/train_small_models.py                 # both models
-    .venv/bin/python scripts/train_small_models.py --only species --threads 2
+    .venv/bin/python scripts/train_small_models.py                 # every model
+    .venv/bin/python scripts/train_small_models.py --only species-hard --threads 2
+
+Models: ``digits``; ``species``, ``species-medium`` and ``species-hard``, the synthetic species
+at the difficulty levels ``easy``, ``medium`` and ``hard`` of ``camscope.data.synthetic.LEVELS``
+(same architecture, data sizes, seeds and recipe, with 15 epochs instead of 10 for the two harder
+levels; otherwise only the generator's knobs differ).
 
 Seeded and deterministic as far as torch allows on a CPU (``torch.use_deterministic_algorithms``;
 the same torch version and thread count give the same weights). Each model's file
 holds its weights and JSON metadata: architecture, how to rebuild its data (seeds,
 split), the training recipe and time, and the accuracy on the whole test split,
-which ``tests/test_zoo.py`` checks against the shipped weights.
+which ``tests/models/test_zoo.py`` checks against the shipped weights; the species files also
+hold the share of the test errors that go to the class's most similar class, the exact command
+and the per-epoch training log.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camscope.data.digits import load_digits_data
-from camscope.data.synthetic import SyntheticSpecies
+from camscope.data.synthetic import LEVELS, SyntheticSpecies
 from camscope.io import save_tensors
 from camscope.models.zoo import MODEL_KIND, SmallCNN, evaluate
 
@@ -63,6 +70,19 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
+#: Zoo name of the species model of each difficulty level.
+SPECIES_LEVELS = {"easy": "species", "medium": "species-medium", "hard": "species-hard"}
+for _level, _name in SPECIES_LEVELS.items():
+    if _level != "easy":
+        _data = RECIPES["species"]["data"]
+        RECIPES[_name] = {
+            **RECIPES["species"],
+            "data": {**_data, "generator": {**_data["generator"], **LEVELS[_level]}},
+            "epochs": 15,  # the harder data take longer to fit (10 epochs leave the models underfitted)
+            "level": _level,
+        }
+RECIPES["species"]["level"] = "easy"
+
 
 def _augment(images: Tensor, generator: torch.Generator, shift: int, flip: bool) -> Tensor:
     if flip:
@@ -94,11 +114,42 @@ def build_data(name: str, recipe: dict[str, Any]) -> tuple[Tensor, Tensor, Tenso
     species = SyntheticSpecies(**data["generator"])
     train = species.sample_split(data["train_size"], data["train_seed"])
     test = species.sample_split(data["test_size"], data["test_seed"])
-    return train.images, train.labels, test.images, test.labels, list(species.class_names)
+    labels = species.noisy_labels(train.labels, generator=data["train_seed"])  # unchanged without label noise
+    return train.images, labels, test.images, test.labels, list(species.class_names)
 
 
-def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN, dict[str, Any]]:
+def error_structure(
+    model: SmallCNN, name: str, recipe: dict[str, Any], test_x: Tensor, test_y: Tensor
+) -> dict[str, Any]:
+    """Where the test errors go: the share into the class's most similar class (species models)."""
+    if name == "digits":
+        return {}
+    species = SyntheticSpecies(**recipe["data"]["generator"])
+    with torch.no_grad():
+        predicted = torch.cat([model(test_x[i : i + 256]).argmax(dim=1) for i in range(0, len(test_y), 256)])
+    wrong = predicted != test_y
+    similar = species.most_similar_classes()[test_y]
+    into_similar = int((wrong & (predicted == similar)).sum())
+    return {
+        "level": recipe.get("level"),
+        "test_errors": int(wrong.sum()),
+        "errors_into_most_similar": into_similar,
+        "error_rate_into_most_similar": into_similar / max(1, len(test_y)),
+        "share_of_errors_into_most_similar": into_similar / max(1, int(wrong.sum())),
+    }
+
+
+def train(
+    name: str, recipe: dict[str, Any], log: Any = print, command: str | None = None
+) -> tuple[SmallCNN, dict[str, Any]]:
     torch.manual_seed(recipe["seed"])
+    lines: list[str] = []
+    console = log
+
+    def log(message: str) -> None:
+        lines.append(message)
+        console(message)
+
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, class_names = build_data(name, recipe)
     data_seconds = time.perf_counter() - started
@@ -142,8 +193,10 @@ def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN
     train_seconds = time.perf_counter() - train_started
     model = model.to(memory_format=torch.contiguous_format).eval()
     test_accuracy = evaluate(model, test_x, test_y)
+    errors = error_structure(model, name, recipe, test_x, test_y)
     metadata = {
         "name": name,
+        **errors,
         "architecture": recipe["architecture"],
         "cam_layer": SmallCNN.cam_layer,
         "input": {
@@ -172,11 +225,18 @@ def train(name: str, recipe: dict[str, Any], log: Any = print) -> tuple[SmallCNN
             "torch": torch.__version__,
             "python": platform.python_version(),
             "script": "scripts/train_small_models.py",
+            "command": command or f"python scripts/train_small_models.py --only {name}",
         },
     }
+    if errors:
+        log(
+            f"[{name}] {errors['test_errors']} test errors, {errors['errors_into_most_similar']} of them into the most "
+            f"similar class ({100 * errors['share_of_errors_into_most_similar']:.0f}%)"
+        )
     log(
         f"[{name}] test accuracy {test_accuracy:.4f}, {metadata['parameters']} parameters, {train_seconds:.0f} s training"
     )
+    metadata["training"]["log"] = lines
     return model, metadata
 
 
@@ -201,9 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         recipe = {**RECIPES[name], "data": dict(RECIPES[name]["data"])}
         if args.epochs is not None:
             recipe["epochs"] = args.epochs
-        if args.train_size is not None and name == "species":
+        if args.train_size is not None and name != "digits":
             recipe["data"]["train_size"] = args.train_size
-        model, metadata = train(name, recipe, log=lambda message: print(message, flush=True))
+        command = f"python scripts/train_small_models.py --only {name}" + "".join(
+            f" --{flag} {value}"
+            for flag, value, default in (
+                ("threads", args.threads, 1),
+                ("epochs", args.epochs, None),
+                ("train-size", args.train_size, None),
+            )
+            if value != default
+        )
+        model, metadata = train(name, recipe, log=lambda message: print(message, flush=True), command=command)
         path = save_tensors(args.out / f"{name}.safetensors", model.state_dict(), metadata, kind=MODEL_KIND)
         print(f"[{name}] wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
     return 0

@@ -3,8 +3,9 @@
 The commands are read from the README's ``bash`` blocks in order (a line ending in ``\\`` continues
 on the next one) and run in a fresh folder holding what they name: the photos ``make demo``
 writes to ``camscope-out/demo/photos/``, ``img.jpg``, ``scene.png`` (a test scene of the shipped scene
-models), and ImageFolder trees ``train/``, ``test/`` and ``val/`` of the bundled photos (class folders
-named by ImageNet classes). ``camscope ...`` runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
+models), ``species.png`` (a synthetic species, written as the README's Python snippet writes it), and
+ImageFolder trees ``train/``, ``test/`` and ``val/`` of the bundled photos (class folders named by ImageNet
+classes). ``camscope ...`` runs in this process (``camscope.cli.app.main`` with the command's arguments), ``torchrun``
 as a subprocess; ``camscope serve`` (a server that runs until stopped) runs last, as a subprocess
 that must print its address and answer there before it is stopped. The commands that cannot run
 here are listed in ``NOT_RUN`` with the reason.
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 
 from camscope.cli.app import main
-from camscope.data.small_models import scene_data
+from camscope.data.small_models import dataset, scene_data
 from camscope.models import sample_images
 from camscope.viz.figures import save_image
 
@@ -84,6 +85,8 @@ def _photos(root: Path) -> None:
         save_image(root / "camscope-out" / "demo" / "photos" / f"{name}.png", rgb / 255.0)
     save_image(root / "img.jpg", photos["coffee"] / 255.0)
     save_image(root / "scene.png", scene_data("scenes-detector", "test", limit=1).images[0].permute(1, 2, 0).numpy())
+    species = dataset("species-clip", split="test", limit=1)  # species.png: a species of the image-text model
+    save_image(root / "species.png", species.images[0].permute(1, 2, 0).numpy())
     # class folders named by ImageNet classes: two views of each photo
     classes = {"tabby": photos["chelsea"], "espresso": photos["coffee"], "missile": photos["rocket"]}
     for split in ("train", "test"):

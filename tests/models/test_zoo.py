@@ -30,14 +30,15 @@ def test_weights_are_small_safetensors_with_metadata(name: str) -> None:
         assert "fc.weight" in set(file.keys())
     info = zoo.model_info(name)
     assert info["kind"] == zoo.MODEL_KIND and info["format_version"] == 1
-    assert info["test_accuracy"] >= 0.95
+    assert info["test_accuracy"] >= (0.95 if name in ("digits", "species") else 0.8)  # the harder levels: lower
     assert info["cam_layer"] == "features"
     assert len(info["class_names"]) == info["architecture"]["num_classes"]
     assert info["training"]["script"] == "scripts/train_small_models.py"
 
 
 def test_total_size_of_shipped_weights() -> None:
-    assert sum(zoo.model_path(name).stat().st_size for name in zoo.SMALL_MODELS) < 3_000_000
+    names = zoo.SMALL_MODELS + zoo.IMAGE_TEXT_MODELS
+    assert sum(zoo.model_path(name).stat().st_size for name in names) < 3_000_000
 
 
 def test_digits_reaches_its_stated_accuracy() -> None:

@@ -24,9 +24,10 @@ def test_report_has_every_section_with_claims_figures_and_finite_numbers(quick_r
     assert text.startswith("# Reproduction report")
     assert f"`camscope reproduce --quick --out {quick_report.path.parent.as_posix()}`" in text  # as it was made
     assert quick_report.names == list(SECTIONS)
+    assert not re.findall(r"\{[a-z_]+(?:\[[^\]]*\])?(?::[^}]*)?\}", text), "a placeholder left unformatted"
     for section in quick_report.sections:
         assert f"## {section.title}" in text
-        assert section.claims, f"{section.title} states no claim"
+        assert section.claims or section.title.startswith("Real photos"), f"{section.title} states no claim"
         assert section.numbers, f"{section.title} reports no numbers"
         assert all(math.isfinite(value) for value in section.numbers.values()), section.numbers
         for claim in section.claims:
@@ -56,6 +57,21 @@ def test_tally_counts_the_verdicts(quick_report: Report) -> None:
     )
 
 
+@pytest.mark.slow
+def test_every_finer_and_diffcam_claim_on_the_species_is_judged_at_every_level(quick_report: Report) -> None:
+    for name in ("finer", "diffcam", "localisation"):
+        claims = quick_report.section(name).claims
+        levelled = {claim.claim for claim in claims if claim.level is not None}
+        assert levelled, name
+        for text in levelled:
+            assert sorted(c.level or "" for c in claims if c.claim == text) == ["easy", "hard", "medium"], text
+    assert len({c.claim for c in quick_report.section("finer").claims}) == 8
+    assert [c.level for c in quick_report.section("prompts").claims] == ["easy"]
+    header = quick_report.path.read_text().split("\n## ")[0]
+    for level, model in (("easy", "species"), ("medium", "species-medium"), ("hard", "species-hard")):
+        assert f"| {level} | `{model}` |" in header
+
+
 def test_markdown_table_and_claim_checks() -> None:
     assert markdown_table(["a", "b|c"], [(1, 0.25), ("x|y", float("nan"))], digits=2).splitlines() == [
         "| a | b|c |",
@@ -70,7 +86,7 @@ def test_markdown_table_and_claim_checks() -> None:
 
 
 def test_unknown_section_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(CamscopeError, match="choose from finer, diffcam"):
+    with pytest.raises(CamscopeError, match="choose from finer, prompts, photos, diffcam"):
         reproduce(tmp_path, sections=["gradcam"])
     assert main(["reproduce", "--quick", "--out", str(tmp_path), "--section", "nope"]) == 2
     assert "unknown report section" in capsys.readouterr().err
@@ -101,7 +117,7 @@ def test_a_section_run_merges_into_the_existing_report(tmp_path: Path, monkeypat
         claim = Claim(f"claim of {title}", verdict, f"evidence of {title}", previous=previous, change=f"why {title}")
         return types.SimpleNamespace(run=lambda context: Section(title, f"body of {title}", [claim]))
 
-    modules = {f"camscope.reproduce.{name}": fake(name.upper(), HOLDS, FAILS) for name in SECTIONS}
+    modules: dict[str, object] = {f"camscope.reproduce.{name}": fake(name.upper(), HOLDS, FAILS) for name in SECTIONS}
     real = package.importlib.import_module
     monkeypatch.setattr(package.importlib, "import_module", lambda name: modules.get(name) or real(name))
     reproduce(tmp_path, log=lambda _: None)
@@ -116,3 +132,29 @@ def test_a_section_run_merges_into_the_existing_report(tmp_path: Path, monkeypat
         assert text.count(f"## {name.upper()}\n") == 1 and f"body of {name.upper()}" in text
     assert text.index("## FINER") < text.index("## IFA") < text.index("## LOCALISATION")
     assert "why FINER" in text and "why IFA" not in text  # kept sections keep their changed-verdict rows
+
+
+def test_a_merge_keeps_report_order_and_fits_old_rows_to_the_level_column(tmp_path: Path) -> None:
+    """New sections follow the section run before them; rows of a report without levels get a level cell."""
+    from camscope.reproduce.merge import CHANGES_INTRO, changed_rows, merge_blocks
+
+    old = {"FINER": "f", "DIFFCAM": "d", "IFA": "i"}
+    merged = merge_blocks(old, {"FINER": "f2", "PROMPTS": "p", "PHOTOS": "h"})
+    assert list(merged) == ["FINER", "PROMPTS", "PHOTOS", "DIFFCAM", "IFA"] and merged["FINER"] == "f2"
+    assert list(merge_blocks(old, {"NEW": "n"})) == ["FINER", "DIFFCAM", "IFA", "NEW"]  # ran first: last
+    header = "\n".join(
+        [
+            f"{CHANGES_INTRO}, and why:",
+            "",
+            "| paper's claim | before | now | what changed |",
+            "|---|---|---|---|",
+            "| a \\| b | holds | **partly holds** | rule |",
+            "| c | easy | new claim | **holds** | – |",
+            "",
+            "Contents: ...",
+        ]
+    )
+    assert changed_rows(header) == [
+        "| a \\| b | – | holds | **partly holds** | rule |",
+        "| c | easy | new claim | **holds** | – |",
+    ]

@@ -101,8 +101,10 @@ def test_the_fig_9b_claim_compares_finer_with_cam_subtraction_on_both_shares() -
         gains = dict.fromkeys(COMPARED, 0.0) | {"share_box": box_gain, "share_differing": part_gain}
         return {("finer-vs-subtraction", key): paired_difference(base + gain, base) for key, gain in gains.items()}
 
-    assert subtraction_claim({}) is None
-    assert subtraction_claim(comparisons(0.1, 0.1)).verdict == HOLDS
-    assert subtraction_claim(comparisons(0.1, -0.1)).verdict == PARTLY
-    claim = subtraction_claim(comparisons(-0.1, 0.01))  # +2% is under the 5% effect size
-    assert claim.verdict == FAILS and "Fig. 9b" in claim.claim and claim.previous is None
+    assert subtraction_claim({}, "easy") is None
+    assert subtraction_claim(comparisons(0.1, 0.1), "easy").verdict == HOLDS
+    assert subtraction_claim(comparisons(0.1, -0.1), "medium").verdict == PARTLY
+    claim = subtraction_claim(comparisons(-0.1, 0.01), "hard")  # +2% is under the 5% effect size
+    assert claim.verdict == FAILS and "Fig. 9b" in claim.claim and claim.previous is None and claim.level == "hard"
+    # The easy level's verdict is compared with the previous version of the report; the others are new.
+    assert subtraction_claim(comparisons(-0.1, 0.01), "easy").previous == FAILS

@@ -270,7 +270,13 @@ _VersusPromptOption = Annotated[
     ),
 ]
 _ClipModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="A transformers CLIP id or saved folder, or open_clip:ARCH/PRETRAINED.")
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A transformers CLIP id or saved folder, open_clip:ARCH/PRETRAINED, or camscope:species-clip (the "
+        "shipped image-text model of the synthetic species, offline).",
+    ),
 ]
 _BaseMethodOption = Annotated[
     list[str] | None, typer.Option("--method", help="Base CAM method (one; spelling forgiven: GradCAM is gradcam).")

@@ -24,7 +24,8 @@ def reproduce_command(
         list[str] | None,
         typer.Option(
             "--section",
-            help="Only this section (repeatable): finer, diffcam, ifa, planted, localisation; merged into an existing report.",
+            help="Only this section (repeatable): finer, prompts, photos, diffcam, ifa, planted, localisation; merged into "
+            "an existing report.",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,

@@ -11,6 +11,6 @@ rebuilds the data they were trained and tested on.
 """
 
 from camscope.data.digits import DigitsData, load_digits_data
-from camscope.data.synthetic import PARTS, SpeciesBatch, SpeciesPose, SyntheticSpecies
+from camscope.data.synthetic import LEVELS, PARTS, SpeciesBatch, SpeciesPose, SyntheticSpecies
 
-__all__ = ["PARTS", "DigitsData", "SpeciesBatch", "SpeciesPose", "SyntheticSpecies", "load_digits_data"]
+__all__ = ["LEVELS", "PARTS", "DigitsData", "SpeciesBatch", "SpeciesPose", "SyntheticSpecies", "load_digits_data"]

@@ -18,7 +18,9 @@ towers; any model with ``get_image_features`` / ``get_text_features``) and
 ``open_clip`` models (ViT and ResNet image towers; any model with
 ``encode_image`` / ``encode_text``). Both are optional: ``pip install
 camscope[clip]``. Pretrained weights are downloaded by those libraries, hence
-need network the first time.
+need network the first time. camscope's own image-text model of the synthetic
+species (:class:`camscope.models.small_clip.SpeciesCLIP`, open_clip's interface)
+ships with the package and loads offline: ``load_clip("camscope:species-clip")``.
 
 Layers: for ViT towers the default layer is the first LayerNorm of the last
 block (``model.vision_model.encoder.layers.11.layer_norm1`` for transformers,
@@ -53,6 +55,7 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _OPEN_CLIP_PREFIX = "open_clip:"
+_CAMSCOPE_PREFIX = "camscope:"
 
 
 def clip_backend(model: nn.Module) -> str:
@@ -263,7 +266,9 @@ def load_clip(name: str = "openai/clip-vit-base-patch16", device: str | torch.de
             ``save_pretrained`` (model and tokenizer), or
             ``"open_clip:ARCH/PRETRAINED"`` (e.g. ``"open_clip:ViT-B-32/openai"``,
             ``"open_clip:RN50/openai"``); ``"open_clip:ARCH"`` without a tag
-            builds the architecture with random weights (offline).
+            builds the architecture with random weights (offline); or
+            ``"camscope:species-clip"``, the image-text model shipped in
+            :mod:`camscope.models.zoo` (offline; 64 px images in ``[0, 1]``, no normalisation).
         device: where to put the model.
 
     Raises:
@@ -273,12 +278,30 @@ def load_clip(name: str = "openai/clip-vit-base-patch16", device: str | torch.de
     text = str(name).strip()
     if text.lower().startswith(_OPEN_CLIP_PREFIX):
         loaded = _load_open_clip(text[len(_OPEN_CLIP_PREFIX) :].strip())
+    elif text.lower().startswith(_CAMSCOPE_PREFIX):
+        loaded = _load_camscope(text[len(_CAMSCOPE_PREFIX) :].strip())
     else:
         loaded = _load_transformers(text)
     loaded.model.eval()
     if device is not None:
         loaded.model.to(device)
     return loaded
+
+
+def _load_camscope(name: str) -> LoadedCLIP:
+    """A shipped image-text model of :mod:`camscope.models.zoo` (open_clip's interface, its own tokenizer)."""
+    from camscope.models import zoo
+
+    if name not in zoo.IMAGE_TEXT_MODELS:
+        raise CamscopeError(
+            f"camscope ships no image-text model {name!r}: choose "
+            + ", ".join(f"camscope:{known}" for known in zoo.IMAGE_TEXT_MODELS)
+        )
+    model = zoo.load_image_text_model(name)
+    size = int(zoo.model_info(name)["input"]["size"])
+    # The model takes the images in [0, 1] as rendered: no normalisation, the whole image (no crop margin).
+    config = _data_config((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), size, "bilinear")
+    return LoadedCLIP(model=model, tokenizer=model.tokenizer, config=config, name=f"{_CAMSCOPE_PREFIX}{name}")
 
 
 def _load_open_clip(spec: str) -> LoadedCLIP:

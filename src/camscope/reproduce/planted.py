@@ -294,37 +294,35 @@ def _figure(context: Context, confounder: dict[str, Any]) -> str:
     return "figures/planted_confounder.png"
 
 
-def _confounder_claim(confounder: dict[str, Any]) -> Claim:
-    """The claim that the importance matrix reveals the planted confounder."""
-    bad, good = confounder["confounded"], confounder["control"]
-    pointed = bad["top_feature"] in bad["responsive"]
-    conditions = [bad["flagged_c"], pointed]
-    verdict = HOLDS if all(conditions) and not good["flagged"] else PARTLY if any(conditions) else FAILS
-    return Claim(
-        "IFA: the importance matrix reveals a confounder: 'extremely high values for some specific features and "
-        "relatively low values for all other features' (Sec. III, uses of the importance matrix)",
-        verdict,
-        f"class {CONFOUNDED} flagged by `confounders()` on the confounded model: {bad['flagged_c']} (flagged: "
-        f"{bad['flagged'] or 'none'}; control model: {good['flagged'] or 'none'}; its top feature holds "
-        f"{bad['held']:.2f} of its positive importance, rank {bad['rank']} of {CLASSES} classes, against the "
-        f"default threshold 0.5; control {good['held']:.2f}, rank {good['rank']}); its top feature {bad['top_feature']} "
-        f"{'is' if pointed else 'is not'} among the 3 channels that respond most to the mark {bad['responsive']}; "
-        f"Grad-CAM energy within 1 px of the mark on marked test {CONFOUNDED}s: {bad['mark_energy']:.3f} (control "
-        f"{good['mark_energy']:.3f}, area {confounder['region_share']:.3f}); clean test accuracy of class "
-        f"{CONFOUNDED}: {bad['accuracy_c']:.3f} (control {good['accuracy_c']:.3f}); the mark turns "
-        f"{100 * bad['turned']:.0f}% of the other digits into {CONFOUNDED}s (control {100 * good['turned']:.0f}%). "
-        "Rule: flagged and its top feature mark-responsive, control flags none → holds; one of the first two → "
-        "partly.",
-    )
-
-
 def _claims(
     confounder: dict[str, Any],
     outliers: dict[str, dict[str, float]],
     overfitting: dict[str, list[dict[str, float]]],
     table_iv: dict[tuple[str, str], dict[str, float]],
 ) -> list[Claim]:
-    claims = [_confounder_claim(confounder)]
+    bad, good = confounder["confounded"], confounder["control"]
+    pointed = bad["top_feature"] in bad["responsive"]
+    conditions = [bad["flagged_c"], pointed]
+    verdict = HOLDS if all(conditions) and not good["flagged"] else PARTLY if any(conditions) else FAILS
+    claims = [
+        Claim(
+            "IFA: the importance matrix reveals a confounder: 'extremely high values for some specific features and "
+            "relatively low values for all other features' (Sec. III, uses of the importance matrix)",
+            verdict,
+            f"class {CONFOUNDED} flagged by `confounders()` on the confounded model: {bad['flagged_c']} (flagged: "
+            f"{bad['flagged'] or 'none'}; control model: {good['flagged'] or 'none'}; its top feature holds "
+            f"{bad['held']:.2f} of its positive importance, rank {bad['rank']} of {CLASSES} classes, against the "
+            f"default threshold 0.5; control {good['held']:.2f}, rank {good['rank']}); its top feature {bad['top_feature']} "
+            f"{'is' if pointed else 'is not'} among the 3 channels that respond most to the mark {bad['responsive']}; "
+            f"Grad-CAM energy within 1 px of the mark on marked test {CONFOUNDED}s: {bad['mark_energy']:.3f} (control "
+            f"{good['mark_energy']:.3f}, area {confounder['region_share']:.3f}); clean test accuracy of class "
+            f"{CONFOUNDED}: {bad['accuracy_c']:.3f} (control {good['accuracy_c']:.3f}); the mark turns "
+            f"{100 * bad['turned']:.0f}% of the other digits into {CONFOUNDED}s (control {100 * good['turned']:.0f}%). "
+            "Rule: flagged and its top feature mark-responsive, control flags none → holds; one of the first two → "
+            "partly.",
+            previous=PARTLY,
+        )
+    ]
     precisions = [entry["precision"] for entry in outliers.values()]
     verdict = HOLDS if min(precisions) >= 0.8 else PARTLY if max(precisions) >= 0.5 else FAILS
     claims.append(
@@ -339,6 +337,7 @@ def _claims(
             )
             + f" (random picks: {PLANTED / next(iter(outliers.values()))['images']:.3f}). Rule: precision ≥ 0.8 for "
             "both kinds → holds, ≥ 0.5 for one → partly.",
+            previous=HOLDS,
         )
     )
     few = [e["difference"] for e in overfitting["few"]]
@@ -358,6 +357,7 @@ def _claims(
             + " ("
             + ", ".join(f"{e['train']:.2f} / {e['test']:.2f}" for e in overfitting["all"])
             + "). Rule: every few-image model above every well-trained one → holds, higher mean → partly.",
+            previous=HOLDS,
         )
     )
     changes = {key: (e["drop_fs"] - e["drop"]) / max(e["drop"], 1e-12) for key, e in table_iv.items()}
@@ -375,6 +375,7 @@ def _claims(
             )
             + ". Rule: the drop rises by at most 15% of the full map's for every distinct map → holds, for half → "
             "partly.",
+            previous=HOLDS,
         )
     )
     return claims
@@ -388,47 +389,6 @@ def _body(
     sizes: dict[str, int],
     figure: str,
 ) -> str:
-    confounder_table = _confounder_table(confounder)
-    overfit_rows = [
-        [kind, seed, e["train"], e["test"], e["difference"]]
-        for kind, entries in (("few images", overfitting["few"]), ("all images", overfitting["all"]))
-        for seed, e in enumerate(entries)
-    ]
-    overfit_table = markdown_table(
-        ["training set", "seed", "train accuracy", "test accuracy", "‖IM_train − IM_test‖ / ‖IM_train‖"], overfit_rows
-    )
-    iv_table = _table_iv_text(table_iv)
-    return f"""
-The analyses of an importance matrix, scored where the answer is planted (protocol: the module
-`camscope.reproduce.planted`). The models are small CNNs (`SmallCNN`, stages [[8], [16, 32]], K = 32 channels)
-trained here on scikit-learn's digits at 16 px for {steps} AdamW steps each (batch 32, seeded); the analyses use
-Grad-CAM's importance matrix (Eq. 4) at `features`.
-
-**Confounder.** Every training image of class {CONFOUNDED} carries a white 3x3 square in its top-left corner; no
-other image does. The control is trained the same way on the clean images. "Clean" accuracies are on the test split
-without the mark ({sizes["test"]} digits); the mark's effect is measured by adding it to the other classes' test
-images. `confounders()` runs with its defaults on each model's own training split; the mark-responsive channels are
-those whose pooled activation rises most when the mark is added to the test images.
-
-{confounder_table}
-
-![The mark and the maps of the confounded and the control model]({figure})
-
-**Overfitting.** Each seed trains one model on {FEW} training digits (4 per class) and one on all
-{sizes["train"]}; both are analysed on the same {FEW} images (which both saw in training) and on the test split.
-
-{overfit_table}
-
-**Table IV analogue: FS-CAMs against the full maps** (average drop and increase in confidence of Grad-CAM++'s
-paper, the explanation map `L · x`; the principal features of the explained class from the training split's
-importance matrix; the paper's shares: 5%, 20% for MNIST):
-
-{iv_table}
-"""
-
-
-def _confounder_table(confounder: dict[str, Any]) -> str:
-    """The confounded and the control model side by side."""
     rows = [
         [
             name,
@@ -457,11 +417,14 @@ def _confounder_table(confounder: dict[str, Any]) -> str:
         ],
         rows,
     )
-    return confounder_table
-
-
-def _table_iv_text(table_iv: dict[tuple[str, str], dict[str, float]]) -> str:
-    """Table IV's analogue: the FS-CAMs' average drop and increase in confidence beside the full maps'."""
+    overfit_rows = [
+        [kind, seed, e["train"], e["test"], e["difference"]]
+        for kind, entries in (("few images", overfitting["few"]), ("all images", overfitting["all"]))
+        for seed, e in enumerate(entries)
+    ]
+    overfit_table = markdown_table(
+        ["training set", "seed", "train accuracy", "test accuracy", "‖IM_train − IM_test‖ / ‖IM_train‖"], overfit_rows
+    )
     iv_rows = [
         [
             n,
@@ -490,7 +453,33 @@ def _table_iv_text(table_iv: dict[tuple[str, str], dict[str, float]]) -> str:
         ],
         iv_rows,
     )
-    return iv_table
+    return f"""
+The analyses of an importance matrix, scored where the answer is planted (protocol: the module
+`camscope.reproduce.planted`). The models are small CNNs (`SmallCNN`, stages [[8], [16, 32]], K = 32 channels)
+trained here on scikit-learn's digits at 16 px for {steps} AdamW steps each (batch 32, seeded); the analyses use
+Grad-CAM's importance matrix (Eq. 4) at `features`.
+
+**Confounder.** Every training image of class {CONFOUNDED} carries a white 3x3 square in its top-left corner; no
+other image does. The control is trained the same way on the clean images. "Clean" accuracies are on the test split
+without the mark ({sizes["test"]} digits); the mark's effect is measured by adding it to the other classes' test
+images. `confounders()` runs with its defaults on each model's own training split; the mark-responsive channels are
+those whose pooled activation rises most when the mark is added to the test images.
+
+{confounder_table}
+
+![The mark and the maps of the confounded and the control model]({figure})
+
+**Overfitting.** Each seed trains one model on {FEW} training digits (4 per class) and one on all
+{sizes["train"]}; both are analysed on the same {FEW} images (which both saw in training) and on the test split.
+
+{overfit_table}
+
+**Table IV analogue: FS-CAMs against the full maps** (average drop and increase in confidence of Grad-CAM++'s
+paper, the explanation map `L · x`; the principal features of the explained class from the training split's
+importance matrix; the paper's shares: 5%, 20% for MNIST):
+
+{iv_table}
+"""
 
 
 def run(context: Context) -> Section:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 
 if TYPE_CHECKING:
     from camscope.models.zoo import SmallCNN
@@ -78,7 +79,9 @@ class Claim:
 
     ``previous`` is the verdict the previous version of the report gave (``None`` for a
     new claim) and ``change`` says why a different verdict differs (the protocol or
-    rule that changed); the report lists every claim whose verdict changed.
+    rule that changed); the report lists every claim whose verdict changed. ``level``
+    is the difficulty level of the synthetic species the claim was measured at
+    (:data:`camscope.data.synthetic.LEVELS`), None for a claim measured elsewhere.
     """
 
     claim: str
@@ -86,6 +89,7 @@ class Claim:
     evidence: str
     previous: Verdict | None = None
     change: str = ""
+    level: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -118,15 +122,19 @@ class Section:
     def markdown(self) -> str:
         lines = [f"## {self.title}", "", self.body.strip(), ""]
         if self.claims:
-            lines += [
-                "**Verdicts**",
-                "",
+            levelled = any(c.level is not None for c in self.claims)
+            table = (
                 markdown_table(
+                    ["paper's claim", "level", "verdict", "here"],
+                    [(c.claim, c.level or "–", f"**{c.verdict}**", c.evidence) for c in self.claims],
+                )
+                if levelled
+                else markdown_table(
                     ["paper's claim", "verdict", "here"],
                     [(c.claim, f"**{c.verdict}**", c.evidence) for c in self.claims],
-                ),
-                "",
-            ]
+                )
+            )
+            lines += ["**Verdicts**", "", table, ""]
         return "\n".join(lines)
 
 
@@ -155,18 +163,44 @@ class Context:
         """``quick`` in quick mode, else ``full``."""
         return quick if self.quick else full
 
+    @property
+    def levels(self) -> dict[str, str]:
+        """The difficulty levels of the synthetic species and their models' names (``{"easy": "species", ...}``)."""
+        from camscope.models import zoo
+
+        return dict(zoo.SPECIES_LEVELS)
+
     def model(self, name: str) -> SmallCNN:
-        """A shipped small model (``"digits"`` or ``"species"``), in eval mode."""
+        """A shipped small classifier (one of :data:`camscope.models.zoo.SMALL_MODELS`), in eval mode."""
         return self._models[name]
 
     def data(self, name: str, split: str = "test", limit: int | None = None) -> Any:
-        """:func:`camscope.data.small_models.dataset` of ``name``, cached per (name, split, limit)."""
-        key = (name, split, limit)
-        if key not in self._data:
-            from camscope.data.small_models import dataset
+        """:func:`camscope.data.small_models.dataset` of ``name``: the first ``limit`` images (None: all).
 
-            self._data[key] = dataset(name, split=split, limit=limit)
-        return self._data[key]
+        A split's images are rendered once for the largest prefix asked so far; a smaller
+        ``limit`` is a slice of it (a split's prefix is the same images whatever its length).
+        """
+        from camscope.data import small_models
+
+        key = (name, split)
+        cached = self._data.get(key)
+        covered = cached is not None and (cached[1] is None or (limit is not None and limit <= cached[1]))
+        if cached is None or not covered:
+            cached = self._data[key] = (small_models.dataset(name, split=split, limit=limit), limit)
+        data = cached[0]
+        return data if limit is None or limit >= len(data) else _prefix(data, limit)
+
+    def predictions(self, name: str, split: str = "test", limit: int | None = None) -> Tensor:
+        """``[N, C]`` logits of model ``name`` on :meth:`data` (``no_grad``), computed once per image prefix."""
+        data = self.data(name, split, limit)
+        key = (name, split)
+        cached = self._logits.get(key)
+        if cached is None or cached.shape[0] < len(data):
+            model = self.model(name)
+            with torch.no_grad():
+                cached = torch.cat([model(data.images[i : i + 512]) for i in range(0, len(data), 512)])
+            self._logits[key] = cached
+        return cached[: len(data)]
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the report's seed (plus ``offset`` to keep streams apart)."""
@@ -179,8 +213,26 @@ class Context:
         return {name: zoo.load_small_model(name) for name in zoo.SMALL_MODELS}
 
     @cached_property
-    def _data(self) -> dict[tuple[str, str, int | None], Any]:
+    def _data(self) -> dict[tuple[str, str], tuple[Any, int | None]]:
         return {}
+
+    @cached_property
+    def _logits(self) -> dict[tuple[str, str], Tensor]:
+        return {}
+
+
+def _prefix(data: Any, count: int) -> Any:
+    """The first ``count`` images of an :class:`~camscope.data.small_models.EvaluationData`."""
+    from dataclasses import replace
+
+    return replace(
+        data,
+        images=data.images[:count],
+        labels=data.labels[:count],
+        part_masks=None if data.part_masks is None else data.part_masks[:count],
+        boxes=None if data.boxes is None else data.boxes[:count],
+        batch=None if data.batch is None else data.batch[:count],
+    )
 
 
 @dataclass

@@ -5,8 +5,10 @@ What is measured (the DiffCAM paper, CVPR 2025, Sec. 4.1 and 4.2.3):
 **Counterfactual parts on the synthetic species** (Table 2 and Fig. 9's analogue).
 The paper scores "why ``a``, not ``b``" maps on CUB-200-2011 against the parts
 whose attributes differ between the two classes (GALORE's protocol), for a
-*similar* and a *random* counterfactual class. Here the species model of
-:mod:`camscope.models.zoo` and its generator give the exact answer: for a test image of
+*similar* and a *random* counterfactual class. Here the species models of
+:mod:`camscope.models.zoo` (one per difficulty level of :data:`camscope.data.synthetic.LEVELS`,
+each measured with the same protocol and its own verdicts) and their generators give the
+exact answer: for a test image of
 class ``c`` (kept when the model classifies it correctly) and a counterfactual
 class ``d``, the ground truth is the visible parts in which ``c`` and ``d``
 differ (:meth:`~camscope.data.synthetic.SyntheticSpecies.differs`), as masks
@@ -21,9 +23,9 @@ differs in exactly one part) or a class drawn uniformly among the other 15
   and the one reference class ``d`` (``camscope.Finer(references=[[d]])``);
 * DiffCAM "why ``c``, not ``d``": ``reference = bank.group("class", d)``, the
   class-``d`` statistics of a :class:`~camscope.methods.diffcam.ReferenceBank` built
-  over the TRAIN split (all 8,192 images; 512 in quick mode), with camscope's
+  over the first 4,096 images of the TRAIN split (256 in quick mode), with camscope's
   default OAS-shrunk covariance (the paper only says "a small Tikhonov term";
-  with ~512 training images per class and K = 64 channels the OAS coefficient is
+  with ~256 training images per class and K = 64 channels the OAS coefficient is
   small, i.e. the paper's regime);
 * two ablations, not part of any verdict: DiffCAM with a fixed small Tikhonov
   term ``lambda = 1e-3 tr(Sigma) / K``, and DiffCAM "why is it ``c``"
@@ -76,8 +78,9 @@ The section also breaks the similar-class F1 down by the differing part
 (body and wing are large, head and beak small) and shows one example pair per
 part (Grad-CAM, Finer-CAM and DiffCAM over the image, the differing part outlined).
 
-Quick mode (a pipeline check) builds the species bank from 512 training images
-and scores 32 test pairs per setting; the digits part is the same in both modes.
+The full run scores the first 1,024 correctly classified test images per setting and
+level. Quick mode (a pipeline check) builds each species bank from 256 training images
+and scores 24 test pairs per setting; the digits part is the same in both modes.
 
 Example:
     >>> from camscope.reproduce import reproduce
@@ -88,9 +91,10 @@ Example:
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from camscope.reproduce.diffcam.claims import ink_claim, intra_claim, species_claims, species_numbers
-from camscope.reproduce.diffcam.figures import FIGURES, draw_figures
+from camscope.reproduce.diffcam.figures import FIGURES, draw_figures, species_figure_name
 from camscope.reproduce.diffcam.measure import (
     SettingResult,
     comparison_verdict,
@@ -98,39 +102,53 @@ from camscope.reproduce.diffcam.measure import (
     measure_species,
     paired_bootstrap,
 )
-from camscope.reproduce.diffcam.text import body, part_table
-from camscope.reproduce.report import Context, Section
+from camscope.reproduce.diffcam.text import digits_body, part_table, species_body, species_intro
+from camscope.reproduce.report import Claim, Context, Section
 
 __all__ = ["comparison_verdict", "paired_bootstrap", "run"]
 
 
-def run(context: Context) -> Section:
-    """Measure DiffCAM's counterfactual parts and draw the digits figures (see the module docstring)."""
-    begin = time.perf_counter()
-    species_data = measure_species(context)
-    context.log(f"reproduce: diffcam: species done in {time.perf_counter() - begin:.1f} s")
-    digits = measure_digits(context)
-    context.log(f"reproduce: diffcam: digits done in {time.perf_counter() - begin:.1f} s")
+def _level_claims(context: Context, level: str, species_data: dict[str, Any]) -> tuple[list[Claim], dict[str, float]]:
+    """A level's counterfactual-parts claims and numbers (keys prefixed by the level)."""
     settings: dict[str, SettingResult] = species_data["settings"]
-    figures = [f"figures/{name}" for name in FIGURES]
-    shown, atypical = draw_figures(context, species_data, digits, begin)
-
     numbers, comparisons = species_numbers(context, settings)
     part_numbers = part_table(settings["similar"])[1]
     numbers.update(part_numbers)
-    claims = species_claims(settings, comparisons, part_numbers)
-    ink, ink_comparisons = ink_claim(context, digits, numbers)
-    claims += [ink, intra_claim(digits, numbers)]
     numbers.update(
         {
             "species_train_images": float(species_data["train_size"]),
             "species_test_accuracy": species_data["accuracy"],
             "species_oas_shrinkage": species_data["shrinkage"],
-            "digits_test_accuracy": digits["accuracy"],
         }
     )
+    claims = species_claims(settings, comparisons, part_numbers, level)
+    return claims, {f"{level}.{key}": value for key, value in numbers.items()}
 
-    text = body(context, species_data, digits, settings, shown, atypical, figures, ink_comparisons)
+
+def run(context: Context) -> Section:
+    """Measure DiffCAM's counterfactual parts at every level and draw the digits figures (see the module docstring)."""
+    from camscope.reproduce.finer import level_title
+
+    begin = time.perf_counter()
+    levels = {level: measure_species(context, level) for level in context.levels}
+    context.log(f"reproduce: diffcam: species done in {time.perf_counter() - begin:.1f} s")
+    digits = measure_digits(context)
+    context.log(f"reproduce: diffcam: digits done in {time.perf_counter() - begin:.1f} s")
+    shown, atypical = draw_figures(context, levels, digits, begin)
+
+    claims: list[Claim] = []
+    numbers: dict[str, float] = {}
+    text = species_intro(context)
+    for level, species_data in levels.items():
+        level_claims, level_numbers = _level_claims(context, level, species_data)
+        claims += level_claims
+        numbers.update(level_numbers)
+        text += species_body(level_title(context, level), species_data, f"figures/{species_figure_name(level)}")
+    ink, _ = ink_claim(context, digits, numbers)
+    claims += [ink, intra_claim(digits, numbers)]
+    numbers["digits_test_accuracy"] = digits["accuracy"]
+    figures = [f"figures/{name}" for name in FIGURES] + [f"figures/{species_figure_name(level)}" for level in levels]
+    text += digits_body(digits, shown, atypical, [f"figures/{FIGURES[1]}", f"figures/{FIGURES[2]}"])
     return Section(
         title="DiffCAM: counterfactual parts and the digits figures",
         body=text,

@@ -12,27 +12,35 @@ from torch import Tensor
 import camscope
 from camscope.accumulators.reference_bank import ReferenceBank
 from camscope.models.zoo import SmallCNN
-from camscope.reproduce.diffcam.measure import DIGIT_METHODS, METHODS, THRESHOLDS, SettingResult
+from camscope.reproduce.diffcam.measure import DIGIT_METHODS, FINER_GAMMA, METHODS, THRESHOLDS, SettingResult
 from camscope.reproduce.report import Context
 from camscope.viz.figures import new_figure
 
-__all__ = ["FIGURES", "digits_figure", "draw_figures", "f1_figure", "intra_figure", "species_figure"]
+__all__ = [
+    "FIGURES",
+    "digits_figure",
+    "draw_figures",
+    "f1_figure",
+    "intra_figure",
+    "species_figure",
+    "species_figure_name",
+]
 
-#: The section's figures, in the order of the report.
-FIGURES: tuple[str, ...] = ("diffcam_f1_curves.png", "diffcam_species.png", "diffcam_digits.png", "diffcam_intra.png")
+#: The section's figures shared by the levels, in the order of the report (each level adds its example figure).
+FIGURES: tuple[str, ...] = ("diffcam_f1_curves.png", "diffcam_digits.png", "diffcam_intra.png")
 
 
 def _grey_rgb(image: Tensor) -> Any:
     return image[0].clamp(0, 1)[..., None].expand(-1, -1, 3).numpy()
 
 
-def f1_figure(path: Any, settings: dict[str, SettingResult]) -> None:
-
+def f1_figure(path: Any, levels: dict[str, dict[str, SettingResult]]) -> None:
+    """Part F1 against the threshold: one row per level, one column per counterfactual setting."""
     from camscope.viz.figures import save_figure
 
-    figure = new_figure((5.0 * len(settings), 3.6))
-
-    axes = figure.subplots(1, len(settings), squeeze=False)
+    columns = max(len(settings) for settings in levels.values())
+    figure = new_figure((5.0 * columns, 3.3 * len(levels)))
+    axes = figure.subplots(len(levels), columns, squeeze=False)
     styles = {
         "gradcam": "C0-",
         "finer": "C1-",
@@ -40,20 +48,22 @@ def f1_figure(path: Any, settings: dict[str, SettingResult]) -> None:
         "diffcam_small_lambda": "C3:",
         "diffcam_others": "C7--",
     }
-    for axis, (name, result) in zip(axes[0], settings.items()):
-        for key, label in METHODS:
-            axis.plot(THRESHOLDS, result.curves[key].numpy(), styles[key], marker="o", markersize=3, label=label)
-        axis.set_title(f"{name} counterfactual class ({result.pairs} pairs)", fontsize=10)
-        axis.set_xlabel("threshold t")
-        axis.set_ylabel("part F1")
-        axis.set_ylim(0, 1)
-        axis.grid(alpha=0.3)
+    for row, (level, settings) in zip(axes, levels.items()):
+        for axis, (name, result) in zip(row, settings.items()):
+            for key, label in METHODS:
+                axis.plot(THRESHOLDS, result.curves[key].numpy(), styles[key], marker="o", markersize=3, label=label)
+            axis.set_title(f"{level}: {name} counterfactual class ({result.pairs} pairs)", fontsize=10)
+            axis.set_xlabel("threshold t")
+            axis.set_ylabel("part F1")
+            axis.set_ylim(0, 1)
+            axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower left")
     figure.tight_layout()
     save_figure(path, figure)
 
 
-def species_figure(path: Any, species_data: dict[str, Any]) -> None:
+def species_figure(path: Any, species_data: dict[str, Any], title: str) -> None:
+    """Example maps for the most similar counterfactual class, one row per differing part; ``title``: model and level."""
 
     from camscope.data.synthetic import PARTS
     from camscope.viz.figures import overlay, save_figure
@@ -90,6 +100,11 @@ def species_figure(path: Any, species_data: dict[str, Any]) -> None:
                 axes[row][column].set_title(label, fontsize=8)
     for axis in axes.flat:
         axis.axis("off")
+    figure.suptitle(
+        f"{title}: maps of c against its most similar class d (Finer-CAM: Grad-CAM of y_c - {FINER_GAMMA:g} y_d; "
+        "DiffCAM: d's training images as the reference group)\nwhite outline: the parts in which c differs from d",
+        fontsize=7,
+    )
     figure.tight_layout()
     save_figure(path, figure)
 
@@ -165,14 +180,21 @@ def intra_figure(path: Any, digits: dict[str, Any], count: int = 8) -> list[int]
 
 
 def draw_figures(
-    context: Context, species_data: dict[str, Any], digits: dict[str, Any], begin: float
+    context: Context, levels: dict[str, dict[str, Any]], digits: dict[str, Any], begin: float
 ) -> tuple[list[tuple[int, list[int]]], list[int]]:
-    """Draw the four figures into ``context.figures``; returns the digits shown and the atypical examples."""
-    settings: dict[str, SettingResult] = species_data["settings"]
+    """Draw the figures into ``context.figures``; returns the digits shown and the atypical examples."""
     folder = context.figures  # creates out/figures
-    f1_figure(folder / FIGURES[0], settings)
-    species_figure(folder / FIGURES[1], species_data)
-    shown = digits_figure(folder / FIGURES[2], context.model("digits"), digits)
-    atypical = intra_figure(folder / FIGURES[3], digits)
+    f1_figure(
+        folder / FIGURES[0], {f"{context.levels[level]} ({level})": data["settings"] for level, data in levels.items()}
+    )
+    for level, data in levels.items():
+        species_figure(folder / species_figure_name(level), data, f"{context.levels[level]} ({level} level)")
+    shown = digits_figure(folder / FIGURES[1], context.model("digits"), digits)
+    atypical = intra_figure(folder / FIGURES[2], digits)
     context.log(f"reproduce: diffcam: figures done in {time.perf_counter() - begin:.1f} s")
     return shown, atypical
+
+
+def species_figure_name(level: str) -> str:
+    """The file of a level's example figure."""
+    return f"diffcam_species_{level}.png"

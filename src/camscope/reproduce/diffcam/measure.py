@@ -25,11 +25,13 @@ from camscope.models.zoo import SmallCNN
 from camscope.reproduce.report import FAILS, HOLDS, PARTLY, Context, Verdict, judge_difference
 
 __all__ = [
+    "BANK_IMAGES",
     "BASELINES",
     "DIGIT_METHODS",
     "FINER_GAMMA",
     "HEADLINE_THRESHOLD",
     "METHODS",
+    "PAIRS",
     "PAPER_TABLE2",
     "RESAMPLES",
     "SMALL_LAMBDA",
@@ -270,22 +272,27 @@ def score_setting(
     return result, counter
 
 
-def measure_species(context: Context) -> dict[str, Any]:
-    from camscope.models import zoo
+#: Training images in a level's reference bank, and correctly classified test images (pairs) per setting.
+BANK_IMAGES, PAIRS = 4096, 1024
 
-    model = context.model("species")
-    info = zoo.model_info("species")["data"]
-    train = context.data("species", "train", limit=context.count(int(info["train_size"]), 512))
-    pairs = context.count(int(info["test_size"]), 32)
-    # quick: render a few more than needed, to keep `pairs` correctly classified images
-    test = context.data("species", "test", limit=context.count(int(info["test_size"]), 40))
+
+def measure_species(context: Context, level: str = "easy") -> dict[str, Any]:
+    """Both counterfactual settings on the level's model: the first correctly classified test images, a bank."""
+    from camscope.reproduce.finer.measure import test_limit
+
+    name = context.levels[level]
+    model = context.model(name)
+    train = context.data(name, "train", limit=context.count(BANK_IMAGES, 256))
+    pairs = context.count(PAIRS, 24)
+    # render enough test images to keep `pairs` correctly classified ones
+    limit = test_limit(name, pairs)
+    test = context.data(name, "test", limit=limit)
     begin = time.perf_counter()
     bank = build_bank(model, train.images, train.labels, train.class_names)
     context.log(
-        f"reproduce: diffcam: species bank of {bank.count} training images in {time.perf_counter() - begin:.1f} s"
+        f"reproduce: diffcam: {level}: bank of {bank.count} training images in {time.perf_counter() - begin:.1f} s"
     )
-    with torch.no_grad():
-        predicted = torch.cat([model(test.images[i : i + _CHUNK]).argmax(dim=1) for i in range(0, len(test), _CHUNK)])
+    predicted = context.predictions(name, "test", limit).argmax(dim=1)
     correct = (predicted == test.labels).nonzero().flatten()[:pairs]
     batch = test.batch[correct]
     species = test.generator
@@ -296,9 +303,11 @@ def measure_species(context: Context) -> dict[str, Any]:
     random_classes = (labels + shift) % classes
     settings = {}
     counters = {}
-    for name, versus in (("similar", similar), ("random", random_classes)):
-        settings[name], counters[name] = score_setting(name, model, batch, species, versus, bank, context.log)
+    for setting, versus in (("similar", similar), ("random", random_classes)):
+        settings[setting], counters[setting] = score_setting(setting, model, batch, species, versus, bank, context.log)
     return {
+        "level": level,
+        "name": name,
         "settings": settings,
         "batch": batch,
         "counters": counters,

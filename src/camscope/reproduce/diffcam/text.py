@@ -16,7 +16,7 @@ from camscope.reproduce.diffcam.measure import (
 )
 from camscope.reproduce.report import Context, markdown_table
 
-__all__ = ["body", "describe", "paper_table", "part_table", "setting_table"]
+__all__ = ["describe", "digits_body", "paper_table", "part_table", "setting_table", "species_body", "species_intro"]
 
 
 def setting_table(result: SettingResult, paper: str) -> str:
@@ -71,38 +71,49 @@ def describe(comparisons: dict[str, Comparison], labels: dict[str, str]) -> str:
     return "; ".join(f"vs {labels[key]} {c.text()} ({c.outcome})" for key, c in comparisons.items())
 
 
-def body(
-    context: Context,
-    species_data: dict[str, Any],
-    digits: dict[str, Any],
-    settings: dict[str, SettingResult],
-    shown: list[tuple[int, list[int]]],
-    atypical: list[int],
-    figures: list[str],
-    ink_comparisons: dict[str, Comparison],
-) -> str:
-    similar, random_ = settings["similar"], settings["random"]
-    parts_text, _ = part_table(similar)
+def species_intro(context: Context) -> str:
+    """The counterfactual-parts protocol, shared by every level."""
+    from camscope.reproduce.diffcam.measure import BANK_IMAGES, PAIRS
+
     mode = "quick mode: few pairs, noisy numbers; " if context.quick else ""
-    rho = min(species_data["shrinkage"], 0.999)
     return f"""
 DiffCAM explains an example by the direction that best separates its embedding from a reference group
 (`w* = (S_v + λI)^-1 (z − μ)`, `M = Σ_k w*_k A_k`). The paper's counterfactual evaluation (Table 2, CUB-200-2011 with
 part annotations, GALORE's protocol) asks whether "why a, not b" maps select the parts whose attributes differ between
-a and b. Here the synthetic species give that answer exactly: {mode}{species_data["train_size"]} training images in the
-reference bank (the species model's accuracy on the {species_data["tested"]} test images rendered: {100 * species_data["accuracy"]:.1f}%),
-{similar.pairs} correctly classified test images, each paired with its most similar class (one differing part;
-{similar.parts_differing:.2f} visible differing parts on average) and with a random other class ({random_.parts_differing:.2f}
-differing parts). Methods at the last conv block: Grad-CAM of c, Finer-CAM (`y_c − {FINER_GAMMA} y_d`), DiffCAM with
-reference class d from the bank (OAS-shrunk covariance; mean shrinkage coefficient ρ = {species_data["shrinkage"]:.3f} over the
-classes, i.e. a Tikhonov term λ ≈ {rho / (1 - rho):.2g}·tr Σ/K), and two ablations. A part counts as selected when half of its pixels are at or
-above the threshold; PIoU compares the parts selected on the image ("why c, not d") and on the same pose rendered as
-d ("why d, not c"). A map that selects every visible part would have precision {similar.chance_precision:.3f} (similar) and
-{random_.chance_precision:.3f} (random): the chance levels.
+a and b. Here the synthetic species give that answer exactly, at each of the three difficulty levels with the level's
+model ({mode}the same protocol at every level): a reference bank of the first {context.count(BANK_IMAGES, 256)} training
+images, and the first {context.count(PAIRS, 24)} correctly classified test images, each paired with its most similar class
+(one differing part) and with a random other class. Methods at the last conv block: Grad-CAM of c, Finer-CAM
+(`y_c − {FINER_GAMMA} y_d`), DiffCAM with reference class d from the bank (OAS-shrunk covariance), and two ablations. A
+part counts as selected when half of its pixels are at or above the threshold; PIoU compares the parts selected on the
+image ("why c, not d") and on the same pose rendered as d ("why d, not c"). A map that selects every visible part has
+the "chance" precision given per level.
 
 The paper's Table 2 (ResNet-50 on CUB; R, P and PIoU only, its thresholds not stated):
 
 {paper_table()}
+
+The paper's numbers are for other methods (GALORE, CounteRGAN, Goyal), other data and keypoint parts: only the
+ranking is comparable, not the values. Part F1 against the threshold at every level (Fig. 9's analogue):
+
+![F1 of the selected parts against the threshold](figures/diffcam_f1_curves.png)
+"""
+
+
+def species_body(title: str, species_data: dict[str, Any], figure: str) -> str:
+    """One level's Table 2 analogue, its F1 by differing part and its example figure."""
+    settings: dict[str, SettingResult] = species_data["settings"]
+    similar, random_ = settings["similar"], settings["random"]
+    parts_text, _ = part_table(similar)
+    rho = min(species_data["shrinkage"], 0.999)
+    return f"""
+### {title}
+
+Bank of {species_data["train_size"]} training images (OAS: mean shrinkage coefficient ρ = {species_data["shrinkage"]:.3f} over
+the classes, i.e. a Tikhonov term λ ≈ {rho / (1 - rho):.2g}·tr Σ/K); the model's accuracy on the {species_data["tested"]} test
+images rendered: {100 * species_data["accuracy"]:.1f}%. Similar class: {similar.parts_differing:.2f} visible differing parts on
+average, chance precision {similar.chance_precision:.3f}; random class: {random_.parts_differing:.2f} differing parts, chance
+precision {random_.chance_precision:.3f}.
 
 **Similar counterfactual class** (Table 2's right half; {similar.pairs} pairs):
 
@@ -116,22 +127,16 @@ Mean F1 over thresholds by the part in which the pair differs (the body and wing
 
 {setting_table(random_, "random")}
 
-The paper's numbers are for other methods (GALORE, CounteRGAN, Goyal), other data and keypoint parts: only the
-ranking is comparable, not the values. Part F1 against the threshold (Fig. 9's analogue):
-
-![F1 of the selected parts against the threshold]({figures[0]})
-
 Examples (one per kind of differing part; white outline: the parts where c and d differ):
 
-![why c, not d on the species]({figures[1]})
+![why c, not d on the species, {title}]({figure})
+"""
 
-""" + _digits_text(digits, shown, atypical, figures)
 
-
-def _digits_text(
+def digits_body(
     digits: dict[str, Any], shown: list[tuple[int, list[int]]], atypical: list[int], figures: list[str]
 ) -> str:
-    """The digits part of the section (Figures 3 and 4) and the verdict rule."""
+    """The digits part: Figures 3 and 4's analogues and the ink table."""
     ink = digits["ink"]
     ink_table = markdown_table(
         ["method", "ink recall", "ink precision", "area of the region"],
@@ -150,12 +155,15 @@ def _digits_text(
         f"{int(labels[i])}" + (f"→{int(predicted[i])}" if int(labels[i]) != int(predicted[i]) else "") for i in atypical
     )
     why_not = "; ".join(f"{digit}: {', '.join(map(str, others))}" for digit, others in shown)
-    return f"""**Digits** (Figures 3 and 4; scikit-learn's digits at 32 px, the digits model, {100 * digits["accuracy"]:.1f}% test
-accuracy, a bank over the {digits["bank"].count} training digits). Figure 3's analogue: "why is it c" with the baselines
-and DiffCAM against all other digits, then "why not d" (DiffCAM against class d) for the three digits whose bank means
-are nearest ({why_not}):
+    return f"""
+### Digits
 
-![why is and why not on the digits]({figures[2]})
+Figures 3 and 4 (scikit-learn's digits at 32 px, the digits model, {100 * digits["accuracy"]:.1f}% test
+accuracy, a bank over the {digits["bank"].count} training digits; no difficulty levels here). Figure 3's analogue: "why is
+it c" with the baselines and DiffCAM against all other digits, then "why not d" (DiffCAM against class d) for the three
+digits whose bank means are nearest ({why_not}):
+
+![why is and why not on the digits]({figures[0]})
 
 How much of the digit each "why is it c" map covers (region: map >= 0.5; ink: pixels > 0.5; means over the
 {digits["images"].shape[0]} test digits):
@@ -166,8 +174,9 @@ Figure 4's analogue: the eight most atypical test digits (largest squared Mahala
 `w*ᵀ(z − μ)` with the class's training digits as the reference; label→prediction where the model errs: {atypical_text}),
 and DiffCAM's intra-class maps (what departs most from the class) below:
 
-![intra-class variance on the digits]({figures[3]})
+![intra-class variance on the digits]({figures[1]})
 
 Verdict rule: a paired bootstrap (2,000 resamples) of the per-image difference DiffCAM − baseline; "better" when its 95%
-interval lies above 0 and the mean gain is at least 5% of the baseline's mean (the report's effect-size criterion). The claim holds when DiffCAM is better than every baseline, partly when better than some.
+interval lies above 0 and the mean gain is at least 5% of the baseline's mean (the report's effect-size criterion). The
+claim holds when DiffCAM is better than every baseline, partly when better than some.
 """

@@ -4,16 +4,18 @@ Finer-CAM (Zhang et al. 2025) explains ``y_c - gamma * y_d`` instead of ``y_c``,
 ``d`` a similar class, and claims that this raises the relative confidence drop
 RD@p (Eq. 10) when the top ``p`` of the map's pixels are masked, leaves the
 deletion AUC about where it was, and concentrates the map on the discriminative
-details. This section re-measures those claims with the ``species`` model of
-:mod:`camscope.models.zoo` on :mod:`camscope.data.synthetic`, where the parts in which
-two classes differ are known pixel by pixel.
+details. This section re-measures those claims at each difficulty level of
+:mod:`camscope.data.synthetic` (``LEVELS``: easy, medium, hard) with the level's
+species model of :mod:`camscope.models.zoo` (``zoo.SPECIES_LEVELS``), where the parts in
+which two classes differ are known pixel by pixel. Every level runs the same protocol
+and rules and gets its own verdict per claim.
 
-Protocol:
-    * Data: the first test images of ``small_models.dataset("species")`` that the model
-      classifies correctly (full run: 512; quick: 32). The explained class is the
+Protocol (per level):
+    * Data: the first test images of the level's model's data set that the model
+      classifies correctly (full run: 384; quick: 24). The explained class is the
       true label (equal to the prediction on these images). Score-CAM costs one
       forward pass per channel (64 here), so it and its Finer variant run on the
-      first 256 of those images (quick: 16); their rows say how many.
+      first 192 of those images (quick: 12); their rows say how many.
     * Layer: ``model.features`` (``SmallCNN.cam_layer``), the last convolution
       block, a 16 x 16 grid for the 64 px inputs; maps are upsampled bilinearly,
       ReLU'd and min-max scaled (camscope's ``Explanation.maps``).
@@ -76,6 +78,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from camscope.reproduce.finer.claims import (
     base_claims,
     collect_numbers,
@@ -96,55 +100,91 @@ from camscope.reproduce.finer.measure import (
     measure_all,
     paired_difference,
 )
-from camscope.reproduce.finer.text import body, notes
-from camscope.reproduce.report import Context, Section
+from camscope.reproduce.finer.text import intro, level_body, notes
+from camscope.reproduce.report import Claim, Context, Section
 
 __all__ = [
     "BASES",
     "GAMMAS",
     "REFERENCES",
     "Comparison",
+    "LevelResult",
     "all_or_some",
     "energy_share",
+    "level_title",
     "paired_difference",
     "run",
+    "run_level",
 ]
+
+#: Correctly classified test images per level (full run), and the first of them for Score-CAM (a pass per channel).
+IMAGES, SCORE_IMAGES = 384, 192
+_VERDICT_KEYS = ("rd", "deletion", "box", "parts", "gamma_rd", "gamma_share", "references", "subtraction")
+
+
+def level_title(context: Context, level: str) -> str:
+    """``"Hard level: `species-hard` (86.1% test accuracy)"``: a level's heading."""
+    from camscope.models import zoo
+
+    name = context.levels[level]
+    return f"{level.capitalize()} level: `{name}` ({100 * zoo.model_info(name)['test_accuracy']:.1f}% test accuracy)"
+
+
+@dataclass
+class LevelResult:
+    """One level's claims, numbers, text and the key statistics for the report's summary."""
+
+    level: str
+    claims: list[Claim]
+    numbers: dict[str, float]
+    text: str
+    sweep: dict[tuple[int, float], dict[str, float]]
+    differing_area: float
+
+
+def run_level(context: Context, level: str, gammas: tuple[float, ...]) -> LevelResult:
+    """Every Finer-CAM measurement and claim on the level's model and test images."""
+    name = context.levels[level]
+    count, score_count = context.count(IMAGES, 24), context.count(SCORE_IMAGES, 12)
+    model, data, stats, class_names = load_species(context, count, name)
+    score_data = data[:score_count]
+    context.log(f"finer: {level}: {len(data)} correctly classified test images ({len(score_data)} for Score-CAM)")
+    measured = measure_all(context, model, data, score_data, gammas)
+
+    numbers, comparisons = collect_numbers(stats, len(score_data), measured)
+    gamma = gamma_claims(measured.sweep, measured.sweep_values, gammas, level)
+    reference, rd_choice = reference_claim(measured.choices, level)
+    subtraction = subtraction_claim(comparisons, level)
+    claims = base_claims(numbers, comparisons, stats, level) + gamma.claims + [reference]
+    claims += [subtraction] if subtraction is not None else []
+
+    figure = f"figures/finer_examples_{level}.png"
+    maps = {k: v[: len(score_data)] for k, v in measured.maps.items()}
+    example_figure(context.out / figure, score_data, maps, class_names, f"{name} ({level} level)")
+    title = level_title(context, level)
+    text = level_body(level, title, stats, numbers, comparisons, measured, rd_choice, gammas, figure)
+    verdicts = dict(zip(_VERDICT_KEYS, (c.verdict for c in claims)))
+    text += notes(verdicts, len(score_data), stats, numbers, comparisons, gamma, rd_choice)
+    return LevelResult(level, claims, numbers, text, measured.sweep, stats["differing_area"])
 
 
 def run(context: Context) -> Section:
-    """Measure Finer-CAM against Grad-CAM, LayerCAM and Score-CAM, sweep gamma and the references."""
-    count = context.count(512, 32)
-    score_count = context.count(256, 16)
+    """Measure Finer-CAM against Grad-CAM, LayerCAM and Score-CAM, sweep gamma and the references, at every level."""
     gammas = QUICK_GAMMAS if context.quick else GAMMAS
-    model, data, stats, class_names = load_species(context, count)
-    score_data = data[:score_count]
-    n, n_score = len(data), len(score_data)
-    context.log(f"finer: {n} correctly classified test images ({n_score} for Score-CAM)")
-    measured = measure_all(context, model, data, score_data, gammas)
-
-    numbers, comparisons = collect_numbers(stats, n_score, measured)
-    gamma = gamma_claims(measured.sweep, measured.sweep_values, gammas)
-    reference, rd_choice = reference_claim(measured.choices)
-    subtraction = subtraction_claim(comparisons)
-    claims = base_claims(numbers, comparisons, stats) + gamma.claims + [reference]
-    claims += [subtraction] if subtraction is not None else []
-
-    maps = {k: v[:n_score] for k, v in measured.maps.items()}
-    example_figure(context.figures / "finer_examples.png", score_data, maps, class_names)
-    gamma_figure(context.figures / "finer_gamma.png", measured.sweep, stats["differing_area"], gammas)
-
-    text = body(n, n_score, stats, numbers, comparisons, measured, rd_choice, gammas)
-    verdicts = dict(
-        zip(
-            ("rd", "deletion", "box", "parts", "gamma_rd", "gamma_share", "references", "subtraction"),
-            (c.verdict for c in claims),
-        )
+    results = [run_level(context, level, gammas) for level in context.levels]
+    titles = {r.level: f"{context.levels[r.level]} ({r.level})" for r in results}
+    gamma_figure(
+        context.figures / "finer_gamma.png",
+        {titles[r.level]: r.sweep for r in results},
+        {titles[r.level]: r.differing_area for r in results},
+        gammas,
     )
-    text += notes(verdicts, n_score, stats, numbers, comparisons, gamma, rd_choice)
+    numbers = {f"{r.level}.{key}": value for r in results for key, value in r.numbers.items()}
+    text = intro(context.count(IMAGES, 24), context.count(SCORE_IMAGES, 12)) + "".join(r.text for r in results)
     return Section(
         title="Finer-CAM: comparing with similar classes",
         body=text,
-        claims=claims,
-        figures=["figures/finer_examples.png", "figures/finer_gamma.png"],
+        claims=[claim for r in results for claim in r.claims],
+        figures=["figures/finer_gamma.png", *(f"figures/finer_examples_{r.level}.png" for r in results)],
         numbers=numbers,
     )

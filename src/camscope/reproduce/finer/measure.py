@@ -43,6 +43,7 @@ __all__ = [
     "measure",
     "measure_all",
     "paired_difference",
+    "test_limit",
 ]
 
 BASES: tuple[str, ...] = ("gradcam", "layercam", "scorecam")
@@ -198,14 +199,24 @@ class FinerData:
         return int(self.labels.shape[0])
 
 
-def load_species(context: Context, count: int) -> tuple[SmallCNN, FinerData, dict[str, float], list[str]]:
+def test_limit(name: str, count: int) -> int:
+    """How many test images to render to keep ``count`` correctly classified ones (by the model's test accuracy)."""
+    from camscope.models import zoo
+
+    accuracy = float(zoo.model_info(name)["test_accuracy"])
+    return min(int(zoo.model_info(name)["data"]["test_size"]), math.ceil(count / max(accuracy - 0.04, 0.3)) + 8)
+
+
+def load_species(
+    context: Context, count: int, name: str = "species"
+) -> tuple[SmallCNN, FinerData, dict[str, float], list[str]]:
+    """The first ``count`` correctly classified test images of species model ``name``, their ground truth and stats."""
     from camscope.metrics import boxes_to_masks
 
-    model = context.model("species")
-    limit = count + max(8, count // 20)  # the model is 98.8% accurate: a few spare images
-    data = context.data("species", "test", limit)
-    with torch.no_grad():
-        logits = model(data.images)
+    model = context.model(name)
+    limit = test_limit(name, count)
+    data = context.data(name, "test", limit)
+    logits = context.predictions(name, "test", limit)
     correct = logits.argmax(dim=1) == data.labels
     keep = correct.nonzero().flatten()[:count]
     images, labels, logits = data.images[keep], data.labels[keep], logits[keep]

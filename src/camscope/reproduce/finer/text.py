@@ -20,7 +20,7 @@ from camscope.reproduce.finer.measure import (
 )
 from camscope.reproduce.report import HOLDS, markdown_table
 
-__all__ = ["body", "notes"]
+__all__ = ["intro", "level_body", "notes"]
 
 # The paper's numbers. Table 1's rows lost their layout in the text copy of the paper (six
 # rows, four lines of numbers), so only the Grad-CAM row that Table 2 confirms is quoted
@@ -172,60 +172,90 @@ def _reference_table(rd_choice: dict[str, float], choices: dict[str, dict[str, T
     return reference_table
 
 
-def body(
-    n: int,
-    n_score: int,
-    stats: dict[str, float],
-    numbers: dict[str, float],
-    comparisons: dict[tuple[str, str], Comparison],
-    measured: Measurements,
-    rd_choice: dict[str, float],
-    gammas: Sequence[float],
-) -> str:
-    """The section's text: the protocol, the tables beside the paper's, the figures."""
-    sweep, choices, controls = measured.sweep, measured.choices, measured.controls
-    table1 = _table1(n, n_score, numbers)
-    deltas, drops = _deltas_and_drops(numbers, comparisons)
-    sweep_table = _sweep_table(sweep, gammas)
-    reference_table = _reference_table(rd_choice, choices)
-    control_text = ", ".join(f"{METHOD_NAMES[b]} {without.text()}" for b, (_, without) in controls.items())
-    box_text = ", ".join(f"{METHOD_NAMES[b]} {with_them.text()}" for b, (with_them, _) in controls.items())
-    agree = 100 * stats["second_is_most_similar"]
-    within = 100 * stats["most_similar_in_references"]
+def intro(n: int, n_score: int) -> str:
+    """The section's opening: the paper's claims and the protocol, shared by every level."""
     return f"""
 The paper (Zhang et al. 2025) explains `y_c - gamma * y_d` for a similar class `d`, and reports that masking
 the top 5% or 10% of Finer-CAM's pixels lowers the explained class's confidence more, *relative to the most
 similar class*, than masking the base method's (RD@p, Eq. 10), while the deletion AUC barely moves
 (Table 1), and that the maps concentrate on the discriminative details. Here the right answer is known:
 every class of the synthetic species has a most similar class that differs from it in exactly **one part**,
-and each image comes with that part's mask.
+and each image comes with that part's mask. Every measurement runs at the three difficulty levels of the
+species (`camscope.data.synthetic.LEVELS`, fixed before any claim was measured), each with its own model:
+`easy` (the original data), `medium` and `hard` (the family's differing part smaller and fainter, more pose,
+scale, colour and texture variation, more clutter, occluders; see the table at the top of the report).
 
-Protocol: {n} correctly classified test images of the `species` model (Score-CAM and Finer-Score-CAM: the
-first {n_score} of them, one forward pass per channel), explaining the **true label** (equal to the prediction)
-at `model.features` (16 x 16 grid). Finer-CAM uses the paper's defaults: gamma = 0.6 and the 2nd to 4th
-*predicted* classes as references, weights averaged before the ReLU. RD's `d` is the model's 2nd prediction,
-as in the paper; the differing-part ground truth uses the generator's most similar class. The model's 2nd
-prediction is that class for {agree:.0f}% of the images (it is among the 3 references for {within:.0f}%).
-Masked and deleted pixels take the images' mean colour (what the zero fill of normalised inputs means). The
-differing part covers {100 * stats["differing_area"]:.1f}% of an image on average and the object's box
-{100 * stats["object_area"]:.1f}%; as the layer's grid is coarse (4 px cells, 21 px receptive fields) and maps
-are upsampled bilinearly, even a map that singles out the part's cells puts much of its energy around it, so
-the table also gives how often the map's peak lies within {POINTING_TOLERANCE:g} px (one cell) of the part
-(the pointing game). Score-CAM uses the plain score increase (`normalization="difference"`,
+Protocol, the same at every level: {n} correctly classified test images of the level's model (Score-CAM and
+Finer-Score-CAM: the first {n_score} of them, one forward pass per channel), explaining the **true label** (equal
+to the prediction) at `model.features` (16 x 16 grid). Finer-CAM uses the paper's defaults: gamma = 0.6 and the 2nd
+to 4th *predicted* classes as references, weights averaged before the ReLU. RD's `d` is the model's 2nd prediction,
+as in the paper; the differing-part ground truth uses the generator's most similar class. Masked and deleted pixels
+take the images' mean colour (what the zero fill of normalised inputs means). As the layer's grid is coarse (4 px
+cells, 21 px receptive fields) and maps are upsampled bilinearly, even a map that singles out the part's cells puts
+much of its energy around it, so the tables also give how often the map's peak lies within {POINTING_TOLERANCE:g} px
+(one cell) of the part (the pointing game). Score-CAM uses the plain score increase (`normalization="difference"`,
 Eq. 3), and Finer-Score-CAM Eq. 9 exactly: `f(x o H_k)^c - gamma f(x o H_k)^d - f(x_b)^c`, only the explained
-class's baseline score subtracted. Earlier versions of this report subtracted `f(x_b)^c - gamma f(x_b)^d`, which
-removed the term `gamma f(x_b)^d sum_k A_k` from the map; with the paper's equation that term stays, and it
-spreads Finer-Score-CAM's energy over the whole activation (its localisation and differing-part rows below). The paper's Table 1 lost its row layout in our text copy, so its column quotes the
-complete FishVista rows of the paper's Appendix Table 5 (CLIP; Loc. from its Aircraft columns); Table 1's
-Grad-CAM row on Birds-525 reads Del. 0.079, RD@5% 0.174, RD@10% 0.245, and Table 2 gives Finer-Grad-CAM
-Del. 0.076, RD@5% 0.192.
-
-{table1}
+class's baseline score subtracted (the term `gamma f(x_b)^d sum_k A_k` stays in the map and spreads
+Finer-Score-CAM's energy over the whole activation). The paper's Table 1 lost its row layout in our text copy, so
+its column quotes the complete FishVista rows of the paper's Appendix Table 5 (CLIP; Loc. from its Aircraft
+columns); Table 1's Grad-CAM row on Birds-525 reads Del. 0.079, RD@5% 0.174, RD@10% 0.245, and Table 2 gives
+Finer-Grad-CAM Del. 0.076, RD@5% 0.192.
 
 The row "subtracted after the ReLU" is the baseline of the paper's Fig. 9b: `ReLU(ReLU(M_c) − 0.6 · mean_d ReLU(M_d))`
 with the Grad-CAM maps of the class and of the same three references, where Finer-CAM subtracts the channel weights
 *before* the ReLU; the paper shows it to explain why the comparison must be made on the weights (cells where both
-classes have evidence cancel there, but stay positive in `ReLU(M_c)`).
+classes have evidence cancel there, but stay positive in `ReLU(M_c)`). A control for "Loc.": the backgrounds carry
+distractor shapes drawn in the parts' palette colours and textures, independent of the class; the Score-CAM subset
+is rendered again without them (same poses and classes) for Grad-CAM and LayerCAM against their Finer variants.
+
+**Comparison strength and number of references** (Figure 6b; gamma = 2.0 is the paper's extrapolation,
+App. C.2). The paper: "as the comparison strength increases, the relative drop is boosted at a fast pace and
+reaches the peak when gamma = 0.8. Further strengthening the comparison leads to slight performance drops",
+and its Fig. 8: a large gamma focuses on fine-grained details. Finer-Grad-CAM on the same images; gamma = 0 is
+Grad-CAM (every level's sweep is drawn in `figures/finer_gamma.png`):
+
+![Gamma sweep at the three levels](figures/finer_gamma.png)
+
+**Which references** (Table 2, gamma = 0.6; the last row of each level's table is not in the paper: the one class
+that differs in a single part, known here by construction).
+"""
+
+
+def level_body(
+    level: str,
+    title: str,
+    stats: dict[str, float],
+    numbers: dict[str, float],
+    comparisons: dict[tuple[str, str], Comparison],
+    measured: Measurements,
+    rd_choice: dict[str, float],
+    gammas: Sequence[float],
+    figure: str,
+) -> str:
+    """One level's tables beside the paper's, its example figure and how to read its numbers."""
+    n, n_score = int(stats["images"]), int(numbers["data.images_scorecam"])
+    sweep, choices, controls = measured.sweep, measured.choices, measured.controls
+    deltas, drops = _deltas_and_drops(numbers, comparisons)
+    control_text = ", ".join(f"{METHOD_NAMES[b]} {without.text()}" for b, (_, without) in controls.items())
+    box_text = ", ".join(f"{METHOD_NAMES[b]} {with_them.text()}" for b, (with_them, _) in controls.items())
+    drop = numbers["gradcam.drop_target@0.05"]
+    reading = (
+        f"masking 5% of the pixels with Grad-CAM removes {drop:.2f} of `p_c` on average: the model is nearly certain "
+        "of its class, RD is much larger than the paper's and close to saturation, and only the differences between "
+        "rows carry information"
+        if drop >= 0.5
+        else f"masking 5% of the pixels with Grad-CAM removes {drop:.2f} of `p_c` on average and Grad-CAM's RD@5% is "
+        f"{numbers['gradcam.rd@0.05']:.3f}: RD is far from saturation, closer to the paper's regime (0.17-0.19)"
+    )
+    return f"""
+### {title}
+
+{n} images ({n_score} for Score-CAM). The model's 2nd prediction is the most similar class for
+{100 * stats["second_is_most_similar"]:.0f}% of them (it is among the 3 references for
+{100 * stats["most_similar_in_references"]:.0f}%); the differing part covers {100 * stats["differing_area"]:.1f}% of an
+image on average and the object's box {100 * stats["object_area"]:.1f}%.
+
+{_table1(n, n_score, numbers)}
 
 Paired differences over the same images (mean and 95% interval, then the difference relative to the base's mean):
 
@@ -236,36 +266,20 @@ is a rise) when the top 5% are masked, and the share of maps that are zero every
 
 {drops}
 
-A control for "Loc.": the backgrounds carry distractor shapes drawn in the parts' palette colours and textures,
-independent of the class. Rendered again without them (same poses and classes; the first {n_score} images),
-Finer - base energy in the box is {control_text} (the same images with them: {box_text}).
+Control for "Loc.": without the distractors (the first {n_score} images), Finer - base energy in the box is
+{control_text} (the same images with them: {box_text}).
 
-![Examples](figures/finer_examples.png)
+![Examples, {level} level]({figure})
 
-""" + _sweep_text(n, sweep_table, reference_table)
+Gamma sweep (Finer-Grad-CAM, {n} images):
 
+{_sweep_table(sweep, gammas)}
 
-def _sweep_text(n: int, sweep_table: str, reference_table: str) -> str:
-    """The gamma sweep and the choice of references, and how to read the numbers."""
-    return f"""**Comparison strength and number of references** (Figure 6b; gamma = 2.0 is the paper's extrapolation,
-App. C.2). The paper: "as the comparison strength increases, the relative drop is boosted at a fast pace and
-reaches the peak when gamma = 0.8. Further strengthening the comparison leads to slight performance drops",
-and its Fig. 8: a large gamma focuses on fine-grained details. Finer-Grad-CAM on the {n} images; gamma = 0 is
-Grad-CAM:
+Which references:
 
-{sweep_table}
+{_reference_table(rd_choice, choices)}
 
-![Gamma sweep](figures/finer_gamma.png)
-
-**Which references** (Table 2, gamma = 0.6; the last row is not in the paper: the one class that differs in
-a single part, known here by construction):
-
-{reference_table}
-
-Reading the numbers: the species model is far more confident than the paper's linear probes on CLIP
-features (its top probability is close to 1), so masking 5% of the pixels, an area more than half the
-object's, removes most of `p_c` whatever the map, and RD is much larger than the paper's and close to
-saturation: only the differences between rows carry information, not the absolute values.
+Reading the numbers: {reading}.
 """
 
 
@@ -279,21 +293,7 @@ def notes(
     rd_choice: dict[str, float],
 ) -> str:
     """Plausible reasons for the claims that do not (fully) hold in this run, from its own numbers."""
-    notes = _measure_notes(verdicts, n_score, numbers, comparisons)
-    notes += _comparison_notes(verdicts, stats, comparisons, gamma, rd_choice)
-    if not notes:
-        return ""
-    return (
-        "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n"
-        + "\n".join(f"* {note}" for note in notes)
-        + "\n"
-    )
-
-
-def _measure_notes(
-    verdicts: dict[str, str], n_score: int, numbers: dict[str, float], comparisons: dict[tuple[str, str], Comparison]
-) -> list[str]:
-    """Reasons for the claims on RD, deletion, localisation and the differing part."""
+    peaks, shaped, increasing = gamma.peaks, gamma.shaped, gamma.increasing
     notes = []
     if verdicts["rd"] != HOLDS:
         missing = [
@@ -302,15 +302,26 @@ def _measure_notes(
             for p, k in (("5%", "rd@0.05"), ("10%", "rd@0.1"))
             if not comparisons[(b, k)].better
         ]
+        drop = numbers["gradcam.drop_target@0.05"]
+        saturated = (
+            "the model is nearly certain of its class, and masking 5% of the pixels removes "
+            f"{drop:.2f} of `p_c` on average with Grad-CAM and {numbers['finer-gradcam.drop_target@0.05']:.2f} with "
+            "Finer-Grad-CAM, so RD is close to saturation; "
+            if drop >= 0.5
+            else f"masking 5% of the pixels removes {drop:.2f} of `p_c` on average with Grad-CAM and "
+            f"{numbers['finer-gradcam.drop_target@0.05']:.2f} with Finer-Grad-CAM (RD is not saturated here); "
+        )
         notes.append(
             "**RD** (no significant gain of at least 5% of the base for "
             + ", ".join(missing)
-            + "): the model is nearly certain of its class, and masking "
-            f"5% of the pixels removes {numbers['gradcam.drop_target@0.05']:.2f} of `p_c` on average with Grad-CAM and "
-            f"{numbers['finer-gradcam.drop_target@0.05']:.2f} with Finer-Grad-CAM, so RD is close to saturation; "
-            "Finer's gains come from the rise of `p_d` (the masked pixels were evidence *against* `d`). At 10% the "
-            "masked area is over five times the differing part's for either map, which leaves less room for a difference. "
-            f"Score-CAM's rows use only {n_score} images, so their intervals are wider."
+            + "): "
+            + saturated
+            + f"the drop of `p_d` is {numbers['gradcam.drop_versus@0.05']:+.2f} with Grad-CAM and "
+            f"{numbers['finer-gradcam.drop_versus@0.05']:+.2f} with Finer-Grad-CAM (a negative drop: masked pixels "
+            "that were evidence *against* `d`). At 10% the masked area is "
+            f"{0.1 / max(stats['differing_area'], 1e-6):.0f} times the differing part's for either map, which leaves "
+            f"less room for a difference. Score-CAM's rows use only {n_score} images, so their "
+            "intervals are wider."
         )
     if verdicts["deletion"] != HOLDS:
         notes.append(
@@ -333,19 +344,6 @@ def _measure_notes(
             f"**Differing part** (no significant gain of at least 5% for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
             "fields, the layer cannot isolate a part of a few cells; see the pointing game for where the peak goes."
         )
-    return notes
-
-
-def _comparison_notes(
-    verdicts: dict[str, str],
-    stats: dict[str, float],
-    comparisons: dict[tuple[str, str], Comparison],
-    gamma: GammaClaims,
-    rd_choice: dict[str, float],
-) -> list[str]:
-    """Reasons for the claims on the comparison strength, the references and the subtraction after the ReLU."""
-    peaks, shaped, increasing = gamma.peaks, gamma.shaped, gamma.increasing
-    notes = []
     if verdicts["gamma_rd"] != HOLDS:
         off = [f"T={t} (peak at gamma {peaks[t]:g})" for t, ok in zip(REFERENCES, shaped) if not ok]
         notes.append(
@@ -380,4 +378,10 @@ def _comparison_notes(
             f"{versus['pointing'].text()}. The paper's evidence for this claim is visual ('noisy' maps against 'clean "
             "backgrounds'); the energy shares measured here do not show it."
         )
-    return notes
+    if not notes:
+        return ""
+    return (
+        "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n"
+        + "\n".join(f"* {note}" for note in notes)
+        + "\n"
+    )

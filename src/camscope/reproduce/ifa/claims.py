@@ -107,7 +107,6 @@ def _table_i(measured: Measured) -> list[Claim]:
             + ", ".join(f"{n} {numbers[f'{n}_average_increase_pp']:+.1f}" for n in DATASETS)
             + f" points. Rule: holds if S > plain for every distinct map, partly for at least half. ({table_i})",
             previous=HOLDS,
-            change="Grad-CAM, HiResCAM and XGrad-CAM give one map here and now count once (was 8 pairs)",
         ),
         Claim(
             "IFA Table I: S-Grad-CAM, pixel-wise S-Grad-CAM and S-XGrad-CAM reach near-perfect consistency "
@@ -116,7 +115,6 @@ def _table_i(measured: Measured) -> list[Claim]:
             f"{near_hits}/{len(near)} distinct maps ≥ 0.95 (rule: all → holds, at least half → partly): "
             + ", ".join(f"{n}/{g} {s:.3f}" for n, g, s in near),
             previous=HOLDS,
-            change="coinciding maps now count once (was 6 coefficients)",
         ),
     ]
 
@@ -164,9 +162,6 @@ def _table_ii(measured: Measured) -> list[Claim]:
             "; ".join(evidence_keep)
             + ". Rule (union protocol): some p ≤ 25% whose 95% interval of the drop lies below 10 points, per data set.",
             previous=HOLDS,
-            change="the union protocol (`feature_masking_accuracy`) is the headline instead of the per-class reading, "
-            "and the 10-point rule is decided on the drop's 95% interval (species' per-class 0.889 vs 0.988 was a "
-            "9.9-point drop, inside the interval of the rule)",
         ),
         Claim(
             "IFA Table II: the non-principal features (the rest) lose the accuracy (near chance in the paper)",
@@ -174,10 +169,7 @@ def _table_ii(measured: Measured) -> list[Claim]:
             "; ".join(evidence_rest)
             + ". Rule (union protocol): some p ≤ 25% whose union keeps the accuracy and whose non-empty rest is above "
             "chance by less than half of all features' margin.",
-            previous=FAILS,
-            change="the union protocol is the headline: the paper's MNIST rest (0.075) is the accuracy without the "
-            "union of the principal features; the per-class rest (each logit without only its own top p) kept the "
-            "accuracy",
+            previous=HOLDS,
         ),
     ]
 
