@@ -161,7 +161,7 @@ class CaptionTokenizer:
 
     Example:
         >>> CaptionTokenizer()(["Red tail"])[0, :3].tolist()
-        [5, 33, 0]
+        [5, 29, 0]
     """
 
     def __init__(self, vocabulary: Sequence[str] = VOCABULARY, context_length: int = CONTEXT_LENGTH) -> None:
