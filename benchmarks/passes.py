@@ -135,7 +135,7 @@ def _precision(data: Path, args: Any) -> None:
         for precision in ("bf16", "fp16"):
             try:
                 seconds, result = _run(kind, data, args, 0, precision)
-            except Exception as error:  # a device without that autocast: say so and go on
+            except Exception as error:  # noqa: BLE001 - a device without that autocast: say so and go on
                 print(f"{kind:>7} {precision:>9} unavailable: {error}")
                 continue
             if kind == "bank":

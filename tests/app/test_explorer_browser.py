@@ -90,7 +90,7 @@ def browser():
     with sync_playwright() as playwright:
         try:
             launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        except Exception as error:  # a browser that cannot start here (missing libraries)
+        except Exception as error:  # noqa: BLE001 - a browser that cannot start here (missing libraries) skips
             pytest.skip(f"Chromium at {executable} does not start: {error}")
         yield launched
         launched.close()

@@ -223,7 +223,7 @@ def test_two_threads_on_one_model(vit: nn.Module, x: Tensor) -> None:
     def run(method: str) -> None:
         try:
             results[method] = camscope.explain(vit, x, method=method, target=[1, 2]).raw
-        except BaseException as error:  # reported below
+        except BaseException as error:  # noqa: BLE001 - every error of a thread is reported in the test's thread below
             errors.append(error)
 
     threads = [threading.Thread(target=run, args=(method,)) for method in ATTENTION_METHODS]

@@ -60,7 +60,7 @@ def test_two_threads_on_one_model_match_single_threaded(one_thread, method: str,
         try:
             for i, x in enumerate(batches):
                 results[thread, i] = _run(model, method, options, x, reference)
-        except BaseException as error:  # reported below
+        except BaseException as error:  # noqa: BLE001 - every error of a thread is reported in the test's thread below
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(2)]

@@ -180,7 +180,7 @@ class JobQueue:
             self._end(job, "cancelled")
         except CamscopeError as error:
             self._end(job, "failed", str(error))
-        except Exception as error:  # a bug or a model's own error: the worker survives and says what happened
+        except Exception as error:  # noqa: BLE001 - a bug or a model's own error: the worker survives and says what happened
             traceback.print_exc()
             self._end(job, "failed", f"{type(error).__name__}: {error}")
         else:

@@ -338,7 +338,7 @@ def counterfactual_command(
     claim_outputs(list(paths), overwrite)
     groups = _pair_groups(inputs, summary)
     written = _draw_pair(inputs, pair, summary, groups, paths, style)
-    report = _pair_report(inputs, summary, written, groups)
+    report = _pair_report(inputs, summary, written)
     if json_output:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -468,9 +468,7 @@ def _draw_pair(
     return written[0], written[1]
 
 
-def _pair_report(
-    inputs: _PairInputs, summary: dict[str, Any], written: tuple[Path, Path], groups: tuple[str, str]
-) -> dict[str, Any]:
+def _pair_report(inputs: _PairInputs, summary: dict[str, Any], written: tuple[Path, Path]) -> dict[str, Any]:
     """The JSON report of ``bank counterfactual``: inputs, classes, files and empty maps."""
     c, d = summary["explained"], summary["versus"]
     if inputs.counter_image is not None:

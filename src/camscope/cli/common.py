@@ -325,7 +325,7 @@ def _flags(app: typer.Typer) -> set[str]:
 
     try:
         walk(typer.main.get_command(app))
-    except Exception:  # the translation is a courtesy: never hide the error behind another
+    except Exception:  # noqa: BLE001 - the translation is a courtesy: never hide the error behind another
         return set()
     return flags
 

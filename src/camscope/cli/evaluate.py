@@ -55,7 +55,7 @@ def _value(text: str) -> Any:
     return text
 
 
-def parse_options(items: list[str] | None, names: list[str], what: str) -> dict[str, dict[str, Any]]:
+def parse_options(items: list[str] | None, what: str) -> dict[str, dict[str, Any]]:
     """``NAME.KEY=VALUE`` items into ``{NAME: {KEY: VALUE}}`` (values parsed as JSON or number lists)."""
     options: dict[str, dict[str, Any]] = {}
     for item in items or []:
@@ -186,14 +186,14 @@ def evaluate_command(
         return evaluate_scenes(
             data, model, weights, seed, method_names, _split(metrics) if metrics else None, out,
             layer=layer, batch_size=batch_size, limit=limit, device=device, plots=plots, style=style,
-            method_options=parse_options(method_option, method_names, "method"), json_output=json_output,
+            method_options=parse_options(method_option, "method"), json_output=json_output,
             overwrite=overwrite, workers=workers, checkpoint=checkpoint, resume=resume, precision=precision,
         )  # fmt: skip
     if not data.is_dir():
         raise CamscopeError(f"--data must be an image folder or camscope:scenes, got {data}")
     metric_names = _split(metrics or ["deletion", "insertion"])
-    method_options = parse_options(method_option, method_names, "method")
-    metric_options = parse_options(metric_option, metric_names, "metric")
+    method_options = parse_options(method_option, "method")
+    metric_options = parse_options(metric_option, "metric")
     canonical = checked_names_and_options(method_names, metric_names, method_options, metric_options)[1]
     curves = [out / f"curves_{name}{style.suffix}" for name in canonical] if plots else []
     if is_main_process():

@@ -59,6 +59,7 @@ def _own_ctrl_c() -> Any:
 
 def exit_on_ctrl_c(signum: int, frame: FrameType | None) -> None:
     """Remove the temporaries being written, say one line, exit with status 130 (see the module's docstring)."""
+    del signum, frame  # a signal handler's signature; the exit is the same for every signal and frame
     io = sys.modules.get("camscope.io")
     if io is not None:
         io.discard_temporaries()

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from camscope.errors import CamscopeError
 from camscope.locking import model_lock, owned_by_this_thread, register_owned_hook
+from camscope.models.fingerprint import version_counter
 from camscope.targets.outputs import output_tensor
 
 __all__ = [
@@ -109,7 +110,7 @@ _TensorKey = tuple[int, int]  # a tensor's id and version counter: the same tens
 
 
 def _tensor_key(tensor: Tensor) -> _TensorKey:
-    return id(tensor), tensor._version
+    return id(tensor), version_counter(tensor)
 
 
 def _trace_locked(

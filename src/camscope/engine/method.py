@@ -162,6 +162,7 @@ class PassHooks:
 
     def outputs(self, outputs: Tensor, batch: int) -> Tensor:
         """The outputs of the engine's pass (as the target reads them, with their graph) -> the batch's ``batch`` rows."""
+        del batch  # the default keeps every row
         return outputs
 
 
@@ -232,6 +233,7 @@ class CamMethod:
         The identity; methods that change what is explained (the ``finer-*``
         shortcuts compare the class with similar classes) wrap it here.
         """
+        del model  # the identity needs no model; overrides may read it
         return target
 
     def pass_hooks(self, model: nn.Module, inputs: Tensor, forward: Callable[[Tensor], Tensor]) -> PassHooks | None:
@@ -240,6 +242,7 @@ class CamMethod:
         ``forward`` runs the model on a batch with the engine's hooks silent and returns
         what the target reads (``CamContext.forward``), e.g. to trace which modules run.
         """
+        del model, inputs, forward  # no hooks by default; overrides read them
         return None
 
     def __call__(self, ctx: CamContext) -> CamResult:  # pragma: no cover - abstract

@@ -26,11 +26,11 @@ __all__ = ["EvaluationReport", "json_ready"]
 
 # The columns of the terminal table, per metric (default: the headline).
 _TABLE_KEYS: dict[str, Callable[[MetricResult], list[str]]] = {
-    "road": lambda r: ["combined", "morf", "lerf"],
+    "road": lambda _: ["combined", "morf", "lerf"],
     "relative_drop": lambda r: [k for k in r.values if k.startswith("rd@")],
-    "part_scores": lambda r: ["precision", "recall", "f1", "part_iou"],
-    "sanity_check": lambda r: ["spearman", "ssim"],
-    "box_pointing": lambda r: ["hit", "on_object", "detected"],
+    "part_scores": lambda _: ["precision", "recall", "f1", "part_iou"],
+    "sanity_check": lambda _: ["spearman", "ssim"],
+    "box_pointing": lambda _: ["hit", "on_object", "detected"],
 }
 
 

@@ -228,6 +228,8 @@ class _Adapter:
         raise NotImplementedError
 
     def is_self_attention(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        # a kind whose modules only ever attend to their own input; kinds that may cross-attend read the call
+        del args, kwargs
         return True
 
     def install(
@@ -712,6 +714,7 @@ class AttentionPass(PassHooks):
         self._stack.__exit__(*exc)
 
     def outputs(self, outputs: Tensor, batch: int) -> Tensor:
+        del batch  # every row: the attention maps are read for the whole pass
         self.graph_outputs = outputs
         return outputs
 

@@ -92,7 +92,7 @@ from camscope.accumulators.reference_bank import DEFAULT_K, ReferenceBank
 from camscope.engine.embedding import EMBEDDINGS, check_embedding, embedding_of
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
-from camscope.models.fingerprint import fingerprint_differences, model_fingerprint
+from camscope.models.fingerprint import fingerprint_differences, model_fingerprint, version_counter
 from camscope.options import Option
 from camscope.stats.reference_group import ReferenceGroup, regularization_key
 from camscope.targets.base import ClassTarget, Target
@@ -113,7 +113,7 @@ def _model_state_key(model: nn.Module) -> tuple[Any, ...]:
     ``model.to(...)`` and replaced parameters change its storage.
     """
     tensors = [*model.parameters(), *(b for b in model.buffers() if b is not None)]
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    return tuple((t.data_ptr(), version_counter(t), t.dtype, t.device) for t in tensors)
 
 
 def _parse_spec(text: str) -> tuple[str, Any]:
@@ -298,6 +298,7 @@ class DiffCAM(CamMethod):
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
         """Replace class targets with one that needs no class scores (DiffCAM needs none)."""
+        del model  # the replacement reads the bank, not the model
         if isinstance(target, ClassTarget):
             return ExampleTarget(getattr(target, "_spec", None), self.bank, self.predict)
         return target
@@ -363,7 +364,7 @@ class DiffCAM(CamMethod):
         tensor = self.tensor
         assert tensor is not None
         if tensor.ndim == 2:
-            key: tuple[Any, ...] = ("embeddings", id(tensor), tensor._version)
+            key: tuple[Any, ...] = ("embeddings", id(tensor), version_counter(tensor))
             return self._cached_group(
                 ctx, key, lambda: ReferenceGroup.from_embeddings(tensor, name="reference embeddings")
             )
@@ -373,7 +374,7 @@ class DiffCAM(CamMethod):
             embeddings = self._embed_inputs(ctx, tensor)
             return ReferenceGroup.from_embeddings(embeddings, name="reference inputs", source=source)
 
-        return self._cached_group(ctx, self._cache_key(ctx, "inputs", id(tensor), tensor._version), make)
+        return self._cached_group(ctx, self._cache_key(ctx, "inputs", id(tensor), version_counter(tensor)), make)
 
     def _folder_group(self, ctx: CamContext) -> ReferenceGroup:
         def make() -> ReferenceGroup:
@@ -416,6 +417,25 @@ class DiffCAM(CamMethod):
     # -- weights --------------------------------------------------------------------------
 
     def __call__(self, ctx: CamContext) -> CamResult:
+        self._check_references(ctx)
+        z = self._embeddings(ctx)
+        if not bool(torch.isfinite(z).all()):
+            raise CamscopeError(
+                f"diffcam: the layer {ctx.layer!r} gives NaN or infinite activations for the explained inputs: "
+                "check the inputs (normalised, finite) and the model's weights"
+            )
+        group = self._shared_group(ctx)
+        weights = group.weights(z, self.regularization) if group is not None else self._per_example_weights(ctx, z)
+        weights = weights.to(ctx.activations.dtype)
+        if not bool(torch.isfinite(weights).all()):
+            raise CamscopeError(
+                f"diffcam: the channel weights overflow {ctx.activations.dtype} (the example is extremely far from "
+                "the reference group for its spread): use a larger regularization, or explain in float64"
+            )
+        return CamResult(weights=ctx.expand(weights))
+
+    def _check_references(self, ctx: CamContext) -> None:
+        """Refuse a bank or group made with another model, layer or feature size; warn of another input size."""
         bank = self.bank
         channels = ctx.activations.shape[1]
         if bank is not None:
@@ -426,7 +446,7 @@ class DiffCAM(CamMethod):
                 warnings.warn(
                     f"diffcam: the bank was built from inputs of size {bank.input_size}, the explained inputs are {size}: "
                     "embeddings may not be comparable (use the bank's input size)",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         elif self.group is not None:
             source = self.group.source
@@ -439,35 +459,23 @@ class DiffCAM(CamMethod):
                 differences.extend(fingerprint_differences(source["model"], model_fingerprint(ctx.model)))
             if differences:
                 raise CamscopeError("the reference group does not match: " + "; ".join(differences))
-        z = self._embeddings(ctx)
-        if not bool(torch.isfinite(z).all()):
-            raise CamscopeError(
-                f"diffcam: the layer {ctx.layer!r} gives NaN or infinite activations for the explained inputs: "
-                "check the inputs (normalised, finite) and the model's weights"
-            )
-        if self.group is not None or self.tensor is not None or self.kind in ("folder", "all", "class"):
-            if self.group is not None:
-                group = self.group
-            elif self.tensor is not None:
-                group = self._tensor_group(ctx)
-            elif self.kind == "folder":
-                group = self._folder_group(ctx)
-            elif bank is None:
-                raise CamscopeError(f"diffcam: reference {self.kind!r} needs a bank")
-            elif self.kind == "all":
-                group = bank.group("all")
-            else:
-                group = bank.group("class", self.argument)
-            weights = group.weights(z, self.regularization)
-        else:
-            weights = self._per_example_weights(ctx, z)
-        weights = weights.to(ctx.activations.dtype)
-        if not bool(torch.isfinite(weights).all()):
-            raise CamscopeError(
-                f"diffcam: the channel weights overflow {ctx.activations.dtype} (the example is extremely far from "
-                "the reference group for its spread): use a larger regularization, or explain in float64"
-            )
-        return CamResult(weights=ctx.expand(weights))
+
+    def _shared_group(self, ctx: CamContext) -> ReferenceGroup | None:
+        """The one reference group of every explained example (None: each example has its own)."""
+        bank = self.bank
+        if self.group is not None:
+            return self.group
+        if self.tensor is not None:
+            return self._tensor_group(ctx)
+        if self.kind == "folder":
+            return self._folder_group(ctx)
+        if self.kind not in ("all", "class"):
+            return None
+        if bank is None:
+            raise CamscopeError(f"diffcam: reference {self.kind!r} needs a bank")
+        if self.kind == "all":
+            return bank.group("all")
+        return bank.group("class", self.argument)
 
     def _per_example_weights(self, ctx: CamContext, z: Tensor) -> Tensor:
         bank, kind = self.bank, self.kind

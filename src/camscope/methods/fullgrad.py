@@ -44,7 +44,22 @@ def _frozen_batch_norm() -> tuple[type[nn.Module], ...]:
     return (FrozenBatchNorm2d,)
 
 
-_NORMS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm, *_frozen_batch_norm())
+# The public classes of torch's convolutions and BatchNorms (their lazy forms become these once built).
+_CONVOLUTIONS: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+_NORMS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    *_frozen_batch_norm(),
+)
 
 
 def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -59,7 +74,7 @@ def bias_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [
         (name, module)
         for name, module in model.named_modules()
-        if (isinstance(module, nn.modules.conv._ConvNd) and module.bias is not None) or isinstance(module, _NORMS)
+        if (isinstance(module, _CONVOLUTIONS) and module.bias is not None) or isinstance(module, _NORMS)
     ]
 
 
@@ -84,8 +99,8 @@ def layer_bias(name: str, module: nn.Module) -> Tensor:
         >>> layer_bias("norm", norm).tolist()
         [2.5, 2.5]
     """
-    if isinstance(module, nn.modules.conv._ConvNd):
-        assert module.bias is not None
+    if isinstance(module, _CONVOLUTIONS):
+        assert isinstance(module.bias, Tensor)
         return module.bias.detach()
     mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
     if getattr(module, "training", False) or not isinstance(mean, Tensor) or not isinstance(var, Tensor):

@@ -83,6 +83,7 @@ class GradRollout(AttentionMethod):
     display_name = "Grad-Rollout"
 
     def hooks(self, model: nn.Module, names: list[str], chosen: list[str]) -> list[AbstractContextManager[Any]]:
+        del names  # the chosen blocks are enough
         return [
             AttentionCapture(model, chosen, want={"qk", "v", "grad"}),
             gradients_from(model, [block_name(chosen[0])]),

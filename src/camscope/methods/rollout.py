@@ -79,6 +79,7 @@ class AttentionRollout(AttentionMethod):
     display_name = "Attention Rollout"
 
     def prepare_target(self, target: Target, model: nn.Module) -> Target:
+        del model  # the check reads the target only
         inner = target.inner if isinstance(target, FrozenTarget) else target
         if isinstance(inner, (Finer, ClassDifference)):
             raise CamscopeError(
@@ -88,6 +89,7 @@ class AttentionRollout(AttentionMethod):
         return target
 
     def hooks(self, model: nn.Module, names: list[str], chosen: list[str]) -> list[AbstractContextManager[Any]]:
+        del names  # the chosen blocks are enough
         return [AttentionCapture(model, chosen, want={"qk"})]
 
     def __call__(self, ctx: CamContext) -> CamResult:

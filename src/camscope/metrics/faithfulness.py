@@ -222,7 +222,7 @@ def _explanation_map_pass(
         masked = weight * inputs
     else:
         masked = weight * inputs + (1 - weight) * substrate(inputs, substrate_spec)
-    scores = score_perturbed(model, scorer, logits, lambda t, rows: masked[rows], 1, batch_size, like=inputs)[0]
+    scores = score_perturbed(model, scorer, logits, lambda _, rows: masked[rows], 1, batch_size, like=inputs)[0]
     return scorer(logits).float(), scores
 
 

@@ -367,6 +367,6 @@ def _load_transformers(name: str) -> LoadedCLIP:
 
         processor = AutoImageProcessor.from_pretrained(source, local_files_only=local)
         mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-    except Exception:
-        pass
+    except (ImportError, OSError, ValueError, AttributeError, TypeError):
+        pass  # no image processor saved with the model (or one without a mean and std): CLIP's own statistics
     return LoadedCLIP(model=model, tokenizer=tokenizer, config=_data_config(mean, std, size), name=name)

@@ -22,11 +22,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["fingerprint_differences", "model_fingerprint"]
+__all__ = ["fingerprint_differences", "model_fingerprint", "version_counter"]
 
 _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[str, Any]]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def version_counter(tensor: Tensor) -> int:
+    """The tensor's version counter: every in-place change of its data (``add_``, ``copy_``, ...) bumps it.
+
+    With the tensor's identity (``id``, or its storage's ``data_ptr``) it tells a cached
+    result computed from the tensor whether the tensor has changed since.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(3)
+        >>> before = version_counter(x)
+        >>> _ = x.add_(1)
+        >>> version_counter(x) - before
+        1
+    """
+    return int(tensor._version)  # noqa: SLF001 - torch has no public name for the in-place version counter
 
 
 def _state_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
@@ -47,7 +64,7 @@ def model_fingerprint(model: nn.Module, name: str | None = None) -> dict[str, An
         name: a name to record (the CLI's model name); default: the class name.
     """
     tensors = _state_tensors(model)
-    key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for _, t in tensors)
+    key = tuple((t.data_ptr(), version_counter(t), tuple(t.shape)) for _, t in tensors)
     cached = _FINGERPRINTS.get(model)
     if cached is None or cached[0] != key:
         digest = hashlib.sha256()

@@ -121,7 +121,9 @@ def _data_config_for_name(name: str) -> DataConfig:
                 crop / resize,
                 crop,
             )
-        except Exception:
+        except (ValueError, AttributeError, TypeError, IndexError):
+            # an unknown or weightless architecture (ValueError), or weights whose transforms have no
+            # crop (detection, segmentation, optical flow): the ImageNet defaults
             return DataConfig(_IMAGENET_MEAN, _IMAGENET_STD, "bilinear", 0.875, 224)
     raise CamscopeError(f"Unknown model {name!r}. Accepted forms: {ACCEPTED_FORMS}.")
 

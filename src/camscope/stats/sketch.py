@@ -113,16 +113,6 @@ class QuantileSketch:
         by_range = torch.where(spread > 0, by_range, torch.tensor(_MIN_EXPONENT, device=device))
         return torch.maximum(torch.maximum(by_range, by_magnitude), torch.tensor(_MIN_EXPONENT, device=device))
 
-    def _rebinned(self, exponent: Tensor, offset: Tensor) -> Tensor:
-        """These counts on the coarser grid ``(exponent, offset)``; exact because the grids nest."""
-        shift = (exponent - self.exponent).clamp(0, 62)
-        cells = self.offset + torch.arange(self.bins, device=self.counts.device)
-        target = (
-            torch.div(cells, torch.bitwise_left_shift(torch.ones_like(shift), shift), rounding_mode="floor") - offset
-        )
-        # Empty cells beyond the range may fall outside; only non-empty cells are guaranteed inside.
-        return torch.zeros_like(self.counts).scatter_add_(0, target.clamp(0, self.bins - 1), self.counts)
-
     def update(self, values: Tensor) -> None:
         """Add values (any shape); runs on their device without synchronising."""
         x = values.detach().reshape(-1).to(device=self.counts.device, dtype=torch.float64)
@@ -132,7 +122,7 @@ class QuantileSketch:
         high = torch.maximum(self.high, x.max())
         exponent = torch.maximum(self._required_exponent(low, high), self.exponent)
         offset = _floor_scaled(low, exponent)
-        counts = self._rebinned(exponent, offset)
+        counts = _rebinned(self, exponent, offset)
         cells = (_floor_scaled(x, exponent) - offset).clamp(0, self.bins - 1)
         counts += torch.bincount(cells, minlength=self.bins)
         self.counts, self.exponent, self.offset = counts, exponent, offset
@@ -154,7 +144,7 @@ class QuantileSketch:
             merged._required_exponent(merged.low, merged.high), torch.maximum(a.exponent, b.exponent)
         )
         offset = _floor_scaled(merged.low, exponent)
-        merged.counts = a._rebinned(exponent, offset) + b._rebinned(exponent, offset)
+        merged.counts = _rebinned(a, exponent, offset) + _rebinned(b, exponent, offset)
         merged.exponent, merged.offset = exponent, offset
         return merged
 
@@ -167,16 +157,6 @@ class QuantileSketch:
         return copy
 
     # -- queries ----------------------------------------------------------------------
-
-    def _order_statistics(self, ranks: Tensor, cumulative: Tensor, counts: Tensor) -> Tensor:
-        """Estimates of the order statistics of 0-based ``ranks``, each inside the cell that holds it."""
-        cells = torch.searchsorted(cumulative, ranks, right=True).clamp(max=self.bins - 1)
-        before = cumulative[cells] - counts[cells]
-        within = (ranks - before).to(torch.float64) + 0.5
-        fraction = within / counts[cells].clamp(min=1).to(torch.float64)
-        width = _pow2(self.exponent)
-        values = (self.offset + cells).to(torch.float64) * width + fraction * width
-        return values.clamp(float(self.low), float(self.high))
 
     def quantile(self, q: float | Sequence[float] | Tensor) -> Tensor:
         """Quantiles at fractions ``q`` in [0, 1] (``numpy.percentile(values, 100 q)``), float64 on the CPU."""
@@ -191,8 +171,8 @@ class QuantileSketch:
         lower = position.floor().to(torch.int64)
         upper = (lower + 1).clamp(max=n - 1)
         cumulative = sketch.counts.cumsum(0)
-        low_value = sketch._order_statistics(lower, cumulative, sketch.counts)
-        high_value = sketch._order_statistics(upper, cumulative, sketch.counts)
+        low_value = _order_statistics(sketch, lower, cumulative, sketch.counts)
+        high_value = _order_statistics(sketch, upper, cumulative, sketch.counts)
         low_value = torch.where(lower == 0, sketch.low, low_value)
         high_value = torch.where(upper == n - 1, sketch.high, high_value)
         low_value = torch.where(lower == n - 1, sketch.high, low_value)
@@ -360,3 +340,23 @@ class Moments:
             raise CamscopeError(f"a moments state misses {error}") from error
         self.count, self.mean, self.m2 = count, mean, m2
         return self
+
+
+def _rebinned(sketch: QuantileSketch, exponent: Tensor, offset: Tensor) -> Tensor:
+    """The sketch's counts on the coarser grid ``(exponent, offset)``; exact because the grids nest."""
+    shift = (exponent - sketch.exponent).clamp(0, 62)
+    cells = sketch.offset + torch.arange(sketch.bins, device=sketch.counts.device)
+    target = torch.div(cells, torch.bitwise_left_shift(torch.ones_like(shift), shift), rounding_mode="floor") - offset
+    # Empty cells beyond the range may fall outside; only non-empty cells are guaranteed inside.
+    return torch.zeros_like(sketch.counts).scatter_add_(0, target.clamp(0, sketch.bins - 1), sketch.counts)
+
+
+def _order_statistics(sketch: QuantileSketch, ranks: Tensor, cumulative: Tensor, counts: Tensor) -> Tensor:
+    """Estimates of the order statistics of 0-based ``ranks``, each inside the cell that holds it."""
+    cells = torch.searchsorted(cumulative, ranks, right=True).clamp(max=sketch.bins - 1)
+    before = cumulative[cells] - counts[cells]
+    within = (ranks - before).to(torch.float64) + 0.5
+    fraction = within / counts[cells].clamp(min=1).to(torch.float64)
+    width = _pow2(sketch.exponent)
+    values = (sketch.offset + cells).to(torch.float64) * width + fraction * width
+    return values.clamp(float(sketch.low), float(sketch.high))

@@ -58,6 +58,7 @@ class Target:
 
     def prepare(self, model: nn.Module) -> Target:
         """Return a target with the choices that depend on the model fixed (before any forward pass)."""
+        del model  # the default has no such choice
         return self
 
     def expand(self, predict: Callable[[], Tensor]) -> tuple[Tensor | None, Target]:
@@ -68,10 +69,12 @@ class Target:
         the index of its input sample; ``predict()`` gives the outputs (as :meth:`read`
         gives them) of a clean forward pass on the batch, for choices that need them.
         """
+        del predict  # one map per sample: no prediction needed
         return None, self
 
     def resolve(self, outputs: Tensor) -> Target:
         """Return a target with every batch-dependent choice fixed."""
+        del outputs  # the default has no such choice
         return self
 
     def pool(self, activations: Tensor, size: Sequence[int]) -> Tensor | None:
@@ -80,6 +83,7 @@ class Target:
         DiffCAM compares it with its references. None (the default): the whole input's,
         the spatial mean; a box target gives the mean over its box.
         """
+        del activations, size  # None: the caller takes the whole input's mean
         return None
 
     def __call__(self, outputs: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -309,6 +313,7 @@ class FrozenTarget(Target):
         self.aggregate = resolved.aggregate
 
     def resolve(self, outputs: Tensor) -> FrozenTarget:
+        del outputs  # already resolved
         return self
 
     def read(self, outputs: Any) -> Tensor:

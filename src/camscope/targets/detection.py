@@ -223,6 +223,7 @@ class YoloOutputs:
         self.activation = activation
 
     def prepare(self, model: nn.Module) -> YoloOutputs:
+        del model  # the layout is given, not read from the model
         return self
 
     def read(self, outputs: Any) -> Tensor:
