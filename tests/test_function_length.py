@@ -19,7 +19,6 @@ KNOWN = {
     "app/server.py:create_app",
     "cli/explain.py:explain",
     "data/synthetic.py:SyntheticSpecies._render",
-    "reproduce/finer/text.py:notes",
     "reproduce/planted.py:_claims",
     "reproduce/planted.py:_body",
 }
