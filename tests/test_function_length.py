@@ -19,8 +19,6 @@ KNOWN = {
     "app/server.py:create_app",
     "cli/explain.py:explain",
     "data/synthetic.py:SyntheticSpecies._render",
-    "reproduce/planted.py:_claims",
-    "reproduce/planted.py:_body",
 }
 
 
