@@ -18,7 +18,6 @@ LIMIT = 80
 KNOWN = {
     "app/server.py:create_app",
     "cli/explain.py:explain",
-    "data/synthetic.py:SyntheticSpecies._render",
 }
 
 
