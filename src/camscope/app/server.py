@@ -28,6 +28,7 @@ and ``{"error": "one line"}``, which the page shows.
 
 import socket
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from camscope.errors import needs_extra
@@ -61,6 +62,15 @@ def create_app(workbench: Workbench, queue: JobQueue | None = None) -> FastAPI:
     app.state.workbench = workbench
     static = resources.files("camscope.app") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _add_guards(app, workbench)
+    _add_browsing(app, workbench, queue, static)
+    _add_jobs(app, workbench, queue)
+    _add_downloads(app, queue)
+    return app
+
+
+def _add_guards(app: FastAPI, workbench: Workbench) -> None:
+    """The upload size limit and the answer to a user mistake (status 400, ``{"error": ...}``)."""
 
     @app.middleware("http")
     async def upload_limit(request: Request, call_next: Any) -> Any:
@@ -76,6 +86,10 @@ def create_app(workbench: Workbench, queue: JobQueue | None = None) -> FastAPI:
     @app.exception_handler(CamscopeError)
     def user_mistake(request: Request, error: CamscopeError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=400)
+
+
+def _add_browsing(app: FastAPI, workbench: Workbench, queue: JobQueue, static: Traversable) -> None:
+    """The page and what it lists: photos, images, models, methods and layers."""
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
@@ -106,6 +120,10 @@ def create_app(workbench: Workbench, queue: JobQueue | None = None) -> FastAPI:
     def layers(model: str) -> dict[str, Any]:
         result: dict[str, Any] = queue.run("layers", lambda job: workbench.layers(model))
         return result
+
+
+def _add_jobs(app: FastAPI, workbench: Workbench, queue: JobQueue) -> None:
+    """Uploads, predictions and explanation jobs: submit, poll, cancel."""
 
     @app.post("/api/upload")
     async def upload(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 (FastAPI's idiom)
@@ -138,6 +156,10 @@ def create_app(workbench: Workbench, queue: JobQueue | None = None) -> FastAPI:
     def cancel(job_id: str) -> dict[str, Any]:
         return queue.cancel(job_id).describe()
 
+
+def _add_downloads(app: FastAPI, queue: JobQueue) -> None:
+    """A finished explanation's files and settings as attachments."""
+
     @app.get("/api/download/{job_id}/settings.json")
     def download_settings(job_id: str) -> Response:
         result = _result(queue, job_id)
@@ -160,8 +182,6 @@ def create_app(workbench: Workbench, queue: JobQueue | None = None) -> FastAPI:
             data = safetensors_bytes(result, panel)
         name = f"{_stem(result)}__{key}__{file}"
         return Response(data, media_type=_DOWNLOADS[file], headers=_attachment(name))
-
-    return app
 
 
 def _result(queue: JobQueue, job_id: str) -> ExplainResult:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import torch
 
     from camscope.models.preprocessing import Photo
+    from camscope.viz.style import FigureStyle
 
 __all__ = ["explain", "explain_output_stems", "layers", "methods", "plain_text"]
 
@@ -284,63 +285,156 @@ def explain(
     diffcam.prepare(size, config, files)
     batch = torch.cat([tensor for tensor, _ in loaded]).to(next(network.parameters()).device)
     ifa = ScaleOptions(scale, principal)
-    options = dict(
+    finer = {"versus": versus, "gamma": gamma, "references": references}
+    smoothing = {"eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth}
+    options = _naming_options(
+        model=model, model_name=model_name, weights=weights_name, seed=seed_value, layer=layer, size=size,
+        target=target, finer=finer, diffcam=diffcam, bank=bank, reference=reference, regularization=regularization,
+        scale=scale, principal=principal, smoothing=smoothing,
+    )  # fmt: skip
+    task = _task(task, network, batch, score_threshold, objects)
+    if task != "classify":
+        options.update(task=task, score_threshold=score_threshold, objects=objects)
+    stems = explain_output_stems(files, method_names, **options)
+    if task != "classify":
+        flags = {"--save": save, "--versus": versus, "--gamma": gamma, "--references": references,
+                 "--bank": bank, "--reference": reference, "--regularization": regularization,
+                 "--scale": scale, "--principal": principal, "--eigen-smooth": eigen_smooth,
+                 "--aug-smooth": aug_smooth}  # fmt: skip
+        _explain_objects(
+            task, flags, files, network, batch, loaded, stems, method_names, model=model_name, layer=layer,
+            target=target, score_threshold=score_threshold, objects=objects, out=out, overwrite=overwrite,
+            json_output=json_output, note=_random_weights_note(weights_name, seed_value), style=style,
+        )  # fmt: skip
+        return
+    saved = _claim_map_outputs(files, method_names, options, stems, out, style.suffix, save, overwrite)
+    results = _run_methods(network, batch, method_names, layer, target, diffcam, ifa, finer, smoothing)
+    report = _write_results(
+        network, batch, results, files, loaded, stems, saved, out, diffcam=diffcam, signed=ifa.signed,
+        scaled="FS-" if principal is not None else "S-", smoothing=smoothing, model=model_name,
+        weights=weights_name, seed=seed_value, style=style,
+    )  # fmt: skip
+    _print_report(report, json_output)
+
+
+def _naming_options(
+    *,
+    model: str | None,
+    model_name: str,
+    weights: str,
+    seed: int,
+    layer: list[str] | None,
+    size: int,
+    target: str | None,
+    finer: dict[str, Any],
+    diffcam: DiffCAMOptions,
+    bank: Path | None,
+    reference: str | None,
+    regularization: str | None,
+    scale: Path | None,
+    principal: float | None,
+    smoothing: dict[str, bool],
+) -> dict[str, Any]:
+    """The options that name the outputs (:func:`explain_output_stems`); the size only when not the model's own."""
+    return dict(
         model=model,
-        weights=weights_name,
-        seed=seed_value,
+        weights=weights,
+        seed=seed,
         layer=layer,
         size=None if size == _own_input_size(model_name) else size,
         target=target,
-        versus=versus,
-        gamma=gamma,
-        references=references,
+        **finer,
         bank=bank,
         reference=reference,
         regularization=regularization,
         refs=diffcam.fixed_size(),
         scale=scale,
         principal=principal,
-        eigen_smooth=eigen_smooth,
-        aug_smooth=aug_smooth,
+        **smoothing,
     )
-    task = _task(task, network, batch, score_threshold, objects)
-    if task != "classify":
-        options.update(task=task, score_threshold=score_threshold, objects=objects)
-    stems = explain_output_stems(files, method_names, **options)
-    if task != "classify":
-        from camscope.cli.objects import check_object_options, explain_objects
 
-        check_object_options(
-            task, method_names, {"--save": save, "--versus": versus, "--gamma": gamma, "--references": references,
-                                 "--bank": bank, "--reference": reference, "--regularization": regularization,
-                                 "--scale": scale, "--principal": principal, "--eigen-smooth": eigen_smooth,
-                                 "--aug-smooth": aug_smooth},
-        )  # fmt: skip
-        claim_outputs([out / f"{stem}{style.suffix}" for stem in stems], overwrite)
-        explain_objects(
-            files, network, batch, [photo for _, photo in loaded], stems, method_names, task=task, model=model_name,
-            layer=layer, target=target, score_threshold=0.5 if score_threshold is None else score_threshold,
-            max_objects=4 if objects is None else objects, out=out, json_output=json_output,
-            note=_random_weights_note(weights_name, seed_value), style=style,
-        )  # fmt: skip
-        return
+
+def _claim_map_outputs(
+    files: list[Path],
+    method_names: list[str],
+    options: dict[str, Any],
+    stems: list[str],
+    out: Path,
+    suffix: str,
+    save: bool,
+    overwrite: bool,
+) -> dict[str, list[str]]:
+    """Claim the figures' files (and with ``save``, each method's maps'); the maps' stems of each method."""
     saved = {name: explain_output_stems(files, [name], **options) for name in method_names} if save else {}
     claim_outputs(
-        [out / f"{stem}{style.suffix}" for stem in stems]
+        [out / f"{stem}{suffix}" for stem in stems]
         + [out / f"{stem}.safetensors" for each in saved.values() for stem in each],
         overwrite,
     )
-    finer = {"versus": versus, "gamma": gamma, "references": references}
-    smoothing = {"eigen_smooth": eigen_smooth, "aug_smooth": aug_smooth}
-    results = _run_methods(network, batch, method_names, layer, target, diffcam, ifa, finer, smoothing)
+    return saved
+
+
+def _explain_objects(
+    task: str,
+    flags: dict[str, Any],
+    files: list[Path],
+    network: torch.nn.Module,
+    batch: torch.Tensor,
+    loaded: list[Any],
+    stems: list[str],
+    method_names: list[str],
+    *,
+    model: str,
+    layer: list[str] | None,
+    target: str | None,
+    score_threshold: float | None,
+    objects: int | None,
+    out: Path,
+    overwrite: bool,
+    json_output: bool,
+    note: str,
+    style: FigureStyle,
+) -> None:
+    """``--task detect|segment``: each box or region the model finds explained alone (``flags``: refused options)."""
+    from camscope.cli.objects import check_object_options, explain_objects
+
+    check_object_options(task, method_names, flags)
+    claim_outputs([out / f"{stem}{style.suffix}" for stem in stems], overwrite)
+    explain_objects(
+        files, network, batch, [photo for _, photo in loaded], stems, method_names, task=task, model=model,
+        layer=layer, target=target, score_threshold=0.5 if score_threshold is None else score_threshold,
+        max_objects=4 if objects is None else objects, out=out, json_output=json_output, note=note, style=style,
+    )  # fmt: skip
+
+
+def _write_results(
+    network: torch.nn.Module,
+    batch: torch.Tensor,
+    results: dict[str, Any],
+    files: list[Path],
+    loaded: list[Any],
+    stems: list[str],
+    saved: dict[str, list[str]],
+    out: Path,
+    *,
+    diffcam: DiffCAMOptions,
+    signed: bool,
+    scaled: str,
+    smoothing: dict[str, bool],
+    model: str,
+    weights: str,
+    seed: int,
+    style: FigureStyle,
+) -> list[dict[str, Any]]:
+    """Each image's figure (and with ``saved``, its maps per method); the report's entry of each image."""
     first = next(iter(results.values()))
     names = class_names_for(network, first.logits.shape[1])
     predictions = top_predictions(first.logits, names)
-    random = random_weights(weights_name)
+    random = random_weights(weights)
     report = []
     for index, (path, (_, photo)) in enumerate(zip(files, loaded)):
-        labels = _figure_labels(results, index, names, diffcam, random, seed_value)
-        labels.update(model=model_name, style=style, scaled="FS-" if principal is not None else "S-")
+        labels = _figure_labels(results, index, names, diffcam, random, seed)
+        labels.update(model=model, style=style, scaled=scaled)
         labels.update(smoothing, note=_with_smoothing(labels["note"], smoothing))
         written = _write_image(
             network,
@@ -351,15 +445,15 @@ def explain(
             photo,
             names,
             predictions[index],
-            ifa.signed,
+            signed,
             str(path),
             labels,
         )
         for name, method_stems in saved.items():
             file = out / f"{method_stems[index]}.safetensors"
-            written.append(_save_explanation(results[name], index, file, model_name, weights_name, seed_value))
+            written.append(_save_explanation(results[name], index, file, model, weights, seed))
         report.append(_entry(results, index, path, names, predictions[index], written, labels))
-    _print_report(report, json_output)
+    return report
 
 
 def _with_smoothing(note: str, smoothing: dict[str, bool]) -> str:

@@ -287,6 +287,27 @@ class SpeciesBatch:
         )
 
 
+def _draw_distractors(
+    pose: SpeciesPose, layer: Tensor, dark: Tensor, xs: Tensor, ys: Tensor, unit: float
+) -> tuple[Tensor, Tensor]:
+    """Draw the distractors (layers ``1..K``, back to front, in pixel coordinates) over ``layer``."""
+    n = layer.shape[0]
+    for k in range(pose.distractor_kind.shape[1]):
+        cx, cy = pose.distractor_center[:, k, 0].view(n, 1, 1), pose.distractor_center[:, k, 1].view(n, 1, 1)
+        a, b = pose.distractor_size[:, k, 0].view(n, 1, 1), pose.distractor_size[:, k, 1].view(n, 1, 1)
+        du, dv = _rotate(xs - cx, ys - cy, pose.distractor_angle[:, k].view(n, 1, 1))
+        kind = pose.distractor_kind[:, k].view(n, 1, 1)
+        ellipse = (du / a) ** 2 + (dv / b) ** 2 <= 1
+        box = (du.abs() <= a) & (dv.abs() <= b)
+        triangle = (dv >= -b) & (du.abs() <= a * (1 - (dv + b) / (2 * b)))
+        mask = torch.where(kind == 0, ellipse, torch.where(kind == 1, box, triangle))
+        stripes, spots = _textures(du / unit, dv / unit)
+        pattern = pose.distractor_pattern[:, k].view(n, 1, 1)
+        layer = torch.where(mask, k + 1, layer)
+        dark = torch.where(mask, ((pattern == 1) & stripes) | ((pattern == 2) & spots), dark)
+    return layer, dark
+
+
 class SyntheticSpecies:
     """A deterministic generator of fine-grained species with part masks.
 
@@ -730,37 +751,25 @@ class SyntheticSpecies:
         """Hard-edged compositing by a per-pixel layer index (0 background, then distractors, parts, eye)."""
         n, size = labels.shape[0], self.size
         k_count = pose.distractor_kind.shape[1]
-        palette, pattern_palette = _palettes()
         coords = torch.arange(size, dtype=torch.float32) + 0.5
         ys, xs = coords.view(1, size, 1), coords.view(1, 1, size)
         layer = torch.zeros(n, size, size, dtype=torch.long)
         dark = torch.zeros(n, size, size, dtype=torch.bool)
+        unit = 0.3 * size  # the distractors' and occluders' textures at the object's scale
+        layer, dark = _draw_distractors(pose, layer, dark, xs, ys, unit)
+        first_part = k_count + 1
+        layer, dark = self._draw_parts(labels, pose, layer, dark, xs, ys, first_part)
+        eye_layer = first_part + len(PARTS)
+        layer, dark, extra_plain, extra_shaded = self._occlude(pose, layer, dark, xs, ys, unit, eye_layer + 1)
+        image = self._colour(labels, pose, layer, dark, extra_plain, extra_shaded)
+        masks = torch.stack([layer == first_part + p for p in range(len(PARTS))], dim=1)
+        masks[:, PARTS.index("head")] |= layer == eye_layer
+        return image.float(), masks
 
-        # Distractors, in pixel coordinates, back to front.
-        unit = 0.3 * size  # their textures at the object's scale
-        for k in range(k_count):
-            cx, cy = pose.distractor_center[:, k, 0].view(n, 1, 1), pose.distractor_center[:, k, 1].view(n, 1, 1)
-            a, b = pose.distractor_size[:, k, 0].view(n, 1, 1), pose.distractor_size[:, k, 1].view(n, 1, 1)
-            du, dv = _rotate(xs - cx, ys - cy, pose.distractor_angle[:, k].view(n, 1, 1))
-            kind = pose.distractor_kind[:, k].view(n, 1, 1)
-            ellipse = (du / a) ** 2 + (dv / b) ** 2 <= 1
-            box = (du.abs() <= a) & (dv.abs() <= b)
-            triangle = (dv >= -b) & (du.abs() <= a * (1 - (dv + b) / (2 * b)))
-            mask = torch.where(kind == 0, ellipse, torch.where(kind == 1, box, triangle))
-            stripes, spots = _textures(du / unit, dv / unit)
-            pattern = pose.distractor_pattern[:, k].view(n, 1, 1)
-            layer = torch.where(mask, k + 1, layer)
-            dark = torch.where(mask, ((pattern == 1) & stripes) | ((pattern == 2) & spots), dark)
-
-        # Object coordinates (u along the facing direction, v up), in object units.
-        scale = pose.scale.view(n, 1, 1)
-        x_rel = xs - pose.center[:, 0].view(n, 1, 1)
-        y_rel = pose.center[:, 1].view(n, 1, 1) - ys  # up
-        u, v = _rotate(x_rel, y_rel, pose.angle.view(n, 1, 1))
-        u, v = u / scale * pose.facing.view(n, 1, 1), v / scale
-
+    def _part_covers(self, labels: Tensor, u: Tensor, v: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Each part's pixels (``[n, H, W]`` masks, overlapping) and the eye's, at object coordinates ``u, v``."""
+        n = labels.shape[0]
         shape = self._shape_index[labels]  # [n, P]
-        pattern = self._pattern_index[labels]
 
         def param(table: Any, part: str, column: int | None = None) -> Tensor:
             values = torch.tensor(table, dtype=torch.float32)
@@ -785,23 +794,47 @@ class SyntheticSpecies:
         )
         cover["tail"] = tail & ~notch
         eye = (u - _EYE[0]) ** 2 + (v - _EYE[1]) ** 2 <= _EYE[2] ** 2
+        return cover, eye
 
+    def _draw_parts(
+        self, labels: Tensor, pose: SpeciesPose, layer: Tensor, dark: Tensor, xs: Tensor, ys: Tensor, first_part: int
+    ) -> tuple[Tensor, Tensor]:
+        """Draw the parts (layers ``first_part + p``, in :data:`_DRAW_ORDER`) and the eye over ``layer``."""
+        n = labels.shape[0]
+        # Object coordinates (u along the facing direction, v up), in object units.
+        scale = pose.scale.view(n, 1, 1)
+        x_rel = xs - pose.center[:, 0].view(n, 1, 1)
+        y_rel = pose.center[:, 1].view(n, 1, 1) - ys  # up
+        u, v = _rotate(x_rel, y_rel, pose.angle.view(n, 1, 1))
+        u, v = u / scale * pose.facing.view(n, 1, 1), v / scale
+        cover, eye = self._part_covers(labels, u, v)
+        pattern = self._pattern_index[labels]
         tu, tv = u, v
         if pose.texture_scale is not None and pose.texture_phase is not None:
             factor = pose.texture_scale.view(n, 1, 1)
             tu = u / factor + pose.texture_phase[:, 0].view(n, 1, 1)
             tv = v / factor + pose.texture_phase[:, 1].view(n, 1, 1)
         stripes, spots = _textures(tu, tv)
-        first_part = k_count + 1
         for part in _DRAW_ORDER:
             p = PARTS.index(part)
             kind = pattern[:, p].view(n, 1, 1)
             layer = torch.where(cover[part], first_part + p, layer)
             dark = torch.where(cover[part], ((kind == 1) & stripes) | ((kind == 2) & spots), dark)
-        eye_layer = first_part + len(PARTS)
-        layer = torch.where(eye, eye_layer, layer)
-        layer, dark, extra_plain, extra_shaded = self._occlude(pose, layer, dark, xs, ys, unit, eye_layer + 1)
+        layer = torch.where(eye, first_part + len(PARTS), layer)
+        return layer, dark
 
+    def _colour(
+        self,
+        labels: Tensor,
+        pose: SpeciesPose,
+        layer: Tensor,
+        dark: Tensor,
+        extra_plain: list[Tensor],
+        extra_shaded: list[Tensor],
+    ) -> Tensor:
+        """The image of a layer index: each layer's plain or dark colour, the background field, gain and noise."""
+        n, size = labels.shape[0], self.size
+        palette, pattern_palette = _palettes()
         # Colours of the layers: [n, L, 2 (plain, dark), 3]; layer 0 (background) is replaced below.
         parts_plain = self._plain[labels] * pose.part_gain[..., None]  # [n, P, 3]
         parts_dark = self._shade[labels] * pose.part_gain[..., None]
@@ -821,11 +854,7 @@ class SyntheticSpecies:
         field = F.interpolate(pose.background_field, size=(size, size), mode="bilinear", align_corners=False)
         background = (pose.background[:, :, None, None] + field).clamp(0, 1)
         image = torch.where((layer == 0)[:, None], background, colours)
-        image = (image * pose.gain.view(n, 1, 1, 1) + pose.noise).clamp(0, 1)
-
-        masks = torch.stack([layer == first_part + p for p in range(len(PARTS))], dim=1)
-        masks[:, PARTS.index("head")] |= layer == eye_layer
-        return image.float(), masks
+        return (image * pose.gain.view(n, 1, 1, 1) + pose.noise).clamp(0, 1)
 
     def _occlude(
         self, pose: SpeciesPose, layer: Tensor, dark: Tensor, xs: Tensor, ys: Tensor, unit: float, index: int

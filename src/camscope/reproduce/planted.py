@@ -294,101 +294,108 @@ def _figure(context: Context, confounder: dict[str, Any]) -> str:
     return "figures/planted_confounder.png"
 
 
+def _confounder_claim(confounder: dict[str, Any]) -> Claim:
+    """The confounder claim: the confounded class flagged, its top feature the mark's, the control clean."""
+    bad, good = confounder["confounded"], confounder["control"]
+    pointed = bad["top_feature"] in bad["responsive"]
+    conditions = [bad["flagged_c"], pointed]
+    verdict = HOLDS if all(conditions) and not good["flagged"] else PARTLY if any(conditions) else FAILS
+    return Claim(
+        "IFA: the importance matrix reveals a confounder: 'extremely high values for some specific features and "
+        "relatively low values for all other features' (Sec. III, uses of the importance matrix)",
+        verdict,
+        f"class {CONFOUNDED} flagged by `confounders()` on the confounded model: {bad['flagged_c']} (flagged: "
+        f"{bad['flagged'] or 'none'}; control model: {good['flagged'] or 'none'}; its top feature holds "
+        f"{bad['held']:.2f} of its positive importance, rank {bad['rank']} of {CLASSES} classes, against the "
+        f"default threshold 0.5; control {good['held']:.2f}, rank {good['rank']}); its top feature {bad['top_feature']} "
+        f"{'is' if pointed else 'is not'} among the 3 channels that respond most to the mark {bad['responsive']}; "
+        f"Grad-CAM energy within 1 px of the mark on marked test {CONFOUNDED}s: {bad['mark_energy']:.3f} (control "
+        f"{good['mark_energy']:.3f}, area {confounder['region_share']:.3f}); clean test accuracy of class "
+        f"{CONFOUNDED}: {bad['accuracy_c']:.3f} (control {good['accuracy_c']:.3f}); the mark turns "
+        f"{100 * bad['turned']:.0f}% of the other digits into {CONFOUNDED}s (control {100 * good['turned']:.0f}%). "
+        "Rule: flagged and its top feature mark-responsive, control flags none → holds; one of the first two → "
+        "partly.",
+        previous=PARTLY,
+    )
+
+
+def _outliers_claim(outliers: dict[str, dict[str, float]]) -> Claim:
+    """The outlier claim: the precision of `outliers()` at its default k for both planted kinds."""
+    precisions = [entry["precision"] for entry in outliers.values()]
+    verdict = HOLDS if min(precisions) >= 0.8 else PARTLY if max(precisions) >= 0.5 else FAILS
+    return Claim(
+        "IFA: samples whose feature profile departs from their class's importance column are outliers "
+        "(mislabelled or atypical)",
+        verdict,
+        "precision / recall of `outliers()` at its default k = 10 among "
+        + "; ".join(
+            f"{int(e['images'])} test digits with {PLANTED} {kind}: {e['precision']:.2f} / {e['recall']:.2f}"
+            for kind, e in outliers.items()
+        )
+        + f" (random picks: {PLANTED / next(iter(outliers.values()))['images']:.3f}). Rule: precision ≥ 0.8 for "
+        "both kinds → holds, ≥ 0.5 for one → partly.",
+        previous=HOLDS,
+    )
+
+
+def _overfitting_claim(overfitting: dict[str, list[dict[str, float]]]) -> Claim:
+    """The overfitting claim: the few-image models' relative difference against the well-trained ones'."""
+    few = [e["difference"] for e in overfitting["few"]]
+    full = [e["difference"] for e in overfitting["all"]]
+    verdict = HOLDS if min(few) > max(full) else PARTLY if sum(few) / len(few) > sum(full) / len(full) else FAILS
+    return Claim(
+        "IFA: comparing the importance matrices of the training and test data reveals overfitting",
+        verdict,
+        f"relative difference ‖IM_train − IM_test‖/‖IM_train‖ (the same {FEW} training images for both): models "
+        f"trained on {FEW} images "
+        + ", ".join(f"{v:.3f}" for v in few)
+        + " (train / test accuracy "
+        + ", ".join(f"{e['train']:.2f} / {e['test']:.2f}" for e in overfitting["few"])
+        + "); on every training image "
+        + ", ".join(f"{v:.3f}" for v in full)
+        + " ("
+        + ", ".join(f"{e['train']:.2f} / {e['test']:.2f}" for e in overfitting["all"])
+        + "). Rule: every few-image model above every well-trained one → holds, higher mean → partly.",
+        previous=HOLDS,
+    )
+
+
+def _table_iv_claim(table_iv: dict[tuple[str, str], dict[str, float]]) -> Claim:
+    """Table IV's claim: FS-CAMs keep nearly the full maps' average drop."""
+    changes = {key: (e["drop_fs"] - e["drop"]) / max(e["drop"], 1e-12) for key, e in table_iv.items()}
+    kept = sum(change <= 0.15 for change in changes.values())
+    verdict = HOLDS if kept == len(changes) else PARTLY if 2 * kept >= len(changes) else FAILS
+    return Claim(
+        "IFA Table IV: FS-CAMs (principal features only) keep nearly the average drop and increase in confidence "
+        "of the full CAMs (changes of a few percent; largest average change of the drop +15.07%, Cats&Dogs)",
+        verdict,
+        "average drop full → FS (relative change): "
+        + "; ".join(
+            f"{n}/{m} {e['drop']:.3f} → {e['drop_fs']:.3f} ({100 * changes[(n, m)]:+.1f}%)"
+            for (n, m), e in table_iv.items()
+        )
+        + ". Rule: the drop rises by at most 15% of the full map's for every distinct map → holds, for half → "
+        "partly.",
+        previous=HOLDS,
+    )
+
+
 def _claims(
     confounder: dict[str, Any],
     outliers: dict[str, dict[str, float]],
     overfitting: dict[str, list[dict[str, float]]],
     table_iv: dict[tuple[str, str], dict[str, float]],
 ) -> list[Claim]:
-    bad, good = confounder["confounded"], confounder["control"]
-    pointed = bad["top_feature"] in bad["responsive"]
-    conditions = [bad["flagged_c"], pointed]
-    verdict = HOLDS if all(conditions) and not good["flagged"] else PARTLY if any(conditions) else FAILS
-    claims = [
-        Claim(
-            "IFA: the importance matrix reveals a confounder: 'extremely high values for some specific features and "
-            "relatively low values for all other features' (Sec. III, uses of the importance matrix)",
-            verdict,
-            f"class {CONFOUNDED} flagged by `confounders()` on the confounded model: {bad['flagged_c']} (flagged: "
-            f"{bad['flagged'] or 'none'}; control model: {good['flagged'] or 'none'}; its top feature holds "
-            f"{bad['held']:.2f} of its positive importance, rank {bad['rank']} of {CLASSES} classes, against the "
-            f"default threshold 0.5; control {good['held']:.2f}, rank {good['rank']}); its top feature {bad['top_feature']} "
-            f"{'is' if pointed else 'is not'} among the 3 channels that respond most to the mark {bad['responsive']}; "
-            f"Grad-CAM energy within 1 px of the mark on marked test {CONFOUNDED}s: {bad['mark_energy']:.3f} (control "
-            f"{good['mark_energy']:.3f}, area {confounder['region_share']:.3f}); clean test accuracy of class "
-            f"{CONFOUNDED}: {bad['accuracy_c']:.3f} (control {good['accuracy_c']:.3f}); the mark turns "
-            f"{100 * bad['turned']:.0f}% of the other digits into {CONFOUNDED}s (control {100 * good['turned']:.0f}%). "
-            "Rule: flagged and its top feature mark-responsive, control flags none → holds; one of the first two → "
-            "partly.",
-            previous=PARTLY,
-        )
+    return [
+        _confounder_claim(confounder),
+        _outliers_claim(outliers),
+        _overfitting_claim(overfitting),
+        _table_iv_claim(table_iv),
     ]
-    precisions = [entry["precision"] for entry in outliers.values()]
-    verdict = HOLDS if min(precisions) >= 0.8 else PARTLY if max(precisions) >= 0.5 else FAILS
-    claims.append(
-        Claim(
-            "IFA: samples whose feature profile departs from their class's importance column are outliers "
-            "(mislabelled or atypical)",
-            verdict,
-            "precision / recall of `outliers()` at its default k = 10 among "
-            + "; ".join(
-                f"{int(e['images'])} test digits with {PLANTED} {kind}: {e['precision']:.2f} / {e['recall']:.2f}"
-                for kind, e in outliers.items()
-            )
-            + f" (random picks: {PLANTED / next(iter(outliers.values()))['images']:.3f}). Rule: precision ≥ 0.8 for "
-            "both kinds → holds, ≥ 0.5 for one → partly.",
-            previous=HOLDS,
-        )
-    )
-    few = [e["difference"] for e in overfitting["few"]]
-    full = [e["difference"] for e in overfitting["all"]]
-    verdict = HOLDS if min(few) > max(full) else PARTLY if sum(few) / len(few) > sum(full) / len(full) else FAILS
-    claims.append(
-        Claim(
-            "IFA: comparing the importance matrices of the training and test data reveals overfitting",
-            verdict,
-            f"relative difference ‖IM_train − IM_test‖/‖IM_train‖ (the same {FEW} training images for both): models "
-            f"trained on {FEW} images "
-            + ", ".join(f"{v:.3f}" for v in few)
-            + " (train / test accuracy "
-            + ", ".join(f"{e['train']:.2f} / {e['test']:.2f}" for e in overfitting["few"])
-            + "); on every training image "
-            + ", ".join(f"{v:.3f}" for v in full)
-            + " ("
-            + ", ".join(f"{e['train']:.2f} / {e['test']:.2f}" for e in overfitting["all"])
-            + "). Rule: every few-image model above every well-trained one → holds, higher mean → partly.",
-            previous=HOLDS,
-        )
-    )
-    changes = {key: (e["drop_fs"] - e["drop"]) / max(e["drop"], 1e-12) for key, e in table_iv.items()}
-    kept = sum(change <= 0.15 for change in changes.values())
-    verdict = HOLDS if kept == len(changes) else PARTLY if 2 * kept >= len(changes) else FAILS
-    claims.append(
-        Claim(
-            "IFA Table IV: FS-CAMs (principal features only) keep nearly the average drop and increase in confidence "
-            "of the full CAMs (changes of a few percent; largest average change of the drop +15.07%, Cats&Dogs)",
-            verdict,
-            "average drop full → FS (relative change): "
-            + "; ".join(
-                f"{n}/{m} {e['drop']:.3f} → {e['drop_fs']:.3f} ({100 * changes[(n, m)]:+.1f}%)"
-                for (n, m), e in table_iv.items()
-            )
-            + ". Rule: the drop rises by at most 15% of the full map's for every distinct map → holds, for half → "
-            "partly.",
-            previous=HOLDS,
-        )
-    )
-    return claims
 
 
-def _body(
-    confounder: dict[str, Any],
-    overfitting: dict[str, list[dict[str, float]]],
-    table_iv: dict[tuple[str, str], dict[str, float]],
-    steps: int,
-    sizes: dict[str, int],
-    figure: str,
-) -> str:
+def _confounder_table(confounder: dict[str, Any]) -> str:
+    """The confounded and the control model side by side: accuracies, flagged classes, the mark's channels."""
     rows = [
         [
             name,
@@ -403,7 +410,7 @@ def _body(
         ]
         for name, entry in ((n, confounder[n]) for n in ("confounded", "control"))
     ]
-    confounder_table = markdown_table(
+    return markdown_table(
         [
             "model",
             "clean test accuracy",
@@ -417,14 +424,22 @@ def _body(
         ],
         rows,
     )
+
+
+def _overfitting_table(overfitting: dict[str, list[dict[str, float]]]) -> str:
+    """Each seed's few-image and all-image model: accuracies and the importance matrices' relative difference."""
     overfit_rows = [
         [kind, seed, e["train"], e["test"], e["difference"]]
         for kind, entries in (("few images", overfitting["few"]), ("all images", overfitting["all"]))
         for seed, e in enumerate(entries)
     ]
-    overfit_table = markdown_table(
+    return markdown_table(
         ["training set", "seed", "train accuracy", "test accuracy", "‖IM_train − IM_test‖ / ‖IM_train‖"], overfit_rows
     )
+
+
+def _table_iv_table(table_iv: dict[tuple[str, str], dict[str, float]]) -> str:
+    """Table IV's analogue: average drop and increase of the full maps and the FS-CAMs."""
     iv_rows = [
         [
             n,
@@ -439,7 +454,7 @@ def _body(
         ]
         for (n, m), e in table_iv.items()
     ]
-    iv_table = markdown_table(
+    return markdown_table(
         [
             "data set",
             "map",
@@ -453,6 +468,19 @@ def _body(
         ],
         iv_rows,
     )
+
+
+def _body(
+    confounder: dict[str, Any],
+    overfitting: dict[str, list[dict[str, float]]],
+    table_iv: dict[tuple[str, str], dict[str, float]],
+    steps: int,
+    sizes: dict[str, int],
+    figure: str,
+) -> str:
+    confounder_table = _confounder_table(confounder)
+    overfit_table = _overfitting_table(overfitting)
+    iv_table = _table_iv_table(table_iv)
     return f"""
 The analyses of an importance matrix, scored where the answer is planted (protocol: the module
 `camscope.reproduce.planted`). The models are small CNNs (`SmallCNN`, stages [[8], [16, 32]], K = 32 channels)

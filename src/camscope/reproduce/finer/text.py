@@ -283,6 +283,113 @@ Reading the numbers: {reading}.
 """
 
 
+def _rd_note(
+    n_score: int, stats: dict[str, float], numbers: dict[str, float], comparisons: dict[tuple[str, str], Comparison]
+) -> str:
+    """Why RD shows no significant gain: how saturated the drop of `p_c` is, and how small the differing part."""
+    missing = [
+        f"{METHOD_NAMES[b]} at {p}"
+        for b in BASES
+        for p, k in (("5%", "rd@0.05"), ("10%", "rd@0.1"))
+        if not comparisons[(b, k)].better
+    ]
+    drop = numbers["gradcam.drop_target@0.05"]
+    saturated = (
+        "the model is nearly certain of its class, and masking 5% of the pixels removes "
+        f"{drop:.2f} of `p_c` on average with Grad-CAM and {numbers['finer-gradcam.drop_target@0.05']:.2f} with "
+        "Finer-Grad-CAM, so RD is close to saturation; "
+        if drop >= 0.5
+        else f"masking 5% of the pixels removes {drop:.2f} of `p_c` on average with Grad-CAM and "
+        f"{numbers['finer-gradcam.drop_target@0.05']:.2f} with Finer-Grad-CAM (RD is not saturated here); "
+    )
+    return (
+        "**RD** (no significant gain of at least 5% of the base for "
+        + ", ".join(missing)
+        + "): "
+        + saturated
+        + f"the drop of `p_d` is {numbers['gradcam.drop_versus@0.05']:+.2f} with Grad-CAM and "
+        f"{numbers['finer-gradcam.drop_versus@0.05']:+.2f} with Finer-Grad-CAM (a negative drop: masked pixels "
+        "that were evidence *against* `d`). At 10% the masked area is "
+        f"{0.1 / max(stats['differing_area'], 1e-6):.0f} times the differing part's for either map, which leaves "
+        f"less room for a difference. Score-CAM's rows use only {n_score} images, so their "
+        "intervals are wider."
+    )
+
+
+_DELETION_NOTE = (
+    "**Deletion**: the difference exceeds the stated tolerance for some bases; deletion scores the class alone, "
+    "and a map that moves to a small part removes the shared evidence later."
+)
+
+
+def _box_note(numbers: dict[str, float], comparisons: dict[tuple[str, str], Comparison]) -> str:
+    """Why the map's share in the object's box does not grow: distractors in the parts' colours."""
+    worse = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_box")].better]
+    return (
+        f"**Loc.** (no significant gain of at least 5% for {', '.join(worse)}; plausibly the distractors): the base maps already put "
+        f"{numbers['gradcam.share_box']:.2f} (Grad-CAM) of their energy in the object's box. The backgrounds carry "
+        "distractor shapes in the same palette colours and textures as the parts, independent of the class, so "
+        "the channels that tell the key-part colours of `c` and `d` apart also respond to distractors of those "
+        "colours outside the box (the control above re-renders the images without the distractors). The paper's argument that Finer suppresses background noise assumes a "
+        "background that goes with both similar classes (its beach example), which these data do not have."
+    )
+
+
+def _parts_note(comparisons: dict[tuple[str, str], Comparison]) -> str:
+    """Why the differing part's share does not grow: the layer's cells are coarse next to the part."""
+    missing = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_differing")].better]
+    return (
+        f"**Differing part** (no significant gain of at least 5% for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
+        "fields, the layer cannot isolate a part of a few cells; see the pointing game for where the peak goes."
+    )
+
+
+def _gamma_rd_note(stats: dict[str, float], gamma: GammaClaims) -> str:
+    """Why RD over gamma does not peak where the paper's does: one close neighbour per class."""
+    off = [f"T={t} (peak at gamma {gamma.peaks[t]:g})" for t, ok in zip(REFERENCES, gamma.shaped) if not ok]
+    return (
+        "**Gamma** (" + ", ".join(off) + " does not follow the paper's shape): each synthetic class has a single "
+        "close neighbour (families of two), and it is the model's 2nd prediction for "
+        f"{100 * stats['second_is_most_similar']:.0f}% of the images; the 3rd and 4th predictions are classes of "
+        "other families whose comparisons, averaged in, dilute the one that RD's `d` measures, so a stronger "
+        "gamma can keep helping. With few images the interval of the rise may also include 0."
+    )
+
+
+def _gamma_share_note(gamma: GammaClaims) -> str:
+    """Why the differing part's share stops growing with gamma: `-y_d` dominates the explained score."""
+    off = [f"T={t}" for t, ok in zip(REFERENCES, gamma.increasing) if not ok]
+    return (
+        f"**Gamma and detail** ({', '.join(off)} not increasing at every step): beyond gamma = 1 the explained "
+        "score `y_c - gamma y_d` is dominated by `-y_d`, whose positive map lies where `d`'s evidence is weak, "
+        "not only on the differing part; the energy share then levels off."
+    )
+
+
+def _references_note(rd_choice: dict[str, float]) -> str:
+    """Why the 2nd prediction alone is the best reference here: one close neighbour per class."""
+    return (
+        f"**References**: comparing with the 3rd or 4th prediction alone gives RD@5% {rd_choice['3rd']:.3f} and "
+        f"{rd_choice['4th']:.3f} against {rd_choice['none']:.3f} without comparison: those classes differ from `c` "
+        "in several parts, and averaging them into the weights dilutes the comparison with the 2nd prediction, "
+        "which is also RD's own `d` (the paper notes that this choice 'directly' optimises RD). The paper's data "
+        "sets have several close neighbours per class; these have one."
+    )
+
+
+def _subtraction_note(comparisons: dict[tuple[str, str], Comparison]) -> str:
+    """Why CAM subtraction looks as clean as Finer-CAM by energy share, and where Finer-CAM still wins."""
+    versus = {key: comparisons[("finer-vs-subtraction", key)] for key in ("rd@0.05", "pointing")}
+    return (
+        "**CAM subtraction** (Fig. 9b): subtracting the references' maps after their ReLU removes map energy "
+        "wherever the classes share evidence, here mostly the shared parts and the distractors around the "
+        "object, so what remains sits slightly more inside the box and on the differing part. Finer-CAM's own "
+        f"advantages are elsewhere: RD@5% {versus['rd@0.05'].text()} and its peak on the differing part "
+        f"{versus['pointing'].text()}. The paper's evidence for this claim is visual ('noisy' maps against 'clean "
+        "backgrounds'); the energy shares measured here do not show it."
+    )
+
+
 def notes(
     verdicts: dict[str, str],
     n_score: int,
@@ -293,95 +400,27 @@ def notes(
     rd_choice: dict[str, float],
 ) -> str:
     """Plausible reasons for the claims that do not (fully) hold in this run, from its own numbers."""
-    peaks, shaped, increasing = gamma.peaks, gamma.shaped, gamma.increasing
-    notes = []
+    found = []
     if verdicts["rd"] != HOLDS:
-        missing = [
-            f"{METHOD_NAMES[b]} at {p}"
-            for b in BASES
-            for p, k in (("5%", "rd@0.05"), ("10%", "rd@0.1"))
-            if not comparisons[(b, k)].better
-        ]
-        drop = numbers["gradcam.drop_target@0.05"]
-        saturated = (
-            "the model is nearly certain of its class, and masking 5% of the pixels removes "
-            f"{drop:.2f} of `p_c` on average with Grad-CAM and {numbers['finer-gradcam.drop_target@0.05']:.2f} with "
-            "Finer-Grad-CAM, so RD is close to saturation; "
-            if drop >= 0.5
-            else f"masking 5% of the pixels removes {drop:.2f} of `p_c` on average with Grad-CAM and "
-            f"{numbers['finer-gradcam.drop_target@0.05']:.2f} with Finer-Grad-CAM (RD is not saturated here); "
-        )
-        notes.append(
-            "**RD** (no significant gain of at least 5% of the base for "
-            + ", ".join(missing)
-            + "): "
-            + saturated
-            + f"the drop of `p_d` is {numbers['gradcam.drop_versus@0.05']:+.2f} with Grad-CAM and "
-            f"{numbers['finer-gradcam.drop_versus@0.05']:+.2f} with Finer-Grad-CAM (a negative drop: masked pixels "
-            "that were evidence *against* `d`). At 10% the masked area is "
-            f"{0.1 / max(stats['differing_area'], 1e-6):.0f} times the differing part's for either map, which leaves "
-            f"less room for a difference. Score-CAM's rows use only {n_score} images, so their "
-            "intervals are wider."
-        )
+        found.append(_rd_note(n_score, stats, numbers, comparisons))
     if verdicts["deletion"] != HOLDS:
-        notes.append(
-            "**Deletion**: the difference exceeds the stated tolerance for some bases; deletion scores the class alone, "
-            "and a map that moves to a small part removes the shared evidence later."
-        )
+        found.append(_DELETION_NOTE)
     if verdicts["box"] != HOLDS:
-        worse = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_box")].better]
-        notes.append(
-            f"**Loc.** (no significant gain of at least 5% for {', '.join(worse)}; plausibly the distractors): the base maps already put "
-            f"{numbers['gradcam.share_box']:.2f} (Grad-CAM) of their energy in the object's box. The backgrounds carry "
-            "distractor shapes in the same palette colours and textures as the parts, independent of the class, so "
-            "the channels that tell the key-part colours of `c` and `d` apart also respond to distractors of those "
-            "colours outside the box (the control above re-renders the images without the distractors). The paper's argument that Finer suppresses background noise assumes a "
-            "background that goes with both similar classes (its beach example), which these data do not have."
-        )
+        found.append(_box_note(numbers, comparisons))
     if verdicts["parts"] != HOLDS:
-        missing = [METHOD_NAMES[b] for b in BASES if not comparisons[(b, "share_differing")].better]
-        notes.append(
-            f"**Differing part** (no significant gain of at least 5% for {', '.join(missing)}): at 4 px per cell and with 21 px receptive "
-            "fields, the layer cannot isolate a part of a few cells; see the pointing game for where the peak goes."
-        )
+        found.append(_parts_note(comparisons))
     if verdicts["gamma_rd"] != HOLDS:
-        off = [f"T={t} (peak at gamma {peaks[t]:g})" for t, ok in zip(REFERENCES, shaped) if not ok]
-        notes.append(
-            "**Gamma** (" + ", ".join(off) + " does not follow the paper's shape): each synthetic class has a single "
-            "close neighbour (families of two), and it is the model's 2nd prediction for "
-            f"{100 * stats['second_is_most_similar']:.0f}% of the images; the 3rd and 4th predictions are classes of "
-            "other families whose comparisons, averaged in, dilute the one that RD's `d` measures, so a stronger "
-            "gamma can keep helping. With few images the interval of the rise may also include 0."
-        )
+        found.append(_gamma_rd_note(stats, gamma))
     if verdicts["gamma_share"] != HOLDS:
-        off = [f"T={t}" for t, ok in zip(REFERENCES, increasing) if not ok]
-        notes.append(
-            f"**Gamma and detail** ({', '.join(off)} not increasing at every step): beyond gamma = 1 the explained "
-            "score `y_c - gamma y_d` is dominated by `-y_d`, whose positive map lies where `d`'s evidence is weak, "
-            "not only on the differing part; the energy share then levels off."
-        )
+        found.append(_gamma_share_note(gamma))
     if verdicts["references"] != HOLDS:
-        notes.append(
-            f"**References**: comparing with the 3rd or 4th prediction alone gives RD@5% {rd_choice['3rd']:.3f} and "
-            f"{rd_choice['4th']:.3f} against {rd_choice['none']:.3f} without comparison: those classes differ from `c` "
-            "in several parts, and averaging them into the weights dilutes the comparison with the 2nd prediction, "
-            "which is also RD's own `d` (the paper notes that this choice 'directly' optimises RD). The paper's data "
-            "sets have several close neighbours per class; these have one."
-        )
+        found.append(_references_note(rd_choice))
     if verdicts.get("subtraction", HOLDS) != HOLDS:
-        versus = {key: comparisons[("finer-vs-subtraction", key)] for key in ("rd@0.05", "pointing")}
-        notes.append(
-            "**CAM subtraction** (Fig. 9b): subtracting the references' maps after their ReLU removes map energy "
-            "wherever the classes share evidence, here mostly the shared parts and the distractors around the "
-            "object, so what remains sits slightly more inside the box and on the differing part. Finer-CAM's own "
-            f"advantages are elsewhere: RD@5% {versus['rd@0.05'].text()} and its peak on the differing part "
-            f"{versus['pointing'].text()}. The paper's evidence for this claim is visual ('noisy' maps against 'clean "
-            "backgrounds'); the energy shares measured here do not show it."
-        )
-    if not notes:
+        found.append(_subtraction_note(comparisons))
+    if not found:
         return ""
     return (
         "\n**Why a claim does not (fully) hold here** (plausible reasons, not proofs):\n\n"
-        + "\n".join(f"* {note}" for note in notes)
+        + "\n".join(f"* {note}" for note in found)
         + "\n"
     )
