@@ -12,9 +12,12 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import torch
+from torch import Tensor
+
 from camscope.errors import CamscopeError
 
-__all__ = ["in_place_failure", "model_backward"]
+__all__ = ["in_place_failure", "input_gradient", "model_backward"]
 
 
 #: What torch says when an in-place operation changed a tensor its backward needs.
@@ -72,3 +75,25 @@ def model_backward(layers: Sequence[str]) -> Iterator[None]:
                 + advice.replace("that operation", "those operations")
             ) from error
         raise
+
+
+def input_gradient(scores: Tensor, inputs: Tensor, method: str) -> Tensor:
+    """``d (sum_b s_b) / d inputs`` of the target's scores ``s`` (``[B]``, or ``[B, K]`` averaged over ``K``).
+
+    For the methods that differentiate down to the input (FullGrad, Guided Grad-CAM); a score that does not
+    depend on ``inputs`` through autograd is one clear error naming ``method``.
+
+    Example:
+        >>> x = torch.ones(2, 3, requires_grad=True)
+        >>> input_gradient((2 * x).sum(dim=1), x, "FullGrad").tolist()
+        [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+    if scores.ndim == 2:
+        scores = scores.mean(dim=1)
+    if not scores.requires_grad:
+        raise CamscopeError(
+            f"{method} differentiates the target's score with respect to the inputs, but the score does not "
+            "depend on them through autograd (the model detaches or runs under no_grad)"
+        )
+    (gradient,) = torch.autograd.grad(scores.sum(), inputs)
+    return gradient

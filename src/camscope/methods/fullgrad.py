@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camscope.engine.backward import input_gradient
 from camscope.engine.maps import upsample
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
@@ -243,16 +244,8 @@ class FullGrad(CamMethod):
         terms = _Terms(tuple(inputs.shape[2:]), torch.promote_types(inputs.dtype, torch.float32))
         with _bias_gradients(ctx.model, terms, spatial):
             outputs = ctx.forward(inputs.clone(), grad=True)  # a copy: the model may change its input in place
-            scores = ctx.target(outputs)
-            if scores.ndim == 2:
-                scores = scores.mean(dim=1)
-            if not scores.requires_grad:
-                raise CamscopeError(
-                    "FullGrad differentiates the target's score with respect to the inputs, but the score does not "
-                    "depend on them through autograd (the model detaches or runs under no_grad)"
-                )
-            (input_gradient,) = torch.autograd.grad(scores.sum(), inputs)
-        terms.add(0, input_gradient * inputs.detach())
+            gradient = input_gradient(ctx.target(outputs), inputs, "FullGrad")
+        terms.add(0, gradient * inputs.detach())
         saliency = torch.stack(terms.maps).sum(dim=0)
         sums = torch.stack([terms.sums[order] for order in sorted(terms.sums)], dim=1)
         if not bool(torch.isfinite(sums).all()):  # a rescaled channel hides NaN: the sums show it

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from camscope.engine.backward import input_gradient
 from camscope.engine.maps import final_maps
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
-from camscope.errors import CamscopeError
 
 __all__ = ["GuidedGradCAM", "guided_backprop", "guided_relus"]
 
@@ -112,16 +112,7 @@ def guided_backprop(ctx: CamContext) -> Tensor:
     leaf = ctx.inputs.detach().clone().requires_grad_(True)
     with guided_relus():
         outputs = ctx.forward(leaf.clone(), grad=True)  # a copy: the model may change its input in place
-    scores = ctx.target(outputs)
-    if scores.ndim == 2:
-        scores = scores.mean(dim=1)
-    if not scores.requires_grad:
-        raise CamscopeError(
-            "guided backpropagation differentiates the target's score with respect to the inputs, but the score "
-            "does not depend on them through autograd (the model detaches or runs under no_grad)"
-        )
-    (gradient,) = torch.autograd.grad(scores.sum(), leaf)
-    return gradient
+    return input_gradient(ctx.target(outputs), leaf, "guided backpropagation")
 
 
 @register_method
