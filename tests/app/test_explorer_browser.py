@@ -2,7 +2,7 @@
 
 One server (the real command, ``python -m camscope serve --port 0`` with a data folder, a bank of
 it built with the default model, the default model and a ResNet-18 of random weights) and one
-browser are shared by the module. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
+browser (a session fixture of tests/app/conftest.py) are shared by the module. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
 ``CAMSCOPE_CHROMIUM``); without it or without Playwright for Python, every test here is skipped with
 the reason. Screenshots go to ``$CAMSCOPE_ARTIFACTS`` (default ``build/test-artifacts/``).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -25,31 +24,9 @@ from camscope.models import data_config, imagenet_classes, load_image, load_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("CAMSCOPE_ARTIFACTS", ROOT / "build" / "test-artifacts"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 120_000
 
 pytestmark = pytest.mark.slow
-
-
-def _chromium() -> str:
-    """The Chromium binary, or a skip that says what is missing."""
-    pytest.importorskip("fastapi", reason="the app extra is not installed: pip install 'camscope[app]'")
-    pytest.importorskip(
-        "playwright.sync_api", reason="Playwright for Python is not installed: pip install 'camscope[test]'"
-    )
-    path = os.environ.get("CAMSCOPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        pytest.skip(
-            f"no Chromium browser at {path}: install Debian's chromium (apt-get install chromium) to run the browser tests"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -74,26 +51,11 @@ def bank(data_folder, model):
 
 
 @pytest.fixture(scope="module")
-def server(data_folder, bank, start_serve):
-    _chromium()
+def server(chromium_executable, data_folder, bank, start_serve):
     models = ["--model", "efficientnet_lite0", "--model", "torchvision:resnet18=none"]
     return start_serve(
         "--data", str(data_folder), "--bank", str(data_folder.parent / "explorer.bank"), *models
     ).split()[2]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        try:
-            launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        except Exception as error:  # noqa: BLE001 - a browser that cannot start here (missing libraries) skips
-            pytest.skip(f"Chromium at {executable} does not start: {error}")
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -336,12 +298,11 @@ def test_the_page_says_what_each_comparison_shows_and_fits_a_narrow_window(page)
 
 
 @pytest.fixture(scope="module")
-def scene_server(tmp_path_factory, start_serve):
+def scene_server(chromium_executable, tmp_path_factory, start_serve):
     """A second explorer, on the shipped scene detector, with two test scenes as its data folder."""
     from camscope.data.small_models import scene_data
     from camscope.viz.figures import save_image
 
-    _chromium()
     folder = tmp_path_factory.mktemp("scene-data")
     scenes = scene_data("scenes-detector", "test", limit=2)
     for i in range(2):
