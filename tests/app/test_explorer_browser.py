@@ -2,7 +2,7 @@
 
 One server (the real command, ``python -m camscope serve --port 0`` with a data folder, a bank of
 it built with the default model, the default model and a ResNet-18 of random weights) and one
-browser (a session fixture of tests/app/conftest.py) are shared by the module. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
+browser (a session fixture of tests/conftest.py) are shared by the module. The browser is Debian's ``chromium`` (``/usr/bin/chromium``, or
 ``CAMSCOPE_CHROMIUM``); without it or without Playwright for Python, every test here is skipped with
 the reason. Screenshots go to ``$CAMSCOPE_ARTIFACTS`` (default ``build/test-artifacts/``).
 """
