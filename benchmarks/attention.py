@@ -15,51 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
+from measure import peak_bytes as _peak_bytes
+from measure import timed as _timed
 from torchvision.models import vit_b_16
 
 import camscope
 from camscope.engine.maps import normalize_maps
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    items = []
-    for event in prof.events():
-        if event.name == "[memory]":
-            items.append((event.time_range.start, event.cpu_memory_usage))
-        elif event.self_cpu_memory_usage:
-            items.append((event.time_range.end, event.self_cpu_memory_usage))
-    live = peak = 0
-    for _, change in sorted(items, key=lambda item: item[0]):
-        live += change
-        peak = max(peak, live)
-    return peak
 
 
 def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> dict[str, Callable[[], object]]:
