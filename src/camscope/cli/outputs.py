@@ -47,6 +47,7 @@ __all__ = [
     "figure_style",
     "input_labels",
     "output_name",
+    "plot_style",
     "slug",
 ]
 
@@ -83,6 +84,25 @@ def figure_style(fmt: str = "png", dpi: int = 100, cmap: str | None = None) -> F
     from camscope.viz.style import FigureStyle
 
     return FigureStyle(format=fmt, dpi=dpi, cmap=cmap)  # its errors name format=, dpi=, cmap=: run_cli says --format...
+
+
+def plot_style(command: str, fmt: str = "png", dpi: int = 100, cmap: str | None = None) -> FigureStyle:
+    """The style of a command that draws plots but no [0, 1] maps (``analyze``, ``evaluate``): ``--cmap`` is refused.
+
+    Example:
+        >>> plot_style("evaluate", "svg").suffix
+        '.svg'
+        >>> plot_style("evaluate", cmap="viridis")
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: camscope evaluate draws no [0, 1] maps (its plots are curves and signed matrices, always red-blue), so --cmap viridis would change nothing: drop --cmap
+    """
+    if cmap is not None:
+        raise CamscopeError(
+            f"camscope {command} draws no [0, 1] maps (its plots are curves and signed matrices, always red-blue), "
+            f"so --cmap {cmap} would change nothing: drop --cmap"
+        )
+    return figure_style(fmt, dpi)
 
 
 #: The naming scheme, for the commands' help.
