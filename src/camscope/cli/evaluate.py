@@ -185,7 +185,9 @@ def evaluate_command(
     method_names = method_list(methods)
     style = plot_style("evaluate", fmt, dpi, cmap)
     if not plots and (fmt != "png" or dpi != 100):
-        raise CamscopeError("--format and --dpi style the curves, which --no-plots leaves out: drop them, or --no-plots")
+        raise CamscopeError(
+            "--format and --dpi style the curves, which --no-plots leaves out: drop them, or --no-plots"
+        )
     check_positive(batch_size=batch_size, size=size, limit=limit)
     check_seed(seed, weights)
     if is_scenes_data(data):

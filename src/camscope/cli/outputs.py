@@ -182,7 +182,7 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
 
     Raises:
         CamscopeError: if two outputs share a path, an output path is a folder, or (without
-            ``overwrite``) a file already exists.
+            ``overwrite``) a file already exists, or a folder they go into cannot be written.
     """
     planned = [Path(path) for path in paths]
     seen: set[Path] = set()
@@ -201,6 +201,7 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
         blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
         if blocking is not None:
             raise CamscopeError(f"{blocking} is a file, not a folder: choose another --out for {path.name}")
+    _check_writable(planned)
     existing = [path for path in planned if path.exists()]
     if existing and not overwrite:
         listed = ", ".join(str(path) for path in existing[:3]) + (
@@ -211,3 +212,23 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
             f"{'it' if len(existing) == 1 else 'them'}, or choose another --out; nothing was written"
         )
     return planned
+
+
+def _check_writable(paths: list[Path]) -> None:
+    """Raise unless a file can be made in the folder each path goes into (its nearest folder that exists).
+
+    A file is made there and removed at once: permissions alone do not say it (root passes every
+    check, and some file systems, such as ``/proc``, refuse new files whatever their modes).
+    """
+    import tempfile
+
+    folders = {next(parent for parent in path.expanduser().absolute().parents if parent.exists()) for path in paths}
+    for folder in sorted(folders):
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise CamscopeError(
+                f"cannot write into {folder} ({reason}): choose another --out; nothing was written"
+            ) from None

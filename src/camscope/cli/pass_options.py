@@ -74,8 +74,8 @@ def pass_options(
         raise CamscopeError(f"--checkpoint-every must be 1 or more batches, got {checkpoint_every}")
     given = [flag for flag, value in (("--resume", resume), ("--checkpoint-every", checkpoint_every)) if value]
     if given and checkpoint is None:
-        raise CamscopeError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} a checkpoint file: add "
-                            "--checkpoint PATH")  # fmt: skip
+        verb = "needs" if len(given) == 1 else "need"
+        raise CamscopeError(f"{' and '.join(given)} {verb} a checkpoint file: add --checkpoint PATH")
     return {
         "precision": precision,
         "distributed": True if torchrun_world_size() > 1 else None,

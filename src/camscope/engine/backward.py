@@ -108,7 +108,7 @@ def input_gradient(scores: Tensor, inputs: Tensor, method: str) -> Tensor:
 
 
 #: The code of the backward that ``@once_differentiable`` wraps a Function's backward in (one code for all).
-_ONCE_DIFFERENTIABLE = once_differentiable(lambda ctx, *grads: grads).__code__
+_ONCE_DIFFERENTIABLE = once_differentiable(lambda *arguments: arguments).__code__
 
 
 def _marked_once_differentiable(node: Any) -> bool:

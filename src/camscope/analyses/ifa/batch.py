@@ -96,7 +96,6 @@ class BatchPass:
         if capture is None:
             forward = gradients_at = activations_at = _no_extra_passes
         else:
-
             # The keywords of the explainer's own context (CamContext.forward, CamContext.gradients_at).
             def forward(x: Tensor, grad: bool = False) -> Tensor:
                 return explainer.plain_forward(x, capture, grad=grad)
