@@ -158,3 +158,13 @@ def test_a_merge_keeps_report_order_and_fits_old_rows_to_the_level_column(tmp_pa
         "| a \\| b | – | holds | **partly holds** | rule |",
         "| c | easy | new claim | **holds** | – |",
     ]
+    old_intro = header.replace(CHANGES_INTRO, "Verdicts that changed since the previous version of this report")
+    assert changed_rows(old_intro) == changed_rows(header)  # reports made before 0.2.0
+
+
+def test_the_header_says_when_no_verdict_changed() -> None:
+    from camscope.reproduce import _changes
+
+    assert "Every verdict of the previous version of this report is unchanged." in _changes([], new_levels=26)
+    lines = _changes(["| c | easy | holds | **partly holds** | rule |"])
+    assert "every other verdict of the previous version is unchanged" in lines[0]

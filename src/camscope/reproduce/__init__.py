@@ -248,21 +248,24 @@ def _changes(rows: Sequence[str], new_levels: int = 0, new_sections: Sequence[st
     lines = []
     if new_levels:
         lines += [
-            f"New in this version: the {' and '.join(NEW_LEVELS)} levels, {new_levels} verdicts (every claim "
-            "measured on the species at each, in the sections that ran at every level; the table above counts them)"
+            f"New in this version: the {' and '.join(NEW_LEVELS)} levels, with {new_levels} verdicts (every Finer-CAM "
+            "and DiffCAM claim on the species, measured at each level; counted in the table above)"
             + "".join(f", {name}" for name in new_sections)
             + ".",
             "",
         ]
     if rows:
         lines += [
-            CHANGES_INTRO + ", and why (every changed protocol and rule is described in its section):",
+            CHANGES_INTRO + ", and why (every changed protocol and rule is described in its section); every other "
+            "verdict of the previous version is unchanged:",
             "",
             "| paper's claim | level | before | now | what changed |",
             "|---|---|---|---|---|",
             *rows,
             "",
         ]
+    else:
+        lines += ["Every verdict of the previous version of this report is unchanged.", ""]
     return lines
 
 

@@ -22,8 +22,10 @@ from camscope.reproduce.report import VERDICTS
 
 __all__ = ["CHANGES_INTRO", "changed_rows", "count_by_level", "count_verdicts", "merge_blocks", "split_report"]
 
-#: The line that opens the table of changed verdicts in the header.
-CHANGES_INTRO = "Verdicts that changed since the previous version of this report"
+#: The line that opens the table of new and changed verdicts in the header.
+CHANGES_INTRO = "Verdicts new or changed since the previous version of this report"
+#: How reports made before camscope 0.2.0 opened that table.
+_OLD_INTRO = "Verdicts that changed since the previous version of this report"
 _HEADING = re.compile(r"^## (.+)$", re.MULTILINE)
 _LEVEL_ROW = re.compile(
     r"^\| .* \| (\w+) \| \*\*(" + "|".join(map(re.escape, VERDICTS)) + r")\*\* \| .*\|$", re.MULTILINE
@@ -72,7 +74,7 @@ def changed_rows(header: str) -> list[str]:
         ['| a | – | x | y | z |']
     """
     lines = header.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(CHANGES_INTRO)), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith((CHANGES_INTRO, _OLD_INTRO))), None)
     if start is None:
         return []
     rows: list[str] = []

@@ -13,11 +13,12 @@ images of the **test** split, whose object masks and boxes are known exactly:
   pass over the first training images). Each explains the image's true class.
   A method that cannot run on this model is listed with the error, not hidden.
 * **Sizes.** Perturbation methods cost one forward pass per channel (64) per
-  image, times their samples: they get fewer images (the first ``n`` of the same
-  test images, so comparisons with the cheap methods are paired on the images
-  both saw), and SS-CAM runs with 10 noise samples instead of its paper's 35 (the
-  numbers of images and samples are in the table). Score-family passes run in
-  batches of 256.
+  image, times their samples, and SESS one base explanation per patch (122
+  patches of a 64 px image at its default 12 scales): they get fewer images (the
+  first ``n`` of the same test images, so comparisons with the cheap methods are
+  paired on the images both saw), and SS-CAM runs with 10 noise samples instead of
+  its paper's 35 (the numbers of images and samples are in the table). Score-family
+  and SESS passes run in batches of 256.
 * **Metrics** (:mod:`camscope.metrics.localisation`, maps ReLU'd and min-max
   scaled per image): IoU of the map thresholded at 0.5 with the object mask, and
   the best IoU of the mean curve over thresholds 0.05..0.95; pixel AUPRC
@@ -79,7 +80,7 @@ from camscope.reproduce.localisation.claims import (
 from camscope.reproduce.report import Context, Section, markdown_table
 from camscope.viz.figures import new_figure
 
-__all__ = ["PERTURBATION", "SAMPLED", "run"]
+__all__ = ["COSTLY", "PERTURBATION", "SAMPLED", "run"]
 
 #: DiffCAM's two readings of the paper's ImageNet group ("the top 100 most similar mean features"), with k = 5 of
 #: the 15 other classes here: every bank sample of the k nearest classes pooled, or the k class means themselves.
@@ -91,6 +92,9 @@ KNN_READINGS: dict[str, dict[str, Any]] = {
 PERTURBATION: frozenset[str] = frozenset({"scorecam", "finer-scorecam", "ablationcam", "sscam", "iscam"})
 #: Of those, the ones that repeat it for several noise samples or scales.
 SAMPLED: frozenset[str] = frozenset({"sscam", "iscam"})
+#: Methods that get the perturbation methods' fewer images: those, and SESS (one base explanation per patch: the
+#: 122 patches of a 64 px image at its default 12 scales, each a forward and a backward pass).
+COSTLY: frozenset[str] = PERTURBATION | {"sess"}
 _CHUNK = 128
 #: Methods that draw noise, and the seed of their generator (a fresh one per call, so each cascade step draws the same noise).
 _NOISY = {"sscam": 101, "smoothgradcampp": 102}
@@ -117,6 +121,8 @@ def _options(name: str, context: Context, bank: Any) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if name in PERTURBATION:
         options.update(batch_size=256, progress=False)
+    if name == "sess":
+        options.update(batch_size=256)
     if name in _NOISY:
         options.update(generator=_NOISY[name])
     if name == "sscam":
@@ -306,7 +312,7 @@ def _sanity(
     sizes: dict[str, int],
 ) -> tuple[dict[str, Any], list[str]]:
     """The cascading-randomisation sanity check of one method: its curves, and the layers randomised."""
-    spec = "sanity_sampled" if name in SAMPLED else "sanity_perturbation" if name in PERTURBATION else "sanity"
+    spec = "sanity_sampled" if name in SAMPLED else "sanity_perturbation" if name in COSTLY else "sanity"
     check_count = sizes[spec]
     method = _sanity_method(
         name, model, options, train.images[: sizes["sanity_bank"]], train.labels[: sizes["sanity_bank"]]
@@ -350,7 +356,7 @@ def _measure_methods(
     measured = _Measured()
     results, skipped, examples, sanity = measured.results, measured.skipped, measured.examples, measured.sanity
     for name, cls in camscope.available_methods().items():
-        kind = "sampled" if name in SAMPLED else "perturbation" if name in PERTURBATION else "main"
+        kind = "sampled" if name in SAMPLED else "perturbation" if name in COSTLY else "main"
         count = sizes[kind]
         options = _options(name, context, bank)
         started = time.process_time()
@@ -450,7 +456,7 @@ def _body(
     return f"""
 Every registered CAM method on the `species` test images (the easy level; true class explained), against the exact object masks
 and boxes of the synthetic data. Gradient, projection, CAM, finer and DiffCAM rows use the first
-{sizes["main"]} test images; Score-CAM, finer-Score-CAM and Ablation-CAM the first {sizes["perturbation"]}; SS-CAM
+{sizes["main"]} test images; Score-CAM, finer-Score-CAM, Ablation-CAM and SESS the first {sizes["perturbation"]}; SS-CAM
 and IS-CAM the first {sizes["sampled"]} (one forward pass per channel and sample: 64 channels here). DiffCAM's
 reference group is "others" from a bank of {sizes["bank"]} training images. The reference rows show what a map
 that knows nothing about the image achieves. Sorted by AUPRC; the sanity columns are the mean Spearman rank
@@ -553,7 +559,7 @@ def _level_diffcam(context: Context, level: str, sizes: dict[str, int]) -> tuple
     results: dict[str, dict[str, Any]] = {}
     kept: dict[str, Tensor] = {}
     for method in ("diffcam", *DIFFCAM_BASELINES):
-        n = sizes["perturbation"] if method in PERTURBATION else count
+        n = sizes["perturbation"] if method in COSTLY else count
         maps = _explain(model, images[:n], labels[:n], method, _options(method, context, bank))
         results[method] = {"family": "", "n": n, **_measure(maps, masks[:n], boxes[:n])}
         kept[method] = maps[: sizes["road"]]
