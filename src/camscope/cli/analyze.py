@@ -16,13 +16,15 @@ from camscope.cli.common import (
     SeedOption,
     SkipBadOption,
     WeightsOption,
+    check_positive,
+    check_seed,
     load_cli_model,
     method_list,
     random_weights,
     skip_bad_hint,
     skip_unreadable,
 )
-from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
+from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, plot_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -57,7 +59,10 @@ def _num_classes(network: nn.Module, size: int) -> int:
 
     with torch.no_grad(), model_state(network):
         device = next(network.parameters()).device
-        logits = output_tensor(network(torch.zeros(1, 3, size, size, device=device)))
+        try:
+            logits = output_tensor(network(torch.zeros(1, 3, size, size, device=device)))
+        except (RuntimeError, ValueError) as error:  # too small for the model's kernels, or a size it does not take
+            raise CamscopeError(f"the model fails on {size} x {size} images ({error}): choose another --size") from None
     if logits.ndim != 2:
         raise CamscopeError(
             f"camscope analyze needs a classifier with outputs [batch, classes], got {list(logits.shape)}"
@@ -240,7 +245,19 @@ def _percentiles(text: str) -> tuple[float, float]:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
         raise CamscopeError(f"--percentiles must be two numbers 'LOW,HIGH' such as 10,90, got {text!r}") from None
+    if not 0 <= low < high <= 100:
+        raise CamscopeError(f"--percentiles must be LOW,HIGH with 0 <= LOW < HIGH <= 100, such as 10,90, got {text}")
     return low, high
+
+
+def _checked_values(explain: str, percentiles: str, fraction: float, batch_size: int, size: int) -> tuple[float, float]:
+    """Check the values of ``analyze``'s own flags before any model is loaded; the percentiles as numbers."""
+    if explain not in ("predicted", "true"):
+        raise CamscopeError(f"--explain must be predicted or true, got {explain!r}")
+    if not 0 < fraction <= 1:
+        raise CamscopeError(f"--fraction must be in (0, 1], such as 0.05, got {fraction}")
+    check_positive(batch_size=batch_size, size=size)
+    return _percentiles(percentiles)
 
 
 _DataOption = Annotated[
@@ -249,7 +266,11 @@ _DataOption = Annotated[
 ]
 _OutOption = Annotated[Path, typer.Option("--out", help="Output folder.")]
 _MethodOption = Annotated[
-    str, typer.Option(help="CAM method with channel weights (one; spelling forgiven: GradCAM is gradcam).")
+    str,
+    typer.Option(
+        help="CAM method with channel weights of one class (one; spelling forgiven: GradCAM is gradcam): ablationcam, "
+        "cam, gradcam, gradcampp, hirescam, layercam, scorecam, shapleycam, xgradcam, ..."
+    ),
 ]
 _LayerOption = Annotated[str | None, typer.Option("--layer", "-l", help="Layer (default: the model's default).")]
 _ExplainOption = Annotated[str, typer.Option(help="Class whose values are collected: predicted or true.")]
@@ -309,13 +330,16 @@ def analyze_command(
     Under torchrun the passes are split over the processes; rank 0 prints and writes.
     """
     device = cli_device(device)
-    if not data.is_dir():
-        raise CamscopeError(f"no such folder: {data}")
-    style = figure_style(fmt, dpi, cmap)
+    for flag, folder in (("--data", data), ("--compare", compare)):
+        if folder is not None and not folder.is_dir():
+            raise CamscopeError(f"{flag} {folder}: no such folder")
+    style = plot_style("analyze", fmt, dpi, cmap)
+    method = _one_method(method)
+    bounds = _checked_values(explain, percentiles, fraction, batch_size, size)
+    check_seed(seed, weights)
+    options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     if is_main_process():
         claim_outputs(_output_files(out, style.suffix, check_consistency, compare is not None), overwrite)
-    options = cli_pass_options(workers, checkpoint, checkpoint_every, resume, precision)
-    method = _one_method(method)
     network, dataset, compared, names = _folders(model, weights, seed, device, data, compare, size)
     for folder in (dataset, compared) if compared is not None else (dataset,):
         skip_unreadable(folder, skip_bad, workers, report=is_main_process())
@@ -328,7 +352,7 @@ def analyze_command(
             method=method,
             layer=layer,
             explain=explain,
-            percentiles=_percentiles(percentiles),
+            percentiles=bounds,
             all_classes=all_classes,
             profiles=profiles,
             fraction=fraction,
@@ -383,10 +407,19 @@ def _print_summary(summary: dict[str, Any], json_output: bool) -> None:
 
 
 def _one_method(text: str) -> str:
+    """``--method``: one method whose channel weights make the importance matrices."""
+    from camscope.analyses.ifa.methods import analysis_methods, why_not_analysable
+
     names = method_list([text])
     if len(names) > 1:
         raise CamscopeError(
             f"analyze runs one method (one common scale), got {', '.join(names)}: run it once per method"
+        )
+    reason = why_not_analysable(names[0])
+    if reason is not None:
+        raise CamscopeError(
+            f"--method {names[0]} cannot be analysed: {reason}, and the importance matrices are made of the channel "
+            f"weights of one class. Choose one of {', '.join(analysis_methods())}"
         )
     return names[0]
 

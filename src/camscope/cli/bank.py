@@ -23,6 +23,8 @@ from camscope.cli.common import (
     SeedOption,
     SkipBadOption,
     WeightsOption,
+    check_positive,
+    check_seed,
     image_files,
     load_cli_model,
     random_weights,
@@ -159,9 +161,11 @@ def build(
     from camscope.passes.batches import ImageTransform
 
     device = cli_device(device) or "cpu"
+    _check_build_values(data, embedding, scatter, batch_size, size)
+    check_seed(seed, weights)
+    options = pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     if is_main_process():
         claim_outputs([out], overwrite)
-    options = pass_options(workers, checkpoint, checkpoint_every, resume, precision)
     network = load_cli_model(model, weights, seed, device)
     config = data_config(model)
     dataset = ImageFolderData(data, transform=ImageTransform(size, config), size=size)
@@ -188,6 +192,17 @@ def build(
         }
         path = bank.save(out)
         _print_info(bank, path, json_output)
+
+
+def _check_build_values(data: Path, embedding: str, scatter: str, batch_size: int, size: int) -> None:
+    """Check the values of ``bank build``'s own flags before any model is loaded."""
+    if not data.is_dir():
+        raise CamscopeError(f"--data {data}: no such folder")
+    if embedding not in ("mean", "cls"):
+        raise CamscopeError(f"--embedding must be mean (spatial mean) or cls (class token), got {embedding!r}")
+    if scatter not in ("auto", "class", "shared"):
+        raise CamscopeError(f"--scatter must be auto, class or shared, got {scatter!r}")
+    check_positive(batch_size=batch_size, size=size)
 
 
 def _describe(bank: ReferenceBank, path: Path) -> dict[str, Any]:

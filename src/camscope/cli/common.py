@@ -34,6 +34,8 @@ __all__ = [
     "SeedOption",
     "SkipBadOption",
     "WeightsOption",
+    "check_positive",
+    "check_seed",
     "class_names_for",
     "cli_message",
     "image_files",
@@ -114,6 +116,39 @@ def skip_bad_hint() -> Iterator[None]:
         yield
     except UnreadableImageError as error:
         raise CamscopeError(f"{error}; {_SKIP_BAD_HINT}") from None
+
+
+def check_seed(seed: int | None, weights: str | None) -> None:
+    """Refuse ``--seed`` where it changes nothing: it seeds only the random weights of ``--weights none``.
+
+    Example:
+        >>> check_seed(3, "none"), check_seed(0, "default")
+        (None, None)
+        >>> check_seed(3, "default")
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: --seed seeds the random weights of --weights none; with --weights default it changes nothing: drop --seed, or add --weights none
+    """
+    if seed and not random_weights(weights):
+        raise CamscopeError(
+            f"--seed seeds the random weights of --weights none; with --weights {weights} it changes nothing: "
+            "drop --seed, or add --weights none"
+        )
+
+
+def check_positive(**flags: int | None) -> None:
+    """Refuse a count flag below 1 (``batch_size=`` is ``--batch-size``; None means not given).
+
+    Example:
+        >>> check_positive(batch_size=4, size=None)
+        >>> check_positive(size=0)
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: --size must be a positive integer, got 0
+    """
+    for name, value in flags.items():
+        if value is not None and value < 1:
+            raise CamscopeError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def random_weights(weights: str | None) -> bool:

@@ -14,13 +14,15 @@ from camscope.cli.common import (
     SeedOption,
     SkipBadOption,
     WeightsOption,
+    check_positive,
+    check_seed,
     method_list,
     seeded_random_weights,
     skip_bad_hint,
     skip_unreadable,
 )
 from camscope.cli.objects import evaluate_scenes, is_scenes_data
-from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, figure_style
+from camscope.cli.outputs import CmapOption, DpiOption, FormatOption, OverwriteOption, claim_outputs, plot_style
 from camscope.cli.pass_options import (
     CheckpointEveryOption,
     CheckpointOption,
@@ -181,8 +183,15 @@ def evaluate_command(
 
     device = cli_device(device)
     method_names = method_list(methods)
-    style = figure_style(fmt, dpi, cmap)
+    style = plot_style("evaluate", fmt, dpi, cmap)
+    if not plots and (fmt != "png" or dpi != 100):
+        raise CamscopeError(
+            "--format and --dpi style the curves, which --no-plots leaves out: drop them, or --no-plots"
+        )
+    check_positive(batch_size=batch_size, size=size, limit=limit)
+    check_seed(seed, weights)
     if is_scenes_data(data):
+        _check_scene_flags(size, target, metric_option, skip_bad, checkpoint_every)
         return evaluate_scenes(
             data, model, weights, seed, method_names, _split(metrics) if metrics else None, out,
             layer=layer, batch_size=batch_size, limit=limit, device=device, plots=plots, style=style,
@@ -220,6 +229,25 @@ def evaluate_command(
         )
     if is_main_process():
         _print_report(report, out, style if plots else None, json_output)
+
+
+def _check_scene_flags(
+    size: int, target: str, metric_option: list[str] | None, skip_bad: bool, checkpoint_every: int | None
+) -> None:
+    """Refuse the flags that ``--data camscope:scenes`` has no use for (its scenes, sizes and targets are fixed)."""
+    unused = {
+        "--size": size != 224,  # the scene models take their scenes at their own size
+        "--target": target != "predicted",  # each object is explained for its own class
+        "--metric-option": bool(metric_option),
+        "--skip-bad": skip_bad,  # the shipped scenes are generated, never read from files
+        "--checkpoint-every": checkpoint_every is not None,
+    }
+    given = [flag for flag, used in unused.items() if used]
+    if given:
+        raise CamscopeError(
+            f"--data camscope:scenes explains each object of the shipped scenes for its own class, at the scene "
+            f"models' own size, with box_pointing and mask_iou: drop {', '.join(given)}"
+        )
 
 
 def _print_report(report: EvaluationReport, out: Path, style: FigureStyle | None, json_output: bool) -> None:

@@ -26,6 +26,7 @@ from camscope.cli.common import (
     SeedOption,
     SkipBadOption,
     WeightsOption,
+    check_seed,
     class_names_for,
     image_files,
     load_cli_model,
@@ -276,6 +277,7 @@ def explain(
     method_names = method_list(method)
     style = figure_style(fmt, dpi, cmap)
     check_finer_cli_options(method_names, versus, gamma, references)
+    _check_object_values(score_threshold, objects)
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
@@ -493,6 +495,14 @@ def _task(
     return task
 
 
+def _check_object_values(threshold: float | None, objects: int | None) -> None:
+    """``--score-threshold`` and ``--objects`` in range, checked before the model is loaded."""
+    if threshold is not None and not 0 <= threshold <= 1:  # scores are probabilities: outside, all or none pass
+        raise CamscopeError(f"--score-threshold must be in [0, 1], such as 0.5, got {threshold}")
+    if objects is not None and objects < 1:
+        raise CamscopeError(f"--objects must be 1 or more (the most boxes or regions explained), got {objects}")
+
+
 def _own_input_size(model: str) -> int | None:
     """The input size of camscope's shipped models (``camscope:NAME``), read from their data config."""
     from camscope.models import data_config
@@ -540,6 +550,7 @@ def _bank_defaults(
     model_name = model or built_with.get("name") or "efficientnet_lite0"
     same_model = model is None or model == built_with.get("name")
     weights_name = weights or (built_with.get("cli_weights") if same_model else None) or "default"
+    check_seed(seed, weights_name)  # a --seed given with trained weights would change nothing
     seed_value = seed if seed is not None else int(built_with.get("cli_seed", 0) or 0)
     if size is None and diffcam.bank is not None:
         size = int((diffcam.bank.input_size or [224])[-1])

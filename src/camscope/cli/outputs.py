@@ -47,6 +47,7 @@ __all__ = [
     "figure_style",
     "input_labels",
     "output_name",
+    "plot_style",
     "slug",
 ]
 
@@ -83,6 +84,25 @@ def figure_style(fmt: str = "png", dpi: int = 100, cmap: str | None = None) -> F
     from camscope.viz.style import FigureStyle
 
     return FigureStyle(format=fmt, dpi=dpi, cmap=cmap)  # its errors name format=, dpi=, cmap=: run_cli says --format...
+
+
+def plot_style(command: str, fmt: str = "png", dpi: int = 100, cmap: str | None = None) -> FigureStyle:
+    """The style of a command that draws plots but no [0, 1] maps (``analyze``, ``evaluate``): ``--cmap`` is refused.
+
+    Example:
+        >>> plot_style("evaluate", "svg").suffix
+        '.svg'
+        >>> plot_style("evaluate", cmap="viridis")
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: camscope evaluate draws no [0, 1] maps (its plots are curves and signed matrices, always red-blue), so --cmap viridis would change nothing: drop --cmap
+    """
+    if cmap is not None:
+        raise CamscopeError(
+            f"camscope {command} draws no [0, 1] maps (its plots are curves and signed matrices, always red-blue), "
+            f"so --cmap {cmap} would change nothing: drop --cmap"
+        )
+    return figure_style(fmt, dpi)
 
 
 #: The naming scheme, for the commands' help.
@@ -162,7 +182,7 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
 
     Raises:
         CamscopeError: if two outputs share a path, an output path is a folder, or (without
-            ``overwrite``) a file already exists.
+            ``overwrite``) a file already exists, or a folder they go into cannot be written.
     """
     planned = [Path(path) for path in paths]
     seen: set[Path] = set()
@@ -181,6 +201,7 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
         blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
         if blocking is not None:
             raise CamscopeError(f"{blocking} is a file, not a folder: choose another --out for {path.name}")
+    _check_writable(planned)
     existing = [path for path in planned if path.exists()]
     if existing and not overwrite:
         listed = ", ".join(str(path) for path in existing[:3]) + (
@@ -191,3 +212,23 @@ def claim_outputs(paths: Iterable[Path], overwrite: bool) -> list[Path]:
             f"{'it' if len(existing) == 1 else 'them'}, or choose another --out; nothing was written"
         )
     return planned
+
+
+def _check_writable(paths: list[Path]) -> None:
+    """Raise unless a file can be made in the folder each path goes into (its nearest folder that exists).
+
+    A file is made there and removed at once: permissions alone do not say it (root passes every
+    check, and some file systems, such as ``/proc``, refuse new files whatever their modes).
+    """
+    import tempfile
+
+    folders = {next(parent for parent in path.expanduser().absolute().parents if parent.exists()) for path in paths}
+    for folder in sorted(folders):
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise CamscopeError(
+                f"cannot write into {folder} ({reason}): choose another --out; nothing was written"
+            ) from None

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from camscope.errors import CamscopeError
+
 __all__ = [
     "CheckpointEveryOption",
     "CheckpointOption",
@@ -56,9 +58,24 @@ def is_main_process() -> bool:
 def pass_options(
     workers: int, checkpoint: Path | None, checkpoint_every: int | None, resume: bool, precision: str = "fp32"
 ) -> dict[str, Any]:
-    """The keyword arguments of a dataset pass: the CLI options, and ``distributed=True`` under torchrun."""
-    from camscope.passes.distributed import torchrun_world_size
+    """The keyword arguments of a dataset pass: the CLI options, and ``distributed=True`` under torchrun.
 
+    Raises:
+        CamscopeError: for values the pass cannot take, in the flags' words, before any model is loaded.
+    """
+    from camscope.passes.distributed import torchrun_world_size
+    from camscope.passes.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise CamscopeError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if workers < 0:
+        raise CamscopeError(f"--workers must be 0 (load in this process) or more, got {workers}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise CamscopeError(f"--checkpoint-every must be 1 or more batches, got {checkpoint_every}")
+    given = [flag for flag, value in (("--resume", resume), ("--checkpoint-every", checkpoint_every)) if value]
+    if given and checkpoint is None:
+        verb = "needs" if len(given) == 1 else "need"
+        raise CamscopeError(f"{' and '.join(given)} {verb} a checkpoint file: add --checkpoint PATH")
     return {
         "precision": precision,
         "distributed": True if torchrun_world_size() > 1 else None,

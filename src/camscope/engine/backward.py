@@ -11,13 +11,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from camscope.errors import CamscopeError
 
-__all__ = ["in_place_failure", "input_gradient", "model_backward"]
+__all__ = [
+    "check_second_derivative",
+    "in_place_failure",
+    "input_gradient",
+    "model_backward",
+    "once_differentiable_functions",
+]
 
 
 #: What torch says when an in-place operation changed a tensor its backward needs.
@@ -97,3 +105,90 @@ def input_gradient(scores: Tensor, inputs: Tensor, method: str) -> Tensor:
         )
     (gradient,) = torch.autograd.grad(scores.sum(), inputs)
     return gradient
+
+
+#: The code of the backward that ``@once_differentiable`` wraps a Function's backward in (one code for all).
+_ONCE_DIFFERENTIABLE = once_differentiable(lambda *arguments: arguments).__code__
+
+
+def _marked_once_differentiable(node: Any) -> bool:
+    """Whether ``node`` is the backward of a custom ``torch.autograd.Function`` marked ``@once_differentiable``."""
+    backward = getattr(getattr(node, "_forward_cls", None), "backward", None)
+    while backward is not None:
+        if getattr(backward, "__code__", None) is _ONCE_DIFFERENTIABLE:
+            return True
+        backward = getattr(backward, "__wrapped__", None)
+    return False
+
+
+def once_differentiable_functions(outputs: Tensor, leaves: Sequence[Tensor]) -> list[str]:
+    """The custom autograd Functions marked ``@once_differentiable`` on the graph's paths from ``leaves`` to ``outputs``.
+
+    Their backward runs without autograd, so the gradient that flows through them has no
+    derivative of its own: a second derivative (a Hessian-vector product) through them
+    is lost, silently where nothing downstream of them requires grad. Functions on
+    branches that do not reach the leaves change nothing and are not listed.
+
+    Example:
+        >>> from torch.autograd.function import once_differentiable
+        >>> class Cube(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, x):
+        ...         ctx.save_for_backward(x)
+        ...         return x**3
+        ...     @staticmethod
+        ...     @once_differentiable
+        ...     def backward(ctx, grad):
+        ...         return 3 * ctx.saved_tensors[0] ** 2 * grad
+        >>> a = torch.ones(3, requires_grad=True)
+        >>> once_differentiable_functions(Cube.apply(a).sum(), [a]), once_differentiable_functions((a**3).sum(), [a])
+        (['Cube'], [])
+    """
+    root = outputs.grad_fn
+    if root is None:
+        return []
+    leaf_ids = {id(leaf) for leaf in leaves}
+    reaches: dict[Any, bool] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:  # iterative post-order: a deep model's graph is deeper than Python's recursion limit
+        node, expanded = stack.pop()
+        children = [child for child, _ in node.next_functions if child is not None]
+        if expanded:
+            leaf = id(getattr(node, "variable", None)) in leaf_ids
+            reaches[node] = leaf or any(reaches.get(child, False) for child in children)
+        elif node not in reaches:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if child not in reaches)
+    found = (_function_name(node) for node, reached in reaches.items() if reached and _marked_once_differentiable(node))
+    return list(dict.fromkeys(found))
+
+
+def _function_name(node: Any) -> str:
+    """The name of the Function whose backward ``node`` is (or of the node's own type)."""
+    forward = getattr(node, "_forward_cls", None)
+    return forward.__name__ if forward is not None else type(node).__name__
+
+
+def check_second_derivative(scores: Tensor, leaves: Sequence[Tensor], layers: Sequence[str], method: str) -> None:
+    """Raise a :class:`CamscopeError` if the scores' gradient at ``leaves`` cannot be differentiated again.
+
+    For the methods that take a second derivative through the model (ShapleyCAM's
+    Hessian-vector product): a custom ``torch.autograd.Function`` marked
+    ``@once_differentiable`` between the layers and the score would drop the
+    second-order term without a word. (A custom backward that leaves autograd
+    in other ways, through numpy or ``.detach()``, cannot be seen from the graph.)
+
+    Example:
+        >>> a = torch.ones(2, requires_grad=True)
+        >>> check_second_derivative((a**3).sum(), [a], ["layer4"], "shapleycam")  # differentiable twice: no error
+    """
+    found = once_differentiable_functions(scores, leaves)
+    if found:
+        where = ", ".join(repr(name) for name in layers)
+        raise CamscopeError(
+            f"{method} differentiates the gradient once more (a second derivative), but the backward of "
+            f"{', '.join(found)} (a torch.autograd.Function marked @once_differentiable) lies between layer {where} "
+            "and the score, and torch cannot differentiate it: the second-order term would be lost. Explain a "
+            "layer after it, write its backward with differentiable torch operations (without "
+            "@once_differentiable), or use method='gradcam' (the same map without the second-order term)"
+        )

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camscope.engine.augmentation import aug_smoothed
-from camscope.engine.backward import in_place_failure, model_backward
+from camscope.engine.backward import check_second_derivative, in_place_failure, model_backward
 from camscope.engine.capture import (
     LayerCapture,
     LayerSpec,
@@ -419,6 +419,8 @@ class Explainer:
         tensors = [native[name] for name in names]
         shortcut = method.linear_in_gradient and aggregation == "mean-before-relu"
         create_graph = method.second_order
+        if create_graph:
+            check_second_derivative(scores, tensors, names, method.name)
         grads: list[Tensor | None]
         with model_backward(names):
             if scores.ndim == 1 or shortcut:

@@ -191,6 +191,13 @@ class CamMethod:
         reads_layer: whether the map is read at the explainer's layer. The attention
             methods read the attention of the blocks (the layer only fixes the token
             grid), so several layers are refused for them.
+        channel_weights: whether the map is a weighting of the layer's channels,
+            ``M = sum_k w_k A_k`` (``CamResult.weights``, per channel or per position as
+            HiResCAM's), with the method's default options, so that each channel's
+            contribution ``sum_ij w_k A_k^ij`` (``Explanation.contributions``) is defined:
+            what the importance of integrated feature analysis is made of (``camscope
+            analyze`` takes only these methods). Eigen-CAM, FullGrad and the attention
+            methods, among others, make their maps another way.
 
     A subclass that overrides :meth:`option_names` without declaring options
     (the older way) still gets those names accepted, unchecked and without defaults.
@@ -215,6 +222,7 @@ class CamMethod:
     fusion: ClassVar[str | None] = None
     aggregates_components: ClassVar[bool] = False
     reads_layer: ClassVar[bool] = True
+    channel_weights: ClassVar[bool] = True
     declared_options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **options: Any) -> None:

@@ -218,9 +218,16 @@ def checked_names_and_options(
     if not metric_names:
         raise CamscopeError("give at least one metric")
     by_metric = {canonical_metric_name(str(k)): dict(v) for k, v in (metric_options or {}).items()}
-    for name in by_metric:
+    for name, given in by_metric.items():
         if name not in metric_names:
             raise CamscopeError(f"options were given for metric {name!r}, which is not evaluated")
+        known = get_metric(name).option_names
+        unknown = sorted(set(given) - set(known)) if known is not None else []
+        if unknown:
+            raise CamscopeError(
+                f"metric {name!r} has no option {', '.join(map(repr, unknown))}; its options are: "
+                f"{', '.join(known or ()) or 'none'}"
+            )
     by_method = {canonical_method_name(str(k)): dict(v) for k, v in (method_options or {}).items()}
     for name in by_method:
         if name not in method_names:

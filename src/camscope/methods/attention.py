@@ -745,6 +745,7 @@ class AttentionMethod(CamMethod):
     uses_gradients = False
     aggregates_components = True
     reads_layer = False
+    channel_weights = False
     declared_options: ClassVar[tuple[Option, ...]] = (BLOCKS,)
 
     #: The kind of :class:`AttentionPass` the method's hooks make.

@@ -229,6 +229,7 @@ class DeepFeatureFactorization(CamMethod):
     """
 
     name = "dff"
+    channel_weights = False
     display_name = "Deep Feature Factorization"
     linear_in_gradient = True
     declared_options = (

@@ -55,6 +55,7 @@ class FEM(CamMethod):
     """
 
     name = "fem"
+    channel_weights = False
     display_name = "FEM"
     uses_gradients = False
     declared_options = (

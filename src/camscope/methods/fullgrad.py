@@ -235,6 +235,7 @@ class FullGrad(CamMethod):
     """
 
     name = "fullgrad"
+    channel_weights = False
     display_name = "FullGrad"
     uses_gradients = False
 

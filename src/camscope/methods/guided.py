@@ -159,6 +159,7 @@ class GuidedGradCAM(CamMethod):
     """
 
     name = "guided-gradcam"
+    channel_weights = False
     display_name = "Guided Grad-CAM"
     linear_in_gradient = True
 

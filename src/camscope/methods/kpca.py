@@ -112,6 +112,7 @@ class KPCACAM(CamMethod):
     """
 
     name = "kpcacam"
+    channel_weights = False
     display_name = "KPCA-CAM"
     uses_gradients = False
     declared_options = (

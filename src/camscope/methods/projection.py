@@ -47,6 +47,7 @@ class EigenCAM(CamMethod):
     """
 
     name = "eigencam"
+    channel_weights = False
     display_name = "Eigen-CAM"
     uses_gradients = False
 
@@ -78,6 +79,7 @@ class EigenGradCAM(CamMethod):
     """
 
     name = "eigengradcam"
+    channel_weights = False
     display_name = "Eigen-Grad-CAM"
     uses_gradients = True
 

@@ -101,14 +101,15 @@ def _base_method(base: Any) -> CamMethod:
     return method
 
 
-_REFINED: dict[tuple[bool, bool], type[RefineCAM]] = {}
+_REFINED: dict[tuple[bool, bool, bool], type[RefineCAM]] = {}
 
 
 def _refined(base: type[CamMethod]) -> type[RefineCAM]:
-    """RefineCAM with the base's ``uses_gradients`` and ``linear_in_gradient`` (one class per pair, not registered)."""
-    flags = (base.uses_gradients, base.linear_in_gradient)
+    """RefineCAM with the base's ``uses_gradients``, ``linear_in_gradient`` and ``channel_weights`` (one class per
+    combination, not registered)."""
+    flags = (base.uses_gradients, base.linear_in_gradient, base.channel_weights)
     if flags not in _REFINED:
         namespace: dict[str, Any] = {"__module__": __name__, "__doc__": RefineCAM.__doc__}
-        namespace.update(uses_gradients=flags[0], linear_in_gradient=flags[1])
+        namespace.update(uses_gradients=flags[0], linear_in_gradient=flags[1], channel_weights=flags[2])
         _REFINED[flags] = type("RefineCAM", (RefineCAM,), namespace)
     return _REFINED[flags]

@@ -55,6 +55,7 @@ class SegEigenCAM(CamMethod):
     """
 
     name = "segeigencam"
+    channel_weights = False
     display_name = "Seg-Eigen-CAM"
 
     def __call__(self, ctx: CamContext) -> CamResult:

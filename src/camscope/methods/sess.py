@@ -216,6 +216,7 @@ class SESS(CamMethod):
     """
 
     name = "sess"
+    channel_weights = False
     display_name = "SESS"
     uses_gradients = False
     declared_options = (

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from camscope.engine.backward import model_backward
+from camscope.engine.backward import check_second_derivative, model_backward
 from camscope.engine.capture import register_owned_hook, split_output
 from camscope.engine.method import CamContext, CamMethod, CamResult, register_method
 from camscope.errors import CamscopeError
@@ -81,6 +81,7 @@ def differentiable_pass(ctx: CamContext) -> tuple[Tensor, Tensor]:
             "the target score does not depend on the layer's activations through autograd (the model may detach "
             "or run under no_grad): choose another layer or a gradient-free method"
         )
+    check_second_derivative(scores, leaves, [ctx.layer], "shapleycam")
     return leaves[0], scores.mean(dim=1) if scores.ndim == 2 else scores
 
 
@@ -105,7 +106,13 @@ class ShapleyCAM(CamMethod):
     and two backward passes down to the layer (pytorch-grad-cam 1.5.7
     differentiates twice down to the input); a model torch cannot differentiate (an
     in-place operation on a tensor a backward needs) is one error from either pass
-    (:func:`camscope.engine.backward.model_backward`). Where the score is piecewise linear
+    (:func:`camscope.engine.backward.model_backward`). A custom ``torch.autograd.Function``
+    marked ``@once_differentiable`` between the layer and the score has no second
+    derivative: ShapleyCAM raises a :class:`~camscope.errors.CamscopeError` rather than
+    return Grad-CAM's weights without a word
+    (:func:`camscope.engine.backward.check_second_derivative`); a custom backward that
+    leaves autograd in another way (numpy, ``.detach()``) cannot be seen from the graph
+    and drops the term. Where the score is piecewise linear
     in ``A`` (ReLU networks and a logit) ``H A = 0`` and ShapleyCAM is Grad-CAM;
     the paper recommends its ReST utility, ``y_c + log softmax(y)_c``, which is a
     ``camscope.ScoreTarget(lambda y: y[:, c] + y.log_softmax(dim=1)[:, c])`` (pytorch-grad-cam's

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,15 @@ __all__ = [
 
 METRIC_KINDS = ("model", "maps", "regions", "parts", "explainer")
 """What the runner passes to each kind of metric (see the module docstring)."""
+
+#: Per kind, how many positional arguments the runner passes and the keywords it fills in.
+_RUNNER_ARGUMENTS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "model": (3, ()),
+    "maps": (1, ()),
+    "regions": (1, ("masks",)),
+    "parts": (1, ("parts", "differing")),
+    "explainer": (3, ("method", "layer", "options")),
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +84,22 @@ class MetricSpec:
     def description(self) -> str:
         """The first line of the function's docstring."""
         return (self.function.__doc__ or "").strip().split("\n")[0]
+
+    @property
+    def option_names(self) -> tuple[str, ...] | None:
+        """The options the function takes besides what the runner passes for its kind (None: any, ``**options``).
+
+        Example:
+            >>> from camscope.metrics import get_metric
+            >>> get_metric("sparseness").option_names
+            ('eps',)
+        """
+        parameters = list(inspect.signature(self.function).parameters.values())
+        if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+            return None
+        named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        given = _RUNNER_ARGUMENTS[self.kind]
+        return tuple(name for name in named[given[0] :] if name not in given[1])
 
 
 _REGISTRY: dict[str, MetricSpec] = {}

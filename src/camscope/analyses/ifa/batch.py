@@ -22,7 +22,7 @@ from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamContext, CamMethod, CamResult
 from camscope.errors import CamscopeError
 from camscope.methods.gradient import CAM, GradCAM, HiResCAM
-from camscope.targets.base import ClassTarget
+from camscope.targets.base import ClassTarget, Target
 
 __all__ = ["BatchPass", "BatchResult"]
 
@@ -96,11 +96,11 @@ class BatchPass:
         if capture is None:
             forward = gradients_at = activations_at = _no_extra_passes
         else:
+            # The keywords of the explainer's own context (CamContext.forward, CamContext.gradients_at).
+            def forward(x: Tensor, grad: bool = False) -> Tensor:
+                return explainer.plain_forward(x, capture, grad=grad)
 
-            def forward(x: Tensor) -> Tensor:
-                return explainer.plain_forward(x, capture)
-
-            def gradients_at(x: Tensor) -> tuple[Tensor, Tensor]:
+            def gradients_at(x: Tensor, target: Target = target) -> tuple[Tensor, Tensor]:
                 return explainer.gradients_at(x, name, capture, target)
 
             def activations_at(x: Tensor, native: bool = False) -> Tensor:
@@ -128,6 +128,13 @@ class BatchPass:
         if result.weights is None:
             if result.raw is None:
                 raise CamscopeError(f"method {self.method.name!r} returned neither channel weights nor a map")
+            grid = tuple(context.activations.shape[2:])
+            if tuple(result.raw.shape[1:]) != grid:
+                raise CamscopeError(
+                    f"method {self.method.name!r} makes its map at {list(result.raw.shape[1:])}, not on the grid "
+                    f"{list(grid)} of layer {self.name!r}: integrated feature analysis collects maps of the layer, "
+                    "use a method with channel weights such as gradcam"
+                )
             return result.raw, None
         weighted = result.weights * context.activations
         return weighted.sum(dim=1), weighted.sum(dim=context.spatial_dims)

@@ -34,6 +34,7 @@ from torch import nn
 
 from camscope.analyses.ifa.analysis import Analysis
 from camscope.analyses.ifa.batch import BatchPass, BatchResult
+from camscope.analyses.ifa.methods import analysis_methods
 from camscope.engine.capture import default_layer, resolve_layers, validate_inputs
 from camscope.engine.explainer import Explainer
 from camscope.engine.method import CamMethod
@@ -65,9 +66,14 @@ def _check_arguments(explain: str, percentiles: tuple[float, float]) -> tuple[fl
     return low, high
 
 
-def _check_single_class(explainer: Explainer) -> None:
-    """Raise for a method that explains a comparison of classes (it has no one-class importance)."""
+def _check_method(explainer: Explainer) -> None:
+    """Raise for a method that reads no map of the layer (attention) or explains a comparison of classes."""
     method = explainer.method
+    if not method.reads_layer:
+        raise CamscopeError(
+            f"method {method.name!r} reads the attention of the transformer's blocks, not a map of the layer: "
+            f"integrated feature analysis needs a CAM of one layer, such as {', '.join(analysis_methods()[:4])}"
+        )
     prepared = method.prepare_target(ClassTarget(None), explainer.model) if hasattr(method, "prepare_target") else None
     if prepared is not None and not isinstance(prepared, ClassTarget):
         raise CamscopeError(
@@ -188,8 +194,11 @@ def analyze(
             by the model's classes when every folder names one, such as ``281`` or
             ``tabby``, else 0..C-1 in folder-name order; see
             :func:`camscope.data.folders.label_by_model_classes`).
-        method: a CAM method with channel weights (all gradient methods, CAM,
-            Score-CAM); methods without weights give the distribution only.
+        method: a CAM method with channel weights
+            (:func:`~camscope.analyses.ifa.methods.analysis_methods`: the gradient
+            methods, CAM, Score-CAM, ...); methods whose maps are of the layer but
+            without weights (Eigen-CAM) give the distribution only; the attention
+            methods and maps of another resolution (FullGrad) are refused.
         layer: the layer (one); None picks the default.
         explain: ``"predicted"`` (the paper's default) or ``"true"``: which class the
             distribution of the values (and so the scale) is collected for.
@@ -254,7 +263,7 @@ def analyze(
         prefix_tokens=prefix_tokens,
         **options,
     )
-    _check_single_class(explainer)
+    _check_method(explainer)
     settings = dict(explain=explain, percentiles=(low, high), all_classes=all_classes, profiles=profiles, bins=bins)
     analysis = _collect(batches, explainer, layer, class_chunk, settings)
     if analysis is not None:
