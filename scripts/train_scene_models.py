@@ -21,18 +21,29 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from training import (
+    Notes,
+    add_common_arguments,
+    batched,
+    coin_flips,
+    command_line,
+    echo,
+    fit,
+    mirrored,
+    parse_and_prepare,
+    save_model,
+    training_record,
+    with_overrides,
+)
 
 from camscope.data.scenes import SceneBatch, SpeciesScenes
-from camscope.io import save_tensors
 from camscope.models.scene_models import (
     SceneDetector,
     SceneSegmenter,
@@ -41,7 +52,6 @@ from camscope.models.scene_models import (
 )
 from camscope.models.scene_zoo import SCENE_MODEL_KIND
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "camscope" / "assets" / "models"
 #: The test scenes the scores are also recorded on, for a quick check of the shipped weights.
 FIRST_SCENES = 16
 
@@ -92,7 +102,7 @@ def _flip(batch: SceneBatch, mirror: Tensor) -> SceneBatch:
     )
     present = (batch.labels >= 0)[..., None]
     return SceneBatch(
-        images=torch.where(mirror[:, None, None, None], batch.images.flip(-1), batch.images),
+        images=mirrored(batch.images, mirror),
         labels=batch.labels,
         boxes=torch.where(mirror[:, None, None] & present, flipped_boxes, batch.boxes),
         instances=torch.where(mirror[:, None, None], batch.instances.flip(-1), batch.instances),
@@ -111,7 +121,7 @@ def scores_on(model: nn.Module, test: SceneBatch, batch_size: int = 64) -> dict[
     mean over the species (``miou``), on ``test``."""
     model.eval()
     with torch.no_grad():
-        outputs = [model(test.images[i : i + batch_size]) for i in range(0, len(test), batch_size)]
+        outputs = batched(model, test.images, batch_size)
     if isinstance(model, SceneDetector):
         found = [d for chunk in outputs for d in chunk]
         ap = detection_average_precision(found, test.labels, test.boxes, 0.5)
@@ -133,12 +143,7 @@ def train(
 
     ``splits``: the train and test scenes when already drawn by ``recipe["data"]`` (drawn here otherwise).
     """
-    lines: list[str] = []
-
-    def note(message: str) -> None:
-        lines.append(message)
-        log(message)
-
+    note = Notes(log)
     torch.manual_seed(recipe["seed"])
     started = time.perf_counter()
     data = recipe["data"]
@@ -153,37 +158,24 @@ def train(
     note(f"[{name}] data: {len(train_set)} train, {len(test_set)} test scenes in {data_seconds:.1f} s")
 
     model = build_model(recipe, len(scenes.class_names))
-    epochs, batch_size = recipe["epochs"], recipe["batch_size"]
-    steps = math.ceil(len(train_set) / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe["lr"], total_steps=epochs * steps, pct_start=0.2
-    )
-    generator = torch.Generator().manual_seed(recipe["seed"])
-    train_started = time.perf_counter()
+    steps = math.ceil(len(train_set) / recipe["batch_size"])
     losses: list[float] = []
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_set), generator=generator)
-        totals: dict[str, float] = {}
-        for step in range(steps):
-            batch = train_set[order[step * batch_size : (step + 1) * batch_size]]
-            if recipe["flip"]:
-                batch = _flip(batch, torch.rand(len(batch), generator=generator) < 0.5)
-            parts = _loss(model, batch)
-            loss = sum(parts.values(), torch.zeros(()))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + float(value.detach()) / steps
+
+    def step(index: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        batch = train_set[index]
+        if recipe["flip"]:
+            batch = _flip(batch, coin_flips(len(batch), generator))
+        parts = _loss(model, batch)
+        return sum(parts.values(), torch.zeros(())), {
+            key: float(value.detach()) / steps for key, value in parts.items()
+        }
+
+    def end(epoch: int, totals: dict[str, float], elapsed: Callable[[], float]) -> None:
         losses.append(sum(totals.values()))
         shown = ", ".join(f"{key} {value:.3f}" for key, value in totals.items())
-        note(
-            f"[{name}] epoch {epoch + 1}/{epochs}: loss {losses[-1]:.3f} ({shown}), {time.perf_counter() - train_started:.0f} s"
-        )
-    train_seconds = time.perf_counter() - train_started
+        note(f"[{name}] epoch {epoch + 1}/{recipe['epochs']}: loss {losses[-1]:.3f} ({shown}), {elapsed():.0f} s")
+
+    train_seconds = fit(model, recipe, len(train_set), step, 0.2, end)
     model.eval()
     scores = scores_on(model, test_set)
     first = {"scenes": FIRST_SCENES, **scores_on(model, test_set[:FIRST_SCENES])}  # cheap to check in the tests
@@ -202,25 +194,16 @@ def train(
         "test_images": len(test_set),
         "train_images": len(train_set),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "optimizer": "AdamW",
-            "lr": recipe["lr"],
-            "schedule": "OneCycleLR(pct_start=0.2)",
-            "weight_decay": recipe["weight_decay"],
-            "augmentation": {"flip": recipe["flip"]},
-            "seed": recipe["seed"],
-            "losses": losses,
-            "data_seconds": round(data_seconds, 1),
-            "train_seconds": round(train_seconds, 1),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "script": "scripts/train_scene_models.py",
-            "command": command or f"python scripts/train_scene_models.py --only {name}",
-            "log": lines,
-        },
+        "training": training_record(
+            recipe,
+            0.2,
+            {"flip": recipe["flip"]},
+            (data_seconds, train_seconds),
+            "scripts/train_scene_models.py",
+            command or f"python scripts/train_scene_models.py --only {name}",
+            note.lines,
+            tail={"losses": losses},
+        ),
     }
     return model, metadata
 
@@ -228,31 +211,13 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model (repeatable)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--out", type=Path, default=ASSETS, help=f"output folder (default {ASSETS})")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (experiments)")
-    parser.add_argument("--train-size", type=int, default=None, help="override the training scenes (experiments)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
+    add_common_arguments(parser, "override the training scenes (experiments)")
+    args = parse_and_prepare(parser, argv)
     for name in args.only or sorted(RECIPES):
-        recipe = {**RECIPES[name], "data": dict(RECIPES[name]["data"])}
-        if args.epochs is not None:
-            recipe["epochs"] = args.epochs
-        if args.train_size is not None:
-            recipe["data"]["train_size"] = args.train_size
-        command = f"python scripts/train_scene_models.py --only {name}" + "".join(
-            f" --{flag} {value}"
-            for flag, value, default in (
-                ("threads", args.threads, 1),
-                ("epochs", args.epochs, None),
-                ("train-size", args.train_size, None),
-            )
-            if value != default
-        )
-        model, metadata = train(name, recipe, log=lambda message: print(message, flush=True), command=command)
-        path = save_tensors(args.out / f"{name}.safetensors", model.state_dict(), metadata, kind=SCENE_MODEL_KIND)
-        print(f"[{name}] wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
+        recipe = with_overrides(RECIPES[name], args)
+        command = command_line(f"python scripts/train_scene_models.py --only {name}", args)
+        model, metadata = train(name, recipe, log=echo, command=command)
+        save_model(args.out, name, model, metadata, SCENE_MODEL_KIND)
     return 0
 
 

@@ -21,23 +21,32 @@ and the per-epoch training log.
 from __future__ import annotations
 
 import argparse
-import math
-import platform
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from training import (
+    Notes,
+    add_common_arguments,
+    batched,
+    coin_flips,
+    command_line,
+    echo,
+    fit,
+    mirrored,
+    parse_and_prepare,
+    save_model,
+    training_record,
+    with_overrides,
+)
 
 from camscope.data.digits import load_digits_data
 from camscope.data.synthetic import LEVELS, SyntheticSpecies
-from camscope.io import save_tensors
 from camscope.models.zoo import MODEL_KIND, SmallCNN, evaluate
-
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "camscope" / "assets" / "models"
 
 RECIPES: dict[str, dict[str, Any]] = {
     "digits": {
@@ -86,8 +95,7 @@ RECIPES["species"]["level"] = "easy"
 
 def _augment(images: Tensor, generator: torch.Generator, shift: int, flip: bool) -> Tensor:
     if flip:
-        mirror = torch.rand(images.shape[0], generator=generator) < 0.5
-        images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
+        images = mirrored(images, coin_flips(images.shape[0], generator))
     if shift:
         n, _, h, w = images.shape
         padded = F.pad(images, (shift, shift, shift, shift))
@@ -126,7 +134,7 @@ def error_structure(
         return {}
     species = SyntheticSpecies(**recipe["data"]["generator"])
     with torch.no_grad():
-        predicted = torch.cat([model(test_x[i : i + 256]).argmax(dim=1) for i in range(0, len(test_y), 256)])
+        predicted = torch.cat(batched(lambda x: model(x).argmax(dim=1), test_x))
     wrong = predicted != test_y
     similar = species.most_similar_classes()[test_y]
     into_similar = int((wrong & (predicted == similar)).sum())
@@ -143,54 +151,37 @@ def train(
     name: str, recipe: dict[str, Any], log: Any = print, command: str | None = None
 ) -> tuple[SmallCNN, dict[str, Any]]:
     torch.manual_seed(recipe["seed"])
-    lines: list[str] = []
-    console = log
-
-    def log(message: str) -> None:
-        lines.append(message)
-        console(message)
-
+    note = Notes(log)
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, class_names = build_data(name, recipe)
     data_seconds = time.perf_counter() - started
-    log(
+    note(
         f"[{name}] data: {len(train_y)} train, {len(test_y)} test images {tuple(train_x.shape[1:])} in {data_seconds:.1f} s"
     )
 
     model = SmallCNN(**recipe["architecture"]).to(memory_format=torch.channels_last)
-    epochs, batch_size = recipe["epochs"], recipe["batch_size"]
-    steps_per_epoch = math.ceil(len(train_y) / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe["lr"], total_steps=epochs * steps_per_epoch, pct_start=0.25
-    )
-    generator = torch.Generator().manual_seed(recipe["seed"])
-    train_started = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_y), generator=generator)
-        total, correct, loss_sum = 0, 0, 0.0
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            x = _augment(train_x[index], generator, recipe["shift"], recipe["flip"]).contiguous(
-                memory_format=torch.channels_last
-            )
-            y = train_y[index]
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(loss.detach()) * len(y)
-        test_accuracy = evaluate(model, test_x, test_y)
-        log(
-            f"[{name}] epoch {epoch + 1}/{epochs}: loss {loss_sum / total:.3f}, train acc {correct / total:.3f}, "
-            f"test acc {test_accuracy:.4f} ({time.perf_counter() - train_started:.0f} s)"
+
+    def step(index: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        x = _augment(train_x[index], generator, recipe["shift"], recipe["flip"]).contiguous(
+            memory_format=torch.channels_last
         )
-    train_seconds = time.perf_counter() - train_started
+        y = train_y[index]
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        return loss, {
+            "images": len(y),
+            "correct": int((logits.argmax(1) == y).sum()),
+            "loss": float(loss.detach()) * len(y),
+        }
+
+    def end(epoch: int, sums: dict[str, float], elapsed: Callable[[], float]) -> None:
+        note(
+            f"[{name}] epoch {epoch + 1}/{recipe['epochs']}: loss {sums['loss'] / sums['images']:.3f}, "
+            f"train acc {sums['correct'] / sums['images']:.3f}, test acc {evaluate(model, test_x, test_y):.4f} "
+            f"({elapsed():.0f} s)"
+        )
+
+    train_seconds = fit(model, recipe, len(train_y), step, 0.25, end)
     model = model.to(memory_format=torch.contiguous_format).eval()
     test_accuracy = evaluate(model, test_x, test_y)
     errors = error_structure(model, name, recipe, test_x, test_y)
@@ -210,71 +201,37 @@ def train(
         "test_images": len(test_y),
         "train_images": len(train_y),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "optimizer": "AdamW",
-            "lr": recipe["lr"],
-            "schedule": "OneCycleLR(pct_start=0.25)",
-            "weight_decay": recipe["weight_decay"],
-            "augmentation": {"shift": recipe["shift"], "flip": recipe["flip"]},
-            "seed": recipe["seed"],
-            "data_seconds": round(data_seconds, 1),
-            "train_seconds": round(train_seconds, 1),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "script": "scripts/train_small_models.py",
-            "command": command or f"python scripts/train_small_models.py --only {name}",
-        },
+        "training": training_record(
+            recipe,
+            0.25,
+            {"shift": recipe["shift"], "flip": recipe["flip"]},
+            (data_seconds, train_seconds),
+            "scripts/train_small_models.py",
+            command or f"python scripts/train_small_models.py --only {name}",
+            note.lines,
+        ),
     }
     if errors:
-        log(
+        note(
             f"[{name}] {errors['test_errors']} test errors, {errors['errors_into_most_similar']} of them into the most "
             f"similar class ({100 * errors['share_of_errors_into_most_similar']:.0f}%)"
         )
-    log(
+    note(
         f"[{name}] test accuracy {test_accuracy:.4f}, {metadata['parameters']} parameters, {train_seconds:.0f} s training"
     )
-    metadata["training"]["log"] = lines
     return model, metadata
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model (repeatable)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: on a shared machine one thread is faster than two)",
-    )
-    parser.add_argument("--out", type=Path, default=ASSETS, help=f"output folder (default {ASSETS})")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (experiments)")
-    parser.add_argument(
-        "--train-size", type=int, default=None, help="override the species training set size (experiments)"
-    )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
+    add_common_arguments(parser, "override the species training set size (experiments)")
+    args = parse_and_prepare(parser, argv)
     for name in args.only or sorted(RECIPES):
-        recipe = {**RECIPES[name], "data": dict(RECIPES[name]["data"])}
-        if args.epochs is not None:
-            recipe["epochs"] = args.epochs
-        if args.train_size is not None and name != "digits":
-            recipe["data"]["train_size"] = args.train_size
-        command = f"python scripts/train_small_models.py --only {name}" + "".join(
-            f" --{flag} {value}"
-            for flag, value, default in (
-                ("threads", args.threads, 1),
-                ("epochs", args.epochs, None),
-                ("train-size", args.train_size, None),
-            )
-            if value != default
-        )
-        model, metadata = train(name, recipe, log=lambda message: print(message, flush=True), command=command)
-        path = save_tensors(args.out / f"{name}.safetensors", model.state_dict(), metadata, kind=MODEL_KIND)
-        print(f"[{name}] wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
+        recipe = with_overrides(RECIPES[name], args, train_size=name != "digits")
+        command = command_line(f"python scripts/train_small_models.py --only {name}", args)
+        model, metadata = train(name, recipe, log=echo, command=command)
+        save_model(args.out, name, model, metadata, MODEL_KIND)
     return 0
 
 

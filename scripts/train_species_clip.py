@@ -20,18 +20,29 @@ part), the training recipe, command, seed and per-epoch log.
 from __future__ import annotations
 
 import argparse
-import math
-import platform
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
+from training import (
+    Notes,
+    add_common_arguments,
+    batched,
+    coin_flips,
+    command_line,
+    echo,
+    fit,
+    mirrored,
+    parse_and_prepare,
+    save_model,
+    training_record,
+    with_overrides,
+)
 
 from camscope.data.synthetic import PARTS, SyntheticSpecies
-from camscope.io import save_tensors
 from camscope.models.small_clip import (
     COLOURS,
     Phrase,
@@ -42,7 +53,6 @@ from camscope.models.small_clip import (
     siglip_loss,
 )
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "camscope" / "assets" / "models"
 #: ``kind`` of the safetensors file (camscope.models.zoo.IMAGE_TEXT_KIND).
 KIND = "camscope.image_text_model"
 
@@ -81,7 +91,7 @@ def full_description(species: SyntheticSpecies, c: int) -> list[Phrase]:
 def evaluate(model: SpeciesCLIP, species: SyntheticSpecies, images: Tensor, labels: Tensor) -> dict[str, float]:
     """Zero-shot species accuracy (240 full descriptions) and colour-naming accuracy per part (10 colours)."""
     model.eval()
-    embeddings = torch.cat([model.encode_image(images[i : i + 256]) for i in range(0, len(labels), 256)])
+    embeddings = torch.cat(batched(model.encode_image, images))
     embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
 
     def text(captions: list[str]) -> Tensor:
@@ -104,12 +114,7 @@ def evaluate(model: SpeciesCLIP, species: SyntheticSpecies, images: Tensor, labe
 def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) -> tuple[SpeciesCLIP, dict[str, Any]]:
     """Train the model of ``recipe`` (see :data:`RECIPE`); returns it (eval mode) and its metadata."""
     torch.manual_seed(recipe["seed"])
-    lines: list[str] = []
-
-    def note(message: str) -> None:
-        lines.append(message)
-        log(message)
-
+    note = Notes(log)
     started = time.perf_counter()
     data = recipe["data"]
     species = SyntheticSpecies(**data["generator"])
@@ -119,40 +124,26 @@ def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) 
     note(f"[species-clip] data: {len(train_set)} train, {len(test_set)} test images in {data_seconds:.1f} s")
 
     model = SpeciesCLIP(**recipe["architecture"])
-    epochs, batch_size = recipe["epochs"], recipe["batch_size"]
-    steps = math.ceil(len(train_set) / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe["lr"], total_steps=epochs * steps, pct_start=0.25
-    )
-    generator = torch.Generator().manual_seed(recipe["seed"])
-    train_started = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(train_set), generator=generator)
-        loss_sum = 0.0
-        for step in range(steps):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            images, labels = train_set.images[index], train_set.labels[index]
-            if recipe["flip"]:
-                mirror = torch.rand(len(index), generator=generator) < 0.5
-                images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
-            captions = random_captions(species, labels, generator)
-            truth = caption_truth(species, captions, labels)
-            tokens = model.tokenizer([caption_text(c, bird=bool(i % 2)) for i, c in enumerate(captions)])
-            loss = siglip_loss(model(images, tokens), truth)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += float(loss.detach()) * len(index)
+
+    def step(index: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        images, labels = train_set.images[index], train_set.labels[index]
+        if recipe["flip"]:
+            images = mirrored(images, coin_flips(len(index), generator))
+        captions = random_captions(species, labels, generator)
+        truth = caption_truth(species, captions, labels)
+        tokens = model.tokenizer([caption_text(c, bird=bool(i % 2)) for i, c in enumerate(captions)])
+        loss = siglip_loss(model(images, tokens), truth)
+        return loss, {"loss": float(loss.detach()) * len(index)}
+
+    def end(epoch: int, sums: dict[str, float], elapsed: Callable[[], float]) -> None:
         scores = evaluate(model, species, test_set.images[:512], test_set.labels[:512])
         note(
-            f"[species-clip] epoch {epoch + 1}/{epochs}: loss {loss_sum / len(train_set):.4f}, zero-shot "
+            f"[species-clip] epoch {epoch + 1}/{recipe['epochs']}: loss {sums['loss'] / len(train_set):.4f}, zero-shot "
             f"{scores['zero_shot_accuracy']:.3f}, colours {scores['colour_accuracy']:.3f} on 512 test images "
-            f"({time.perf_counter() - train_started:.0f} s)"
+            f"({elapsed():.0f} s)"
         )
-    train_seconds = time.perf_counter() - train_started
+
+    train_seconds = fit(model, recipe, len(train_set), step, 0.25, end)
     model.eval()
     scores = evaluate(model, species, test_set.images, test_set.labels)
     per_part = ", ".join(f"{part} {scores['colour_accuracy_' + part]:.3f}" for part in PARTS)
@@ -173,55 +164,27 @@ def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) 
         "test_images": len(test_set),
         "train_images": len(train_set),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "loss": "SigLIP pairwise sigmoid (arXiv 2303.15343) against the truth of every caption of the batch",
-            "optimizer": "AdamW",
-            "lr": recipe["lr"],
-            "schedule": "OneCycleLR(pct_start=0.25)",
-            "weight_decay": recipe["weight_decay"],
-            "augmentation": {"flip": recipe["flip"]},
-            "seed": recipe["seed"],
-            "data_seconds": round(data_seconds, 1),
-            "train_seconds": round(train_seconds, 1),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "script": "scripts/train_species_clip.py",
-            "command": command or "python scripts/train_species_clip.py",
-            "log": lines,
-        },
+        "training": training_record(
+            recipe,
+            0.25,
+            {"flip": recipe["flip"]},
+            (data_seconds, train_seconds),
+            "scripts/train_species_clip.py",
+            command or "python scripts/train_species_clip.py",
+            note.lines,
+            head={"loss": "SigLIP pairwise sigmoid (arXiv 2303.15343) against the truth of every caption of the batch"},
+        ),
     }
     return model, metadata
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--out", type=Path, default=ASSETS, help=f"output folder (default {ASSETS})")
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (experiments)")
-    parser.add_argument("--train-size", type=int, default=None, help="override the training set size (experiments)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
-    recipe = {**RECIPE, "data": dict(RECIPE["data"])}
-    if args.epochs is not None:
-        recipe["epochs"] = args.epochs
-    if args.train_size is not None:
-        recipe["data"]["train_size"] = args.train_size
-    command = "python scripts/train_species_clip.py" + "".join(
-        f" --{flag} {value}"
-        for flag, value, default in (
-            ("threads", args.threads, 1),
-            ("epochs", args.epochs, None),
-            ("train-size", args.train_size, None),
-        )
-        if value != default
-    )
-    model, metadata = train(recipe, log=lambda message: print(message, flush=True), command=command)
-    path = save_tensors(args.out / "species-clip.safetensors", model.state_dict(), metadata, kind=KIND)
-    print(f"[species-clip] wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", flush=True)
+    add_common_arguments(parser, "override the training set size (experiments)")
+    args = parse_and_prepare(parser, argv)
+    recipe = with_overrides(RECIPE, args)
+    model, metadata = train(recipe, log=echo, command=command_line("python scripts/train_species_clip.py", args))
+    save_model(args.out, "species-clip", model, metadata, KIND)
     return 0
 
 

@@ -7,11 +7,14 @@ torch's global generator seeded from its own name, and must leave the process as
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -153,6 +156,25 @@ def feature_net(classes: int | None = 3, seed: int = 0) -> nn.Module:
     """A seeded float64 FeatureNet in eval mode (exact checks of DiffCAM and reference banks)."""
     torch.manual_seed(seed)
     return FeatureNet(classes=classes).double().eval()
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as module ``name``, with the scripts' folder on ``sys.path`` while it loads.
+
+    The training scripts import their shared helpers (``scripts/training.py``) from their own folder, as they
+    do when run as ``python scripts/<name>.py``; the path is restored afterwards.
+    """
+    folder = str(Path(__file__).resolve().parents[1] / "scripts")
+    spec = importlib.util.spec_from_file_location(name, Path(folder) / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
+    return module
 
 
 @pytest.fixture(scope="module")

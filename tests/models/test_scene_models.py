@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from camscope.models.scene_models import (
     segmentation_iou,
 )
 from camscope.models.scene_zoo import SCENE_MODELS, load_scene_model, scene_model_info
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "src" / "camscope" / "assets" / "models"
@@ -42,17 +42,10 @@ def first_scenes():
     return scene_data("scenes-detector", "test", limit=16)
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("train_scene_models", ROOT / "scripts" / "train_scene_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_shipped_models_are_small_and_score_as_recorded(detector, segmenter, first_scenes):
     """Every shipped weight file together stays a few MB; the recorded scores hold for the shipped weights."""
     assert sum(path.stat().st_size for path in ASSETS.glob("*.safetensors")) < 4 * 2**20
-    script = _script()
+    script = load_script("train_scene_models")
     for name, model in (("scenes-detector", detector), ("scenes-segmenter", segmenter)):
         info = scene_model_info(name)
         first = info["test_first"]
@@ -185,7 +178,7 @@ def test_the_training_script_learns_a_tiny_detector_and_segmenter():
     """
     from camscope.data.scenes import SpeciesScenes
 
-    script = _script()
+    script = load_script("train_scene_models")
     data = {
         "generator": {"num_classes": 2, "size": 64, "seed": 0, "objects": [1, 2], "tile": 40, "distractors": 2},
         "train_seed": 1,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,7 @@ import camscope
 from camscope.data import small_models
 from camscope.errors import CamscopeError
 from camscope.models import zoo
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from conftest import load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,10 +109,7 @@ def test_user_mistakes() -> None:
 
 def test_training_script_smoke(tmp_path: Path) -> None:
     """The script trains, evaluates and writes a file that loads back (a tiny recipe)."""
-    spec = importlib.util.spec_from_file_location("train_small_models", ROOT / "scripts" / "train_small_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_small_models"] = module
-    spec.loader.exec_module(module)
+    module = load_script("train_small_models")
     recipe = {
         **module.RECIPES["species"],
         "architecture": {"in_channels": 3, "num_classes": 4, "stages": [[8], [8]], "stem_stride": 2},

@@ -3,11 +3,8 @@ regime (the hard level confuses similar classes), their loading as a CLIP, and t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -20,19 +17,9 @@ from camscope.errors import CamscopeError
 from camscope.models import zoo
 from camscope.models.clip import CLIPClassifier, load_clip
 from camscope.models.small_clip import CaptionTokenizer, Phrase, caption_text, caption_truth, siglip_loss
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("level", list(zoo.SPECIES_LEVELS))
@@ -144,7 +131,7 @@ def test_prompts_cli_runs_offline_on_the_image_text_model(tmp_path: Path, capsys
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_the_training_script_learns_each_level_tiny(level: str) -> None:
     """A tiny recipe of each level (4 classes, 32 px, 128 images, 8 epochs) fits its training images above chance."""
-    module = _script("train_small_models")
+    module = load_script("train_small_models")
     name = zoo.SPECIES_LEVELS[level]
     recipe = {
         **module.RECIPES[name],
@@ -176,7 +163,7 @@ def test_the_training_script_learns_each_level_tiny(level: str) -> None:
 
 def test_the_image_text_script_learns_tiny() -> None:
     """A tiny recipe (16 species, 32 px, 256 images, 3 epochs) lowers SigLIP's loss on its own training captions."""
-    module = _script("train_species_clip")
+    module = load_script("train_species_clip")
     recipe = {
         **module.RECIPE,
         "architecture": {"dim": 16, "stages": [[8], [16]], "stem_stride": 2, "text_width": 16},
