@@ -19,7 +19,6 @@ and its mean; the segmenter's IoU per class and the mean over the species) and o
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -27,21 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import training
 from torch import Tensor, nn
-from training import (
-    Notes,
-    add_common_arguments,
-    batched,
-    coin_flips,
-    command_line,
-    echo,
-    fit,
-    mirrored,
-    parse_and_prepare,
-    save_model,
-    training_record,
-    with_overrides,
-)
 
 from camscope.data.scenes import SceneBatch, SpeciesScenes
 from camscope.models.scene_models import (
@@ -102,7 +88,7 @@ def _flip(batch: SceneBatch, mirror: Tensor) -> SceneBatch:
     )
     present = (batch.labels >= 0)[..., None]
     return SceneBatch(
-        images=mirrored(batch.images, mirror),
+        images=training.mirrored(batch.images, mirror),
         labels=batch.labels,
         boxes=torch.where(mirror[:, None, None] & present, flipped_boxes, batch.boxes),
         instances=torch.where(mirror[:, None, None], batch.instances.flip(-1), batch.instances),
@@ -121,7 +107,7 @@ def scores_on(model: nn.Module, test: SceneBatch, batch_size: int = 64) -> dict[
     mean over the species (``miou``), on ``test``."""
     model.eval()
     with torch.no_grad():
-        outputs = batched(model, test.images, batch_size)
+        outputs = training.batched(model, test.images, batch_size)
     if isinstance(model, SceneDetector):
         found = [d for chunk in outputs for d in chunk]
         ap = detection_average_precision(found, test.labels, test.boxes, 0.5)
@@ -143,7 +129,7 @@ def train(
 
     ``splits``: the train and test scenes when already drawn by ``recipe["data"]`` (drawn here otherwise).
     """
-    note = Notes(log)
+    note = training.Notes(log)
     torch.manual_seed(recipe["seed"])
     started = time.perf_counter()
     data = recipe["data"]
@@ -164,7 +150,7 @@ def train(
     def step(index: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         batch = train_set[index]
         if recipe["flip"]:
-            batch = _flip(batch, coin_flips(len(batch), generator))
+            batch = _flip(batch, training.coin_flips(len(batch), generator))
         parts = _loss(model, batch)
         return sum(parts.values(), torch.zeros(())), {
             key: float(value.detach()) / steps for key, value in parts.items()
@@ -175,7 +161,7 @@ def train(
         shown = ", ".join(f"{key} {value:.3f}" for key, value in totals.items())
         note(f"[{name}] epoch {epoch + 1}/{recipe['epochs']}: loss {losses[-1]:.3f} ({shown}), {elapsed():.0f} s")
 
-    train_seconds = fit(model, recipe, len(train_set), step, 0.2, end)
+    train_seconds = training.fit(model, recipe, len(train_set), step, 0.2, end)
     model.eval()
     scores = scores_on(model, test_set)
     first = {"scenes": FIRST_SCENES, **scores_on(model, test_set[:FIRST_SCENES])}  # cheap to check in the tests
@@ -194,7 +180,7 @@ def train(
         "test_images": len(test_set),
         "train_images": len(train_set),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": training_record(
+        "training": training.record(
             recipe,
             0.2,
             {"flip": recipe["flip"]},
@@ -209,16 +195,15 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model (repeatable)")
-    add_common_arguments(parser, "override the training scenes (experiments)")
-    args = parse_and_prepare(parser, argv)
-    for name in args.only or sorted(RECIPES):
-        recipe = with_overrides(RECIPES[name], args)
-        command = command_line(f"python scripts/train_scene_models.py --only {name}", args)
-        model, metadata = train(name, recipe, log=echo, command=command)
-        save_model(args.out, name, model, metadata, SCENE_MODEL_KIND)
-    return 0
+    return training.main_over_recipes(
+        __doc__,
+        argv,
+        RECIPES,
+        train,
+        SCENE_MODEL_KIND,
+        "scripts/train_scene_models.py",
+        "override the training scenes (experiments)",
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ and the per-epoch training log.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -28,21 +27,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import training
 from torch import Tensor
-from training import (
-    Notes,
-    add_common_arguments,
-    batched,
-    coin_flips,
-    command_line,
-    echo,
-    fit,
-    mirrored,
-    parse_and_prepare,
-    save_model,
-    training_record,
-    with_overrides,
-)
 
 from camscope.data.digits import load_digits_data
 from camscope.data.synthetic import LEVELS, SyntheticSpecies
@@ -95,7 +81,7 @@ RECIPES["species"]["level"] = "easy"
 
 def _augment(images: Tensor, generator: torch.Generator, shift: int, flip: bool) -> Tensor:
     if flip:
-        images = mirrored(images, coin_flips(images.shape[0], generator))
+        images = training.mirrored(images, training.coin_flips(images.shape[0], generator))
     if shift:
         n, _, h, w = images.shape
         padded = F.pad(images, (shift, shift, shift, shift))
@@ -134,7 +120,7 @@ def error_structure(
         return {}
     species = SyntheticSpecies(**recipe["data"]["generator"])
     with torch.no_grad():
-        predicted = torch.cat(batched(lambda x: model(x).argmax(dim=1), test_x))
+        predicted = torch.cat(training.batched(lambda x: model(x).argmax(dim=1), test_x))
     wrong = predicted != test_y
     similar = species.most_similar_classes()[test_y]
     into_similar = int((wrong & (predicted == similar)).sum())
@@ -151,7 +137,7 @@ def train(
     name: str, recipe: dict[str, Any], log: Any = print, command: str | None = None
 ) -> tuple[SmallCNN, dict[str, Any]]:
     torch.manual_seed(recipe["seed"])
-    note = Notes(log)
+    note = training.Notes(log)
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, class_names = build_data(name, recipe)
     data_seconds = time.perf_counter() - started
@@ -181,7 +167,7 @@ def train(
             f"({elapsed():.0f} s)"
         )
 
-    train_seconds = fit(model, recipe, len(train_y), step, 0.25, end)
+    train_seconds = training.fit(model, recipe, len(train_y), step, 0.25, end)
     model = model.to(memory_format=torch.contiguous_format).eval()
     test_accuracy = evaluate(model, test_x, test_y)
     errors = error_structure(model, name, recipe, test_x, test_y)
@@ -201,7 +187,7 @@ def train(
         "test_images": len(test_y),
         "train_images": len(train_y),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": training_record(
+        "training": training.record(
             recipe,
             0.25,
             {"shift": recipe["shift"], "flip": recipe["flip"]},
@@ -223,16 +209,16 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model (repeatable)")
-    add_common_arguments(parser, "override the species training set size (experiments)")
-    args = parse_and_prepare(parser, argv)
-    for name in args.only or sorted(RECIPES):
-        recipe = with_overrides(RECIPES[name], args, train_size=name != "digits")
-        command = command_line(f"python scripts/train_small_models.py --only {name}", args)
-        model, metadata = train(name, recipe, log=echo, command=command)
-        save_model(args.out, name, model, metadata, MODEL_KIND)
-    return 0
+    return training.main_over_recipes(
+        __doc__,
+        argv,
+        RECIPES,
+        train,
+        MODEL_KIND,
+        "scripts/train_small_models.py",
+        "override the species training set size (experiments)",
+        resizable=lambda name: name != "digits",
+    )
 
 
 if __name__ == "__main__":

@@ -26,21 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import training
 from torch import Tensor
-from training import (
-    Notes,
-    add_common_arguments,
-    batched,
-    coin_flips,
-    command_line,
-    echo,
-    fit,
-    mirrored,
-    parse_and_prepare,
-    save_model,
-    training_record,
-    with_overrides,
-)
 
 from camscope.data.synthetic import PARTS, SyntheticSpecies
 from camscope.models.small_clip import (
@@ -91,7 +78,7 @@ def full_description(species: SyntheticSpecies, c: int) -> list[Phrase]:
 def evaluate(model: SpeciesCLIP, species: SyntheticSpecies, images: Tensor, labels: Tensor) -> dict[str, float]:
     """Zero-shot species accuracy (240 full descriptions) and colour-naming accuracy per part (10 colours)."""
     model.eval()
-    embeddings = torch.cat(batched(model.encode_image, images))
+    embeddings = torch.cat(training.batched(model.encode_image, images))
     embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
 
     def text(captions: list[str]) -> Tensor:
@@ -114,7 +101,7 @@ def evaluate(model: SpeciesCLIP, species: SyntheticSpecies, images: Tensor, labe
 def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) -> tuple[SpeciesCLIP, dict[str, Any]]:
     """Train the model of ``recipe`` (see :data:`RECIPE`); returns it (eval mode) and its metadata."""
     torch.manual_seed(recipe["seed"])
-    note = Notes(log)
+    note = training.Notes(log)
     started = time.perf_counter()
     data = recipe["data"]
     species = SyntheticSpecies(**data["generator"])
@@ -128,7 +115,7 @@ def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) 
     def step(index: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         images, labels = train_set.images[index], train_set.labels[index]
         if recipe["flip"]:
-            images = mirrored(images, coin_flips(len(index), generator))
+            images = training.mirrored(images, training.coin_flips(len(index), generator))
         captions = random_captions(species, labels, generator)
         truth = caption_truth(species, captions, labels)
         tokens = model.tokenizer([caption_text(c, bird=bool(i % 2)) for i, c in enumerate(captions)])
@@ -143,7 +130,7 @@ def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) 
             f"({elapsed():.0f} s)"
         )
 
-    train_seconds = fit(model, recipe, len(train_set), step, 0.25, end)
+    train_seconds = training.fit(model, recipe, len(train_set), step, 0.25, end)
     model.eval()
     scores = evaluate(model, species, test_set.images, test_set.labels)
     per_part = ", ".join(f"{part} {scores['colour_accuracy_' + part]:.3f}" for part in PARTS)
@@ -164,7 +151,7 @@ def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) 
         "test_images": len(test_set),
         "train_images": len(train_set),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": training_record(
+        "training": training.record(
             recipe,
             0.25,
             {"flip": recipe["flip"]},
@@ -180,11 +167,13 @@ def train(recipe: dict[str, Any], log: Any = print, command: str | None = None) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, "override the training set size (experiments)")
-    args = parse_and_prepare(parser, argv)
-    recipe = with_overrides(RECIPE, args)
-    model, metadata = train(recipe, log=echo, command=command_line("python scripts/train_species_clip.py", args))
-    save_model(args.out, "species-clip", model, metadata, KIND)
+    training.add_common_arguments(parser, "override the training set size (experiments)")
+    args = training.parse_and_prepare(parser, argv)
+    recipe = training.with_overrides(RECIPE, args)
+    model, metadata = train(
+        recipe, log=training.echo, command=training.command_line("python scripts/train_species_clip.py", args)
+    )
+    training.save_model(args.out, "species-clip", model, metadata, KIND)
     return 0
 
 

@@ -31,10 +31,11 @@ __all__ = [
     "command_line",
     "echo",
     "fit",
+    "main_over_recipes",
     "mirrored",
     "parse_and_prepare",
+    "record",
     "save_model",
-    "training_record",
     "with_overrides",
 ]
 
@@ -114,7 +115,7 @@ def batched(fn: Callable[[Tensor], Any], inputs: Tensor, size: int = 256) -> lis
     return [fn(inputs[start : start + size]) for start in range(0, len(inputs), size)]
 
 
-def training_record(
+def record(
     recipe: dict[str, Any],
     pct_start: float,
     augmentation: dict[str, Any],
@@ -193,6 +194,32 @@ def command_line(base: str, args: argparse.Namespace) -> str:
         )
         if value != default
     )
+
+
+def main_over_recipes(
+    description: str,
+    argv: list[str] | None,
+    recipes: dict[str, dict[str, Any]],
+    train: Callable[..., tuple[nn.Module, dict[str, Any]]],
+    kind: str,
+    script: str,
+    train_size_help: str,
+    resizable: Callable[[str], bool] = lambda _name: True,
+) -> int:
+    """The command line of a script that trains the models of ``recipes`` (all, or those named by ``--only``).
+
+    Each model is trained by ``train(name, recipe, log=..., command=...)`` and written to ``--out`` as a file of
+    ``kind``; ``--train-size`` applies to the models for which ``resizable(name)`` holds.
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(recipes), action="append", help="train only this model (repeatable)")
+    add_common_arguments(parser, train_size_help)
+    args = parse_and_prepare(parser, argv)
+    for name in args.only or sorted(recipes):
+        recipe = with_overrides(recipes[name], args, train_size=resizable(name))
+        model, metadata = train(name, recipe, log=echo, command=command_line(f"python {script} --only {name}", args))
+        save_model(args.out, name, model, metadata, kind)
+    return 0
 
 
 def save_model(folder: Path, name: str, model: nn.Module, metadata: dict[str, Any], kind: str) -> Path:
