@@ -9,7 +9,7 @@ too (a second row in one batched backward). The table shows that case with label
 equal to the predictions (an accurate model) and with random labels (the worst
 case), and, for scale, Eq. 3 over all classes.
 
-Timings interleave the variants and report the median of ``--repeat`` runs.
+Timings interleave the variants (the order rotating each round) and report the median of ``--repeat`` runs.
 
 Usage:
     python benchmarks/analyze.py                      # default model, 64 images at 224 px
@@ -19,10 +19,9 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from measure import interleaved, medians
 
 import camscope
 
@@ -80,15 +79,8 @@ def main() -> None:
         variants["analyze + Eq. 3 (all 1000 classes)"] = lambda: camscope.analyze(
             model, list(zip(inputs, predicted)), layer=layer, all_classes=True
         )
-    for run in variants.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeat):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["plain Grad-CAM pass (explain per batch)"])
+    times = medians(interleaved(variants, args.repeat, torch.device("cpu")))
+    base = times["plain Grad-CAM pass (explain per batch)"]
     print(
         f"model {args.model} (layer {layer}), {len(inputs) * args.batch_size} images of {args.size} px, "
         f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, median of {args.repeat}"
@@ -96,8 +88,7 @@ def main() -> None:
     print()
     print("| pass | seconds | ratio to plain Grad-CAM |")
     print("|---|---:|---:|")
-    for name, values in times.items():
-        median = statistics.median(values)
+    for name, median in times.items():
         print(f"| {name} | {median:.2f} | {median / base:.2f}x |")
 
 

@@ -13,21 +13,15 @@ Run: ``python benchmarks/attention.py [--repeats 5] [--batch 4] [--threads N] [-
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import warnings
-from collections.abc import Callable
-
 import torch
-from measure import peak_bytes as _peak_bytes
-from measure import timed as _timed
+from measure import FORWARD, Runs, arguments, forward_pass, interleaved, medians, peak_bytes, prepare
 from torchvision.models import vit_b_16
 
 import camscope
 from camscope.engine.maps import normalize_maps
 
 
-def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> dict[str, Callable[[], object]]:
+def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> Runs:
     from torchcam.methods import LeGrad as TorchcamLeGrad
 
     explainers = {
@@ -38,35 +32,20 @@ def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> d
         "camscope finer-legrad (T=3)": camscope.Explainer(model, method="finer-legrad", references=3),
     }
 
-    def forward() -> object:
-        with torch.no_grad():
-            return model(x)
-
     def torchcam_legrad() -> object:
         with TorchcamLeGrad(model, list(model.encoder.layers)) as extractor:
             scores = model(x)
             return extractor(class_idx=classes, scores=scores)[0]
 
-    runs: dict[str, Callable[[], object]] = {"forward pass (no_grad)": forward}
+    runs: Runs = {FORWARD: forward_pass(model, x)}
     runs.update({name: (lambda e=explainer: e(x, target=classes)) for name, explainer in explainers.items()})
     runs["torchcam 0.5.0 LeGrad"] = torchcam_legrad
     return runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    args = arguments(__doc__.splitlines()[0], repeats=5, batch=4).parse_args()
+    device = prepare(args)
     model = vit_b_16(image_size=args.size)
     torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     model = model.eval().to(device)
@@ -75,14 +54,9 @@ def main() -> None:
         classes = model(x).argmax(dim=1).tolist()
     runs = contenders(model, x, classes)
     results = {name: fn() for name, fn in runs.items()}  # warm-up (and the outputs compared below)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for repeat in range(args.repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            times[name].append(_timed(runs[name], device))
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    peaks = {} if args.no_memory else {name: _peak_bytes(fn, device) for name, fn in runs.items()}
-    floor, peer = medians["forward pass (no_grad)"], medians["torchcam 0.5.0 LeGrad"]
+    times = medians(interleaved(runs, args.repeats, device, warm_up=False))
+    peaks = {} if args.no_memory else {name: peak_bytes(fn, device) for name, fn in runs.items()}
+    floor, peer = times[FORWARD], times["torchcam 0.5.0 LeGrad"]
     print(
         f"vit_b_16 (random weights), batch {args.batch}, {args.size} px, {device.type}, "
         f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs, torch {torch.__version__}\n"
@@ -91,7 +65,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name in runs:
         peak = f"{peaks[name] / 1e6:.0f}" if name in peaks else "-"
-        print(f"| {name} | {medians[name]:.3f} | {medians[name] / floor:.2f}x | {medians[name] / peer:.2f}x | {peak} |")
+        print(f"| {name} | {times[name]:.3f} | {times[name] / floor:.2f}x | {times[name] / peer:.2f}x | {peak} |")
     ours = normalize_maps(results["camscope legrad (token-mean)"].raw)  # type: ignore[attr-defined]
     difference = float((ours - results["torchcam 0.5.0 LeGrad"]).abs().max())  # type: ignore[operator]
     print(f"\nlegrad (token-mean) vs torchcam LeGrad: max abs difference of the normalised maps {difference:.2e}")

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from collections.abc import Callable
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
+from measure import Runs, forward_pass, interleaved
 from pytorch_grad_cam import EigenCAM, GradCAM
 from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 from pytorch_grad_cam.utils.reshape_transforms import fasterrcnn_reshape_transform
@@ -73,10 +72,6 @@ def main() -> None:
     peer_targets = [FasterRCNNBoxScoreTarget(labels.numpy(), boxes.numpy())]
     layer = model.backbone.fpn.layer_blocks[0]
 
-    def forward() -> object:
-        with torch.no_grad():
-            return model(x)
-
     def ours_gradcam() -> torch.Tensor:
         return camscope.explain(model, x, layer=LAYER, target=ours_target).raw
 
@@ -99,8 +94,8 @@ def main() -> None:
             cam(input_tensor=x, targets=peer_targets)
             return torch.as_tensor(get_2d_projection(cam.activations_and_grads.activations[0].numpy()))
 
-    runs: dict[str, Callable[[], object]] = {
-        "forward (no autograd)": forward,
+    runs: Runs = {
+        "forward (no autograd)": forward_pass(model, x),
         "camscope Grad-CAM, BoxTarget": ours_gradcam,
         "grad-cam Grad-CAM, FasterRCNNBoxScoreTarget": peer_gradcam,
         "camscope Eigen-CAM, FPN to one grid": ours_eigencam,
@@ -109,13 +104,8 @@ def main() -> None:
     gradcam_gap = float((ours_gradcam() - peer_gradcam()).abs().max())
     a, b = ours_eigencam(), peer_eigencam()
     eigen_gap = float(torch.minimum((a - b).abs().amax(), (a + b).abs().amax()))  # an eigenvector's sign
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    times = interleaved(runs, args.repeats, torch.device("cpu"), warm_up=False)
     names = list(runs)
-    for round_index in range(args.repeats):
-        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
     floor = statistics.median(times[names[0]])
     print(f"Faster R-CNN MobileNetV3-FPN, 1 image {args.size} px, {args.boxes} boxes, {args.threads} thread(s)")
     print(f"{'':52} {'median s':>9} {'x forward':>9}  runs")

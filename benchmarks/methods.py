@@ -19,20 +19,13 @@ Usage: ``python benchmarks/methods.py [--repeats 3] [--threads N] [--device cpu]
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import warnings
 from collections.abc import Callable
 
 import torch
-from scorecam import _peak_bytes, _timed
+from measure import FORWARD, Runs, arguments, forward_pass, peak_bytes, peer_rows, prepare
 from torchvision.models import resnet50
 
 import camscope
-
-Runs = dict[str, Callable[[], object]]
-
-FORWARD = "forward pass (no_grad)"
 
 
 def _rest_target(classes: list[int]) -> camscope.ScoreTarget:
@@ -112,41 +105,14 @@ def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> d
     }
 
 
-def _measure(runs: Runs, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each run over ``repeats`` rounds, the order rotating each round."""
-    names = list(runs)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for fn in runs.values():  # warm-up
-        fn()
-    for repeat in range(repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            times[name].append(_timed(runs[name], device))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu")
+    parser = arguments(__doc__.splitlines()[0], repeats=3, batch=8)
     parser.add_argument("--only", nargs="*", help="methods to run (default: all)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    device = prepare(args)
     model = resnet50().eval().to(device)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(device)
     classes = [(7 * i) % 1000 for i in range(args.batch)]
-
-    def forward() -> object:
-        with torch.no_grad():
-            return model(x)
-
     print(
         f"ResNet-50 (random weights), batch {args.batch}, {args.size} px, {device.type}, "
         f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs, torch {torch.__version__}\n"
@@ -154,14 +120,9 @@ def main() -> None:
     print("| method | contender | median (s) | vs forward | vs peer | peak memory (MB) |")
     print("|---|---|---:|---:|---:|---:|")
     for method, runs in contenders(model, x, classes).items():
-        if args.only and method not in args.only:
-            continue
-        medians = _measure({FORWARD: forward, **runs}, args.repeats, device)
-        peer = next(value for name, value in medians.items() if name.startswith(("grad-cam", "torchcam")))
-        for name, median in medians.items():
-            peak = "-" if args.no_memory else f"{_peak_bytes(({FORWARD: forward, **runs})[name], device) / 1e6:.0f}"
-            versus = f"{median / peer:.2f}x" if name != FORWARD else ""
-            print(f"| {method} | {name} | {median:.3f} | {median / medians[FORWARD]:.2f}x | {versus} | {peak} |")
+        if not args.only or method in args.only:
+            every = {FORWARD: forward_pass(model, x), **runs}
+            peer_rows(method, every, args.repeats, device, [lambda fn: peak_bytes(fn, device)], not args.no_memory)
 
 
 if __name__ == "__main__":

@@ -21,23 +21,16 @@ Usage: ``python benchmarks/methods_b.py [--repeats 3] [--threads N] [--device cp
 
 from __future__ import annotations
 
-import argparse
 import copy
-import statistics
 import tracemalloc
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from scorecam import _peak_bytes, _timed
+from measure import FORWARD, Runs, arguments, forward_pass, peak_bytes, peer_rows, prepare
 from torchvision.models import resnet18
 
 import camscope
-
-Runs = dict[str, Callable[[], object]]
-
-FORWARD = "forward pass (no_grad)"
 
 
 def _python_peak(fn: Callable[[], object]) -> int:
@@ -96,40 +89,17 @@ def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int], sess
     }
 
 
-def _measure(runs: Runs, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each run over ``repeats`` rounds, the order rotating each round."""
-    names = list(runs)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for fn in runs.values():  # warm-up
-        fn()
-    for repeat in range(repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            times[name].append(_timed(runs[name], device))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=4)
+    parser = arguments(__doc__.splitlines()[0], repeats=3, batch=4)
     parser.add_argument("--sess-batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", nargs="*", help="methods to run (default: all)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+    device = prepare(args)
     model = resnet18().eval().to(device)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=generator).to(device)
     sess_x = x[: args.sess_batch]
     classes = [(7 * i) % 1000 for i in range(args.batch)]
-
     print(
         f"ResNet-18 (random weights), batch {args.batch} (SESS {args.sess_batch}), {args.size} px, {device.type}, "
         f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs, torch {torch.__version__}, "
@@ -137,29 +107,11 @@ def main() -> None:
     )
     print("| method | contender | median (s) | vs forward | vs peer | torch peak (MB) | Python peak (MB) |")
     print("|---|---|---:|---:|---:|---:|---:|")
+    peaks = [lambda fn: peak_bytes(fn, device), _python_peak]
     for method, runs in contenders(model, x, classes, sess_x).items():
-        if args.only and method not in args.only:
-            continue
-        inputs = sess_x if method == "sess" else x
-
-        def forward(inputs: torch.Tensor = inputs) -> object:
-            with torch.no_grad():
-                return model(inputs)
-
-        every = {FORWARD: forward, **runs}
-        medians = _measure(every, args.repeats, device)
-        peer = next(value for name, value in medians.items() if name.startswith("grad-cam"))
-        for name, median in medians.items():
-            torch_peak = python_peak = "-"
-            if not args.no_memory:
-                torch_peak = f"{_peak_bytes(every[name], device) / 1e6:.0f}"
-                python_peak = f"{_python_peak(every[name]) / 1e6:.0f}"
-            versus = f"{median / peer:.2f}x" if name != FORWARD else ""
-            print(
-                f"| {method} | {name} | {median:.3f} | {median / medians[FORWARD]:.2f}x | {versus} | "
-                f"{torch_peak} | {python_peak} |",
-                flush=True,
-            )
+        if not args.only or method in args.only:
+            every = {FORWARD: forward_pass(model, sess_x if method == "sess" else x), **runs}
+            peer_rows(method, every, args.repeats, device, peaks, not args.no_memory)
 
 
 if __name__ == "__main__":

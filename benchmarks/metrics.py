@@ -48,7 +48,7 @@ from typing import Any
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch
-from road import PERCENTAGES, ForwardRecorder, best_batch, forward_at, forward_floor, timed, workload
+from road import PERCENTAGES, ForwardRecorder, best_batch, forward_at, forward_floor, timed_groups, workload
 from torch import nn
 
 import camscope
@@ -225,11 +225,7 @@ def main() -> None:
         }
         if peer is not None:
             runs[name]["peer"] = peer
-    times: dict[str, dict[str, list[tuple[float, float]]]] = {n: {k: [] for k in r} for n, r in runs.items()}
-    for _ in range(args.repeats):
-        for name, group in runs.items():
-            for key, fn in group.items():
-                times[name][key].append(timed(fn, device))
+    times = timed_groups(runs, args.repeats, device)
 
     print(
         f"\n{args.images} images of {args.size} px, {device}, torch threads {torch.get_num_threads()}, "

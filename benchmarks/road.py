@@ -46,6 +46,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from measure import sync
 from torch import nn
 
 import camscope
@@ -83,18 +84,27 @@ def grad_cam_masks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(keeps), torch.tensor(owners)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+def wall_and_cpu(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
     """(wall, process CPU) seconds of one call, synchronised on a GPU."""
     sync(device)
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timed_groups(
+    groups: dict[str, dict[str, Callable[[], object]]], repeats: int, device: torch.device
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """(wall, CPU) seconds of every run of each contender of each group, all run in turn ``repeats`` times."""
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
+        g: {name: [] for name in group} for g, group in groups.items()
+    }
+    for _ in range(repeats):
+        for g, group in groups.items():
+            for name, fn in group.items():
+                times[g][name].append(wall_and_cpu(fn, device))
+    return times
 
 
 class ForwardRecorder:
@@ -139,7 +149,7 @@ def best_batch(
             model(pool[:size])  # the first batch of a new shape also pays for its set-up
         for _ in range(2):
             for size in sizes:
-                wall = timed(lambda s=size: [model(pool[i : i + s]) for i in range(0, count, s)], device)[0]
+                wall = wall_and_cpu(lambda s=size: [model(pool[i : i + s]) for i in range(0, count, s)], device)[0]
                 per_image[size] = min(per_image[size], wall / count)
     return min(per_image, key=lambda size: per_image[size]), per_image
 
@@ -177,7 +187,7 @@ def rows_for(
     def ours() -> None:
         info["camscope"] = float(road(model, x, maps, target=classes, percentages=PERCENTAGES)["combined"].mean())
 
-    info["first call"] = timed(ours, device)
+    info["first call"] = wall_and_cpu(ours, device)
     with ForwardRecorder(model) as recorder:  # the batches of a calibrated call
         ours()
     images = sum(shape[0] for shape in recorder.shapes)
@@ -259,11 +269,7 @@ def main() -> None:
     difference = None
     if not args.quick and not args.no_peers:
         groups["imputation"], difference = imputation_rows(x, explanation.maps, device)
-    timings = {g: {name: [] for name in group} for g, group in groups.items()}
-    for _ in range(args.repeats):
-        for g, group in groups.items():
-            for name, fn in group.items():
-                timings[g][name].append(timed(fn, device))
+    timings = timed_groups(groups, args.repeats, device)
 
     print(
         f"ROAD, {args.images} images of {args.size} px, {len(PERCENTAGES)} percentages x MoRF/LeRF "

@@ -19,17 +19,59 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 from collections.abc import Callable
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam's ScoreCAM draws a tqdm bar per image
 
 import torch
-from measure import peak_bytes as _peak_bytes
-from measure import timed as _timed
+from measure import Runs, interleaved, medians, peak_bytes, timed
 from torchvision.models import resnet18
 
 import camscope
+
+
+def peers(model: torch.nn.Module, x: torch.Tensor, classes: list[int], chunk: int) -> Runs:
+    """grad-cam's and torchcam's Score-CAM, ``chunk`` masked inputs per forward pass."""
+    from pytorch_grad_cam import ScoreCAM as GradCamScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import ScoreCAM as TorchCamScoreCAM
+
+    def gradcam() -> object:
+        with GradCamScoreCAM(model=model, target_layers=[model.layer4]) as cam:
+            cam.batch_size = chunk
+            return cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
+
+    def torchcam() -> object:
+        with TorchCamScoreCAM(model, target_layer="layer4", batch_size=chunk, input_shape=tuple(x.shape[1:])) as cam:
+            with torch.no_grad():
+                model(x)
+            return cam(class_idx=classes)
+
+    return {"grad-cam 1.5.7 ScoreCAM": gradcam, "torchcam 0.5.0 ScoreCAM": torchcam}
+
+
+def approximate_rows(
+    ours: Callable[..., camscope.Explanation],
+    exact: camscope.Explanation,
+    ks: list[int],
+    base: float,
+    device: torch.device,
+) -> None:
+    """The table of the approximate mode (``channels=k``) against the exact map: time and differences."""
+    print()
+    print("Approximate mode (`channels=k`: the k channels of highest activation variance), vs the exact map:")
+    print()
+    print("| channels | time (s) | vs floor | max abs diff of maps | mean abs diff | corr. of raw maps |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for k in ks:
+        approx: list[camscope.Explanation] = []
+        seconds = timed(lambda k=k, approx=approx: approx.append(ours(channels=k)), device)
+        maps = approx[0].maps
+        diff = (maps - exact.maps).abs()
+        a = approx[0].raw.flatten(1) - approx[0].raw.flatten(1).mean(1, keepdim=True)
+        b = exact.raw.flatten(1) - exact.raw.flatten(1).mean(1, keepdim=True)
+        corr = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-12)).min()
+        print(f"| {k} | {seconds:.2f} | {seconds / base:.2f}x | {diff.max():.3f} | {diff.mean():.4f} | {corr:.4f} |")
 
 
 def main() -> None:
@@ -44,10 +86,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-
-    from pytorch_grad_cam import ScoreCAM as GradCamScoreCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    from torchcam.methods import ScoreCAM as TorchCamScoreCAM
 
     torch.manual_seed(0)
     model = resnet18(weights=None).eval().to(device)
@@ -68,36 +106,13 @@ def main() -> None:
             model, x, method="scorecam", layer="layer4", target=classes, batch_size=chunk, progress=False, **options
         )
 
-    def gradcam() -> object:
-        with GradCamScoreCAM(model=model, target_layers=[model.layer4]) as cam:
-            cam.batch_size = chunk
-            return cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in classes])
-
-    def torchcam() -> object:
-        with TorchCamScoreCAM(
-            model, target_layer="layer4", batch_size=chunk, input_shape=(3, args.size, args.size)
-        ) as cam:
-            with torch.no_grad():
-                model(x)
-            return cam(class_idx=classes)
-
-    contenders: dict[str, Callable[[], object]] = {
-        "floor (2 x 512 passes)": floor,
-        "camscope scorecam": ours,
-        "grad-cam 1.5.7 ScoreCAM": gradcam,
-        "torchcam 0.5.0 ScoreCAM": torchcam,
-    }
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    contenders: Runs = {"floor (2 x 512 passes)": floor, "camscope scorecam": ours, **peers(model, x, classes, chunk)}
     results: dict[str, object] = {}
-    names = list(contenders)
-    for repeat in range(args.repeats):
-        # Rotate the order each round, so that a drift in the machine's load hits every method alike.
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            fn = contenders[name]
-            times[name].append(_timed(lambda fn=fn, name=name: results.__setitem__(name, fn()), device))
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    base = medians["floor (2 x 512 passes)"]
-    peaks = {} if args.no_memory else {name: _peak_bytes(fn, device) for name, fn in contenders.items()}
+    keeping = {name: (lambda fn=fn, name=name: results.__setitem__(name, fn())) for name, fn in contenders.items()}
+    times = interleaved(keeping, args.repeats, device, warm_up=False)
+    median = medians(times)
+    base = median["floor (2 x 512 passes)"]
+    peaks = {} if args.no_memory else {name: peak_bytes(fn, device) for name, fn in contenders.items()}
 
     print(
         f"Score-CAM, ResNet-18 layer4 (512 channels), batch 2, {args.size} px, {device.type}, "
@@ -109,7 +124,7 @@ def main() -> None:
     for name in contenders:
         peak = f"{peaks[name] / 1e6:.0f}" if name in peaks else "-"
         runs = ", ".join(f"{t:.1f}" for t in times[name])
-        print(f"| {name} | {medians[name]:.2f} | {medians[name] / base:.2f}x | {runs} | {peak} |")
+        print(f"| {name} | {median[name]:.2f} | {median[name] / base:.2f}x | {runs} | {peak} |")
 
     exact = results["camscope scorecam"]
     flat = exact.activations.flatten(2)
@@ -120,22 +135,7 @@ def main() -> None:
         "(constant maps: their masked input is the baseline)."
     )
     if args.approx:
-        print()
-        print("Approximate mode (`channels=k`: the k channels of highest activation variance), vs the exact map:")
-        print()
-        print("| channels | time (s) | vs floor | max abs diff of maps | mean abs diff | corr. of raw maps |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        for k in args.approx:
-            approx: list[camscope.Explanation] = []
-            seconds = _timed(lambda k=k, approx=approx: approx.append(ours(channels=k)), device)
-            maps = approx[0].maps
-            diff = (maps - exact.maps).abs()
-            a = approx[0].raw.flatten(1) - approx[0].raw.flatten(1).mean(1, keepdim=True)
-            b = exact.raw.flatten(1) - exact.raw.flatten(1).mean(1, keepdim=True)
-            corr = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-12)).min()
-            print(
-                f"| {k} | {seconds:.2f} | {seconds / base:.2f}x | {diff.max():.3f} | {diff.mean():.4f} | {corr:.4f} |"
-            )
+        approximate_rows(ours, exact, args.approx, base, device)
 
 
 if __name__ == "__main__":
