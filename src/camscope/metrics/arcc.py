@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from camscope.engine.explainer import Explanation
 from camscope.metrics.batching import BatchSize
 from camscope.metrics.coherency import coherency
-from camscope.metrics.common import MetricResult, prepare_maps
+from camscope.metrics.common import MetricResult
 from camscope.metrics.complexity import complexity
-from camscope.metrics.reexplain import MethodSpec, Reexplainer, explanation_method
+from camscope.metrics.reexplain import MethodSpec, explained_maps
 from camscope.metrics.registry import register_metric
 from camscope.metrics.removal import Imputation
 from camscope.metrics.road import road
@@ -111,13 +111,10 @@ def arcc(
         >>> sorted(r.values), bool(((r["arcc"] >= 0) & (r["arcc"] <= 1)).all())
         (['arcc', 'coherency', 'complexity', 'road', 'road_scaled'], True)
     """
-    method, layer, options = explanation_method(maps, method, layer, options)
-    again = Reexplainer(model, inputs, maps, target, method, layer, options)
-    if maps is None:
-        original = again(model, inputs)
-    else:
-        original = prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device)
-    coherent = coherency(model, inputs, original, again.target, method=method, layer=layer, options=options)
+    original, again = explained_maps(model, inputs, maps, target, method, layer, options)
+    coherent = coherency(
+        model, inputs, original, again.target, method=again.method, layer=again.layer, options=again.options
+    )
     complex_ = complexity(original, normalize=False)["complexity"].to(inputs.device)
     removal = road(
         model,

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from camscope.engine.explainer import Explanation
-from camscope.metrics.common import MetricResult, prepare_maps
-from camscope.metrics.reexplain import MethodSpec, Reexplainer, explanation_method
+from camscope.metrics.common import MetricResult
+from camscope.metrics.reexplain import MethodSpec, explained_maps
 from camscope.metrics.registry import register_metric
 
 __all__ = ["coherency", "pearson"]
@@ -82,12 +82,8 @@ def coherency(
         >>> r.params["method"], bool(((r["coherency"] >= 0) & (r["coherency"] <= 1)).all())
         ('gradcam', True)
     """
-    method, layer, options = explanation_method(maps, method, layer, options)
-    again = Reexplainer(model, inputs, maps, target, method, layer, options)
-    if maps is None:
-        original = again(model, inputs)
-    else:
-        original = prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device)
+    original, again = explained_maps(model, inputs, maps, target, method, layer, options)
+    layer = again.layer
     masked = inputs * original[:, None].to(inputs.dtype)
     rho = pearson(original, again(model, masked))
     return MetricResult(

@@ -307,6 +307,11 @@ class Consistency:
         return f"{self.name}: {self.logit} with logits; {self.probability} with probabilities"
 
 
+def _joined(parts: list[Tensor], empty: Tensor) -> Tensor:
+    """The batches' parts joined along their last axis (the images); ``empty`` before any batch."""
+    return torch.cat(parts, dim=-1) if parts else empty
+
+
 class ConsistencyStatistics:
     """The per-image numbers of a consistency pass: CAM sums (one row per map variant), logits, probabilities, classes.
 
@@ -380,29 +385,27 @@ class ConsistencyStatistics:
     @property
     def cam_sums(self) -> Tensor:
         """``[V, N]``: the sum of each image's map, per variant."""
-        return (
-            torch.cat(self._cam_sums, dim=1) if self._cam_sums else torch.zeros(self.variants, 0, dtype=torch.float64)
-        )
+        return _joined(self._cam_sums, torch.zeros(self.variants, 0, dtype=torch.float64))
 
     @property
     def logits(self) -> Tensor:
         """``[N]``: the explained class's logit."""
-        return torch.cat(self._logits) if self._logits else torch.zeros(0, dtype=torch.float64)
+        return _joined(self._logits, torch.zeros(0, dtype=torch.float64))
 
     @property
     def probabilities(self) -> Tensor:
         """``[N]``: the explained class's softmax probability."""
-        return torch.cat(self._probabilities) if self._probabilities else torch.zeros(0, dtype=torch.float64)
+        return _joined(self._probabilities, torch.zeros(0, dtype=torch.float64))
 
     @property
     def positions(self) -> Tensor:
         """``[N]``: each image's position in the dataset."""
-        return torch.cat(self._positions) if self._positions else torch.zeros(0, dtype=torch.long)
+        return _joined(self._positions, torch.zeros(0, dtype=torch.long))
 
     @property
     def classes(self) -> Tensor:
         """``[N]``: the explained class."""
-        return torch.cat(self._classes) if self._classes else torch.zeros(0, dtype=torch.long)
+        return _joined(self._classes, torch.zeros(0, dtype=torch.long))
 
     def state_dict(self) -> dict[str, Any]:
         """The variant count and the four per-image tensors."""

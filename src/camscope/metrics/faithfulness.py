@@ -47,6 +47,21 @@ __all__ = [
 ScoreSpec = str | Callable[[Tensor, Target], Tensor]
 
 
+def _spec_name(spec: Any) -> str:
+    """How a result's params record a score, substrate or fill: its name, or ``"custom"`` for a callable or tensor."""
+    return spec if isinstance(spec, str) else "custom"
+
+
+def _replace_top(replacement: Tensor, images: Tensor, ranks: Tensor, counts: Tensor, shape: Sequence[int]) -> Tensor:
+    """For each count ``k`` of ``counts`` ``[t]``: the images with their ``k`` top-ranked pixels from ``replacement``.
+
+    ``images`` and ``replacement`` are ``[n, C, H*W]`` and ``ranks`` ``[n, H*W]`` (0 = top);
+    the result is ``[t * n, *shape]``, ``shape`` an image's ``(C, H, W)``.
+    """
+    top = ranks[None, :, None, :] < counts[:, None, None, None]  # [t, n, 1, H*W]
+    return torch.where(top, replacement, images).reshape(-1, *shape)
+
+
 def _causal(
     kind: str,
     model: nn.Module,
@@ -78,15 +93,13 @@ def _causal(
     perturbed = counts[1:] if deleting else counts[:-1]
 
     def make_inputs(t: Tensor, rows: slice) -> Tensor:
-        first = ranks[rows][None, :, None, :] < perturbed[t][:, None, None, None]  # [t, n, 1, N]
         chosen = (flat_base[rows], flat_inputs[rows]) if deleting else (flat_inputs[rows], flat_base[rows])
-        return torch.where(first, *chosen).reshape(-1, *inputs.shape[1:])
+        return _replace_top(*chosen, ranks[rows], perturbed[t], inputs.shape[1:])
 
     scores = score_perturbed(model, scorer, logits, make_inputs, len(perturbed), batch_size, like=inputs).T  # [B, T-1]
     clean = scorer(logits).float()[:, None]
     curve = torch.cat([clean, scores], dim=1) if deleting else torch.cat([scores, clean], dim=1)
     auc = torch.trapezoid(curve.double(), fractions.to(curve.device), dim=1).float()
-    substrate_name = substrate_spec if isinstance(substrate_spec, str) else "custom"
     return MetricResult(
         name=kind,
         values={"auc": auc},
@@ -96,8 +109,8 @@ def _causal(
         higher_is_better={"auc": not deleting},
         params={
             "step": step,
-            "substrate": substrate_name,
-            "score": score if isinstance(score, str) else "custom",
+            "substrate": _spec_name(substrate_spec),
+            "score": _spec_name(score),
             "blur_kernel": blur_kernel,
             "blur_sigma": blur_sigma,
         },
@@ -226,9 +239,7 @@ def _explanation_map_pass(
     return scorer(logits).float(), scores
 
 
-def _drop_result(
-    name: str, clean: Tensor, masked: Tensor, score: ScoreSpec, substrate_spec: SubstrateSpec
-) -> MetricResult:
+def _drop_result(name: str, clean: Tensor, masked: Tensor, params: dict[str, Any]) -> MetricResult:
     drop = (clean - masked).clamp(min=0) / clean.clamp(min=torch.finfo(torch.float32).tiny)
     increase = (masked > clean).float()
     return MetricResult(
@@ -236,10 +247,7 @@ def _drop_result(
         values={"drop": drop, "increase": increase, "score": clean, "masked_score": masked},
         headline="drop" if name == "average_drop" else "increase",
         higher_is_better={"drop": False, "increase": True, "score": True, "masked_score": True},
-        params={
-            "score": score if isinstance(score, str) else "custom",
-            "substrate": substrate_spec if isinstance(substrate_spec, str) else "custom",
-        },
+        params=params,
     )
 
 
@@ -292,7 +300,7 @@ def average_drop(
         True
     """
     clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size)
-    return _drop_result("average_drop", clean, masked, score, substrate)
+    return _drop_result("average_drop", clean, masked, _map_params(score, substrate))
 
 
 @register_metric("increase_in_confidence", kind="model", aliases=("ic",))
@@ -325,7 +333,7 @@ def increase_in_confidence(
         True
     """
     clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size)
-    return _drop_result("increase_in_confidence", clean, masked, score, substrate)
+    return _drop_result("increase_in_confidence", clean, masked, _map_params(score, substrate))
 
 
 def _change_result(name: str, clean: Tensor, masked: Tensor, params: dict[str, Any]) -> MetricResult:
@@ -390,7 +398,7 @@ def confidence_change(
         (True, True)
     """
     clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size, normalize)
-    return _change_result("confidence_change", clean, masked, _map_params(score, substrate, normalize))
+    return _change_result("confidence_change", clean, masked, _map_params(score, substrate, normalize=normalize))
 
 
 @register_metric("drop_in_confidence", kind="model")
@@ -422,15 +430,12 @@ def drop_in_confidence(
         ('drop', True)
     """
     clean, masked = _explanation_map_pass(model, inputs, maps, target, score, substrate, batch_size, normalize)
-    return _change_result("drop_in_confidence", clean, masked, _map_params(score, substrate, normalize))
+    return _change_result("drop_in_confidence", clean, masked, _map_params(score, substrate, normalize=normalize))
 
 
-def _map_params(score: ScoreSpec, substrate_spec: SubstrateSpec, normalize: bool) -> dict[str, Any]:
-    return {
-        "score": score if isinstance(score, str) else "custom",
-        "substrate": substrate_spec if isinstance(substrate_spec, str) else "custom",
-        "normalize": normalize,
-    }
+def _map_params(score: ScoreSpec, substrate_spec: SubstrateSpec, **extra: Any) -> dict[str, Any]:
+    """The params of the explanation-map metrics: the score's and the substrate's names, then ``extra``."""
+    return {"score": _spec_name(score), "substrate": _spec_name(substrate_spec), **extra}
 
 
 @register_metric("relative_drop", kind="model", aliases=("rd",))
@@ -509,16 +514,14 @@ def relative_drop(
         return torch.softmax(outputs.float(), dim=1).gather(1, pair.to(outputs.device))
 
     road_fill = isinstance(fill, str) and fill == "road"
-    base = None if road_fill else substrate(inputs, fill)
+    flat_base = None if road_fill else substrate(inputs, fill).flatten(2)
+    flat_inputs = inputs.flatten(2)
     imputed = RemovalSteps(inputs, ranks, [("morf", int(c)) for c in counts.tolist()], noise=noise, seed=seed)
 
     def make_inputs(t: Tensor, rows: slice) -> Tensor:
-        if base is None:
+        if flat_base is None:
             return imputed(t, rows)
-        shape = (len(t), *inputs[rows].shape)
-        removed = (ranks[rows][None] < counts[t][:, None, None]).reshape(-1, *inputs.shape[2:])
-        images = inputs[rows].expand(shape).reshape(-1, *inputs.shape[1:])
-        return torch.where(removed[:, None], base[rows].expand(shape).reshape(-1, *inputs.shape[1:]), images)
+        return _replace_top(flat_base[rows], flat_inputs[rows], ranks[rows], counts[t], inputs.shape[1:])
 
     masked = score_perturbed(model, scorer, logits, make_inputs, len(values), batch_size, like=inputs)  # [P, B, 2]
     drops = scorer(logits)[None] - masked  # [P, B, 2]
@@ -570,7 +573,7 @@ def _relative_drop_result(values: list[float], drops: Tensor, fill: Any, versus:
         higher_is_better=higher,
         params={
             "fractions": values,
-            "fill": fill if isinstance(fill, str) else "custom",
+            "fill": _spec_name(fill),
             "versus": "most-similar" if versus is None else "given",
         },
     )

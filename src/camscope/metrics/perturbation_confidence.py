@@ -21,7 +21,7 @@ from camscope.engine.explainer import Explanation
 from camscope.metrics.batching import BatchSize
 from camscope.metrics.common import MetricResult, check_fractions
 from camscope.metrics.registry import register_metric
-from camscope.metrics.removal import Imputation, removal_scores
+from camscope.metrics.removal import Imputation, RemovalProtocol, removal_scores
 
 __all__ = ["least_relevant_first", "most_relevant_first"]
 
@@ -35,30 +35,10 @@ def _perturbation_confidence(
     maps: Tensor | Explanation,
     target: Any,
     fractions: Sequence[float],
-    imputation: Imputation,
-    noise: float,
-    score: str | Callable[[Tensor, Any], Tensor],
-    tie_break: float,
-    seed: int,
-    batch_size: BatchSize,
-    atol: float,
+    protocol: RemovalProtocol,
 ) -> MetricResult:
     values = check_fractions(fractions, "fractions")
-    clean, curves = removal_scores(
-        model,
-        inputs,
-        maps,
-        target,
-        (order,),
-        values,
-        imputation=imputation,
-        noise=noise,
-        score=score,
-        tie_break=tie_break,
-        seed=seed,
-        batch_size=batch_size,
-        atol=atol,
-    )
+    clean, curves = removal_scores(model, inputs, maps, target, (order,), values, protocol)
     change = curves[order] - clean[:, None]  # [B, P]
     name = "most_relevant_first" if order == "morf" else "least_relevant_first"
     steps = torch.tensor(values)
@@ -69,14 +49,7 @@ def _perturbation_confidence(
         steps={"change": steps},
         headline="change",
         higher_is_better={"change": order == "lerf", "score": True},
-        params={
-            "fractions": values,
-            "imputation": imputation if isinstance(imputation, str) else getattr(imputation, "__name__", "custom"),
-            "noise": noise,
-            "score": score if isinstance(score, str) else "custom",
-            "tie_break": tie_break,
-            "seed": seed,
-        },
+        params={"fractions": values, **protocol.params()},
     )
 
 
@@ -143,9 +116,8 @@ def most_relevant_first(
         >>> r["change"].shape, r.curves["change"].shape
         (torch.Size([2]), torch.Size([2, 2]))
     """
-    return _perturbation_confidence(
-        "morf", model, inputs, maps, target, fractions, imputation, noise, score, tie_break, seed, batch_size, atol
-    )
+    protocol = RemovalProtocol(imputation, noise, score, tie_break, seed, batch_size, atol)
+    return _perturbation_confidence("morf", model, inputs, maps, target, fractions, protocol)
 
 
 @register_metric("least_relevant_first", kind="model", aliases=("lerf", "remove_least_relevant_first"))
@@ -186,6 +158,5 @@ def least_relevant_first(
         >>> r.params["imputation"], r.curves["change"].shape
         ('mean', torch.Size([1, 1]))
     """
-    return _perturbation_confidence(
-        "lerf", model, inputs, maps, target, fractions, imputation, noise, score, tie_break, seed, batch_size, atol
-    )
+    protocol = RemovalProtocol(imputation, noise, score, tie_break, seed, batch_size, atol)
+    return _perturbation_confidence("lerf", model, inputs, maps, target, fractions, protocol)

@@ -1,5 +1,6 @@
 """Explaining other inputs (or another model) as a batch was explained: the same method, layer,
-options and *classes*. Used by the metrics that explain again: the sanity check, coherency, ARCC.
+options and *classes*. Used by the metrics that explain again: coherency and ARCC (the sanity
+check freezes its target the same way).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from camscope.errors import CamscopeError
 from camscope.metrics.common import clean_pass, prepare_maps
 from camscope.targets.base import FrozenTarget, as_target
 
-__all__ = ["MethodSpec", "Reexplainer", "explanation_method"]
+__all__ = ["MethodSpec", "Reexplainer", "explained_maps", "explanation_method"]
 
 MethodSpec = str | CamMethod | Callable[[nn.Module, Tensor, Any], Tensor]
 """A camscope method name or instance, or ``callable(model, inputs, target) -> maps [B, H, W]``."""
@@ -91,3 +92,34 @@ def explanation_method(
             options = {key: value for key, value in maps.options.items() if key in names}
         return maps.method, layer if layer is not None else maps.layer, options
     return "gradcam", layer, options
+
+
+def explained_maps(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor | Explanation | None,
+    target: Any,
+    method: MethodSpec | None,
+    layer: Any,
+    options: dict[str, Any] | None,
+) -> tuple[Tensor, Reexplainer]:
+    """The maps a metric that explains again evaluates, and the :class:`Reexplainer` that explains like them.
+
+    The method, layer and options are :func:`explanation_method`'s (the Reexplainer holds them);
+    the maps are ``maps`` ReLU'd, min-max scaled per image and resized to the inputs, or, when
+    ``maps`` is None, the method's maps of ``inputs``.
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(num_classes=10).eval()
+        >>> x = torch.randn(2, 3, 64, 64)
+        >>> original, again = explained_maps(model, x, None, None, None, "layer4", None)
+        >>> original.shape, again.method_name, again.layer
+        (torch.Size([2, 64, 64]), 'gradcam', 'layer4')
+    """
+    method, layer, options = explanation_method(maps, method, layer, options)
+    again = Reexplainer(model, inputs, maps, target, method, layer, options)
+    if maps is None:
+        return again(model, inputs), again
+    return prepare_maps(maps, inputs.shape[2:], normalize=True).to(inputs.device), again

@@ -10,6 +10,7 @@ Strategy for Attribution Methods", ICML 2022, arXiv:2202.00449; :mod:`camscope.m
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +22,16 @@ from camscope.metrics.batching import BatchSize
 from camscope.metrics.common import clean_pass, make_scorer, pixel_count, prepare_maps, score_perturbed
 from camscope.metrics.imputation import solve_chunks
 
-__all__ = ["ORDERS", "Imputation", "RemovalSteps", "check_imputation", "removal_ranks", "removal_scores", "step_noise"]
+__all__ = [
+    "ORDERS",
+    "Imputation",
+    "RemovalProtocol",
+    "RemovalSteps",
+    "check_imputation",
+    "removal_ranks",
+    "removal_scores",
+    "step_noise",
+]
 
 ORDERS = ("morf", "lerf")
 """Most relevant first, least relevant first."""
@@ -181,6 +191,47 @@ class RemovalSteps:
         return self.noises[step]
 
 
+@dataclass(frozen=True)
+class RemovalProtocol:
+    """The protocol of a removal metric: how removed pixels are imputed and the perturbed images scored.
+
+    These are the keywords of :func:`~camscope.metrics.road` and of the perturbation-confidence
+    metrics (:mod:`camscope.metrics.perturbation_confidence`), which take them one by one.
+
+    Attributes:
+        imputation: ``"linear"`` (ROAD's noisy linear), ``"mean"``, ``"zero"`` or ``callable(inputs, keep)``.
+        noise: the noise of the linear imputation.
+        score: the score of the class: ``"probability"``, ``"logit"`` or ``callable(outputs, target)``.
+        tie_break: the scale of the ranking's tie-breaking noise (0: raster order).
+        seed: seeds the ranking and the imputation noise.
+        batch_size: perturbed images per forward pass, or ``"auto"`` (:mod:`camscope.metrics.batching`).
+        atol: the accuracy of the imputation's solve.
+
+    Example:
+        >>> RemovalProtocol("mean", 0.01, "logit", 1e-4, 0, "auto", 1e-4).params()
+        {'imputation': 'mean', 'noise': 0.01, 'score': 'logit', 'tie_break': 0.0001, 'seed': 0}
+    """
+
+    imputation: Imputation
+    noise: float
+    score: str | Callable[[Tensor, Any], Tensor]
+    tie_break: float
+    seed: int
+    batch_size: BatchSize
+    atol: float
+
+    def params(self) -> dict[str, Any]:
+        """The protocol as a result records it: a callable imputation by its name, a callable score as ``"custom"``."""
+        imputation = self.imputation
+        return {
+            "imputation": imputation if isinstance(imputation, str) else getattr(imputation, "__name__", "custom"),
+            "noise": self.noise,
+            "score": self.score if isinstance(self.score, str) else "custom",
+            "tie_break": self.tie_break,
+            "seed": self.seed,
+        }
+
+
 def removal_scores(
     model: nn.Module,
     inputs: Tensor,
@@ -188,14 +239,7 @@ def removal_scores(
     target: Any,
     orders: Sequence[str],
     fractions: Sequence[float],
-    *,
-    imputation: Imputation,
-    noise: float,
-    score: str | Callable[[Tensor, Any], Tensor],
-    tie_break: float,
-    seed: int,
-    batch_size: BatchSize,
-    atol: float,
+    protocol: RemovalProtocol,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The clean scores ``[B]`` and, per order, the scores after each removal ``[B, P]``.
 
@@ -203,15 +247,17 @@ def removal_scores(
     :func:`removal_ranks`), imputed by :class:`RemovalSteps`, and the target scored; the
     forward passes of every order and fraction are batched together.
     """
-    check_imputation(imputation)
+    check_imputation(protocol.imputation)
     logits, resolved = clean_pass(model, inputs, target, maps)
     maps = prepare_maps(maps, inputs.shape[2:]).to(inputs.device)
-    scorer = make_scorer(resolved, score)
-    generator = torch.Generator().manual_seed(int(seed))
-    ranks = removal_ranks(maps, tie_break, generator)
+    scorer = make_scorer(resolved, protocol.score)
+    generator = torch.Generator().manual_seed(int(protocol.seed))
+    ranks = removal_ranks(maps, protocol.tie_break, generator)
     counts = [pixel_count(maps[0].numel(), p) for p in fractions]
     steps = [(order, count) for order in orders for count in counts]
-    make_inputs = RemovalSteps(inputs, ranks, steps, imputation, noise=noise, seed=seed, atol=atol)
-    scores = score_perturbed(model, scorer, logits, make_inputs, len(steps), batch_size, like=inputs)  # [S, B]
+    make_inputs = RemovalSteps(
+        inputs, ranks, steps, protocol.imputation, noise=protocol.noise, seed=protocol.seed, atol=protocol.atol
+    )
+    scores = score_perturbed(model, scorer, logits, make_inputs, len(steps), protocol.batch_size, like=inputs)  # [S, B]
     curves = {order: scores[i * len(counts) : (i + 1) * len(counts)].T for i, order in enumerate(orders)}
     return scorer(logits).float(), curves

@@ -23,7 +23,7 @@ from camscope.metrics.batching import BatchSize
 from camscope.metrics.common import MetricResult, check_fractions
 from camscope.metrics.imputation import NEIGHBOUR_WEIGHTS, noisy_linear_impute
 from camscope.metrics.registry import register_metric
-from camscope.metrics.removal import Imputation, removal_scores
+from camscope.metrics.removal import ORDERS, Imputation, RemovalProtocol, removal_scores
 
 __all__ = ["NEIGHBOUR_WEIGHTS", "noisy_linear_impute", "road"]
 
@@ -109,21 +109,8 @@ def road(
         (torch.Size([2]), torch.Size([2, 3]))
     """
     fractions = check_fractions(percentages, "percentages")
-    clean_scores, curves = removal_scores(
-        model,
-        inputs,
-        maps,
-        target,
-        ("morf", "lerf"),
-        fractions,
-        imputation=imputation,
-        noise=noise,
-        score=score,
-        tie_break=tie_break,
-        seed=seed,
-        batch_size=batch_size,
-        atol=atol,
-    )
+    protocol = RemovalProtocol(imputation, noise, score, tie_break, seed, batch_size, atol)
+    clean_scores, curves = removal_scores(model, inputs, maps, target, ORDERS, fractions, protocol)
     morf_curve, lerf_curve = curves["morf"], curves["lerf"]
     steps = torch.tensor(fractions)
     return MetricResult(
@@ -138,12 +125,5 @@ def road(
         steps={"morf": steps, "lerf": steps},
         headline="combined",
         higher_is_better={"combined": True, "morf": False, "lerf": True, "score": True},
-        params={
-            "percentages": fractions,
-            "imputation": imputation if isinstance(imputation, str) else getattr(imputation, "__name__", "custom"),
-            "noise": noise,
-            "score": score if isinstance(score, str) else "custom",
-            "tie_break": tie_break,
-            "seed": seed,
-        },
+        params={"percentages": fractions, **protocol.params()},
     )
