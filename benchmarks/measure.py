@@ -8,6 +8,7 @@ model's plain forward pass (``torch.no_grad``) and to the peer library's impleme
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -60,6 +61,8 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
+    # The profiler's start/stop and GPU-probe log lines would split the printed table.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     items = []
