@@ -95,3 +95,15 @@ def test_a_truncated_image_is_named_and_skip_bad_leaves_it_out(files, tmp_path, 
     assert [entry["image"] for entry in json.loads(captured.out)] == [good]
     assert "skipped 1 of 2 images" in captured.err and truncated in captured.err
     assert [path.name for path in tmp_path.iterdir()] == [Path(json.loads(captured.out)[0]["file"]).name]
+
+
+@pytest.mark.parametrize("task", [DETECTOR, SEGMENTER])
+def test_a_size_the_scene_models_cannot_take_names_the_flag_before_loading(files, capsys, monkeypatch, tmp_path, task):
+    import camscope.cli.explain
+
+    monkeypatch.setattr(camscope.cli.explain, "load_cli_model", _refuse)
+    code = main(["explain", str(files["scene.png"]), *task, "--size", "100", "--out", str(tmp_path)])
+    assert code == 2
+    err = _one_line(capsys)
+    assert "--size 100" in err and "multiples of 16" in err and "--size 96 or 112" in err
+    assert not any(tmp_path.iterdir())

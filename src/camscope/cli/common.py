@@ -34,6 +34,7 @@ __all__ = [
     "SeedOption",
     "SkipBadOption",
     "WeightsOption",
+    "check_model_size",
     "check_positive",
     "check_seed",
     "class_names_for",
@@ -134,6 +135,31 @@ def check_seed(seed: int | None, weights: str | None) -> None:
             f"--seed seeds the random weights of --weights none; with --weights {weights} it changes nothing: "
             "drop --seed, or add --weights none"
         )
+
+
+def check_model_size(model: str, size: int) -> None:
+    """Refuse a ``--size`` that camscope's scene models cannot take (sides multiples of 16), before loading them.
+
+    Example:
+        >>> check_model_size("camscope:scenes-detector", 112), check_model_size("resnet18", 100)
+        (None, None)
+        >>> check_model_size("camscope:scenes-segmenter", 100)
+        Traceback (most recent call last):
+        ...
+        camscope.errors.CamscopeError: --size 100: camscope:scenes-segmenter takes image sides that are multiples of 16 (its own size is 96): use --size 96 or 112, or leave --size out
+    """
+    from camscope.models.scene_models import SIDE_MULTIPLE
+    from camscope.models.scene_zoo import SCENE_MODELS, scene_model_info
+
+    name = model.strip().lower().removeprefix("camscope:")
+    if not model.strip().lower().startswith("camscope:") or name not in SCENE_MODELS or size % SIDE_MULTIPLE == 0:
+        return
+    own = int(scene_model_info(name)["input"]["size"])
+    below = max(SIDE_MULTIPLE, size - size % SIDE_MULTIPLE)
+    raise CamscopeError(
+        f"--size {size}: {model.strip()} takes image sides that are multiples of {SIDE_MULTIPLE} (its own size is "
+        f"{own}): use --size {below} or {below + SIDE_MULTIPLE}, or leave --size out"
+    )
 
 
 def check_positive(**flags: int | None) -> None:

@@ -26,6 +26,7 @@ from camscope.cli.common import (
     SeedOption,
     SkipBadOption,
     WeightsOption,
+    check_model_size,
     check_seed,
     class_names_for,
     image_files,
@@ -281,6 +282,7 @@ def explain(
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
+    check_model_size(model_name, size)
     network = load_cli_model(model_name, weights_name, seed_value, device)
     config = data_config(model_name)
     files, loaded = _load_photos(files, size, config, skip_bad)

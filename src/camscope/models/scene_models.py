@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from camscope.errors import CamscopeError
 
 __all__ = [
+    "SIDE_MULTIPLE",
     "SceneDetector",
     "SceneFeatures",
     "SceneSegmenter",
@@ -92,14 +93,18 @@ class SceneFeatures(nn.Module):
         return self.smooth(p2)
 
 
+#: The scene models' image sides are multiples of this (the backbone's total stride).
+SIDE_MULTIPLE = 16
+
+
 def _check_images(images: Any) -> Tensor:
     if isinstance(images, (list, tuple)) and images and all(isinstance(i, Tensor) for i in images):
         images = torch.stack(list(images))
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
         shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise CamscopeError(f"the scene models take RGB images [B, 3, H, W] in [0, 1], got {shape}")
-    if images.shape[2] % 16 or images.shape[3] % 16:
-        raise CamscopeError(f"image sides must be multiples of 16 pixels, got {list(images.shape[2:])}")
+    if images.shape[2] % SIDE_MULTIPLE or images.shape[3] % SIDE_MULTIPLE:
+        raise CamscopeError(f"image sides must be multiples of {SIDE_MULTIPLE} pixels, got {list(images.shape[2:])}")
     return images
 
 
