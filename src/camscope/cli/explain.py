@@ -282,7 +282,6 @@ def explain(
     files = image_files(images)
     diffcam = DiffCAMOptions(bank, reference, regularization, target, method_names, model)
     model_name, weights_name, seed_value, size = _bank_defaults(diffcam, model, weights, seed, size)
-    check_model_size(model_name, size)
     network = load_cli_model(model_name, weights_name, seed_value, device)
     config = data_config(model_name)
     files, loaded = _load_photos(files, size, config, skip_bad)
@@ -558,6 +557,7 @@ def _bank_defaults(
         size = int((diffcam.bank.input_size or [224])[-1])
     elif size is None:  # camscope's shipped models take their own size (the scene models: 96)
         size = _own_input_size(model_name) or 224
+    check_model_size(model_name, size)
     return model_name, weights_name, seed_value, size
 
 
