@@ -229,6 +229,14 @@ def _figures(
     sanity: dict[str, Any],
     layers: list[str],
 ) -> list[str]:
+    """The example maps and the sanity check's curves, on the easy level's ``species`` model."""
+    _examples_figure(context, images, masks, examples)
+    _sanity_figure(context, sanity, layers)
+    return ["figures/localisation_examples.png", "figures/localisation_sanity.png"]
+
+
+def _examples_figure(context: Context, images: Tensor, masks: Tensor, examples: dict[str, Tensor]) -> None:
+    from camscope.engine.method import display_name
 
     shown = [
         name
@@ -236,7 +244,7 @@ def _figures(
         if name in examples
     ]
     rows = min([3, images.shape[0], *(examples[name].shape[0] for name in shown)])
-    fig = new_figure((1.7 * (len(shown) + 1), 1.8 * rows))
+    fig = new_figure((1.7 * (len(shown) + 1), 1.8 * rows + 0.4))
     axes = fig.subplots(rows, len(shown) + 1, squeeze=False)
     for r in range(rows):
         axes[r][0].imshow(images[r].permute(1, 2, 0).clamp(0, 1).numpy())
@@ -245,32 +253,47 @@ def _figures(
             axes[r][c].imshow(examples[name][r].numpy(), cmap="jet", vmin=0, vmax=1)
             axes[r][c].contour(masks[r].float().numpy(), levels=[0.5], colors="w", linewidths=0.6)
             if r == 0:
-                axes[r][c].set_title(name, fontsize=8)
+                axes[r][c].set_title(display_name(name), fontsize=8)
         if r == 0:
             axes[r][0].set_title("image, object", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
+    fig.suptitle(
+        "species model (easy level), first test images, true class; white outline: the object's mask", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(context.figures / "localisation_examples.png", dpi=100)
 
-    fig = new_figure((11, 3.8))
 
-    axes = fig.subplots(1, 2, squeeze=False)
+def _sanity_figure(context: Context, sanity: dict[str, Any], layers: list[str]) -> None:
+    """Each method's curves, told apart by colour (20) and line style; one legend beside both panels."""
+    from matplotlib import colormaps
+
+    from camscope.engine.method import display_name
+
+    fig = new_figure((14, 4.6))
+    axes = fig.subplots(1, 2, squeeze=False)[0]
     steps = list(range(1, len(layers) + 1))
+    colours = [colormaps["tab20"](i) for i in range(20)]
     for index, (method, result) in enumerate(sorted(sanity.items())):
-        style = "-" if index < 10 else "--"
-        axes[0][0].plot(steps, result["spearman_curve"], style, marker=".", lw=1, label=method)
-        axes[0][1].plot(steps, result["ssim_curve"], style, marker=".", lw=1, label=method)
-    for ax, title in zip(axes[0], ("mean Spearman with the original map", "mean SSIM with the original map")):
+        style = {"color": colours[index % 20], "ls": ("-", "--", ":")[index // 20 % 3], "marker": ".", "lw": 1.1}
+        axes[0].plot(steps, result["spearman_curve"], label=display_name(method), **style)
+        axes[1].plot(steps, result["ssim_curve"], **style)
+    for ax, title in zip(axes, ("mean Spearman with the original map", "mean SSIM with the original map")):
         ax.axhline(0.5 if "Spearman" in title else 0, color="grey", lw=0.8, ls=":")
         ax.set_xticks(steps)
         ax.set_xticklabels(layers, rotation=35, ha="right", fontsize=7)
-        ax.set_title(title + " (cascade, top layer first)", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    axes[0][1].legend(fontsize=6, ncol=2, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(context.figures / "localisation_sanity.png", dpi=100)
-    return ["figures/localisation_examples.png", "figures/localisation_sanity.png"]
+    axes[0].text(1, 0.52, "pass: below 0.5 after the whole cascade", fontsize=7, color="grey")
+    fig.legend(fontsize=6.5, ncol=2, loc="center right", frameon=False)
+    fig.suptitle(
+        "Cascading randomisation (Adebayo et al. 2018) of the species model (easy level): layers randomised from the "
+        "top down, each method's maps compared with its maps on the trained model",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 0.76, 1))
+    fig.savefig(context.figures / "localisation_sanity.png", dpi=110)
 
 
 @dataclass
